@@ -1,0 +1,128 @@
+"""The Whisper / S3 log-mel frontend (16 kHz in, 100 frames per second out).
+
+Numerics are those of ``whisper.log_mel_spectrogram`` and ``s3tokenizer.log_mel_spectrogram``:
+STFT (n_fft 400, hop 160, periodic Hann, centred with reflect padding) with the last frame dropped,
+power spectrum, Slaney-normalised Slaney-scale mel filters (librosa's, built here by torchaudio),
+``log10(clamp(x, 1e-10))``, ``max(x, max(x) - 8)`` per utterance, then ``(x + 4) / 4``.
+
+Batches are exact: every item gets the frames it would get alone (its own reflect padding and its own
+maximum), and frames past an item's length are zero.
+
+Example:
+    >>> frontend = WhisperFrontend()
+    >>> mel, mel_lengths = frontend(waves, wave_lengths)   # [B, 128, T], [B]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchaudio.functional as AF
+from torch import nn
+
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP_LENGTH = 160
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100
+
+
+def mel_frame_count(num_samples: int | torch.Tensor) -> int | torch.Tensor:
+    """Number of log-mel frames for ``num_samples`` samples at 16 kHz (the last STFT frame is dropped)."""
+    return num_samples // HOP_LENGTH
+
+
+def slaney_mel_filters(n_mels: int) -> torch.Tensor:
+    """Librosa's (Whisper's) mel filterbank ``[n_mels, 201]`` for 16 kHz and n_fft 400, float32.
+
+    torchaudio builds it; in float64, as librosa does, so it agrees with Whisper's table to ~4e-9 (in
+    float32 the low-energy bins of the log spectrum drift by ~7e-5).
+    """
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        filters = AF.melscale_fbanks(
+            n_freqs=N_FFT // 2 + 1,
+            f_min=0.0,
+            f_max=SAMPLE_RATE / 2,
+            n_mels=n_mels,
+            sample_rate=SAMPLE_RATE,
+            norm="slaney",
+            mel_scale="slaney",
+        )
+    finally:
+        torch.set_default_dtype(default)
+    return filters.T.to(torch.float32).contiguous()
+
+
+class WhisperFrontend(nn.Module):
+    """Batched Whisper log-mel spectrogram.
+
+    ``forward(waveforms [B, N] float, lengths [B] long)`` returns ``(mel [B, n_mels, T], mel_lengths [B])``
+    with ``T = max(lengths) // 160`` and ``mel_lengths = lengths // 160``.
+    """
+
+    def __init__(self, n_mels: int = 128):
+        super().__init__()
+        self.n_mels = n_mels
+        self.register_buffer("mel_filters", slaney_mel_filters(n_mels), persistent=False)  # [n_mels, 201]
+        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+
+    def forward(
+        self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if waveforms.ndim != 2:
+            raise ValueError(f"waveforms must be [batch, samples], got shape {tuple(waveforms.shape)}")
+        batch, width = waveforms.shape
+        if lengths is None:
+            lengths = torch.full((batch,), width, dtype=torch.long)
+        lengths = lengths.to(torch.long).cpu()
+        if (lengths < 0).any() or (lengths > width).any():
+            raise ValueError(f"lengths must lie in [0, {width}], got {lengths.tolist()}")
+
+        pad = N_FFT // 2
+        framed = waveforms.new_zeros(batch, width + 2 * pad, dtype=torch.float32)
+        for i, n in enumerate(lengths.tolist()):
+            if n == 0:
+                continue
+            item = waveforms[i, :n].float().view(1, 1, n)
+            # Reflect padding needs more samples than the pad; shorter inputs are zero-padded instead.
+            mode = "reflect" if n > pad else "constant"
+            framed[i, : n + 2 * pad] = F.pad(item, (pad, pad), mode=mode).view(-1)
+        spec = torch.stft(
+            framed, N_FFT, HOP_LENGTH, window=self.window.to(framed.device), center=False, return_complex=True
+        )
+        power = spec[..., :-1].abs() ** 2  # [B, 201, T]
+        mel = self.mel_filters.to(power.device) @ power
+        log_mel = torch.clamp(mel, min=1e-10).log10()
+
+        mel_lengths = mel_frame_count(lengths)
+        frames = log_mel.shape[-1]
+        valid = torch.arange(frames).unsqueeze(0) < mel_lengths.unsqueeze(1)  # [B, T]
+        valid = valid.to(log_mel.device).unsqueeze(1)
+        peak = log_mel.masked_fill(~valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
+        log_mel = torch.maximum(log_mel, peak - 8.0)
+        log_mel = (log_mel + 4.0) / 4.0
+        return log_mel.masked_fill(~valid, 0.0), mel_lengths
+
+    def batch(self, waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel of a list of 1-D waveforms: ``(mel [B, n_mels, T], mel_lengths [B])``."""
+        if not waveforms:
+            raise ValueError("waveforms is empty; give at least one 1-D waveform")
+        for i, w in enumerate(waveforms):
+            if w.ndim != 1:
+                raise ValueError(f"waveform {i} must be 1-D [samples], got shape {tuple(w.shape)}")
+        lengths = torch.tensor([w.shape[0] for w in waveforms], dtype=torch.long)
+        padded = torch.nn.utils.rnn.pad_sequence([w.float() for w in waveforms], batch_first=True)
+        return self(padded, lengths)
+
+
+_DEFAULT_FRONTENDS: dict[int, WhisperFrontend] = {}
+
+
+def log_mel_spectrogram(waveform: torch.Tensor, n_mels: int = 128) -> torch.Tensor:
+    """Log-mel of one 1-D 16 kHz waveform: ``[n_mels, len // 160]``."""
+    if waveform.ndim != 1:
+        raise ValueError(f"waveform must be 1-D [samples], got shape {tuple(waveform.shape)}")
+    frontend = _DEFAULT_FRONTENDS.setdefault(n_mels, WhisperFrontend(n_mels))
+    mel, _ = frontend(waveform.unsqueeze(0))
+    return mel[0]

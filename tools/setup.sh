@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs whatever this checkout still lacks, and nothing else:
+#   - Debian packages espeak-ng, sox, libsndfile1 (speech synthesis for tests and the demo, audio I/O);
+#   - .venv with torch==2.14.1 and torchaudio==2.11.0;
+#   - every package of the monorepo, editable, built with --no-build-isolation.
+# Usage: bash tools/setup.sh [test]   ("test" adds the test-only reference packages)
+# Idempotent: on a ready machine it only checks, in a few seconds.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+extra=${1:-}
+
+missing=()
+command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+command -v sox >/dev/null 2>&1 || missing+=(sox)
+ldconfig -p 2>/dev/null | grep -q 'libsndfile\.so' || missing+=(libsndfile1)
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}" >&2
+  sudo_cmd=""
+  [ "$(id -u)" = 0 ] || sudo_cmd=sudo
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv" >&2
+  "${PYTHON:-python3.11}" -m venv .venv
+fi
+VPY=.venv/bin/python
+torch_ok='import sys, torch, torchaudio; sys.exit(not (torch.__version__.startswith("2.14.1") and torchaudio.__version__.startswith("2.11.0")))'
+if ! "$VPY" -c "$torch_ok" >/dev/null 2>&1; then
+  echo "setup: installing torch==2.14.1 torchaudio==2.11.0 (a few minutes)" >&2
+  "$VPY" -m pip install -q --disable-pip-version-check --upgrade pip
+  "$VPY" -m pip install -q --disable-pip-version-check torch==2.14.1 torchaudio==2.11.0
+fi
+
+# Reinstall the packages only when a project file changed since the last install. The stamp records
+# the digest and whether the test extras came along (a test install also serves the plain one).
+stamp=.venv/.funaudiochat-installed
+digest=$(cat pyproject.toml packages/*/pyproject.toml | sha256sum | cut -d' ' -f1)
+have=$(cat "$stamp" 2>/dev/null || true)
+if [ "$have" != "$digest test" ] && { [ "$extra" = test ] || [ "$have" != "$digest" ]; }; then
+  echo "setup: installing the funaudiochat packages (editable)" >&2
+  "$VPY" -m pip install -q --disable-pip-version-check setuptools wheel
+  umbrella="."
+  [ "$extra" = test ] && umbrella=".[test]"
+  log=$(mktemp)
+  if ! "$VPY" -m pip install -q --disable-pip-version-check --no-build-isolation \
+    -e packages/tokenizer -e packages/drsr -e packages/vocoder -e packages/training -e packages/chat \
+    -e "$umbrella" >"$log" 2>&1; then
+    cat "$log" >&2
+    exit 1
+  fi
+  rm -f "$log"
+  echo "$digest${extra:+ $extra}" >"$stamp"
+fi
