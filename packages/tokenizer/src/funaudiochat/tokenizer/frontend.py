@@ -40,15 +40,16 @@ def slaney_mel_filters(n_mels: int) -> torch.Tensor:
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        filters = AF.melscale_fbanks(
-            n_freqs=N_FFT // 2 + 1,
-            f_min=0.0,
-            f_max=SAMPLE_RATE / 2,
-            n_mels=n_mels,
-            sample_rate=SAMPLE_RATE,
-            norm="slaney",
-            mel_scale="slaney",
-        )
+        with torch.device("cpu"):  # also when a model is being built on the meta device
+            filters = AF.melscale_fbanks(
+                n_freqs=N_FFT // 2 + 1,
+                f_min=0.0,
+                f_max=SAMPLE_RATE / 2,
+                n_mels=n_mels,
+                sample_rate=SAMPLE_RATE,
+                norm="slaney",
+                mel_scale="slaney",
+            )
     finally:
         torch.set_default_dtype(default)
     return filters.T.to(torch.float32).contiguous()
@@ -99,6 +100,8 @@ class WhisperFrontend(nn.Module):
         frames = log_mel.shape[-1]
         valid = torch.arange(frames).unsqueeze(0) < mel_lengths.unsqueeze(1)  # [B, T]
         valid = valid.to(log_mel.device).unsqueeze(1)
+        if frames == 0:
+            return log_mel, mel_lengths
         peak = log_mel.masked_fill(~valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
         log_mel = torch.maximum(log_mel, peak - 8.0)
         log_mel = (log_mel + 4.0) / 4.0

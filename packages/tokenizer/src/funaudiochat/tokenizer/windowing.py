@@ -11,7 +11,7 @@ than the overlap, so that 52.4 s of audio gives 1260 tokens instead of 1310.
 
 Example:
     >>> [(w.start_frame, w.num_frames, w.keep_start, w.keep_end) for w in plan_windows(5240)]
-    [(0, 3000, 0, 665), (2240, 3000, 665, 1310)]
+    [(0, 3000, 0, 655), (2240, 3000, 655, 1310)]
 """
 
 from __future__ import annotations

@@ -1,0 +1,64 @@
+"""The funaudiochat command: --help, tokenize in text and npy form, weights, and clear errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from funaudiochat.chat.cli import main
+from funaudiochat.tokenizer import SpeechTokenizer, SpeechTokenizerConfig, code_count, load_audio
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "funaudiochat.chat.cli", *args], capture_output=True, text=True)
+
+
+def test_help_lists_subcommands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "tokenize" in result.stdout
+
+
+def test_tokenize_prints_codes_and_says_it_is_random(speech_dir):
+    wav = speech_dir / "utt1.wav"
+    result = run_cli("tokenize", str(wav))
+    assert result.returncode == 0, result.stderr
+    assert "seeded tiny random tokenizer" in result.stderr
+    codes = [int(c) for c in result.stdout.split()]
+    assert len(codes) == code_count(load_audio(wav).shape[0])
+    expected = SpeechTokenizer.random(seed=0).encode(load_audio(wav))[0].tolist()
+    assert codes == expected
+
+
+def test_tokenize_npy_with_weights(tmp_path, speech_dir, capsys):
+    tok = SpeechTokenizer.random(SpeechTokenizerConfig(n_audio_state=64, n_audio_head=1, n_audio_layer=1), seed=5)
+    weights = tmp_path / "tok.safetensors"
+    tok.save_safetensors(weights)
+    out = tmp_path / "codes.npy"
+    wav = speech_dir / "utt2.wav"
+    assert main(["tokenize", str(wav), "--format", "npy", "--out", str(out), "--weights", str(weights)]) == 0
+    assert "random" not in capsys.readouterr().err
+    saved = np.load(out)
+    assert saved.dtype == np.int64
+    assert saved.tolist() == tok.encode(load_audio(wav))[0].tolist()
+
+
+def test_tokenize_several_files_to_a_directory(tmp_path, speech_dir):
+    files = [str(speech_dir / "utt0.wav"), str(speech_dir / "utt3.wav")]
+    assert main(["tokenize", *files, "--format", "npy", "--out", str(tmp_path / "codes")]) == 0
+    assert sorted(p.name for p in (tmp_path / "codes").iterdir()) == ["utt0.codes.npy", "utt3.codes.npy"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["tokenize", "/nonexistent/q.wav"], "q.wav: file not found"),
+        (["tokenize", "{wav}", "--weights", "/nonexistent/w.safetensors"], "weights file not found"),
+        (["tokenize", "{wav}", "--max-seconds", "0.5"], "longer than the limit of 0.50 s"),
+    ],
+)
+def test_tokenize_errors_are_clear(speech_dir, capsys, args, message):
+    args = [a.format(wav=speech_dir / "utt0.wav") for a in args]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
