@@ -124,8 +124,7 @@ class FSMNAttention(nn.Module):
         q = self.query(x).view(n, self.n_head, head_dim)
         k = self.key(x).view(n, self.n_head, head_dim)
         v = self.value(x)
-        mixed = torch.empty_like(v)
-        memory = torch.empty_like(v)
+        mixed, memory = [], []
         for start, length in spans:
             rows = slice(start, start + length)
             c, s = cos[:length], sin[:length]
@@ -133,10 +132,20 @@ class FSMNAttention(nn.Module):
             ki = apply_rotary(k[rows], c, s).transpose(0, 1)
             vi = v[rows].view(length, self.n_head, head_dim).transpose(0, 1)
             attended = F.scaled_dot_product_attention(qi.unsqueeze(0), ki.unsqueeze(0), vi.unsqueeze(0))
-            mixed[rows] = attended[0].transpose(0, 1).reshape(length, d)
-            seq = F.pad(v[rows].T.unsqueeze(0), (self.left_padding, self.right_padding))
-            memory[rows] = self.fsmn_block(seq)[0].T + v[rows]
+            mixed.append(attended[0].transpose(0, 1).reshape(length, d))
+            memory.append(self.fsmn(v[rows]))
+        mixed = mixed[0] if len(mixed) == 1 else torch.cat(mixed)
+        memory = memory[0] if len(memory) == 1 else torch.cat(memory)
         return self.out(mixed) + memory
+
+    def fsmn(self, v: torch.Tensor) -> torch.Tensor:
+        """FSMN memory of one sequence ``v [T, D]``: depthwise conv with zero "same" padding, plus ``v``."""
+        seq = v.T.unsqueeze(0)
+        if self.left_padding == self.right_padding:
+            filtered = F.conv1d(seq, self.fsmn_block.weight, padding=self.left_padding, groups=seq.shape[1])
+        else:
+            filtered = self.fsmn_block(F.pad(seq, (self.left_padding, self.right_padding)))
+        return filtered[0].T + v
 
 
 class ResidualAttentionBlock(nn.Module):
