@@ -5,13 +5,14 @@ import sys
 
 import numpy as np
 import pytest
-
 from funaudiochat.chat.cli import main
 from funaudiochat.tokenizer import SpeechTokenizer, SpeechTokenizerConfig, code_count, load_audio
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "funaudiochat.chat.cli", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "funaudiochat.chat.cli", *args], capture_output=True, text=True
+    )
 
 
 def test_help_lists_subcommands():
@@ -32,7 +33,9 @@ def test_tokenize_prints_codes_and_says_it_is_random(speech_dir):
 
 
 def test_tokenize_npy_with_weights(tmp_path, speech_dir, capsys):
-    tok = SpeechTokenizer.random(SpeechTokenizerConfig(n_audio_state=64, n_audio_head=1, n_audio_layer=1), seed=5)
+    tok = SpeechTokenizer.random(
+        SpeechTokenizerConfig(n_audio_state=64, n_audio_head=1, n_audio_layer=1), seed=5
+    )
     weights = tmp_path / "tok.safetensors"
     tok.save_safetensors(weights)
     out = tmp_path / "codes.npy"

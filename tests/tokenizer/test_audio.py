@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-
 from funaudiochat.tokenizer import load_audio
 
 
@@ -74,7 +73,9 @@ def test_error_nan_inf(bad):
 
 def test_error_too_long(tmp_path, write_wav):
     path = write_wav(tmp_path / "long.wav", np.zeros(16000 * 3, dtype=np.float32), 16000)
-    with pytest.raises(ValueError, match=r"long\.wav: audio is 3\.00 s long, longer than the limit of 2\.00 s"):
+    with pytest.raises(
+        ValueError, match=r"long\.wav: audio is 3\.00 s long, longer than the limit of 2\.00 s"
+    ):
         load_audio(path, max_seconds=2.0)
     assert load_audio(path, max_seconds=None).shape == (48000,)
 

@@ -3,7 +3,6 @@ one chunk, batching with masks, output lengths, and streaming == offline."""
 
 import pytest
 import torch
-
 from funaudiochat.tokenizer import AudioEncoderConfig, ContinuousAudioEncoder, WhisperFrontend, output_length
 from funaudiochat.tokenizer.audio_encoder import conv_output_length
 
@@ -25,20 +24,32 @@ def test_official_names_and_shapes_at_full_size():
         enc = ContinuousAudioEncoder(AudioEncoderConfig(output_dim=4096))
     shapes = {k: tuple(v.shape) for k, v in enc.state_dict().items()}
     expected = {
-        "conv1.weight": (1280, 128, 3), "conv1.bias": (1280,),
-        "conv2.weight": (1280, 1280, 3), "conv2.bias": (1280,),
-        "ln_post.weight": (1280,), "ln_post.bias": (1280,),
-        "proj.weight": (4096, 1280), "proj.bias": (4096,),
+        "conv1.weight": (1280, 128, 3),
+        "conv1.bias": (1280,),
+        "conv2.weight": (1280, 1280, 3),
+        "conv2.bias": (1280,),
+        "ln_post.weight": (1280,),
+        "ln_post.bias": (1280,),
+        "proj.weight": (4096, 1280),
+        "proj.bias": (4096,),
         "audio_bos_eos_token.weight": (2, 4096),
     }
     layer = {
-        "self_attn.q_proj.weight": (1280, 1280), "self_attn.q_proj.bias": (1280,),
+        "self_attn.q_proj.weight": (1280, 1280),
+        "self_attn.q_proj.bias": (1280,),
         "self_attn.k_proj.weight": (1280, 1280),
-        "self_attn.v_proj.weight": (1280, 1280), "self_attn.v_proj.bias": (1280,),
-        "self_attn.out_proj.weight": (1280, 1280), "self_attn.out_proj.bias": (1280,),
-        "self_attn_layer_norm.weight": (1280,), "self_attn_layer_norm.bias": (1280,),
-        "fc1.weight": (5120, 1280), "fc1.bias": (5120,), "fc2.weight": (1280, 5120), "fc2.bias": (1280,),
-        "final_layer_norm.weight": (1280,), "final_layer_norm.bias": (1280,),
+        "self_attn.v_proj.weight": (1280, 1280),
+        "self_attn.v_proj.bias": (1280,),
+        "self_attn.out_proj.weight": (1280, 1280),
+        "self_attn.out_proj.bias": (1280,),
+        "self_attn_layer_norm.weight": (1280,),
+        "self_attn_layer_norm.bias": (1280,),
+        "fc1.weight": (5120, 1280),
+        "fc1.bias": (5120,),
+        "fc2.weight": (1280, 5120),
+        "fc2.bias": (1280,),
+        "final_layer_norm.weight": (1280,),
+        "final_layer_norm.bias": (1280,),
     }
     for i in range(32):
         expected.update({f"layers.{i}.{k}": v for k, v in layer.items()})
@@ -46,8 +57,19 @@ def test_official_names_and_shapes_at_full_size():
 
 
 def test_output_lengths():
-    for frames, l2 in [(0, 0), (1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 2), (200, 50), (201, 50),
-                       (3000, 750)]:
+    for frames, l2 in [
+        (0, 0),
+        (1, 1),
+        (2, 1),
+        (3, 1),
+        (4, 1),
+        (5, 1),
+        (6, 1),
+        (7, 2),
+        (200, 50),
+        (201, 50),
+        (3000, 750),
+    ]:
         l1 = (frames - 1) // 2 + 1 if frames else 0
         assert conv_output_length(frames) == l1
         assert output_length(frames) == l2, frames
@@ -63,9 +85,14 @@ def test_equals_whisper_encoder_within_one_chunk(encoder, mels):
 
     cfg = encoder.config
     wcfg = WhisperConfig(
-        num_mel_bins=cfg.num_mel_bins, d_model=cfg.d_model, encoder_layers=cfg.encoder_layers,
-        encoder_attention_heads=cfg.encoder_attention_heads, encoder_ffn_dim=cfg.encoder_ffn_dim,
-        max_source_positions=cfg.n_window, activation_function="gelu", dropout=0.0,
+        num_mel_bins=cfg.num_mel_bins,
+        d_model=cfg.d_model,
+        encoder_layers=cfg.encoder_layers,
+        encoder_attention_heads=cfg.encoder_attention_heads,
+        encoder_ffn_dim=cfg.encoder_ffn_dim,
+        max_source_positions=cfg.n_window,
+        activation_function="gelu",
+        dropout=0.0,
     )
     wcfg._attn_implementation = "eager"
     whisper = WhisperEncoder(wcfg).eval()

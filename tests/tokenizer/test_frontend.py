@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import s3tokenizer
 import torch
-
 from funaudiochat.tokenizer import WhisperFrontend, log_mel_spectrogram, mel_frame_count
 
 

@@ -8,9 +8,6 @@ over the codebook instead of sitting at the all-middle code 3280.
 import pytest
 import s3tokenizer
 import torch
-from s3tokenizer.model_v2 import ModelConfig, S3TokenizerV2
-from s3tokenizer.model_v3 import ModelConfigV3, S3TokenizerV3
-
 from funaudiochat.tokenizer import (
     CODEBOOK_SIZE,
     SpeechTokenizer,
@@ -19,16 +16,20 @@ from funaudiochat.tokenizer import (
     codes_to_levels,
     levels_to_codes,
 )
+from s3tokenizer.model_v2 import ModelConfig, S3TokenizerV2
+from s3tokenizer.model_v3 import ModelConfigV3, S3TokenizerV3
 
 
 def reference_model(version: str, layers: int, seed: int = 0):
     torch.manual_seed(seed)
     if version == "v2":
-        model = S3TokenizerV2("speech_tokenizer_v2_25hz", ModelConfig(n_audio_state=256, n_audio_head=4,
-                                                                     n_audio_layer=layers))
+        model = S3TokenizerV2(
+            "speech_tokenizer_v2_25hz", ModelConfig(n_audio_state=256, n_audio_head=4, n_audio_layer=layers)
+        )
     else:
-        model = S3TokenizerV3("speech_tokenizer_v3_25hz", ModelConfigV3(n_audio_state=256, n_audio_head=4,
-                                                                       n_audio_layer=layers))
+        model = S3TokenizerV3(
+            "speech_tokenizer_v3_25hz", ModelConfigV3(n_audio_state=256, n_audio_head=4, n_audio_layer=layers)
+        )
     with torch.no_grad():
         model.quantizer._codebook.project_down.weight.mul_(8.0)
     return model.eval()

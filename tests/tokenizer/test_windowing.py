@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 import s3tokenizer
 import torch
+from funaudiochat.tokenizer import SpeechTokenizer, SpeechTokenizerConfig, code_count, plan_windows
+from funaudiochat.tokenizer.windowing import token_count_for_frames
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from s3tokenizer.model_v2 import ModelConfig, S3TokenizerV2
-
-from funaudiochat.tokenizer import SpeechTokenizer, SpeechTokenizerConfig, code_count, plan_windows
-from funaudiochat.tokenizer.windowing import token_count_for_frames
 
 
 def test_code_count_formula():
@@ -31,7 +30,7 @@ def test_plan_covers_every_token_exactly_once(num_frames, window_tokens, overlap
     windows = plan_windows(num_frames, window, overlap)
     total = token_count_for_frames(num_frames)
     assert windows[0].keep_start == 0 and windows[-1].keep_end == total
-    for a, b in zip(windows, windows[1:]):
+    for a, b in zip(windows, windows[1:], strict=False):
         assert a.keep_end == b.keep_start and a.start_frame < b.start_frame
     for w in windows:
         assert w.start_frame % 4 == 0 and 0 < w.num_frames <= window or num_frames == 0
@@ -41,7 +40,7 @@ def test_plan_covers_every_token_exactly_once(num_frames, window_tokens, overlap
     if len(windows) > 1:
         # every window is full (the last is never a short remainder) and every cut leaves context
         margin = (overlap // 4 - 1) // 2
-        for a, b in zip(windows, windows[1:]):
+        for a, b in zip(windows, windows[1:], strict=False):
             assert a.num_frames >= window - 3 and b.num_frames >= window - 3
             assert a.start_token + a.num_frames // 4 - a.keep_end >= margin
             assert b.keep_start - b.start_token >= margin
@@ -79,7 +78,9 @@ def test_windowed_codes_equal_unwindowed_for_a_local_model(long_speech):
     """With no attention blocks each code depends on a few mel frames only, so cutting into windows
     must give exactly the codes of one pass over the whole utterance: any lost, duplicated or shifted
     token would show."""
-    tok = SpeechTokenizer.random(SpeechTokenizerConfig(n_audio_state=64, n_audio_head=1, n_audio_layer=0), seed=3)
+    tok = SpeechTokenizer.random(
+        SpeechTokenizerConfig(n_audio_state=64, n_audio_head=1, n_audio_layer=0), seed=3
+    )
     with torch.no_grad():
         tok.quantizer._codebook.project_down.weight.mul_(20.0)
     for seconds in (52.4, 61.7, 97.3):
@@ -97,7 +98,9 @@ def test_windowed_codes_equal_unwindowed_for_a_local_model(long_speech):
 def test_the_package_loses_tokens_where_we_do_not(tiny_tokenizer, long_speech):
     """S3Tokenizer issue #53: s3tokenizer 0.3.0 gives 1260 codes for 52.4 s; the right count is 1310."""
     torch.manual_seed(0)
-    ref = S3TokenizerV2("speech_tokenizer_v2_25hz", ModelConfig(n_audio_state=64, n_audio_head=1, n_audio_layer=1))
+    ref = S3TokenizerV2(
+        "speech_tokenizer_v2_25hz", ModelConfig(n_audio_state=64, n_audio_head=1, n_audio_layer=1)
+    )
     n = int(52.4 * 16000)
     mel = s3tokenizer.log_mel_spectrogram(long_speech[:n]).unsqueeze(0)
     _, ref_len = ref.quantize(mel, torch.tensor([mel.shape[-1]]))
@@ -108,5 +111,5 @@ def test_the_package_loses_tokens_where_we_do_not(tiny_tokenizer, long_speech):
 def test_long_item_in_a_batch_equals_it_alone(tiny_tokenizer, long_speech, speech_16k):
     batch = [speech_16k[0], long_speech[: int(45.5 * 16000)], speech_16k[1]]
     together = tiny_tokenizer.encode(batch)
-    for wav, codes in zip(batch, together):
+    for wav, codes in zip(batch, together, strict=True):
         assert torch.equal(codes, tiny_tokenizer.encode(wav)[0])

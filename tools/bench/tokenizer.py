@@ -22,9 +22,8 @@ from pathlib import Path
 
 import s3tokenizer
 import torch
-from s3tokenizer.model_v3 import ModelConfigV3, S3TokenizerV3
-
 from funaudiochat.tokenizer import SpeechTokenizer, load_audio
+from s3tokenizer.model_v3 import ModelConfigV3, S3TokenizerV3
 
 TEXTS = [
     "Hello there.",
@@ -85,8 +84,9 @@ def main() -> None:
         reference.quantizer._codebook.project_down.weight.mul_(8.0)
     reference_sdpa = S3TokenizerV3(
         "speech_tokenizer_v3_25hz",
-        ModelConfigV3(n_audio_state=args.width, n_audio_head=args.width // 64, n_audio_layer=args.layers,
-                      use_sdpa=True),
+        ModelConfigV3(
+            n_audio_state=args.width, n_audio_head=args.width // 64, n_audio_layer=args.layers, use_sdpa=True
+        ),
     ).eval()
     reference_sdpa.load_state_dict(reference.state_dict())
     ours = SpeechTokenizer.from_s3tokenizer_state_dict(reference.state_dict()).eval()
@@ -110,32 +110,49 @@ def main() -> None:
         one_by_one = interleaved_best_times(
             {name: (lambda fn=fn: [fn([w]) for w in waves]) for name, fn in runs.items()}, args.repeats
         )
-        batched = interleaved_best_times({name: (lambda fn=fn: fn(waves)) for name, fn in runs.items()}, args.repeats)
+        batched = interleaved_best_times(
+            {name: (lambda fn=fn: fn(waves)) for name, fn in runs.items()}, args.repeats
+        )
     results = {
-        name: {"batch1_audio_s_per_s": seconds / one_by_one[name], "batch8_audio_s_per_s": seconds / batched[name]}
+        name: {
+            "batch1_audio_s_per_s": seconds / one_by_one[name],
+            "batch8_audio_s_per_s": seconds / batched[name],
+        }
         for name in runs
     }
 
     base = results["s3tokenizer (default)"]
-    print(f"speech tokenizer, width {args.width}, {args.layers} layers, {len(waves)} utterances, "
-          f"{seconds:.1f} s of audio, {torch.get_num_threads()} threads")
-    print(f"{'implementation':<24} {'batch 1 (audio s/s)':>20} {'ratio':>7} {'batch 8 (audio s/s)':>20} {'ratio':>7}")
+    print(
+        f"speech tokenizer, width {args.width}, {args.layers} layers, {len(waves)} utterances, "
+        f"{seconds:.1f} s of audio, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"{'implementation':<24} {'batch 1 (audio s/s)':>20} {'ratio':>7} "
+        f"{'batch 8 (audio s/s)':>20} {'ratio':>7}"
+    )
     for name, r in results.items():
         r["batch1_ratio"] = r["batch1_audio_s_per_s"] / base["batch1_audio_s_per_s"]
         r["batch8_ratio"] = r["batch8_audio_s_per_s"] / base["batch8_audio_s_per_s"]
-        print(f"{name:<24} {r['batch1_audio_s_per_s']:>20.1f} {r['batch1_ratio']:>6.2f}x "
-              f"{r['batch8_audio_s_per_s']:>20.1f} {r['batch8_ratio']:>6.2f}x")
+        print(
+            f"{name:<24} {r['batch1_audio_s_per_s']:>20.1f} {r['batch1_ratio']:>6.2f}x "
+            f"{r['batch8_audio_s_per_s']:>20.1f} {r['batch8_ratio']:>6.2f}x"
+        )
 
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "config": {"width": args.width, "layers": args.layers, "heads": args.width // 64},
-        "audio_seconds": seconds,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-        "results": results,
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "config": {"width": args.width, "layers": args.layers, "heads": args.width // 64},
+                "audio_seconds": seconds,
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "machine": platform.processor() or platform.machine(),
+                "results": results,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

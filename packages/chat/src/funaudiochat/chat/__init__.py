@@ -1,1 +1,1 @@
-"""funaudiochat.chat: the thin orchestration layer (the ``funaudiochat`` command, later the pipeline and server)."""
+"""funaudiochat.chat: the thin orchestration layer (the ``funaudiochat`` command; later pipeline, server)."""

@@ -1,7 +1,7 @@
 """The ``funaudiochat`` command. Each subcommand is one function ``cmd_<name>`` plus its parser.
 
-    funaudiochat tokenize question.wav                 # print the 25 Hz speech codes
-    funaudiochat tokenize question.wav --format npy --out codes.npy --weights tok.safetensors
+funaudiochat tokenize question.wav                 # print the 25 Hz speech codes
+funaudiochat tokenize question.wav --format npy --out codes.npy --weights tok.safetensors
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     else:
         tokenizer = SpeechTokenizer.random(seed=args.seed)
         print(
-            f"funaudiochat tokenize: no --weights given; using a seeded tiny random tokenizer (seed {args.seed}). "
+            "funaudiochat tokenize: no --weights given; using a seeded tiny random tokenizer "
+            f"(seed {args.seed}). "
             "Its codes are reproducible but carry no meaning.",
             file=sys.stderr,
         )
@@ -69,8 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG, ...; any rate, mixed to mono)")
     tok.add_argument("--format", choices=["text", "npy"], default="text", help="print codes or save .npy")
     tok.add_argument("--out", help="output file (text or npy), or directory for several npy outputs")
-    tok.add_argument("--weights", help="tokenizer weights (.safetensors); default: a seeded tiny random model")
-    tok.add_argument("--seed", type=int, default=0, help="seed of the random tokenizer used without --weights")
+    tok.add_argument(
+        "--weights", help="tokenizer weights (.safetensors); default: a seeded tiny random model"
+    )
+    tok.add_argument(
+        "--seed", type=int, default=0, help="seed of the random tokenizer used without --weights"
+    )
     tok.add_argument("--max-seconds", type=float, default=600.0, help="longest accepted audio (default 600)")
     tok.set_defaults(func=cmd_tokenize)
     return parser

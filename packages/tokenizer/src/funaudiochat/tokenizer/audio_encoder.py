@@ -64,7 +64,9 @@ class AudioEncoderConfig:
 
     @classmethod
     def tiny(cls) -> AudioEncoderConfig:
-        return cls(d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, output_dim=96)
+        return cls(
+            d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, output_dim=96
+        )
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
@@ -175,7 +177,9 @@ class ContinuousAudioEncoder(nn.Module):
             )
         lengths = feature_lengths.to(torch.long).cpu()
         if (lengths < 0).any() or (lengths > input_features.shape[-1]).any():
-            raise ValueError(f"feature_lengths must lie in [0, {input_features.shape[-1]}], got {lengths.tolist()}")
+            raise ValueError(
+                f"feature_lengths must lie in [0, {input_features.shape[-1]}], got {lengths.tolist()}"
+            )
         per_item = self.encode_chunks([input_features[i, :, : int(n)] for i, n in enumerate(lengths)])
         outputs = [self.pool_and_project(h) for h in per_item]
         out_lengths = torch.tensor([o.shape[0] for o in outputs], dtype=torch.long)

@@ -58,7 +58,8 @@ class SpeechTokenizerConfig:
     def __post_init__(self) -> None:
         if self.n_audio_state % self.n_audio_head:
             raise ValueError(
-                f"n_audio_state ({self.n_audio_state}) must be divisible by n_audio_head ({self.n_audio_head})"
+                f"n_audio_state ({self.n_audio_state}) must be divisible by "
+                f"n_audio_head ({self.n_audio_head})"
             )
         if (self.n_audio_state // self.n_audio_head) % 2:
             raise ValueError("the head size n_audio_state / n_audio_head must be even (rotary embedding)")
@@ -268,7 +269,9 @@ class SpeechTokenizer(nn.Module):
         try:
             n_state, n_mels, _ = state_dict["encoder.conv1.weight"].shape
         except KeyError as err:
-            raise ValueError(f"{source}: no 'encoder.conv1.weight'; not an s3tokenizer V2/V3 state dict") from err
+            raise ValueError(
+                f"{source}: no 'encoder.conv1.weight'; not an s3tokenizer V2/V3 state dict"
+            ) from err
         blocks = {int(k.split(".")[2]) for k in state_dict if k.startswith("encoder.blocks.")}
         kernel = state_dict["encoder.blocks.0.attn.fsmn_block.weight"].shape[-1] if blocks else 31
         # The s3tokenizer package hard-codes a rotary table of size 64, i.e. a head size of 64.
@@ -363,4 +366,3 @@ class SpeechTokenizer(nn.Module):
         c = self.config
         params = sum(p.numel() for p in self.parameters())
         return f"layers={c.n_audio_layer}, width={c.n_audio_state}, heads={c.n_audio_head}, params={params}"
-
