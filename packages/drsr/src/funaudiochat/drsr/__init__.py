@@ -1,1 +1,44 @@
-"""funaudiochat.drsr: the dual-resolution core of Fun-Audio-Chat (5 Hz shared LLM + 25 Hz Speech Refined Head)."""
+"""funaudiochat.drsr: the dual-resolution core of Fun-Audio-Chat (5 Hz shared LLM + 25 Hz Speech Refined Head).
+
+- ``FunAudioChatConfig`` / ``FunAudioChatAudioEncoderConfig``: official config names and fields.
+- ``FunAudioChatForConditionalGeneration``: the model (official state-dict layout), training forward.
+- ``generate`` / ``stream`` / ``prefill`` / ``decode_step``: parallel text + speech decoding on an
+  explicit ``DecodingState``; ``GenerationConfig`` / ``SamplingConfig`` its settings.
+- ``ops``: fused group / ungroup / sample kernels with pure-PyTorch references.
+
+Importing the package registers the model with transformers' Auto classes.
+"""
+
+from .configuration import FunAudioChatAudioEncoderConfig, FunAudioChatConfig
+from .generation import (
+    DecodingState,
+    GenerateOutput,
+    GenerationConfig,
+    SamplingConfig,
+    StepOutput,
+    decode_step,
+    generate,
+    prefill,
+    stream,
+)
+from .modeling import FunAudioChatForConditionalGeneration, FunAudioChatOutput
+from .register import register
+
+register()
+
+__all__ = [
+    "DecodingState",
+    "FunAudioChatAudioEncoderConfig",
+    "FunAudioChatConfig",
+    "FunAudioChatForConditionalGeneration",
+    "FunAudioChatOutput",
+    "GenerateOutput",
+    "GenerationConfig",
+    "SamplingConfig",
+    "StepOutput",
+    "decode_step",
+    "generate",
+    "prefill",
+    "register",
+    "stream",
+]

@@ -1,0 +1,325 @@
+"""Parallel text + speech decoding (reference §4.3) on an explicit, batchable decoding state.
+
+One decoding step is one 5 Hz LLM step: the shared LLM consumes the previous text token (averaged with
+the previous speech group while speaking), predicts the next text token, and the SRH turns the same
+hidden state into the next k = 5 speech tokens (5 autoregressive sub-steps, KV cache kept for the whole
+response). ``generate`` is ``prefill`` followed by ``decode_step`` until every sequence is done, and
+``stream`` yields each step as it is made, so streaming and offline decoding are the same computation.
+
+Differences from the official ``_sample`` (all keep its single-sequence results):
+- batches of prompts with different lengths (left padding, explicit positions and masks) give exactly
+  what each prompt gives alone: speech history, speaking state and random draws are per sequence;
+- every sequence draws from its own seeded generator, so results are reproducible and batch-independent;
+- the state is data (``DecodingState``), passed in and out, never hidden on the model.
+
+Example:
+    >>> state, first = prefill(model, inputs, GenerationConfig(seed=0))
+    >>> for step in stream(model, inputs, GenerationConfig()):
+    ...     print(step.text_tokens, step.speech_tokens[step.speech_valid])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+import torch
+from transformers import DynamicCache
+
+from . import ops
+from .modeling import FunAudioChatForConditionalGeneration, SRHState
+
+
+@dataclass
+class SamplingConfig:
+    """How one stream (text or speech) picks its tokens.
+
+    ``do_sample=False`` is argmax (after the repetition penalty, if not 1.0). Defaults are the official
+    speech settings (reference §4.4); ``ras_window > 0`` turns on CosyVoice's repetition-aware sampling.
+    """
+
+    do_sample: bool = True
+    temperature: float = 0.8
+    top_p: float = 0.9
+    top_k: int = 0
+    repetition_penalty: float = 1.2
+    ras_window: int = 0
+    ras_tau: float = 0.1
+
+
+def _greedy_text() -> SamplingConfig:
+    return SamplingConfig(do_sample=False, repetition_penalty=1.0)
+
+
+@dataclass
+class GenerationConfig:
+    """Settings of one generation. Text is greedy with no processors by default, as in the official
+    examples; speech is sampled with temperature 0.8, top-p 0.9 and repetition penalty 1.2."""
+
+    max_new_tokens: int = 512
+    text: SamplingConfig = field(default_factory=_greedy_text)
+    speech: SamplingConfig = field(default_factory=SamplingConfig)
+    force_text_abos: bool = True
+    disable_speech: bool = False
+    seed: int | list[int] = 0
+
+
+@dataclass
+class DecodingState:
+    """Everything a batch of B sequences needs to take the next step (tensors have a leading B).
+
+    ``sequences [B, S+n]`` prompt and generated text ids (left padding holds the pad id);
+    ``attention_mask [B, S+n]``; ``next_position [B]`` LLM position of the next input;
+    ``last_speech [B, k]`` the speech group to feed next (meaningful where ``has_speech``);
+    ``speaking``/``finished [B]``; ``speech [B]`` list of 1-D tensors of generated speech ids;
+    ``generators`` one seeded ``torch.Generator`` per sequence.
+    """
+
+    sequences: torch.Tensor
+    attention_mask: torch.Tensor
+    next_position: torch.Tensor
+    llm_cache: DynamicCache
+    srh: SRHState | None
+    last_speech: torch.Tensor
+    has_speech: torch.Tensor
+    speaking: torch.Tensor
+    finished: torch.Tensor
+    speech: list[torch.Tensor]
+    generators: list[torch.Generator]
+    new_tokens: int = 0
+    prompt_length: int = 0
+
+
+@dataclass
+class StepOutput:
+    """One 5 Hz step for B sequences: ``text_tokens [B]``; ``speech_tokens [B, k]``, valid where
+    ``speech_valid [B]``; ``finished [B]`` (True from the step that produced the end token on)."""
+
+    text_tokens: torch.Tensor
+    speech_tokens: torch.Tensor
+    speech_valid: torch.Tensor
+    finished: torch.Tensor
+
+
+@dataclass
+class GenerateOutput:
+    """``sequences [B, S+n]`` (prompt + text; finished rows padded), and per sequence the speech ids it
+    generated (BOS delay tokens and EOS included, as the official ``speech_ids``)."""
+
+    sequences: torch.Tensor
+    speech_ids: list[torch.Tensor]
+    prompt_length: int
+
+    def speech_codes(self, index: int, num_codes: int = 6561) -> torch.Tensor:
+        """The vocoder's input for sequence ``index``: only real codes ``0 <= c < num_codes``."""
+        ids = self.speech_ids[index]
+        return ids[(ids >= 0) & (ids < num_codes)]
+
+
+def _uniforms(generators: list[torch.Generator], device) -> torch.Tensor:
+    return torch.stack([torch.rand(2, generator=g) for g in generators]).to(device)
+
+
+def _pad_histories(rows: list[torch.Tensor], device) -> torch.Tensor:
+    width = max((r.numel() for r in rows), default=0)
+    out = torch.full((len(rows), width), -1, dtype=torch.long, device=device)
+    for i, r in enumerate(rows):
+        if r.numel():
+            out[i, : r.numel()] = r.to(device)
+    return out
+
+
+def pick_tokens(
+    logits: torch.Tensor, history: torch.Tensor, cfg: SamplingConfig, generators: list[torch.Generator]
+) -> torch.Tensor:
+    """Choose one token per row of ``logits [B, V]`` (``history [B, H]``, -1 = none) with ``cfg``."""
+    if not cfg.do_sample and cfg.repetition_penalty == 1.0:
+        return logits.argmax(-1)
+    uniforms = _uniforms(generators, logits.device)
+    return ops.sample(
+        logits.float(), history, uniforms,
+        temperature=cfg.temperature if cfg.do_sample else 0.0,
+        top_k=cfg.top_k, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
+        ras_window=cfg.ras_window, ras_tau=cfg.ras_tau,
+    )
+
+
+def _eos_ids(text_config, device) -> torch.Tensor:
+    eos = text_config.eos_token_id
+    return torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos], dtype=torch.long, device=device)
+
+
+def _generators(seed: int | list[int], batch: int) -> list[torch.Generator]:
+    seeds = [seed] * batch if isinstance(seed, int) else list(seed)
+    if len(seeds) != batch:
+        raise ValueError(f"seed must be an int or one int per sequence ({batch}), got {len(seeds)}")
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def _validate_prompt(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids must be a non-empty [batch, length] tensor, got {tuple(input_ids.shape)}")
+    lengths = attention_mask.sum(-1)
+    if (lengths == 0).any():
+        raise ValueError(f"empty prompt(s) at batch index {torch.nonzero(lengths == 0).flatten().tolist()}")
+    if (attention_mask[:, -1] == 0).any():
+        raise ValueError("prompts must be left-padded for generation (attention_mask[:, -1] must be 1)")
+    vocab = model.config.text_config.vocab_size
+    if input_ids.min() < 0 or input_ids.max() >= vocab:
+        raise ValueError(f"input_ids must lie in [0, {vocab}), got range [{int(input_ids.min())}, "
+                         f"{int(input_ids.max())}]")
+
+
+@torch.inference_mode()
+def prefill(
+    model: FunAudioChatForConditionalGeneration, inputs: dict, config: GenerationConfig
+) -> tuple[DecodingState, StepOutput]:
+    """Run the prompt (``input_ids``, ``attention_mask`` and the audio inputs of the processor) and take
+    the first step. Returns the state and the first step's output."""
+    input_ids = inputs["input_ids"]
+    attention_mask = inputs.get("attention_mask")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    _validate_prompt(model, input_ids, attention_mask)
+    batch = input_ids.shape[0]
+    device = input_ids.device
+    merged = model.merge_inputs(
+        input_ids,
+        inputs.get("speech_ids"), inputs.get("speech_attention_mask"), inputs.get("input_features"),
+        inputs.get("feature_attention_mask"), inputs.get("feature_exist_mask"),
+    )
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.language_model.config)
+    out = model.language_model.model(
+        inputs_embeds=merged.inputs_embeds, attention_mask=attention_mask, position_ids=positions,
+        cache=cache, use_cache=True,
+    )
+    k = model.group_size
+    srh = None
+    if model.audio_invert_tower is not None and not config.disable_speech:
+        srh = model.audio_invert_tower.init_state(batch, device)
+    state = DecodingState(
+        sequences=input_ids.clone(),
+        attention_mask=attention_mask.long().clone(),
+        next_position=positions[:, -1] + 1,
+        llm_cache=cache,
+        srh=srh,
+        last_speech=torch.full((batch, k), model.config.audio_config.pad_token_id, dtype=torch.long,
+                               device=device),
+        has_speech=torch.zeros(batch, dtype=torch.bool, device=device),
+        speaking=input_ids[:, -1] == model.config.text_config.audio_bos_index,
+        finished=torch.zeros(batch, dtype=torch.bool, device=device),
+        speech=[input_ids.new_zeros(0) for _ in range(batch)],
+        generators=_generators(config.seed, batch),
+        prompt_length=input_ids.shape[1],
+    )
+    return _finish_step(model, state, config, out.last_hidden_state, merged.text_embeds, positions,
+                        attention_mask, first=True)
+
+
+def _finish_step(model, state, config, hidden, text_embeds, positions, new_mask, first: bool):
+    """Shared tail of prefill and decode: text token, SRH group, state update."""
+    tc = model.config.text_config
+    ac = model.config.audio_config
+    k = model.group_size
+    batch = hidden.shape[0]
+    text_logits = model.language_model.lm_head(hidden[:, -1]).float()
+    text_history = state.sequences.masked_fill(state.attention_mask == 0, -1)
+    text = pick_tokens(text_logits, text_history, config.text, state.generators)
+    if first and config.force_text_abos:
+        text = torch.full_like(text, tc.audio_bos_index)
+
+    group = torch.full((batch, k), ac.pad_token_id, dtype=torch.long, device=hidden.device)
+    srh = state.srh
+    if srh is not None:
+        history = list(state.speech)
+        picked: list[torch.Tensor] = []
+
+        def pick(logits: torch.Tensor, j: int) -> torch.Tensor:
+            rows = [torch.cat([history[b], *[p[b : b + 1] for p in picked]]) for b in range(batch)]
+            token = pick_tokens(logits, _pad_histories(rows, logits.device), config.speech, state.generators)
+            picked.append(token)
+            return token
+
+        group, srh = model.audio_invert_tower.step(
+            hidden + text_embeds, positions, new_mask.long(), srh, pick,
+            prefix_token=ac.bos_token_id if first else None,
+        )
+
+    active = ~state.finished
+    text = torch.where(active, text, torch.full_like(text, tc.pad_token_id))
+    # The end of text is read before a speech EOS overwrites the token, as in the official loop.
+    finished = state.finished | (active & torch.isin(text, _eos_ids(tc, text.device)))
+    new_tokens = state.new_tokens + 1
+    if new_tokens >= config.max_new_tokens:
+        finished = torch.ones_like(finished)
+    emitting = state.speaking & active
+    finish_speech = emitting & (group == ac.eos_token_id).any(-1)
+    group = torch.where(finish_speech[:, None], torch.full_like(group, ac.eos_token_id), group)
+    text = torch.where(finish_speech, torch.full_like(text, tc.audio_eos_index), text)
+    speech = [torch.cat([s, group[b]]) if emitting[b] else s for b, s in enumerate(state.speech)]
+    step = StepOutput(text_tokens=text, speech_tokens=group, speech_valid=emitting, finished=finished)
+    state = replace(
+        state,
+        sequences=torch.cat([state.sequences, text[:, None]], dim=1),
+        attention_mask=torch.cat([state.attention_mask, active.long()[:, None]], dim=1),
+        srh=srh,
+        last_speech=torch.where(emitting[:, None], group, state.last_speech),
+        has_speech=state.has_speech | emitting,
+        speaking=state.speaking & ~finish_speech & ~finished,
+        finished=finished,
+        speech=speech,
+        new_tokens=new_tokens,
+    )
+    return state, step
+
+
+@torch.inference_mode()
+def decode_step(
+    model: FunAudioChatForConditionalGeneration, state: DecodingState, config: GenerationConfig
+) -> tuple[DecodingState, StepOutput]:
+    """Feed the last text token (averaged with the last speech group while speaking) and take one step."""
+    tc = model.config.text_config
+    last_text = state.sequences[:, -1]
+    speaking = state.speaking | (last_text == tc.audio_bos_index)
+    speaking = speaking & ~state.finished
+    state = replace(state, speaking=speaking)
+    embed = model.get_input_embeddings()
+    text_embeds = embed(last_text)[:, None, :]
+    inputs_embeds = text_embeds
+    use_speech = speaking & state.has_speech
+    if use_speech.any():
+        grouped = model.audio_tower.group_speech(state.last_speech)
+        inputs_embeds = torch.where(use_speech[:, None, None], (text_embeds + grouped) / 2, text_embeds)
+    positions = state.next_position[:, None]
+    new_mask = state.attention_mask[:, -1:]
+    out = model.language_model.model(
+        inputs_embeds=inputs_embeds, attention_mask=state.attention_mask, position_ids=positions,
+        cache=state.llm_cache, use_cache=True,
+    )
+    state = replace(state, next_position=state.next_position + 1)
+    return _finish_step(model, state, config, out.last_hidden_state, text_embeds, positions, new_mask,
+                        first=False)
+
+
+def stream(
+    model: FunAudioChatForConditionalGeneration, inputs: dict, config: GenerationConfig | None = None
+) -> Iterator[StepOutput]:
+    """Yield every 5 Hz step of the generation as soon as it is made."""
+    config = config or GenerationConfig()
+    state, step = prefill(model, inputs, config)
+    yield step
+    while not bool(state.finished.all()):
+        state, step = decode_step(model, state, config)
+        yield step
+
+
+def generate(
+    model: FunAudioChatForConditionalGeneration, inputs: dict, config: GenerationConfig | None = None
+) -> GenerateOutput:
+    """Decode until every sequence has ended (``<|im_end|>``) or ``max_new_tokens`` steps were taken."""
+    config = config or GenerationConfig()
+    state, _ = prefill(model, inputs, config)
+    while not bool(state.finished.all()):
+        state, _ = decode_step(model, state, config)
+    return GenerateOutput(sequences=state.sequences, speech_ids=state.speech, prompt_length=state.prompt_length)

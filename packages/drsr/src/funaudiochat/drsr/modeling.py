@@ -1,0 +1,566 @@
+"""Fun-Audio-Chat: the dual-resolution model, weight-compatible with the official checkpoint.
+
+Module tree (state-dict prefixes are the official ones, reference §2.4)::
+
+    FunAudioChatForConditionalGeneration
+    ├── continuous_audio_tower  ContinuousAudioEncoder   log-mel 100 Hz -> [T25, D]   (funaudiochat.tokenizer)
+    ├── audio_tower             DiscreteSpeechEncoder    speech ids 25 Hz -> grouped [T25/k, D] (5 Hz)
+    ├── language_model          any HF causal LM         the shared LLM at 5 Hz (Qwen3 by default)
+    └── audio_invert_tower      SpeechRefinedHead        LLM state -> k speech tokens at 25 Hz (SRH)
+
+Numerics follow the official code (reference §3, §4, §14): mean-of-k grouping then a D x D linear;
+continuous features replace the discrete ones; assistant audio slots hold ``(E_text + E_speech_group)/2``;
+the SRH input is ``pre_matching(h + E_text.detach())`` split into k sub-frames plus the previous speech
+token's embedding (tied table), at positions ``k * p + j``; loss = text CE + speech CE (labels shifted by
+one group). Generation lives in ``generation.py``.
+
+Shapes: B batch, S text positions (5 Hz), N audios, T speech frames (25 Hz, multiple of k), D LLM width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from funaudiochat.tokenizer import AudioEncoderConfig, ContinuousAudioEncoder
+
+from . import ops
+from .configuration import FunAudioChatAudioEncoderConfig, FunAudioChatConfig
+
+
+def _zero_grad_row(table: torch.Tensor, row: int | None) -> torch.Tensor:
+    """Identity on ``table`` whose gradient skips ``row`` (``nn.Embedding``'s ``padding_idx`` rule)."""
+    if row is None or not table.requires_grad:
+        return table
+    return _ZeroRowGrad.apply(table, row)
+
+
+class _ZeroRowGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, table, row):
+        ctx.row = row
+        return table.view_as(table)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        grad[ctx.row] = 0
+        return grad, None
+
+
+class DiscreteSpeechEncoder(nn.Module):
+    """``audio_tower``: speech ids (25 Hz) -> one vector per group of k (5 Hz).
+
+    ``embed_tokens`` [codebook, D] is also the SRH's output head (tied). With ``grouping="mean"`` (official)
+    a group is ``output_matching(mean_j E[id_j])``; with ``"concat"`` it is ``output_matching(cat_j E[id_j])``.
+    """
+
+    def __init__(self, config: FunAudioChatAudioEncoderConfig):
+        super().__init__()
+        self.group_size = config.group_size
+        self.hidden_size = config.output_dim
+        self.grouping = config.grouping
+        self.padding_idx = config.pad_token_id
+        self.embed_tokens = nn.Embedding(config.codebook_size, self.hidden_size, config.pad_token_id)
+        width = self.hidden_size * (self.group_size if self.grouping == "concat" else 1)
+        self.output_matching = nn.Linear(width, self.hidden_size, bias=False)
+        self.continual_output_matching = nn.Linear(width, self.hidden_size, bias=False)
+        self.continuous_features_mode = config.continuous_features_mode
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, T, D]`` -> ``[B, T/k, D]`` (mean) or ``[B, T/k, kD]`` (concat)."""
+        b, t, d = x.shape
+        grouped = x.reshape(b, t // self.group_size, self.group_size, d)
+        return grouped.mean(2) if self.grouping == "mean" else grouped.reshape(b, t // self.group_size, -1)
+
+    def group_speech(self, speech_ids: torch.Tensor) -> torch.Tensor:
+        """``speech_ids [B, T]`` (T a multiple of k) -> ``[B, T/k, D]``."""
+        table = _zero_grad_row(self.embed_tokens.weight, self.padding_idx)
+        if self.grouping == "mean":
+            return self.output_matching(ops.group(speech_ids, table, self.group_size))
+        return self.output_matching(self._pool(F.embedding(speech_ids, table)))
+
+    def group_continuous(self, features: torch.Tensor) -> torch.Tensor:
+        """Continuous encoder output ``[B, T, D]`` -> ``[B, T/k, D]``."""
+        return self.continual_output_matching(self._pool(features))
+
+    def forward(
+        self,
+        speech_ids: torch.Tensor,
+        continuous_features: torch.Tensor | None = None,
+        feature_exist_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Grouped speech ``[N, T/k, D]``; where ``feature_exist_mask`` is True the continuous features
+        replace (or, in "add" mode, are added to) the discrete groups."""
+        hidden = self.group_speech(speech_ids)
+        if continuous_features is not None:
+            cont = self.group_continuous(continuous_features)
+            mask = feature_exist_mask if feature_exist_mask is not None else torch.ones(
+                hidden.shape[0], dtype=torch.bool, device=hidden.device)
+            mask = mask.to(hidden.device).view(-1, 1, 1)
+            if self.continuous_features_mode == "add":
+                hidden = hidden + cont * mask
+            else:
+                hidden = torch.where(mask, cont.to(hidden.dtype), hidden)
+        return hidden
+
+
+@dataclass
+class SRHState:
+    """Streaming state of the SRH for B sequences: its KV cache (``cache``), the attention mask over
+    cached positions ``[B, P]``, and the previous speech token of each sequence ``[B]``."""
+
+    cache: object
+    attention_mask: torch.Tensor
+    prev_token: torch.Tensor
+
+
+class SpeechRefinedHead(nn.Module):
+    """``audio_invert_tower`` (official class ``FunAudioChatDecoder``): the Speech Refined Head.
+
+    For an LLM state ``c = h + E_text`` at 5 Hz position p it emits k speech tokens at 25 Hz:
+    ``u = pre_matching(c)`` is split into k sub-frames; sub-frame j gets the embedding of the previous
+    speech token (``lm_head.weight`` = ``audio_tower.embed_tokens.weight``), goes through
+    ``input_matching``, a causal Qwen3 decoder at position ``k * p + j``, ``output_matching`` and ``lm_head``.
+    """
+
+    def __init__(self, config: FunAudioChatAudioEncoderConfig):
+        super().__init__()
+        self.group_size = config.group_size
+        self.hidden_size = config.output_dim
+        self.bos_token_id = config.bos_token_id
+        self.pad_token_id = config.pad_token_id
+        self.pre_matching = nn.Linear(self.hidden_size, self.hidden_size * self.group_size, bias=True)
+        crq_config = AutoConfig.for_model(**config.crq_transformer_config)
+        self.crq_transformer = AutoModel.from_config(crq_config)
+        del self.crq_transformer.embed_tokens
+        self.input_matching = nn.Linear(self.hidden_size, crq_config.hidden_size, bias=False)
+        self.output_matching = nn.Linear(crq_config.hidden_size, self.hidden_size, bias=False)
+        self.lm_head = nn.Linear(config.output_dim, config.codebook_size, bias=False)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.lm_head.weight)
+
+    def _decode(self, x, attention_mask, position_ids, cache=None):
+        out = self.crq_transformer(
+            inputs_embeds=self.input_matching(x),
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=cache is not None,
+        )
+        return self.lm_head(self.output_matching(out.last_hidden_state)), out
+
+    def forward(
+        self,
+        conditioning: torch.Tensor,
+        prev_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Teacher-forced logits ``[B, S*k, codebook]``.
+
+        ``conditioning [B, S, D]`` = LLM last hidden + text embedding; ``prev_ids [B, S*k]`` the previous
+        speech token of each 25 Hz position; ``attention_mask``/``position_ids [B, S]`` at 5 Hz (positions are
+        expanded to ``k * p + j``, and padding positions, ``p == 0`` after the last non-zero, to 0).
+        """
+        k = self.group_size
+        b, s, _ = conditioning.shape
+        u = self.pre_matching(conditioning)
+        x = ops.ungroup(u, prev_ids, self.lm_head.weight, k)
+        mask = attention_mask.repeat_interleave(k, dim=1) if attention_mask is not None else None
+        positions = None
+        if position_ids is not None:
+            positions = (position_ids.unsqueeze(-1) * k + torch.arange(k, device=position_ids.device)).view(b, -1)
+            nonzero = position_ids != 0
+            last = torch.where(nonzero.any(-1), s - nonzero.flip(-1).long().argmax(-1), 0)
+            padding = torch.arange(s, device=position_ids.device)[None, :] >= last[:, None]
+            positions = positions.masked_fill(padding.repeat_interleave(k, dim=1), 0)
+        logits, _ = self._decode(x, mask, positions)
+        return logits
+
+    # ---- streaming ----------------------------------------------------------------------------
+    def init_state(self, batch_size: int, device=None) -> SRHState:
+        from transformers import DynamicCache
+
+        return SRHState(
+            cache=DynamicCache(config=self.crq_transformer.config),
+            attention_mask=torch.zeros(batch_size, 0, dtype=torch.long, device=device),
+            prev_token=torch.full((batch_size,), self.bos_token_id, dtype=torch.long, device=device),
+        )
+
+    def step(
+        self,
+        conditioning: torch.Tensor,
+        positions: torch.Tensor,
+        valid: torch.Tensor,
+        state: SRHState,
+        pick,
+        prefix_token: int | None = None,
+    ) -> tuple[torch.Tensor, SRHState]:
+        """Run the SRH over ``S`` new LLM positions and return the k tokens of the last one.
+
+        ``conditioning [B, S, D]``, ``positions [B, S]`` (5 Hz positions), ``valid [B, S]`` (attention
+        mask of the new positions). All sub-frames but the last ``k - 1`` of the last position are fed at
+        once with the embedding of ``prefix_token`` (the prefill) or of the state's previous token (one
+        position); then ``k - 1`` more sub-steps follow, each fed the token just picked.
+        ``pick(logits [B, V], j) -> ids [B]`` chooses each token. Returns ``([B, k] tokens, new state)``.
+        """
+        k = self.group_size
+        b, s, _ = conditioning.shape
+        sub = self.pre_matching(conditioning).view(b, s * k, self.hidden_size)
+        sub_positions = (positions.unsqueeze(-1) * k + torch.arange(k, device=positions.device)).view(b, -1)
+        sub_valid = valid.repeat_interleave(k, dim=1)
+        first = s * k - (k - 1)
+        prev = state.prev_token if prefix_token is None else torch.full_like(state.prev_token, prefix_token)
+        x = sub[:, :first] + self.embed(prev)[:, None, :]
+        mask = torch.cat([state.attention_mask, sub_valid[:, :first]], dim=1)
+        logits, out = self._decode(x, mask, sub_positions[:, :first], state.cache)
+        tokens = [pick(logits[:, -1].float(), 0)]
+        for j in range(1, k):
+            x = sub[:, first + j - 1 : first + j] + self.embed(tokens[-1])[:, None, :]
+            mask = torch.cat([mask, sub_valid[:, first + j - 1 : first + j]], dim=1)
+            logits, out = self._decode(x, mask, sub_positions[:, first + j - 1 : first + j], state.cache)
+            tokens.append(pick(logits[:, -1].float(), j))
+        group = torch.stack(tokens, dim=1)
+        return group, SRHState(cache=state.cache, attention_mask=mask, prev_token=group[:, -1])
+
+
+@dataclass
+class MergedInputs:
+    """LLM input embeddings ``[B, S, D]`` and what the losses need from the audio merge."""
+
+    inputs_embeds: torch.Tensor
+    text_embeds: torch.Tensor  # E_text(input_ids), with assistant transcripts at their audio slots
+    audio_slots: torch.Tensor  # [B, S] bool
+    valid: torch.Tensor | None = None  # [N, T/k] bool: groups that fill a slot
+    mid_speech_labels: torch.Tensor | None = None  # [N, T] speech ids, -100 past each length
+    mid_text_labels: torch.Tensor | None = None  # [N, T/k] transcript ids, -100 where not trained
+
+
+@dataclass
+class FunAudioChatOutput(ModelOutput):
+    """Forward output. Losses are means over non-ignored targets; ``loss = text_loss + speech_loss``."""
+
+    loss: torch.Tensor | None = None
+    text_loss: torch.Tensor | None = None
+    speech_loss: torch.Tensor | None = None
+    text_logits: torch.Tensor | None = None
+    speech_logits: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+    cache: object | None = None
+
+
+def _encoder_config(audio: FunAudioChatAudioEncoderConfig) -> AudioEncoderConfig:
+    return AudioEncoderConfig(
+        num_mel_bins=audio.num_mel_bins,
+        d_model=audio.d_model,
+        encoder_layers=audio.encoder_layers,
+        encoder_attention_heads=audio.encoder_attention_heads,
+        encoder_ffn_dim=audio.encoder_ffn_dim,
+        max_source_positions=audio.max_source_positions,
+        n_window=audio.n_window,
+        output_dim=audio.output_dim,
+    )
+
+
+class FunAudioChatPreTrainedModel(PreTrainedModel):
+    config_class = FunAudioChatConfig
+    base_model_prefix = ""
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["EncoderLayer", "Qwen3DecoderLayer"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = getattr(self.config.text_config, "initializer_range", 0.02)
+        if isinstance(module, (nn.Linear, nn.Conv1d)):
+            module.weight.data.normal_(0.0, std)
+            if module.bias is not None:
+                module.bias.data.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.data.normal_(0.0, std)
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.data.fill_(1.0)
+            module.bias.data.zero_()
+
+
+class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
+    """Speech/text in, text + speech out. See the module docstring for the structure."""
+
+    _tied_weights_keys = {"audio_invert_tower.lm_head.weight": "audio_tower.embed_tokens.weight"}
+
+    def __init__(self, config: FunAudioChatConfig):
+        super().__init__(config)
+        audio = config.audio_config
+        self.continuous_audio_tower = ContinuousAudioEncoder(_encoder_config(audio))
+        self.audio_tower = DiscreteSpeechEncoder(audio)
+        self.audio_invert_tower = SpeechRefinedHead(audio) if audio.enable_audio_invert_tower else None
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.group_size = audio.group_size
+        self.post_init()
+        self._tie_speech_head()
+
+    def _tie_speech_head(self) -> None:
+        if self.audio_invert_tower is not None:
+            self.audio_invert_tower.lm_head.weight = self.audio_tower.embed_tokens.weight
+
+    def tie_weights(self, *args, **kwargs):
+        result = super().tie_weights(*args, **kwargs)
+        self._tie_speech_head()
+        return result
+
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        # The SRH head is always tied to the speech embedding, whatever ``tie_word_embeddings`` says.
+        keys = super().get_expanded_tied_weights_keys(all_submodels)
+        if self.audio_invert_tower is not None:
+            keys.update(self._tied_weights_keys)
+        return keys
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained`` that refuses partial loads: any missing (other than the
+        tied SRH head), unexpected or mis-shaped key is a ``ValueError`` that lists them."""
+        want_info = kwargs.pop("output_loading_info", False)
+        kwargs.setdefault("ignore_mismatched_sizes", True)  # reported below as a ValueError instead
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
+                                              **kwargs)
+        problems = []
+        missing = sorted(k for k in info.get("missing_keys", ()) if k not in cls._tied_weights_keys)
+        if missing:
+            problems.append(f"missing keys: {', '.join(missing)}")
+        if info.get("unexpected_keys"):
+            problems.append(f"unexpected keys: {', '.join(sorted(info['unexpected_keys']))}")
+        if info.get("mismatched_keys"):
+            shown = [str(m) for m in sorted(info["mismatched_keys"], key=str)]
+            problems.append(f"mis-shaped keys: {', '.join(shown)}")
+        if info.get("error_msgs"):
+            problems.append("; ".join(info["error_msgs"]))
+        if problems:
+            raise ValueError(f"{pretrained_model_name_or_path}: checkpoint does not fit {cls.__name__}: "
+                             + "; ".join(problems))
+        return (model, info) if want_info else model
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    @property
+    def text_config(self):
+        return self.config.text_config
+
+    # ---- generation (see generation.py) -----------------------------------------------------------
+    def generate(self, inputs: dict, config=None):
+        """Parallel text + speech decoding; ``inputs`` as produced by the processor (left-padded)."""
+        from .generation import generate
+
+        return generate(self, inputs, config)
+
+    def stream(self, inputs: dict, config=None):
+        """Yield one ``StepOutput`` per 5 Hz step (text token + k speech tokens per sequence)."""
+        from .generation import stream
+
+        return stream(self, inputs, config)
+
+    # ---- inputs -------------------------------------------------------------------------------
+    def encode_audio(
+        self,
+        speech_ids: torch.Tensor,
+        speech_attention_mask: torch.Tensor,
+        input_features: torch.Tensor | None = None,
+        feature_attention_mask: torch.Tensor | None = None,
+        feature_exist_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per audio: grouped features ``[N, T/k, D]``, their valid-group mask ``[N, T/k]``, and the
+        speech ids padded to a multiple of k ``[N, T]``."""
+        k = self.group_size
+        pad = self.config.audio_config.pad_token_id
+        codebook = self.config.audio_config.codebook_size
+        if speech_ids.numel() and (speech_ids.min() < 0 or speech_ids.max() >= codebook):
+            raise ValueError(
+                f"speech_ids must lie in [0, {codebook}) (codes 0..{codebook - 5} and specials), got range "
+                f"[{int(speech_ids.min())}, {int(speech_ids.max())}]"
+            )
+        width = -(-speech_ids.shape[1] // k) * k
+        speech_ids = F.pad(speech_ids, (0, width - speech_ids.shape[1]), value=pad)
+        speech_attention_mask = F.pad(speech_attention_mask, (0, width - speech_attention_mask.shape[1]))
+        continuous = None
+        if input_features is not None:
+            lengths = (feature_attention_mask.sum(-1) if feature_attention_mask is not None
+                       else torch.full((input_features.shape[0],), input_features.shape[-1]))
+            hidden, _ = self.continuous_audio_tower(input_features, lengths)
+            continuous = hidden.new_zeros(hidden.shape[0], width, hidden.shape[-1])
+            n = min(width, hidden.shape[1])
+            continuous[:, :n] = hidden[:, :n]
+        grouped = self.audio_tower(speech_ids, continuous, feature_exist_mask)
+        group_lengths = -(-speech_attention_mask.sum(-1) // k)
+        valid = torch.arange(width // k, device=grouped.device)[None, :] < group_lengths.to(grouped.device)[:, None]
+        return grouped, valid, speech_ids
+
+    def _prepare_text_ids(self, text_ids: torch.Tensor, groups: int) -> torch.Tensor:
+        """Transcript ids at one token per group: cut or padded to ``groups``; eos/pad become ``<|sil|>``."""
+        tc = self.text_config
+        fill = tc.pad_token_id if tc.pad_token_id is not None else tc.eos_token_id
+        text_ids = text_ids[:, :groups]
+        text_ids = F.pad(text_ids, (0, groups - text_ids.shape[1]), value=fill).clone()
+        for special in (tc.eos_token_id, tc.pad_token_id):
+            if special is not None:
+                text_ids[text_ids == special] = tc.sil_index
+        return text_ids
+
+    def merge_inputs(
+        self,
+        input_ids: torch.Tensor,
+        speech_ids: torch.Tensor | None = None,
+        speech_attention_mask: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        feature_attention_mask: torch.Tensor | None = None,
+        feature_exist_mask: torch.Tensor | None = None,
+        text_ids: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+    ) -> MergedInputs:
+        """Text embeddings with every audio's 5 Hz features scattered into its ``<|AUDIO|>`` slots."""
+        cfg = self.config
+        ignore, k = cfg.ignore_index, self.group_size
+        embed = self.get_input_embeddings()
+        inputs_embeds = embed(input_ids)
+        audio_slots = input_ids == cfg.audio_token_index
+        merged = MergedInputs(inputs_embeds=inputs_embeds, text_embeds=inputs_embeds, audio_slots=audio_slots)
+        if speech_ids is None or not speech_ids.numel():
+            if int(audio_slots.sum()):
+                raise ValueError(
+                    f"input_ids hold {int(audio_slots.sum())} <|AUDIO|> placeholders but no speech_ids were given"
+                )
+            return merged
+        if speech_attention_mask is None:
+            speech_attention_mask = torch.ones_like(speech_ids)
+        grouped, valid, speech_ids = self.encode_audio(
+            speech_ids, speech_attention_mask, input_features, feature_attention_mask, feature_exist_mask
+        )
+        width = speech_ids.shape[1]
+        mask = F.pad(speech_attention_mask, (0, width - speech_attention_mask.shape[1]))
+        merged.mid_speech_labels = torch.where(mask == 1, speech_ids, ignore)
+        text_features = None
+        if text_ids is not None and text_ids.numel():
+            text_ids = self._prepare_text_ids(text_ids.to(input_ids.device), width // k)
+            if text_attention_mask is None:
+                text_attention_mask = torch.ones(text_ids.shape[0], dtype=torch.bool, device=text_ids.device)
+            text_attention_mask = text_attention_mask.bool()
+            mid_text = torch.where(mask[:, ::k] == 1, text_ids, ignore)
+            merged.mid_text_labels = mid_text.masked_fill(~text_attention_mask[:, None], ignore)
+            text_features = embed(text_ids) * text_attention_mask[:, None, None].to(grouped.dtype)
+            grouped = (text_features + grouped) / 2
+        n_slots, n_features = int(audio_slots.sum()), int(valid.sum())
+        if n_slots != n_features:
+            raise ValueError(
+                f"audio placeholders and audio features do not match: input_ids hold {n_slots} "
+                f"<|AUDIO|> tokens (id {cfg.audio_token_index}) but the audios give {n_features} "
+                f"5 Hz features (ceil(speech frames / {k}) each)"
+            )
+        slot_mask = audio_slots.unsqueeze(-1)
+        merged.inputs_embeds = inputs_embeds.masked_scatter(slot_mask, grouped[valid].to(inputs_embeds.dtype))
+        if text_features is not None:
+            merged.text_embeds = inputs_embeds.masked_scatter(
+                slot_mask, text_features[valid].to(inputs_embeds.dtype))
+        merged.valid = valid
+        return merged
+
+    # ---- training forward ---------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        speech_ids: torch.Tensor | None = None,
+        speech_attention_mask: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        feature_attention_mask: torch.Tensor | None = None,
+        feature_exist_mask: torch.Tensor | None = None,
+        text_ids: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+        return_speech_logits: bool | None = None,
+        **kwargs,
+    ) -> FunAudioChatOutput:
+        """Text + speech losses for a batch in the official training layout (reference §4.1).
+
+        ``input_ids [B, S]`` hold ``audio_token_index`` at every audio slot (user and assistant);
+        ``speech_ids``/``speech_attention_mask [N, T]`` one row per audio in order of appearance;
+        ``input_features [N, n_mels, F]`` + ``feature_attention_mask [N, F]`` the log-mel of user audio
+        and ``feature_exist_mask [N]`` which audios have them; ``text_ids [N, T']`` the per-group
+        transcript of assistant audio with ``text_attention_mask [N]``; ``labels [B, S]`` as in the
+        official data (-100 outside the assistant turn).
+        """
+        cfg = self.config
+        ignore = cfg.ignore_index
+        k = self.group_size
+        merged = self.merge_inputs(
+            input_ids, speech_ids, speech_attention_mask, input_features, feature_attention_mask,
+            feature_exist_mask, text_ids, text_attention_mask,
+        )
+        inputs_embeds, text_embeds = merged.inputs_embeds, merged.text_embeds
+        speech_labels = None
+        if labels is not None and merged.mid_speech_labels is not None:
+            labels, speech_labels = self._build_labels(
+                labels, merged.audio_slots, merged.valid, merged.mid_speech_labels, merged.mid_text_labels
+            )
+
+        out = self.language_model.model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+        )
+        hidden = out.last_hidden_state
+        text_logits = self.language_model.lm_head(hidden)
+        text_loss = speech_loss = speech_logits = None
+        if labels is not None:
+            text_loss = F.cross_entropy(
+                text_logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=ignore
+            )
+        want_speech = speech_labels is not None if return_speech_logits is None else return_speech_logits
+        if self.audio_invert_tower is not None and want_speech:
+            if speech_labels is not None:
+                prev = speech_labels.masked_fill(speech_labels == ignore, cfg.audio_config.pad_token_id)
+                prev = torch.roll(prev, shifts=-(k - 1), dims=1)
+            else:
+                prev = torch.full((hidden.shape[0], hidden.shape[1] * k), cfg.audio_config.bos_token_id,
+                                  dtype=torch.long, device=hidden.device)
+            speech_logits = self.audio_invert_tower(
+                hidden + text_embeds.detach(), prev, attention_mask=attention_mask, position_ids=position_ids
+            )
+            if speech_labels is not None:
+                targets = F.pad(speech_labels, (0, k), value=ignore)[:, k:]
+                speech_loss = F.cross_entropy(
+                    speech_logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore
+                )
+        loss = None
+        if text_loss is not None:
+            loss = text_loss + speech_loss if speech_loss is not None else text_loss
+        return FunAudioChatOutput(
+            loss=loss, text_loss=text_loss, speech_loss=speech_loss, text_logits=text_logits,
+            speech_logits=speech_logits, last_hidden_state=hidden,
+        )
+
+    def _build_labels(self, labels, audio_slots, valid, mid_speech_labels, mid_text_labels):
+        """Text labels ``[B, S]`` and speech labels ``[B, S*k]`` from the official ``labels`` layout."""
+        cfg = self.config
+        ignore, k = cfg.ignore_index, self.group_size
+        not_trained = labels == ignore
+        speech = torch.full((*labels.shape, k), ignore, dtype=labels.dtype, device=labels.device)
+        groups = mid_speech_labels.view(mid_speech_labels.shape[0], -1, k)[valid]
+        speech = speech.masked_scatter(audio_slots.unsqueeze(-1), groups.to(labels.dtype))
+        speech = speech.masked_fill(not_trained.unsqueeze(-1), ignore)
+        speech = speech.masked_fill((labels == self.text_config.audio_eos_index).unsqueeze(-1),
+                                    cfg.audio_config.eos_token_id)
+        text = labels.masked_fill(labels == cfg.audio_token_index, ignore)
+        if mid_text_labels is not None:
+            text = text.masked_scatter(audio_slots, mid_text_labels[valid].to(labels.dtype))
+            text = text.masked_fill(not_trained, ignore)
+        return text, speech.view(labels.shape[0], -1)
