@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers import initialization as hf_init
 from transformers.utils import ModelOutput
 
 from funaudiochat.tokenizer import AudioEncoderConfig, ContinuousAudioEncoder
+from funaudiochat.tokenizer.audio_encoder import sinusoids
 
 from . import ops
 from .configuration import FunAudioChatAudioEncoderConfig, FunAudioChatConfig
@@ -95,19 +97,24 @@ class DiscreteSpeechEncoder(nn.Module):
         continuous_features: torch.Tensor | None = None,
         feature_exist_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Grouped speech ``[N, T/k, D]``; where ``feature_exist_mask`` is True the continuous features
-        replace (or, in "add" mode, are added to) the discrete groups."""
+        """Grouped speech ``[N, T/k, D]``. ``continuous_features [M, T, D]`` belong, in order, to the M
+        audios where ``feature_exist_mask [N]`` is True (all N when it is None); there they replace (or,
+        in "add" mode, are added to) the discrete groups."""
         hidden = self.group_speech(speech_ids)
-        if continuous_features is not None:
-            cont = self.group_continuous(continuous_features)
-            mask = feature_exist_mask if feature_exist_mask is not None else torch.ones(
-                hidden.shape[0], dtype=torch.bool, device=hidden.device)
-            mask = mask.to(hidden.device).view(-1, 1, 1)
-            if self.continuous_features_mode == "add":
-                hidden = hidden + cont * mask
-            else:
-                hidden = torch.where(mask, cont.to(hidden.dtype), hidden)
-        return hidden
+        if continuous_features is None:
+            return hidden
+        n = hidden.shape[0]
+        mask = (torch.ones(n, dtype=torch.bool, device=hidden.device) if feature_exist_mask is None
+                else feature_exist_mask.to(device=hidden.device, dtype=torch.bool))
+        if int(mask.sum()) != continuous_features.shape[0]:
+            raise ValueError(
+                f"feature_exist_mask marks {int(mask.sum())} audios with features, but "
+                f"{continuous_features.shape[0]} feature rows were given"
+            )
+        cont = self.group_continuous(continuous_features).to(hidden.dtype)
+        if self.continuous_features_mode == "add":
+            return hidden.index_add(0, torch.nonzero(mask).flatten(), cont)
+        return hidden.index_copy(0, torch.nonzero(mask).flatten(), cont)
 
 
 @dataclass
@@ -277,16 +284,12 @@ class FunAudioChatPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = getattr(self.config.text_config, "initializer_range", 0.02)
-        if isinstance(module, (nn.Linear, nn.Conv1d)):
-            module.weight.data.normal_(0.0, std)
-            if module.bias is not None:
-                module.bias.data.zero_()
-        elif isinstance(module, nn.Embedding):
-            module.weight.data.normal_(0.0, std)
-        elif isinstance(module, nn.LayerNorm):
-            module.weight.data.fill_(1.0)
-            module.bias.data.zero_()
+        # Generic init (respects weights already loaded), plus the encoder's non-persistent position table,
+        # which from_pretrained would otherwise leave uninitialised.
+        super()._init_weights(module)
+        if isinstance(module, ContinuousAudioEncoder):
+            table = sinusoids(module.config.max_source_positions, module.config.d_model)
+            hf_init.copy_(module.positional_embedding, table.to(module.positional_embedding.device))
 
 
 class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
