@@ -1,0 +1,190 @@
+"""Parallel decoding: batched == single, streaming == offline, seeded sampling, speech/text endings, S2T."""
+
+import pytest
+import torch
+
+from funaudiochat.drsr import (
+    FunAudioChatConfig,
+    FunAudioChatForConditionalGeneration,
+    GenerationConfig,
+    SamplingConfig,
+    generate,
+    stream,
+)
+
+PAD = 316
+
+
+def make_model(eos_text_scale: float = 1.0, eos_speech_scale: float = 1.0, seed: int = 0):
+    """A tiny random model; scaling the <|im_end|> / speech-EOS output rows makes those tokens win early
+    (deterministically), so sequences end at different steps."""
+    torch.manual_seed(seed)
+    model = FunAudioChatForConditionalGeneration(FunAudioChatConfig.tiny()).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.normal_(0, 0.05)
+        model.language_model.lm_head.weight[model.config.text_config.eos_token_id] *= eos_text_scale
+        model.audio_tower.embed_tokens.weight[model.config.audio_config.eos_token_id] *= eos_speech_scale
+    return model
+
+
+def prompt(config, seconds: float, prefix: list[int], seed: int) -> dict:
+    """One unpadded prompt: text prefix, a user audio turn (random log-mel), and the assistant header."""
+    g = torch.Generator().manual_seed(seed)
+    frames = int(seconds * 100)
+    speech_frames = int(seconds * 25)
+    slots = -(-speech_frames // 5)
+    tc = config.text_config
+    ids = prefix + [tc.audio_bos_index] + [config.audio_token_index] * slots + [tc.audio_eos_index, 5, 22, 10]
+    return dict(
+        input_ids=torch.tensor([ids]),
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        input_features=torch.randn(1, 128, frames, generator=g),
+        feature_attention_mask=torch.ones(1, frames, dtype=torch.long),
+        speech_ids=torch.full((1, slots * 5), 6563),
+        speech_attention_mask=(torch.arange(slots * 5) < speech_frames).long()[None],
+        feature_exist_mask=torch.tensor([True]),
+    )
+
+
+def batch_of(prompts: list[dict]) -> dict:
+    """Left-pad the text side; audio rows are concatenated (feature/speech widths padded)."""
+    width = max(p["input_ids"].shape[1] for p in prompts)
+    frames = max(p["input_features"].shape[-1] for p in prompts)
+    speech = max(p["speech_ids"].shape[1] for p in prompts)
+
+    def left(x, w, v):
+        return torch.nn.functional.pad(x, (w - x.shape[1], 0), value=v)
+
+    def right(x, w, v=0):
+        return torch.nn.functional.pad(x, (0, w - x.shape[-1]), value=v)
+
+    return dict(
+        input_ids=torch.cat([left(p["input_ids"], width, PAD) for p in prompts]),
+        attention_mask=torch.cat([left(p["attention_mask"], width, 0) for p in prompts]),
+        input_features=torch.cat([right(p["input_features"], frames) for p in prompts]),
+        feature_attention_mask=torch.cat([right(p["feature_attention_mask"], frames) for p in prompts]),
+        speech_ids=torch.cat([right(p["speech_ids"], speech, 6563) for p in prompts]),
+        speech_attention_mask=torch.cat([right(p["speech_attention_mask"], speech) for p in prompts]),
+        feature_exist_mask=torch.cat([p["feature_exist_mask"] for p in prompts]),
+    )
+
+
+def generated(out, row: int, prompt_width: int) -> list[int]:
+    ids = out.sequences[row, out.prompt_length :].tolist()
+    while ids and ids[-1] == PAD:
+        ids.pop()
+    return ids
+
+
+@pytest.fixture(scope="module")
+def ending_model():
+    return make_model(eos_text_scale=2.0, eos_speech_scale=2.0)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    config = FunAudioChatConfig.tiny()
+    return [
+        prompt(config, 1.3, [317, 20, 10, 40, 41], seed=1),
+        prompt(config, 2.6, [317, 20, 10, 42, 43, 44, 45, 46, 47, 48], seed=2),
+        prompt(config, 0.5, [317], seed=3),
+    ]
+
+
+SAMPLED = GenerationConfig(max_new_tokens=30, text=SamplingConfig(do_sample=True, temperature=0.9, top_p=0.95),
+                           speech=SamplingConfig(), seed=[11, 12, 13])
+GREEDY = GenerationConfig(max_new_tokens=30, speech=SamplingConfig(do_sample=False, repetition_penalty=1.2))
+
+
+@pytest.mark.parametrize("config", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
+def test_batched_equals_each_prompt_alone(ending_model, prompts, config):
+    together = generate(ending_model, batch_of(prompts), config)
+    seeds = config.seed if isinstance(config.seed, list) else [config.seed] * len(prompts)
+    lengths = set()
+    for i, p in enumerate(prompts):
+        single_config = GenerationConfig(**{**config.__dict__, "seed": seeds[i]})
+        alone = generate(ending_model, p, single_config)
+        assert generated(together, i, 0) == generated(alone, 0, 0)
+        assert torch.equal(together.speech_ids[i], alone.speech_ids[0])
+        lengths.add(len(generated(alone, 0, 0)))
+    assert len(lengths) > 1, "the prompts should finish at different steps for this test to mean anything"
+
+
+def test_text_and_speech_endings(ending_model, prompts):
+    tc, ac = ending_model.config.text_config, ending_model.config.audio_config
+    out = generate(ending_model, prompts[0], GREEDY)
+    text = generated(out, 0, 0)
+    speech = out.speech_ids[0]
+    assert text[0] == tc.audio_bos_index
+    assert speech.numel() % 5 == 0 and speech.numel() > 0
+    groups = speech.view(-1, 5)
+    eos_rows = (groups == ac.eos_token_id).all(-1).nonzero().flatten().tolist()
+    assert eos_rows, "the scaled EOS row should end the speech"
+    first_eos = eos_rows[0]
+    # the text token of the step that ended speech is <|audio_eos|>; speech is only emitted while speaking
+    assert text[first_eos + 1] == tc.audio_eos_index
+    assert groups.shape[0] == first_eos + 1
+    assert text[-1] == tc.eos_token_id or len(text) == GREEDY.max_new_tokens
+    codes = out.speech_codes(0)
+    assert ((codes >= 0) & (codes < 6561)).all() and codes.numel() == (speech < 6561).sum()
+
+
+def test_streaming_equals_offline(ending_model, prompts):
+    inputs = batch_of(prompts)
+    offline = generate(ending_model, inputs, SAMPLED)
+    steps = list(stream(ending_model, inputs, SAMPLED))
+    texts = torch.stack([s.text_tokens for s in steps], dim=1)
+    assert torch.equal(texts, offline.sequences[:, offline.prompt_length :])
+    for i in range(len(prompts)):
+        spoken = [s.speech_tokens[i] for s in steps if s.speech_valid[i]]
+        streamed = torch.cat(spoken) if spoken else torch.zeros(0, dtype=torch.long)
+        assert torch.equal(streamed, offline.speech_ids[i])
+    assert steps[-1].finished.all()
+
+
+def test_seeded_sampling_is_reproducible(prompts):
+    model = make_model()
+    config = GenerationConfig(max_new_tokens=12, text=SamplingConfig(do_sample=True), seed=5)
+    a, b = generate(model, prompts[0], config), generate(model, prompts[0], config)
+    assert torch.equal(a.sequences, b.sequences) and torch.equal(a.speech_ids[0], b.speech_ids[0])
+    c = generate(model, prompts[0], GenerationConfig(max_new_tokens=12, text=SamplingConfig(do_sample=True), seed=6))
+    assert not torch.equal(a.speech_ids[0], c.speech_ids[0])
+
+
+def test_speech_to_text_mode_skips_the_srh(prompts, monkeypatch):
+    model = make_model()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the SRH must not run in S2T mode")
+
+    monkeypatch.setattr(model.audio_invert_tower, "step", fail)
+    out = generate(model, prompts[1], GenerationConfig(max_new_tokens=10, disable_speech=True, force_text_abos=False))
+    assert out.speech_ids[0].numel() == 0
+    assert out.sequences.shape[1] == prompts[1]["input_ids"].shape[1] + 10
+
+
+def test_repetition_aware_sampling_and_top_k_run(prompts):
+    model = make_model()
+    config = GenerationConfig(max_new_tokens=8, speech=SamplingConfig(top_k=25, top_p=0.8, ras_window=10, ras_tau=0.1))
+    out = generate(model, prompts[0], config)
+    assert out.speech_ids[0].numel() == 5 * 7
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda p: p.update(input_ids=p["input_ids"][:, :0], attention_mask=p["attention_mask"][:, :0]),
+         "non-empty"),
+        (lambda p: p.update(attention_mask=torch.zeros_like(p["attention_mask"])), "empty prompt"),
+        (lambda p: p["input_ids"].__setitem__((0, 1), 999), r"input_ids must lie in \[0, 320\)"),
+    ],
+    ids=["no-tokens", "all-masked", "out-of-vocab"],
+)
+def test_bad_prompts(prompts, mutate, message):
+    model = make_model()
+    p = {k: v.clone() for k, v in prompts[0].items()}
+    mutate(p)
+    with pytest.raises(ValueError, match=message):
+        generate(model, p, GenerationConfig(max_new_tokens=2))
