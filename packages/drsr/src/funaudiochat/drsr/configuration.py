@@ -214,12 +214,19 @@ class FunAudioChatConfig(PretrainedConfig):
             )
 
     @classmethod
-    def tiny(cls, vocab_size: int = 320, **audio_overrides) -> FunAudioChatConfig:
+    def tiny(
+        cls,
+        vocab_size: int = 320,
+        text_overrides: dict | None = None,
+        audio_token_index: int | None = None,
+        **audio_overrides,
+    ) -> FunAudioChatConfig:
         """A seconds-to-build config for tests: LLM width 64, SRH width 48, encoder width 32.
 
         Special text ids sit at the top of the vocabulary: ``<|AUDIO|>`` = vocab-10, ``<|audio_bos|>``
         = vocab-9, ``<|audio_eos|>`` = vocab-8, ``<|sil|>`` = vocab-7, bos = vocab-6,
-        ``<|im_end|>`` = vocab-5, pad = vocab-4.
+        ``<|im_end|>`` = vocab-5, pad = vocab-4. ``text_overrides`` (e.g. the ids of a real tokenizer) and
+        ``audio_token_index`` replace these; ``audio_overrides`` change ``audio_config`` fields.
         """
         v = vocab_size
         text = {
@@ -241,4 +248,6 @@ class FunAudioChatConfig(PretrainedConfig):
             "encoder_ffn_dim": 64, "output_dim": 64, "crq_transformer_config": crq,
         }
         audio.update(audio_overrides)
-        return cls(audio_config=audio, text_config=text, audio_token_index=v - 10)
+        text.update(text_overrides or {})
+        return cls(audio_config=audio, text_config=text,
+                   audio_token_index=v - 10 if audio_token_index is None else audio_token_index)

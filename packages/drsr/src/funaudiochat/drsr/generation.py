@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
+from torch.profiler import record_function
 from transformers import DynamicCache
 
 from . import ops
@@ -133,15 +134,16 @@ def pick_tokens(
     logits: torch.Tensor, history: torch.Tensor, cfg: SamplingConfig, generators: list[torch.Generator]
 ) -> torch.Tensor:
     """Choose one token per row of ``logits [B, V]`` (``history [B, H]``, -1 = none) with ``cfg``."""
-    if not cfg.do_sample and cfg.repetition_penalty == 1.0:
-        return logits.argmax(-1)
-    uniforms = _uniforms(generators, logits.device)
-    return ops.sample(
-        logits.float(), history, uniforms,
-        temperature=cfg.temperature if cfg.do_sample else 0.0,
-        top_k=cfg.top_k, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
-        ras_window=cfg.ras_window, ras_tau=cfg.ras_tau,
-    )
+    with record_function("sampling"):
+        if not cfg.do_sample and cfg.repetition_penalty == 1.0:
+            return logits.argmax(-1)
+        uniforms = _uniforms(generators, logits.device)
+        return ops.sample(
+            logits.float(), history, uniforms,
+            temperature=cfg.temperature if cfg.do_sample else 0.0,
+            top_k=cfg.top_k, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
+            ras_window=cfg.ras_window, ras_tau=cfg.ras_tau,
+        )
 
 
 def _eos_ids(text_config, device) -> torch.Tensor:
@@ -190,10 +192,11 @@ def prefill(
     )
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.language_model.config)
-    out = model.language_model.model(
-        inputs_embeds=merged.inputs_embeds, attention_mask=attention_mask, position_ids=positions,
-        cache=cache, use_cache=True,
-    )
+    with record_function("llm"):
+        out = model.language_model.model(
+            inputs_embeds=merged.inputs_embeds, attention_mask=attention_mask, position_ids=positions,
+            cache=cache, use_cache=True,
+        )
     k = model.group_size
     srh = None
     if model.audio_invert_tower is not None and not config.disable_speech:
@@ -289,14 +292,16 @@ def decode_step(
     inputs_embeds = text_embeds
     use_speech = speaking & state.has_speech
     if use_speech.any():
-        grouped = model.audio_tower.group_speech(state.last_speech)
+        with record_function("grouping"):
+            grouped = model.audio_tower.group_speech(state.last_speech)
         inputs_embeds = torch.where(use_speech[:, None, None], (text_embeds + grouped) / 2, text_embeds)
     positions = state.next_position[:, None]
     new_mask = state.attention_mask[:, -1:]
-    out = model.language_model.model(
-        inputs_embeds=inputs_embeds, attention_mask=state.attention_mask, position_ids=positions,
-        cache=state.llm_cache, use_cache=True,
-    )
+    with record_function("llm"):
+        out = model.language_model.model(
+            inputs_embeds=inputs_embeds, attention_mask=state.attention_mask, position_ids=positions,
+            cache=state.llm_cache, use_cache=True,
+        )
     state = replace(state, next_position=state.next_position + 1)
     return _finish_step(model, state, config, out.last_hidden_state, text_embeds, positions, new_mask,
                         first=False)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedModel
 from transformers import initialization as hf_init
 from transformers.utils import ModelOutput
@@ -227,12 +228,14 @@ class SpeechRefinedHead(nn.Module):
         prev = state.prev_token if prefix_token is None else torch.full_like(state.prev_token, prefix_token)
         x = sub[:, :first] + self.embed(prev)[:, None, :]
         mask = torch.cat([state.attention_mask, sub_valid[:, :first]], dim=1)
-        logits, out = self._decode(x, mask, sub_positions[:, :first], state.cache)
+        with record_function("srh_substep"):
+            logits, out = self._decode(x, mask, sub_positions[:, :first], state.cache)
         tokens = [pick(logits[:, -1].float(), 0)]
         for j in range(1, k):
-            x = sub[:, first + j - 1 : first + j] + self.embed(tokens[-1])[:, None, :]
-            mask = torch.cat([mask, sub_valid[:, first + j - 1 : first + j]], dim=1)
-            logits, out = self._decode(x, mask, sub_positions[:, first + j - 1 : first + j], state.cache)
+            with record_function("srh_substep"):
+                x = sub[:, first + j - 1 : first + j] + self.embed(tokens[-1])[:, None, :]
+                mask = torch.cat([mask, sub_valid[:, first + j - 1 : first + j]], dim=1)
+                logits, out = self._decode(x, mask, sub_positions[:, first + j - 1 : first + j], state.cache)
             tokens.append(pick(logits[:, -1].float(), j))
         group = torch.stack(tokens, dim=1)
         return group, SRHState(cache=state.cache, attention_mask=mask, prev_token=group[:, -1])
@@ -261,6 +264,14 @@ class FunAudioChatOutput(ModelOutput):
     speech_logits: torch.Tensor | None = None
     last_hidden_state: torch.Tensor | None = None
     cache: object | None = None
+
+
+def _mean_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore: int) -> torch.Tensor:
+    """Token-mean cross entropy over non-ignored targets (fp32); 0, still in the graph, when there are none
+    (the official loss is NaN then, e.g. for a batch without speech targets)."""
+    if not bool((targets != ignore).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore)
 
 
 def _encoder_config(audio: FunAudioChatAudioEncoderConfig) -> AudioEncoderConfig:
@@ -400,11 +411,13 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
         if input_features is not None:
             lengths = (feature_attention_mask.sum(-1) if feature_attention_mask is not None
                        else torch.full((input_features.shape[0],), input_features.shape[-1]))
-            hidden, _ = self.continuous_audio_tower(input_features, lengths)
+            with record_function("encoder"):
+                hidden, _ = self.continuous_audio_tower(input_features, lengths)
             continuous = hidden.new_zeros(hidden.shape[0], width, hidden.shape[-1])
             n = min(width, hidden.shape[1])
             continuous[:, :n] = hidden[:, :n]
-        grouped = self.audio_tower(speech_ids, continuous, feature_exist_mask)
+        with record_function("grouping"):
+            grouped = self.audio_tower(speech_ids, continuous, feature_exist_mask)
         group_lengths = -(-speech_attention_mask.sum(-1) // k)
         valid = torch.arange(width // k, device=grouped.device)[None, :] < group_lengths.to(grouped.device)[:, None]
         return grouped, valid, speech_ids
@@ -517,32 +530,31 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
                 labels, merged.audio_slots, merged.valid, merged.mid_speech_labels, merged.mid_text_labels
             )
 
-        out = self.language_model.model(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, **kwargs
-        )
-        hidden = out.last_hidden_state
-        text_logits = self.language_model.lm_head(hidden)
+        with record_function("llm"):
+            out = self.language_model.model(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+            )
+            hidden = out.last_hidden_state
+            text_logits = self.language_model.lm_head(hidden)
         text_loss = speech_loss = speech_logits = None
         if labels is not None:
-            text_loss = F.cross_entropy(
-                text_logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=ignore
-            )
-        want_speech = speech_labels is not None if return_speech_logits is None else return_speech_logits
+            text_loss = _mean_cross_entropy(text_logits[:, :-1], labels[:, 1:], ignore)
+        has_speech_targets = speech_labels is not None and bool((speech_labels != ignore).any())
+        want_speech = has_speech_targets if return_speech_logits is None else return_speech_logits
         if self.audio_invert_tower is not None and want_speech:
-            if speech_labels is not None:
+            if has_speech_targets:
                 prev = speech_labels.masked_fill(speech_labels == ignore, cfg.audio_config.pad_token_id)
                 prev = torch.roll(prev, shifts=-(k - 1), dims=1)
             else:
                 prev = torch.full((hidden.shape[0], hidden.shape[1] * k), cfg.audio_config.bos_token_id,
                                   dtype=torch.long, device=hidden.device)
-            speech_logits = self.audio_invert_tower(
-                hidden + text_embeds.detach(), prev, attention_mask=attention_mask, position_ids=position_ids
-            )
-            if speech_labels is not None:
-                targets = F.pad(speech_labels, (0, k), value=ignore)[:, k:]
-                speech_loss = F.cross_entropy(
-                    speech_logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore
+            with record_function("srh"):
+                speech_logits = self.audio_invert_tower(
+                    hidden + text_embeds.detach(), prev, attention_mask=attention_mask, position_ids=position_ids
                 )
+            if has_speech_targets:
+                targets = F.pad(speech_labels, (0, k), value=ignore)[:, k:]
+                speech_loss = _mean_cross_entropy(speech_logits, targets, ignore)
         loss = None
         if text_loss is not None:
             loss = text_loss + speech_loss if speech_loss is not None else text_loss
