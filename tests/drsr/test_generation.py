@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from funaudiochat.drsr import (
     FunAudioChatConfig,
     FunAudioChatForConditionalGeneration,
@@ -93,8 +92,12 @@ def prompts():
     ]
 
 
-SAMPLED = GenerationConfig(max_new_tokens=30, text=SamplingConfig(do_sample=True, temperature=0.9, top_p=0.95),
-                           speech=SamplingConfig(), seed=[11, 12, 13])
+SAMPLED = GenerationConfig(
+    max_new_tokens=30,
+    text=SamplingConfig(do_sample=True, temperature=0.9, top_p=0.95),
+    speech=SamplingConfig(),
+    seed=[11, 12, 13],
+)
 GREEDY = GenerationConfig(max_new_tokens=30, speech=SamplingConfig(do_sample=False, repetition_penalty=1.2))
 
 
@@ -149,7 +152,9 @@ def test_seeded_sampling_is_reproducible(prompts):
     config = GenerationConfig(max_new_tokens=12, text=SamplingConfig(do_sample=True), seed=5)
     a, b = generate(model, prompts[0], config), generate(model, prompts[0], config)
     assert torch.equal(a.sequences, b.sequences) and torch.equal(a.speech_ids[0], b.speech_ids[0])
-    c = generate(model, prompts[0], GenerationConfig(max_new_tokens=12, text=SamplingConfig(do_sample=True), seed=6))
+    c = generate(
+        model, prompts[0], GenerationConfig(max_new_tokens=12, text=SamplingConfig(do_sample=True), seed=6)
+    )
     assert not torch.equal(a.speech_ids[0], c.speech_ids[0])
 
 
@@ -160,14 +165,18 @@ def test_speech_to_text_mode_skips_the_srh(prompts, monkeypatch):
         raise AssertionError("the SRH must not run in S2T mode")
 
     monkeypatch.setattr(model.audio_invert_tower, "step", fail)
-    out = generate(model, prompts[1], GenerationConfig(max_new_tokens=10, disable_speech=True, force_text_abos=False))
+    out = generate(
+        model, prompts[1], GenerationConfig(max_new_tokens=10, disable_speech=True, force_text_abos=False)
+    )
     assert out.speech_ids[0].numel() == 0
     assert out.sequences.shape[1] == prompts[1]["input_ids"].shape[1] + 10
 
 
 def test_repetition_aware_sampling_and_top_k_run(prompts):
     model = make_model()
-    config = GenerationConfig(max_new_tokens=8, speech=SamplingConfig(top_k=25, top_p=0.8, ras_window=10, ras_tau=0.1))
+    config = GenerationConfig(
+        max_new_tokens=8, speech=SamplingConfig(top_k=25, top_p=0.8, ras_window=10, ras_tau=0.1)
+    )
     out = generate(model, prompts[0], config)
     assert out.speech_ids[0].numel() == 5 * 7
 
@@ -175,8 +184,10 @@ def test_repetition_aware_sampling_and_top_k_run(prompts):
 @pytest.mark.parametrize(
     "mutate,message",
     [
-        (lambda p: p.update(input_ids=p["input_ids"][:, :0], attention_mask=p["attention_mask"][:, :0]),
-         "non-empty"),
+        (
+            lambda p: p.update(input_ids=p["input_ids"][:, :0], attention_mask=p["attention_mask"][:, :0]),
+            "non-empty",
+        ),
         (lambda p: p.update(attention_mask=torch.zeros_like(p["attention_mask"])), "empty prompt"),
         (lambda p: p["input_ids"].__setitem__((0, 1), 999), r"input_ids must lie in \[0, 320\)"),
     ],

@@ -9,9 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
-
 from funaudiochat.drsr import (
     FunAudioChatConfig,
     FunAudioChatForConditionalGeneration,
@@ -19,15 +16,31 @@ from funaudiochat.drsr import (
     SamplingConfig,
     generate,
 )
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
 GOLDEN = Path(__file__).parent / "golden"
 FORWARD_KEYS = [
-    "input_ids", "attention_mask", "position_ids", "labels", "input_features", "feature_attention_mask",
-    "speech_ids", "speech_attention_mask", "text_ids", "text_attention_mask", "feature_exist_mask",
+    "input_ids",
+    "attention_mask",
+    "position_ids",
+    "labels",
+    "input_features",
+    "feature_attention_mask",
+    "speech_ids",
+    "speech_attention_mask",
+    "text_ids",
+    "text_attention_mask",
+    "feature_exist_mask",
 ]
 PROMPT_KEYS = [
-    "input_ids", "attention_mask", "input_features", "feature_attention_mask", "speech_ids",
-    "speech_attention_mask", "feature_exist_mask",
+    "input_ids",
+    "attention_mask",
+    "input_features",
+    "feature_attention_mask",
+    "speech_ids",
+    "speech_attention_mask",
+    "feature_exist_mask",
 ]
 
 
@@ -48,7 +61,9 @@ def test_auto_classes_load_the_official_folder(official):
     for auto in (AutoModel, AutoModelForSeq2SeqLM):
         model = auto.from_pretrained(GOLDEN / "tiny_official")
         assert isinstance(model, FunAudioChatForConditionalGeneration)
-        torch.testing.assert_close(model.language_model.lm_head.weight, official.language_model.lm_head.weight)
+        torch.testing.assert_close(
+            model.language_model.lm_head.weight, official.language_model.lm_head.weight
+        )
 
 
 def test_forward_losses_and_logits_match_the_official_code(official):
@@ -74,7 +89,9 @@ def test_forward_does_not_modify_its_inputs(official):
 @pytest.mark.parametrize("tag,penalty", [("rp1", 1.0), ("rp12", 1.2)])
 def test_greedy_generation_matches_the_official_code(official, tag, penalty):
     g = load_file(GOLDEN / "generate.safetensors")
-    config = GenerationConfig(max_new_tokens=24, speech=SamplingConfig(do_sample=False, repetition_penalty=penalty))
+    config = GenerationConfig(
+        max_new_tokens=24, speech=SamplingConfig(do_sample=False, repetition_penalty=penalty)
+    )
     out = generate(official, {k: g[k] for k in PROMPT_KEYS}, config)
     assert torch.equal(out.sequences, g[f"{tag}_generated_input_ids"])
     assert torch.equal(out.speech_ids[0], g[f"{tag}_speech_ids"][0])
@@ -84,7 +101,9 @@ def test_batch_of_two_row_zero_matches_the_official_code(official):
     """The official batch-2 run is only right for its unpadded row (its SRH ignores padding); ours gives
     that row too, and the padded row equals its own single run (tests/drsr/test_generation.py)."""
     g = load_file(GOLDEN / "generate.safetensors")
-    config = GenerationConfig(max_new_tokens=24, speech=SamplingConfig(do_sample=False, repetition_penalty=1.2))
+    config = GenerationConfig(
+        max_new_tokens=24, speech=SamplingConfig(do_sample=False, repetition_penalty=1.2)
+    )
     out = generate(official, {k: g[f"b2_{k}"] for k in PROMPT_KEYS}, config)
     assert torch.equal(out.sequences[0], g["b2_rp12_generated_input_ids"][0])
     assert torch.equal(out.speech_ids[0], g["b2_rp12_speech_ids"][0])
@@ -108,10 +127,18 @@ def test_save_pretrained_round_trip_in_official_layout(tmp_path, official):
 @pytest.mark.parametrize(
     "mutation,message",
     [
-        (lambda sd: sd.pop("audio_tower.output_matching.weight"), r"missing keys: audio_tower\.output_matching"),
-        (lambda sd: sd.__setitem__("audio_tower.extra", torch.zeros(2)), r"unexpected keys: audio_tower\.extra"),
-        (lambda sd: sd.__setitem__("audio_tower.output_matching.weight", torch.zeros(64, 63)),
-         r"mis-shaped keys: .*audio_tower\.output_matching\.weight"),
+        (
+            lambda sd: sd.pop("audio_tower.output_matching.weight"),
+            r"missing keys: audio_tower\.output_matching",
+        ),
+        (
+            lambda sd: sd.__setitem__("audio_tower.extra", torch.zeros(2)),
+            r"unexpected keys: audio_tower\.extra",
+        ),
+        (
+            lambda sd: sd.__setitem__("audio_tower.output_matching.weight", torch.zeros(64, 63)),
+            r"mis-shaped keys: .*audio_tower\.output_matching\.weight",
+        ),
     ],
     ids=["missing", "unexpected", "misshaped"],
 )
@@ -166,8 +193,14 @@ def tiny():
 def _audio_batch(config, groups=3, slots=None):
     a = config.audio_token_index
     slots = groups if slots is None else slots
-    ids = torch.tensor([[1, 2, config.text_config.audio_bos_index] + [a] * slots + [config.text_config.audio_eos_index]])
-    return dict(input_ids=ids, speech_ids=torch.full((1, 5 * groups), 6563), speech_attention_mask=torch.ones(1, 5 * groups))
+    ids = torch.tensor(
+        [[1, 2, config.text_config.audio_bos_index] + [a] * slots + [config.text_config.audio_eos_index]]
+    )
+    return dict(
+        input_ids=ids,
+        speech_ids=torch.full((1, 5 * groups), 6563),
+        speech_attention_mask=torch.ones(1, 5 * groups),
+    )
 
 
 def test_error_placeholders_do_not_match_features(tiny):
@@ -194,9 +227,14 @@ def test_error_speech_ids_outside_the_vocabulary(tiny):
 
 def test_error_feature_rows_do_not_match_the_mask(tiny):
     batch = _audio_batch(tiny.config)
-    batch.update(input_features=torch.zeros(2, 128, 60), feature_attention_mask=torch.ones(2, 60, dtype=torch.long),
-                 feature_exist_mask=torch.tensor([True]))
-    with pytest.raises(ValueError, match="feature_exist_mask marks 1 audios with features, but 2 feature rows"):
+    batch.update(
+        input_features=torch.zeros(2, 128, 60),
+        feature_attention_mask=torch.ones(2, 60, dtype=torch.long),
+        feature_exist_mask=torch.tensor([True]),
+    )
+    with pytest.raises(
+        ValueError, match="feature_exist_mask marks 1 audios with features, but 2 feature rows"
+    ):
         tiny(**batch)
 
 

@@ -1,4 +1,4 @@
-"""funaudiochat.drsr: the dual-resolution core of Fun-Audio-Chat (5 Hz shared LLM + 25 Hz Speech Refined Head).
+"""funaudiochat.drsr: the dual-resolution core of Fun-Audio-Chat (5 Hz shared LLM, 25 Hz Speech Refined Head).
 
 - ``FunAudioChatConfig`` / ``FunAudioChatAudioEncoderConfig``: official config names and fields.
 - ``FunAudioChatForConditionalGeneration``: the model (official state-dict layout), training forward.

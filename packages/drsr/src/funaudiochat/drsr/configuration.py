@@ -151,12 +151,16 @@ class FunAudioChatAudioEncoderConfig(PretrainedConfig):
             )
         if self.grouping not in ("mean", "concat"):
             raise ValueError(f"grouping must be 'mean' (official) or 'concat' (paper), got {self.grouping!r}")
-        specials = {"bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id,
-                    "pad_token_id": self.pad_token_id}
+        specials = {
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id,
+            "pad_token_id": self.pad_token_id,
+        }
         for name, value in specials.items():
             if value is None or not 0 <= value < self.codebook_size:
-                raise ValueError(f"audio_config.{name} must lie in [0, codebook_size={self.codebook_size}), "
-                                 f"got {value}")
+                raise ValueError(
+                    f"audio_config.{name} must lie in [0, codebook_size={self.codebook_size}), got {value}"
+                )
         if self.crq_transformer_config.get("model_type") is None:
             raise ValueError("crq_transformer_config needs a model_type (e.g. 'qwen3')")
 
@@ -205,8 +209,10 @@ class FunAudioChatConfig(PretrainedConfig):
     def validate(self) -> None:
         missing = [f for f in TEXT_CONFIG_AUDIO_FIELDS if getattr(self.text_config, f, None) is None]
         if missing:
-            raise ValueError(f"text_config lacks the Fun-Audio-Chat fields {missing} (token ids of "
-                             "<|audio_bos|>, <|audio_eos|>, <|sil|>)")
+            raise ValueError(
+                f"text_config lacks the Fun-Audio-Chat fields {missing} (token ids of "
+                "<|audio_bos|>, <|audio_eos|>, <|sil|>)"
+            )
         if self.audio_config.output_dim != self.text_config.hidden_size:
             raise ValueError(
                 f"audio_config.output_dim ({self.audio_config.output_dim}) must equal the LLM width "
@@ -230,24 +236,55 @@ class FunAudioChatConfig(PretrainedConfig):
         """
         v = vocab_size
         text = {
-            "model_type": "qwen3", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 128, "vocab_size": v,
-            "rope_theta": 10000.0, "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": False, "sliding_window": None, "use_sliding_window": False,
-            "audio_bos_index": v - 9, "audio_eos_index": v - 8, "sil_index": v - 7,
-            "bos_token_id": v - 6, "eos_token_id": v - 5, "pad_token_id": v - 4,
+            "model_type": "qwen3",
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "intermediate_size": 128,
+            "vocab_size": v,
+            "rope_theta": 10000.0,
+            "max_position_embeddings": 4096,
+            "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": False,
+            "sliding_window": None,
+            "use_sliding_window": False,
+            "audio_bos_index": v - 9,
+            "audio_eos_index": v - 8,
+            "sil_index": v - 7,
+            "bos_token_id": v - 6,
+            "eos_token_id": v - 5,
+            "pad_token_id": v - 4,
         }
         crq = {
-            "model_type": "qwen3", "hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "head_dim": 12, "intermediate_size": 96, "rope_theta": 10000.0,
-            "max_position_embeddings": 8192, "rms_norm_eps": 1e-6, "vocab_size": 6565,
-            "sliding_window": None, "use_sliding_window": False,
+            "model_type": "qwen3",
+            "hidden_size": 48,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 12,
+            "intermediate_size": 96,
+            "rope_theta": 10000.0,
+            "max_position_embeddings": 8192,
+            "rms_norm_eps": 1e-6,
+            "vocab_size": 6565,
+            "sliding_window": None,
+            "use_sliding_window": False,
         }
         audio = {
-            "num_mel_bins": 128, "d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2,
-            "encoder_ffn_dim": 64, "output_dim": 64, "crq_transformer_config": crq,
+            "num_mel_bins": 128,
+            "d_model": 32,
+            "encoder_layers": 2,
+            "encoder_attention_heads": 2,
+            "encoder_ffn_dim": 64,
+            "output_dim": 64,
+            "crq_transformer_config": crq,
         }
         audio.update(audio_overrides)
         text.update(text_overrides or {})
-        return cls(audio_config=audio, text_config=text,
-                   audio_token_index=v - 10 if audio_token_index is None else audio_token_index)
+        return cls(
+            audio_config=audio,
+            text_config=text,
+            audio_token_index=v - 10 if audio_token_index is None else audio_token_index,
+        )

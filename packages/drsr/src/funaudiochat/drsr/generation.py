@@ -139,10 +139,15 @@ def pick_tokens(
             return logits.argmax(-1)
         uniforms = _uniforms(generators, logits.device)
         return ops.sample(
-            logits.float(), history, uniforms,
+            logits.float(),
+            history,
+            uniforms,
             temperature=cfg.temperature if cfg.do_sample else 0.0,
-            top_k=cfg.top_k, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
-            ras_window=cfg.ras_window, ras_tau=cfg.ras_tau,
+            top_k=cfg.top_k,
+            top_p=cfg.top_p,
+            repetition_penalty=cfg.repetition_penalty,
+            ras_window=cfg.ras_window,
+            ras_tau=cfg.ras_tau,
         )
 
 
@@ -160,7 +165,9 @@ def _generators(seed: int | list[int], batch: int) -> list[torch.Generator]:
 
 def _validate_prompt(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
     if input_ids.ndim != 2 or input_ids.shape[1] == 0:
-        raise ValueError(f"input_ids must be a non-empty [batch, length] tensor, got {tuple(input_ids.shape)}")
+        raise ValueError(
+            f"input_ids must be a non-empty [batch, length] tensor, got {tuple(input_ids.shape)}"
+        )
     lengths = attention_mask.sum(-1)
     if (lengths == 0).any():
         raise ValueError(f"empty prompt(s) at batch index {torch.nonzero(lengths == 0).flatten().tolist()}")
@@ -168,8 +175,9 @@ def _validate_prompt(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
         raise ValueError("prompts must be left-padded for generation (attention_mask[:, -1] must be 1)")
     vocab = model.config.text_config.vocab_size
     if input_ids.min() < 0 or input_ids.max() >= vocab:
-        raise ValueError(f"input_ids must lie in [0, {vocab}), got range [{int(input_ids.min())}, "
-                         f"{int(input_ids.max())}]")
+        raise ValueError(
+            f"input_ids must lie in [0, {vocab}), got range [{int(input_ids.min())}, {int(input_ids.max())}]"
+        )
 
 
 @torch.inference_mode()
@@ -187,15 +195,21 @@ def prefill(
     device = input_ids.device
     merged = model.merge_inputs(
         input_ids,
-        inputs.get("speech_ids"), inputs.get("speech_attention_mask"), inputs.get("input_features"),
-        inputs.get("feature_attention_mask"), inputs.get("feature_exist_mask"),
+        inputs.get("speech_ids"),
+        inputs.get("speech_attention_mask"),
+        inputs.get("input_features"),
+        inputs.get("feature_attention_mask"),
+        inputs.get("feature_exist_mask"),
     )
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.language_model.config)
     with record_function("llm"):
         out = model.language_model.model(
-            inputs_embeds=merged.inputs_embeds, attention_mask=attention_mask, position_ids=positions,
-            cache=cache, use_cache=True,
+            inputs_embeds=merged.inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
         )
     k = model.group_size
     srh = None
@@ -207,8 +221,9 @@ def prefill(
         next_position=positions[:, -1] + 1,
         llm_cache=cache,
         srh=srh,
-        last_speech=torch.full((batch, k), model.config.audio_config.pad_token_id, dtype=torch.long,
-                               device=device),
+        last_speech=torch.full(
+            (batch, k), model.config.audio_config.pad_token_id, dtype=torch.long, device=device
+        ),
         has_speech=torch.zeros(batch, dtype=torch.bool, device=device),
         speaking=input_ids[:, -1] == model.config.text_config.audio_bos_index,
         finished=torch.zeros(batch, dtype=torch.bool, device=device),
@@ -216,8 +231,9 @@ def prefill(
         generators=_generators(config.seed, batch),
         prompt_length=input_ids.shape[1],
     )
-    return _finish_step(model, state, config, out.last_hidden_state, merged.text_embeds, positions,
-                        attention_mask, first=True)
+    return _finish_step(
+        model, state, config, out.last_hidden_state, merged.text_embeds, positions, attention_mask, first=True
+    )
 
 
 def _finish_step(model, state, config, hidden, text_embeds, positions, new_mask, first: bool):
@@ -245,7 +261,11 @@ def _finish_step(model, state, config, hidden, text_embeds, positions, new_mask,
             return token
 
         group, srh = model.audio_invert_tower.step(
-            hidden + text_embeds, positions, new_mask.long(), srh, pick,
+            hidden + text_embeds,
+            positions,
+            new_mask.long(),
+            srh,
+            pick,
             prefix_token=ac.bos_token_id if first else None,
         )
 
@@ -299,12 +319,16 @@ def decode_step(
     new_mask = state.attention_mask[:, -1:]
     with record_function("llm"):
         out = model.language_model.model(
-            inputs_embeds=inputs_embeds, attention_mask=state.attention_mask, position_ids=positions,
-            cache=state.llm_cache, use_cache=True,
+            inputs_embeds=inputs_embeds,
+            attention_mask=state.attention_mask,
+            position_ids=positions,
+            cache=state.llm_cache,
+            use_cache=True,
         )
     state = replace(state, next_position=state.next_position + 1)
-    return _finish_step(model, state, config, out.last_hidden_state, text_embeds, positions, new_mask,
-                        first=False)
+    return _finish_step(
+        model, state, config, out.last_hidden_state, text_embeds, positions, new_mask, first=False
+    )
 
 
 def stream(
@@ -327,4 +351,6 @@ def generate(
     state, _ = prefill(model, inputs, config)
     while not bool(state.finished.all()):
         state, _ = decode_step(model, state, config)
-    return GenerateOutput(sequences=state.sequences, speech_ids=state.speech, prompt_length=state.prompt_length)
+    return GenerateOutput(
+        sequences=state.sequences, speech_ids=state.speech, prompt_length=state.prompt_length
+    )

@@ -23,14 +23,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from funaudiochat.tokenizer import AudioEncoderConfig, ContinuousAudioEncoder
+from funaudiochat.tokenizer.audio_encoder import sinusoids
 from torch import nn
 from torch.profiler import record_function
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedModel
 from transformers import initialization as hf_init
 from transformers.utils import ModelOutput
-
-from funaudiochat.tokenizer import AudioEncoderConfig, ContinuousAudioEncoder
-from funaudiochat.tokenizer.audio_encoder import sinusoids
 
 from . import ops
 from .configuration import FunAudioChatAudioEncoderConfig, FunAudioChatConfig
@@ -60,7 +59,8 @@ class DiscreteSpeechEncoder(nn.Module):
     """``audio_tower``: speech ids (25 Hz) -> one vector per group of k (5 Hz).
 
     ``embed_tokens`` [codebook, D] is also the SRH's output head (tied). With ``grouping="mean"`` (official)
-    a group is ``output_matching(mean_j E[id_j])``; with ``"concat"`` it is ``output_matching(cat_j E[id_j])``.
+    a group is ``output_matching(mean_j E[id_j])``; with ``"concat"`` it is
+    ``output_matching(cat_j E[id_j])``.
     """
 
     def __init__(self, config: FunAudioChatAudioEncoderConfig):
@@ -105,8 +105,11 @@ class DiscreteSpeechEncoder(nn.Module):
         if continuous_features is None:
             return hidden
         n = hidden.shape[0]
-        mask = (torch.ones(n, dtype=torch.bool, device=hidden.device) if feature_exist_mask is None
-                else feature_exist_mask.to(device=hidden.device, dtype=torch.bool))
+        mask = (
+            torch.ones(n, dtype=torch.bool, device=hidden.device)
+            if feature_exist_mask is None
+            else feature_exist_mask.to(device=hidden.device, dtype=torch.bool)
+        )
         if int(mask.sum()) != continuous_features.shape[0]:
             raise ValueError(
                 f"feature_exist_mask marks {int(mask.sum())} audios with features, but "
@@ -184,7 +187,9 @@ class SpeechRefinedHead(nn.Module):
         mask = attention_mask.repeat_interleave(k, dim=1) if attention_mask is not None else None
         positions = None
         if position_ids is not None:
-            positions = (position_ids.unsqueeze(-1) * k + torch.arange(k, device=position_ids.device)).view(b, -1)
+            positions = (position_ids.unsqueeze(-1) * k + torch.arange(k, device=position_ids.device)).view(
+                b, -1
+            )
             nonzero = position_ids != 0
             last = torch.where(nonzero.any(-1), s - nonzero.flip(-1).long().argmax(-1), 0)
             padding = torch.arange(s, device=position_ids.device)[None, :] >= last[:, None]
@@ -341,8 +346,9 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
         tied SRH head), unexpected or mis-shaped key is a ``ValueError`` that lists them."""
         want_info = kwargs.pop("output_loading_info", False)
         kwargs.setdefault("ignore_mismatched_sizes", True)  # reported below as a ValueError instead
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
-                                              **kwargs)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
         problems = []
         missing = sorted(k for k in info.get("missing_keys", ()) if k not in cls._tied_weights_keys)
         if missing:
@@ -355,8 +361,10 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
         if info.get("error_msgs"):
             problems.append("; ".join(info["error_msgs"]))
         if problems:
-            raise ValueError(f"{pretrained_model_name_or_path}: checkpoint does not fit {cls.__name__}: "
-                             + "; ".join(problems))
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: checkpoint does not fit {cls.__name__}: "
+                + "; ".join(problems)
+            )
         return (model, info) if want_info else model
 
     def get_input_embeddings(self) -> nn.Module:
@@ -409,8 +417,11 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
         speech_attention_mask = F.pad(speech_attention_mask, (0, width - speech_attention_mask.shape[1]))
         continuous = None
         if input_features is not None:
-            lengths = (feature_attention_mask.sum(-1) if feature_attention_mask is not None
-                       else torch.full((input_features.shape[0],), input_features.shape[-1]))
+            lengths = (
+                feature_attention_mask.sum(-1)
+                if feature_attention_mask is not None
+                else torch.full((input_features.shape[0],), input_features.shape[-1])
+            )
             with record_function("encoder"):
                 hidden, _ = self.continuous_audio_tower(input_features, lengths)
             continuous = hidden.new_zeros(hidden.shape[0], width, hidden.shape[-1])
@@ -419,7 +430,10 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
         with record_function("grouping"):
             grouped = self.audio_tower(speech_ids, continuous, feature_exist_mask)
         group_lengths = -(-speech_attention_mask.sum(-1) // k)
-        valid = torch.arange(width // k, device=grouped.device)[None, :] < group_lengths.to(grouped.device)[:, None]
+        valid = (
+            torch.arange(width // k, device=grouped.device)[None, :]
+            < group_lengths.to(grouped.device)[:, None]
+        )
         return grouped, valid, speech_ids
 
     def _prepare_text_ids(self, text_ids: torch.Tensor, groups: int) -> torch.Tensor:
@@ -454,7 +468,8 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
         if speech_ids is None or not speech_ids.numel():
             if int(audio_slots.sum()):
                 raise ValueError(
-                    f"input_ids hold {int(audio_slots.sum())} <|AUDIO|> placeholders but no speech_ids were given"
+                    f"input_ids hold {int(audio_slots.sum())} <|AUDIO|> placeholders but no speech_ids "
+                    "were given"
                 )
             return merged
         if speech_attention_mask is None:
@@ -486,7 +501,8 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
         merged.inputs_embeds = inputs_embeds.masked_scatter(slot_mask, grouped[valid].to(inputs_embeds.dtype))
         if text_features is not None:
             merged.text_embeds = inputs_embeds.masked_scatter(
-                slot_mask, text_features[valid].to(inputs_embeds.dtype))
+                slot_mask, text_features[valid].to(inputs_embeds.dtype)
+            )
         merged.valid = valid
         return merged
 
@@ -520,8 +536,14 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
         ignore = cfg.ignore_index
         k = self.group_size
         merged = self.merge_inputs(
-            input_ids, speech_ids, speech_attention_mask, input_features, feature_attention_mask,
-            feature_exist_mask, text_ids, text_attention_mask,
+            input_ids,
+            speech_ids,
+            speech_attention_mask,
+            input_features,
+            feature_attention_mask,
+            feature_exist_mask,
+            text_ids,
+            text_attention_mask,
         )
         inputs_embeds, text_embeds = merged.inputs_embeds, merged.text_embeds
         speech_labels = None
@@ -532,7 +554,10 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
 
         with record_function("llm"):
             out = self.language_model.model(
-                inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                **kwargs,
             )
             hidden = out.last_hidden_state
             text_logits = self.language_model.lm_head(hidden)
@@ -546,11 +571,18 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
                 prev = speech_labels.masked_fill(speech_labels == ignore, cfg.audio_config.pad_token_id)
                 prev = torch.roll(prev, shifts=-(k - 1), dims=1)
             else:
-                prev = torch.full((hidden.shape[0], hidden.shape[1] * k), cfg.audio_config.bos_token_id,
-                                  dtype=torch.long, device=hidden.device)
+                prev = torch.full(
+                    (hidden.shape[0], hidden.shape[1] * k),
+                    cfg.audio_config.bos_token_id,
+                    dtype=torch.long,
+                    device=hidden.device,
+                )
             with record_function("srh"):
                 speech_logits = self.audio_invert_tower(
-                    hidden + text_embeds.detach(), prev, attention_mask=attention_mask, position_ids=position_ids
+                    hidden + text_embeds.detach(),
+                    prev,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
                 )
             if has_speech_targets:
                 targets = F.pad(speech_labels, (0, k), value=ignore)[:, k:]
@@ -559,8 +591,12 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
         if text_loss is not None:
             loss = text_loss + speech_loss if speech_loss is not None else text_loss
         return FunAudioChatOutput(
-            loss=loss, text_loss=text_loss, speech_loss=speech_loss, text_logits=text_logits,
-            speech_logits=speech_logits, last_hidden_state=hidden,
+            loss=loss,
+            text_loss=text_loss,
+            speech_loss=speech_loss,
+            text_logits=text_logits,
+            speech_logits=speech_logits,
+            last_hidden_state=hidden,
         )
 
     def _build_labels(self, labels, audio_slots, valid, mid_speech_labels, mid_text_labels):
@@ -572,8 +608,9 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
         groups = mid_speech_labels.view(mid_speech_labels.shape[0], -1, k)[valid]
         speech = speech.masked_scatter(audio_slots.unsqueeze(-1), groups.to(labels.dtype))
         speech = speech.masked_fill(not_trained.unsqueeze(-1), ignore)
-        speech = speech.masked_fill((labels == self.text_config.audio_eos_index).unsqueeze(-1),
-                                    cfg.audio_config.eos_token_id)
+        speech = speech.masked_fill(
+            (labels == self.text_config.audio_eos_index).unsqueeze(-1), cfg.audio_config.eos_token_id
+        )
         text = labels.masked_fill(labels == cfg.audio_token_index, ignore)
         if mid_text_labels is not None:
             text = text.masked_scatter(audio_slots, mid_text_labels[valid].to(labels.dtype))
