@@ -2,7 +2,8 @@
 # Installs whatever this checkout still lacks, and nothing else:
 #   - Debian packages espeak-ng, sox, libsndfile1 (speech synthesis for tests and the demo, audio I/O);
 #   - .venv with torch==2.14.1 and torchaudio==2.11.0;
-#   - every package of the monorepo, editable, built with --no-build-isolation.
+#   - every package of the monorepo, editable, built with --no-build-isolation (funaudiochat-drsr compiles
+#     the kernels of csrc/: C++ always, CUDA when nvcc is found; a few minutes on 2 cores).
 # Usage: bash tools/setup.sh [test]   ("test" adds the test-only reference packages)
 # Idempotent: on a ready machine it only checks, in a few seconds.
 set -euo pipefail
@@ -34,11 +35,22 @@ if ! "$VPY" -c "$torch_ok" >/dev/null 2>&1; then
   "$VPY" -m pip install -q --disable-pip-version-check torch==2.14.1 torchaudio==2.11.0
 fi
 
-# Reinstall the packages only when a project file changed since the last install. The stamp records
-# the digest and whether the test extras came along (a test install also serves the plain one).
+# The fused kernels (csrc/, built by packages/drsr/setup.py) get their CUDA part when nvcc exists.
+if [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then
+  export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+  export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+fi
+
+# Reinstall the packages only when a project file changed since the last install (the kernel sources
+# and the CUDA settings included, so that editing a kernel rebuilds it). The stamp records the digest and
+# whether the test extras came along (a test install also serves the plain one).
 stamp=.venv/.funaudiochat-installed
-digest=$(cat pyproject.toml packages/*/pyproject.toml | sha256sum | cut -d' ' -f1)
+digest=$({
+  cat pyproject.toml packages/*/pyproject.toml packages/drsr/setup.py csrc/*
+  echo "cuda=${CUDA_HOME:-} arch=${TORCH_CUDA_ARCH_LIST:-} drsr_cuda=${FUNAUDIOCHAT_DRSR_CUDA:-}"
+} | sha256sum | cut -d' ' -f1)
 have=$(cat "$stamp" 2>/dev/null || true)
+compgen -G "packages/drsr/src/funaudiochat/drsr/_C*.so" >/dev/null || have=""  # built extension gone
 if [ "$have" != "$digest test" ] && { [ "$extra" = test ] || [ "$have" != "$digest" ]; }; then
   echo "setup: installing the funaudiochat packages (editable)" >&2
   "$VPY" -m pip install -q --disable-pip-version-check setuptools wheel

@@ -1,0 +1,476 @@
+// Fused DRSR ops: schema registration (TORCH_LIBRARY "funaudiochat"), CPU kernels, and the Python module.
+//
+//   group(ids[B,T], table[V,D], k, text?[B,T/k,D])      -> [B,T/k,D]   mean of k embeddings (+ text average)
+//   group_backward(grad[B,N,D], ids[B,N*k], V, k, div)  -> [V,D]       sum of grad/div over each id
+//   ungroup(u[B,L,k*D], prev_ids[B,L*k], table[V,D], k) -> [B,L*k,D]   split rows + embedding add
+//   sample(logits[B,V], history[B,H], uniforms[B,2], ...) -> int64[B] penalty, temperature, top-k, top-p, RAS
+//
+// The exact semantics are the docstrings of funaudiochat/drsr/ops/reference.py. Python checks shapes, dtypes
+// and settings; these kernels check the values they read (ids, history, uniforms) and raise ValueError.
+// CUDA kernels live in drsr_ops_cuda.cu (compiled only when nvcc is available).
+
+#include <Python.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <queue>
+#include <utility>
+#include <vector>
+
+namespace funaudiochat {
+namespace {
+
+void check_ids(const at::Tensor& ids, const char* name) {
+  TORCH_CHECK_VALUE(ids.scalar_type() == at::kLong && ids.dim() == 2, name, " must be an int64 [B, T] tensor");
+}
+
+// An out-of-range id seen inside a parallel loop (kernels skip such rows and report after the loop).
+struct BadId {
+  std::atomic<bool> found{false};
+  std::atomic<int64_t> value{0};
+  void record(int64_t id) {
+    value.store(id);
+    found.store(true);
+  }
+};
+
+// Large fresh outputs come straight from mmap, and faulting them in 4 KiB pages costs about as much as the
+// kernel itself: ask for transparent huge pages before the first write (a hint; failures are harmless).
+void advise_huge_pages(const at::Tensor& fresh) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr size_t kMinBytes = size_t{8} << 20;
+  const size_t bytes = fresh.nbytes();
+  if (bytes < kMinBytes) return;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t start = reinterpret_cast<uintptr_t>(fresh.data_ptr());
+  const uintptr_t first = (start + page - 1) & ~(page - 1);
+  const uintptr_t last = (start + bytes) & ~(page - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------- group
+
+template <typename scalar_t>
+void group_rows(const int64_t* __restrict ids, const scalar_t* __restrict table, const scalar_t* __restrict text,
+                scalar_t* __restrict out, int64_t rows, int64_t k, int64_t dim, int64_t vocab,
+                BadId& bad) {
+  const float count = static_cast<float>(k);
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> acc(dim);
+    float* __restrict sum = acc.data();
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t* row_ids = ids + row * k;
+      bool ok = true;
+      for (int64_t j = 0; j < k; ++j) {
+        if (row_ids[j] < 0 || row_ids[j] >= vocab) {
+          bad.record(row_ids[j]);
+          ok = false;
+        }
+      }
+      if (!ok) continue;
+      const scalar_t* first = table + row_ids[0] * dim;
+      for (int64_t d = 0; d < dim; ++d) sum[d] = static_cast<float>(first[d]);
+      for (int64_t j = 1; j < k; ++j) {
+        const scalar_t* emb = table + row_ids[j] * dim;
+        for (int64_t d = 0; d < dim; ++d) sum[d] += static_cast<float>(emb[d]);
+      }
+      scalar_t* dst = out + row * dim;
+      if (text == nullptr) {
+        for (int64_t d = 0; d < dim; ++d) dst[d] = static_cast<scalar_t>(sum[d] / count);
+      } else {
+        const scalar_t* txt = text + row * dim;
+        for (int64_t d = 0; d < dim; ++d) {
+          dst[d] = static_cast<scalar_t>((static_cast<float>(txt[d]) + sum[d] / count) / 2.0f);
+        }
+      }
+    }
+  });
+}
+
+at::Tensor group_cpu(const at::Tensor& ids, const at::Tensor& table, int64_t group_size,
+                     const std::optional<at::Tensor>& text) {
+  check_ids(ids, "ids");
+  TORCH_CHECK_VALUE(table.dim() == 2, "table must be [V, D]");
+  TORCH_CHECK_VALUE(group_size > 0 && ids.size(1) % group_size == 0, "group_size must divide T");
+  const int64_t batch = ids.size(0), groups = ids.size(1) / group_size;
+  const int64_t vocab = table.size(0), dim = table.size(1);
+  auto ids_c = ids.contiguous();
+  auto table_c = table.contiguous();
+  at::Tensor text_c;
+  if (text.has_value()) {
+    text_c = text->contiguous();
+    TORCH_CHECK_VALUE(text_c.scalar_type() == table.scalar_type() && text_c.dim() == 3 &&
+                          text_c.size(0) == batch && text_c.size(1) == groups && text_c.size(2) == dim,
+                      "text must be [B, T/k, D] with the table's dtype");
+  }
+  auto out = at::empty({batch, groups, dim}, table.options());
+  advise_huge_pages(out);
+  BadId bad;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, table.scalar_type(), "group_cpu", [&] {
+    group_rows<scalar_t>(ids_c.const_data_ptr<int64_t>(), table_c.const_data_ptr<scalar_t>(),
+                         text.has_value() ? text_c.const_data_ptr<scalar_t>() : nullptr,
+                         out.mutable_data_ptr<scalar_t>(), batch * groups, group_size, dim, vocab, bad);
+  });
+  TORCH_CHECK_VALUE(!bad.found.load(), "ids contains ", bad.value.load(), ", outside [0, ", vocab, ")");
+  return out;
+}
+
+// Scatter-add of grad/divisor into a dense fp32 [V, D] buffer. Threads own disjoint column ranges, so the
+// result is deterministic and needs no atomics.
+template <typename scalar_t>
+void scatter_rows(const scalar_t* __restrict grad, const int64_t* __restrict ids, float* __restrict acc,
+                  int64_t rows, int64_t k, int64_t dim, float divisor) {
+  const int64_t grain = std::max<int64_t>(64, dim / std::max(1, at::get_num_threads()));
+  at::parallel_for(0, dim, grain, [&](int64_t col_begin, int64_t col_end) {
+    for (int64_t row = 0; row < rows; ++row) {
+      const scalar_t* src = grad + row * dim;
+      for (int64_t j = 0; j < k; ++j) {
+        float* __restrict dst = acc + ids[row * k + j] * dim;
+        for (int64_t d = col_begin; d < col_end; ++d) dst[d] += static_cast<float>(src[d]) / divisor;
+      }
+    }
+  });
+}
+
+at::Tensor group_backward_cpu(const at::Tensor& grad, const at::Tensor& ids, int64_t num_embeddings,
+                              int64_t group_size, double divisor) {
+  check_ids(ids, "ids");
+  TORCH_CHECK_VALUE(grad.dim() == 3 && grad.size(0) == ids.size(0) && grad.size(1) * group_size == ids.size(1),
+                    "grad must be [B, T/k, D] for ids [B, T]");
+  auto ids_c = ids.contiguous();
+  if (ids_c.numel() > 0) {
+    const int64_t low = ids_c.min().item<int64_t>(), high = ids_c.max().item<int64_t>();
+    TORCH_CHECK_VALUE(low >= 0 && high < num_embeddings, "ids outside [0, ", num_embeddings, ")");
+  }
+  auto grad_c = grad.contiguous();
+  const int64_t dim = grad.size(2);
+  auto acc = at::empty({num_embeddings, dim}, grad.options().dtype(at::kFloat));
+  advise_huge_pages(acc);
+  acc.zero_();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "group_backward_cpu", [&] {
+    scatter_rows<scalar_t>(grad_c.const_data_ptr<scalar_t>(), ids_c.const_data_ptr<int64_t>(),
+                           acc.mutable_data_ptr<float>(), grad.size(0) * grad.size(1), group_size, dim,
+                           static_cast<float>(divisor));
+  });
+  return acc.scalar_type() == grad.scalar_type() ? acc : acc.to(grad.scalar_type());
+}
+
+// -------------------------------------------------------------------------------------------- ungroup
+
+template <typename scalar_t>
+void ungroup_rows(const scalar_t* __restrict u, const int64_t* __restrict ids, const scalar_t* __restrict table,
+                  scalar_t* __restrict out, int64_t rows, int64_t dim, int64_t vocab, BadId& bad) {
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t id = ids[row];
+      if (id < 0 || id >= vocab) {
+        bad.record(id);
+        continue;
+      }
+      const scalar_t* src = u + row * dim;
+      const scalar_t* emb = table + id * dim;
+      scalar_t* dst = out + row * dim;
+      for (int64_t d = 0; d < dim; ++d) {
+        dst[d] = static_cast<scalar_t>(static_cast<float>(src[d]) + static_cast<float>(emb[d]));
+      }
+    }
+  });
+}
+
+at::Tensor ungroup_cpu(const at::Tensor& u, const at::Tensor& prev_ids, const at::Tensor& table,
+                       int64_t group_size) {
+  check_ids(prev_ids, "prev_ids");
+  TORCH_CHECK_VALUE(u.dim() == 3 && table.dim() == 2 && u.scalar_type() == table.scalar_type(),
+                    "u must be [B, L, k*D] and table [V, D] of one dtype");
+  const int64_t batch = u.size(0), length = u.size(1), vocab = table.size(0), dim = table.size(1);
+  TORCH_CHECK_VALUE(group_size > 0 && u.size(2) == group_size * dim, "u's last dim must be k*D");
+  TORCH_CHECK_VALUE(prev_ids.size(0) == batch && prev_ids.size(1) == length * group_size,
+                    "prev_ids must be [B, L*k]");
+  auto u_c = u.contiguous();
+  auto ids_c = prev_ids.contiguous();
+  auto table_c = table.contiguous();
+  auto out = at::empty({batch, length * group_size, dim}, u.options());
+  advise_huge_pages(out);
+  BadId bad;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "ungroup_cpu", [&] {
+    ungroup_rows<scalar_t>(u_c.const_data_ptr<scalar_t>(), ids_c.const_data_ptr<int64_t>(),
+                           table_c.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+                           batch * length * group_size, dim, vocab, bad);
+  });
+  TORCH_CHECK_VALUE(!bad.found.load(), "prev_ids contains ", bad.value.load(), ", outside [0, ", vocab, ")");
+  return out;
+}
+
+// --------------------------------------------------------------------------------------------- sample
+
+struct SampleParams {
+  double temperature;
+  int64_t top_k;
+  double top_p;
+  double penalty;
+  int64_t ras_window;
+  double ras_tau;
+};
+
+// Smallest score s* whose "mass of strictly higher scores" is < limit: a quickselect that partitions by
+// score and descends by mass (expected O(n), no sort). items: (score, weight), permuted in place.
+// above: mass of the tokens outside items that score above all of them.
+double nucleus_threshold(std::vector<std::pair<double, double>>& items, double limit, double above) {
+  size_t lo = 0, hi = items.size();
+  // Invariant: above = mass of everything known to score above every item in [lo, hi), and above < limit.
+  while (true) {
+    const double a = items[lo].first, b = items[lo + (hi - lo) / 2].first, c = items[hi - 1].first;
+    const double pivot = std::max(std::min(a, b), std::min(std::max(a, b), c));
+    // Three-way partition: [lo, gt) > pivot, [gt, lt) == pivot, [lt, hi) < pivot.
+    size_t gt = lo, i = lo, lt = hi;
+    while (i < lt) {
+      if (items[i].first > pivot) {
+        std::swap(items[i++], items[gt++]);
+      } else if (items[i].first < pivot) {
+        std::swap(items[i], items[--lt]);
+      } else {
+        ++i;
+      }
+    }
+    double greater = 0.0;
+    for (size_t j = lo; j < gt; ++j) greater += items[j].second;
+    if (gt > lo && above + greater >= limit) {
+      hi = gt;
+      continue;
+    }
+    double equal = 0.0;
+    for (size_t j = gt; j < lt; ++j) equal += items[j].second;
+    const double next_above = above + greater + equal;
+    if (lt == hi || next_above >= limit) return pivot;
+    above = next_above;
+    lo = lt;
+  }
+}
+
+// Smallest index whose running weight sum exceeds uniform * total, clamped to the last positive weight.
+// weight(i) returns 0 for tokens that are not kept. Sums run sequentially in vocabulary order.
+template <typename WeightFn>
+int64_t inverse_cdf(int64_t vocab, double uniform, WeightFn weight, std::vector<double>& w) {
+  double total = 0.0;
+  int64_t last_positive = -1;
+  for (int64_t i = 0; i < vocab; ++i) {
+    w[i] = weight(i);
+    total += w[i];
+    if (w[i] > 0) last_positive = i;
+  }
+  const double target = uniform * total;
+  double running = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) {
+    running += w[i];
+    if (running > target) return std::min(i, std::max<int64_t>(last_positive, 0));
+  }
+  return std::max<int64_t>(last_positive, 0);
+}
+
+// Top-p threshold over the candidates (s >= floor, weights w): buckets of width 1/32 in s - top (the last
+// one open-ended) are walked by mass from the top to find the bucket holding the threshold; only that
+// bucket's tokens go through nucleus_threshold.
+double top_p_threshold(const std::vector<double>& s, const std::vector<double>& w, double floor, double top,
+                       double top_p) {
+  constexpr int kBuckets = 2048;
+  constexpr double kPerUnit = 32.0;
+  const int64_t vocab = static_cast<int64_t>(s.size());
+  auto bucket_of = [&](double x) {
+    const double d = (top - x) * kPerUnit;
+    return d >= 0 && d < kBuckets - 1 ? static_cast<int>(d) : (d >= 0 ? kBuckets - 1 : 0);
+  };
+  std::vector<double> bucket_mass(kBuckets, 0.0);
+  std::vector<int64_t> bucket_count(kBuckets, 0);
+  double mass = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) {
+    if (!(s[i] >= floor)) continue;
+    const int b = bucket_of(s[i]);
+    bucket_mass[b] += w[i];
+    ++bucket_count[b];
+    mass += w[i];
+  }
+  const double limit = top_p * mass;
+  int boundary = -1;
+  double above = 0.0, boundary_above = 0.0;
+  for (int b = 0; b < kBuckets && above < limit; ++b) {
+    if (bucket_count[b] == 0) continue;
+    boundary = b;
+    boundary_above = above;
+    above += bucket_mass[b];
+  }
+  if (boundary < 0) return floor;  // only for NaN input
+  std::vector<std::pair<double, double>> items;
+  items.reserve(bucket_count[boundary]);
+  for (int64_t i = 0; i < vocab; ++i) {
+    if (s[i] >= floor && bucket_of(s[i]) == boundary) items.emplace_back(s[i], w[i]);
+  }
+  return nucleus_threshold(items, limit, boundary_above);
+}
+
+// The k-th largest score, duplicates counted: a size-k min-heap for small k, nth_element otherwise.
+double kth_largest(const std::vector<double>& s, int64_t k) {
+  if (k <= 256) {
+    std::priority_queue<double, std::vector<double>, std::greater<double>> heap(s.begin(), s.begin() + k);
+    for (size_t i = static_cast<size_t>(k); i < s.size(); ++i) {
+      if (s[i] > heap.top()) {
+        heap.pop();
+        heap.push(s[i]);
+      }
+    }
+    return heap.top();
+  }
+  std::vector<double> scratch(s);
+  std::nth_element(scratch.begin(), scratch.begin() + (k - 1), scratch.end(), std::greater<double>());
+  return scratch[k - 1];
+}
+
+// Returns the token, or -1 - (index of the bad history entry) / -1 - hist_len for a bad uniform: the caller
+// raises, since exceptions should not leave the parallel region.
+template <typename scalar_t, typename uniform_t>
+int64_t sample_row(const scalar_t* logits, const int64_t* history, int64_t hist_len, const uniform_t* uniforms,
+                   int64_t vocab, const SampleParams& p) {
+  for (int64_t j = 0; j < hist_len; ++j) {
+    if (history[j] >= vocab) return -1 - j;
+  }
+  const double uniform_draw = static_cast<double>(uniforms[0]), uniform_ras = static_cast<double>(uniforms[1]);
+  if (!(uniform_draw >= 0 && uniform_draw < 1 && uniform_ras >= 0 && uniform_ras < 1)) return -1 - hist_len;
+
+  std::vector<double> s(vocab);
+  for (int64_t i = 0; i < vocab; ++i) s[i] = static_cast<double>(logits[i]);
+  if (p.penalty != 1.0) {
+    // Computed from the original logit, so a repeated id is penalised once.
+    for (int64_t j = 0; j < hist_len; ++j) {
+      const int64_t id = history[j];
+      if (id < 0) continue;
+      const double x = static_cast<double>(logits[id]);
+      s[id] = x < 0 ? x * p.penalty : x / p.penalty;
+    }
+  }
+  if (p.temperature <= 0) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < vocab; ++i) {
+      if (s[i] > s[best]) best = i;
+    }
+    return best;
+  }
+  double top = -std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < vocab; ++i) {
+    s[i] /= p.temperature;
+    top = std::max(top, s[i]);
+  }
+
+  // w[i] = exp(s[i] - top) for candidates, 0 for tokens already filtered out.
+  std::vector<double> w(vocab);
+  double threshold = -std::numeric_limits<double>::infinity();
+  const bool top_k_on = p.top_k > 0 && p.top_k < vocab;
+  if (top_k_on) threshold = kth_largest(s, p.top_k);
+  for (int64_t i = 0; i < vocab; ++i) w[i] = s[i] >= threshold ? std::exp(s[i] - top) : 0.0;
+  if (p.top_p < 1.0) threshold = top_p_threshold(s, w, threshold, top, p.top_p);
+  std::vector<double> kept(vocab);
+  int64_t token = inverse_cdf(
+      vocab, uniform_draw, [&](int64_t i) { return s[i] >= threshold ? w[i] : 0.0; }, kept);
+
+  if (p.ras_window > 0 && hist_len > 0) {
+    int64_t seen = 0, repeats = 0;
+    for (int64_t j = hist_len - 1; j >= 0 && seen < p.ras_window; --j) {
+      if (history[j] < 0) continue;
+      ++seen;
+      repeats += history[j] == token;
+    }
+    if (static_cast<double>(repeats) >= static_cast<double>(p.ras_window) * p.ras_tau) {
+      token = inverse_cdf(vocab, uniform_ras, [&](int64_t i) { return std::exp(s[i] - top); }, kept);
+    }
+  }
+  return token;
+}
+
+at::Tensor sample_cpu(const at::Tensor& logits, const at::Tensor& history, const at::Tensor& uniforms,
+                      double temperature, int64_t top_k, double top_p, double repetition_penalty,
+                      int64_t ras_window, double ras_tau) {
+  TORCH_CHECK_VALUE(logits.dim() == 2 && logits.size(1) > 0, "logits must be [B, V] with V > 0");
+  check_ids(history, "history");
+  const int64_t batch = logits.size(0), vocab = logits.size(1), hist_len = history.size(1);
+  TORCH_CHECK_VALUE(history.size(0) == batch, "history must be [B, H]");
+  TORCH_CHECK_VALUE(uniforms.dim() == 2 && uniforms.size(0) == batch && uniforms.size(1) == 2,
+                    "uniforms must be [B, 2]");
+  TORCH_CHECK_VALUE(!std::isnan(temperature) && top_k >= 0 && top_p > 0 && top_p <= 1 &&
+                        repetition_penalty > 0 && ras_window >= 0,
+                    "invalid sampling settings");
+  const SampleParams params{temperature, top_k, top_p, repetition_penalty, ras_window, ras_tau};
+  auto logits_c = logits.contiguous();
+  auto history_c = history.contiguous();
+  auto uniforms_c = uniforms.contiguous();
+  auto out = at::empty({batch}, logits.options().dtype(at::kLong));
+  int64_t* tokens = out.mutable_data_ptr<int64_t>();
+  const int64_t* hist = history_c.const_data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "sample_cpu", [&] {
+    using logit_t = scalar_t;
+    const logit_t* rows = logits_c.const_data_ptr<logit_t>();
+    AT_DISPATCH_FLOATING_TYPES(uniforms.scalar_type(), "sample_cpu_uniforms", [&] {
+      const scalar_t* draws = uniforms_c.const_data_ptr<scalar_t>();
+      at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          tokens[b] = sample_row<logit_t, scalar_t>(rows + b * vocab, hist + b * hist_len, hist_len,
+                                                    draws + b * 2, vocab, params);
+        }
+      });
+    });
+  });
+  for (int64_t b = 0; b < batch; ++b) {
+    if (tokens[b] >= 0) continue;
+    const int64_t entry = -1 - tokens[b];
+    TORCH_CHECK_VALUE(entry == hist_len, "history must hold ids < V = ", vocab,
+                      " (negative entries are padding), found ", hist[b * hist_len + entry], " in row ", b);
+    TORCH_CHECK_VALUE(false, "uniforms must lie in [0, 1), row ", b, " is out of range");
+  }
+  return out;
+}
+
+}  // namespace
+}  // namespace funaudiochat
+
+TORCH_LIBRARY(funaudiochat, m) {
+  m.def("group(Tensor ids, Tensor table, int group_size, Tensor? text=None) -> Tensor");
+  m.def("group_backward(Tensor grad, Tensor ids, int num_embeddings, int group_size, float divisor) -> Tensor");
+  m.def("ungroup(Tensor u, Tensor prev_ids, Tensor table, int group_size) -> Tensor");
+  m.def(
+      "sample(Tensor logits, Tensor history, Tensor uniforms, float temperature, int top_k, float top_p, "
+      "float repetition_penalty, int ras_window, float ras_tau) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(funaudiochat, CPU, m) {
+  m.impl("group", &funaudiochat::group_cpu);
+  m.impl("group_backward", &funaudiochat::group_backward_cpu);
+  m.impl("ungroup", &funaudiochat::ungroup_cpu);
+  m.impl("sample", &funaudiochat::sample_cpu);
+}
+
+#ifndef FUNAUDIOCHAT_WITH_CUDA
+#define FUNAUDIOCHAT_WITH_CUDA 0
+#endif
+
+static PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",
+                                 "Fused DRSR kernels; importing registers torch.ops.funaudiochat.*", -1, nullptr};
+
+PyMODINIT_FUNC PyInit__C(void) {
+  PyObject* module = PyModule_Create(&module_def);
+  if (module != nullptr && PyModule_AddIntConstant(module, "WITH_CUDA", FUNAUDIOCHAT_WITH_CUDA) < 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
+}
