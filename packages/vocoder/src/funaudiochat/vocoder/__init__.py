@@ -1,0 +1,5 @@
+"""funaudiochat.vocoder: speech tokens -> 24 kHz audio (CosyVoice3-compatible flow matching and HiFT)."""
+
+from .hift import HiFTConfig, HiFTGenerator, SourceNoise
+
+__all__ = ["HiFTConfig", "HiFTGenerator", "SourceNoise"]

@@ -1,0 +1,69 @@
+"""HiFT: CosyVoice3 state-dict layout, lengths, causality (a prefix run equals the start of the full run)."""
+
+import pytest
+import torch
+
+from funaudiochat.vocoder import HiFTConfig, HiFTGenerator, SourceNoise
+
+
+@pytest.fixture(scope="module")
+def hift():
+    torch.manual_seed(0)
+    model = HiFTGenerator(HiFTConfig.tiny()).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "original1" in name or name.endswith("weight"):
+                p.normal_(0, 0.1)
+    return model
+
+
+def test_full_size_layout():
+    with torch.device("meta"):
+        model = HiFTGenerator()
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["conv_pre.parametrizations.weight.original1"] == (512, 80, 5)
+    assert shapes["conv_pre.parametrizations.weight.original0"] == (512, 1, 1)
+    assert shapes["ups.0.parametrizations.weight.original1"] == (256, 512, 16)
+    assert shapes["ups.2.parametrizations.weight.original1"] == (64, 128, 7)
+    assert shapes["source_downs.0.weight"] == (256, 18, 30)
+    assert shapes["source_downs.1.weight"] == (128, 18, 6)
+    assert shapes["source_downs.2.weight"] == (64, 18, 1)
+    assert shapes["source_resblocks.2.convs1.0.parametrizations.weight.original1"] == (64, 64, 11)
+    assert shapes["resblocks.8.activations2.2.alpha"] == (64,)
+    assert shapes["conv_post.parametrizations.weight.original1"] == (18, 64, 7)
+    assert shapes["m_source.l_linear.weight"] == (1, 9)
+    assert shapes["f0_predictor.condnet.0.parametrizations.weight.original1"] == (512, 80, 4)
+    assert shapes["f0_predictor.condnet.8.parametrizations.weight.original1"] == (512, 512, 3)
+    assert shapes["f0_predictor.classifier.weight"] == (1, 512)
+
+
+def test_lengths(hift):
+    mel = torch.randn(2, 80, 30)
+    wave, source = hift.inference(mel)
+    assert wave.shape == (2, 480 * 30) and source.shape == (2, 1, 480 * 30)
+    assert wave.abs().max() <= 0.99
+    wave, source = hift.inference(mel, finalize=False)
+    # F0 look-ahead 3 frames, conv_pre look-ahead 4, and the last frame's 480 samples held back
+    assert source.shape == (2, 1, 480 * 27) and wave.shape == (2, 480 * (30 - 3 - 4 - 1))
+
+
+def test_prefix_run_equals_the_start_of_the_full_run(hift):
+    """Causal: what a prefix yields (finalize=False) is final; it equals the full run's first samples."""
+    torch.manual_seed(1)
+    mel = torch.randn(1, 80, 60)
+    full, _ = hift.inference(mel, noise=SourceNoise(9, seed=3))
+    for cut in (20, 41):
+        part, _ = hift.inference(mel[:, :, :cut], finalize=False, noise=SourceNoise(9, seed=3))
+        assert part.shape[1] == 480 * (cut - 8)
+        torch.testing.assert_close(part, full[:, : part.shape[1]], rtol=0, atol=2e-5)
+
+
+def test_source_noise_is_position_consistent():
+    noise = SourceNoise(9, seed=7)
+    whole = noise.noise(0, 60000)
+    assert torch.equal(noise.noise(23000, 2000), whole[23000:25000])
+    assert torch.equal(SourceNoise(9, seed=7).noise(50000, 10), whole[50000:50010])
+    assert noise.phases()[0] == 0 and (noise.phases()[1:] > 0).all()
+    fixed = SourceNoise(9, noise=torch.rand(100, 9), phases=torch.zeros(9))
+    with pytest.raises(ValueError, match="covers 100 samples"):
+        fixed.noise(90, 20)
