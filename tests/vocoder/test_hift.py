@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from funaudiochat.vocoder import HiFTConfig, HiFTGenerator, SourceNoise
 
 
