@@ -316,6 +316,36 @@ class HiFTGenerator(nn.Module):
         self.f0_predictor = F0Predictor(config.in_channels, config.f0_cond_channels)
         self.register_buffer("stft_window", torch.hann_window(n_fft, periodic=True), persistent=False)
 
+    @classmethod
+    def from_state_dict(
+        cls, state_dict: dict[str, torch.Tensor], config: HiFTConfig | None = None, source: str = "state dict"
+    ) -> HiFTGenerator:
+        """Build from a CosyVoice3 ``hift`` state dict (keys as saved, ``generator.`` prefix allowed);
+        any missing, unexpected or mis-shaped key is a ``ValueError`` that lists them."""
+        state_dict = {k.removeprefix("generator."): v for k, v in state_dict.items()}
+        model = cls(config)
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
+        misshaped = sorted(
+            f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}"
+            for k, v in expected.items()
+            if k in state_dict and state_dict[k].shape != v.shape
+        )
+        problems = [
+            f"{name}: {', '.join(keys)}"
+            for name, keys in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("mis-shaped keys", misshaped),
+            )
+            if keys
+        ]
+        if problems:
+            raise ValueError(f"{source}: does not fit HiFTGenerator; " + "; ".join(problems))
+        model.load_state_dict(state_dict)
+        return model
+
     def _stft(self, x: torch.Tensor) -> torch.Tensor:
         n_fft, hop = self.config.istft_n_fft, self.config.istft_hop_len
         spec = torch.stft(x, n_fft, hop, n_fft, window=self.stft_window, return_complex=True)
