@@ -1,0 +1,571 @@
+"""Flow matching: 25 Hz speech tokens -> 80-bin mel at 50 Hz, CosyVoice3's ``CausalMaskedDiffWithDiT``.
+
+    tokens [B, N] (FSQ codes 0..6560)
+      -> embedding (80)  -> pre-look-ahead convs (sees 3 future tokens)       mu  [B, N, 80]
+      -> repeat x2 (token_mel_ratio)                                           mu  [B, 80, 2N]
+      -> conditional flow matching: Euler steps from noise to mel, velocity from a DiT that reads
+         cat[x, cond (prompt mel), mu, speaker] with classifier-free guidance  mel [B, 80, 2N]
+
+The speaker is a 192-d CAM++ x-vector, L2-normalised then projected to 80. For voice cloning, prompt tokens
+are put in front of the tokens and the prompt mel is the condition of the first frames; those frames are cut
+from the output. With ``finalize=False`` the last 3 tokens are look-ahead context only (streaming: they come
+back in the next call), so the mel has ``2 (N - 3)`` frames.
+
+Parameter names and shapes are those of CosyVoice3's ``flow`` state dict (``input_embedding``,
+``spk_embed_affine_layer``, ``pre_lookahead_layer.*``, ``decoder.estimator.*``), so its weights load
+unchanged.
+
+Inference noise: CosyVoice3 draws ``randn(1, 80, 15000)`` once, after seeding 0, and every call uses its
+first ``T`` frames (the same noise for every batch item). ``CFMDecoder.rand_noise`` is that tensor (made from
+a ``torch.Generator`` seeded with ``FlowConfig.noise_seed``; a non-persistent buffer), and
+``inference(noise=...)`` takes any other ``[1 or B, 80, >= T]`` tensor.
+
+Example:
+    >>> flow = CausalFlowMatching(FlowConfig.tiny()).eval()
+    >>> mel, mel_len = flow.inference(tokens, spk_embedding)      # [B, 80, 2N], [B]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class FlowConfig:
+    """Sizes of the token-to-mel model; names follow the arguments of CosyVoice3's flow modules."""
+
+    vocab_size: int = 6561
+    input_size: int = 80  # token embedding width = mu channels
+    output_size: int = 80  # mel bins
+    spk_embed_dim: int = 192
+    token_mel_ratio: int = 2
+    pre_lookahead_len: int = 3
+    pre_lookahead_channels: int = 1024
+    # DiT estimator
+    dim: int = 1024
+    depth: int = 22
+    heads: int = 16
+    dim_head: int = 64
+    ff_mult: int = 2
+    dropout: float = 0.1
+    conv_pos_kernel: int = 31
+    conv_pos_groups: int = 16
+    # attention chunk of the streaming (chunk-causal) mask, in mel frames: 25 tokens x 2
+    static_chunk_size: int = 50
+    # conditional flow matching
+    sigma_min: float = 1e-6
+    t_scheduler: str = "cosine"
+    training_cfg_rate: float = 0.2
+    inference_cfg_rate: float = 0.7
+    n_timesteps: int = 10
+    noise_seed: int = 0
+    noise_frames: int = 15000  # 300 s at 50 Hz
+
+    @classmethod
+    def tiny(cls) -> FlowConfig:
+        return cls(pre_lookahead_channels=32, dim=64, depth=2, heads=4, dim_head=16, conv_pos_groups=4,
+                   static_chunk_size=8, noise_frames=2000)
+
+
+class PreLookaheadLayer(nn.Module):
+    """Token features ``[B, N, C]`` -> ``[B, N, C]``; position n sees tokens n..n+L (zeros past the end)
+    through ``conv1`` (kernel L+1), then a causal ``conv2`` (kernel 3), plus a residual."""
+
+    def __init__(self, in_channels: int, channels: int, pre_lookahead_len: int = 3):
+        super().__init__()
+        self.pre_lookahead_len = pre_lookahead_len
+        self.conv1 = nn.Conv1d(in_channels, channels, kernel_size=pre_lookahead_len + 1)
+        self.conv2 = nn.Conv1d(channels, in_channels, kernel_size=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.pad(x.transpose(1, 2), (0, self.pre_lookahead_len))
+        h = F.leaky_relu(self.conv1(h))
+        h = self.conv2(F.pad(h, (self.conv2.kernel_size[0] - 1, 0)))
+        return h.transpose(1, 2) + x
+
+
+class TimestepEmbedding(nn.Module):
+    """Flow time ``t [B]`` in [0, 1] -> ``[B, dim]``: sinusoids of ``1000 t`` (256 wide), then an MLP."""
+
+    def __init__(self, dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.time_mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(torch.arange(half, device=t.device).float() * -(math.log(10000) / (half - 1)))
+        angles = 1000 * t.unsqueeze(1) * freqs.unsqueeze(0)
+        return self.time_mlp(torch.cat((angles.sin(), angles.cos()), dim=-1).to(t.dtype))
+
+
+class CausalConvPositionEmbedding(nn.Module):
+    """``[B, T, dim]`` -> ``[B, T, dim]``: two left-padded grouped convs, each followed by Mish."""
+
+    def __init__(self, dim: int, kernel_size: int = 31, groups: int = 16):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.conv1 = nn.Sequential(nn.Conv1d(dim, dim, kernel_size, groups=groups), nn.Mish())
+        self.conv2 = nn.Sequential(nn.Conv1d(dim, dim, kernel_size, groups=groups), nn.Mish())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0)))
+        h = self.conv2(F.pad(h, (self.kernel_size - 1, 0)))
+        return h.transpose(1, 2)
+
+
+class InputEmbedding(nn.Module):
+    """``proj(cat[x, cond, mu, spk])`` plus its causal conv position embedding; all ``[B, T, *]``."""
+
+    def __init__(self, mel_dim: int, mu_dim: int, spk_dim: int, dim: int, kernel_size: int, groups: int):
+        super().__init__()
+        self.proj = nn.Linear(2 * mel_dim + mu_dim + spk_dim, dim)
+        self.conv_pos_embed = CausalConvPositionEmbedding(dim, kernel_size, groups)
+
+    def forward(self, x, cond, mu, spk) -> torch.Tensor:
+        spk = spk.unsqueeze(1).expand(-1, x.shape[1], -1)
+        h = self.proj(torch.cat((x, cond, mu, spk), dim=-1))
+        return self.conv_pos_embed(h) + h
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary angles for positions 0..T-1 (interleaved pairs), as x-transformers 2.11 makes them.
+
+    CosyVoice3 applies them to the projected q and k ``[B, T, heads * dim_head]`` before the head split with a
+    rotary width of ``dim_head``: only the first head's channels rotate. ``inv_freq`` is a persistent buffer
+    (it is in the official state dict)."""
+
+    def __init__(self, dim_head: int):
+        super().__init__()
+        self.register_buffer("inv_freq", 1.0 / (10000.0 ** (torch.arange(0, dim_head, 2).float() / dim_head)))
+
+    def forward(self, seq_len: int) -> torch.Tensor:
+        pos = torch.arange(seq_len, device=self.inv_freq.device).type_as(self.inv_freq)
+        freqs = pos[:, None] * self.inv_freq[None, :]
+        return freqs.repeat_interleave(2, dim=-1)  # [T, dim_head]: f0 f0 f1 f1 ...
+
+
+def apply_rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotate the first ``R`` channels of ``x [B, T, C]`` by ``freqs [T, R]`` (pairs 2i, 2i+1)."""
+    rot = freqs.shape[-1]
+    head, rest = x[..., :rot], x[..., rot:]
+    pairs = head.unflatten(-1, (-1, 2))
+    rotated_half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    head = head * freqs.cos() + rotated_half * freqs.sin()
+    return torch.cat((head, rest), dim=-1).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention ``[B, T, dim]`` with a boolean mask ``[B, 1, T, T]`` (True = attend)."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        inner = heads * dim_head
+        self.to_q = nn.Linear(dim, inner)
+        self.to_k = nn.Linear(dim, inner)
+        self.to_v = nn.Linear(dim, inner)
+        self.to_out = nn.ModuleList([nn.Linear(inner, dim), nn.Dropout(dropout)])
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = apply_rotary(self.to_q(x), rope)
+        k = apply_rotary(self.to_k(x), rope)
+        q, k, v = (z.view(b, t, self.heads, -1).transpose(1, 2) for z in (q, k, self.to_v(x)))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = self.to_out[1](self.to_out[0](out.transpose(1, 2).reshape(b, t, -1)))
+        # the last query row of the mask is the key-padding mask
+        return out.masked_fill(~mask[:, 0, -1].unsqueeze(-1), 0.0)
+
+
+class AdaLayerNormZero(nn.Module):
+    """LayerNorm (no affine, eps 1e-6) modulated by the time embedding; ``linear`` gives, in order,
+    shift, scale, gate (attention) and shift, scale, gate (feed-forward)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, 6 * dim)
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor):
+        shift, scale, gate, shift_ff, scale_ff, gate_ff = self.linear(F.silu(emb)).chunk(6, dim=1)
+        return self.norm(x) * (1 + scale[:, None]) + shift[:, None], gate, shift_ff, scale_ff, gate_ff
+
+
+class AdaLayerNormZeroFinal(nn.Module):
+    """Final modulated LayerNorm; ``linear`` gives scale then shift."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, 2 * dim)
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.linear(F.silu(emb)).chunk(2, dim=1)
+        return self.norm(x) * (1 + scale[:, None]) + shift[:, None]
+
+
+class FeedForward(nn.Module):
+    """Linear -> GELU (tanh) -> dropout -> Linear, nested as ``ff.0.0`` / ``ff.2`` (the official names)."""
+
+    def __init__(self, dim: int, mult: int, dropout: float):
+        super().__init__()
+        inner = dim * mult
+        self.ff = nn.Sequential(
+            nn.Sequential(nn.Linear(dim, inner), nn.GELU(approximate="tanh")), nn.Dropout(dropout),
+            nn.Linear(inner, dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ff(x)
+
+
+class DiTBlock(nn.Module):
+    """Pre-norm transformer block with AdaLayerNormZero modulation and gated residuals."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, ff_mult: int, dropout: float):
+        super().__init__()
+        self.attn_norm = AdaLayerNormZero(dim)
+        self.attn = Attention(dim, heads, dim_head, dropout)
+        self.ff_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ff = FeedForward(dim, ff_mult, dropout)
+
+    def forward(self, x, t, mask, rope) -> torch.Tensor:
+        h, gate, shift_ff, scale_ff, gate_ff = self.attn_norm(x, t)
+        x = x + gate.unsqueeze(1) * self.attn(h, mask, rope)
+        h = self.ff_norm(x) * (1 + scale_ff[:, None]) + shift_ff[:, None]
+        return x + gate_ff.unsqueeze(1) * self.ff(h)
+
+
+def attention_mask(mask: torch.Tensor, chunk_size: int = 0) -> torch.Tensor:
+    """Frame mask ``[B, 1, T]`` (True = valid) -> attention mask ``[B, 1, T, T]``.
+
+    ``chunk_size > 0``: frame i also sees only frames before the end of its chunk (chunk-causal, all left
+    chunks). A query row with no visible key is opened fully (its output is padding), as CosyVoice does."""
+    b, _, t = mask.shape
+    allowed = mask.expand(b, t, t)
+    if chunk_size > 0:
+        pos = torch.arange(t, device=mask.device)
+        chunk_end = (torch.div(pos, chunk_size, rounding_mode="trunc") + 1) * chunk_size
+        allowed = allowed & (pos.unsqueeze(0) < chunk_end.unsqueeze(1))
+    allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
+    return allowed.unsqueeze(1)
+
+
+class DiT(nn.Module):
+    """Velocity estimator: ``(x, mask, mu, t, spks, cond)`` -> ``[B, mel, T]``.
+
+    x, mu, cond: ``[B, C, T]``; mask ``[B, 1, T]``; t ``[B]`` or a scalar; spks ``[B, spk_dim]``."""
+
+    def __init__(self, mel_dim: int, mu_dim: int, spk_dim: int, dim: int, depth: int, heads: int,
+                 dim_head: int, ff_mult: int, dropout: float, conv_pos_kernel: int, conv_pos_groups: int,
+                 static_chunk_size: int):
+        super().__init__()
+        self.static_chunk_size = static_chunk_size
+        self.time_embed = TimestepEmbedding(dim)
+        self.input_embed = InputEmbedding(mel_dim, mu_dim, spk_dim, dim, conv_pos_kernel, conv_pos_groups)
+        self.rotary_embed = RotaryEmbedding(dim_head)
+        self.transformer_blocks = nn.ModuleList(
+            DiTBlock(dim, heads, dim_head, ff_mult, dropout) for _ in range(depth)
+        )
+        self.norm_out = AdaLayerNormZeroFinal(dim)
+        self.proj_out = nn.Linear(dim, mel_dim)
+
+    def forward(self, x, mask, mu, t, spks, cond, streaming: bool = False) -> torch.Tensor:
+        x, mu, cond = x.transpose(1, 2), mu.transpose(1, 2), cond.transpose(1, 2)
+        if t.ndim == 0:
+            t = t.repeat(x.shape[0])
+        t = self.time_embed(t)
+        h = self.input_embed(x, cond, mu, spks)
+        rope = self.rotary_embed(h.shape[1])
+        attn_mask = attention_mask(mask.bool(), self.static_chunk_size if streaming else 0)
+        for block in self.transformer_blocks:
+            h = block(h, t, attn_mask, rope)
+        return self.proj_out(self.norm_out(h, t)).transpose(1, 2)
+
+
+def t_schedule(t: torch.Tensor, scheduler: str) -> torch.Tensor:
+    """Map uniform times in [0, 1] onto the solver / training schedule (``cosine``: 1 - cos(t pi / 2))."""
+    if scheduler == "cosine":
+        return 1 - torch.cos(t * 0.5 * torch.pi)
+    if scheduler == "linear":
+        return t
+    raise ValueError(f"unknown t_scheduler {scheduler!r} (expected 'cosine' or 'linear')")
+
+
+class CFMDecoder(nn.Module):
+    """Conditional flow matching (CosyVoice3's ``CausalConditionalCFM``) around the DiT ``estimator``.
+
+    Sampling integrates dx/dt = v from noise (t = 0) to mel (t = 1) with Euler steps on the scheduled grid;
+    v = (1 + cfg) v(mu, spk, cond) - cfg v(0, 0, 0). ``rand_noise`` ``[1, mel, noise_frames]`` is the fixed
+    starting noise (see the module docstring)."""
+
+    def __init__(self, config: FlowConfig):
+        super().__init__()
+        c = config
+        self.sigma_min = c.sigma_min
+        self.t_scheduler = c.t_scheduler
+        self.training_cfg_rate = c.training_cfg_rate
+        self.inference_cfg_rate = c.inference_cfg_rate
+        self.estimator = DiT(c.output_size, c.input_size, c.output_size, c.dim, c.depth, c.heads, c.dim_head,
+                             c.ff_mult, c.dropout, c.conv_pos_kernel, c.conv_pos_groups, c.static_chunk_size)
+        generator = torch.Generator().manual_seed(c.noise_seed)
+        noise = torch.randn(1, c.output_size, c.noise_frames, generator=generator, device="cpu")
+        self.register_buffer("rand_noise", noise, persistent=False)
+
+    @torch.no_grad()
+    def forward(self, mu, mask, spks, cond, n_timesteps: int = 10, streaming: bool = False,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """mu, cond ``[B, 80, T]``; mask ``[B, 1, T]``; spks ``[B, 80]``; noise ``[1 or B, 80, >= T]``
+        (default ``rand_noise``). Returns the mel ``[B, 80, T]`` (float32)."""
+        frames = mu.shape[2]
+        noise = self.rand_noise if noise is None else noise
+        if noise.shape[2] < frames:
+            raise ValueError(f"the inference noise covers {noise.shape[2]} frames but {frames} are needed; "
+                             "pass a longer noise tensor or raise FlowConfig.noise_frames")
+        x = noise[:, :, :frames].to(device=mu.device, dtype=mu.dtype).expand_as(mu)
+        t_span = t_schedule(torch.linspace(0, 1, n_timesteps + 1, device=mu.device, dtype=mu.dtype),
+                            self.t_scheduler)
+        return self.solve_euler(x, t_span, mu, mask, spks, cond, streaming).float()
+
+    def solve_euler(self, x, t_span, mu, mask, spks, cond, streaming: bool = False) -> torch.Tensor:
+        """Euler steps over ``t_span``; the conditional and unconditional branches run as one batch."""
+        b = x.shape[0]
+        mask_in = torch.cat((mask, mask))
+        mu_in = torch.cat((mu, torch.zeros_like(mu)))
+        spks_in = torch.cat((spks, torch.zeros_like(spks)))
+        cond_in = torch.cat((cond, torch.zeros_like(cond)))
+        t, dt = t_span[0], t_span[1] - t_span[0]
+        for step in range(1, len(t_span)):
+            v = self.estimator(torch.cat((x, x)), mask_in, mu_in, t.expand(2 * b), spks_in, cond_in,
+                               streaming)
+            v_cond, v_uncond = v[:b], v[b:]
+            x = x + dt * ((1.0 + self.inference_cfg_rate) * v_cond - self.inference_cfg_rate * v_uncond)
+            # time is accumulated and the next step is measured from it, as CosyVoice does
+            t = t + dt
+            if step < len(t_span) - 1:
+                dt = t_span[step + 1] - t
+        return x
+
+    def compute_loss(self, x1, mask, mu, spks, cond, streaming: bool = False, t: torch.Tensor | None = None,
+                     z: torch.Tensor | None = None, cfg_keep: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow-matching MSE over the masked frames; returns ``(loss, y)``.
+
+        x1 (target mel), mu, cond ``[B, 80, T]``; mask ``[B, 1, T]``; spks ``[B, 80]``. Drawn when not given,
+        in this order (as CosyVoice draws them): ``t [B]`` (uniform, then the schedule; a given ``t`` is
+        used as is), noise ``z`` like x1, and ``cfg_keep [B]`` (False drops mu, spks and cond of that item,
+        with probability ``training_cfg_rate``). y = (1 - (1 - sigma_min) t) z + t x1, target
+        u = x1 - (1 - sigma_min) z. (CosyVoice3's yaml says ``reg_loss_type: l1``; the code at the pinned
+        commit ignores it and uses MSE, and so does this.)"""
+        b = x1.shape[0]
+        if t is None:
+            u01 = torch.rand(b, device=x1.device, dtype=x1.dtype, generator=generator)
+            t = t_schedule(u01, self.t_scheduler)
+        if z is None:
+            z = torch.randn(x1.shape, device=x1.device, dtype=x1.dtype, generator=generator)
+        if cfg_keep is None:
+            if self.training_cfg_rate > 0:
+                cfg_keep = torch.rand(b, device=x1.device, generator=generator) > self.training_cfg_rate
+            else:
+                cfg_keep = torch.ones(b, dtype=torch.bool, device=x1.device)
+        t3 = t.reshape(b, 1, 1).to(x1.dtype)
+        y = (1 - (1 - self.sigma_min) * t3) * z + t3 * x1
+        u = x1 - (1 - self.sigma_min) * z
+        keep = cfg_keep.to(x1.dtype)
+        mu, spks, cond = mu * keep.view(-1, 1, 1), spks * keep.view(-1, 1), cond * keep.view(-1, 1, 1)
+        pred = self.estimator(y, mask, mu, t3.reshape(b), spks, cond, streaming)
+        loss = F.mse_loss(pred * mask, u * mask, reduction="sum") / (mask.sum() * u.shape[1])
+        return loss, y
+
+
+def _lengths_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """``[B]`` lengths -> ``[B, max_len]`` bool, True on valid positions."""
+    return torch.arange(max_len, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+class CausalFlowMatching(nn.Module):
+    """Speech tokens (25 Hz) -> mel (80 bins, 50 Hz); CosyVoice3's ``CausalMaskedDiffWithDiT``.
+
+    The name says what it is: a flow-matching mel generator whose token front end is causal up to a fixed
+    look-ahead (and whose attention can be chunk-causal), so it can be run on a growing token stream."""
+
+    def __init__(self, config: FlowConfig | None = None):
+        super().__init__()
+        self.config = c = config or FlowConfig()
+        self.input_embedding = nn.Embedding(c.vocab_size, c.input_size)
+        self.spk_embed_affine_layer = nn.Linear(c.spk_embed_dim, c.output_size)
+        self.pre_lookahead_layer = PreLookaheadLayer(c.input_size, c.pre_lookahead_channels,
+                                                     c.pre_lookahead_len)
+        self.decoder = CFMDecoder(c)
+
+    # -- inputs ---------------------------------------------------------------------------------------------
+
+    def _check_tokens(self, tokens: torch.Tensor, name: str) -> torch.Tensor:
+        if tokens.ndim != 2 or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+            raise ValueError(f"{name} must be an integer tensor [B, N], "
+                             f"got {list(tokens.shape)} {tokens.dtype}")
+        if tokens.numel() and int(tokens.max()) >= self.config.vocab_size:
+            raise ValueError(f"{name} has id {int(tokens.max())}; speech tokens are "
+                             f"0..{self.config.vocab_size - 1} (drop BOS/EOS/pad ids before vocoding)")
+        return tokens
+
+    def _speaker(self, embedding: torch.Tensor, batch: int) -> torch.Tensor:
+        """x-vector ``[B, 192]`` -> ``[B, 80]`` (L2-normalised, then the affine layer)."""
+        want = (batch, self.config.spk_embed_dim)
+        if embedding.ndim == 1:
+            embedding = embedding.unsqueeze(0).expand(batch, -1)
+        if tuple(embedding.shape) != want:
+            raise ValueError(f"speaker embedding must be {list(want)}, got {list(embedding.shape)}")
+        if not torch.isfinite(embedding).all():
+            raise ValueError("speaker embedding has NaN or infinite values")
+        weight = self.spk_embed_affine_layer.weight
+        return self.spk_embed_affine_layer(F.normalize(embedding.to(weight.dtype), dim=1))
+
+    def encode_tokens(self, tokens: torch.Tensor, lengths: torch.Tensor, finalize: bool = True):
+        """Tokens ``[B, N]`` (negative ids, e.g. -1 padding, count as 0) -> ``mu [B, 80, ratio * N']`` and
+        mel lengths ``[B]``.
+
+        ``finalize=False`` holds back the last ``pre_lookahead_len`` tokens of each item (context only):
+        the look-ahead conv of every kept position then sees real tokens, never the end padding."""
+        if tokens.shape[1] == 0:
+            empty = self.input_embedding.weight.new_zeros(tokens.shape[0], self.config.input_size, 0)
+            return empty, lengths * 0
+        valid = _lengths_mask(lengths, tokens.shape[1]).unsqueeze(-1)
+        emb = self.input_embedding(tokens.clamp(min=0)) * valid
+        h = self.pre_lookahead_layer(emb.to(self.spk_embed_affine_layer.weight.dtype))
+        if not finalize:
+            lengths = (lengths - self.config.pre_lookahead_len).clamp(min=0)
+            h = h[:, : int(lengths.max()) if lengths.numel() else 0]
+        h = h.repeat_interleave(self.config.token_mel_ratio, dim=1)
+        return h.transpose(1, 2).contiguous(), lengths * self.config.token_mel_ratio
+
+    # -- inference ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def inference(self, tokens: torch.Tensor, embedding: torch.Tensor, token_len: torch.Tensor | None = None,
+                  prompt_token: torch.Tensor | None = None, prompt_feat: torch.Tensor | None = None,
+                  finalize: bool = True, streaming: bool = False, n_timesteps: int | None = None,
+                  noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens -> mel.
+
+        tokens ``[B, N]`` (ids 0..6560; negative ids count as 0), token_len ``[B]`` (default N);
+        embedding ``[B, 192]`` x-vector; prompt_token ``[B, P]`` and prompt_feat ``[B, F, 80]`` (F = 2 P
+        normally; shared lengths across the batch) for voice cloning. ``streaming=True`` uses the
+        chunk-causal attention mask (CosyVoice ``stream=True``); Fun-Audio-Chat calls with ``False``.
+        Returns ``mel [B, 80, T]`` (float32; frames past an item's length are zero) and ``mel_len [B]``:
+        ``2 (P + N) - F``, or ``2 (P + N - 3) - F`` with ``finalize=False``, at least 0."""
+        c = self.config
+        device = self.input_embedding.weight.device
+        tokens = self._check_tokens(tokens, "tokens").to(device)
+        batch = tokens.shape[0]
+        dtype = self.spk_embed_affine_layer.weight.dtype
+        if token_len is None:
+            token_len = torch.full((batch,), tokens.shape[1], dtype=torch.long, device=device)
+        token_len = token_len.to(device=device, dtype=torch.long)
+        if prompt_token is None:
+            prompt_token = torch.zeros(batch, 0, dtype=torch.long, device=device)
+        if prompt_feat is None:
+            prompt_feat = torch.zeros(batch, 0, c.output_size, dtype=dtype, device=device)
+        prompt_token = self._check_tokens(prompt_token, "prompt_token").to(device)
+        if prompt_feat.ndim != 3 or prompt_feat.shape[0] != batch or prompt_feat.shape[2] != c.output_size:
+            raise ValueError(f"prompt_feat must be [B={batch}, F, {c.output_size}], "
+                             f"got {list(prompt_feat.shape)}")
+        if prompt_token.shape[0] != batch:
+            raise ValueError(f"prompt_token must have batch {batch}, got {list(prompt_token.shape)}")
+        spks = self._speaker(embedding.to(device), batch)
+
+        all_tokens = torch.cat((prompt_token, tokens.to(prompt_token.dtype)), dim=1)
+        mu, mel_len = self.encode_tokens(all_tokens, token_len + prompt_token.shape[1], finalize)
+        n_prompt = prompt_feat.shape[1]
+        out_len = (mel_len - n_prompt).clamp(min=0)
+        frames = mu.shape[2]
+        if frames <= n_prompt or int(out_len.max()) == 0:
+            return torch.zeros(batch, c.output_size, 0, device=device), out_len
+        cond = torch.zeros(batch, c.output_size, frames, dtype=dtype, device=device)
+        cond[:, :, :n_prompt] = prompt_feat.transpose(1, 2).to(dtype)
+        mask = _lengths_mask(mel_len, frames).unsqueeze(1).to(dtype)
+        mel = self.decoder(mu, mask, spks, cond, n_timesteps or c.n_timesteps, streaming, noise)
+        mel = mel[:, :, n_prompt:]
+        mel = mel * _lengths_mask(out_len, mel.shape[2]).unsqueeze(1)
+        return mel[:, :, : int(out_len.max())], out_len
+
+    # -- training -------------------------------------------------------------------------------------------
+
+    def forward(self, batch: Mapping[str, torch.Tensor], streaming: bool | None = None,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Training loss for a batch: ``speech_token [B, N]``, ``speech_token_len [B]``,
+        ``speech_feat [B, T, 80]`` (target mel), ``speech_feat_len [B]``, ``embedding [B, 192]``.
+
+        As CosyVoice3 trains: half the batches use the chunk-causal mask (``streaming=None`` draws it), and
+        each item, with probability 1/2, gets its first ``randint(0, 0.3 * frames)`` target frames as the
+        condition. Target frames past ``ratio * N`` are ignored. Returns ``{"loss": scalar}``."""
+        device = self.input_embedding.weight.device
+        tokens = self._check_tokens(batch["speech_token"].to(device), "speech_token")
+        token_len = batch["speech_token_len"].to(device=device, dtype=torch.long)
+        feat = batch["speech_feat"].to(device)
+        feat_len = batch["speech_feat_len"].to(device=device, dtype=torch.long)
+        b = tokens.shape[0]
+        spks = self._speaker(batch["embedding"].to(device), b)
+        if streaming is None:
+            streaming = bool(torch.rand((), generator=generator) < 0.5)
+
+        mu, mel_len = self.encode_tokens(tokens, token_len, finalize=True)
+        frames = min(mu.shape[2], feat.shape[1])
+        mu, feat = mu[:, :, :frames], feat[:, :frames].to(mu.dtype)
+        mel_len = torch.minimum(mel_len, feat_len).clamp(max=frames)
+
+        cond = torch.zeros_like(feat)
+        for i in range(b):
+            if torch.rand((), generator=generator) < 0.5:
+                continue
+            n = int(torch.randint(0, int(0.3 * int(mel_len[i])) + 1, (), generator=generator))
+            cond[i, :n] = feat[i, :n]
+        mask = _lengths_mask(mel_len, frames).unsqueeze(1).to(mu.dtype)
+        loss, _ = self.decoder.compute_loss(feat.transpose(1, 2).contiguous(), mask, mu, spks,
+                                            cond.transpose(1, 2).contiguous(), streaming, generator=generator)
+        return {"loss": loss}
+
+    # -- weights --------------------------------------------------------------------------------------------
+
+    def check_state_dict(self, state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
+        """Raise ``ValueError`` listing every missing, unexpected and mis-shaped key."""
+        expected = self.state_dict()
+        missing = sorted(k for k in expected if k not in state_dict)
+        unexpected = sorted(k for k in state_dict if k not in expected)
+        misshaped = sorted(f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(v.shape)})"
+                           for k, v in expected.items()
+                           if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape))
+        problems = [f"{what}: {', '.join(keys)}" for what, keys in
+                    (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
+        if problems:
+            raise ValueError(f"{source} does not fit CausalFlowMatching; " + "; ".join(problems))
+
+    def load_official_state_dict(self, state_dict: Mapping[str, torch.Tensor], source: str = "state dict"):
+        """Load a CosyVoice3 ``flow`` state dict (no renaming needed) after a strict key/shape check."""
+        self.check_state_dict(state_dict, source)
+        self.load_state_dict(dict(state_dict), strict=True)
+        return self
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, config: FlowConfig | None = None) -> CausalFlowMatching:
+        """Build and load from ``flow.safetensors`` or CosyVoice3's ``flow.pt`` (read with
+        ``weights_only=True``, never unpickling arbitrary objects)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path}: flow weights not found")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state_dict = load_file(str(path))
+        else:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        return cls(config).load_official_state_dict(state_dict, str(path)).eval()

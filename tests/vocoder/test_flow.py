@@ -1,0 +1,298 @@
+"""Flow matching (tokens -> mel): CosyVoice3 state-dict layout, lengths, bad inputs, batching, chunk
+causality, training loss, and golden parity with the official code (tests/vocoder/golden/README.md)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from funaudiochat.vocoder.flow import CausalFlowMatching, FlowConfig, t_schedule
+
+GOLDEN = Path(__file__).parent / "golden"
+# Parity tolerance against the official outputs (float32 on CPU; observed difference: 0).
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def flow():
+    torch.manual_seed(0)
+    return CausalFlowMatching(FlowConfig.tiny()).eval()
+
+
+def official_layout(depth: int = 22, dim: int = 1024, ff_mult: int = 2, dim_head: int = 64,
+                    channels: int = 1024, groups: int = 16) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of CosyVoice3's ``CausalMaskedDiffWithDiT`` state dict, as its code builds it
+    (checked once against the official module built on the meta device: 330 keys)."""
+    e = "decoder.estimator."
+    layout = {
+        "input_embedding.weight": (6561, 80),
+        "spk_embed_affine_layer.weight": (80, 192),
+        "spk_embed_affine_layer.bias": (80,),
+        "pre_lookahead_layer.conv1.weight": (channels, 80, 4),
+        "pre_lookahead_layer.conv1.bias": (channels,),
+        "pre_lookahead_layer.conv2.weight": (80, channels, 3),
+        "pre_lookahead_layer.conv2.bias": (80,),
+        e + "time_embed.time_mlp.0.weight": (dim, 256),
+        e + "time_embed.time_mlp.0.bias": (dim,),
+        e + "time_embed.time_mlp.2.weight": (dim, dim),
+        e + "time_embed.time_mlp.2.bias": (dim,),
+        e + "input_embed.proj.weight": (dim, 320),
+        e + "input_embed.proj.bias": (dim,),
+        e + "input_embed.conv_pos_embed.conv1.0.weight": (dim, dim // groups, 31),
+        e + "input_embed.conv_pos_embed.conv1.0.bias": (dim,),
+        e + "input_embed.conv_pos_embed.conv2.0.weight": (dim, dim // groups, 31),
+        e + "input_embed.conv_pos_embed.conv2.0.bias": (dim,),
+        e + "rotary_embed.inv_freq": (dim_head // 2,),
+        e + "norm_out.linear.weight": (2 * dim, dim),
+        e + "norm_out.linear.bias": (2 * dim,),
+        e + "proj_out.weight": (80, dim),
+        e + "proj_out.bias": (80,),
+    }
+    for i in range(depth):
+        b = f"{e}transformer_blocks.{i}."
+        layout[b + "attn_norm.linear.weight"] = (6 * dim, dim)
+        layout[b + "attn_norm.linear.bias"] = (6 * dim,)
+        for proj in ("to_q", "to_k", "to_v", "to_out.0"):
+            layout[b + f"attn.{proj}.weight"] = (dim, dim)
+            layout[b + f"attn.{proj}.bias"] = (dim,)
+        layout[b + "ff.ff.0.0.weight"] = (ff_mult * dim, dim)
+        layout[b + "ff.ff.0.0.bias"] = (ff_mult * dim,)
+        layout[b + "ff.ff.2.weight"] = (dim, ff_mult * dim)
+        layout[b + "ff.ff.2.bias"] = (dim,)
+    return layout
+
+
+def test_full_size_layout_is_cosyvoice3():
+    with torch.device("meta"):
+        model = CausalFlowMatching()
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert len(shapes) == 330
+    assert shapes == official_layout()
+
+
+def test_state_dict_mismatch_is_listed(flow):
+    state = dict(flow.state_dict())
+    state.pop("decoder.estimator.proj_out.bias")
+    state["decoder.estimator.extra"] = torch.zeros(1)
+    state["spk_embed_affine_layer.weight"] = torch.zeros(80, 191)
+    with pytest.raises(ValueError) as err:
+        CausalFlowMatching(FlowConfig.tiny()).load_official_state_dict(state, "flow.pt")
+    msg = str(err.value)
+    assert "flow.pt" in msg and "missing: decoder.estimator.proj_out.bias" in msg
+    assert "unexpected: decoder.estimator.extra" in msg
+    assert "spk_embed_affine_layer.weight (checkpoint (80, 191), model (80, 192))" in msg
+
+
+def test_reference_noise():
+    """The default noise is CosyVoice3's: ``torch.manual_seed(0); torch.randn(1, 80, 15000)``."""
+    torch.manual_seed(0)
+    expected = torch.randn(1, 80, 15000)
+    with torch.device("meta"):
+        model = CausalFlowMatching()
+    assert torch.equal(model.decoder.rand_noise, expected)
+
+
+def test_lengths(flow):
+    tokens = torch.randint(0, 6561, (2, 20))
+    spk = torch.randn(2, 192)
+    mel, mel_len = flow.inference(tokens, spk)
+    assert mel.shape == (2, 80, 40) and mel_len.tolist() == [40, 40]
+    mel, mel_len = flow.inference(tokens, spk, finalize=False)
+    assert mel.shape == (2, 80, 34) and mel_len.tolist() == [34, 34]
+    mel, mel_len = flow.inference(tokens, spk, token_len=torch.tensor([20, 11]))
+    assert mel.shape == (2, 80, 40) and mel_len.tolist() == [40, 22]
+    assert mel[1, :, 22:].abs().max() == 0
+    prompt_token, prompt_feat = torch.randint(0, 6561, (2, 5)), torch.randn(2, 10, 80)
+    mel, mel_len = flow.inference(tokens, spk, prompt_token=prompt_token, prompt_feat=prompt_feat)
+    assert mel.shape == (2, 80, 40) and mel_len.tolist() == [40, 40]
+    mel, _ = flow.inference(tokens, spk, prompt_token=prompt_token, prompt_feat=prompt_feat, finalize=False)
+    assert mel.shape == (2, 80, 34)
+
+
+def test_bad_inputs(flow):
+    spk = torch.randn(1, 192)
+    mel, mel_len = flow.inference(torch.zeros(1, 0, dtype=torch.long), spk)
+    assert mel.shape == (1, 80, 0) and mel_len.tolist() == [0]
+    mel, _ = flow.inference(torch.randint(0, 6561, (1, 3)), spk, finalize=False)  # all look-ahead
+    assert mel.shape == (1, 80, 0)
+    with pytest.raises(ValueError, match="id 6561"):
+        flow.inference(torch.tensor([[1, 6561, 2]]), spk)
+    with pytest.raises(ValueError, match="integer"):
+        flow.inference(torch.rand(1, 5), spk)
+    with pytest.raises(ValueError, match="NaN"):
+        flow.inference(torch.tensor([[1, 2, 3]]), torch.full((1, 192), float("nan")))
+    with pytest.raises(ValueError, match="speaker embedding must be"):
+        flow.inference(torch.tensor([[1, 2, 3]]), torch.randn(1, 80))
+    # negative ids (padding) are clamped to 0, as the official model does
+    neg, _ = flow.inference(torch.tensor([[5, -1, 7]]), spk)
+    zero, _ = flow.inference(torch.tensor([[5, 0, 7]]), spk)
+    assert torch.equal(neg, zero)
+
+
+def test_batch_equals_single_runs(flow):
+    torch.manual_seed(1)
+    tokens = torch.randint(0, 6561, (2, 16))
+    spk = torch.randn(2, 192)
+    lengths = torch.tensor([16, 9])
+    for finalize in (True, False):
+        for streaming in (False, True):
+            mel, mel_len = flow.inference(tokens, spk, token_len=lengths, finalize=finalize,
+                                          streaming=streaming)
+            for i in range(2):
+                one, _ = flow.inference(tokens[i : i + 1, : lengths[i]], spk[i : i + 1], finalize=finalize,
+                                        streaming=streaming)
+                torch.testing.assert_close(mel[i : i + 1, :, : mel_len[i]], one, rtol=0, atol=1e-5)
+
+
+def test_chunk_mask_makes_finished_chunks_final(flow):
+    """With streaming=True (chunk-causal attention, chunk 8 frames here), frames of chunks whose tokens
+    (and look-ahead) have all arrived do not change when more tokens come."""
+    torch.manual_seed(2)
+    tokens = torch.randint(0, 6561, (1, 24))
+    spk = torch.randn(1, 192)
+    full, _ = flow.inference(tokens, spk, streaming=True)
+    part, _ = flow.inference(tokens[:, :15], spk, streaming=True, finalize=False)  # 24 frames = 3 chunks
+    torch.testing.assert_close(part, full[:, :, :24], rtol=0, atol=1e-5)
+    offline, _ = flow.inference(tokens, spk)
+    assert (offline[:, :, :24] - full[:, :, :24]).abs().max() > 1e-3  # full attention looks ahead
+
+
+def test_training_forward(flow):
+    torch.manual_seed(3)
+    model = CausalFlowMatching(FlowConfig.tiny()).train()
+    batch = {
+        "speech_token": torch.randint(0, 6561, (2, 12)),
+        "speech_token_len": torch.tensor([12, 9]),
+        "speech_feat": torch.randn(2, 24, 80),
+        "speech_feat_len": torch.tensor([24, 18]),
+        "embedding": torch.randn(2, 192),
+    }
+    loss = model(batch, generator=torch.Generator().manual_seed(0))["loss"]
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert model.decoder.estimator.proj_out.weight.grad.abs().sum() > 0
+    assert model.pre_lookahead_layer.conv1.weight.grad.abs().sum() > 0
+    model.eval()
+    a = model(batch, generator=torch.Generator().manual_seed(5))["loss"]
+    b = model(batch, generator=torch.Generator().manual_seed(5))["loss"]
+    assert torch.equal(a, b)
+
+
+def test_t_schedule():
+    t = torch.linspace(0, 1, 11)
+    s = t_schedule(t, "cosine")
+    assert s[0] == 0 and abs(float(s[-1]) - 1) < 1e-6 and bool((s[1:] > s[:-1]).all())
+    with pytest.raises(ValueError):
+        t_schedule(t, "exp")
+
+
+# -- golden parity with the official code --------------------------------------------------------------------
+
+
+def _golden_files() -> None:
+    names = ("flow_config.json", "flow.safetensors", "flow_io.safetensors", "flow_noise.safetensors")
+    missing = [n for n in names if not (GOLDEN / n).is_file()]
+    if missing:
+        pytest.skip(f"golden files absent: {', '.join(missing)} (they are made outside the repository "
+                    "from the official code)")
+
+
+@pytest.fixture(scope="module")
+def golden():
+    _golden_files()
+    from safetensors.torch import load_file
+
+    cfg = json.loads((GOLDEN / "flow_config.json").read_text())
+    e = cfg["estimator"]["kwargs"]
+    cfm = cfg["decoder"]["cfm_params"]
+    top = cfg["kwargs"]
+    config = FlowConfig(
+        vocab_size=top["vocab_size"], input_size=top["input_size"], output_size=top["output_size"],
+        spk_embed_dim=top["spk_embed_dim"], token_mel_ratio=top["token_mel_ratio"],
+        pre_lookahead_len=top["pre_lookahead_len"],
+        pre_lookahead_channels=cfg["pre_lookahead_layer"]["kwargs"]["channels"],
+        dim=e["dim"], depth=e["depth"], heads=e["heads"], dim_head=e["dim_head"], ff_mult=e["ff_mult"],
+        dropout=e["dropout"], static_chunk_size=e["static_chunk_size"], sigma_min=cfm["sigma_min"],
+        t_scheduler=cfm["t_scheduler"], training_cfg_rate=cfm["training_cfg_rate"],
+        inference_cfg_rate=cfm["inference_cfg_rate"], n_timesteps=cfg["inference_n_timesteps"],
+    )
+    model = CausalFlowMatching(config).load_official_state_dict(load_file(GOLDEN / "flow.safetensors"))
+    io = load_file(GOLDEN / "flow_io.safetensors")
+    noise = load_file(GOLDEN / "flow_noise.safetensors")["decoder.rand_noise"]
+    return model.eval(), io, noise
+
+
+def test_golden_noise(golden):
+    model, _, noise = golden
+    assert torch.equal(model.decoder.rand_noise[:, :, : noise.shape[2]], noise)
+
+
+def test_golden_dit(golden):
+    model, io, _ = golden
+    args = (io["dit_x"], io["dit_mask"], io["dit_mu"], io["dit_t"], io["dit_spks"], io["dit_cond"])
+    with torch.no_grad():
+        for streaming, key in ((False, "dit_out_full"), (True, "dit_out_chunk")):
+            out = model.decoder.estimator(*args, streaming=streaming)
+            torch.testing.assert_close(out, io[key], rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "key, kwargs",
+    [
+        ("mel_offline", {}),
+        ("mel_offline_nofinal", {"finalize": False}),
+        ("mel_stream_final", {"streaming": True}),
+        ("mel_stream_nofinal", {"streaming": True, "finalize": False}),
+        ("mel_prompt", {"prompt": True}),
+    ],
+)
+def test_golden_inference(golden, key, kwargs):
+    model, io, noise = golden
+    if kwargs.pop("prompt", False):
+        kwargs.update(prompt_token=io["prompt_token"], prompt_feat=io["prompt_feat"])
+    mel, mel_len = model.inference(io["token"], io["embedding"], noise=noise, **kwargs)
+    assert mel.shape == io[key].shape and mel_len.tolist() == [io[key].shape[2]]
+    torch.testing.assert_close(mel, io[key], rtol=0, atol=ATOL)
+
+
+def test_golden_intermediates(golden):
+    model, io, _ = golden
+    with torch.no_grad():
+        spk = model._speaker(io["embedding"], 1)
+        mu, _ = model.encode_tokens(io["token"].long(), torch.tensor([io["token"].shape[1]]))
+    torch.testing.assert_close(spk, io["offline_spk_proj"], rtol=0, atol=ATOL)
+    torch.testing.assert_close(mu, io["offline_mu"], rtol=0, atol=ATOL)
+
+
+def test_golden_loss(golden):
+    model, io, _ = golden
+    with torch.no_grad():
+        mu, mel_len = model.encode_tokens(io["loss_token"].long(), io["loss_token_len"].long())
+        valid = io["loss_mask"]
+        torch.testing.assert_close(mu * valid, io["loss_mu"] * valid, rtol=0, atol=ATOL)
+        assert mel_len.tolist() == valid.sum((1, 2)).long().tolist()
+        spk = model._speaker(io["loss_embedding"], 2)
+        torch.testing.assert_close(spk, io["loss_spks"], rtol=0, atol=ATOL)
+        t = t_schedule(io["loss_t_uniform"].reshape(-1), model.decoder.t_scheduler)
+        keep = io["loss_cfg_uniform"] > model.decoder.training_cfg_rate
+        x1 = io["loss_feat"].transpose(1, 2)
+        inputs = (x1, io["loss_mask"], io["loss_mu"], io["loss_spks"], io["loss_cond"])
+        loss, y = model.decoder.compute_loss(*inputs, t=t, z=io["loss_z"], cfg_keep=keep)
+    torch.testing.assert_close(y, io["loss_y"], rtol=0, atol=ATOL)
+    torch.testing.assert_close(loss.reshape(1), io["loss"], rtol=1e-6, atol=0)
+
+
+def test_golden_loss_draw_order(golden):
+    """With no t / z / cfg_keep given, the draws come from the generator in the official order
+    (rand t, randn z, rand cfg): replaying the golden draws from the same seed gives the same loss."""
+    model, io, _ = golden
+    x1 = io["loss_feat"].transpose(1, 2)
+    args = (x1, io["loss_mask"], io["loss_mu"], io["loss_spks"], io["loss_cond"])
+    with torch.no_grad():
+        drawn, _ = model.decoder.compute_loss(*args, generator=torch.Generator().manual_seed(7))
+        g = torch.Generator().manual_seed(7)
+        t = t_schedule(torch.rand(2, generator=g), "cosine")
+        z = torch.randn(x1.shape, generator=g)
+        keep = torch.rand(2, generator=g) > 0.2
+        given, _ = model.decoder.compute_loss(*args, t=t, z=z, cfg_keep=keep)
+    assert torch.equal(drawn, given)
