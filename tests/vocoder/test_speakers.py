@@ -8,7 +8,7 @@ from funaudiochat.vocoder.speakers import Speaker, SpeakerTable
 
 
 def spk2info_like(path, with_prompt=True):
-    """A file in the official ``spk2info.pt`` layout: names -> embedding [1,192], speech_token, speech_feat."""
+    """A file in the official ``spk2info.pt`` layout: name -> embedding [1,192], speech_token, speech_feat."""
     g = torch.Generator().manual_seed(0)
     info = {
         "中文女": {"embedding": torch.randn(1, 192, generator=g)},
