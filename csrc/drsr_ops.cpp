@@ -3,6 +3,7 @@
 //   group(ids[B,T], table[V,D], k, text?[B,T/k,D])      -> [B,T/k,D]   mean of k embeddings (+ text average)
 //   group_backward(grad[B,N,D], ids[B,N*k], V, k, div)  -> [V,D]       sum of grad/div over each id
 //   ungroup(u[B,L,k*D], prev_ids[B,L*k], table[V,D], k) -> [B,L*k,D]   split rows + embedding add
+//   ungroup_(u[B,L,k*D], prev_ids[B,L*k], table[V,D], k) -> u          the same, added into u's storage
 //   sample(logits[B,V], history[B,H], uniforms[B,2], ...) -> int64[B] penalty, temperature, top-k, top-p, RAS
 //
 // The exact semantics are the docstrings of funaudiochat/drsr/ops/reference.py. Python checks shapes, dtypes
@@ -14,6 +15,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #if defined(__linux__)
@@ -213,6 +217,146 @@ at::Tensor ungroup_cpu(const at::Tensor& u, const at::Tensor& prev_ids, const at
   });
   TORCH_CHECK_VALUE(!bad.found.load(), "prev_ids contains ", bad.value.load(), ", outside [0, ", vocab, ")");
   return out;
+}
+
+// dst[d] += emb[d] in fp32, rounded once. The extension is built for the baseline ISA (SSE2 on x86-64), so
+// the row loop is cloned for AVX2 / AVX-512 and picked at load time (GCC/Clang target_clones on x86-64).
+template <typename scalar_t>
+inline __attribute__((always_inline)) void add_row(scalar_t* __restrict dst, const scalar_t* __restrict emb,
+                                                   int64_t dim) {
+  for (int64_t d = 0; d < dim; ++d) {
+    dst[d] = static_cast<scalar_t>(static_cast<float>(dst[d]) + static_cast<float>(emb[d]));
+  }
+}
+
+// The next table row is a random jump the hardware prefetcher cannot predict: fetch it while adding this one.
+inline __attribute__((always_inline)) void prefetch_row(const void* row, size_t bytes) {
+  const char* p = static_cast<const char*>(row);
+  for (size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(p + offset);
+}
+
+#if defined(__x86_64__) && defined(__linux__) && (defined(__clang__) || defined(__GNUC__))
+#define FUNAUDIOCHAT_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FUNAUDIOCHAT_TARGET_CLONES
+#endif
+
+FUNAUDIOCHAT_TARGET_CLONES void add_rows(float* dst, const float* table, const int64_t* ids, int64_t rows,
+                                         int64_t dim) {
+  for (int64_t row = 0; row < rows; ++row) {
+    if (row + 1 < rows) prefetch_row(table + ids[row + 1] * dim, dim * sizeof(*table));
+    add_row(dst + row * dim, table + ids[row] * dim, dim);
+  }
+}
+
+FUNAUDIOCHAT_TARGET_CLONES void add_rows(at::BFloat16* dst, const at::BFloat16* table, const int64_t* ids,
+                                         int64_t rows, int64_t dim) {
+  for (int64_t row = 0; row < rows; ++row) {
+    if (row + 1 < rows) prefetch_row(table + ids[row + 1] * dim, dim * sizeof(*table));
+    add_row(dst + row * dim, table + ids[row] * dim, dim);
+  }
+}
+
+FUNAUDIOCHAT_TARGET_CLONES void add_rows(at::Half* dst, const at::Half* table, const int64_t* ids, int64_t rows,
+                                         int64_t dim) {
+  for (int64_t row = 0; row < rows; ++row) {
+    if (row + 1 < rows) prefetch_row(table + ids[row + 1] * dim, dim * sizeof(*table));
+    add_row(dst + row * dim, table + ids[row] * dim, dim);
+  }
+}
+
+void add_rows(double* dst, const double* table, const int64_t* ids, int64_t rows, int64_t dim) {
+  for (int64_t row = 0; row < rows; ++row) {
+    for (int64_t d = 0; d < dim; ++d) dst[row * dim + d] += table[ids[row] * dim + d];
+  }
+}
+
+// In place: u's rows get the embeddings added. All ids are checked before the first write, so a bad id
+// leaves u untouched.
+template <typename scalar_t>
+void ungroup_inplace_rows(scalar_t* u, const int64_t* ids, const scalar_t* table, int64_t rows, int64_t dim) {
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    add_rows(u + begin * dim, table, ids + begin, end - begin, dim);
+  });
+}
+
+at::Tensor& ungroup_inplace_cpu(at::Tensor& u, const at::Tensor& prev_ids, const at::Tensor& table,
+                                int64_t group_size) {
+  check_ids(prev_ids, "prev_ids");
+  TORCH_CHECK_VALUE(u.dim() == 3 && table.dim() == 2 && u.scalar_type() == table.scalar_type(),
+                    "u must be [B, L, k*D] and table [V, D] of one dtype");
+  TORCH_CHECK_VALUE(u.is_contiguous(), "u must be contiguous (ungroup_ writes into its storage)");
+  const int64_t batch = u.size(0), length = u.size(1), vocab = table.size(0), dim = table.size(1);
+  TORCH_CHECK_VALUE(group_size > 0 && u.size(2) == group_size * dim, "u's last dim must be k*D");
+  TORCH_CHECK_VALUE(prev_ids.size(0) == batch && prev_ids.size(1) == length * group_size,
+                    "prev_ids must be [B, L*k]");
+  auto ids_c = prev_ids.contiguous();
+  auto table_c = table.contiguous();
+  const int64_t rows = batch * length * group_size;
+  const int64_t* ids = ids_c.const_data_ptr<int64_t>();
+  for (int64_t row = 0; row < rows; ++row) {
+    TORCH_CHECK_VALUE(ids[row] >= 0 && ids[row] < vocab, "prev_ids contains ", ids[row], ", outside [0, ", vocab,
+                      ")");
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "ungroup_inplace_cpu", [&] {
+    ungroup_inplace_rows<scalar_t>(u.mutable_data_ptr<scalar_t>(), ids, table_c.const_data_ptr<scalar_t>(), rows,
+                                   dim);
+  });
+  return u;
+}
+
+// Autograd kernel of ungroup_ (device-independent; redispatches below autograd). d/du is the identity and
+// d/dtable the scatter-add of group_backward with k = 1, as for ungroup.
+at::Tensor& call_ungroup_inplace(at::Tensor& u, const at::Tensor& prev_ids, const at::Tensor& table,
+                                 int64_t group_size) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("funaudiochat::ungroup_", "")
+                             .typed<at::Tensor&(at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t)>();
+  return op.call(u, prev_ids, table, group_size);
+}
+
+at::Tensor call_group_backward(const at::Tensor& grad, const at::Tensor& ids, int64_t num_embeddings,
+                               int64_t group_size, double divisor) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("funaudiochat::group_backward", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, int64_t, double)>();
+  return op.call(grad, ids, num_embeddings, group_size, divisor);
+}
+
+class UngroupInplace : public torch::autograd::Function<UngroupInplace> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor u, const at::Tensor& prev_ids,
+                            const at::Tensor& table, int64_t group_size) {
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      call_ungroup_inplace(u, prev_ids, table, group_size);
+    }
+    ctx->mark_dirty({u});
+    ctx->save_for_backward({prev_ids});
+    ctx->saved_data["num_embeddings"] = table.size(0);
+    ctx->saved_data["dim"] = table.size(1);
+    return u;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const at::Tensor& grad = grads[0];  // [B, L, k*D], like u
+    at::Tensor grad_table;
+    if (ctx->needs_input_grad(2) && grad.defined()) {
+      const at::Tensor prev_ids = ctx->get_saved_variables()[0];
+      const int64_t dim = ctx->saved_data["dim"].toInt();
+      grad_table = call_group_backward(grad.reshape({grad.size(0), prev_ids.size(1), dim}), prev_ids,
+                                       ctx->saved_data["num_embeddings"].toInt(), 1, 1.0);
+    }
+    return {ctx->needs_input_grad(0) ? grad : at::Tensor(), at::Tensor(), grad_table, at::Tensor()};
+  }
+};
+
+at::Tensor& ungroup_inplace_autograd(at::Tensor& u, const at::Tensor& prev_ids, const at::Tensor& table,
+                                     int64_t group_size) {
+  UngroupInplace::apply(u, prev_ids, table, group_size);  // rebases u's autograd history in place
+  return u;
 }
 
 // --------------------------------------------------------------------------------------------- sample
@@ -447,6 +591,7 @@ TORCH_LIBRARY(funaudiochat, m) {
   m.def("group(Tensor ids, Tensor table, int group_size, Tensor? text=None) -> Tensor");
   m.def("group_backward(Tensor grad, Tensor ids, int num_embeddings, int group_size, float divisor) -> Tensor");
   m.def("ungroup(Tensor u, Tensor prev_ids, Tensor table, int group_size) -> Tensor");
+  m.def("ungroup_(Tensor(a!) u, Tensor prev_ids, Tensor table, int group_size) -> Tensor(a!)");
   m.def(
       "sample(Tensor logits, Tensor history, Tensor uniforms, float temperature, int top_k, float top_p, "
       "float repetition_penalty, int ras_window, float ras_tau) -> Tensor");
@@ -456,7 +601,12 @@ TORCH_LIBRARY_IMPL(funaudiochat, CPU, m) {
   m.impl("group", &funaudiochat::group_cpu);
   m.impl("group_backward", &funaudiochat::group_backward_cpu);
   m.impl("ungroup", &funaudiochat::ungroup_cpu);
+  m.impl("ungroup_", &funaudiochat::ungroup_inplace_cpu);
   m.impl("sample", &funaudiochat::sample_cpu);
+}
+
+TORCH_LIBRARY_IMPL(funaudiochat, Autograd, m) {
+  m.impl("ungroup_", &funaudiochat::ungroup_inplace_autograd);
 }
 
 #ifndef FUNAUDIOCHAT_WITH_CUDA

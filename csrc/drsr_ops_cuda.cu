@@ -79,6 +79,18 @@ __global__ void ungroup_kernel(const scalar_t* __restrict__ u, const int64_t* __
   out[row * dim + d] = static_cast<scalar_t>(static_cast<float>(u[row * dim + d]) + emb);
 }
 
+// In place; ids were range-checked in Python (an id outside [0, V) still never reads out of bounds: NaN).
+template <typename scalar_t>
+__global__ void ungroup_inplace_kernel(scalar_t* __restrict__ u, const int64_t* __restrict__ ids,
+                                       const scalar_t* __restrict__ table, int64_t dim, int64_t vocab) {
+  const int64_t row = blockIdx.x;
+  const int64_t d = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
+  if (d >= dim) return;
+  const int64_t id = ids[row];
+  const float emb = id >= 0 && id < vocab ? static_cast<float>(table[id * dim + d]) : nanf("");
+  u[row * dim + d] = static_cast<scalar_t>(static_cast<float>(u[row * dim + d]) + emb);
+}
+
 at::Tensor group_cuda(const at::Tensor& ids, const at::Tensor& table, int64_t group_size,
                       const std::optional<at::Tensor>& text) {
   TORCH_CHECK_VALUE(ids.scalar_type() == at::kLong && ids.dim() == 2 && table.dim() == 2, "ids [B, T], table [V, D]");
@@ -149,6 +161,29 @@ at::Tensor ungroup_cuda(const at::Tensor& u, const at::Tensor& prev_ids, const a
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
+}
+
+at::Tensor& ungroup_inplace_cuda(at::Tensor& u, const at::Tensor& prev_ids, const at::Tensor& table,
+                                 int64_t group_size) {
+  TORCH_CHECK_VALUE(u.dim() == 3 && table.dim() == 2 && prev_ids.dim() == 2 && u.scalar_type() == table.scalar_type(),
+                    "u [B, L, k*D], prev_ids [B, L*k], table [V, D] of u's dtype");
+  TORCH_CHECK_VALUE(u.is_contiguous(), "u must be contiguous (ungroup_ writes into its storage)");
+  const int64_t batch = u.size(0), length = u.size(1), vocab = table.size(0), dim = table.size(1);
+  TORCH_CHECK_VALUE(group_size > 0 && u.size(2) == group_size * dim && prev_ids.numel() == batch * length * group_size,
+                    "u's last dim must be k*D and prev_ids [B, L*k]");
+  c10::cuda::CUDAGuard guard(u.device());
+  const int64_t rows = batch * length * group_size;
+  if (rows == 0 || dim == 0) return u;
+  auto ids_c = prev_ids.contiguous();
+  auto table_c = table.contiguous();
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "ungroup_inplace_cuda", [&] {
+    ungroup_inplace_kernel<scalar_t><<<row_grid(rows, dim), kThreads, 0, stream>>>(
+        u.mutable_data_ptr<scalar_t>(), ids_c.const_data_ptr<int64_t>(), table_c.const_data_ptr<scalar_t>(), dim,
+        vocab);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return u;
 }
 
 // --------------------------------------------------------------------------------------------- sample
@@ -463,5 +498,6 @@ TORCH_LIBRARY_IMPL(funaudiochat, CUDA, m) {
   m.impl("group", &funaudiochat::group_cuda);
   m.impl("group_backward", &funaudiochat::group_backward_cuda);
   m.impl("ungroup", &funaudiochat::ungroup_cuda);
+  m.impl("ungroup_", &funaudiochat::ungroup_inplace_cuda);
   m.impl("sample", &funaudiochat::sample_cuda);
 }

@@ -65,3 +65,32 @@ def test_tokenize_errors_are_clear(speech_dir, capsys, args, message):
     args = [a.format(wav=speech_dir / "utt0.wav") for a in args]
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_vocode_writes_24khz_audio(tmp_path, capsys):
+    import soundfile as sf
+
+    codes = tmp_path / "codes.txt"
+    codes.write_text("6561 6561 12 400 3000, 17 6562")
+    out = tmp_path / "answer.wav"
+    assert main(["vocode", str(codes), "--out", str(out)]) == 0
+    assert "seeded tiny random vocoder" in capsys.readouterr().err
+    wave, rate = sf.read(out)
+    assert rate == 24000 and wave.shape == (4 * 960,)
+
+
+@pytest.mark.parametrize(
+    "content,args,message",
+    [
+        ("1 2 x", [], "tokens must be integers"),
+        ("1 2 7000", [], "speech tokens must lie in 0..6560"),
+        ("1 2 3", ["--speaker", "nobody"], "unknown speaker 'nobody'"),
+        ("1 2 3", ["--flow", "f.safetensors"], "give both --flow and --hift"),
+        ("1 2 3", ["--stream"], "--stream is not available yet"),
+    ],
+)
+def test_vocode_errors(tmp_path, capsys, content, args, message):
+    codes = tmp_path / "codes.txt"
+    codes.write_text(content)
+    assert main(["vocode", str(codes), "--out", str(tmp_path / "a.wav"), *args]) == 2
+    assert message in capsys.readouterr().err

@@ -86,6 +86,38 @@ def test_forward_does_not_modify_its_inputs(official):
         assert torch.equal(inputs[k], g[k]), k  # the official forward rewrites labels in place; ours must not
 
 
+def test_srh_in_place_ungroup_trains_like_the_out_of_place_op(monkeypatch):
+    """The SRH adds the previous-token embeddings into pre_matching's output (ops.ungroup_): a training
+    backward gives the gradients of the out-of-place ops.ungroup (lm_head.weight, tied, included)."""
+    from funaudiochat.drsr import ops
+
+    model = FunAudioChatForConditionalGeneration.from_pretrained(GOLDEN / "tiny_official").train()
+    g = load_file(GOLDEN / "forward.safetensors")
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+    def loss_and_grads() -> tuple[torch.Tensor, dict[str, torch.Tensor | None]]:
+        torch.manual_seed(0)  # the same dropout masks (if any) in both runs
+        out = model(**{k: g[k].clone() for k in FORWARD_KEYS})
+        grads = torch.autograd.grad(out.loss, [p for _, p in params], allow_unused=True)
+        return out.loss.detach(), dict(zip([name for name, _ in params], grads, strict=True))
+
+    calls = []
+    inplace = ops.ungroup_
+    monkeypatch.setattr(ops, "ungroup_", lambda *a, **kw: calls.append(1) or inplace(*a, **kw))
+    loss, grads = loss_and_grads()
+    assert calls, "SpeechRefinedHead.forward no longer calls ops.ungroup_"
+    monkeypatch.setattr(ops, "ungroup_", ops.ungroup)
+    want_loss, want_grads = loss_and_grads()
+    torch.testing.assert_close(loss, want_loss, rtol=0, atol=0)
+    srh = "audio_invert_tower.pre_matching.weight"
+    assert grads[srh] is not None and grads[srh].abs().sum() > 0
+    for name, grad in grads.items():
+        if want_grads[name] is None:
+            assert grad is None, name
+        else:
+            torch.testing.assert_close(grad, want_grads[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
 @pytest.mark.parametrize("tag,penalty", [("rp1", 1.0), ("rp12", 1.2)])
 def test_greedy_generation_matches_the_official_code(official, tag, penalty):
     g = load_file(GOLDEN / "generate.safetensors")

@@ -16,7 +16,7 @@ from funaudiochat.drsr.ops import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-OP_NAMES = ("group", "group_backward", "ungroup", "sample")
+OP_NAMES = ("group", "group_backward", "ungroup", "ungroup_", "sample")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
@@ -101,6 +101,44 @@ def test_gpu_backward_matches_reference(seed: int, with_text: bool) -> None:
         leaves = [u.to(device).requires_grad_(True), table.to(device).requires_grad_(True)]
         out = ops.ungroup(leaves[0], ids.to(device), leaves[1], 5, backend=backend)
         grads.append([g.cpu() for g in torch.autograd.grad(out, leaves, torch.ones_like(out))])
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@needs_gpu
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
+    k=st.integers(1, 6),
+)
+def test_gpu_ungroup_inplace_matches_reference_and_ungroup(seed: int, dtype: torch.dtype, k: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    batch, length, vocab, dim = 2, 3, 37, 300  # dim > one block of threads
+    ids = torch.randint(0, vocab, (batch, length * k), generator=gen)
+    table = torch.randn(vocab, dim, generator=gen).to(dtype)
+    u = torch.randn(batch, length, k * dim, generator=gen).to(dtype)
+    target = u.cuda()
+    out = ops.ungroup_(target, ids.cuda(), table.cuda(), k, backend="extension")
+    assert out.device.type == "cuda" and out.data_ptr() == target.data_ptr()
+    assert torch.equal(out, ops.ungroup(u.cuda(), ids.cuda(), table.cuda(), k, backend="extension"))
+    torch.testing.assert_close(out.cpu(), reference.ungroup(u, ids, table, k), rtol=0, atol=0)
+
+
+@needs_gpu
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_gpu_ungroup_inplace_backward_matches_reference(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 9, (2, 20), generator=gen)
+    table = torch.randn(9, 70, generator=gen)
+    u = torch.randn(2, 4, 5 * 70, generator=gen)
+    upstream = torch.randn(2, 20, 70, generator=gen)
+    grads = []
+    for device, backend in (("cuda", "extension"), ("cpu", "reference")):
+        leaves = [u.to(device).requires_grad_(True), table.to(device).requires_grad_(True)]
+        out = ops.ungroup_(leaves[0] * 1, ids.to(device), leaves[1], 5, backend=backend)
+        grads.append([g.cpu() for g in torch.autograd.grad(out, leaves, upstream.to(device))])
     for got, want in zip(*grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 

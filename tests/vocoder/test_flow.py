@@ -19,8 +19,14 @@ def flow():
     return CausalFlowMatching(FlowConfig.tiny()).eval()
 
 
-def official_layout(depth: int = 22, dim: int = 1024, ff_mult: int = 2, dim_head: int = 64,
-                    channels: int = 1024, groups: int = 16) -> dict[str, tuple[int, ...]]:
+def official_layout(
+    depth: int = 22,
+    dim: int = 1024,
+    ff_mult: int = 2,
+    dim_head: int = 64,
+    channels: int = 1024,
+    groups: int = 16,
+) -> dict[str, tuple[int, ...]]:
     """Key -> shape of CosyVoice3's ``CausalMaskedDiffWithDiT`` state dict, as its code builds it
     (checked once against the official module built on the meta device: 330 keys)."""
     e = "decoder.estimator."
@@ -136,11 +142,13 @@ def test_batch_equals_single_runs(flow):
     lengths = torch.tensor([16, 9])
     for finalize in (True, False):
         for streaming in (False, True):
-            mel, mel_len = flow.inference(tokens, spk, token_len=lengths, finalize=finalize,
-                                          streaming=streaming)
+            mel, mel_len = flow.inference(
+                tokens, spk, token_len=lengths, finalize=finalize, streaming=streaming
+            )
             for i in range(2):
-                one, _ = flow.inference(tokens[i : i + 1, : lengths[i]], spk[i : i + 1], finalize=finalize,
-                                        streaming=streaming)
+                one, _ = flow.inference(
+                    tokens[i : i + 1, : lengths[i]], spk[i : i + 1], finalize=finalize, streaming=streaming
+                )
                 torch.testing.assert_close(mel[i : i + 1, :, : mel_len[i]], one, rtol=0, atol=1e-5)
 
 
@@ -193,8 +201,10 @@ def _golden_files() -> None:
     names = ("flow_config.json", "flow.safetensors", "flow_io.safetensors", "flow_noise.safetensors")
     missing = [n for n in names if not (GOLDEN / n).is_file()]
     if missing:
-        pytest.skip(f"golden files absent: {', '.join(missing)} (they are made outside the repository "
-                    "from the official code)")
+        pytest.skip(
+            f"golden files absent: {', '.join(missing)} (they are made outside the repository "
+            "from the official code)"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -207,14 +217,25 @@ def golden():
     cfm = cfg["decoder"]["cfm_params"]
     top = cfg["kwargs"]
     config = FlowConfig(
-        vocab_size=top["vocab_size"], input_size=top["input_size"], output_size=top["output_size"],
-        spk_embed_dim=top["spk_embed_dim"], token_mel_ratio=top["token_mel_ratio"],
+        vocab_size=top["vocab_size"],
+        input_size=top["input_size"],
+        output_size=top["output_size"],
+        spk_embed_dim=top["spk_embed_dim"],
+        token_mel_ratio=top["token_mel_ratio"],
         pre_lookahead_len=top["pre_lookahead_len"],
         pre_lookahead_channels=cfg["pre_lookahead_layer"]["kwargs"]["channels"],
-        dim=e["dim"], depth=e["depth"], heads=e["heads"], dim_head=e["dim_head"], ff_mult=e["ff_mult"],
-        dropout=e["dropout"], static_chunk_size=e["static_chunk_size"], sigma_min=cfm["sigma_min"],
-        t_scheduler=cfm["t_scheduler"], training_cfg_rate=cfm["training_cfg_rate"],
-        inference_cfg_rate=cfm["inference_cfg_rate"], n_timesteps=cfg["inference_n_timesteps"],
+        dim=e["dim"],
+        depth=e["depth"],
+        heads=e["heads"],
+        dim_head=e["dim_head"],
+        ff_mult=e["ff_mult"],
+        dropout=e["dropout"],
+        static_chunk_size=e["static_chunk_size"],
+        sigma_min=cfm["sigma_min"],
+        t_scheduler=cfm["t_scheduler"],
+        training_cfg_rate=cfm["training_cfg_rate"],
+        inference_cfg_rate=cfm["inference_cfg_rate"],
+        n_timesteps=cfg["inference_n_timesteps"],
     )
     model = CausalFlowMatching(config).load_official_state_dict(load_file(GOLDEN / "flow.safetensors"))
     io = load_file(GOLDEN / "flow_io.safetensors")

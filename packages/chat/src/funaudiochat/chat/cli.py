@@ -55,6 +55,59 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_tokens(path: str) -> np.ndarray:
+    """Speech tokens from a ``.npy`` file (any integer array) or a text file (integers separated by
+    whitespace or commas)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{path}: token file not found")
+    if file.suffix == ".npy":
+        try:
+            tokens = np.load(file, allow_pickle=False)
+        except ValueError as err:
+            raise ValueError(f"{path}: not a plain numpy array ({err})") from err
+        if not np.issubdtype(tokens.dtype, np.integer):
+            raise ValueError(f"{path}: tokens must be integers, got dtype {tokens.dtype}")
+        return tokens.reshape(-1)
+    text = file.read_text().replace(",", " ").split()
+    try:
+        return np.array([int(t) for t in text], dtype=np.int64)
+    except ValueError as err:
+        raise ValueError(f"{path}: tokens must be integers separated by spaces or commas ({err})") from err
+
+
+def cmd_vocode(args: argparse.Namespace) -> int:
+    import soundfile as sf
+    import torch
+    from funaudiochat.vocoder import CausalFlowMatching, HiFTGenerator, SpeakerTable
+    from funaudiochat.vocoder.token2wav import SAMPLE_RATE, Token2Wav
+
+    tokens = read_tokens(args.tokens)
+    if args.flow or args.hift:
+        if not (args.flow and args.hift):
+            raise ValueError("give both --flow and --hift weights, or neither")
+        from funaudiochat.vocoder.hift import HiFTConfig
+        from safetensors.torch import load_file
+
+        flow = CausalFlowMatching.from_pretrained(args.flow)
+        hift = HiFTGenerator.from_state_dict(load_file(args.hift), HiFTConfig(), source=args.hift)
+        speakers = SpeakerTable.load(args.speakers) if args.speakers else None
+        vocoder = Token2Wav(flow, hift, speakers)
+    else:
+        vocoder = Token2Wav.random(seed=args.seed)
+        print(
+            "funaudiochat vocode: no --flow/--hift weights given; using a seeded tiny random vocoder "
+            f"(seed {args.seed}). The audio has the right length but carries no speech.",
+            file=sys.stderr,
+        )
+    if args.stream:
+        raise ValueError("--stream is not available yet: streaming Token2Wav is still to be built (issue 4)")
+    wave = vocoder.synthesize(torch.from_numpy(tokens), speaker=args.speaker)
+    sf.write(args.out, wave.numpy(), SAMPLE_RATE, subtype="PCM_16")
+    print(f"{args.out}: {wave.numel() / SAMPLE_RATE:.2f} s at {SAMPLE_RATE} Hz")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="funaudiochat",
@@ -78,6 +131,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tok.add_argument("--max-seconds", type=float, default=600.0, help="longest accepted audio (default 600)")
     tok.set_defaults(func=cmd_tokenize)
+
+    voc = sub.add_parser(
+        "vocode",
+        help="turn speech tokens into 24 kHz audio (flow matching + HiFT, CosyVoice3 compatible)",
+        description="Turn 25 Hz speech tokens (0..6560; specials 6561..6564 are dropped) into a WAV file.",
+    )
+    voc.add_argument("tokens", help="tokens as .npy or text (integers separated by spaces or commas)")
+    voc.add_argument("--out", required=True, help="output WAV file (24 kHz, 16-bit)")
+    voc.add_argument("--speaker", help="speaker name from --speakers (default: the first one)")
+    voc.add_argument("--speakers", help="speaker table (.safetensors)")
+    voc.add_argument("--flow", help="flow weights (.safetensors or CosyVoice3 flow.pt)")
+    voc.add_argument("--hift", help="HiFT weights (.safetensors)")
+    voc.add_argument("--seed", type=int, default=0, help="seed of the random vocoder used without weights")
+    voc.add_argument(
+        "--stream", action="store_true", help="synthesise in streaming chunks (not yet available)"
+    )
+    voc.set_defaults(func=cmd_vocode)
     return parser
 
 
@@ -85,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as err:
-        print(f"funaudiochat {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"funaudiochat {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -183,7 +183,7 @@ class SpeechRefinedHead(nn.Module):
         k = self.group_size
         b, s, _ = conditioning.shape
         u = self.pre_matching(conditioning)
-        x = ops.ungroup(u, prev_ids, self.lm_head.weight, k)
+        x = ops.ungroup_(u, prev_ids, self.lm_head.weight, k)
         mask = attention_mask.repeat_interleave(k, dim=1) if attention_mask is not None else None
         positions = None
         if position_ids is not None:

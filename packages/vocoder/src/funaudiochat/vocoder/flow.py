@@ -71,8 +71,16 @@ class FlowConfig:
 
     @classmethod
     def tiny(cls) -> FlowConfig:
-        return cls(pre_lookahead_channels=32, dim=64, depth=2, heads=4, dim_head=16, conv_pos_groups=4,
-                   static_chunk_size=8, noise_frames=2000)
+        return cls(
+            pre_lookahead_channels=32,
+            dim=64,
+            depth=2,
+            heads=4,
+            dim_head=16,
+            conv_pos_groups=4,
+            static_chunk_size=8,
+            noise_frames=2000,
+        )
 
 
 class PreLookaheadLayer(nn.Module):
@@ -220,7 +228,8 @@ class FeedForward(nn.Module):
         super().__init__()
         inner = dim * mult
         self.ff = nn.Sequential(
-            nn.Sequential(nn.Linear(dim, inner), nn.GELU(approximate="tanh")), nn.Dropout(dropout),
+            nn.Sequential(nn.Linear(dim, inner), nn.GELU(approximate="tanh")),
+            nn.Dropout(dropout),
             nn.Linear(inner, dim),
         )
 
@@ -265,9 +274,21 @@ class DiT(nn.Module):
 
     x, mu, cond: ``[B, C, T]``; mask ``[B, 1, T]``; t ``[B]`` or a scalar; spks ``[B, spk_dim]``."""
 
-    def __init__(self, mel_dim: int, mu_dim: int, spk_dim: int, dim: int, depth: int, heads: int,
-                 dim_head: int, ff_mult: int, dropout: float, conv_pos_kernel: int, conv_pos_groups: int,
-                 static_chunk_size: int):
+    def __init__(
+        self,
+        mel_dim: int,
+        mu_dim: int,
+        spk_dim: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        dim_head: int,
+        ff_mult: int,
+        dropout: float,
+        conv_pos_kernel: int,
+        conv_pos_groups: int,
+        static_chunk_size: int,
+    ):
         super().__init__()
         self.static_chunk_size = static_chunk_size
         self.time_embed = TimestepEmbedding(dim)
@@ -315,25 +336,48 @@ class CFMDecoder(nn.Module):
         self.t_scheduler = c.t_scheduler
         self.training_cfg_rate = c.training_cfg_rate
         self.inference_cfg_rate = c.inference_cfg_rate
-        self.estimator = DiT(c.output_size, c.input_size, c.output_size, c.dim, c.depth, c.heads, c.dim_head,
-                             c.ff_mult, c.dropout, c.conv_pos_kernel, c.conv_pos_groups, c.static_chunk_size)
+        self.estimator = DiT(
+            c.output_size,
+            c.input_size,
+            c.output_size,
+            c.dim,
+            c.depth,
+            c.heads,
+            c.dim_head,
+            c.ff_mult,
+            c.dropout,
+            c.conv_pos_kernel,
+            c.conv_pos_groups,
+            c.static_chunk_size,
+        )
         generator = torch.Generator().manual_seed(c.noise_seed)
         noise = torch.randn(1, c.output_size, c.noise_frames, generator=generator, device="cpu")
         self.register_buffer("rand_noise", noise, persistent=False)
 
     @torch.no_grad()
-    def forward(self, mu, mask, spks, cond, n_timesteps: int = 10, streaming: bool = False,
-                noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        mu,
+        mask,
+        spks,
+        cond,
+        n_timesteps: int = 10,
+        streaming: bool = False,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """mu, cond ``[B, 80, T]``; mask ``[B, 1, T]``; spks ``[B, 80]``; noise ``[1 or B, 80, >= T]``
         (default ``rand_noise``). Returns the mel ``[B, 80, T]`` (float32)."""
         frames = mu.shape[2]
         noise = self.rand_noise if noise is None else noise
         if noise.shape[2] < frames:
-            raise ValueError(f"the inference noise covers {noise.shape[2]} frames but {frames} are needed; "
-                             "pass a longer noise tensor or raise FlowConfig.noise_frames")
+            raise ValueError(
+                f"the inference noise covers {noise.shape[2]} frames but {frames} are needed; "
+                "pass a longer noise tensor or raise FlowConfig.noise_frames"
+            )
         x = noise[:, :, :frames].to(device=mu.device, dtype=mu.dtype).expand_as(mu)
-        t_span = t_schedule(torch.linspace(0, 1, n_timesteps + 1, device=mu.device, dtype=mu.dtype),
-                            self.t_scheduler)
+        t_span = t_schedule(
+            torch.linspace(0, 1, n_timesteps + 1, device=mu.device, dtype=mu.dtype), self.t_scheduler
+        )
         return self.solve_euler(x, t_span, mu, mask, spks, cond, streaming).float()
 
     def solve_euler(self, x, t_span, mu, mask, spks, cond, streaming: bool = False) -> torch.Tensor:
@@ -345,8 +389,9 @@ class CFMDecoder(nn.Module):
         cond_in = torch.cat((cond, torch.zeros_like(cond)))
         t, dt = t_span[0], t_span[1] - t_span[0]
         for step in range(1, len(t_span)):
-            v = self.estimator(torch.cat((x, x)), mask_in, mu_in, t.expand(2 * b), spks_in, cond_in,
-                               streaming)
+            v = self.estimator(
+                torch.cat((x, x)), mask_in, mu_in, t.expand(2 * b), spks_in, cond_in, streaming
+            )
             v_cond, v_uncond = v[:b], v[b:]
             x = x + dt * ((1.0 + self.inference_cfg_rate) * v_cond - self.inference_cfg_rate * v_uncond)
             # time is accumulated and the next step is measured from it, as CosyVoice does
@@ -355,9 +400,19 @@ class CFMDecoder(nn.Module):
                 dt = t_span[step + 1] - t
         return x
 
-    def compute_loss(self, x1, mask, mu, spks, cond, streaming: bool = False, t: torch.Tensor | None = None,
-                     z: torch.Tensor | None = None, cfg_keep: torch.Tensor | None = None,
-                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute_loss(
+        self,
+        x1,
+        mask,
+        mu,
+        spks,
+        cond,
+        streaming: bool = False,
+        t: torch.Tensor | None = None,
+        z: torch.Tensor | None = None,
+        cfg_keep: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Flow-matching MSE over the masked frames; returns ``(loss, y)``.
 
         x1 (target mel), mu, cond ``[B, 80, T]``; mask ``[B, 1, T]``; spks ``[B, 80]``. Drawn when not given,
@@ -403,19 +458,23 @@ class CausalFlowMatching(nn.Module):
         self.config = c = config or FlowConfig()
         self.input_embedding = nn.Embedding(c.vocab_size, c.input_size)
         self.spk_embed_affine_layer = nn.Linear(c.spk_embed_dim, c.output_size)
-        self.pre_lookahead_layer = PreLookaheadLayer(c.input_size, c.pre_lookahead_channels,
-                                                     c.pre_lookahead_len)
+        self.pre_lookahead_layer = PreLookaheadLayer(
+            c.input_size, c.pre_lookahead_channels, c.pre_lookahead_len
+        )
         self.decoder = CFMDecoder(c)
 
     # -- inputs ---------------------------------------------------------------------------------------------
 
     def _check_tokens(self, tokens: torch.Tensor, name: str) -> torch.Tensor:
         if tokens.ndim != 2 or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-            raise ValueError(f"{name} must be an integer tensor [B, N], "
-                             f"got {list(tokens.shape)} {tokens.dtype}")
+            raise ValueError(
+                f"{name} must be an integer tensor [B, N], got {list(tokens.shape)} {tokens.dtype}"
+            )
         if tokens.numel() and int(tokens.max()) >= self.config.vocab_size:
-            raise ValueError(f"{name} has id {int(tokens.max())}; speech tokens are "
-                             f"0..{self.config.vocab_size - 1} (drop BOS/EOS/pad ids before vocoding)")
+            raise ValueError(
+                f"{name} has id {int(tokens.max())}; speech tokens are "
+                f"0..{self.config.vocab_size - 1} (drop BOS/EOS/pad ids before vocoding)"
+            )
         return tokens
 
     def _speaker(self, embedding: torch.Tensor, batch: int) -> torch.Tensor:
@@ -451,10 +510,18 @@ class CausalFlowMatching(nn.Module):
     # -- inference ------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def inference(self, tokens: torch.Tensor, embedding: torch.Tensor, token_len: torch.Tensor | None = None,
-                  prompt_token: torch.Tensor | None = None, prompt_feat: torch.Tensor | None = None,
-                  finalize: bool = True, streaming: bool = False, n_timesteps: int | None = None,
-                  noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def inference(
+        self,
+        tokens: torch.Tensor,
+        embedding: torch.Tensor,
+        token_len: torch.Tensor | None = None,
+        prompt_token: torch.Tensor | None = None,
+        prompt_feat: torch.Tensor | None = None,
+        finalize: bool = True,
+        streaming: bool = False,
+        n_timesteps: int | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens -> mel.
 
         tokens ``[B, N]`` (ids 0..6560; negative ids count as 0), token_len ``[B]`` (default N);
@@ -477,8 +544,9 @@ class CausalFlowMatching(nn.Module):
             prompt_feat = torch.zeros(batch, 0, c.output_size, dtype=dtype, device=device)
         prompt_token = self._check_tokens(prompt_token, "prompt_token").to(device)
         if prompt_feat.ndim != 3 or prompt_feat.shape[0] != batch or prompt_feat.shape[2] != c.output_size:
-            raise ValueError(f"prompt_feat must be [B={batch}, F, {c.output_size}], "
-                             f"got {list(prompt_feat.shape)}")
+            raise ValueError(
+                f"prompt_feat must be [B={batch}, F, {c.output_size}], got {list(prompt_feat.shape)}"
+            )
         if prompt_token.shape[0] != batch:
             raise ValueError(f"prompt_token must have batch {batch}, got {list(prompt_token.shape)}")
         spks = self._speaker(embedding.to(device), batch)
@@ -500,8 +568,12 @@ class CausalFlowMatching(nn.Module):
 
     # -- training -------------------------------------------------------------------------------------------
 
-    def forward(self, batch: Mapping[str, torch.Tensor], streaming: bool | None = None,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        batch: Mapping[str, torch.Tensor],
+        streaming: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Training loss for a batch: ``speech_token [B, N]``, ``speech_token_len [B]``,
         ``speech_feat [B, T, 80]`` (target mel), ``speech_feat_len [B]``, ``embedding [B, 192]``.
 
@@ -530,8 +602,15 @@ class CausalFlowMatching(nn.Module):
             n = int(torch.randint(0, int(0.3 * int(mel_len[i])) + 1, (), generator=generator))
             cond[i, :n] = feat[i, :n]
         mask = _lengths_mask(mel_len, frames).unsqueeze(1).to(mu.dtype)
-        loss, _ = self.decoder.compute_loss(feat.transpose(1, 2).contiguous(), mask, mu, spks,
-                                            cond.transpose(1, 2).contiguous(), streaming, generator=generator)
+        loss, _ = self.decoder.compute_loss(
+            feat.transpose(1, 2).contiguous(),
+            mask,
+            mu,
+            spks,
+            cond.transpose(1, 2).contiguous(),
+            streaming,
+            generator=generator,
+        )
         return {"loss": loss}
 
     # -- weights --------------------------------------------------------------------------------------------
@@ -541,11 +620,16 @@ class CausalFlowMatching(nn.Module):
         expected = self.state_dict()
         missing = sorted(k for k in expected if k not in state_dict)
         unexpected = sorted(k for k in state_dict if k not in expected)
-        misshaped = sorted(f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(v.shape)})"
-                           for k, v in expected.items()
-                           if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape))
-        problems = [f"{what}: {', '.join(keys)}" for what, keys in
-                    (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
+        misshaped = sorted(
+            f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(v.shape)})"
+            for k, v in expected.items()
+            if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+        )
+        problems = [
+            f"{what}: {', '.join(keys)}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
+            if keys
+        ]
         if problems:
             raise ValueError(f"{source} does not fit CausalFlowMatching; " + "; ".join(problems))
 

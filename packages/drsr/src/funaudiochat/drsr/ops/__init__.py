@@ -1,4 +1,4 @@
-"""Fused DRSR ops: ``group``, ``ungroup`` and ``sample``.
+"""Fused DRSR ops: ``group``, ``ungroup`` (and its in-place form ``ungroup_``) and ``sample``.
 
 Each op runs the compiled extension ``funaudiochat.drsr._C`` (built from ``csrc/`` by
 ``packages/drsr/setup.py``) when it is loaded and has a kernel for the inputs' device, and the pure-PyTorch
@@ -44,6 +44,7 @@ __all__ = [
     "reference",
     "sample",
     "ungroup",
+    "ungroup_",
 ]
 
 try:
@@ -173,6 +174,23 @@ def validate_ungroup(
         _check_ids_range("prev_ids", prev_ids, table.shape[0])
 
 
+def validate_ungroup_(
+    u: object, prev_ids: object, table: object, group_size: object, check_values: bool = True
+) -> None:
+    """Raise ValueError unless the arguments fit :func:`ungroup_`: those of :func:`ungroup`, u writable."""
+    validate_ungroup(u, prev_ids, table, group_size, check_values=check_values)
+    if not u.is_contiguous():
+        raise ValueError(
+            f"u must be contiguous (ungroup_ writes into its storage), got strides {u.stride()}; "
+            "use ungroup, or pass u.contiguous()"
+        )
+    if u.is_leaf and u.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "u is a leaf tensor that requires grad, which ungroup_ cannot overwrite; use ungroup, or pass a "
+            "non-leaf u (e.g. the output of a Linear)"
+        )
+
+
 def validate_sample(
     logits: object,
     history: object,
@@ -268,6 +286,32 @@ def ungroup(
     if fused:
         return torch.ops.funaudiochat.ungroup(u, prev_ids, table, group_size)
     return reference.ungroup(u, prev_ids, table, group_size)
+
+
+def ungroup_(
+    u: torch.Tensor,
+    prev_ids: torch.Tensor,
+    table: torch.Tensor,
+    group_size: int,
+    *,
+    backend: Backend | None = None,
+) -> torch.Tensor:
+    """:func:`ungroup` in place: adds the embeddings into ``u``'s storage, returns its ``[B, L*k, D]`` view.
+
+    u: contiguous ``[B, L, k*D]``, a temporary the caller no longer needs (e.g. a Linear's output; not a leaf
+    that requires grad); prev_ids, table: as for :func:`ungroup` (table must not overlap u). Same values as
+    :func:`ungroup`. Differentiable: d/du is the identity (reshaped), d/dtable the same scatter-add as
+    ungroup's. A bad argument or id raises ValueError before u is written.
+    """
+    validate_ungroup_(u, prev_ids, table, group_size, check_values=False)
+    fused = _extension_serves(backend, u.device)
+    if not (fused and u.device.type == "cpu"):
+        _check_ids_range("prev_ids", prev_ids, table.shape[0])
+    if not fused:
+        return reference.ungroup_(u, prev_ids, table, group_size)
+    torch.ops.funaudiochat.ungroup_(u, prev_ids, table, group_size)
+    batch, length, width = u.shape
+    return u.view(batch, length * group_size, width // group_size)
 
 
 def sample(
@@ -375,6 +419,10 @@ def _register_python_kernels() -> None:
     @torch.library.register_fake("funaudiochat::ungroup")
     def _(u, prev_ids, table, group_size):
         return u.new_empty(u.shape[0], u.shape[1] * group_size, table.shape[1])
+
+    @torch.library.register_fake("funaudiochat::ungroup_")
+    def _(u, prev_ids, table, group_size):
+        return u  # ungroup_'s autograd kernel is C++ (a mutation): UngroupInplace in csrc/drsr_ops.cpp
 
     @torch.library.register_fake("funaudiochat::sample")
     def _(logits, history, uniforms, temperature, top_k, top_p, repetition_penalty, ras_window, ras_tau):

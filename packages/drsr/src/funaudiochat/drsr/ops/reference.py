@@ -40,6 +40,15 @@ def ungroup(u: torch.Tensor, prev_ids: torch.Tensor, table: torch.Tensor, group_
     return u.reshape(batch, length * group_size, width // group_size) + F.embedding(prev_ids, table)
 
 
+def ungroup_(u: torch.Tensor, prev_ids: torch.Tensor, table: torch.Tensor, group_size: int) -> torch.Tensor:
+    """:func:`ungroup` written into ``u``'s storage (``u`` contiguous); returns the ``[B, L*k, D]`` view of u.
+
+    ``u[b, p, j*D + d] += table[prev_ids[b, p*k + j], d]``, each element rounded once as in :func:`ungroup`.
+    """
+    batch, length, width = u.shape
+    return u.view(batch, length * group_size, width // group_size).add_(F.embedding(prev_ids, table))
+
+
 def _repetition_mask(history: torch.Tensor, vocab: int) -> torch.Tensor:
     """``[B, V]`` bool: token ``v`` occurs among the valid (``>= 0``) entries of ``history[b]``."""
     batch = history.shape[0]
