@@ -26,7 +26,6 @@
 #endif
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -40,16 +39,6 @@ namespace {
 void check_ids(const at::Tensor& ids, const char* name) {
   TORCH_CHECK_VALUE(ids.scalar_type() == at::kLong && ids.dim() == 2, name, " must be an int64 [B, T] tensor");
 }
-
-// An out-of-range id seen inside a parallel loop (kernels skip such rows and report after the loop).
-struct BadId {
-  std::atomic<bool> found{false};
-  std::atomic<int64_t> value{0};
-  void record(int64_t id) {
-    value.store(id);
-    found.store(true);
-  }
-};
 
 // Large fresh outputs come straight from mmap, and faulting them in 4 KiB pages costs about as much as the
 // kernel itself: ask for transparent huge pages before the first write (a hint; failures are harmless).
@@ -66,41 +55,147 @@ void advise_huge_pages(const at::Tensor& fresh) {
 #endif
 }
 
+// ------------------------------------------------------------------------------------- row helpers
+
+// dst[d] += emb[d] in fp32, rounded once. The extension is built for the baseline ISA (SSE2 on x86-64), so
+// the row loop is cloned for AVX2 / AVX-512 and picked at load time (GCC/Clang target_clones on x86-64).
+template <typename scalar_t>
+inline __attribute__((always_inline)) void add_row(scalar_t* __restrict dst, const scalar_t* __restrict emb,
+                                                   int64_t dim) {
+  for (int64_t d = 0; d < dim; ++d) {
+    dst[d] = static_cast<scalar_t>(static_cast<float>(dst[d]) + static_cast<float>(emb[d]));
+  }
+}
+
+// The next table row is a random jump the hardware prefetcher cannot predict: fetch it while adding this one.
+inline __attribute__((always_inline)) void prefetch_row(const void* row, size_t bytes) {
+  const char* p = static_cast<const char*>(row);
+  for (size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(p + offset);
+}
+
+#if defined(__x86_64__) && defined(__linux__) && (defined(__clang__) || defined(__GNUC__))
+#define FUNAUDIOCHAT_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FUNAUDIOCHAT_TARGET_CLONES
+#endif
+
 // ---------------------------------------------------------------------------------------------- group
 
+// Groups [begin, end) of one column block [col, col + width): out = mean of the k table rows (summed in fp32
+// in order j = 0..k-1, then divided by k), or (text + mean) / 2. The heads of the next group's rows are
+// prefetched while this one is summed (random jumps the hardware prefetcher cannot predict). k = 5 (the
+// model's) keeps the sum in registers; other k accumulate through a small L1-resident buffer.
+template <typename scalar_t>
+inline __attribute__((always_inline)) void group_span_impl(scalar_t* __restrict out, const scalar_t* __restrict text,
+                                                           const scalar_t* __restrict table,
+                                                           const int64_t* __restrict ids, int64_t begin,
+                                                           int64_t end, int64_t k, int64_t dim, int64_t col,
+                                                           int64_t width) {
+  const float count = static_cast<float>(k);
+  // Only the head of each next row: the k rows are read side by side, sequentially, which the hardware
+  // prefetcher follows once started; prefetching whole rows measured slower (it floods the fill buffers).
+  const size_t head = std::min<size_t>(static_cast<size_t>(width) * sizeof(scalar_t), 256);
+  for (int64_t row = begin; row < end; ++row) {
+    const int64_t* g = ids + row * k;
+    if (row + 1 < end) {
+      for (int64_t j = 0; j < k; ++j) prefetch_row(table + g[k + j] * dim + col, head);
+    }
+    scalar_t* __restrict dst = out + row * dim + col;
+    const scalar_t* __restrict txt = text == nullptr ? nullptr : text + row * dim + col;
+    if (k == 5) {
+      const scalar_t* __restrict e0 = table + g[0] * dim + col;
+      const scalar_t* __restrict e1 = table + g[1] * dim + col;
+      const scalar_t* __restrict e2 = table + g[2] * dim + col;
+      const scalar_t* __restrict e3 = table + g[3] * dim + col;
+      const scalar_t* __restrict e4 = table + g[4] * dim + col;
+      if (txt == nullptr) {
+        for (int64_t d = 0; d < width; ++d) {
+          float sum = static_cast<float>(e0[d]);
+          sum += static_cast<float>(e1[d]);
+          sum += static_cast<float>(e2[d]);
+          sum += static_cast<float>(e3[d]);
+          sum += static_cast<float>(e4[d]);
+          dst[d] = static_cast<scalar_t>(sum / count);
+        }
+      } else {
+        for (int64_t d = 0; d < width; ++d) {
+          float sum = static_cast<float>(e0[d]);
+          sum += static_cast<float>(e1[d]);
+          sum += static_cast<float>(e2[d]);
+          sum += static_cast<float>(e3[d]);
+          sum += static_cast<float>(e4[d]);
+          dst[d] = static_cast<scalar_t>((static_cast<float>(txt[d]) + sum / count) / 2.0f);
+        }
+      }
+      continue;
+    }
+    constexpr int64_t kChunk = 256;
+    float acc[kChunk];
+    for (int64_t c = 0; c < width; c += kChunk) {
+      const int64_t n = std::min(kChunk, width - c);
+      const scalar_t* __restrict first = table + g[0] * dim + col + c;
+      for (int64_t d = 0; d < n; ++d) acc[d] = static_cast<float>(first[d]);
+      for (int64_t j = 1; j < k; ++j) {
+        const scalar_t* __restrict emb = table + g[j] * dim + col + c;
+        for (int64_t d = 0; d < n; ++d) acc[d] += static_cast<float>(emb[d]);
+      }
+      if (txt == nullptr) {
+        for (int64_t d = 0; d < n; ++d) dst[c + d] = static_cast<scalar_t>(acc[d] / count);
+      } else {
+        for (int64_t d = 0; d < n; ++d) {
+          dst[c + d] = static_cast<scalar_t>((static_cast<float>(txt[c + d]) + acc[d] / count) / 2.0f);
+        }
+      }
+    }
+  }
+}
+
+#define FUNAUDIOCHAT_GROUP_SPAN(scalar_t)                                                                      \
+  FUNAUDIOCHAT_TARGET_CLONES void group_span(scalar_t* out, const scalar_t* text, const scalar_t* table,       \
+                                             const int64_t* ids, int64_t begin, int64_t end, int64_t k,        \
+                                             int64_t dim, int64_t col, int64_t width) {                        \
+    group_span_impl(out, text, table, ids, begin, end, k, dim, col, width);                                    \
+  }
+FUNAUDIOCHAT_GROUP_SPAN(float)
+FUNAUDIOCHAT_GROUP_SPAN(at::BFloat16)
+FUNAUDIOCHAT_GROUP_SPAN(at::Half)
+#undef FUNAUDIOCHAT_GROUP_SPAN
+
+void group_span(double* out, const double* text, const double* table, const int64_t* ids, int64_t begin,
+                int64_t end, int64_t k, int64_t dim, int64_t col, int64_t width) {
+  for (int64_t row = begin; row < end; ++row) {
+    for (int64_t d = col; d < col + width; ++d) {
+      float sum = static_cast<float>(table[ids[row * k] * dim + d]);
+      for (int64_t j = 1; j < k; ++j) sum += static_cast<float>(table[ids[row * k + j] * dim + d]);
+      const float mean = sum / static_cast<float>(k);
+      out[row * dim + d] = text == nullptr
+                               ? static_cast<double>(mean)
+                               : static_cast<double>((static_cast<float>(text[row * dim + d]) + mean) / 2.0f);
+    }
+  }
+}
+
+// Work items are (column block, group) pairs, block-major, so a thread's contiguous share is a run of groups
+// per block. Columns are split only when there are too few groups to keep every thread streaming.
 template <typename scalar_t>
 void group_rows(const int64_t* __restrict ids, const scalar_t* __restrict table, const scalar_t* __restrict text,
-                scalar_t* __restrict out, int64_t rows, int64_t k, int64_t dim, int64_t vocab,
-                BadId& bad) {
-  const float count = static_cast<float>(k);
-  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc(dim);
-    float* __restrict sum = acc.data();
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t* row_ids = ids + row * k;
-      bool ok = true;
-      for (int64_t j = 0; j < k; ++j) {
-        if (row_ids[j] < 0 || row_ids[j] >= vocab) {
-          bad.record(row_ids[j]);
-          ok = false;
-        }
-      }
-      if (!ok) continue;
-      const scalar_t* first = table + row_ids[0] * dim;
-      for (int64_t d = 0; d < dim; ++d) sum[d] = static_cast<float>(first[d]);
-      for (int64_t j = 1; j < k; ++j) {
-        const scalar_t* emb = table + row_ids[j] * dim;
-        for (int64_t d = 0; d < dim; ++d) sum[d] += static_cast<float>(emb[d]);
-      }
-      scalar_t* dst = out + row * dim;
-      if (text == nullptr) {
-        for (int64_t d = 0; d < dim; ++d) dst[d] = static_cast<scalar_t>(sum[d] / count);
-      } else {
-        const scalar_t* txt = text + row * dim;
-        for (int64_t d = 0; d < dim; ++d) {
-          dst[d] = static_cast<scalar_t>((static_cast<float>(txt[d]) + sum[d] / count) / 2.0f);
-        }
-      }
+                scalar_t* __restrict out, int64_t rows, int64_t k, int64_t dim) {
+  if (rows == 0 || dim == 0) return;
+  const int64_t threads = std::max(1, at::get_num_threads());
+  constexpr int64_t kMinWidth = 256;
+  int64_t blocks = 1;
+  if (rows < 8 * threads) {
+    blocks = std::min((8 * threads + rows - 1) / rows, std::max<int64_t>(1, dim / kMinWidth));
+  }
+  const int64_t width = (dim + blocks - 1) / blocks;
+  const int64_t grain = std::max<int64_t>(1, std::min<int64_t>(rows, 4));
+  at::parallel_for(0, rows * blocks, grain, [&](int64_t begin, int64_t end) {
+    while (begin < end) {
+      const int64_t block = begin / rows, row = begin % rows;
+      const int64_t stop = std::min(end, (block + 1) * rows);
+      const int64_t col = block * width, cols = std::min(width, dim - col);
+      if (cols > 0) group_span(out, text, table, ids, row, row + (stop - begin), k, dim, col, cols);
+      begin = stop;
     }
   });
 }
@@ -121,15 +216,17 @@ at::Tensor group_cpu(const at::Tensor& ids, const at::Tensor& table, int64_t gro
                           text_c.size(0) == batch && text_c.size(1) == groups && text_c.size(2) == dim,
                       "text must be [B, T/k, D] with the table's dtype");
   }
+  const int64_t* ids_p = ids_c.const_data_ptr<int64_t>();
+  for (int64_t i = 0, n = ids_c.numel(); i < n; ++i) {
+    TORCH_CHECK_VALUE(ids_p[i] >= 0 && ids_p[i] < vocab, "ids contains ", ids_p[i], ", outside [0, ", vocab, ")");
+  }
   auto out = at::empty({batch, groups, dim}, table.options());
   advise_huge_pages(out);
-  BadId bad;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, table.scalar_type(), "group_cpu", [&] {
-    group_rows<scalar_t>(ids_c.const_data_ptr<int64_t>(), table_c.const_data_ptr<scalar_t>(),
+    group_rows<scalar_t>(ids_p, table_c.const_data_ptr<scalar_t>(),
                          text.has_value() ? text_c.const_data_ptr<scalar_t>() : nullptr,
-                         out.mutable_data_ptr<scalar_t>(), batch * groups, group_size, dim, vocab, bad);
+                         out.mutable_data_ptr<scalar_t>(), batch * groups, group_size, dim);
   });
-  TORCH_CHECK_VALUE(!bad.found.load(), "ids contains ", bad.value.load(), ", outside [0, ", vocab, ")");
   return out;
 }
 
@@ -175,23 +272,45 @@ at::Tensor group_backward_cpu(const at::Tensor& grad, const at::Tensor& ids, int
 
 // -------------------------------------------------------------------------------------------- ungroup
 
+// dst[d] = src[d] + emb[d] in fp32, rounded once, for `rows` consecutive rows; the next table row is
+// prefetched while this one is added (cloned for AVX2 / AVX-512 like add_rows below).
 template <typename scalar_t>
-void ungroup_rows(const scalar_t* __restrict u, const int64_t* __restrict ids, const scalar_t* __restrict table,
-                  scalar_t* __restrict out, int64_t rows, int64_t dim, int64_t vocab, BadId& bad) {
-  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t id = ids[row];
-      if (id < 0 || id >= vocab) {
-        bad.record(id);
-        continue;
-      }
-      const scalar_t* src = u + row * dim;
-      const scalar_t* emb = table + id * dim;
-      scalar_t* dst = out + row * dim;
-      for (int64_t d = 0; d < dim; ++d) {
-        dst[d] = static_cast<scalar_t>(static_cast<float>(src[d]) + static_cast<float>(emb[d]));
-      }
+inline __attribute__((always_inline)) void add_rows_to_impl(scalar_t* __restrict out, const scalar_t* __restrict u,
+                                                            const scalar_t* __restrict table,
+                                                            const int64_t* __restrict ids, int64_t rows,
+                                                            int64_t dim) {
+  for (int64_t row = 0; row < rows; ++row) {
+    if (row + 1 < rows) prefetch_row(table + ids[row + 1] * dim, dim * sizeof(scalar_t));
+    const scalar_t* __restrict src = u + row * dim;
+    const scalar_t* __restrict emb = table + ids[row] * dim;
+    scalar_t* __restrict dst = out + row * dim;
+    for (int64_t d = 0; d < dim; ++d) {
+      dst[d] = static_cast<scalar_t>(static_cast<float>(src[d]) + static_cast<float>(emb[d]));
     }
+  }
+}
+
+#define FUNAUDIOCHAT_ADD_ROWS_TO(scalar_t)                                                                     \
+  FUNAUDIOCHAT_TARGET_CLONES void add_rows_to(scalar_t* out, const scalar_t* u, const scalar_t* table,         \
+                                              const int64_t* ids, int64_t rows, int64_t dim) {                 \
+    add_rows_to_impl(out, u, table, ids, rows, dim);                                                           \
+  }
+FUNAUDIOCHAT_ADD_ROWS_TO(float)
+FUNAUDIOCHAT_ADD_ROWS_TO(at::BFloat16)
+FUNAUDIOCHAT_ADD_ROWS_TO(at::Half)
+#undef FUNAUDIOCHAT_ADD_ROWS_TO
+
+void add_rows_to(double* out, const double* u, const double* table, const int64_t* ids, int64_t rows,
+                 int64_t dim) {
+  add_rows_to_impl(out, u, table, ids, rows, dim);
+}
+
+// All ids are checked before the parallel loop (ungroup_cpu), so the kernel reads only valid rows.
+template <typename scalar_t>
+void ungroup_rows(const scalar_t* u, const int64_t* ids, const scalar_t* table, scalar_t* out, int64_t rows,
+                  int64_t dim) {
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    add_rows_to(out + begin * dim, u + begin * dim, table, ids + begin, end - begin, dim);
   });
 }
 
@@ -207,39 +326,20 @@ at::Tensor ungroup_cpu(const at::Tensor& u, const at::Tensor& prev_ids, const at
   auto u_c = u.contiguous();
   auto ids_c = prev_ids.contiguous();
   auto table_c = table.contiguous();
+  const int64_t rows = batch * length * group_size;
+  const int64_t* ids = ids_c.const_data_ptr<int64_t>();
+  for (int64_t row = 0; row < rows; ++row) {
+    TORCH_CHECK_VALUE(ids[row] >= 0 && ids[row] < vocab, "prev_ids contains ", ids[row], ", outside [0, ", vocab,
+                      ")");
+  }
   auto out = at::empty({batch, length * group_size, dim}, u.options());
   advise_huge_pages(out);
-  BadId bad;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "ungroup_cpu", [&] {
-    ungroup_rows<scalar_t>(u_c.const_data_ptr<scalar_t>(), ids_c.const_data_ptr<int64_t>(),
-                           table_c.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
-                           batch * length * group_size, dim, vocab, bad);
+    ungroup_rows<scalar_t>(u_c.const_data_ptr<scalar_t>(), ids, table_c.const_data_ptr<scalar_t>(),
+                           out.mutable_data_ptr<scalar_t>(), rows, dim);
   });
-  TORCH_CHECK_VALUE(!bad.found.load(), "prev_ids contains ", bad.value.load(), ", outside [0, ", vocab, ")");
   return out;
 }
-
-// dst[d] += emb[d] in fp32, rounded once. The extension is built for the baseline ISA (SSE2 on x86-64), so
-// the row loop is cloned for AVX2 / AVX-512 and picked at load time (GCC/Clang target_clones on x86-64).
-template <typename scalar_t>
-inline __attribute__((always_inline)) void add_row(scalar_t* __restrict dst, const scalar_t* __restrict emb,
-                                                   int64_t dim) {
-  for (int64_t d = 0; d < dim; ++d) {
-    dst[d] = static_cast<scalar_t>(static_cast<float>(dst[d]) + static_cast<float>(emb[d]));
-  }
-}
-
-// The next table row is a random jump the hardware prefetcher cannot predict: fetch it while adding this one.
-inline __attribute__((always_inline)) void prefetch_row(const void* row, size_t bytes) {
-  const char* p = static_cast<const char*>(row);
-  for (size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(p + offset);
-}
-
-#if defined(__x86_64__) && defined(__linux__) && (defined(__clang__) || defined(__GNUC__))
-#define FUNAUDIOCHAT_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FUNAUDIOCHAT_TARGET_CLONES
-#endif
 
 FUNAUDIOCHAT_TARGET_CLONES void add_rows(float* dst, const float* table, const int64_t* ids, int64_t rows,
                                          int64_t dim) {
