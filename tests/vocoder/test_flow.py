@@ -84,8 +84,8 @@ def test_state_dict_mismatch_is_listed(flow):
     with pytest.raises(ValueError) as err:
         CausalFlowMatching(FlowConfig.tiny()).load_official_state_dict(state, "flow.pt")
     msg = str(err.value)
-    assert "flow.pt" in msg and "missing: decoder.estimator.proj_out.bias" in msg
-    assert "unexpected: decoder.estimator.extra" in msg
+    assert "flow.pt" in msg and "missing keys: decoder.estimator.proj_out.bias" in msg
+    assert "unexpected keys: decoder.estimator.extra" in msg
     assert "spk_embed_affine_layer.weight (checkpoint (80, 191), model (80, 192))" in msg
 
 

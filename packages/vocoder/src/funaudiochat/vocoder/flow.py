@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .weights import check_state_dict
+
 
 @dataclass
 class FlowConfig:
@@ -617,21 +619,7 @@ class CausalFlowMatching(nn.Module):
 
     def check_state_dict(self, state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
         """Raise ``ValueError`` listing every missing, unexpected and mis-shaped key."""
-        expected = self.state_dict()
-        missing = sorted(k for k in expected if k not in state_dict)
-        unexpected = sorted(k for k in state_dict if k not in expected)
-        misshaped = sorted(
-            f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(v.shape)})"
-            for k, v in expected.items()
-            if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-        )
-        problems = [
-            f"{what}: {', '.join(keys)}"
-            for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
-            if keys
-        ]
-        if problems:
-            raise ValueError(f"{source} does not fit CausalFlowMatching; " + "; ".join(problems))
+        check_state_dict(self, state_dict, source)
 
     def load_official_state_dict(self, state_dict: Mapping[str, torch.Tensor], source: str = "state dict"):
         """Load a CosyVoice3 ``flow`` state dict (no renaming needed) after a strict key/shape check."""

@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from .weights import check_state_dict
+
 
 @dataclass
 class HiFTConfig:
@@ -324,25 +326,7 @@ class HiFTGenerator(nn.Module):
         any missing, unexpected or mis-shaped key is a ``ValueError`` that lists them."""
         state_dict = {k.removeprefix("generator."): v for k, v in state_dict.items()}
         model = cls(config)
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(expected))
-        misshaped = sorted(
-            f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}"
-            for k, v in expected.items()
-            if k in state_dict and state_dict[k].shape != v.shape
-        )
-        problems = [
-            f"{name}: {', '.join(keys)}"
-            for name, keys in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("mis-shaped keys", misshaped),
-            )
-            if keys
-        ]
-        if problems:
-            raise ValueError(f"{source}: does not fit HiFTGenerator; " + "; ".join(problems))
+        check_state_dict(model, state_dict, source)
         model.load_state_dict(state_dict)
         return model
 
