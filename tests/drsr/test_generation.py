@@ -199,3 +199,8 @@ def test_bad_prompts(prompts, mutate, message):
     mutate(p)
     with pytest.raises(ValueError, match=message):
         generate(model, p, GenerationConfig(max_new_tokens=2))
+
+
+def test_bad_generation_config():
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        GenerationConfig(max_new_tokens=0)

@@ -64,6 +64,10 @@ class GenerationConfig:
     disable_speech: bool = False
     seed: int | list[int] = 0
 
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
 
 @dataclass
 class DecodingState:
