@@ -32,6 +32,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def _load(name: str):
+    if str(HERE / "bench") not in sys.path:  # the benchmarks import each other by file name
+        sys.path.insert(0, str(HERE / "bench"))
     spec = importlib.util.spec_from_file_location(name, HERE / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

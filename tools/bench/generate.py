@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from drsr_training import SRH, TEXT, VOCAB  # tools/bench/drsr_training.py, this folder
 from funaudiochat.drsr import (
     FunAudioChatConfig,
     FunAudioChatForConditionalGeneration,
@@ -24,41 +25,11 @@ from funaudiochat.drsr import (
     stream,
 )
 
-VOCAB = 1000
-
 
 def build() -> FunAudioChatForConditionalGeneration:
-    text = {
-        "model_type": "qwen3",
-        "hidden_size": 512,
-        "num_hidden_layers": 8,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 4,
-        "head_dim": 64,
-        "intermediate_size": 1536,
-        "vocab_size": VOCAB,
-        "rope_theta": 10000.0,
-        "max_position_embeddings": 8192,
-        "tie_word_embeddings": False,
-        "audio_bos_index": VOCAB - 9,
-        "audio_eos_index": VOCAB - 8,
-        "sil_index": VOCAB - 7,
-        "bos_token_id": VOCAB - 6,
-        "eos_token_id": VOCAB - 5,
-        "pad_token_id": VOCAB - 4,
-    }
-    srh = {
-        "model_type": "qwen3",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 64,
-        "intermediate_size": 768,
-        "rope_theta": 10000.0,
-        "max_position_embeddings": 16384,
-        "vocab_size": 6565,
-    }
+    # The sizes of the training benchmark, with half the LLM depth.
+    text = dict(TEXT, num_hidden_layers=8)
+    srh = dict(SRH)
     audio = {
         "d_model": 128,
         "encoder_layers": 2,
