@@ -314,8 +314,9 @@ void ungroup_rows(const scalar_t* u, const int64_t* ids, const scalar_t* table, 
   });
 }
 
-at::Tensor ungroup_cpu(const at::Tensor& u, const at::Tensor& prev_ids, const at::Tensor& table,
-                       int64_t group_size) {
+// Shapes, dtypes and id range of ungroup / ungroup_, checked before anything is written.
+void check_ungroup_args(const at::Tensor& u, const at::Tensor& prev_ids, const at::Tensor& table,
+                        int64_t group_size) {
   check_ids(prev_ids, "prev_ids");
   TORCH_CHECK_VALUE(u.dim() == 3 && table.dim() == 2 && u.scalar_type() == table.scalar_type(),
                     "u must be [B, L, k*D] and table [V, D] of one dtype");
@@ -323,15 +324,23 @@ at::Tensor ungroup_cpu(const at::Tensor& u, const at::Tensor& prev_ids, const at
   TORCH_CHECK_VALUE(group_size > 0 && u.size(2) == group_size * dim, "u's last dim must be k*D");
   TORCH_CHECK_VALUE(prev_ids.size(0) == batch && prev_ids.size(1) == length * group_size,
                     "prev_ids must be [B, L*k]");
+  auto ids_c = prev_ids.contiguous();
+  const int64_t* ids = ids_c.const_data_ptr<int64_t>();
+  for (int64_t row = 0, rows = ids_c.numel(); row < rows; ++row) {
+    TORCH_CHECK_VALUE(ids[row] >= 0 && ids[row] < vocab, "prev_ids contains ", ids[row], ", outside [0, ", vocab,
+                      ")");
+  }
+}
+
+at::Tensor ungroup_cpu(const at::Tensor& u, const at::Tensor& prev_ids, const at::Tensor& table,
+                       int64_t group_size) {
+  check_ungroup_args(u, prev_ids, table, group_size);
+  const int64_t batch = u.size(0), length = u.size(1), dim = table.size(1);
   auto u_c = u.contiguous();
   auto ids_c = prev_ids.contiguous();
   auto table_c = table.contiguous();
   const int64_t rows = batch * length * group_size;
   const int64_t* ids = ids_c.const_data_ptr<int64_t>();
-  for (int64_t row = 0; row < rows; ++row) {
-    TORCH_CHECK_VALUE(ids[row] >= 0 && ids[row] < vocab, "prev_ids contains ", ids[row], ", outside [0, ", vocab,
-                      ")");
-  }
   auto out = at::empty({batch, length * group_size, dim}, u.options());
   advise_huge_pages(out);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "ungroup_cpu", [&] {
@@ -382,22 +391,13 @@ void ungroup_inplace_rows(scalar_t* u, const int64_t* ids, const scalar_t* table
 
 at::Tensor& ungroup_inplace_cpu(at::Tensor& u, const at::Tensor& prev_ids, const at::Tensor& table,
                                 int64_t group_size) {
-  check_ids(prev_ids, "prev_ids");
-  TORCH_CHECK_VALUE(u.dim() == 3 && table.dim() == 2 && u.scalar_type() == table.scalar_type(),
-                    "u must be [B, L, k*D] and table [V, D] of one dtype");
   TORCH_CHECK_VALUE(u.is_contiguous(), "u must be contiguous (ungroup_ writes into its storage)");
-  const int64_t batch = u.size(0), length = u.size(1), vocab = table.size(0), dim = table.size(1);
-  TORCH_CHECK_VALUE(group_size > 0 && u.size(2) == group_size * dim, "u's last dim must be k*D");
-  TORCH_CHECK_VALUE(prev_ids.size(0) == batch && prev_ids.size(1) == length * group_size,
-                    "prev_ids must be [B, L*k]");
+  check_ungroup_args(u, prev_ids, table, group_size);
+  const int64_t batch = u.size(0), length = u.size(1), dim = table.size(1);
   auto ids_c = prev_ids.contiguous();
   auto table_c = table.contiguous();
   const int64_t rows = batch * length * group_size;
   const int64_t* ids = ids_c.const_data_ptr<int64_t>();
-  for (int64_t row = 0; row < rows; ++row) {
-    TORCH_CHECK_VALUE(ids[row] >= 0 && ids[row] < vocab, "prev_ids contains ", ids[row], ", outside [0, ", vocab,
-                      ")");
-  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "ungroup_inplace_cpu", [&] {
     ungroup_inplace_rows<scalar_t>(u.mutable_data_ptr<scalar_t>(), ids, table_c.const_data_ptr<scalar_t>(), rows,
                                    dim);
