@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
+from .streaming import stream_conv
 from .weights import check_state_dict
 
 
@@ -259,20 +261,39 @@ class HarmonicSource(nn.Module):
         self.threshold = config.nsf_voiced_threshold
         self.l_linear = nn.Linear(self.harmonics, 1)
 
-    def forward(self, f0: torch.Tensor, noise: SourceNoise, start: int = 0) -> torch.Tensor:
+    def forward(
+        self, f0: torch.Tensor, noise: SourceNoise, start: int = 0, phase: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """f0 ``[B, L]`` (whole frames of ``frame`` samples) -> ``(excitation [B, L, 1], phase [B, H])``.
+
+        ``start`` is the sample position of ``f0[:, 0]`` (the noise position, and the initial phases are
+        added at sample 0 only); ``phase`` the accumulated per-frame phase of the samples before ``start``
+        (streaming; ``None`` at the start). The returned phase carries on to the next call. The phase is
+        accumulated in f0's dtype: a float64 f0 keeps a long stream's phase exact whichever way it is cut."""
         b, length = f0.shape
+        if length == 0:
+            carried = f0.new_zeros(b, self.harmonics) if phase is None else phase
+            return self.l_linear.weight.new_zeros(b, 0, 1), carried
         multiples = torch.arange(1, self.harmonics + 1, device=f0.device, dtype=f0.dtype)
         freqs = f0[:, :, None] * multiples  # [B, L, H]
         cycles = (freqs / self.sampling_rate) % 1
-        cycles[:, 0, :] = cycles[:, 0, :] + noise.phases().to(cycles)
+        if start == 0:
+            cycles[:, 0, :] = cycles[:, 0, :] + noise.phases().to(cycles)
         per_frame = F.interpolate(cycles.transpose(1, 2), scale_factor=1 / self.frame, mode="linear")
-        phase = torch.cumsum(per_frame, dim=2) * 2 * math.pi
-        phase = F.interpolate(phase * self.frame, scale_factor=self.frame, mode="nearest").transpose(1, 2)
-        sines = torch.sin(phase) * self.alpha
+        if phase is None:
+            total = torch.cumsum(per_frame, dim=2)
+        else:
+            total = torch.cumsum(torch.cat((phase.to(per_frame)[:, :, None], per_frame), dim=2), dim=2)[
+                :, :, 1:
+            ]
+        end_phase = total[:, :, -1]
+        angle = F.interpolate(total * 2 * math.pi * self.frame, scale_factor=self.frame, mode="nearest")
+        sines = torch.sin(angle.transpose(1, 2)) * self.alpha
         voiced = (f0 > self.threshold).to(sines.dtype)[:, :, None]
         amplitude = voiced * self.sigma + (1 - voiced) * self.alpha / 3
         sines = sines * voiced + amplitude * noise.noise(start, length).to(sines)[None]
-        return torch.tanh(self.l_linear(sines))
+        weight = self.l_linear.weight
+        return torch.tanh(self.l_linear(sines.to(weight.dtype))), end_phase
 
 
 class HiFTGenerator(nn.Module):
@@ -370,9 +391,10 @@ class HiFTGenerator(nn.Module):
     def source(self, mel: torch.Tensor, noise: SourceNoise, finalize: bool = True, start: int = 0):
         """f0 ``[B, T']`` and the excitation ``[B, 1, 480 T']`` of ``mel`` (T' = T, or T - 3 without
         ``finalize``); ``start`` is the sample position of the first frame (for the noise)."""
-        f0 = self.f0_predictor(mel.to(self.config.f0_dtype), finalize=finalize).to(mel.dtype)
+        f0 = self.f0_predictor(mel.to(self.config.f0_dtype), finalize=finalize)
         f0_up = f0.repeat_interleave(self.config.samples_per_frame, dim=1)
-        return f0, self.m_source(f0_up, noise, start).transpose(1, 2)
+        excitation, _ = self.m_source(f0_up, noise, start)
+        return f0.to(mel.dtype), excitation.transpose(1, 2)
 
     @torch.inference_mode()
     def inference(self, mel: torch.Tensor, finalize: bool = True, noise: SourceNoise | None = None):
@@ -383,3 +405,200 @@ class HiFTGenerator(nn.Module):
         if finalize:
             return self.decode(mel, source, True), source
         return self.decode(mel[:, :, : -self.f0_predictor.look_ahead], source, False), source
+
+    # -- streaming ------------------------------------------------------------------------------------------
+
+    def init_state(self, batch_size: int = 1, noise: SourceNoise | None = None) -> HiFTState:
+        """A fresh streaming state for ``batch_size`` streams that advance together (see ``step``)."""
+        param = self.conv_post.bias
+        context = {}
+        for name, module in self.named_modules():
+            if not isinstance(module, nn.Conv1d):
+                continue
+            look_ahead = isinstance(module, CausalConv1d) and module.side == "right"
+            dtype = self.config.f0_dtype if name.startswith("f0_predictor.") else param.dtype
+            width = 0 if look_ahead else module.pad
+            context[name] = torch.zeros(
+                batch_size, module.in_channels, width, dtype=dtype, device=param.device
+            )
+        half = self.config.istft_n_fft // 2
+        overlap = self.config.istft_n_fft - self.config.istft_hop_len
+        return HiFTState(
+            context=context,
+            noise=noise or SourceNoise(self.config.nb_harmonics + 1),
+            phase=None,
+            source_pending=[
+                param.new_zeros(batch_size, block.convs1[0].in_channels, 0) for block in self.source_resblocks
+            ],
+            stft_input=param.new_zeros(batch_size, 0),
+            ola=param.new_zeros(batch_size, overlap),
+            ola_envelope=param.new_zeros(overlap),
+            istft_position=-half,
+        )
+
+    @torch.inference_mode()
+    def step(self, mel: torch.Tensor, state: HiFTState, finalize: bool = False):
+        """Stream ``mel [B, 80, n]`` (the next n frames, n >= 0) -> ``(waveform [B, m], state)``.
+
+        Every sample that the frames so far determine comes out at once: the F0 predictor waits for 3
+        frames of look-ahead and ``conv_pre`` for 4, so a stream lags 4 frames (+ 4 samples of iSTFT
+        overlap) until ``finalize=True``, which ends the stream (no more steps) and flushes the rest. The
+        samples of all steps joined equal ``inference(all frames)`` (float64 F0, the default: to ~1e-5;
+        the phase of the harmonic source is accumulated across steps)."""
+        if state.finished:
+            raise ValueError("this HiFT stream is finalized; start a new one with init_state()")
+        cfg = self.config
+        if mel.ndim != 3 or mel.shape[1] != cfg.in_channels or mel.shape[0] != state.batch_size:
+            raise ValueError(
+                f"mel must be [B={state.batch_size}, {cfg.in_channels}, frames], got {list(mel.shape)}"
+            )
+        ctx = dict(state.context)
+        with parametrize.cached():
+            # F0 (3 frames look-ahead) -> harmonic source -> STFT frames of the source
+            x = mel.to(cfg.f0_dtype)
+            if finalize:
+                x = F.pad(x, (0, self.f0_predictor.look_ahead))
+            for i, layer in enumerate(self.f0_predictor.condnet):
+                if isinstance(layer, nn.Conv1d):
+                    x, ctx[f"f0_predictor.condnet.{i}"] = stream_conv(
+                        layer, x, ctx[f"f0_predictor.condnet.{i}"]
+                    )
+                else:
+                    x = layer(x)
+            classifier = self.f0_predictor.classifier
+            f0 = F.linear(x.transpose(1, 2), classifier.weight.to(x.dtype), classifier.bias.to(x.dtype))
+            f0_up = f0.squeeze(-1).abs().repeat_interleave(cfg.samples_per_frame, dim=1)
+            source, phase = self.m_source(f0_up, state.noise, state.source_samples, state.phase)
+            spec, stft_input = self._stream_stft(source.squeeze(-1), state, finalize)
+
+            # the source branch of every stage runs ahead of the main path; its frames wait in a queue
+            pending = list(state.source_pending)
+            for i, (down, block) in enumerate(zip(self.source_downs, self.source_resblocks, strict=True)):
+                s, ctx[f"source_downs.{i}"] = stream_conv(down, spec, ctx[f"source_downs.{i}"])
+                s = self._stream_resblock(f"source_resblocks.{i}", block, s, ctx)
+                pending[i] = torch.cat((pending[i], s), dim=2)
+
+            # the main path (conv_pre: 4 frames look-ahead)
+            x = F.pad(mel, (0, cfg.conv_pre_look_right)) if finalize else mel
+            x, ctx["conv_pre"] = stream_conv(self.conv_pre, x, ctx["conv_pre"])
+            kernels = len(cfg.resblock_kernel_sizes)
+            main_frames = state.main_frames
+            for i, up in enumerate(self.ups):
+                x = F.leaky_relu(x, cfg.lrelu_slope).repeat_interleave(up.stride_up, dim=2)
+                x, ctx[f"ups.{i}"] = stream_conv(up, x, ctx[f"ups.{i}"])
+                if i == len(self.ups) - 1:
+                    if main_frames == 0 and x.shape[2]:  # the offline path's reflection pad of one frame
+                        x = torch.cat((x[:, :, 1:2], x), dim=2)
+                    main_frames += x.shape[2]
+                n = x.shape[2]
+                if pending[i].shape[2] < n:
+                    raise RuntimeError(f"HiFT stream: source branch of stage {i} fell behind the main path")
+                x, pending[i] = x + pending[i][:, :, :n], pending[i][:, :, n:]
+                x = (
+                    sum(
+                        self._stream_resblock(
+                            f"resblocks.{i * kernels + j}", self.resblocks[i * kernels + j], x, ctx
+                        )
+                        for j in range(kernels)
+                    )
+                    / kernels
+                )
+            x, ctx["conv_post"] = stream_conv(self.conv_post, F.leaky_relu(x), ctx["conv_post"])
+            wave, ola, envelope, position = self._stream_istft(x, state, finalize)
+
+        new_state = HiFTState(
+            context=ctx,
+            noise=state.noise,
+            phase=phase,
+            source_pending=pending,
+            stft_input=stft_input,
+            ola=ola,
+            ola_envelope=envelope,
+            istft_position=position,
+            source_samples=state.source_samples + source.shape[1],
+            main_frames=main_frames,
+            finished=finalize,
+        )
+        return wave.clamp(-cfg.audio_limit, cfg.audio_limit), new_state
+
+    def _stream_resblock(self, name: str, block: ResBlock, x: torch.Tensor, ctx: dict) -> torch.Tensor:
+        for j, (conv1, conv2, act1, act2) in enumerate(
+            zip(block.convs1, block.convs2, block.activations1, block.activations2, strict=True)
+        ):
+            h, ctx[f"{name}.convs1.{j}"] = stream_conv(conv1, act1(x), ctx[f"{name}.convs1.{j}"])
+            h, ctx[f"{name}.convs2.{j}"] = stream_conv(conv2, act2(h), ctx[f"{name}.convs2.{j}"])
+            x = x + h
+        return x
+
+    def _stream_stft(self, source: torch.Tensor, state: HiFTState, finalize: bool):
+        """New source samples ``[B, L]`` -> the STFT frames they complete ``[B, n_fft + 2, m]`` and the
+        samples kept for the next frames. As ``torch.stft(center=True)``: the first and last ``n_fft / 2``
+        samples are reflected."""
+        n_fft, hop, half = self.config.istft_n_fft, self.config.istft_hop_len, self.config.istft_n_fft // 2
+        buffer = state.stft_input
+        if state.source_samples == 0 and source.shape[1]:
+            buffer = source[:, 1 : half + 1].flip(1)
+        buffer = torch.cat((buffer, source), dim=1)
+        if finalize:
+            buffer = torch.cat((buffer, buffer[:, -half - 1 : -1].flip(1)), dim=1)
+        if buffer.shape[1] < n_fft:
+            return buffer.new_zeros(buffer.shape[0], n_fft + 2, 0), buffer
+        spec = torch.stft(
+            buffer, n_fft, hop, n_fft, window=self.stft_window, center=False, return_complex=True
+        )
+        return torch.cat((spec.real, spec.imag), dim=1), buffer[:, spec.shape[2] * hop :]
+
+    def _stream_istft(self, x: torch.Tensor, state: HiFTState, finalize: bool):
+        """conv_post frames ``[B, n_fft + 2, m]`` -> the waveform samples they complete, by overlap-add
+        with the tail carried in the state (as ``torch.istft(center=True)``, whose first and last
+        ``n_fft / 2`` samples are cut)."""
+        n_fft, hop = self.config.istft_n_fft, self.config.istft_hop_len
+        half, overlap = n_fft // 2 + 1, n_fft - hop
+        b, m = x.shape[0], x.shape[2]
+        size = hop * m + overlap
+        added, envelope = x.new_zeros(b, size), x.new_zeros(size)
+        if m:
+            magnitude = torch.exp(x[:, :half]).clamp(max=1e2)
+            phase = torch.sin(x[:, half:])
+            spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
+            frames = torch.fft.irfft(spec, n_fft, dim=1) * self.stft_window[:, None]
+            added = F.fold(frames, (1, size), (1, n_fft), stride=(1, hop)).reshape(b, size)
+            window_sq = (self.stft_window**2)[None, :, None].expand(1, n_fft, m)
+            envelope = F.fold(window_sq, (1, size), (1, n_fft), stride=(1, hop)).reshape(size)
+        added[:, :overlap] += state.ola
+        envelope[:overlap] += state.ola_envelope
+        ready = hop * m + (n_fft // 2 - hop if finalize else 0)
+        wave = added[:, :ready] / envelope[:ready]
+        start = state.istft_position
+        wave = wave[:, max(0, -start) :]
+        return wave, added[:, ready:][:, :overlap], envelope[ready:][:overlap], start + ready
+
+
+@dataclass
+class HiFTState:
+    """What ``HiFTGenerator.step`` carries from one mel chunk to the next, for B streams.
+
+    ``context``: per convolution (by module name), the input frames later outputs still need
+    ``[B, C, n]``; ``phase``: accumulated harmonic phase ``[B, H]`` (None before the first sample);
+    ``source_pending``: per up-sampling stage, source-branch frames the main path has not reached yet;
+    ``stft_input``: source samples not yet in a complete STFT frame ``[B, n]``; ``ola`` / ``ola_envelope``:
+    iSTFT overlap-add sums (and window-square sums) of positions later frames still add to;
+    ``istft_position``: the output sample of the next overlap-add position (negative: centre padding);
+    ``source_samples``: excitation samples made so far (the noise position); ``main_frames``: frames the
+    main path produced at the last stage's rate; ``finished``: ``finalize`` was given."""
+
+    context: dict[str, torch.Tensor]
+    noise: SourceNoise
+    phase: torch.Tensor | None
+    source_pending: list[torch.Tensor]
+    stft_input: torch.Tensor
+    ola: torch.Tensor
+    ola_envelope: torch.Tensor
+    istft_position: int
+    source_samples: int = 0
+    main_frames: int = 0
+    finished: bool = False
+
+    @property
+    def batch_size(self) -> int:
+        return self.ola.shape[0]

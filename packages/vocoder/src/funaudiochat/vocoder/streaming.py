@@ -1,0 +1,41 @@
+"""Streaming convolution: run a ``Conv1d`` over a signal that arrives in pieces, with the same outputs as
+one run over the whole signal.
+
+The carried *context* of a convolution is the tail of its input that later outputs still need. Every
+convolution of the vocoder is written without implicit padding (it pads explicitly, on one side), so a
+streamed run is: prepend the context to the new input, convolve without padding, keep the new tail.
+
+- causal (left-padded) convolution: the context starts as the left padding (``pad`` zeros) and every
+  input frame gives one output frame at once;
+- look-ahead (right-padded) convolution: the context starts empty; outputs lag ``pad`` frames behind
+  the input until the end of the stream, when the right padding (zeros) is appended;
+- strided convolution (stride ``s``, kernel ``k``): outputs start every ``s`` input frames once ``k`` are
+  there; the context keeps what the next window needs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_span(conv: nn.Conv1d) -> int:
+    """Input frames one output frame covers: ``dilation * (kernel - 1) + 1``."""
+    return conv.dilation[0] * (conv.kernel_size[0] - 1) + 1
+
+
+def stream_conv(conv: nn.Conv1d, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x [B, C, n]`` (the next input frames) and the carried ``context [B, C, c]`` -> ``(y, context)``.
+
+    ``y [B, C_out, m]`` holds every output frame that the input so far determines (m = 0 when the window
+    is not yet full). The convolution runs in the input's dtype (HiFT's F0 predictor runs in float64)."""
+    z = torch.cat((context, x), dim=2) if context.shape[2] else x
+    span, stride = conv_span(conv), conv.stride[0]
+    if z.shape[2] < span:
+        return z.new_zeros(z.shape[0], conv.out_channels, 0), z
+    count = (z.shape[2] - span) // stride + 1
+    weight = conv.weight.to(z.dtype)
+    bias = None if conv.bias is None else conv.bias.to(z.dtype)
+    y = F.conv1d(z, weight, bias, stride, 0, conv.dilation, conv.groups)
+    return y, z[:, :, count * stride :]
