@@ -317,3 +317,57 @@ def test_golden_loss_draw_order(golden):
         keep = torch.rand(2, generator=g) > 0.2
         given, _ = model.decoder.compute_loss(*args, t=t, z=z, cfg_keep=keep)
     assert torch.equal(drawn, given)
+
+
+# ---- streaming: CausalFlowMatching.init_state / step (pre-look-ahead context, DiT key/value caches) ----
+
+
+@pytest.mark.parametrize("with_prompt", [False, True])
+@pytest.mark.parametrize(
+    "chunk, context, hops",
+    [(8, None, [41]), (8, None, [5, 5, 5, 26]), (6, 2, [1, 2, 3, 15, 20]), (10, 0, [4] * 10 + [1])],
+)
+def test_stream_equals_chunk_causal_offline(with_prompt, chunk, context, hops):
+    """The stream solves each chunk once against cached keys/values; joined, it is the offline run with the
+    same chunk-causal mask (chunks counted from the end of the prompt, `context` chunks of history)."""
+    from funaudiochat.vocoder.flow import ChunkPolicy
+
+    torch.manual_seed(0)
+    flow = CausalFlowMatching(FlowConfig.tiny()).eval()
+    g = torch.Generator().manual_seed(1)
+    tokens, spk = torch.randint(0, 6561, (2, 41), generator=g), torch.randn(2, 192, generator=g)
+    prompt_token = torch.randint(0, 6561, (2, 7), generator=g) if with_prompt else None
+    prompt_feat = torch.randn(2, 13, 80, generator=g) if with_prompt else None
+    n_prompt = 13 if with_prompt else 0
+    full, _ = flow.inference(
+        tokens,
+        spk,
+        prompt_token=prompt_token,
+        prompt_feat=prompt_feat,
+        streaming=True,
+        chunks=ChunkPolicy(chunk, n_prompt, context),
+    )
+    state = flow.init_state(spk, chunk, context, prompt_token, prompt_feat)
+    outs, pos = [], 0
+    for i, hop in enumerate(hops):
+        mel, state = flow.step(tokens[:, pos : pos + hop], state, finalize=i == len(hops) - 1)
+        outs.append(mel)
+        pos += hop
+        if i < len(hops) - 1:  # only whole chunks come out before the end
+            assert sum(o.shape[2] for o in outs) % chunk == 0
+    torch.testing.assert_close(torch.cat(outs, dim=2), full, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="finalized"):
+        flow.step(tokens[:, :2], state)
+
+
+def test_context_window_bounds_the_cache():
+    torch.manual_seed(0)
+    flow = CausalFlowMatching(FlowConfig.tiny()).eval()
+    state = flow.init_state(torch.randn(192), chunk_size=4, context_chunks=3)
+    for _ in range(10):
+        _, state = flow.step(torch.randint(0, 6561, (1, 2)), state)
+    assert all(k.shape[2] <= 4 * 4 for cache in state.caches for k in cache.keys)
+    with pytest.raises(ValueError, match="context_chunks must be >= 0"):
+        flow.init_state(torch.randn(192), context_chunks=-1)
+    with pytest.raises(ValueError, match=r"tokens must be \[B=1, n\]"):
+        flow.step(torch.zeros(2, 3, dtype=torch.long), state)

@@ -30,13 +30,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .streaming import stream_conv
 from .weights import check_state_dict
 
 
@@ -157,8 +158,9 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         self.register_buffer("inv_freq", 1.0 / (10000.0 ** (torch.arange(0, dim_head, 2).float() / dim_head)))
 
-    def forward(self, seq_len: int) -> torch.Tensor:
-        pos = torch.arange(seq_len, device=self.inv_freq.device).type_as(self.inv_freq)
+    def forward(self, seq_len: int, offset: int = 0) -> torch.Tensor:
+        """Angles of positions ``offset .. offset + seq_len - 1``."""
+        pos = torch.arange(offset, offset + seq_len, device=self.inv_freq.device).type_as(self.inv_freq)
         freqs = pos[:, None] * self.inv_freq[None, :]
         return freqs.repeat_interleave(2, dim=-1)  # [T, dim_head]: f0 f0 f1 f1 ...
 
@@ -174,7 +176,11 @@ def apply_rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention ``[B, T, dim]`` with a boolean mask ``[B, 1, T, T]`` (True = attend)."""
+    """Multi-head self-attention ``[B, T, dim]`` with a boolean mask ``[B, 1, T, S]`` (True = attend).
+
+    ``past``: keys and values ``[B, heads, P, dim_head]`` of earlier frames (streaming), put before this
+    call's (S = P + T; mask None = attend to all). ``valid [B, T]``: frames whose output is kept (padding
+    outputs are zero). Returns the output and this call's keys and values (after the rotary)."""
 
     def __init__(self, dim: int, heads: int, dim_head: int, dropout: float):
         super().__init__()
@@ -185,15 +191,17 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(dim, inner)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim), nn.Dropout(dropout)])
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    def forward(self, x, mask, rope, valid=None, past=None):
         b, t, _ = x.shape
         q = apply_rotary(self.to_q(x), rope)
         k = apply_rotary(self.to_k(x), rope)
         q, k, v = (z.view(b, t, self.heads, -1).transpose(1, 2) for z in (q, k, self.to_v(x)))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        keys, values = (k, v) if past is None else (torch.cat((past[0], k), 2), torch.cat((past[1], v), 2))
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         out = self.to_out[1](self.to_out[0](out.transpose(1, 2).reshape(b, t, -1)))
-        # the last query row of the mask is the key-padding mask
-        return out.masked_fill(~mask[:, 0, -1].unsqueeze(-1), 0.0)
+        if valid is not None:
+            out = out.masked_fill(~valid.unsqueeze(-1), 0.0)
+        return out, (k, v)
 
 
 class AdaLayerNormZero(nn.Module):
@@ -249,24 +257,34 @@ class DiTBlock(nn.Module):
         self.ff_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.ff = FeedForward(dim, ff_mult, dropout)
 
-    def forward(self, x, t, mask, rope) -> torch.Tensor:
+    def forward(self, x, t, mask, rope, valid=None, past=None):
+        """As ``Attention``: returns the block output and this call's keys and values."""
         h, gate, shift_ff, scale_ff, gate_ff = self.attn_norm(x, t)
-        x = x + gate.unsqueeze(1) * self.attn(h, mask, rope)
+        attended, kv = self.attn(h, mask, rope, valid, past)
+        x = x + gate.unsqueeze(1) * attended
         h = self.ff_norm(x) * (1 + scale_ff[:, None]) + shift_ff[:, None]
-        return x + gate_ff.unsqueeze(1) * self.ff(h)
+        return x + gate_ff.unsqueeze(1) * self.ff(h), kv
 
 
-def attention_mask(mask: torch.Tensor, chunk_size: int = 0) -> torch.Tensor:
+def attention_mask(
+    mask: torch.Tensor, chunk_size: int = 0, chunk_start: int = 0, context_chunks: int | None = None
+) -> torch.Tensor:
     """Frame mask ``[B, 1, T]`` (True = valid) -> attention mask ``[B, 1, T, T]``.
 
-    ``chunk_size > 0``: frame i also sees only frames before the end of its chunk (chunk-causal, all left
-    chunks). A query row with no visible key is opened fully (its output is padding), as CosyVoice does."""
+    ``chunk_size > 0``: chunk-causal attention; frame i sees the frames of its own chunk and of the
+    ``context_chunks`` chunks before it (None: all of them). Chunks are counted from frame ``chunk_start``;
+    the frames before it belong to the first chunk (a voice prompt runs with the first chunk of speech).
+    A query row with no visible key is opened fully (its output is padding), as CosyVoice does."""
     b, _, t = mask.shape
     allowed = mask.expand(b, t, t)
     if chunk_size > 0:
         pos = torch.arange(t, device=mask.device)
-        chunk_end = (torch.div(pos, chunk_size, rounding_mode="trunc") + 1) * chunk_size
-        allowed = allowed & (pos.unsqueeze(0) < chunk_end.unsqueeze(1))
+        chunk = torch.div(pos - chunk_start, chunk_size, rounding_mode="floor").clamp(min=0)
+        ahead = chunk.unsqueeze(0) - chunk.unsqueeze(1)  # [query, key]: key chunk - query chunk
+        visible = ahead <= 0
+        if context_chunks is not None:
+            visible = visible & (ahead >= -context_chunks)
+        allowed = allowed & visible
     allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
     return allowed.unsqueeze(1)
 
@@ -302,17 +320,93 @@ class DiT(nn.Module):
         self.norm_out = AdaLayerNormZeroFinal(dim)
         self.proj_out = nn.Linear(dim, mel_dim)
 
-    def forward(self, x, mask, mu, t, spks, cond, streaming: bool = False) -> torch.Tensor:
+    def forward(
+        self, x, mask, mu, t, spks, cond, streaming: bool = False, chunks: ChunkPolicy | None = None
+    ) -> torch.Tensor:
+        """``streaming=True``: chunk-causal attention with ``static_chunk_size`` chunks, or as ``chunks``
+        says."""
         x, mu, cond = x.transpose(1, 2), mu.transpose(1, 2), cond.transpose(1, 2)
         if t.ndim == 0:
             t = t.repeat(x.shape[0])
         t = self.time_embed(t)
         h = self.input_embed(x, cond, mu, spks)
         rope = self.rotary_embed(h.shape[1])
-        attn_mask = attention_mask(mask.bool(), self.static_chunk_size if streaming else 0)
+        valid = mask.bool()
+        if streaming:
+            chunks = chunks or ChunkPolicy(self.static_chunk_size)
+            attn_mask = attention_mask(valid, chunks.size, chunks.start, chunks.context)
+        else:
+            attn_mask = attention_mask(valid)
         for block in self.transformer_blocks:
-            h = block(h, t, attn_mask, rope)
+            h, _ = block(h, t, attn_mask, rope, valid[:, 0])
         return self.proj_out(self.norm_out(h, t)).transpose(1, 2)
+
+    def init_cache(self, batch_size: int) -> DiTCache:
+        """An empty streaming cache for ``batch_size`` rows (see ``step``)."""
+        param = self.proj_out.weight
+        pad = self.input_embed.conv_pos_embed.kernel_size - 1
+        heads, dim_head = self.transformer_blocks[0].attn.heads, self.rotary_embed.inv_freq.numel() * 2
+        empty = param.new_zeros(batch_size, heads, 0, dim_head)
+        return DiTCache(
+            conv=[param.new_zeros(batch_size, param.shape[1], pad) for _ in range(2)],
+            keys=[empty] * len(self.transformer_blocks),
+            values=[empty] * len(self.transformer_blocks),
+        )
+
+    def step(self, x, mu, t, spks, cond, cache: DiTCache) -> tuple[torch.Tensor, DiTCache]:
+        """The next frames of a stream: x, mu, cond ``[B, C, n]``, t ``[B]``, spks ``[B, spk]``, and the
+        cache of the frames before (their causal-conv inputs, keys and values) -> ``(velocity [B, mel, n],
+        cache with these frames)``. The n frames see each other and every cached frame: one chunk of the
+        chunk-causal ``forward``. Trim ``cache`` (``DiTCache.keep_last``) to bound the context."""
+        x, mu, cond = x.transpose(1, 2), mu.transpose(1, 2), cond.transpose(1, 2)
+        t = self.time_embed(t)
+        embed = self.input_embed
+        spk = spks.unsqueeze(1).expand(-1, x.shape[1], -1)
+        h = embed.proj(torch.cat((x, cond, mu, spk), dim=-1))
+        pos, conv = h.transpose(1, 2), []
+        for layer, context in zip(
+            (embed.conv_pos_embed.conv1, embed.conv_pos_embed.conv2), cache.conv, strict=True
+        ):
+            pos, context = stream_conv(layer[0], pos, context)
+            pos = layer[1](pos)
+            conv.append(context)
+        h = pos.transpose(1, 2) + h
+        rope = self.rotary_embed(h.shape[1], offset=cache.position)
+        keys, values = [], []
+        for block, k_past, v_past in zip(self.transformer_blocks, cache.keys, cache.values, strict=True):
+            h, (k, v) = block(h, t, None, rope, None, (k_past, v_past))
+            keys.append(torch.cat((k_past, k), 2))
+            values.append(torch.cat((v_past, v), 2))
+        velocity = self.proj_out(self.norm_out(h, t)).transpose(1, 2)
+        return velocity, DiTCache(conv, keys, values, cache.position + x.shape[1])
+
+
+@dataclass
+class ChunkPolicy:
+    """Chunk-causal attention: chunks of ``size`` frames counted from frame ``start`` (earlier frames join
+    the first chunk); each chunk sees itself and ``context`` chunks before it (None: all)."""
+
+    size: int
+    start: int = 0
+    context: int | None = None
+
+
+@dataclass
+class DiTCache:
+    """One DiT's streaming cache: the causal position convs' input context ``[B, dim, kernel - 1]`` (x2),
+    and per block the keys and values ``[B, heads, P, dim_head]`` of the ``P`` frames kept; ``position`` is
+    the absolute index of the next frame (its rotary angle)."""
+
+    conv: list[torch.Tensor]
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    position: int = 0
+
+    def keep_last(self, frames: int) -> DiTCache:
+        """The cache with only the keys and values of the last ``frames`` frames."""
+        keys = [k[:, :, k.shape[2] - frames :] for k in self.keys]
+        values = [v[:, :, v.shape[2] - frames :] for v in self.values]
+        return DiTCache(self.conv, keys, values, self.position)
 
 
 def t_schedule(t: torch.Tensor, scheduler: str) -> torch.Tensor:
@@ -366,9 +460,11 @@ class CFMDecoder(nn.Module):
         n_timesteps: int = 10,
         streaming: bool = False,
         noise: torch.Tensor | None = None,
+        chunks: ChunkPolicy | None = None,
     ) -> torch.Tensor:
         """mu, cond ``[B, 80, T]``; mask ``[B, 1, T]``; spks ``[B, 80]``; noise ``[1 or B, 80, >= T]``
-        (default ``rand_noise``). Returns the mel ``[B, 80, T]`` (float32)."""
+        (default ``rand_noise``); ``chunks``: the chunk-causal policy when ``streaming`` (default: chunks of
+        ``static_chunk_size``). Returns the mel ``[B, 80, T]`` (float32)."""
         frames = mu.shape[2]
         noise = self.rand_noise if noise is None else noise
         if noise.shape[2] < frames:
@@ -377,30 +473,45 @@ class CFMDecoder(nn.Module):
                 "pass a longer noise tensor or raise FlowConfig.noise_frames"
             )
         x = noise[:, :, :frames].to(device=mu.device, dtype=mu.dtype).expand_as(mu)
-        t_span = t_schedule(
-            torch.linspace(0, 1, n_timesteps + 1, device=mu.device, dtype=mu.dtype), self.t_scheduler
-        )
-        return self.solve_euler(x, t_span, mu, mask, spks, cond, streaming).float()
+        t_span = self.time_span(n_timesteps, mu.device, mu.dtype)
+        return self.solve_euler(x, t_span, mu, mask, spks, cond, streaming, chunks).float()
 
-    def solve_euler(self, x, t_span, mu, mask, spks, cond, streaming: bool = False) -> torch.Tensor:
+    def time_span(self, n_timesteps: int, device=None, dtype=None) -> torch.Tensor:
+        """The ``n_timesteps + 1`` solver times from 0 to 1 on the schedule."""
+        return t_schedule(torch.linspace(0, 1, n_timesteps + 1, device=device, dtype=dtype), self.t_scheduler)
+
+    def guided(self, velocity: torch.Tensor) -> torch.Tensor:
+        """Rows ``[cond; uncond]`` of a velocity -> ``(1 + cfg) v_cond - cfg v_uncond``."""
+        v_cond, v_uncond = velocity.chunk(2)
+        return (1.0 + self.inference_cfg_rate) * v_cond - self.inference_cfg_rate * v_uncond
+
+    @staticmethod
+    def euler(x: torch.Tensor, t_span: torch.Tensor, velocity) -> torch.Tensor:
+        """Integrate ``dx/dt = velocity(x, t, step_index)`` over ``t_span`` with Euler steps."""
+        t, dt = t_span[0], t_span[1] - t_span[0]
+        for step in range(1, len(t_span)):
+            x = x + dt * velocity(x, t, step - 1)
+            # time is accumulated and the next step is measured from it, as CosyVoice does
+            t = t + dt
+            if step < len(t_span) - 1:
+                dt = t_span[step + 1] - t
+        return x
+
+    def solve_euler(self, x, t_span, mu, mask, spks, cond, streaming: bool = False, chunks=None):
         """Euler steps over ``t_span``; the conditional and unconditional branches run as one batch."""
         b = x.shape[0]
         mask_in = torch.cat((mask, mask))
         mu_in = torch.cat((mu, torch.zeros_like(mu)))
         spks_in = torch.cat((spks, torch.zeros_like(spks)))
         cond_in = torch.cat((cond, torch.zeros_like(cond)))
-        t, dt = t_span[0], t_span[1] - t_span[0]
-        for step in range(1, len(t_span)):
+
+        def velocity(x, t, _):
             v = self.estimator(
-                torch.cat((x, x)), mask_in, mu_in, t.expand(2 * b), spks_in, cond_in, streaming
+                torch.cat((x, x)), mask_in, mu_in, t.expand(2 * b), spks_in, cond_in, streaming, chunks
             )
-            v_cond, v_uncond = v[:b], v[b:]
-            x = x + dt * ((1.0 + self.inference_cfg_rate) * v_cond - self.inference_cfg_rate * v_uncond)
-            # time is accumulated and the next step is measured from it, as CosyVoice does
-            t = t + dt
-            if step < len(t_span) - 1:
-                dt = t_span[step + 1] - t
-        return x
+            return self.guided(v)
+
+        return self.euler(x, t_span, velocity)
 
     def compute_loss(
         self,
@@ -523,13 +634,15 @@ class CausalFlowMatching(nn.Module):
         streaming: bool = False,
         n_timesteps: int | None = None,
         noise: torch.Tensor | None = None,
+        chunks: ChunkPolicy | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens -> mel.
 
         tokens ``[B, N]`` (ids 0..6560; negative ids count as 0), token_len ``[B]`` (default N);
         embedding ``[B, 192]`` x-vector; prompt_token ``[B, P]`` and prompt_feat ``[B, F, 80]`` (F = 2 P
         normally; shared lengths across the batch) for voice cloning. ``streaming=True`` uses the
-        chunk-causal attention mask (CosyVoice ``stream=True``); Fun-Audio-Chat calls with ``False``.
+        chunk-causal attention mask (CosyVoice ``stream=True``), with chunks of ``static_chunk_size``
+        frames or as ``chunks`` says; Fun-Audio-Chat calls with ``False``.
         Returns ``mel [B, 80, T]`` (float32; frames past an item's length are zero) and ``mel_len [B]``:
         ``2 (P + N) - F``, or ``2 (P + N - 3) - F`` with ``finalize=False``, at least 0."""
         c = self.config
@@ -563,10 +676,142 @@ class CausalFlowMatching(nn.Module):
         cond = torch.zeros(batch, c.output_size, frames, dtype=dtype, device=device)
         cond[:, :, :n_prompt] = prompt_feat.transpose(1, 2).to(dtype)
         mask = _lengths_mask(mel_len, frames).unsqueeze(1).to(dtype)
-        mel = self.decoder(mu, mask, spks, cond, n_timesteps or c.n_timesteps, streaming, noise)
+        mel = self.decoder(mu, mask, spks, cond, n_timesteps or c.n_timesteps, streaming, noise, chunks)
         mel = mel[:, :, n_prompt:]
         mel = mel * _lengths_mask(out_len, mel.shape[2]).unsqueeze(1)
         return mel[:, :, : int(out_len.max())], out_len
+
+    # -- streaming ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def init_state(
+        self,
+        embedding: torch.Tensor,
+        chunk_size: int | None = None,
+        context_chunks: int | None = None,
+        prompt_token: torch.Tensor | None = None,
+        prompt_feat: torch.Tensor | None = None,
+        n_timesteps: int | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> FlowState:
+        """A streaming session for B streams that advance together (see ``step``).
+
+        embedding ``[B, 192]`` (or ``[192]``: B = 1); ``chunk_size`` mel frames per chunk (default
+        ``static_chunk_size``): the DiT runs once per full chunk, so a chunk of 2 x hop tokens gives one run
+        per hop; ``context_chunks``: how many earlier chunks a chunk attends to (None: all; bounds memory
+        and time on long streams). ``prompt_token [B, P]`` / ``prompt_feat [B, F, 80]``: a voice prompt, as
+        in ``inference``. ``noise``: as in ``inference``."""
+        c = self.config
+        device, dtype = self.input_embedding.weight.device, self.spk_embed_affine_layer.weight.dtype
+        batch = 1 if embedding.ndim == 1 else embedding.shape[0]
+        chunk_size = chunk_size or c.static_chunk_size
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive number of mel frames, got {chunk_size}")
+        if context_chunks is not None and context_chunks < 0:
+            raise ValueError(f"context_chunks must be >= 0 or None, got {context_chunks}")
+        if prompt_feat is None:
+            prompt_feat = torch.zeros(batch, 0, c.output_size)
+        if prompt_feat.ndim != 3 or prompt_feat.shape[0] != batch or prompt_feat.shape[2] != c.output_size:
+            raise ValueError(
+                f"prompt_feat must be [B={batch}, F, {c.output_size}], got {list(prompt_feat.shape)}"
+            )
+        steps = n_timesteps or c.n_timesteps
+        state = FlowState(
+            spks=self._speaker(embedding.to(device), batch),
+            prompt_cond=prompt_feat.to(device=device, dtype=dtype).transpose(1, 2),
+            lookahead_context=torch.zeros(batch, c.input_size, 0, device=device, dtype=dtype),
+            conv2_context=torch.zeros(batch, c.pre_lookahead_channels, 2, device=device, dtype=dtype),
+            embedding_queue=torch.zeros(batch, 0, c.input_size, device=device, dtype=dtype),
+            mu=torch.zeros(batch, c.input_size, 0, device=device, dtype=dtype),
+            caches=[self.decoder.estimator.init_cache(2 * batch) for _ in range(steps)],
+            chunk_size=chunk_size,
+            context_chunks=context_chunks,
+            noise=self.decoder.rand_noise if noise is None else noise,
+        )
+        if prompt_token is not None and prompt_token.numel():
+            state = self._feed_tokens(
+                self._check_tokens(prompt_token, "prompt_token").to(device), state, False
+            )
+        return state
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor, state: FlowState, finalize: bool = False):
+        """The next speech tokens ``[B, n]`` (n >= 0) -> ``(mel [B, 80, m], state)``.
+
+        A token's features wait for 3 tokens of look-ahead, and its 2 frames for the rest of their chunk;
+        each full chunk is solved (all Euler steps, with guidance) against the cached keys and values of the
+        chunks before it. ``finalize=True`` ends the stream and solves what is left. The mel of all steps
+        joined equals ``inference(prompt + all tokens, streaming=True, chunks=ChunkPolicy(chunk_size,
+        start=F, context=context_chunks))`` (to float rounding)."""
+        if state.finished:
+            raise ValueError("this flow stream is finalized; start a new one with init_state()")
+        tokens = self._check_tokens(tokens, "tokens").to(self.input_embedding.weight.device)
+        if tokens.shape[0] != state.batch_size:
+            raise ValueError(f"tokens must be [B={state.batch_size}, n], got {list(tokens.shape)}")
+        state = self._feed_tokens(tokens, state, finalize)
+        pieces = []
+        while True:
+            first = state.frames == 0
+            need = state.chunk_size + (state.prompt_cond.shape[2] if first else 0)
+            ready = state.mu.shape[2]
+            if ready == 0 or (ready < need and not finalize):
+                break
+            mel, state = self._solve_chunk(min(need, ready), state)
+            pieces.append(mel)
+        state.finished = finalize
+        if not pieces:
+            return state.spks.new_zeros(state.batch_size, self.config.output_size, 0).float(), state
+        return torch.cat(pieces, dim=2), state
+
+    def _feed_tokens(self, tokens: torch.Tensor, state: FlowState, finalize: bool) -> FlowState:
+        """Token ids -> the mu frames they determine (pre-look-ahead layer, streamed), queued in the state."""
+        c, layer = self.config, self.pre_lookahead_layer
+        emb = self.input_embedding(tokens).to(state.mu.dtype)
+        x = emb.transpose(1, 2)
+        if finalize:
+            x = F.pad(x, (0, c.pre_lookahead_len))
+        h, state.lookahead_context = stream_conv(layer.conv1, x, state.lookahead_context)
+        h, state.conv2_context = stream_conv(layer.conv2, F.leaky_relu(h), state.conv2_context)
+        queue = torch.cat((state.embedding_queue, emb), dim=1)
+        n = h.shape[2]
+        features = h.transpose(1, 2) + queue[:, :n]
+        state.embedding_queue = queue[:, n:]
+        mu = features.repeat_interleave(c.token_mel_ratio, dim=1).transpose(1, 2)
+        state.mu = torch.cat((state.mu, mu), dim=2)
+        return state
+
+    def _solve_chunk(self, n: int, state: FlowState):
+        """Solve the next ``n`` queued mu frames as one chunk; returns their mel (prompt frames cut)."""
+        b, start = state.batch_size, state.frames
+        mu, state.mu = state.mu[:, :, :n], state.mu[:, :, n:]
+        if state.noise.shape[2] < start + n:
+            raise ValueError(
+                f"the inference noise covers {state.noise.shape[2]} frames but the stream needs {start + n}; "
+                "pass a longer noise tensor or raise FlowConfig.noise_frames"
+            )
+        x = state.noise[:, :, start : start + n].to(mu).expand(b, -1, -1)
+        n_prompt = state.prompt_cond.shape[2]
+        cond = torch.zeros_like(mu)
+        if start < n_prompt:
+            cond[:, :, : n_prompt - start] = state.prompt_cond[:, :, start : start + n]
+        if state.context_chunks is not None and len(state.chunk_lengths) > state.context_chunks:
+            state.chunk_lengths = state.chunk_lengths[len(state.chunk_lengths) - state.context_chunks :]
+            state.caches = [cache.keep_last(sum(state.chunk_lengths)) for cache in state.caches]
+        decoder = self.decoder
+        mu_in, cond_in = torch.cat((mu, torch.zeros_like(mu))), torch.cat((cond, torch.zeros_like(cond)))
+        spks_in = torch.cat((state.spks, torch.zeros_like(state.spks)))
+
+        def velocity(x, t, index):
+            v, state.caches[index] = decoder.estimator.step(
+                torch.cat((x, x)), mu_in, t.expand(2 * b), spks_in, cond_in, state.caches[index]
+            )
+            return decoder.guided(v)
+
+        t_span = decoder.time_span(len(state.caches), mu.device, mu.dtype)
+        mel = decoder.euler(x, t_span, velocity).float()
+        state.chunk_lengths = state.chunk_lengths + [n]
+        state.frames = start + n
+        return mel[:, :, max(0, n_prompt - start) :], state
 
     # -- training -------------------------------------------------------------------------------------------
 
@@ -641,3 +886,33 @@ class CausalFlowMatching(nn.Module):
         else:
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
         return cls(config).load_official_state_dict(state_dict, str(path)).eval()
+
+
+@dataclass
+class FlowState:
+    """What ``CausalFlowMatching.step`` carries between token chunks, for B streams.
+
+    ``spks [B, 80]``: the projected speaker; ``prompt_cond [B, 80, F]``: the voice prompt's mel (the
+    condition of the first F frames); ``lookahead_context`` / ``conv2_context``: the pre-look-ahead convs'
+    input context; ``embedding_queue [B, k, 80]``: token embeddings waiting for their look-ahead (the
+    residual); ``mu [B, 80, n]``: token features waiting for their chunk to fill; ``caches``: one
+    ``DiTCache`` per Euler step (rows: conditional then unconditional); ``chunk_lengths``: frames of the
+    chunks in the caches; ``frames``: frames solved so far (prompt included)."""
+
+    spks: torch.Tensor
+    prompt_cond: torch.Tensor
+    lookahead_context: torch.Tensor
+    conv2_context: torch.Tensor
+    embedding_queue: torch.Tensor
+    mu: torch.Tensor
+    caches: list[DiTCache]
+    chunk_size: int
+    context_chunks: int | None
+    noise: torch.Tensor
+    chunk_lengths: list[int] = field(default_factory=list)
+    frames: int = 0
+    finished: bool = False
+
+    @property
+    def batch_size(self) -> int:
+        return self.spks.shape[0]
