@@ -79,6 +79,19 @@ def test_vocode_writes_24khz_audio(tmp_path, capsys):
     assert rate == 24000 and wave.shape == (4 * 960,)
 
 
+def test_vocode_stream_writes_the_streamed_audio(tmp_path, capsys):
+    import soundfile as sf
+
+    codes = tmp_path / "codes.txt"
+    codes.write_text(" ".join(str(i * 97 % 6561) for i in range(40)))
+    out = tmp_path / "streamed.wav"
+    assert main(["vocode", str(codes), "--out", str(out), "--stream", "--hop", "10"]) == 0
+    err = capsys.readouterr().err
+    assert "streamed 40 tokens in hops of 10" in err and "first audio after" in err
+    wave, rate = sf.read(out)
+    assert rate == 24000 and wave.shape == (40 * 960,)
+
+
 @pytest.mark.parametrize(
     "content,args,message",
     [
@@ -86,7 +99,7 @@ def test_vocode_writes_24khz_audio(tmp_path, capsys):
         ("1 2 7000", [], "speech tokens must lie in 0..6560"),
         ("1 2 3", ["--speaker", "nobody"], "unknown speaker 'nobody'"),
         ("1 2 3", ["--flow", "f.safetensors"], "give both --flow and --hift"),
-        ("1 2 3", ["--stream"], "--stream is not available yet"),
+        ("1 2 3", ["--stream", "--hop", "0"], "--hop must be >= 1 token"),
     ],
 )
 def test_vocode_errors(tmp_path, capsys, content, args, message):

@@ -80,3 +80,54 @@ def test_long_input_is_segmented_without_a_seam():
         # where the cross-fade starts and ends, the waveform moves no more than it does anywhere else
         assert abs(float(wave[lo] - wave[lo - 1])) <= typical
         assert abs(float(wave[hi] - wave[hi - 1])) <= typical
+
+
+# ---- streaming ----
+
+
+@pytest.mark.parametrize("voice", ["plain", "prompt"])
+@pytest.mark.parametrize("pushes", [[100], [7] * 14 + [2], [1, 17, 40, 0, 42]])
+def test_stream_equals_chunk_causal_offline(t2w, voice, pushes):
+    """Stream with flow and HiFT caches == offline synthesis with the stream's chunk-causal attention."""
+    g = torch.Generator().manual_seed(3)
+    codes = torch.randint(0, 6561, (sum(pushes),), generator=g)
+    speaker = None
+    if voice == "prompt":
+        speaker = Speaker(
+            torch.randn(192, generator=g), torch.randint(0, 6561, (6,), generator=g), torch.randn(12, 80)
+        )
+    offline = t2w.synthesize(codes, speaker, chunk_tokens=15)
+    stream = t2w.stream(speaker, hop_tokens=15, context_tokens=None)
+    pieces, pos = [], 0
+    for n in pushes[:-1]:
+        pieces.append(stream.push(codes[pos : pos + n]))
+        pos += n
+    pieces.append(stream.finalize(codes[pos:]))
+    joined = torch.cat(pieces)
+    assert joined.shape == (len(codes) * 960,) and stream.samples == joined.numel()
+    torch.testing.assert_close(joined, offline, rtol=0, atol=1e-5)
+
+
+def test_first_audio_after_one_hop_and_its_look_ahead(t2w):
+    """Hop 15 + 3 look-ahead tokens: the first 30 mel frames are solved; HiFT then waits 4 frames of its
+    own look-ahead (and 4 samples of iSTFT overlap) for the rest."""
+    stream = t2w.stream(hop_tokens=15)
+    assert stream.push(list(range(17))).numel() == 0
+    first = stream.push([17])
+    assert first.numel() == 480 * (30 - 4) - 4
+    assert stream.push(list(range(15))).numel() == 30 * 480
+    stream.finalize()
+    with pytest.raises(ValueError, match="finalized"):
+        stream.push([1])
+
+
+def test_stream_edge_cases(t2w):
+    assert t2w.stream().finalize().numel() == 0
+    with pytest.warns(UserWarning, match="dropped 2 special"):
+        assert t2w.stream().finalize([6561, 5, 6, 6562]).numel() == 2 * 960
+    with pytest.raises(ValueError, match="hop_tokens must be >= 1"):
+        t2w.stream(hop_tokens=0)
+    with pytest.raises(ValueError, match="chunk_tokens must be a positive"):
+        t2w.synthesize([1, 2], chunk_tokens=0)
+    with pytest.raises(KeyError, match="unknown speaker"):
+        t2w.stream("nobody")

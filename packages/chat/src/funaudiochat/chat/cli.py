@@ -100,12 +100,43 @@ def cmd_vocode(args: argparse.Namespace) -> int:
             f"(seed {args.seed}). The audio has the right length but carries no speech.",
             file=sys.stderr,
         )
+    codes = torch.from_numpy(tokens)
     if args.stream:
-        raise ValueError("--stream is not available yet: streaming Token2Wav is still to be built (issue 4)")
-    wave = vocoder.synthesize(torch.from_numpy(tokens), speaker=args.speaker)
+        wave = stream_tokens(vocoder, codes, args.speaker, args.hop)
+    else:
+        wave = vocoder.synthesize(codes, speaker=args.speaker)
     sf.write(args.out, wave.numpy(), SAMPLE_RATE, subtype="PCM_16")
     print(f"{args.out}: {wave.numel() / SAMPLE_RATE:.2f} s at {SAMPLE_RATE} Hz")
     return 0
+
+
+def stream_tokens(vocoder, codes, speaker: str | None, hop: int):
+    """Feed ``codes`` to a streaming session ``hop`` tokens at a time (as a speech LLM would produce
+    them); report on stderr when the first audio came out. Returns the joined audio."""
+    import time
+
+    import torch
+
+    if hop < 1:
+        raise ValueError(f"--hop must be >= 1 token, got {hop}")
+    session = vocoder.stream(speaker=speaker, hop_tokens=hop)
+    start, first_audio, pieces = time.perf_counter(), None, []
+    for i in range(0, len(codes), hop):
+        pieces.append(session.push(codes[i : i + hop]))
+        if first_audio is None and pieces[-1].numel():
+            first_audio = time.perf_counter() - start
+    pieces.append(session.finalize())
+    total = time.perf_counter() - start
+    wave = torch.cat(pieces)
+    latency = (
+        "no audio before the end" if first_audio is None else f"first audio after {first_audio * 1e3:.0f} ms"
+    )
+    print(
+        f"streamed {len(codes)} tokens in hops of {hop}: {sum(p.numel() > 0 for p in pieces)} audio chunks, "
+        f"{latency}, {total:.2f} s in all",
+        file=sys.stderr,
+    )
+    return wave
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,8 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     voc.add_argument("--hift", help="HiFT weights (.safetensors)")
     voc.add_argument("--seed", type=int, default=0, help="seed of the random vocoder used without weights")
     voc.add_argument(
-        "--stream", action="store_true", help="synthesise in streaming chunks (not yet available)"
+        "--stream",
+        action="store_true",
+        help="synthesise as a stream: tokens go in --hop at a time, audio comes out chunk by chunk",
     )
+    voc.add_argument("--hop", type=int, default=15, help="streaming hop in tokens (default 15)")
     voc.set_defaults(func=cmd_vocode)
     return parser
 

@@ -700,7 +700,8 @@ class CausalFlowMatching(nn.Module):
         ``static_chunk_size``): the DiT runs once per full chunk, so a chunk of 2 x hop tokens gives one run
         per hop; ``context_chunks``: how many earlier chunks a chunk attends to (None: all; bounds memory
         and time on long streams). ``prompt_token [B, P]`` / ``prompt_feat [B, F, 80]``: a voice prompt, as
-        in ``inference``. ``noise``: as in ``inference``."""
+        in ``inference``. ``noise``: as in ``inference``; a stream longer than the noise reads it again
+        from the start."""
         c = self.config
         device, dtype = self.input_embedding.weight.device, self.spk_embed_affine_layer.weight.dtype
         batch = 1 if embedding.ndim == 1 else embedding.shape[0]
@@ -784,12 +785,9 @@ class CausalFlowMatching(nn.Module):
         """Solve the next ``n`` queued mu frames as one chunk; returns their mel (prompt frames cut)."""
         b, start = state.batch_size, state.frames
         mu, state.mu = state.mu[:, :, :n], state.mu[:, :, n:]
-        if state.noise.shape[2] < start + n:
-            raise ValueError(
-                f"the inference noise covers {state.noise.shape[2]} frames but the stream needs {start + n}; "
-                "pass a longer noise tensor or raise FlowConfig.noise_frames"
-            )
-        x = state.noise[:, :, start : start + n].to(mu).expand(b, -1, -1)
+        # the noise is read by absolute frame, wrapping around past its end (a stream has no length limit)
+        frames = torch.arange(start, start + n, device=state.noise.device) % state.noise.shape[2]
+        x = state.noise[:, :, frames].to(mu).expand(b, -1, -1)
         n_prompt = state.prompt_cond.shape[2]
         cond = torch.zeros_like(mu)
         if start < n_prompt:

@@ -6,6 +6,13 @@ segment's tokens in front of it, and the overlapping audio is cross-faded with a
 there is no seam. A last segment shorter than ``min_last_tokens`` is merged with the one before and the
 pair split in half (the official rule, which keeps every segment long enough to sound natural).
 
+Streaming (``stream``): tokens are pushed as they come. The flow solves one attention chunk of
+``2 * hop_tokens`` mel frames as soon as its tokens and 3 tokens of look-ahead are there (one run per hop,
+against the cached keys and values of at most ``context_tokens`` earlier tokens), and HiFT turns each mel
+frame into audio once its 4 frames of look-ahead are there (convolution caches, a running phase). Nothing is
+computed twice. Joined, the chunks equal ``synthesize(tokens, chunk_tokens=hop_tokens)``, the same
+chunk-causal attention offline, for inputs up to one segment.
+
 Token ids: 0..6560 are speech codes; the special ids 6561..6564 (BOS / EOS / pad / unused) that a model's
 raw output may contain are dropped with a warning; anything else is a ``ValueError``. No tokens give an
 empty waveform.
@@ -13,6 +20,10 @@ empty waveform.
 Example:
     >>> t2w = Token2Wav(flow, hift, speakers=SpeakerTable.load("speakers.safetensors"))
     >>> wave = t2w.synthesize(codes, speaker="中文女")       # float32 [samples] at 24 kHz
+    >>> stream = t2w.stream(speaker="中文女")                # hop 15 tokens + 3 look-ahead
+    >>> for piece in token_pieces:
+    ...     play(stream.push(piece))                         # audio as soon as it is ready
+    >>> play(stream.finalize())
 """
 
 from __future__ import annotations
@@ -20,11 +31,12 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
-from .flow import CausalFlowMatching, FlowConfig
-from .hift import HiFTConfig, HiFTGenerator, SourceNoise
+from .flow import CausalFlowMatching, ChunkPolicy, FlowConfig, FlowState
+from .hift import HiFTConfig, HiFTGenerator, HiFTState, SourceNoise
 from .speakers import EMBEDDING_DIM, Speaker, SpeakerTable
 
 SPEECH_CODES = 6561
@@ -125,9 +137,17 @@ class Token2Wav:
 
     @torch.inference_mode()
     def synthesize(
-        self, tokens: Sequence[int] | torch.Tensor, speaker: str | Speaker | torch.Tensor | None = None
+        self,
+        tokens: Sequence[int] | torch.Tensor,
+        speaker: str | Speaker | torch.Tensor | None = None,
+        chunk_tokens: int | None = None,
     ) -> torch.Tensor:
-        """Speech tokens -> waveform ``[len * 960]`` float32 at 24 kHz (see the module docstring)."""
+        """Speech tokens -> waveform ``[len * 960]`` float32 at 24 kHz (see the module docstring).
+
+        ``chunk_tokens``: None attends over the whole segment (the official offline call); a number uses the
+        chunk-causal attention of a stream with that hop (chunks counted from the end of the voice prompt)."""
+        if chunk_tokens is not None and chunk_tokens < 1:
+            raise ValueError(f"chunk_tokens must be a positive number of tokens or None, got {chunk_tokens}")
         ids = clean_tokens(tokens)
         voice = self._speaker(speaker)
         segments = plan_segments(ids.numel(), self.segment_tokens, self.min_last_tokens)
@@ -144,7 +164,18 @@ class Token2Wav:
         for start, end in segments:
             lead = min(self.overlap_tokens, start)
             chunk = ids[start - lead : end][None].to(device)
-            mel, _ = self.flow.inference(chunk, embedding, prompt_token=prompt_token, prompt_feat=prompt_feat)
+            chunks = None
+            if chunk_tokens is not None:
+                n_prompt = 0 if prompt_feat is None else prompt_feat.shape[1]
+                chunks = ChunkPolicy(chunk_tokens * self.flow.config.token_mel_ratio, start=n_prompt)
+            mel, _ = self.flow.inference(
+                chunk,
+                embedding,
+                prompt_token=prompt_token,
+                prompt_feat=prompt_feat,
+                streaming=chunks is not None,
+                chunks=chunks,
+            )
             wave, _ = self.hift.inference(mel, noise=noise)
             wave = wave[0].float().cpu()
             first = (start - lead) * self.samples_per_token
@@ -154,3 +185,91 @@ class Token2Wav:
                 wave[:fade] = wave[:fade] * ramp + out[first : first + fade] * (1 - ramp)
             out[first : first + wave.numel()] = wave
         return out
+
+    # -- streaming ------------------------------------------------------------------------------------------
+
+    def init_state(
+        self,
+        speaker: str | Speaker | torch.Tensor | None = None,
+        hop_tokens: int = 15,
+        context_tokens: int | None = 200,
+    ) -> Token2WavState:
+        """A streaming state for one voice (see ``step``). ``hop_tokens``: tokens per flow chunk (the audio
+        of a hop comes out once its tokens and 3 more are in); ``context_tokens``: how many earlier tokens a
+        chunk attends to, rounded down to whole hops (None: all; the official server keeps 200)."""
+        if hop_tokens < 1:
+            raise ValueError(f"hop_tokens must be >= 1, got {hop_tokens}")
+        if context_tokens is not None and context_tokens < 0:
+            raise ValueError(f"context_tokens must be >= 0 or None, got {context_tokens}")
+        voice = self._speaker(speaker)
+        device = self.flow.input_embedding.weight.device
+        prompt_token = None if voice.prompt_tokens is None else voice.prompt_tokens[None].to(device)
+        prompt_feat = None if voice.prompt_mel is None else voice.prompt_mel[None].to(device)
+        flow = self.flow.init_state(
+            voice.embedding[None].to(device),
+            chunk_size=hop_tokens * self.flow.config.token_mel_ratio,
+            context_chunks=None if context_tokens is None else context_tokens // hop_tokens,
+            prompt_token=prompt_token,
+            prompt_feat=prompt_feat,
+        )
+        noise = SourceNoise(self.hift.config.nb_harmonics + 1, seed=self.noise_seed)
+        return Token2WavState(flow, self.hift.init_state(1, noise))
+
+    @torch.inference_mode()
+    def step(
+        self, tokens: Sequence[int] | torch.Tensor, state: Token2WavState, finalize: bool = False
+    ) -> tuple[torch.Tensor, Token2WavState]:
+        """The next speech tokens (any number, specials dropped as in ``synthesize``) -> the audio they
+        complete ``[samples]`` (float32, 24 kHz; often empty) and the new state. ``finalize=True`` ends the
+        stream and returns the rest: all steps joined have ``960`` samples per token."""
+        ids = clean_tokens(tokens)[None].to(self.flow.input_embedding.weight.device)
+        mel, flow = self.flow.step(ids, state.flow, finalize)
+        wave, hift = self.hift.step(mel, state.hift, finalize)
+        return wave[0].float().cpu(), Token2WavState(flow, hift)
+
+    def stream(
+        self,
+        speaker: str | Speaker | torch.Tensor | None = None,
+        hop_tokens: int = 15,
+        context_tokens: int | None = 200,
+    ) -> Token2WavStream:
+        """A streaming session: ``push(tokens) -> audio`` as tokens come, then ``finalize() -> audio``."""
+        return Token2WavStream(self, self.init_state(speaker, hop_tokens, context_tokens))
+
+
+@dataclass
+class Token2WavState:
+    """The flow's and HiFT's streaming states of one Token2Wav stream."""
+
+    flow: FlowState
+    hift: HiFTState
+
+
+class Token2WavStream:
+    """One streaming session of a ``Token2Wav`` (made by ``Token2Wav.stream``).
+
+    ``push(tokens)`` returns the audio that is ready (float32 ``[samples]``, 24 kHz; empty until the first
+    hop and its look-ahead are in); ``finalize(tokens=())`` ends the session and returns the rest;
+    ``samples`` counts the audio given so far."""
+
+    def __init__(self, vocoder: Token2Wav, state: Token2WavState):
+        self.vocoder = vocoder
+        self.state = state
+        self.samples = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.state.flow.finished
+
+    def push(self, tokens: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        return self._step(tokens, False)
+
+    def finalize(self, tokens: Sequence[int] | torch.Tensor = ()) -> torch.Tensor:
+        return self._step(tokens, True)
+
+    def _step(self, tokens, finalize: bool) -> torch.Tensor:
+        if self.finished:
+            raise ValueError("this Token2Wav stream is finalized; start a new one with Token2Wav.stream()")
+        wave, self.state = self.vocoder.step(tokens, self.state, finalize)
+        self.samples += wave.numel()
+        return wave
