@@ -1,11 +1,17 @@
-"""Vocoder speed on this machine's CPU: real-time factor of offline Token2Wav, and the time to the first
+"""Vocoder speed on this machine's CPU: real-time factor offline and streaming, and the time to the first
 audio chunk, at the official CosyVoice3 sizes and at a demo size.
 
-RTF = synthesis seconds / audio seconds (lower is better; < 1 is faster than real time). "first hop" is
-the wall time to produce the audio of the first 15 tokens (+ 3 look-ahead tokens) from nothing, the
-streaming hop of the official server; until streaming Token2Wav exists (issue 4) this is measured with
-the offline path on those 18 tokens, so it is what a first chunk costs, not a streaming run. Random
-weights (the speed does not depend on them).
+RTF = synthesis seconds / audio seconds (lower is better; < 1 is faster than real time).
+
+- offline: ``Token2Wav.synthesize`` (full attention, the official offline call);
+- stream: a ``Token2Wav.stream`` session fed 15 tokens at a time (hop 15 + 3 look-ahead, flow key/value
+  and HiFT convolution caches); "stream/offline" is its cost relative to offline;
+- first chunk: wall time from a fresh session to its first audio (the first 15 + 3 tokens pushed at once);
+- official loop (demo size only by default; ``--loop-sizes``): the official server's loop, which re-sends
+  every token so far at each hop to the flow (finalize=False, full attention) and re-runs HiFT over the whole
+  mel so far, keeping only the new samples; measured with this package's flow and HiFT.
+
+Random weights (the speed does not depend on them).
 
     python tools/bench/vocoder.py [--seconds 4] [--sizes demo,official] [--json out.json]
 
@@ -20,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from funaudiochat.vocoder import CausalFlowMatching, FlowConfig, HiFTConfig, HiFTGenerator
+from funaudiochat.vocoder import CausalFlowMatching, FlowConfig, HiFTConfig, HiFTGenerator, SourceNoise
 from funaudiochat.vocoder.speakers import Speaker, SpeakerTable
 from funaudiochat.vocoder.token2wav import Token2Wav
 
@@ -31,6 +37,7 @@ SIZES = {
         HiFTConfig(base_channels=128, f0_cond_channels=128),
     ),
 }
+HOP, LOOK_AHEAD = 15, 3
 
 
 def build(size: str) -> Token2Wav:
@@ -49,10 +56,42 @@ def best(fn, repeats: int) -> float:
     return min(times)
 
 
+def stream_all(t2w: Token2Wav, tokens: torch.Tensor) -> None:
+    session = t2w.stream(hop_tokens=HOP)
+    for i in range(0, len(tokens), HOP):
+        session.push(tokens[i : i + HOP])
+    session.finalize()
+
+
+def first_chunk(t2w: Token2Wav, tokens: torch.Tensor) -> None:
+    audio = t2w.stream(hop_tokens=HOP).push(tokens[: HOP + LOOK_AHEAD])
+    assert audio.numel() > 0
+
+
+@torch.inference_mode()
+def official_loop(t2w: Token2Wav, tokens: torch.Tensor) -> None:
+    """Each hop: the flow on all tokens so far (+ look-ahead), new mel frames appended, HiFT on all mel."""
+    voice = t2w._speaker(None)
+    embedding = voice.embedding[None]
+    mel_so_far, samples = None, 0
+    for offset in range(0, len(tokens), HOP):
+        end = min(offset + HOP + LOOK_AHEAD, len(tokens))
+        finalize = end == len(tokens)
+        mel, _ = t2w.flow.inference(tokens[None, :end], embedding, finalize=finalize)
+        new = mel[:, :, offset * 2 :]
+        mel_so_far = new if mel_so_far is None else torch.cat((mel_so_far, new), dim=2)
+        wave, _ = t2w.hift.inference(mel_so_far, finalize=finalize, noise=SourceNoise(9))
+        samples = wave.shape[1]
+        if finalize:
+            break
+    assert samples > 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="speech length for the RTF")
     parser.add_argument("--sizes", default="demo,official")
+    parser.add_argument("--loop-sizes", default="demo", help="sizes that also time the official loop")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", default="bench-results/vocoder.json")
     args = parser.parse_args()
@@ -62,27 +101,45 @@ def main() -> None:
         t2w = build(size)
         params = sum(p.numel() for p in t2w.flow.parameters()) + sum(p.numel() for p in t2w.hift.parameters())
         tokens = torch.randint(0, 6561, (int(args.seconds * 25),), generator=torch.Generator().manual_seed(0))
+        audio_s = len(tokens) / 25
         t2w.synthesize(tokens[:20])  # warm-up
+        stream_all(t2w, tokens[:40])
         offline = best(lambda t2w=t2w, tokens=tokens: t2w.synthesize(tokens), args.repeats)
-        first = best(lambda t2w=t2w, tokens=tokens: t2w.synthesize(tokens[:18]), args.repeats)
-        rows.append(
-            {
-                "size": size,
-                "params_m": params / 1e6,
-                "audio_s": len(tokens) / 25,
-                "offline_s": offline,
-                "rtf_offline": offline / (len(tokens) / 25),
-                "first_hop_ms": first * 1e3,
-            }
-        )
-    print(f"vocoder (flow + HiFT, 10 Euler steps with CFG), {torch.get_num_threads()} threads")
-    print(f"{'size':<9} {'params M':>9} {'audio s':>8} {'offline s':>10} {'RTF':>7} {'first hop ms':>13}")
+        streamed = best(lambda t2w=t2w, tokens=tokens: stream_all(t2w, tokens), args.repeats)
+        first = best(lambda t2w=t2w, tokens=tokens: first_chunk(t2w, tokens), args.repeats)
+        row = {
+            "size": size,
+            "params_m": params / 1e6,
+            "audio_s": audio_s,
+            "offline_s": offline,
+            "rtf_offline": offline / audio_s,
+            "stream_s": streamed,
+            "rtf_stream": streamed / audio_s,
+            "stream_over_offline": streamed / offline,
+            "first_chunk_ms": first * 1e3,
+        }
+        if size in args.loop_sizes.split(","):
+            loop = best(lambda t2w=t2w, tokens=tokens: official_loop(t2w, tokens), 1)
+            row.update(
+                official_loop_s=loop, rtf_official_loop=loop / audio_s, loop_over_offline=loop / offline
+            )
+        rows.append(row)
+
+    print(f"vocoder (flow + HiFT, 10 Euler steps with CFG), {torch.get_num_threads()} threads, hop {HOP}")
+    print(
+        f"{'size':<9} {'params M':>9} {'audio s':>8} {'RTF off':>8} {'RTF str':>8} {'str/off':>8} "
+        f"{'first ms':>9} {'RTF loop':>9} {'loop/off':>9}"
+    )
     for r in rows:
-        print(
-            f"{r['size']:<9} {r['params_m']:>9.1f} {r['audio_s']:>8.1f} {r['offline_s']:>10.2f} "
-            f"{r['rtf_offline']:>7.3f} {r['first_hop_ms']:>13.0f}"
+        loop = (
+            f"{r['rtf_official_loop']:>9.3f} {r['loop_over_offline']:>8.2f}x"
+            if "official_loop_s" in r
+            else ""
         )
-    print("streaming: not measured yet (streaming Token2Wav with flow/HiFT caches is still to be built)")
+        print(
+            f"{r['size']:<9} {r['params_m']:>9.1f} {r['audio_s']:>8.1f} {r['rtf_offline']:>8.3f} "
+            f"{r['rtf_stream']:>8.3f} {r['stream_over_offline']:>7.2f}x {r['first_chunk_ms']:>9.0f} {loop}"
+        )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))

@@ -158,21 +158,37 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         self.register_buffer("inv_freq", 1.0 / (10000.0 ** (torch.arange(0, dim_head, 2).float() / dim_head)))
 
-    def forward(self, seq_len: int, offset: int = 0) -> torch.Tensor:
-        """Angles of positions ``offset .. offset + seq_len - 1``."""
+    def forward(self, seq_len: int, offset: int = 0) -> Rotary:
+        """The rotation of positions ``offset .. offset + seq_len - 1``."""
         pos = torch.arange(offset, offset + seq_len, device=self.inv_freq.device).type_as(self.inv_freq)
-        freqs = pos[:, None] * self.inv_freq[None, :]
-        return freqs.repeat_interleave(2, dim=-1)  # [T, dim_head]: f0 f0 f1 f1 ...
+        freqs = (pos[:, None] * self.inv_freq[None, :]).repeat_interleave(
+            2, dim=-1
+        )  # [T, R]: f0 f0 f1 f1 ...
+        width = freqs.shape[1]
+        # (x @ swap)[2i] = -x[2i + 1], (x @ swap)[2i + 1] = x[2i]: exact (one non-zero term per column)
+        swap = torch.zeros(width, width, device=freqs.device, dtype=freqs.dtype)
+        even = torch.arange(0, width, 2, device=freqs.device)
+        swap[even + 1, even] = -1.0
+        swap[even, even + 1] = 1.0
+        return Rotary(freqs.cos(), freqs.sin(), swap)
 
 
-def apply_rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Rotate the first ``R`` channels of ``x [B, T, C]`` by ``freqs [T, R]`` (pairs 2i, 2i+1)."""
-    rot = freqs.shape[-1]
-    head, rest = x[..., :rot], x[..., rot:]
-    pairs = head.unflatten(-1, (-1, 2))
-    rotated_half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-    head = head * freqs.cos() + rotated_half * freqs.sin()
-    return torch.cat((head, rest), dim=-1).to(x.dtype)
+@dataclass
+class Rotary:
+    """cos and sin ``[T, R]`` of the rotary angles, and the pair-swapping matrix ``[R, R]``."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    swap: torch.Tensor
+
+
+def apply_rotary(x: torch.Tensor, rope: Rotary) -> torch.Tensor:
+    """Rotate the first ``R`` channels of ``x [B, T, C]`` (pairs 2i, 2i+1) by the angles of ``rope``."""
+    rot = rope.cos.shape[-1]
+    head = x[..., :rot]
+    head = head * rope.cos + (head @ rope.swap) * rope.sin
+    out = torch.cat((head, x[..., rot:]), dim=-1)
+    return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -213,9 +229,13 @@ class AdaLayerNormZero(nn.Module):
         self.linear = nn.Linear(dim, 6 * dim)
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor):
-        shift, scale, gate, shift_ff, scale_ff, gate_ff = self.linear(F.silu(emb)).chunk(6, dim=1)
-        return self.norm(x) * (1 + scale[:, None]) + shift[:, None], gate, shift_ff, scale_ff, gate_ff
+    def modulation(self, emb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Time embedding ``[B, dim]`` -> the six ``[B, 1, dim]`` modulations (depend on time only)."""
+        return tuple(m.unsqueeze(1) for m in self.linear(F.silu(emb)).chunk(6, dim=1))
+
+    def forward(self, x: torch.Tensor, modulation: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        shift, scale = modulation[0], modulation[1]
+        return self.norm(x) * (1 + scale) + shift
 
 
 class AdaLayerNormZeroFinal(nn.Module):
@@ -226,9 +246,13 @@ class AdaLayerNormZeroFinal(nn.Module):
         self.linear = nn.Linear(dim, 2 * dim)
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.linear(F.silu(emb)).chunk(2, dim=1)
-        return self.norm(x) * (1 + scale[:, None]) + shift[:, None]
+    def modulation(self, emb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Time embedding ``[B, dim]`` -> ``(scale, shift)``, each ``[B, 1, dim]``."""
+        return tuple(m.unsqueeze(1) for m in self.linear(F.silu(emb)).chunk(2, dim=1))
+
+    def forward(self, x: torch.Tensor, modulation: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        scale, shift = modulation
+        return self.norm(x) * (1 + scale) + shift
 
 
 class FeedForward(nn.Module):
@@ -257,13 +281,14 @@ class DiTBlock(nn.Module):
         self.ff_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.ff = FeedForward(dim, ff_mult, dropout)
 
-    def forward(self, x, t, mask, rope, valid=None, past=None):
-        """As ``Attention``: returns the block output and this call's keys and values."""
-        h, gate, shift_ff, scale_ff, gate_ff = self.attn_norm(x, t)
-        attended, kv = self.attn(h, mask, rope, valid, past)
-        x = x + gate.unsqueeze(1) * attended
-        h = self.ff_norm(x) * (1 + scale_ff[:, None]) + shift_ff[:, None]
-        return x + gate_ff.unsqueeze(1) * self.ff(h), kv
+    def forward(self, x, modulation, mask, rope, valid=None, past=None):
+        """``modulation``: ``attn_norm.modulation(time embedding)``. As ``Attention``: returns the block
+        output and this call's keys and values."""
+        _, _, gate, shift_ff, scale_ff, gate_ff = modulation
+        attended, kv = self.attn(self.attn_norm(x, modulation), mask, rope, valid, past)
+        x = x + gate * attended
+        h = self.ff_norm(x) * (1 + scale_ff) + shift_ff
+        return x + gate_ff * self.ff(h), kv
 
 
 def attention_mask(
@@ -328,7 +353,7 @@ class DiT(nn.Module):
         x, mu, cond = x.transpose(1, 2), mu.transpose(1, 2), cond.transpose(1, 2)
         if t.ndim == 0:
             t = t.repeat(x.shape[0])
-        t = self.time_embed(t)
+        modulations = self.modulations(t)
         h = self.input_embed(x, cond, mu, spks)
         rope = self.rotary_embed(h.shape[1])
         valid = mask.bool()
@@ -337,9 +362,16 @@ class DiT(nn.Module):
             attn_mask = attention_mask(valid, chunks.size, chunks.start, chunks.context)
         else:
             attn_mask = attention_mask(valid)
-        for block in self.transformer_blocks:
-            h, _ = block(h, t, attn_mask, rope, valid[:, 0])
-        return self.proj_out(self.norm_out(h, t)).transpose(1, 2)
+        for block, modulation in zip(self.transformer_blocks, modulations, strict=False):
+            h, _ = block(h, modulation, attn_mask, rope, valid[:, 0])
+        return self.proj_out(self.norm_out(h, modulations[-1])).transpose(1, 2)
+
+    def modulations(self, t: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """Flow time ``[B]`` -> each block's modulations, then the final norm's."""
+        emb = self.time_embed(t)
+        return [block.attn_norm.modulation(emb) for block in self.transformer_blocks] + [
+            self.norm_out.modulation(emb)
+        ]
 
     def init_cache(self, batch_size: int) -> DiTCache:
         """An empty streaming cache for ``batch_size`` rows (see ``step``)."""
@@ -359,7 +391,10 @@ class DiT(nn.Module):
         cache with these frames)``. The n frames see each other and every cached frame: one chunk of the
         chunk-causal ``forward``. Trim ``cache`` (``DiTCache.keep_last``) to bound the context."""
         x, mu, cond = x.transpose(1, 2), mu.transpose(1, 2), cond.transpose(1, 2)
-        t = self.time_embed(t)
+        # a cache serves one solver time: its modulations are made once per stream
+        if cache.time is None or not torch.equal(cache.time, t):
+            cache = DiTCache(cache.conv, cache.keys, cache.values, cache.position, t, self.modulations(t))
+        modulations = cache.modulations
         embed = self.input_embed
         spk = spks.unsqueeze(1).expand(-1, x.shape[1], -1)
         h = embed.proj(torch.cat((x, cond, mu, spk), dim=-1))
@@ -373,12 +408,14 @@ class DiT(nn.Module):
         h = pos.transpose(1, 2) + h
         rope = self.rotary_embed(h.shape[1], offset=cache.position)
         keys, values = [], []
-        for block, k_past, v_past in zip(self.transformer_blocks, cache.keys, cache.values, strict=True):
-            h, (k, v) = block(h, t, None, rope, None, (k_past, v_past))
+        for block, modulation, k_past, v_past in zip(
+            self.transformer_blocks, modulations, cache.keys, cache.values, strict=False
+        ):
+            h, (k, v) = block(h, modulation, None, rope, None, (k_past, v_past))
             keys.append(torch.cat((k_past, k), 2))
             values.append(torch.cat((v_past, v), 2))
-        velocity = self.proj_out(self.norm_out(h, t)).transpose(1, 2)
-        return velocity, DiTCache(conv, keys, values, cache.position + x.shape[1])
+        velocity = self.proj_out(self.norm_out(h, modulations[-1])).transpose(1, 2)
+        return velocity, DiTCache(conv, keys, values, cache.position + x.shape[1], cache.time, modulations)
 
 
 @dataclass
@@ -395,18 +432,21 @@ class ChunkPolicy:
 class DiTCache:
     """One DiT's streaming cache: the causal position convs' input context ``[B, dim, kernel - 1]`` (x2),
     and per block the keys and values ``[B, heads, P, dim_head]`` of the ``P`` frames kept; ``position`` is
-    the absolute index of the next frame (its rotary angle)."""
+    the absolute index of the next frame (its rotary angle); ``time`` / ``modulations``: the flow time this
+    cache last ran at and its modulations (reused while the time stays the same)."""
 
     conv: list[torch.Tensor]
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     position: int = 0
+    time: torch.Tensor | None = None
+    modulations: list | None = None
 
     def keep_last(self, frames: int) -> DiTCache:
         """The cache with only the keys and values of the last ``frames`` frames."""
         keys = [k[:, :, k.shape[2] - frames :] for k in self.keys]
         values = [v[:, :, v.shape[2] - frames :] for v in self.values]
-        return DiTCache(self.conv, keys, values, self.position)
+        return DiTCache(self.conv, keys, values, self.position, self.time, self.modulations)
 
 
 def t_schedule(t: torch.Tensor, scheduler: str) -> torch.Tensor:

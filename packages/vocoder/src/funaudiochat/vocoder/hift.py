@@ -401,10 +401,11 @@ class HiFTGenerator(nn.Module):
         """Mel ``[B, 80, T]`` -> ``(waveform [B, 480 T], source [B, 1, 480 T])`` with ``finalize``; without,
         the last 3 frames are the F0 predictor's look-ahead and the next 4 conv_pre's (see ``decode``)."""
         noise = noise or SourceNoise(self.config.nb_harmonics + 1)
-        _, source = self.source(mel, noise, finalize)
-        if finalize:
-            return self.decode(mel, source, True), source
-        return self.decode(mel[:, :, : -self.f0_predictor.look_ahead], source, False), source
+        with parametrize.cached():  # each weight-normed kernel is computed once per call
+            _, source = self.source(mel, noise, finalize)
+            if finalize:
+                return self.decode(mel, source, True), source
+            return self.decode(mel[:, :, : -self.f0_predictor.look_ahead], source, False), source
 
     # -- streaming ------------------------------------------------------------------------------------------
 
