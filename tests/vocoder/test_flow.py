@@ -366,7 +366,7 @@ def test_context_window_bounds_the_cache():
     state = flow.init_state(torch.randn(192), chunk_size=4, context_chunks=3)
     for _ in range(10):
         _, state = flow.step(torch.randint(0, 6561, (1, 2)), state)
-    assert all(k.shape[2] <= 4 * 4 for cache in state.caches for k in cache.keys)
+    assert all(len(kv) <= 4 * 4 for cache in state.caches for kv in cache.kv)
     with pytest.raises(ValueError, match="context_chunks must be >= 0"):
         flow.init_state(torch.randn(192), context_chunks=-1)
     with pytest.raises(ValueError, match=r"tokens must be \[B=1, n\]"):

@@ -194,9 +194,10 @@ def apply_rotary(x: torch.Tensor, rope: Rotary) -> torch.Tensor:
 class Attention(nn.Module):
     """Multi-head self-attention ``[B, T, dim]`` with a boolean mask ``[B, 1, T, S]`` (True = attend).
 
-    ``past``: keys and values ``[B, heads, P, dim_head]`` of earlier frames (streaming), put before this
-    call's (S = P + T; mask None = attend to all). ``valid [B, T]``: frames whose output is kept (padding
-    outputs are zero). Returns the output and this call's keys and values (after the rotary)."""
+    ``past``: a ``KVBuffer`` with the keys and values of earlier frames (streaming): this call's are added
+    to it and attended to after them (S = P + T; mask None = attend to all). ``valid [B, T]``: frames whose
+    output is kept (padding outputs are zero). Returns the output and this call's keys and values (after
+    the rotary)."""
 
     def __init__(self, dim: int, heads: int, dim_head: int, dropout: float):
         super().__init__()
@@ -212,7 +213,7 @@ class Attention(nn.Module):
         q = apply_rotary(self.to_q(x), rope)
         k = apply_rotary(self.to_k(x), rope)
         q, k, v = (z.view(b, t, self.heads, -1).transpose(1, 2) for z in (q, k, self.to_v(x)))
-        keys, values = (k, v) if past is None else (torch.cat((past[0], k), 2), torch.cat((past[1], v), 2))
+        keys, values = (k, v) if past is None else past.extend(k, v)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         out = self.to_out[1](self.to_out[0](out.transpose(1, 2).reshape(b, t, -1)))
         if valid is not None:
@@ -378,11 +379,9 @@ class DiT(nn.Module):
         param = self.proj_out.weight
         pad = self.input_embed.conv_pos_embed.kernel_size - 1
         heads, dim_head = self.transformer_blocks[0].attn.heads, self.rotary_embed.inv_freq.numel() * 2
-        empty = param.new_zeros(batch_size, heads, 0, dim_head)
         return DiTCache(
             conv=[param.new_zeros(batch_size, param.shape[1], pad) for _ in range(2)],
-            keys=[empty] * len(self.transformer_blocks),
-            values=[empty] * len(self.transformer_blocks),
+            kv=[KVBuffer(param.new_zeros(batch_size, heads, 0, dim_head)) for _ in self.transformer_blocks],
         )
 
     def step(self, x, mu, t, spks, cond, cache: DiTCache) -> tuple[torch.Tensor, DiTCache]:
@@ -393,7 +392,7 @@ class DiT(nn.Module):
         x, mu, cond = x.transpose(1, 2), mu.transpose(1, 2), cond.transpose(1, 2)
         # a cache serves one solver time: its modulations are made once per stream
         if cache.time is None or not torch.equal(cache.time, t):
-            cache = DiTCache(cache.conv, cache.keys, cache.values, cache.position, t, self.modulations(t))
+            cache = DiTCache(cache.conv, cache.kv, cache.position, t, self.modulations(t))
         modulations = cache.modulations
         embed = self.input_embed
         spk = spks.unsqueeze(1).expand(-1, x.shape[1], -1)
@@ -407,15 +406,10 @@ class DiT(nn.Module):
             conv.append(context)
         h = pos.transpose(1, 2) + h
         rope = self.rotary_embed(h.shape[1], offset=cache.position)
-        keys, values = [], []
-        for block, modulation, k_past, v_past in zip(
-            self.transformer_blocks, modulations, cache.keys, cache.values, strict=False
-        ):
-            h, (k, v) = block(h, modulation, None, rope, None, (k_past, v_past))
-            keys.append(torch.cat((k_past, k), 2))
-            values.append(torch.cat((v_past, v), 2))
+        for block, modulation, kv in zip(self.transformer_blocks, modulations, cache.kv, strict=False):
+            h, _ = block(h, modulation, None, rope, None, kv)
         velocity = self.proj_out(self.norm_out(h, modulations[-1])).transpose(1, 2)
-        return velocity, DiTCache(conv, keys, values, cache.position + x.shape[1], cache.time, modulations)
+        return velocity, DiTCache(conv, cache.kv, cache.position + x.shape[1], cache.time, modulations)
 
 
 @dataclass
@@ -431,22 +425,50 @@ class ChunkPolicy:
 @dataclass
 class DiTCache:
     """One DiT's streaming cache: the causal position convs' input context ``[B, dim, kernel - 1]`` (x2),
-    and per block the keys and values ``[B, heads, P, dim_head]`` of the ``P`` frames kept; ``position`` is
-    the absolute index of the next frame (its rotary angle); ``time`` / ``modulations``: the flow time this
-    cache last ran at and its modulations (reused while the time stays the same)."""
+    and per block a ``KVBuffer`` of the frames kept; ``position`` is the absolute index of the next frame
+    (its rotary angle); ``time`` / ``modulations``: the flow time this cache last ran at and its
+    modulations (reused while the time stays the same). The key/value buffers are updated in place."""
 
     conv: list[torch.Tensor]
-    keys: list[torch.Tensor]
-    values: list[torch.Tensor]
+    kv: list[KVBuffer]
     position: int = 0
     time: torch.Tensor | None = None
     modulations: list | None = None
 
     def keep_last(self, frames: int) -> DiTCache:
-        """The cache with only the keys and values of the last ``frames`` frames."""
-        keys = [k[:, :, k.shape[2] - frames :] for k in self.keys]
-        values = [v[:, :, v.shape[2] - frames :] for v in self.values]
-        return DiTCache(self.conv, keys, values, self.position, self.time, self.modulations)
+        """Forget all but the keys and values of the last ``frames`` frames (in place); returns self."""
+        for buffer in self.kv:
+            buffer.keep_last(frames)
+        return self
+
+
+class KVBuffer:
+    """Keys and values ``[B, heads, P, dim_head]`` of a stream's past frames, in preallocated storage that
+    grows by doubling and is compacted when full, so a chunk costs a copy of its own frames only."""
+
+    def __init__(self, empty: torch.Tensor):
+        self.keys = self.values = empty
+        self.start = self.end = 0
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append ``k``, ``v`` ``[B, heads, n, dim_head]``; returns views of all kept keys and values."""
+        n, kept = k.shape[2], len(self)
+        if self.end + n > self.keys.shape[2]:
+            capacity = max(2 * (kept + n), 16)
+            keys, values = (z.new_empty(*z.shape[:2], capacity, z.shape[3]) for z in (k, v))
+            keys[:, :, :kept] = self.keys[:, :, self.start : self.end]
+            values[:, :, :kept] = self.values[:, :, self.start : self.end]
+            self.keys, self.values, self.start, self.end = keys, values, 0, kept
+        self.keys[:, :, self.end : self.end + n] = k
+        self.values[:, :, self.end : self.end + n] = v
+        self.end += n
+        return self.keys[:, :, self.start : self.end], self.values[:, :, self.start : self.end]
+
+    def keep_last(self, frames: int) -> None:
+        self.start = max(self.start, self.end - frames)
 
 
 def t_schedule(t: torch.Tensor, scheduler: str) -> torch.Tensor:
