@@ -81,7 +81,8 @@ class Snake(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         alpha = self.alpha[None, :, None]
-        return x + (1.0 / (alpha + 1e-9)) * torch.sin(x * alpha).pow(2)
+        wave = torch.sin(x * alpha)
+        return torch.addcmul(x, wave, wave * (1.0 / (alpha + 1e-9)))
 
 
 class CausalConv1d(nn.Conv1d):
