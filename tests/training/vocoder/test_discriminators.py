@@ -1,0 +1,79 @@
+"""Discriminator shapes, and the GAN and reconstruction losses at their known optima."""
+
+import pytest
+import torch
+from funaudiochat.training.vocoder import (
+    DiscriminatorConfig,
+    MelReconstructionLoss,
+    VocoderDiscriminator,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+)
+
+
+@pytest.fixture(scope="module")
+def disc():
+    torch.manual_seed(0)
+    return VocoderDiscriminator(DiscriminatorConfig.tiny())
+
+
+def test_shapes(disc):
+    wave = torch.randn(2, 4801) * 0.1  # not a multiple of any period: reflect-padded
+    logits, features = disc(wave)
+    assert len(logits) == len(features) == 5 + 3
+    for i, period in enumerate([2, 3, 5, 7, 11]):
+        folded = -(-4801 // period)
+        assert features[i][0].shape == (2, 4, -(-folded // 3), period)
+        assert len(features[i]) == 6 and logits[i].shape[0] == 2
+        assert logits[i].shape[1] == features[i][-1][0].numel()
+    for i, (n_fft, hop, _) in enumerate(DiscriminatorConfig().resolutions, start=5):
+        assert features[i][0].shape == (2, 4, 4801 // hop + 1, n_fft // 2 + 1)
+        assert len(features[i]) == 6 and logits[i].ndim == 2
+
+
+def test_full_size_widths():
+    with torch.device("meta"):
+        full = VocoderDiscriminator()
+    shapes = {k: tuple(v.shape) for k, v in full.state_dict().items()}
+    assert shapes["mpd.discriminators.0.convs.3.parametrizations.weight.original1"] == (1024, 512, 5, 1)
+    assert shapes["mrd.discriminators.2.conv_post.parametrizations.weight.original1"] == (1, 32, 3, 3)
+
+
+def test_gradients_reach_the_wave(disc):
+    wave = (torch.randn(1, 4800) * 0.1).requires_grad_()
+    logits, features = disc(wave)
+    generator_adversarial_loss(logits).backward()
+    assert torch.isfinite(wave.grad).all() and wave.grad.abs().sum() > 0
+
+
+def test_lsgan_optima():
+    ones = [torch.ones(2, 7), torch.ones(2, 3)]
+    zeros = [torch.zeros(2, 7), torch.zeros(2, 3)]
+    assert discriminator_loss(ones, zeros) == 0
+    assert generator_adversarial_loss(ones) == 0
+    assert discriminator_loss(zeros, ones) == pytest.approx(4.0)  # (1 + 1) per discriminator
+    assert generator_adversarial_loss(zeros) == pytest.approx(2.0)
+
+
+def test_feature_matching_and_mel_loss():
+    torch.manual_seed(0)
+    feats = [[torch.randn(2, 4, 5), torch.randn(2, 1, 5)]]
+    assert feature_matching_loss(feats, feats) == 0
+    shifted = [[f + 0.5 for f in feats[0]]]
+    assert feature_matching_loss(feats, shifted) == pytest.approx(1.0)
+    wave = torch.randn(2, 4800) * 0.1
+    loss = MelReconstructionLoss()
+    assert loss(wave, wave) == 0
+    assert loss(wave * 0.5, wave) > 0.5
+    with pytest.raises(ValueError, match="shape"):
+        loss(wave[:, :-480], wave)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="periods"):
+        DiscriminatorConfig(periods=[0, 2])
+    with pytest.raises(ValueError, match="resolution"):
+        DiscriminatorConfig(resolutions=[[512, 50, 1024]])
+    with pytest.raises(ValueError, match="non-empty"):
+        discriminator_loss([], [])
