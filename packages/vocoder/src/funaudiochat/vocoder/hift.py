@@ -389,11 +389,21 @@ class HiFTGenerator(nn.Module):
             wave = wave[:, : -cfg.samples_per_frame]
         return wave.clamp(-cfg.audio_limit, cfg.audio_limit)
 
-    def source(self, mel: torch.Tensor, noise: SourceNoise, finalize: bool = True, start: int = 0):
+    def source(
+        self,
+        mel: torch.Tensor,
+        noise: SourceNoise,
+        finalize: bool = True,
+        start: int = 0,
+        detach_f0: bool = False,
+    ):
         """f0 ``[B, T']`` and the excitation ``[B, 1, 480 T']`` of ``mel`` (T' = T, or T - 3 without
-        ``finalize``); ``start`` is the sample position of the first frame (for the noise)."""
+        ``finalize``); ``start`` is the sample position of the first frame (for the noise). ``detach_f0``
+        (training, as CosyVoice does): the excitation does not pass gradients back into the F0 predictor,
+        which then learns from a loss on the returned f0 alone."""
         f0 = self.f0_predictor(mel.to(self.config.f0_dtype), finalize=finalize)
-        f0_up = f0.repeat_interleave(self.config.samples_per_frame, dim=1)
+        drive = f0.detach() if detach_f0 else f0
+        f0_up = drive.repeat_interleave(self.config.samples_per_frame, dim=1)
         excitation, _ = self.m_source(f0_up, noise, start)
         return f0.to(mel.dtype), excitation.transpose(1, 2)
 

@@ -9,10 +9,8 @@ Per batch (``VocoderDataModule(task="hift")``: ``speech [B, L]``, ``speech_feat 
 
 F0: as in CosyVoice, the harmonic source does not pass gradients back into the F0 predictor (its sine
 generator runs under ``no_grad`` there); the predictor learns from the F0 L1 loss alone, against the YIN
-targets of ``pitch.py`` (CosyVoice uses pyworld's harvest; none is available here). The tap that detaches
-the predicted F0 before the source and keeps the attached copy for the loss is a forward hook on
-``hift.f0_predictor``, so the vocoder's public ``source``/``decode`` are used unchanged. With
-``f0_weight=0`` the F0 predictor is not trained at all.
+targets of ``pitch.py`` (CosyVoice uses pyworld's harvest; none is available here): ``hift.source(...,
+detach_f0=True)``. With ``f0_weight=0`` the F0 predictor is not trained at all.
 
 Logged: ``train/loss_g``, ``train/loss_d``, ``train/loss_mel``, ``train/loss_fm``, ``train/loss_adv``,
 ``train/loss_f0`` (and ``val/loss_mel``). Gradients are clipped to ``grad_clip`` (norm) per optimizer. Note
@@ -27,14 +25,12 @@ Example (recipe ``packages/training/recipes/vocoder_hift.yaml``):
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from funaudiochat.vocoder import HiFTConfig, HiFTGenerator, SourceNoise
-from torch import nn
 
 from ..config import build_config, config_to_dict
 from ..weights import save_safetensors_atomic
@@ -48,26 +44,6 @@ from .losses import (
 from .mel import MelConfig
 
 WEIGHTS_FORMAT = "funaudiochat-vocoder-hift"
-
-
-class _F0Tap:
-    """Holds the F0 predictor's attached output while the forward pass sees a detached copy."""
-
-    f0: torch.Tensor | None = None
-
-    def __call__(self, module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
-        self.f0 = output
-        return output.detach()
-
-
-@contextmanager
-def _tap_f0(predictor: nn.Module):
-    tap = _F0Tap()
-    handle = predictor.register_forward_hook(tap)
-    try:
-        yield tap
-    finally:
-        handle.remove()
 
 
 class HiFTModule(L.LightningModule):
@@ -149,14 +125,8 @@ class HiFTModule(L.LightningModule):
         """Mel ``[B, 80, T]`` -> ``(wave [B, 480 T], f0 [B, T])``, differentiable; f0 reaches the source
         detached (see the module docstring)."""
         noise = SourceNoise(self.config.nb_harmonics + 1, seed=noise_seed)
-        with _tap_f0(self.hift.f0_predictor) as tap:
-            _, source = self.hift.source(mel, noise)
-        if tap.f0 is None:
-            raise RuntimeError(
-                "HiFTGenerator.source did not call hift.f0_predictor; HiFTModule cannot tap F0"
-            )
-        wave = self.hift.decode(mel, source)
-        return wave, tap.f0.to(mel.dtype)
+        f0, source = self.hift.source(mel, noise, detach_f0=True)
+        return self.hift.decode(mel, source), f0
 
     def _inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         mel = batch["speech_feat"].transpose(1, 2)
