@@ -60,7 +60,6 @@ def test_generate_is_differentiable_and_f0_detached():
     assert module.hift.conv_pre.parametrizations.weight.original1.grad.abs().sum() > 0
     f0.sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.hift.f0_predictor.parameters())
-    assert not module.hift.f0_predictor._forward_hooks  # the tap is removed after each use
 
 
 def test_hift_module_errors():
