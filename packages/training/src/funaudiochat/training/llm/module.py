@@ -1,0 +1,274 @@
+"""Fine-tuning Fun-Audio-Chat (text + speech losses) as a LightningModule: pre-alignment and SFT.
+
+A batch is the keyword arguments of ``FunAudioChatForConditionalGeneration.forward`` in the official
+training layout (``input_ids``, ``attention_mask``, ``labels``, ``speech_ids``, ``speech_attention_mask``,
+``input_features``, ``feature_attention_mask``, ``feature_exist_mask``, ...); other keys (ids, durations)
+are ignored. The loss is text CE + speech CE, as the official model computes it.
+
+Which parts learn is a recipe setting:
+
+- pre-alignment (paper §2.4 step 1): ``freeze: [language_model]``: the LLM stays as it is; the speech
+  encoders, the grouping adapter and the Speech Refined Head learn;
+- SFT / Core-Cocktail stages: nothing frozen (full fine-tuning, the default);
+- ``lora: {r: 8, alpha: 16, target_modules: [q_proj, v_proj]}``: the LLM's base weights are frozen and
+  low-rank adapters (peft) learn instead; the other modules still learn unless frozen. The exported
+  checkpoint has the adapters merged into the LLM, so it is in the official layout.
+
+At the end of ``fit`` the model is written with ``save_pretrained`` (official layout, safetensors) to
+``export_dir``, atomically (a temporary folder renamed into place), besides Lightning's checkpoints.
+
+Example:
+    >>> module = SpeechLLMModule(model={"config": {"preset": "tiny"}}, freeze=["language_model"], lr=1e-3)
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from funaudiochat.drsr import FunAudioChatConfig, FunAudioChatForConditionalGeneration
+
+from ..optim import lr_multiplier
+
+MODULE_GROUPS = ("continuous_audio_tower", "audio_tower", "language_model", "audio_invert_tower")
+LORA_DEFAULTS = {
+    "r": 8,
+    "alpha": 16,
+    "dropout": 0.0,
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+}
+
+
+def build_model(spec: str | os.PathLike | Mapping[str, Any]) -> FunAudioChatForConditionalGeneration:
+    """A Fun-Audio-Chat model from a checkpoint directory, or from a mapping:
+
+    - ``pretrained``: a checkpoint directory (official layout);
+    - ``config``: ``FunAudioChatConfig`` arguments; ``{"preset": "tiny", ...}`` calls
+      ``FunAudioChatConfig.tiny(**rest)`` (tests, demo);
+    - ``llm_from``: a Hugging Face causal-LM directory whose weights replace the LLM's (the text LLM M0 that
+      pre-alignment starts from); every tensor must match in name and shape;
+    - ``seed``: the seed of the random initialisation (default 0)."""
+    if isinstance(spec, (str, os.PathLike)):
+        spec = {"pretrained": str(spec)}
+    spec = dict(spec)
+    unknown = sorted(set(spec) - {"pretrained", "config", "llm_from", "seed"})
+    if unknown:
+        raise ValueError(f"unknown model keys {unknown}; use pretrained, config, llm_from, seed")
+    if ("pretrained" in spec) == ("config" in spec):
+        raise ValueError("model needs exactly one of 'pretrained' (a checkpoint folder) or 'config'")
+    if "pretrained" in spec:
+        model = FunAudioChatForConditionalGeneration.from_pretrained(spec["pretrained"])
+    else:
+        config = dict(spec["config"])
+        preset = config.pop("preset", None)
+        if preset == "tiny":
+            config_obj = FunAudioChatConfig.tiny(**config)
+        elif preset in (None, "default"):
+            config_obj = FunAudioChatConfig(**config)
+        else:
+            raise ValueError(f"unknown model preset {preset!r}; use 'tiny' or 'default'")
+        state = torch.random.get_rng_state()
+        try:
+            torch.manual_seed(int(spec.get("seed", 0)))
+            model = FunAudioChatForConditionalGeneration(config_obj)
+        finally:
+            torch.random.set_rng_state(state)
+    if spec.get("llm_from"):
+        load_llm(model, spec["llm_from"])
+    return model
+
+
+def load_llm(model: FunAudioChatForConditionalGeneration, directory: str | os.PathLike) -> None:
+    """Replace the LLM's weights by those of a causal-LM checkpoint (safetensors), strictly."""
+    from ..merge import Checkpoint, base_key
+
+    source = Checkpoint(directory, "llm_from")
+    target = model.language_model.state_dict()
+    problems = []
+    for name, tensor in target.items():
+        key = base_key("language_model." + name, source)
+        if key is None:
+            problems.append(f"missing {name}")
+        elif tuple(source[key].shape) != tuple(tensor.shape):
+            problems.append(f"{name}: {list(source[key].shape)} vs {list(tensor.shape)}")
+    if problems:
+        raise ValueError(
+            f"{directory}: the causal LM does not fit the model's LLM: " + "; ".join(problems[:10])
+        )
+    with torch.no_grad():
+        for name, tensor in target.items():
+            tensor.copy_(source[base_key("language_model." + name, source)])
+
+
+def save_checkpoint_atomic(model: FunAudioChatForConditionalGeneration, directory: str | os.PathLike) -> Path:
+    """``model.save_pretrained`` into a temporary folder beside ``directory``, then renamed into place (an
+    existing folder is replaced only once the new one is complete)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        model.save_pretrained(staging)
+        if directory.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
+            os.replace(directory, old / "previous")
+            os.replace(staging, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def add_lora(language_model: torch.nn.Module, options: Mapping[str, Any]) -> None:
+    """Put peft LoRA adapters into ``language_model`` in place; only they stay trainable in it."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    opts = {**LORA_DEFAULTS, **dict(options)}
+    unknown = sorted(set(opts) - set(LORA_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown lora keys {unknown}; use {sorted(LORA_DEFAULTS)}")
+    if opts["r"] < 1:
+        raise ValueError(f"lora.r must be >= 1, got {opts['r']}")
+    config = LoraConfig(
+        r=opts["r"],
+        lora_alpha=opts["alpha"],
+        lora_dropout=opts["dropout"],
+        target_modules=list(opts["target_modules"]),
+    )
+    layers = {name.rpartition(".")[2] for name, _ in language_model.named_modules()}
+    missing = sorted(set(config.target_modules) - layers)
+    if missing:
+        raise ValueError(f"lora.target_modules {missing} matched no layer of the LLM")
+    inject_adapter_in_model(config, language_model)
+    adapted = [n for n, _ in language_model.named_parameters() if "lora_" in n]
+    if not adapted:
+        raise ValueError(f"lora.target_modules {opts['target_modules']} matched no layer of the LLM")
+    for name, param in language_model.named_parameters():
+        param.requires_grad = "lora_" in name
+
+
+def merge_lora(language_model: torch.nn.Module) -> None:
+    """Fold every LoRA adapter into its base layer and put the plain layer back (official layout)."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(language_model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent_name, _, child = name.rpartition(".")
+            parent = language_model.get_submodule(parent_name) if parent_name else language_model
+            setattr(parent, child, module.get_base_layer())
+
+
+class SpeechLLMModule(L.LightningModule):
+    """Trains a ``FunAudioChatForConditionalGeneration`` (see the module docstring).
+
+    Args:
+        model: see ``build_model``.
+        freeze: module groups (``continuous_audio_tower``, ``audio_tower``, ``language_model``,
+            ``audio_invert_tower``) or parameter-name prefixes that do not learn.
+        lora: LoRA options for the LLM (``r``, ``alpha``, ``dropout``, ``target_modules``) or None.
+        lr, min_lr_ratio, schedule, warmup_steps, total_steps, weight_decay, betas: AdamW and its schedule
+            (``schedule``: constant, linear, cosine, inverse_sqrt; ``total_steps`` defaults to the trainer's).
+        export_dir: where ``save_pretrained`` writes the trained model at the end of ``fit`` (None: not).
+    """
+
+    def __init__(
+        self,
+        model: str | Mapping[str, Any] = "???",
+        freeze: Sequence[str] = (),
+        lora: Mapping[str, Any] | None = None,
+        lr: float = 1e-5,
+        min_lr_ratio: float = 0.1,
+        schedule: str = "cosine",
+        warmup_steps: int = 0,
+        total_steps: int | None = None,
+        weight_decay: float = 0.0,
+        betas: Sequence[float] = (0.9, 0.999),
+        export_dir: str | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        self.model = build_model(model).train()
+        names = [n for n, _ in self.model.named_parameters()]
+        for item in freeze:
+            if not any(n == item or n.startswith(item + ".") for n in names):
+                raise ValueError(f"freeze: {item!r} names no parameter; groups are {list(MODULE_GROUPS)}")
+        for name, param in self.model.named_parameters():
+            param.requires_grad = not any(name == f or name.startswith(f + ".") for f in freeze)
+        if lora is not None:
+            if "language_model" in freeze:
+                raise ValueError("lora adapts the LLM; do not also freeze language_model")
+            add_lora(self.model.language_model, lora)
+        if not any(p.requires_grad for p in self.model.parameters()):
+            raise ValueError("every parameter is frozen: nothing would learn")
+        self._forward_args = set(inspect.signature(self.model.forward).parameters) - {"kwargs"}
+
+    # -- steps ----------------------------------------------------------------------------------------------
+
+    def model_inputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in batch.items() if k in self._forward_args}
+
+    def forward(self, batch: Mapping[str, Any]):
+        return self.model(**self.model_inputs(batch))
+
+    def _log_losses(self, out, prefix: str, batch_size: int) -> None:
+        self.log(f"{prefix}/loss", out.loss, prog_bar=True, batch_size=batch_size)
+        for name in ("text_loss", "speech_loss"):
+            value = getattr(out, name)
+            if value is not None:
+                self.log(f"{prefix}/{name}", value, batch_size=batch_size)
+
+    def training_step(self, batch, batch_idx):
+        out = self(batch)
+        if out.loss is None:
+            raise ValueError("the batch has no labels: training needs 'labels' (-100 outside the answers)")
+        self._log_losses(out, "train", batch["input_ids"].shape[0])
+        return out.loss
+
+    def validation_step(self, batch, batch_idx):
+        self._log_losses(self(batch), "val", batch["input_ids"].shape[0])
+
+    # -- optimisation ---------------------------------------------------------------------------------------
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def total_steps(self) -> int | None:
+        total = self.hparams.total_steps
+        if total is None and self._trainer is not None:
+            estimate = self.trainer.estimated_stepping_batches
+            total = int(estimate) if math.isfinite(estimate) else None
+        return total
+
+    def configure_optimizers(self):
+        h = self.hparams
+        optimizer = torch.optim.AdamW(
+            self.trainable_parameters(), lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay
+        )
+        factor = lr_multiplier(h.schedule, h.warmup_steps, self.total_steps(), h.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- export ---------------------------------------------------------------------------------------------
+
+    def export(self, directory: str | os.PathLike) -> Path:
+        """Write the model in the official layout (LoRA adapters merged into the LLM first)."""
+        if self.hparams.lora is not None:
+            merge_lora(self.model.language_model)
+        return save_checkpoint_atomic(self.model, directory)
+
+    def on_train_end(self) -> None:
+        if self.hparams.export_dir is not None and self.trainer.is_global_zero:
+            self.export(self.hparams.export_dir)
