@@ -195,3 +195,57 @@ def test_bad_model_specs(tmp_path):
         CoreCocktailModule(model=TINY, stage1_steps=0)
     with pytest.raises(ValueError, match="base must be 'initial' or a checkpoint folder"):
         CoreCocktailModule(model=TINY, base=str(tmp_path / "missing"))
+
+
+# ---- multi-task DPO ----
+
+
+def rejected_version(batch):
+    """The same prompts with worse answers: each answer's text tokens and speech codes reversed in time."""
+    bad = {k: v.clone() for k, v in batch.items()}
+    for row in range(bad["labels"].shape[0]):
+        positions = (bad["labels"][row] != -100).nonzero().squeeze(1)
+        positions = positions[bad["input_ids"][row, positions] < 300]  # text tokens, not the audio slots
+        bad["labels"][row, positions] = bad["labels"][row, positions.flip(0)]
+        bad["input_ids"][row, positions] = bad["input_ids"][row, positions.flip(0)]
+    for row in (~bad["feature_exist_mask"]).nonzero().squeeze(1):
+        n = int(bad["speech_attention_mask"][row].sum())
+        bad["speech_ids"][row, :n] = bad["speech_ids"][row, :n].flip(0)
+    return bad
+
+
+def test_dpo_prefers_the_chosen_answers(batch):
+    from funaudiochat.training.llm.dpo import MultiTaskDPOModule
+
+    L.seed_everything(0)
+    module = MultiTaskDPOModule(
+        model=TINY, beta=0.5, lr=2e-3, schedule="constant", task_weights={"empathy": 2.0, "robustness": 1.0}
+    )
+    pairs = {"chosen": batch, "rejected": rejected_version(batch), "task": ["empathy", "robustness"]}
+    first = module.pair_losses(pairs)
+    torch.testing.assert_close(first["margin"], torch.zeros(2), atol=1e-4, rtol=0)  # policy == reference
+    rec = Recorder()
+    fit(module, pairs, 8, [rec])
+    assert rec.losses[0] == pytest.approx(float(torch.log(torch.tensor(2.0))), abs=1e-3)
+    assert rec.losses[-1] < 0.5 * rec.losses[0]
+    with torch.no_grad():
+        assert (module.pair_losses(pairs)["margin"] > 0).all()
+    # the reference did not move
+    ref = module.reference[0]
+    fresh = FunAudioChatForConditionalGeneration.from_pretrained(TINY)
+    assert all(
+        torch.equal(a, b) for a, b in zip(ref.state_dict().values(), fresh.state_dict().values(), strict=True)
+    )
+
+
+def test_dpo_task_weights_and_errors(batch):
+    from funaudiochat.training.llm.dpo import MultiTaskDPOModule
+
+    module = MultiTaskDPOModule(model=TINY, task_weights={"empathy": 3.0, "robustness": 1.0})
+    assert module.weights_of(["empathy", "robustness"]).tolist() == [3.0, 1.0]
+    with pytest.raises(ValueError, match=r"unknown tasks \['jokes'\]"):
+        module.weights_of(["jokes"])
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        MultiTaskDPOModule(model=TINY, beta=0)
+    with pytest.raises(ValueError, match="positive weights"):
+        MultiTaskDPOModule(model=TINY, task_weights={"empathy": 0.0})

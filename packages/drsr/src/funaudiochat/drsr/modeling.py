@@ -269,6 +269,17 @@ class FunAudioChatOutput(ModelOutput):
     speech_logits: torch.Tensor | None = None
     last_hidden_state: torch.Tensor | None = None
     cache: object | None = None
+    text_logps: torch.Tensor | None = None
+    speech_logps: torch.Tensor | None = None
+
+
+def sequence_log_prob(logits: torch.Tensor, targets: torch.Tensor, ignore: int) -> torch.Tensor:
+    """Per-row sum of the log-probabilities of the non-ignored ``targets [B, L]`` under ``logits [B, L, V]``
+    (fp32) -> ``[B]`` (0 for a row without targets)."""
+    keep = targets != ignore
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = logp.gather(-1, targets.masked_fill(~keep, 0).unsqueeze(-1)).squeeze(-1)
+    return (picked * keep).sum(dim=-1)
 
 
 def _mean_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore: int) -> torch.Tensor:
@@ -521,6 +532,7 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
         text_ids: torch.Tensor | None = None,
         text_attention_mask: torch.Tensor | None = None,
         return_speech_logits: bool | None = None,
+        return_sequence_logps: bool = False,
         **kwargs,
     ) -> FunAudioChatOutput:
         """Text + speech losses for a batch in the official training layout (reference §4.1).
@@ -530,7 +542,8 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
         ``input_features [N, n_mels, F]`` + ``feature_attention_mask [N, F]`` the log-mel of user audio
         and ``feature_exist_mask [N]`` which audios have them; ``text_ids [N, T']`` the per-group
         transcript of assistant audio with ``text_attention_mask [N]``; ``labels [B, S]`` as in the
-        official data (-100 outside the assistant turn).
+        official data (-100 outside the assistant turn). ``return_sequence_logps``: also the per-row sums
+        of the target log-probabilities, ``text_logps [B]`` and ``speech_logps [B]`` (preference training).
         """
         cfg = self.config
         ignore = cfg.ignore_index
@@ -561,9 +574,11 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
             )
             hidden = out.last_hidden_state
             text_logits = self.language_model.lm_head(hidden)
-        text_loss = speech_loss = speech_logits = None
+        text_loss = speech_loss = speech_logits = text_logps = speech_logps = None
         if labels is not None:
             text_loss = _mean_cross_entropy(text_logits[:, :-1], labels[:, 1:], ignore)
+            if return_sequence_logps:
+                text_logps = sequence_log_prob(text_logits[:, :-1], labels[:, 1:], ignore)
         has_speech_targets = speech_labels is not None and bool((speech_labels != ignore).any())
         want_speech = has_speech_targets if return_speech_logits is None else return_speech_logits
         if self.audio_invert_tower is not None and want_speech:
@@ -587,6 +602,10 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
             if has_speech_targets:
                 targets = F.pad(speech_labels, (0, k), value=ignore)[:, k:]
                 speech_loss = _mean_cross_entropy(speech_logits, targets, ignore)
+                if return_sequence_logps:
+                    speech_logps = sequence_log_prob(speech_logits, targets, ignore)
+        if return_sequence_logps and labels is not None and speech_logps is None:
+            speech_logps = text_logps.new_zeros(text_logps.shape)
         loss = None
         if text_loss is not None:
             loss = text_loss + speech_loss if speech_loss is not None else text_loss
@@ -597,6 +616,8 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
             text_logits=text_logits,
             speech_logits=speech_logits,
             last_hidden_state=hidden,
+            text_logps=text_logps,
+            speech_logps=speech_logps,
         )
 
     def _build_labels(self, labels, audio_slots, valid, mid_speech_labels, mid_text_labels):
