@@ -84,3 +84,48 @@ def test_console_script():
     assert script.is_file(), "funaudiochat-train is not installed (run bash tools/setup.sh)"
     result = subprocess.run([str(script), "stages"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "vocoder_hift" in result.stdout
+
+
+def test_logs_checkpoints_plot_and_resume(speech_dir, tmp_path):
+    """CSV + TensorBoard logs, atomic checkpoints every step, a PNG of the curves, and a resumed run that
+    starts where the checkpoint left off."""
+    import importlib.util
+
+    root = tmp_path / "run"
+    base = ["fit", "--config", str(RECIPES / "vocoder_flow.yaml"), f"data.train={speech_dir}"]
+    base += [f"trainer.default_root_dir={root}", "data.batch_size=2", "trainer.enable_progress_bar=false"]
+    base += ["trainer.logger=[csv,tensorboard]", "trainer.log_every_n_steps=1"]
+    base += ["trainer.callbacks=[{checkpoint: {every_n_train_steps: 1, save_last: true}}]"]
+    assert cli.main([*base, "trainer.max_steps=3"]) == 0
+    metrics = root / "logs" / "version_0" / "metrics.csv"
+    assert metrics.is_file() and "train/loss" in metrics.read_text()
+    assert list((root / "logs").rglob("events.out.tfevents.*"))
+    checkpoints = list(root.rglob("*.ckpt"))
+    assert any(p.name == "last.ckpt" for p in checkpoints)
+    assert not list(root.rglob("*.tmp"))  # atomic writes leave no temporary file
+
+    spec = importlib.util.spec_from_file_location(
+        "plot_metrics", RECIPES.parents[2] / "tools" / "plot_metrics.py"
+    )
+    plot_metrics = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot_metrics)
+    png = tmp_path / "curves.png"
+    assert plot_metrics.main([str(metrics), "--out", str(png), "--smooth", "2"]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert plot_metrics.main([str(metrics), "--out", str(png), "--metrics", "nope"]) == 2
+
+    last = next(p for p in checkpoints if p.name == "last.ckpt")
+    trainer = cli.fit(
+        [RECIPES / "vocoder_flow.yaml"], [*base[3:], "trainer.max_steps=5", f"ckpt_path={last}"]
+    )
+    assert trainer.global_step == 5
+
+
+def test_unknown_logger_and_callback(speech_dir, capsys):
+    argv = ["fit", "--config", str(RECIPES / "vocoder_flow.yaml"), f"data.train={speech_dir}"]
+    assert cli.main([*argv, "trainer.logger=[wandb]"]) == 2
+    assert "unknown trainer.logger 'wandb'" in capsys.readouterr().err
+    assert cli.main([*argv, "trainer.callbacks=[early_stop]"]) == 2
+    assert "unknown trainer.callbacks entry 'early_stop'" in capsys.readouterr().err
+    assert cli.main([*argv, "trainer.callbacks=[{checkpoint:{x:1}}]"]) == 2
+    assert "space after ':'" in capsys.readouterr().err

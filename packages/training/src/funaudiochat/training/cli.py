@@ -10,13 +10,21 @@ Overrides are dotted keys, ``key=value`` or LightningCLI-style ``--key=value`` /
     funaudiochat-train fit --config packages/training/recipes/vocoder_hift.yaml \\
         data.train=data/speech trainer.max_steps=2000 --model.hift.preset=default
 
-A recipe has five sections, merged in order (later files and overrides win):
+A recipe has these sections, merged in order (later files and overrides win):
     stage:   a name from ``stages.STAGES`` (``vocoder_flow``, ``vocoder_hift``): which module and data classes
     seed:    passed to ``lightning.seed_everything(seed, workers=True)`` (optional)
     model:   keyword arguments of the stage's LightningModule (a nested mapping such as ``flow:`` overrides
              the model's config dataclass, see ``config.build_config``)
     data:    keyword arguments of the stage's LightningDataModule
     trainer: keyword arguments of ``lightning.Trainer``
+    ckpt_path: a Lightning checkpoint to resume from (``last``: the newest one), optional
+Two ``trainer`` keys take names instead of objects:
+    logger:    false, or a list of ``csv`` / ``tensorboard`` (written under ``default_root_dir``)
+    callbacks: a list of ``progress`` (rich progress bar), ``lr_monitor``, or ``{checkpoint: {...}}`` with
+               ``ModelCheckpoint`` arguments (e.g. ``every_n_train_steps``, ``save_last``)
+Checkpoints are written atomically (``checkpoint_io.AtomicCheckpointIO``); resume a run with
+``ckpt_path=last`` (or a checkpoint file) at the top level of the command line.
+
 OmegaConf interpolation works (``export_path: ${trainer.default_root_dir}/flow.safetensors``), and ``???``
 marks a value the user must give (e.g. ``data.train``). ``fit`` writes the resolved recipe to
 ``<trainer.default_root_dir>/config.yaml`` when that folder is set, then runs ``Trainer.fit``.
@@ -30,12 +38,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from .stages import STAGES
 
-SECTIONS = ("stage", "seed", "model", "data", "trainer")
+SECTIONS = ("stage", "seed", "model", "data", "trainer", "ckpt_path")
 COMMANDS = ("fit", "print-config", "stages", "merge")
 
 
@@ -95,8 +104,10 @@ def load_recipe(configs: Sequence[str | Path], overrides: Sequence[str] = ()) ->
     try:
         parts.append(OmegaConf.from_dotlist(list(overrides)))
         recipe = OmegaConf.merge(*parts)
-    except OmegaConfBaseException as err:
-        raise RecipeError(f"bad override or recipe: {err}") from err
+    except (OmegaConfBaseException, ValueError, yaml.YAMLError) as err:
+        raise RecipeError(
+            f"bad override or recipe: {err} (YAML flow values need a space after ':', e.g. {{a: 1}})"
+        ) from err
     if not isinstance(recipe, DictConfig):
         raise RecipeError("a recipe must be a mapping with the sections " + ", ".join(SECTIONS))
     unknown = sorted(set(recipe.keys()) - set(SECTIONS))
@@ -138,6 +149,51 @@ def _check_kwargs(target: Any, kwargs: dict[str, Any], section: str) -> None:
         raise RecipeError(f"unknown {section} arguments {unknown}; {section} accepts {allowed}")
 
 
+LOGGERS = ("csv", "tensorboard")
+CALLBACKS = ("progress", "lr_monitor", "checkpoint")
+
+
+def trainer_objects(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Replace the named ``logger`` and ``callbacks`` of a recipe by Lightning objects; add the atomic
+    checkpoint writer."""
+    from lightning.pytorch import callbacks as cb
+    from lightning.pytorch import loggers
+
+    from .checkpoint_io import AtomicCheckpointIO
+
+    kwargs = dict(trainer_kwargs)
+    root = kwargs.get("default_root_dir") or "."
+    names = kwargs.get("logger")
+    if isinstance(names, (list, tuple)):
+        made = []
+        for name in names:
+            if name == "csv":
+                made.append(loggers.CSVLogger(root, name="logs"))
+            elif name == "tensorboard":
+                made.append(loggers.TensorBoardLogger(root, name="logs"))
+            else:
+                raise RecipeError(f"unknown trainer.logger {name!r}; choose from {list(LOGGERS)} or false")
+        kwargs["logger"] = made
+    made_callbacks = []
+    for item in kwargs.get("callbacks") or []:
+        name, options = (item, {}) if isinstance(item, str) else next(iter(dict(item).items()), (None, None))
+        if isinstance(item, dict) and len(item) != 1:
+            raise RecipeError(f"a trainer.callbacks entry is a name or {{name: {{...}}}}, got {item!r}")
+        if name == "progress":
+            made_callbacks.append(cb.RichProgressBar(**(options or {})))
+        elif name == "lr_monitor":
+            made_callbacks.append(cb.LearningRateMonitor(**(options or {})))
+        elif name == "checkpoint":
+            made_callbacks.append(cb.ModelCheckpoint(**(options or {})))
+        else:
+            raise RecipeError(f"unknown trainer.callbacks entry {name!r}; choose from {list(CALLBACKS)}")
+    if "callbacks" in kwargs:
+        kwargs["callbacks"] = made_callbacks
+    plugins = kwargs.get("plugins") or []
+    kwargs["plugins"] = [*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()]
+    return kwargs
+
+
 def build(recipe: dict[str, Any]):
     """A resolved recipe -> ``(LightningModule, LightningDataModule, lightning.Trainer)``."""
     import lightning as L
@@ -150,7 +206,7 @@ def build(recipe: dict[str, Any]):
         L.seed_everything(recipe["seed"], workers=True)
     model = module_cls(**recipe["model"])
     data = data_cls(**recipe["data"])
-    trainer = L.Trainer(**recipe["trainer"])
+    trainer = L.Trainer(**trainer_objects(recipe["trainer"]))
     return model, data, trainer
 
 
@@ -168,7 +224,7 @@ def fit(configs: Sequence[str | Path], overrides: Sequence[str] = ()):
     if root is not None and trainer.is_global_zero:
         Path(root).mkdir(parents=True, exist_ok=True)
         (Path(root) / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(recipe)), encoding="utf-8")
-    trainer.fit(model, datamodule=data)
+    trainer.fit(model, datamodule=data, ckpt_path=recipe.get("ckpt_path"))
     return trainer
 
 
