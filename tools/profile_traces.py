@@ -7,25 +7,19 @@ tool profiles one training step (forward + backward + optimizer) and one short g
 model, writes ``train_trace.json`` and ``generate_trace.json`` (open them in chrome://tracing or
 https://ui.perfetto.dev), and prints the time spent in each range.
 
-    python tools/profile.py [--out bench-results/profile] [--steps 12]
+    python tools/profile_traces.py [--out bench-results/profile] [--steps 12]
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path, where this file would shadow the standard
-# library's ``profile`` module (which torch imports through cProfile).
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-
-import torch  # noqa: E402
-from funaudiochat.drsr import GenerationConfig, generate  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
+import torch
+from funaudiochat.drsr import GenerationConfig, generate
+from torch.profiler import ProfilerActivity, profile
 
 RANGES = ("encoder", "grouping", "llm", "srh", "srh_substep", "sampling")
 HERE = Path(__file__).resolve().parent
