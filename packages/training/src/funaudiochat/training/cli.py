@@ -42,13 +42,14 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from .errors import UserInputError
 from .stages import STAGES
 
 SECTIONS = ("stage", "seed", "model", "data", "trainer", "ckpt_path")
 COMMANDS = ("fit", "print-config", "stages", "merge")
 
 
-class RecipeError(ValueError):
+class RecipeError(UserInputError):
     """A recipe or command line that cannot be run; the message says what to change."""
 
 
@@ -268,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         fit(configs, overrides)
         return 0
-    except RecipeError as err:
+    except UserInputError as err:
         if str(err) == "usage":
             print(__doc__, file=sys.stderr)
             return 0 if argv else 2

@@ -26,6 +26,26 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {
+    "tokenizer": Stage(
+        "funaudiochat.training.tokenizer.module:TokenizerTrainingModule",
+        "funaudiochat.training.tokenizer.data:TokenizerDataModule",
+        "speech tokenizer, 16 kHz audio -> 25 Hz FSQ codes (6561) trained with CTC on transcripts",
+    ),
+    "pre_alignment": Stage(
+        "funaudiochat.training.llm.module:SpeechLLMModule",
+        "funaudiochat.training.llm.data:SpokenChatDataModule",
+        "pre-alignment: the LLM frozen; speech encoders, grouping adapter and SRH learn (text + speech CE)",
+    ),
+    "sft": Stage(
+        "funaudiochat.training.llm.module:SpeechLLMModule",
+        "funaudiochat.training.llm.data:SpokenChatDataModule",
+        "supervised fine-tuning of the whole model (or LoRA on the LLM) on spoken conversations",
+    ),
+    "core_cocktail": Stage(
+        "funaudiochat.training.llm.core_cocktail:CoreCocktailModule",
+        "funaudiochat.training.llm.data:SpokenChatDataModule",
+        "Core-Cocktail: stage 1 at a high LR, merge the LLM with the original (alpha), stage 2 at a low LR",
+    ),
     "vocoder_flow": Stage(
         "funaudiochat.training.vocoder.flow_module:FlowMatchingModule",
         "funaudiochat.training.vocoder.data:VocoderDataModule",

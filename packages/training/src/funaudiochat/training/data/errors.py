@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import UserInputError
+
 MAX_LISTED = 200  # problems spelled out in the message; all of them are in DataValidationError.problems
 
 
@@ -38,7 +40,7 @@ class Problem:
         return f"{where}: {self.field}: {self.what}{tail}"
 
 
-class DataValidationError(ValueError):
+class DataValidationError(UserInputError):
     """Raised once per file with every ``Problem`` found (``.problems``); the message lists the first
     ``MAX_LISTED`` of them, one per line."""
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..errors import UserInputError
 from ..merge import Checkpoint, average, base_key, check_alpha
 from ..optim import lr_multiplier
 from .module import SpeechLLMModule
@@ -124,6 +125,15 @@ class CoreCocktailModule(SpeechLLMModule):
             for optimizer in self.trainer.optimizers:
                 optimizer.state.clear()
         self.merged = True
+
+    def on_fit_start(self) -> None:
+        h, max_steps = self.hparams, self.trainer.max_steps
+        if max_steps == -1 or max_steps > h.stage1_steps + h.stage2_steps:
+            raise UserInputError(
+                f"trainer.max_steps is {max_steps} but Core-Cocktail runs stage1_steps + stage2_steps = "
+                f"{h.stage1_steps + h.stage2_steps} steps; set trainer.max_steps to that (or fewer, to stop "
+                "early and resume later)"
+            )
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         if not self.merged and self.global_step >= self.hparams.stage1_steps:

@@ -15,7 +15,9 @@ Which parts learn is a recipe setting:
   checkpoint has the adapters merged into the LLM, so it is in the official layout.
 
 At the end of ``fit`` the model is written with ``save_pretrained`` (official layout, safetensors) to
-``export_dir``, atomically (a temporary folder renamed into place), besides Lightning's checkpoints.
+``export_dir``, atomically (a temporary folder renamed into place), besides Lightning's checkpoints; the
+processor and text-tokenizer files of the starting checkpoint folder go along, so the export is the next
+stage's ``model`` and ``data.processor`` at once.
 
 Example:
     >>> module = SpeechLLMModule(model={"config": {"preset": "tiny"}}, freeze=["language_model"], lr=1e-3)
@@ -86,6 +88,26 @@ def build_model(spec: str | os.PathLike | Mapping[str, Any]) -> FunAudioChatForC
     return model
 
 
+def tiny_config_for(processor, **overrides) -> FunAudioChatConfig:
+    """``FunAudioChatConfig.tiny`` whose vocabulary and special ids are those of ``processor``'s text
+    tokenizer (tests, the demo model); ``overrides`` go to ``FunAudioChatConfig.tiny``."""
+    ids = processor.token_ids
+    text = {
+        "audio_bos_index": ids.audio_bos_index,
+        "audio_eos_index": ids.audio_eos_index,
+        "sil_index": ids.sil_index,
+        "bos_token_id": None,
+        "eos_token_id": ids.im_end,
+        "pad_token_id": ids.pad,
+    }
+    return FunAudioChatConfig.tiny(
+        vocab_size=len(processor.tokenizer),
+        text_overrides=text,
+        audio_token_index=ids.audio_token_index,
+        **overrides,
+    )
+
+
 def load_llm(model: FunAudioChatForConditionalGeneration, directory: str | os.PathLike) -> None:
     """Replace the LLM's weights by those of a causal-LM checkpoint (safetensors), strictly."""
     from ..merge import Checkpoint, base_key
@@ -108,13 +130,26 @@ def load_llm(model: FunAudioChatForConditionalGeneration, directory: str | os.Pa
             tensor.copy_(source[base_key("language_model." + name, source)])
 
 
-def save_checkpoint_atomic(model: FunAudioChatForConditionalGeneration, directory: str | os.PathLike) -> Path:
+MODEL_FILES = ("config.json", "generation_config.json")
+
+
+def save_checkpoint_atomic(
+    model: FunAudioChatForConditionalGeneration,
+    directory: str | os.PathLike,
+    companions: str | os.PathLike | None = None,
+) -> Path:
     """``model.save_pretrained`` into a temporary folder beside ``directory``, then renamed into place (an
-    existing folder is replaced only once the new one is complete)."""
+    existing folder is replaced only once the new one is complete). ``companions``: a checkpoint folder whose
+    other files (processor, text tokenizer, chat template) are copied along, so the result is complete."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
+        if companions is not None and Path(companions).is_dir():
+            for item in Path(companions).iterdir():
+                weights = item.suffix == ".safetensors" or item.name.endswith(".index.json")
+                if item.is_file() and not weights and item.name not in MODEL_FILES:
+                    shutil.copy2(item, staging / item.name)
         model.save_pretrained(staging)
         if directory.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
@@ -267,7 +302,9 @@ class SpeechLLMModule(L.LightningModule):
         """Write the model in the official layout (LoRA adapters merged into the LLM first)."""
         if self.hparams.lora is not None:
             merge_lora(self.model.language_model)
-        return save_checkpoint_atomic(self.model, directory)
+        spec = self.hparams.model
+        source = spec if isinstance(spec, (str, os.PathLike)) else dict(spec).get("pretrained")
+        return save_checkpoint_atomic(self.model, directory, companions=source)
 
     def on_train_end(self) -> None:
         if self.hparams.export_dir is not None and self.trainer.is_global_zero:

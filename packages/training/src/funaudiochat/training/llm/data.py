@@ -1,0 +1,186 @@
+"""The data of the speech-LLM stages: spoken conversations -> padded official-layout batches.
+
+``train`` / ``val``: an official sharegpt JSONL (``read_sharegpt``) or our manifest (``read_manifest``;
+``format: auto`` tells them apart by the first line's keys). Everything is validated when the data module
+is set up, so a bad file stops the run before the first step with every problem listed. Batches come from
+a ``DurationBucketSampler`` (at most ``max_seconds`` of audio and ``max_batch_size`` conversations per
+batch; shuffled per epoch from ``seed``; split across DDP ranks), so recipes set
+``trainer.use_distributed_sampler: false``. The sampler's position is part of Lightning's checkpoint: a
+resumed run continues the epoch with the batches it had not seen.
+
+``processor``: a folder written by ``FunAudioChatProcessor.save_pretrained`` (the text tokenizer and the
+audio settings; it must be the one the model was built with). ``speech_tokenizer``: safetensors weights
+used to tokenize assistant audio that has no codes yet (manifest ``answer_audio``), cached in
+``codes_cache``.
+
+Example:
+    >>> data = SpokenChatDataModule(train="spoken/train.jsonl", processor="model/", max_seconds=60)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from ..data import (
+    CodesCache,
+    Collator,
+    ConversationEncoder,
+    DurationBucketSampler,
+    SpokenChatDataset,
+    read_manifest_conversations,
+    read_sharegpt,
+)
+
+FORMATS = ("auto", "sharegpt", "manifest")
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """``sharegpt`` when the first JSON line has ``messages``/``conversations``, ``manifest`` when it has
+    ``answer_text``; otherwise a ``ValueError``."""
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                first = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not JSON ({err.msg})") from err
+            if isinstance(first, dict) and ("messages" in first or "conversations" in first):
+                return "sharegpt"
+            if isinstance(first, dict) and "answer_text" in first:
+                return "manifest"
+            raise ValueError(
+                f"{path}:{number}: neither sharegpt (messages/conversations) nor manifest (answer_text); "
+                "set data.format"
+            )
+    raise ValueError(f"{path}: the file has no data lines")
+
+
+def read_conversations(path: str | os.PathLike, fmt: str = "auto"):
+    if fmt not in FORMATS:
+        raise ValueError(f"data.format must be one of {list(FORMATS)}, got {fmt!r}")
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: data file not found")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    return read_sharegpt(path) if fmt == "sharegpt" else read_manifest_conversations(path)
+
+
+class SpokenChatDataModule(L.LightningDataModule):
+    """Spoken conversations for ``SpeechLLMModule`` / ``CoreCocktailModule`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        train: str = "???",
+        processor: str = "???",
+        val: str | None = None,
+        format: str = "auto",
+        max_seconds: float | None = 120.0,
+        max_batch_size: int | None = 16,
+        num_buckets: int = 10,
+        seed: int = 0,
+        num_workers: int = 0,
+        max_length: int | None = None,
+        speech_tokenizer: str | None = None,
+        codes_cache: str | None = None,
+    ):
+        super().__init__()
+        if format not in FORMATS:
+            raise ValueError(f"data.format must be one of {list(FORMATS)}, got {format!r}")
+        if max_seconds is None and max_batch_size is None:
+            raise ValueError("give data.max_seconds or data.max_batch_size (or both) to bound a batch")
+        self.save_hyperparameters()
+        self.sampler: DurationBucketSampler | None = None
+        self._resume: dict[str, Any] | None = None
+
+    def _processor(self):
+        from funaudiochat.drsr.processing import FunAudioChatProcessor
+
+        if not Path(self.hparams.processor).is_dir():
+            raise ValueError(f"data.processor {self.hparams.processor}: not a folder (FunAudioChatProcessor)")
+        return FunAudioChatProcessor.from_pretrained(self.hparams.processor, padding_side="right")
+
+    def _cache(self) -> CodesCache | None:
+        h = self.hparams
+        if h.speech_tokenizer is None:
+            return None
+        from funaudiochat.tokenizer import SpeechTokenizer
+
+        root = h.codes_cache or str(Path(h.speech_tokenizer).with_suffix("")) + "_codes"
+        return CodesCache(root, SpeechTokenizer.from_safetensors(h.speech_tokenizer))
+
+    def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "train_set"):
+            return
+        h = self.hparams
+        self.processor = self._processor()
+        encoder = ConversationEncoder(self.processor)
+        cache = self._cache()
+        self.collate = Collator.for_processor(self.processor)
+        self.train_set = SpokenChatDataset(
+            read_conversations(h.train, h.format), encoder, codes_cache=cache, max_length=h.max_length
+        )
+        self.val_set = None
+        if h.val is not None:
+            self.val_set = SpokenChatDataset(
+                read_conversations(h.val, h.format), encoder, codes_cache=cache, max_length=h.max_length
+            )
+
+    def _sampler(self, dataset: SpokenChatDataset, shuffle: bool) -> DurationBucketSampler:
+        h = self.hparams
+        trainer = self.trainer
+        replicas = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        return DurationBucketSampler(
+            dataset.durations,
+            max_seconds=h.max_seconds,
+            max_batch_size=h.max_batch_size,
+            num_buckets=h.num_buckets,
+            shuffle=shuffle,
+            seed=h.seed,
+            num_replicas=replicas,
+            rank=rank,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.sampler is None:  # Lightning sets its epoch (set_epoch) at every epoch start
+            self.sampler = self._sampler(self.train_set, shuffle=True)
+        if self._resume is not None:
+            self.sampler.load_state_dict(self._resume)
+            self._resume = None
+        return DataLoader(
+            self.train_set,
+            batch_sampler=self.sampler,
+            collate_fn=self.collate,
+            num_workers=self.hparams.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is None:
+            return []
+        return DataLoader(
+            self.val_set,
+            batch_sampler=self._sampler(self.val_set, shuffle=False),
+            collate_fn=self.collate,
+            num_workers=self.hparams.num_workers,
+        )
+
+    # -- resuming mid-epoch ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.sampler is None or self.trainer is None:
+            return {}
+        # batches the loop has trained on (a checkpoint taken in on_train_batch_end counts the current one)
+        consumed = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"sampler": self.sampler.state_dict(consumed=consumed)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume = state_dict.get("sampler")
+        if self._resume is not None and self.sampler is not None:
+            self.sampler.load_state_dict(self._resume)
+            self._resume = None

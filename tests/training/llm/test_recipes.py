@@ -1,0 +1,124 @@
+"""The speech-LLM recipes end to end on espeak-ng speech: tools/synth_spoken_data.py makes official
+sharegpt data, pre-alignment then Core-Cocktail run from their recipes through funaudiochat-train, their
+losses fall, and each exports a checkpoint the next one starts from."""
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from funaudiochat.drsr import FunAudioChatForConditionalGeneration
+from funaudiochat.drsr.processing import FunAudioChatProcessor
+from funaudiochat.drsr.text_tokenizer import train_text_tokenizer
+from funaudiochat.training import cli
+from funaudiochat.training.llm.module import tiny_config_for
+
+ROOT = Path(__file__).resolve().parents[3]
+RECIPES = ROOT / "packages" / "training" / "recipes"
+PAIRS = [
+    ("What is two plus three?", "Two plus three is five."),
+    ("What is the capital of France?", "The capital of France is Paris."),
+    ("What is seven times eight?", "Seven times eight is fifty six."),
+    ("Say hello.", "Hello! How are you?"),
+]
+SYSTEM = "You are asked to generate both text and speech tokens at the same time."
+
+
+@pytest.fixture(scope="module")
+def spoken(tmp_path_factory):
+    """Official sharegpt data from espeak-ng, and a start folder: processor + tiny model."""
+    root = tmp_path_factory.mktemp("spoken")
+    pairs = root / "pairs.tsv"
+    pairs.write_text("".join(f"{q}\t{a}\n" for q, a in PAIRS))
+    spec = importlib.util.spec_from_file_location(
+        "synth_spoken_data", ROOT / "tools" / "synth_spoken_data.py"
+    )
+    synth = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = synth
+    try:
+        spec.loader.exec_module(synth)
+        assert synth.main([str(pairs), "--out", str(root / "data"), "--seed", "0", "--speeds", "190"]) == 0
+    finally:
+        sys.modules.pop(spec.name, None)
+    corpus = [f"{q} {a}" for q, a in PAIRS] * 5 + [SYSTEM]
+    processor = FunAudioChatProcessor(train_text_tokenizer(corpus, vocab_size=300), padding_side="right")
+    start = root / "start"
+    processor.save_pretrained(start)
+    torch.manual_seed(0)
+    FunAudioChatForConditionalGeneration(tiny_config_for(processor)).save_pretrained(start)
+    return root / "data" / "train.jsonl", start
+
+
+def losses(run: Path) -> list[float]:
+    with (run / "logs" / "version_0" / "metrics.csv").open() as f:
+        return [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
+
+
+def overrides(data, start, run, steps):
+    return [
+        f"model.model={start}",
+        f"data.processor={start}",
+        f"data.train={data}",
+        "data.max_batch_size=2",
+        f"trainer.default_root_dir={run}",
+        f"trainer.max_steps={steps}",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "trainer.callbacks=[]",
+    ]
+
+
+def test_pre_alignment_then_core_cocktail(spoken, tmp_path):
+    data, start = spoken
+    pre = tmp_path / "pre"
+    cli.fit([RECIPES / "pre_alignment.yaml"], [*overrides(data, start, pre, 24), "model.lr=3e-3"])
+    curve = losses(pre)
+    assert len(curve) == 24 and sum(curve[-4:]) / 4 < 0.85 * sum(curve[:4]) / 4, curve
+    aligned = FunAudioChatForConditionalGeneration.from_pretrained(pre / "model")
+    original = FunAudioChatForConditionalGeneration.from_pretrained(start)
+    for (name, a), b in zip(
+        aligned.language_model.state_dict().items(),
+        original.language_model.state_dict().values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b), f"pre-alignment changed the frozen LLM: {name}"
+
+    cc = tmp_path / "cc"
+    steps = ["model.stage1_steps=8", "model.stage2_steps=8", "model.stage1_lr=3e-3", "model.stage2_lr=3e-4"]
+    trainer = cli.fit([RECIPES / "core_cocktail.yaml"], [*overrides(data, pre / "model", cc, 16), *steps])
+    assert trainer.lightning_module.merged
+    curve = losses(cc)
+    assert sum(curve[-4:]) / 4 < sum(curve[:4]) / 4, curve
+    FunAudioChatForConditionalGeneration.from_pretrained(cc / "model")
+
+
+def test_bad_data_stops_before_training(spoken, tmp_path, capsys):
+    data, start = spoken
+    broken = tmp_path / "broken.jsonl"
+    lines = data.read_text().splitlines()
+    broken.write_text("\n".join([lines[0], lines[1].replace("[AU", "[XX", 1)]) + "\n")
+    argv = [
+        "fit",
+        "--config",
+        str(RECIPES / "pre_alignment.yaml"),
+        *overrides(broken, start, tmp_path / "r", 2),
+    ]
+    assert cli.main(argv) == 2 or pytest.fail("bad data must stop the run")
+    err = capsys.readouterr().err
+    assert f"{broken}:2" in err
+
+
+def test_core_cocktail_refuses_more_steps_than_its_stages(spoken, tmp_path, capsys):
+    data, start = spoken
+    argv = [
+        "fit",
+        "--config",
+        str(RECIPES / "core_cocktail.yaml"),
+        *overrides(data, start, tmp_path / "r", 9),
+    ]
+    argv += ["model.stage1_steps=4", "model.stage2_steps=4"]
+    assert cli.main(argv) == 2
+    assert "stage1_steps + stage2_steps = 8" in capsys.readouterr().err
