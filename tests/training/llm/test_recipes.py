@@ -122,3 +122,64 @@ def test_core_cocktail_refuses_more_steps_than_its_stages(spoken, tmp_path, caps
     argv += ["model.stage1_steps=4", "model.stage2_steps=4"]
     assert cli.main(argv) == 2
     assert "stage1_steps + stage2_steps = 8" in capsys.readouterr().err
+
+
+def test_sigkill_then_resume_continues_the_loss_curve(spoken, tmp_path):
+    """A run killed with SIGKILL mid-epoch resumes from its last (atomically written) checkpoint and then
+    logs exactly the losses of an uninterrupted run: same data order (the sampler's position is in the
+    checkpoint), same optimizer and schedule."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    data, start = spoken
+    steps = 12
+
+    def argv(run, *extra):
+        return [
+            sys.executable,
+            "-m",
+            "funaudiochat.training.cli",
+            "fit",
+            "--config",
+            str(RECIPES / "pre_alignment.yaml"),
+            *overrides(data, start, run, steps)[:-1],
+            "model.lr=3e-3",
+            "data.max_batch_size=3",
+            "trainer.callbacks=[{checkpoint: {every_n_train_steps: 1, save_last: true}}]",
+            *extra,
+        ]
+
+    whole = tmp_path / "whole"
+    subprocess.run(argv(whole), check=True, capture_output=True)
+    reference = losses(whole)
+    assert len(reference) == steps
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(argv(cut), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            done = [int(p.stem.split("step=")[1]) for p in cut.rglob("*step=*.ckpt")]
+            if done and max(done) >= 4:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    last = next(cut.rglob("last.ckpt"))
+    resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
+    assert 3 <= resumed_from < steps
+    subprocess.run(argv(cut, f"ckpt_path={last}"), check=True, capture_output=True)
+    assert not list(cut.rglob(".last.ckpt.*.tmp"))  # what the kill left mid-write is cleaned up
+    versions = sorted((cut / "logs").glob("version_*"))
+    with (versions[-1] / "metrics.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    after = {int(r["step"]): float(r["train/loss"]) for r in rows}
+    assert sorted(after) == list(range(resumed_from, steps))
+    for step, value in after.items():
+        assert value == pytest.approx(reference[step], rel=1e-5, abs=1e-6), (step, value, reference[step])

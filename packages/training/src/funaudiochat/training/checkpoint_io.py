@@ -1,6 +1,7 @@
 """Lightning checkpoints written atomically: a temporary file in the same folder, flushed to disk, then
 ``os.replace``d onto the target. A run killed while saving (SIGKILL, power loss) leaves the previous
-checkpoint intact and never a truncated one that ``--ckpt_path`` would fail on."""
+checkpoint intact and never a truncated one that ``--ckpt_path`` would fail on; the temporary file it
+leaves is removed by the next successful save of the same checkpoint."""
 
 from __future__ import annotations
 
@@ -32,3 +33,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a run killed mid-write
+            stale.unlink(missing_ok=True)
