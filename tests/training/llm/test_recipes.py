@@ -183,3 +183,39 @@ def test_sigkill_then_resume_continues_the_loss_curve(spoken, tmp_path):
     assert sorted(after) == list(range(resumed_from, steps))
     for step, value in after.items():
         assert value == pytest.approx(reference[step], rel=1e-5, abs=1e-6), (step, value, reference[step])
+
+
+def test_ddp_two_processes_equals_one_process_with_the_same_global_batch(spoken, tmp_path):
+    """DDP over 2 CPU processes (gloo), one conversation per process and step, against one process that
+    accumulates the same two conversations per step: both average the two per-conversation losses, so
+    the trained models agree."""
+    import subprocess
+
+    data, start = spoken
+
+    def run(root, *extra):
+        argv = [
+            sys.executable,
+            "-m",
+            "funaudiochat.training.cli",
+            "fit",
+            "--config",
+            str(RECIPES / "pre_alignment.yaml"),
+            *overrides(data, start, root, 4),
+            "model.lr=3e-3",
+            "data.max_batch_size=1",
+            "trainer.accelerator=cpu",
+            *extra,
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run(tmp_path / "ddp", "trainer.devices=2", "trainer.strategy=ddp_find_unused_parameters_true")
+    run(tmp_path / "one", "trainer.devices=1", "trainer.accumulate_grad_batches=2", "trainer.max_steps=4")
+    ddp = FunAudioChatForConditionalGeneration.from_pretrained(tmp_path / "ddp" / "model").state_dict()
+    one = FunAudioChatForConditionalGeneration.from_pretrained(tmp_path / "one" / "model").state_dict()
+    original = FunAudioChatForConditionalGeneration.from_pretrained(start).state_dict()
+    moved = [k for k in one if not torch.equal(one[k], original[k])]
+    assert moved, "training changed nothing"
+    for key in moved:
+        torch.testing.assert_close(ddp[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
