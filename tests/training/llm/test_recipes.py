@@ -219,3 +219,40 @@ def test_ddp_two_processes_equals_one_process_with_the_same_global_batch(spoken,
     assert moved, "training changed nothing"
     for key in moved:
         torch.testing.assert_close(ddp[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_dpo_recipe_on_spoken_preferences(spoken, tmp_path):
+    """Preference pairs built from the spoken data (rejected: another question's answer), two tasks mixed;
+    DPO from its recipe moves the loss below log 2."""
+    import json
+
+    from funaudiochat.training.llm.preference import read_preferences
+
+    data, start = spoken
+    records = [json.loads(line) for line in data.read_text().splitlines()]
+    rows = []
+    for i, chosen in enumerate(records):
+        rejected = dict(chosen, audio=[chosen["audio"][0], records[(i + 1) % len(records)]["audio"][1]])
+        rows.append({"task": "empathy" if i % 2 else "robustness", "chosen": chosen, "rejected": rejected})
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [p.task for p in read_preferences(prefs)] == ["robustness", "empathy"] * 2
+    run = tmp_path / "dpo"
+    argv = [f"model.model={start}", f"data.processor={start}", f"data.train={prefs}", "data.batch_size=2"]
+    argv += [f"trainer.default_root_dir={run}", "trainer.max_steps=10", "trainer.log_every_n_steps=1"]
+    argv += ["trainer.enable_progress_bar=false", "trainer.callbacks=[]", "model.lr=5e-4", "model.beta=0.5"]
+    argv += ["model.warmup_steps=0", "data.mixture={empathy: 2.0, robustness: 1.0}"]
+    cli.fit([RECIPES / "dpo.yaml"], argv)
+    curve = losses(run)
+    assert curve[0] == pytest.approx(0.6931, abs=2e-3)
+    assert sum(curve[-3:]) / 3 < 0.6, curve
+    FunAudioChatForConditionalGeneration.from_pretrained(run / "model")
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"task": "", "chosen": records[0], "rejected": records[1]}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: task") as err:
+        read_preferences(bad)
+    assert "prompt differs from chosen's" in str(err.value)
+    bad.write_text(json.dumps({"task": "x", "chosen": records[0]}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: rejected: missing"):
+        read_preferences(bad)

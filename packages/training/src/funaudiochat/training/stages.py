@@ -46,6 +46,11 @@ STAGES: dict[str, Stage] = {
         "funaudiochat.training.llm.data:SpokenChatDataModule",
         "Core-Cocktail: stage 1 at a high LR, merge the LLM with the original (alpha), stage 2 at a low LR",
     ),
+    "dpo": Stage(
+        "funaudiochat.training.llm.dpo:MultiTaskDPOModule",
+        "funaudiochat.training.llm.preference:PreferenceDataModule",
+        "multi-task DPO on preference pairs of joint text + speech answers, against a frozen reference",
+    ),
     "vocoder_flow": Stage(
         "funaudiochat.training.vocoder.flow_module:FlowMatchingModule",
         "funaudiochat.training.vocoder.data:VocoderDataModule",
