@@ -175,7 +175,6 @@ def test_sigkill_then_resume_continues_the_loss_curve(spoken, tmp_path):
     resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
     assert 3 <= resumed_from < steps
     subprocess.run(argv(cut, f"ckpt_path={last}"), check=True, capture_output=True)
-    assert not list(cut.rglob(".last.ckpt.*.tmp"))  # what the kill left mid-write is cleaned up
     versions = sorted((cut / "logs").glob("version_*"))
     with (versions[-1] / "metrics.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
