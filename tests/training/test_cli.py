@@ -129,3 +129,17 @@ def test_unknown_logger_and_callback(speech_dir, capsys):
     assert "unknown trainer.callbacks entry 'early_stop'" in capsys.readouterr().err
     assert cli.main([*argv, "trainer.callbacks=[{checkpoint:{x:1}}]"]) == 2
     assert "space after ':'" in capsys.readouterr().err
+
+
+def test_strategy_by_mapping_and_fsdp_needs_a_gpu():
+    from lightning.pytorch.strategies import DDPStrategy
+
+    made = cli.trainer_objects({"strategy": {"ddp": {"find_unused_parameters": True}}})
+    assert isinstance(made["strategy"], DDPStrategy)
+    with pytest.raises(cli.RecipeError, match="trainer.strategy as a mapping"):
+        cli.trainer_objects({"strategy": {"horovod": {}}})
+    # Lightning 2.6 runs FSDP on GPUs only; on this CPU-only machine it says so (documented in docs/training.md)
+    import lightning as L
+
+    with pytest.raises(ValueError, match="requires a GPU accelerator"):
+        L.Trainer(accelerator="cpu", devices=2, strategy="fsdp", logger=False)

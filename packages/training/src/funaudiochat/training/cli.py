@@ -18,7 +18,10 @@ A recipe has these sections, merged in order (later files and overrides win):
     data:    keyword arguments of the stage's LightningDataModule
     trainer: keyword arguments of ``lightning.Trainer``
     ckpt_path: a Lightning checkpoint to resume from (``last``: the newest one), optional
-Two ``trainer`` keys take names instead of objects:
+Three ``trainer`` keys take names instead of objects:
+    strategy:  a Lightning name (``ddp``, ``ddp_find_unused_parameters_true``, ``fsdp``,
+               ``deepspeed_stage_2``) or ``{ddp|fsdp|deepspeed: {...}}`` with the strategy's arguments, e.g.
+               ``{deepspeed: {config: packages/training/recipes/deepspeed/zero3.json}}`` (GPUs)
     logger:    false, or a list of ``csv`` / ``tensorboard`` (written under ``default_root_dir``)
     callbacks: a list of ``progress`` (rich progress bar), ``lr_monitor``, or ``{checkpoint: {...}}`` with
                ``ModelCheckpoint`` arguments (e.g. ``every_n_train_steps``, ``save_last``)
@@ -151,6 +154,7 @@ def _check_kwargs(target: Any, kwargs: dict[str, Any], section: str) -> None:
 
 
 LOGGERS = ("csv", "tensorboard")
+STRATEGIES = ("ddp", "fsdp", "deepspeed")
 CALLBACKS = ("progress", "lr_monitor", "checkpoint")
 
 
@@ -190,6 +194,21 @@ def trainer_objects(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
             raise RecipeError(f"unknown trainer.callbacks entry {name!r}; choose from {list(CALLBACKS)}")
     if "callbacks" in kwargs:
         kwargs["callbacks"] = made_callbacks
+    strategy = kwargs.get("strategy")
+    if isinstance(strategy, dict):
+        if len(strategy) != 1 or next(iter(strategy)) not in STRATEGIES:
+            raise RecipeError(
+                f"trainer.strategy as a mapping is {{name: {{...}}}} with name in {list(STRATEGIES)}"
+            )
+        name, options = next(iter(strategy.items()))
+        from lightning.pytorch import strategies
+
+        cls = {
+            "ddp": strategies.DDPStrategy,
+            "fsdp": strategies.FSDPStrategy,
+            "deepspeed": strategies.DeepSpeedStrategy,
+        }
+        kwargs["strategy"] = cls[name](**(options or {}))
     plugins = kwargs.get("plugins") or []
     kwargs["plugins"] = [*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()]
     return kwargs
