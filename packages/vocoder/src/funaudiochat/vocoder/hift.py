@@ -80,9 +80,24 @@ class Snake(nn.Module):
         self.alpha = nn.Parameter(torch.ones(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = self.alpha[None, :, None]
+        alpha, inverse = self._terms()
         wave = torch.sin(x * alpha)
-        return torch.addcmul(x, wave, wave * (1.0 / (alpha + 1e-9)))
+        return torch.addcmul(x, wave, wave * inverse)
+
+    def _terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``alpha`` and ``1 / (alpha + 1e-9)`` as ``[1, C, 1]``; without autograd they are kept until alpha
+        changes (a stream calls each Snake once per chunk)."""
+        if torch.is_grad_enabled() and self.alpha.requires_grad:
+            alpha = self.alpha[None, :, None]
+            return alpha, 1.0 / (alpha + 1e-9)
+        key = (self.alpha._version, self.alpha.data_ptr(), self.alpha.device)
+        cached = getattr(self, "_cached_terms", None)
+        if cached is None or cached[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable in any mode
+                alpha = self.alpha.detach().clone()[None, :, None]
+                cached = (key, alpha, 1.0 / (alpha + 1e-9))
+            self._cached_terms = cached
+        return cached[1], cached[2]
 
 
 class CausalConv1d(nn.Conv1d):
