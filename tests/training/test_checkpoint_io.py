@@ -10,7 +10,7 @@ def test_save_is_atomic_and_cleans_stale_temporaries(tmp_path, monkeypatch):
     target = tmp_path / "ckpts" / "last.ckpt"
     io.save_checkpoint({"step": 1}, target)
     assert torch.load(target, weights_only=True) == {"step": 1}
-    stale = target.parent / ".last.ckpt.abc123.tmp"
+    stale = target.parent / ".tmp-last.ckpt.abc123"
     stale.write_bytes(b"half a checkpoint")  # what SIGKILL during a save leaves
 
     def broken_save(obj, f):

@@ -138,7 +138,7 @@ def test_strategy_by_mapping_and_fsdp_needs_a_gpu():
     assert isinstance(made["strategy"], DDPStrategy)
     with pytest.raises(cli.RecipeError, match="trainer.strategy as a mapping"):
         cli.trainer_objects({"strategy": {"horovod": {}}})
-    # Lightning 2.6 runs FSDP on GPUs only; on this CPU-only machine it says so (documented in docs/training.md)
+    # Lightning 2.6 runs FSDP on GPUs only; on a CPU-only machine it says so (docs/training.md)
     import lightning as L
 
     with pytest.raises(ValueError, match="requires a GPU accelerator"):

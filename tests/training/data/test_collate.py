@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from funaudiochat.drsr import FunAudioChatConfig, FunAudioChatForConditionalGeneration
+from funaudiochat.drsr import FunAudioChatForConditionalGeneration
 from funaudiochat.drsr.processing import speech_frame_count
 from funaudiochat.tokenizer import load_audio
 from funaudiochat.training.data import (
@@ -21,6 +21,7 @@ from funaudiochat.training.data import (
     UserAudio,
     model_inputs,
 )
+from funaudiochat.training.llm.module import tiny_config_for
 from torch.utils.data import DataLoader
 
 TEMPLATE = "<|audio_bos|><|AUDIO|><|audio_eos|>"
@@ -67,20 +68,8 @@ def encoder(processor):
 
 @pytest.fixture(scope="module")
 def tiny_model(processor):
-    ids = processor.token_ids
-    text = {
-        "audio_bos_index": ids.audio_bos_index,
-        "audio_eos_index": ids.audio_eos_index,
-        "sil_index": ids.sil_index,
-        "bos_token_id": None,
-        "eos_token_id": ids.im_end,
-        "pad_token_id": ids.pad,
-    }
-    config = FunAudioChatConfig.tiny(
-        vocab_size=len(processor.tokenizer), text_overrides=text, audio_token_index=ids.audio_token_index
-    )
     torch.manual_seed(0)
-    return FunAudioChatForConditionalGeneration(config)
+    return FunAudioChatForConditionalGeneration(tiny_config_for(processor))
 
 
 def test_prompt_and_features_match_the_processor(conversations, encoder, processor):

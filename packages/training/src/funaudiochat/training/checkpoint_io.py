@@ -5,13 +5,12 @@ leaves is removed by the next successful save of the same checkpoint."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from .atomic import TEMP_PREFIX, atomic_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -20,18 +19,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a run killed mid-write
+        target = atomic_write(path, lambda handle: torch.save(checkpoint, handle))
+        for stale in target.parent.glob(f"{TEMP_PREFIX}{target.name}.*"):  # left by a run killed mid-write
             stale.unlink(missing_ok=True)

@@ -46,3 +46,21 @@ def lr_multiplier(
         return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
+
+
+def adamw_with_schedule(module, parameters, hparams) -> dict:
+    """``configure_optimizers`` of the single-optimizer stages: AdamW over ``parameters`` with the recipe's
+    ``lr``, ``betas``, ``weight_decay``, and a per-step ``LambdaLR`` of ``lr_multiplier(schedule,
+    warmup_steps, total_steps, min_lr_ratio)``; ``total_steps`` None = the trainer's estimate."""
+    import torch
+
+    optimizer = torch.optim.AdamW(
+        parameters, lr=hparams.lr, betas=tuple(hparams.betas), weight_decay=hparams.weight_decay
+    )
+    total = hparams.total_steps
+    if total is None and hparams.schedule in ("linear", "cosine") and module._trainer is not None:
+        estimate = module.trainer.estimated_stepping_batches
+        total = int(estimate) if math.isfinite(estimate) else None
+    factor = lr_multiplier(hparams.schedule, hparams.warmup_steps, total, hparams.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
+
+from .atomic import atomic_write
 
 
 def save_safetensors_atomic(
@@ -27,15 +28,6 @@ def save_safetensors_atomic(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise ValueError("safetensors metadata must map strings to strings")
-    path.parent.mkdir(parents=True, exist_ok=True)
     plain = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(plain, tmp, metadata=dict(metadata) if metadata else None)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    data = save(plain, metadata=dict(metadata) if metadata else None)
+    return atomic_write(path, lambda handle: handle.write(data))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from funaudiochat.tokenizer import SpeechTokenizer, load_audio
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .records import AssistantSpeech, Conversation
 from .speech_tokens import NUM_CODES
 

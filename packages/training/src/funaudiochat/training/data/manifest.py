@@ -38,7 +38,7 @@ import numpy as np
 from funaudiochat.drsr.text_tokenizer import AUDIO_TEMPLATE
 from funaudiochat.tokenizer import DEFAULT_MAX_SECONDS
 
-from .atomic import atomic_write_text
+from ..atomic import atomic_write_text
 from .audio_probe import READABLE, AudioInfo, AudioProber, probe_audio
 from .errors import ProblemLog
 from .jsonl import json_type, parse_json_object, read_lines, relative_path, resolve_path

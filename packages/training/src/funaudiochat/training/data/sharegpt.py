@@ -49,7 +49,7 @@ from typing import Any
 from funaudiochat.drsr.text_tokenizer import AUDIO_TEMPLATE, AUDIO_TOKEN
 from funaudiochat.tokenizer import DEFAULT_MAX_SECONDS, code_count
 
-from .atomic import atomic_write_text
+from ..atomic import atomic_write_text
 from .audio_probe import READABLE, AudioInfo, AudioProber
 from .errors import ProblemLog
 from .jsonl import json_type, parse_json_object, read_lines, relative_path, resolve_path

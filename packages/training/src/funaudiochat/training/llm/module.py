@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import shutil
 import tempfile
@@ -38,7 +37,7 @@ import lightning as L
 import torch
 from funaudiochat.drsr import FunAudioChatConfig, FunAudioChatForConditionalGeneration
 
-from ..optim import lr_multiplier
+from ..optim import adamw_with_schedule
 
 MODULE_GROUPS = ("continuous_audio_tower", "audio_tower", "language_model", "audio_invert_tower")
 LORA_DEFAULTS = {
@@ -280,21 +279,8 @@ class SpeechLLMModule(L.LightningModule):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def total_steps(self) -> int | None:
-        total = self.hparams.total_steps
-        if total is None and self._trainer is not None:
-            estimate = self.trainer.estimated_stepping_batches
-            total = int(estimate) if math.isfinite(estimate) else None
-        return total
-
     def configure_optimizers(self):
-        h = self.hparams
-        optimizer = torch.optim.AdamW(
-            self.trainable_parameters(), lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay
-        )
-        factor = lr_multiplier(h.schedule, h.warmup_steps, self.total_steps(), h.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_schedule(self, self.trainable_parameters(), self.hparams)
 
     # -- export ---------------------------------------------------------------------------------------------
 

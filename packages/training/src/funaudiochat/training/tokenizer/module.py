@@ -34,7 +34,6 @@ Example (recipe ``packages/training/recipes/tokenizer.yaml``):
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
 from typing import Any
 
@@ -45,7 +44,7 @@ from funaudiochat.tokenizer import CODEBOOK_SIZE, SpeechTokenizer, SpeechTokeniz
 from torch import nn
 
 from ..config import build_config
-from ..optim import SCHEDULES, lr_multiplier
+from ..optim import SCHEDULES, adamw_with_schedule
 from ..weights import save_safetensors_atomic
 from .ctc_targets import BLANK, Vocabulary, ctc_min_frames, edit_distance, greedy_decode
 
@@ -312,17 +311,7 @@ class TokenizerTrainingModule(L.LightningModule):
 
     # ---- optimisation and export ---------------------------------------------------------------
     def configure_optimizers(self):
-        h = self.hparams
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay
-        )
-        total = h.total_steps
-        if total is None and h.schedule in ("linear", "cosine"):
-            estimate = self.trainer.estimated_stepping_batches
-            total = int(estimate) if math.isfinite(estimate) else None
-        factor = lr_multiplier(h.schedule, h.warmup_steps, total, h.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_schedule(self, self.parameters(), self.hparams)
 
     def export(self, path: str) -> None:
         """Write the encoder + quantizer to ``path`` in the ``SpeechTokenizer`` safetensors layout."""

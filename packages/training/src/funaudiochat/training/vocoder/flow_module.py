@@ -18,7 +18,6 @@ Example (recipe ``packages/training/recipes/vocoder_flow.yaml``):
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import lightning as L
@@ -26,7 +25,7 @@ import torch
 from funaudiochat.vocoder import CausalFlowMatching, FlowConfig
 
 from ..config import build_config, config_to_dict
-from ..optim import SCHEDULES, lr_multiplier
+from ..optim import SCHEDULES, adamw_with_schedule
 from ..weights import save_safetensors_atomic
 
 WEIGHTS_FORMAT = "funaudiochat-vocoder-flow"
@@ -93,17 +92,7 @@ class FlowMatchingModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        h = self.hparams
-        optimizer = torch.optim.AdamW(
-            self.flow.parameters(), lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay
-        )
-        total = h.total_steps
-        if total is None and h.schedule in ("linear", "cosine"):
-            estimate = self.trainer.estimated_stepping_batches
-            total = int(estimate) if math.isfinite(estimate) else None
-        factor = lr_multiplier(h.schedule, h.warmup_steps, total, h.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_schedule(self, self.flow.parameters(), self.hparams)
 
     def export(self, path: str) -> None:
         """Write the flow's state dict (the CosyVoice3 ``flow`` layout) to ``path`` (safetensors)."""
