@@ -191,6 +191,8 @@ def test_bad_model_specs(tmp_path):
         SpeechLLMModule(model={"seed": 1})
     with pytest.raises(ValueError, match="unknown model preset"):
         SpeechLLMModule(model={"config": {"preset": "huge"}})
+    with pytest.raises(ValueError, match="do not also freeze language_model"):
+        CoreCocktailModule(model=TINY, lora={"r": 2}, freeze=["language_model"])
     with pytest.raises(ValueError, match="stage1_steps and stage2_steps must be >= 1"):
         CoreCocktailModule(model=TINY, stage1_steps=0)
     with pytest.raises(ValueError, match="base must be 'initial' or a checkpoint folder"):
@@ -249,3 +251,40 @@ def test_dpo_task_weights_and_errors(batch):
         MultiTaskDPOModule(model=TINY, beta=0)
     with pytest.raises(ValueError, match="positive weights"):
         MultiTaskDPOModule(model=TINY, task_weights={"empathy": 0.0})
+
+
+def test_core_cocktail_with_lora_merges_the_effective_weights(batch, tmp_path):
+    """With LoRA the merge scales the adapters by alpha (and averages the frozen base with M0): the
+    effective LLM weights become alpha * M1 + (1 - alpha) * M0 exactly as without LoRA."""
+    L.seed_everything(0)
+    module = CoreCocktailModule(
+        model=TINY,
+        stage1_steps=3,
+        stage2_steps=2,
+        stage1_lr=5e-3,
+        stage2_lr=5e-4,
+        alpha=0.5,
+        lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        export_dir=str(tmp_path / "cc"),
+    )
+
+    def effective_q(model):
+        layer = model.language_model.model.layers[0].self_attn.q_proj
+        delta = layer.lora_B["default"].weight @ layer.lora_A["default"].weight * layer.scaling["default"]
+        return (layer.base_layer.weight + delta).detach().clone()
+
+    m0 = effective_q(module.model)
+    seen = {}
+    original = module.merge_llm
+
+    def merge_and_record():
+        seen["m1"] = effective_q(module.model)
+        original()
+        seen["merged"] = effective_q(module.model)
+
+    module.merge_llm = merge_and_record
+    fit(module, batch, 5)
+    assert not torch.equal(seen["m1"], m0)
+    torch.testing.assert_close(seen["merged"], 0.5 * seen["m1"] + 0.5 * m0, rtol=1e-5, atol=1e-6)
+    exported = FunAudioChatForConditionalGeneration.from_pretrained(tmp_path / "cc")  # adapters folded in
+    assert exported.language_model.model.layers[0].self_attn.q_proj.weight.shape == m0.shape

@@ -255,3 +255,16 @@ def test_dpo_recipe_on_spoken_preferences(spoken, tmp_path):
     bad.write_text(json.dumps({"task": "x", "chosen": records[0]}) + "\n")
     with pytest.raises(ValueError, match=r"bad.jsonl:1: rejected: missing"):
         read_preferences(bad)
+
+
+def test_sft_recipe_with_lora(spoken, tmp_path):
+    data, start = spoken
+    run = tmp_path / "sft"
+    extra = ["model.lr=3e-3", "model.warmup_steps=0", "model.lora={r: 4, alpha: 8}", "trainer.max_steps=16"]
+    cli.fit([RECIPES / "sft.yaml"], [*overrides(data, start, run, 16), *extra])
+    curve = losses(run)
+    assert sum(curve[-4:]) / 4 < 0.9 * sum(curve[:4]) / 4, curve
+    exported = FunAudioChatForConditionalGeneration.from_pretrained(run / "model")  # adapters merged, strict
+    original = FunAudioChatForConditionalGeneration.from_pretrained(start)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(exported.language_model.state_dict()[q], original.language_model.state_dict()[q])

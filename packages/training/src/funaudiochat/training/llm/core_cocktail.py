@@ -9,6 +9,10 @@ M0 is the original text LLM: ``base="initial"`` keeps a CPU copy of the LLM as i
 a directory reads M0 from that checkpoint at merge time (nothing held in memory meanwhile). Only the
 shared LLM is merged; the encoders, the adapter and the SRH keep their stage-1 weights (see ``merge.py``).
 
+With ``lora`` the LLM's base weights stay frozen and adapters learn; the merge averages the base with M0 and
+scales the adapters by ``alpha``, which is the same ``alpha * M1 + (1 - alpha) * M0`` of the effective
+weights.
+
 The phase follows from ``global_step``, and whether the merge happened is stored in Lightning's
 checkpoint, so a run resumed in either stage continues correctly. Paper values: stage 1 lr 1e-4 -> 1e-5,
 alpha 0.5, stage 2 lr 1e-5 -> 1e-6 (``min_lr_ratio`` 0.1).
@@ -60,10 +64,8 @@ class CoreCocktailModule(SpeechLLMModule):
         if stage2_lr <= 0:
             raise ValueError(f"stage2_lr must be > 0, got {stage2_lr}")
         check_alpha(alpha)
-        if lora is not None:
-            raise ValueError(
-                "Core-Cocktail merges full LLM weights; it does not take lora (use full fine-tuning)"
-            )
+        if lora is not None and "language_model" in freeze:
+            raise ValueError("lora adapts the LLM; do not also freeze language_model")
         super().__init__(
             model=model,
             freeze=freeze,
@@ -86,6 +88,10 @@ class CoreCocktailModule(SpeechLLMModule):
             self._initial_llm = {
                 k: v.detach().to("cpu", copy=True) for k, v in self.model.language_model.state_dict().items()
             }
+        if lora is not None:
+            from .module import add_lora
+
+            add_lora(self.model.language_model, lora)
 
     # -- schedule -------------------------------------------------------------------------------------------
 
@@ -109,13 +115,21 @@ class CoreCocktailModule(SpeechLLMModule):
 
     @torch.no_grad()
     def merge_llm(self) -> None:
-        """LLM <- alpha * LLM + (1 - alpha) * M0, in place; then the optimizer starts stage 2 afresh."""
+        """LLM <- alpha * LLM + (1 - alpha) * M0, in place; then the optimizer starts stage 2 afresh.
+
+        With LoRA the LLM is ``W + dW`` (W frozen, dW = the adapters): W <- alpha W + (1 - alpha) M0 and the
+        adapters' B matrices are scaled by alpha, which is the same merge (exactly ``alpha dW``)."""
         alpha = self.hparams.alpha
         if self._initial_llm is not None:
             source: Mapping | Checkpoint = {"language_model." + k: v for k, v in self._initial_llm.items()}
         else:
             source = Checkpoint(self.hparams.base, "base")
         for name, param in self.model.language_model.state_dict(keep_vars=True).items():
+            if "lora_" in name:
+                if ".lora_B." in name:
+                    param.mul_(alpha)
+                continue
+            name = name.replace(".base_layer.", ".")
             key = base_key("language_model." + name, source)
             if key is None:
                 raise ValueError(f"M0 ({self.hparams.base}) has no tensor for language_model.{name}")
