@@ -64,3 +64,13 @@ def adamw_with_schedule(module, parameters, hparams) -> dict:
     factor = lr_multiplier(hparams.schedule, hparams.warmup_steps, total, hparams.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def check_optimizer_args(lr: float, weight_decay: float, betas, schedule: str) -> None:
+    """The AdamW + schedule arguments of a stage, checked once: ``ValueError`` naming the bad one."""
+    if lr <= 0 or weight_decay < 0:
+        raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {lr}, {weight_decay}")
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}")

@@ -44,7 +44,7 @@ from funaudiochat.tokenizer import CODEBOOK_SIZE, SpeechTokenizer, SpeechTokeniz
 from torch import nn
 
 from ..config import build_config
-from ..optim import SCHEDULES, adamw_with_schedule
+from ..optim import adamw_with_schedule, check_optimizer_args
 from ..weights import save_safetensors_atomic
 from .ctc_targets import BLANK, Vocabulary, ctc_min_frames, edit_distance, greedy_decode
 
@@ -138,12 +138,7 @@ class TokenizerTrainingModule(L.LightningModule):
         export_path: str | None = None,
     ):
         super().__init__()
-        if lr <= 0 or weight_decay < 0:
-            raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {lr}, {weight_decay}")
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}")
+        check_optimizer_args(lr, weight_decay, betas, schedule)
         if short_policy not in SHORT_POLICIES:
             raise ValueError(f"short_policy must be one of {list(SHORT_POLICIES)}, got {short_policy!r}")
         if head_width < 1 or head_layers < 0 or head_kernel < 1 or head_kernel % 2 == 0:

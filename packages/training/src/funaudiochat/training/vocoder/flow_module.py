@@ -25,7 +25,7 @@ import torch
 from funaudiochat.vocoder import CausalFlowMatching, FlowConfig
 
 from ..config import build_config, config_to_dict
-from ..optim import SCHEDULES, adamw_with_schedule
+from ..optim import adamw_with_schedule, check_optimizer_args
 from ..weights import save_safetensors_atomic
 
 WEIGHTS_FORMAT = "funaudiochat-vocoder-flow"
@@ -57,12 +57,7 @@ class FlowMatchingModule(L.LightningModule):
         export_path: str | None = None,
     ):
         super().__init__()
-        if lr <= 0 or weight_decay < 0:
-            raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {lr}, {weight_decay}")
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}")
+        check_optimizer_args(lr, weight_decay, betas, schedule)
         if export_path is not None and not str(export_path).endswith(".safetensors"):
             raise ValueError(f"export_path must end in .safetensors, got {export_path!r}")
         self.save_hyperparameters()
