@@ -165,6 +165,28 @@ def test_chunk_mask_makes_finished_chunks_final(flow):
     assert (offline[:, :, :24] - full[:, :, :24]).abs().max() > 1e-3  # full attention looks ahead
 
 
+def test_kept_projections_follow_weight_changes():
+    """Inference keeps the stacked q/k/v projection and the time modulations; changing a weight in place
+    (as an optimizer or a state-dict load does) must be seen by the next call."""
+    torch.manual_seed(4)
+    model = CausalFlowMatching(FlowConfig.tiny()).eval()
+    tokens, spk = torch.randint(0, 6561, (1, 12)), torch.randn(1, 192)
+    before, _ = model.inference(tokens, spk)
+    again, _ = model.inference(tokens, spk)
+    assert torch.equal(before, again)
+    block = model.decoder.estimator.transformer_blocks[0]
+    for weight in (block.attn.to_k.weight, block.attn_norm.linear.weight):
+        with torch.no_grad():
+            weight.mul_(1.5)
+        after, _ = model.inference(tokens, spk)
+        fresh = CausalFlowMatching(FlowConfig.tiny()).eval()
+        fresh.load_state_dict(model.state_dict())
+        expected, _ = fresh.inference(tokens, spk)
+        assert not torch.allclose(after, before, atol=1e-3)
+        torch.testing.assert_close(after, expected, rtol=0, atol=1e-6)
+        before = after
+
+
 def test_training_forward(flow):
     torch.manual_seed(3)
     model = CausalFlowMatching(FlowConfig.tiny()).train()

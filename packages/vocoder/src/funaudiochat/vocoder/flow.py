@@ -182,13 +182,14 @@ class Rotary:
     swap: torch.Tensor
 
 
-def apply_rotary(x: torch.Tensor, rope: Rotary) -> torch.Tensor:
-    """Rotate the first ``R`` channels of ``x [B, T, C]`` (pairs 2i, 2i+1) by the angles of ``rope``."""
-    rot = rope.cos.shape[-1]
-    head = x[..., :rot]
-    head = head * rope.cos + (head @ rope.swap) * rope.sin
-    out = torch.cat((head, x[..., rot:]), dim=-1)
-    return out if out.dtype == x.dtype else out.to(x.dtype)
+def rotate_qk_(qkv: torch.Tensor, rope: Rotary) -> torch.Tensor:
+    """Rotate, in place, the first ``R`` channels (pairs 2i, 2i+1) of q and of k in the fused projection
+    ``qkv [B, T, 3 * inner]`` (q, k, v side by side) by the angles of ``rope``; returns ``qkv``."""
+    rot, inner = rope.cos.shape[-1], qkv.shape[-1] // 3
+    head = qkv[..., : 2 * inner].unflatten(-1, (2, inner))[..., :rot]  # [B, T, 2, R]: q's and k's
+    cos, sin = rope.cos[:, None].to(qkv.dtype), rope.sin[:, None].to(qkv.dtype)
+    head.copy_(head * cos + (head @ rope.swap.to(qkv.dtype)) * sin)
+    return qkv
 
 
 class Attention(nn.Module):
@@ -210,15 +211,30 @@ class Attention(nn.Module):
 
     def forward(self, x, mask, rope, valid=None, past=None):
         b, t, _ = x.shape
-        q = apply_rotary(self.to_q(x), rope)
-        k = apply_rotary(self.to_k(x), rope)
-        q, k, v = (z.view(b, t, self.heads, -1).transpose(1, 2) for z in (q, k, self.to_v(x)))
+        qkv = rotate_qk_(F.linear(x, *self.qkv_weights()), rope)
+        q, k, v = (z.view(b, t, self.heads, -1).transpose(1, 2) for z in qkv.chunk(3, dim=-1))
         keys, values = (k, v) if past is None else past.extend(k, v)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         out = self.to_out[1](self.to_out[0](out.transpose(1, 2).reshape(b, t, -1)))
         if valid is not None:
             out = out.masked_fill(~valid.unsqueeze(-1), 0.0)
         return out, (k, v)
+
+    def qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``to_q``, ``to_k``, ``to_v`` stacked into one projection (one GEMM instead of three). Without
+        autograd the stack is kept until a weight changes."""
+        layers = (self.to_q, self.to_k, self.to_v)
+        params = [p for layer in layers for p in (layer.weight, layer.bias)]
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return torch.cat([layer.weight for layer in layers]), torch.cat([layer.bias for layer in layers])
+        key = tuple((p._version, p.data_ptr(), p.device, p.dtype) for p in params)
+        cached = getattr(self, "_cached_qkv", None)
+        if cached is None or cached[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable in any mode
+                weight = torch.cat([layer.weight.detach() for layer in layers])
+                bias = torch.cat([layer.bias.detach() for layer in layers])
+            self._cached_qkv = cached = (key, weight, bias)
+        return cached[1], cached[2]
 
 
 class AdaLayerNormZero(nn.Module):
@@ -236,7 +252,7 @@ class AdaLayerNormZero(nn.Module):
 
     def forward(self, x: torch.Tensor, modulation: tuple[torch.Tensor, ...]) -> torch.Tensor:
         shift, scale = modulation[0], modulation[1]
-        return self.norm(x) * (1 + scale) + shift
+        return torch.addcmul(shift, self.norm(x), 1 + scale)
 
 
 class AdaLayerNormZeroFinal(nn.Module):
@@ -253,7 +269,7 @@ class AdaLayerNormZeroFinal(nn.Module):
 
     def forward(self, x: torch.Tensor, modulation: tuple[torch.Tensor, ...]) -> torch.Tensor:
         scale, shift = modulation
-        return self.norm(x) * (1 + scale) + shift
+        return torch.addcmul(shift, self.norm(x), 1 + scale)
 
 
 class FeedForward(nn.Module):
@@ -287,9 +303,9 @@ class DiTBlock(nn.Module):
         output and this call's keys and values."""
         _, _, gate, shift_ff, scale_ff, gate_ff = modulation
         attended, kv = self.attn(self.attn_norm(x, modulation), mask, rope, valid, past)
-        x = x + gate * attended
-        h = self.ff_norm(x) * (1 + scale_ff) + shift_ff
-        return x + gate_ff * self.ff(h), kv
+        x = torch.addcmul(x, gate, attended)
+        h = torch.addcmul(shift_ff, self.ff_norm(x), 1 + scale_ff)
+        return torch.addcmul(x, gate_ff, self.ff(h)), kv
 
 
 def attention_mask(
@@ -361,14 +377,39 @@ class DiT(nn.Module):
         if streaming:
             chunks = chunks or ChunkPolicy(self.static_chunk_size)
             attn_mask = attention_mask(valid, chunks.size, chunks.start, chunks.context)
+        elif bool(valid.all()):  # no padding: plain full attention, nothing to zero
+            attn_mask, valid = None, None
         else:
             attn_mask = attention_mask(valid)
         for block, modulation in zip(self.transformer_blocks, modulations, strict=False):
-            h, _ = block(h, modulation, attn_mask, rope, valid[:, 0])
+            h, _ = block(h, modulation, attn_mask, rope, None if valid is None else valid[:, 0])
         return self.proj_out(self.norm_out(h, modulations[-1])).transpose(1, 2)
 
     def modulations(self, t: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
-        """Flow time ``[B]`` -> each block's modulations, then the final norm's."""
+        """Flow time ``[B]`` -> each block's modulations, then the final norm's.
+
+        They depend on the time alone, and a solver visits the same few times in every call: without
+        autograd they are kept (per time vector, until a weight changes), so each stream chunk and each
+        utterance after the first skips these small, slow matrix-vector products."""
+        layers = [self.time_embed, *(b.attn_norm for b in self.transformer_blocks), self.norm_out]
+        params = [p for layer in layers for p in layer.parameters()]
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return self._modulations(t)
+        key = (
+            tuple(t.tolist()),
+            t.dtype,
+            t.device,
+            tuple((p._version, p.data_ptr(), p.dtype) for p in params),
+        )
+        memo = self.__dict__.setdefault("_modulation_memo", {})
+        if key not in memo:
+            if len(memo) >= 256:  # many distinct times (another solver): start again
+                memo.clear()
+            with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable in any mode
+                memo[key] = self._modulations(t.clone())
+        return memo[key]
+
+    def _modulations(self, t: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
         emb = self.time_embed(t)
         return [block.attn_norm.modulation(emb) for block in self.transformer_blocks] + [
             self.norm_out.modulation(emb)
@@ -390,10 +431,7 @@ class DiT(nn.Module):
         cache with these frames)``. The n frames see each other and every cached frame: one chunk of the
         chunk-causal ``forward``. Trim ``cache`` (``DiTCache.keep_last``) to bound the context."""
         x, mu, cond = x.transpose(1, 2), mu.transpose(1, 2), cond.transpose(1, 2)
-        # a cache serves one solver time: its modulations are made once per stream
-        if cache.time is None or not torch.equal(cache.time, t):
-            cache = DiTCache(cache.conv, cache.kv, cache.position, t, self.modulations(t))
-        modulations = cache.modulations
+        modulations = self.modulations(t)
         embed = self.input_embed
         spk = spks.unsqueeze(1).expand(-1, x.shape[1], -1)
         h = embed.proj(torch.cat((x, cond, mu, spk), dim=-1))
@@ -409,7 +447,7 @@ class DiT(nn.Module):
         for block, modulation, kv in zip(self.transformer_blocks, modulations, cache.kv, strict=False):
             h, _ = block(h, modulation, None, rope, None, kv)
         velocity = self.proj_out(self.norm_out(h, modulations[-1])).transpose(1, 2)
-        return velocity, DiTCache(conv, cache.kv, cache.position + x.shape[1], cache.time, modulations)
+        return velocity, DiTCache(conv, cache.kv, cache.position + x.shape[1])
 
 
 @dataclass
@@ -426,14 +464,11 @@ class ChunkPolicy:
 class DiTCache:
     """One DiT's streaming cache: the causal position convs' input context ``[B, dim, kernel - 1]`` (x2),
     and per block a ``KVBuffer`` of the frames kept; ``position`` is the absolute index of the next frame
-    (its rotary angle); ``time`` / ``modulations``: the flow time this cache last ran at and its
-    modulations (reused while the time stays the same). The key/value buffers are updated in place."""
+    (its rotary angle). The key/value buffers are updated in place."""
 
     conv: list[torch.Tensor]
     kv: list[KVBuffer]
     position: int = 0
-    time: torch.Tensor | None = None
-    modulations: list | None = None
 
     def keep_last(self, frames: int) -> DiTCache:
         """Forget all but the keys and values of the last ``frames`` frames (in place); returns self."""

@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
+from .conv import conv1d
 from .streaming import stream_conv
 from .weights import check_state_dict
 
@@ -100,7 +101,16 @@ class Snake(nn.Module):
         return cached[1], cached[2]
 
 
-class CausalConv1d(nn.Conv1d):
+class Conv1d(nn.Conv1d):
+    """``nn.Conv1d`` without implicit padding that runs in the input's precision (the F0 predictor is
+    evaluated in float64) and keeps every thread busy on a long signal (``conv.conv1d``)."""
+
+    def _conv_forward(self, x, weight, bias):
+        bias = None if bias is None else bias.to(x.dtype)
+        return conv1d(x, weight.to(x.dtype), bias, self.stride[0], self.dilation[0], self.groups)
+
+
+class CausalConv1d(Conv1d):
     """Stride-1 convolution padded on one side only: ``left`` (causal) or ``right`` (look-ahead).
 
     ``forward(x, context)``: ``context [B, C, pad]`` replaces the zero padding (past frames for ``left``,
@@ -118,12 +128,8 @@ class CausalConv1d(nn.Conv1d):
         x = torch.cat([context, x] if self.side == "left" else [x, context], dim=2)
         return super().forward(x)
 
-    def _conv_forward(self, x, weight, bias):
-        # Runs in the input's precision (the F0 predictor is evaluated in float64).
-        return super()._conv_forward(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
 
-
-class CausalDownsample(nn.Conv1d):
+class CausalDownsample(Conv1d):
     """Strided convolution with ``stride - 1`` zeros of left padding."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride):
@@ -134,7 +140,7 @@ class CausalDownsample(nn.Conv1d):
         return super().forward(F.pad(x, (self.pad, 0)))
 
 
-class CausalUpsample(nn.Conv1d):
+class CausalUpsample(Conv1d):
     """Nearest up-sampling by ``stride``, then a causal convolution of ``kernel_size``."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride):

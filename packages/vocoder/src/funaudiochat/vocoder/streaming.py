@@ -16,8 +16,9 @@ streamed run is: prepend the context to the new input, convolve without padding,
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .conv import conv1d
 
 
 def conv_span(conv: nn.Conv1d) -> int:
@@ -37,5 +38,5 @@ def stream_conv(conv: nn.Conv1d, x: torch.Tensor, context: torch.Tensor) -> tupl
     count = (z.shape[2] - span) // stride + 1
     weight = conv.weight.to(z.dtype)
     bias = None if conv.bias is None else conv.bias.to(z.dtype)
-    y = F.conv1d(z, weight, bias, stride, 0, conv.dilation, conv.groups)
+    y = conv1d(z, weight, bias, stride, conv.dilation[0], conv.groups)
     return y, z[:, :, count * stride :]

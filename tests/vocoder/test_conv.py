@@ -1,0 +1,56 @@
+"""``conv.conv1d``: a batch-1 signal cut into pieces run as one batch gives what ``F.conv1d`` gives."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from funaudiochat.vocoder.conv import conv1d, pieces_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batch=st.integers(1, 2),
+    length=st.integers(1, 300),
+    kernel=st.integers(1, 7),
+    dilation=st.integers(1, 4),
+    stride=st.integers(1, 4),
+    groups=st.sampled_from([1, 2]),
+    pieces=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+)
+def test_pieces_equal_one_convolution(batch, length, kernel, dilation, stride, groups, pieces, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 4, length, generator=gen)
+    weight = torch.randn(6, 4 // groups, kernel, generator=gen)
+    bias = torch.randn(6, generator=gen)
+    span = dilation * (kernel - 1) + 1
+    if length < span:
+        with pytest.raises(RuntimeError):
+            F.conv1d(x, weight, bias, stride, 0, dilation, groups)
+        return
+    expected = F.conv1d(x, weight, bias, stride, 0, dilation, groups)
+    got = conv1d(x, weight, bias, stride, dilation, groups, pieces=pieces)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_gradients_equal_one_convolution():
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 500, requires_grad=True)
+    weight = torch.randn(8, 8, 5, requires_grad=True)
+    grads = []
+    for pieces in (1, 3):
+        y = conv1d(x, weight, None, dilation=2, pieces=pieces)
+        grads.append(torch.autograd.grad((y * torch.linspace(-1, 1, y.shape[2])).sum(), (x, weight)))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_pieces_follow_the_idle_threads_and_the_work():
+    big = 16 * 16 * 11  # HiFT's last stage: 16 channels, kernel 11
+    assert pieces_for(1, 24000, big, threads=2) == 2
+    assert pieces_for(1, 24000, big, threads=16) == 16
+    assert pieces_for(4, 24000, big, threads=2) == 1  # the batch already feeds every thread
+    assert pieces_for(1, 24000, big, threads=1) == 1
+    assert pieces_for(1, 100, big, threads=2) == 1  # too little work to share
