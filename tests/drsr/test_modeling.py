@@ -69,7 +69,8 @@ def test_auto_classes_load_the_official_folder(official):
 def test_forward_losses_and_logits_match_the_official_code(official):
     g = load_file(GOLDEN / "forward.safetensors")
     with torch.no_grad():
-        out = official(**{k: g[k].clone() for k in FORWARD_KEYS})
+        out = official(**{k: g[k].clone() for k in FORWARD_KEYS}, return_speech_logits=True)
+        assert official(**{k: g[k].clone() for k in FORWARD_KEYS}).speech_logits is None
     torch.testing.assert_close(out.text_loss, g["text_loss"], rtol=0, atol=2e-5)
     torch.testing.assert_close(out.speech_loss, g["speech_loss"], rtol=0, atol=2e-5)
     torch.testing.assert_close(out.loss, g["loss"], rtol=0, atol=4e-5)
@@ -116,6 +117,40 @@ def test_srh_in_place_ungroup_trains_like_the_out_of_place_op(monkeypatch):
             assert grad is None, name
         else:
             torch.testing.assert_close(grad, want_grads[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_speech_loss_from_target_positions_only_equals_the_full_logits():
+    """By default the SRH head runs only where there are speech targets (and its decoder stops after the
+    last one): the loss, the per-row log-probabilities and every gradient equal those of the full logits."""
+    model = FunAudioChatForConditionalGeneration.from_pretrained(GOLDEN / "tiny_official").train()
+    g = load_file(GOLDEN / "forward.safetensors")
+    inputs = {k: g[k].clone() for k in FORWARD_KEYS}
+    labels = inputs["labels"]
+    # a batch whose rows end differently: the last trained positions of row 0 are hidden from the loss
+    trained = (labels[0] != -100).nonzero()[:, 0]
+    labels[0, trained[-3:]] = -100
+    labels[:, -4:] = -100
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    decoded = []
+    model.audio_invert_tower.crq_transformer.register_forward_hook(
+        lambda module, args, kwargs, out: decoded.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True
+    )
+    results = []
+    for full in (True, None):
+        out = model(**inputs, return_speech_logits=full, return_sequence_logps=True)
+        assert (out.speech_logits is not None) == bool(full)
+        grads = torch.autograd.grad(out.loss, [p for _, p in params], allow_unused=True)
+        results.append((out, dict(zip([n for n, _ in params], grads, strict=True))))
+    (full, full_grads), (picked, picked_grads) = results
+    assert decoded[0] == labels.shape[1] * 5 and decoded[1] < decoded[0]  # stopped after the last target
+    torch.testing.assert_close(picked.speech_loss, full.speech_loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(picked.speech_logps, full.speech_logps, rtol=1e-6, atol=1e-4)
+    assert picked.speech_logps.shape == (labels.shape[0],)
+    for name, grad in full_grads.items():
+        if grad is None:
+            assert picked_grads[name] is None, name
+        else:
+            torch.testing.assert_close(picked_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("tag,penalty", [("rp1", 1.0), ("rp12", 1.2)])

@@ -78,21 +78,24 @@ def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def assistant_batch(config: FunAudioChatConfig, seconds: float, batch: int, seed: int = 0) -> dict:
-    """B assistant turns of ``seconds`` of speech each, official layout (reference §4.1)."""
+def assistant_batch(
+    config: FunAudioChatConfig, seconds: float, batch: int, seed: int = 0, prefix_tokens: int = 12
+) -> dict:
+    """B assistant turns of ``seconds`` of speech each after ``prefix_tokens`` of untrained prompt, official
+    layout (reference §4.1)."""
     k = config.audio_config.group_size
     tc = config.text_config
     g = torch.Generator().manual_seed(seed)
     frames = int(seconds * 25)
     frames += -frames % 5  # both models get the same speech: a multiple of 5 tokens
     slots = frames // k
-    prefix = torch.randint(0, VOCAB - 20, (batch, 12), generator=g)
+    prefix = torch.randint(0, VOCAB - 20, (batch, prefix_tokens), generator=g)
     body = torch.tensor(
         [tc.audio_bos_index] + [config.audio_token_index] * slots + [tc.audio_eos_index, tc.eos_token_id]
     )
     input_ids = torch.cat([prefix, body.expand(batch, -1)], dim=1)
     labels = input_ids.clone()
-    labels[:, :12] = -100
+    labels[:, :prefix_tokens] = -100
     codes = torch.randint(0, 6561, (batch, frames - 10), generator=g)
     speech_ids = torch.cat([torch.full((batch, 10), 6561), codes], dim=1)
     words = torch.randint(0, VOCAB - 20, (batch, max(slots // 3, 1)), generator=g)

@@ -157,7 +157,7 @@ class SpeechRefinedHead(nn.Module):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.lm_head.weight)
 
-    def _decode(self, x, attention_mask, position_ids, cache=None):
+    def _decode(self, x, attention_mask, position_ids, cache=None, select=None):
         out = self.crq_transformer(
             inputs_embeds=self.input_matching(x),
             attention_mask=attention_mask,
@@ -165,7 +165,8 @@ class SpeechRefinedHead(nn.Module):
             cache=cache,
             use_cache=cache is not None,
         )
-        return self.lm_head(self.output_matching(out.last_hidden_state)), out
+        hidden = out.last_hidden_state if select is None else out.last_hidden_state[select]
+        return self.lm_head(self.output_matching(hidden)), out
 
     def forward(
         self,
@@ -173,8 +174,12 @@ class SpeechRefinedHead(nn.Module):
         prev_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        select: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Teacher-forced logits ``[B, S*k, codebook]``.
+        """Teacher-forced logits ``[B, S*k, codebook]``, or with ``select`` (bool ``[B, S*k]``) those of the
+        selected positions only, ``[N, codebook]`` in row-major order: the head's largest product is then
+        computed where a loss needs it, and the decoder stops after the last selected position (it is
+        causal: later positions change nothing before them).
 
         ``conditioning [B, S, D]`` = LLM last hidden + text embedding; ``prev_ids [B, S*k]`` the previous
         speech token of each 25 Hz position; ``attention_mask``/``position_ids [B, S]`` at 5 Hz (positions are
@@ -182,9 +187,6 @@ class SpeechRefinedHead(nn.Module):
         """
         k = self.group_size
         b, s, _ = conditioning.shape
-        u = self.pre_matching(conditioning)
-        x = ops.ungroup_(u, prev_ids, self.lm_head.weight, k)
-        mask = attention_mask.repeat_interleave(k, dim=1) if attention_mask is not None else None
         positions = None
         if position_ids is not None:
             positions = (position_ids.unsqueeze(-1) * k + torch.arange(k, device=position_ids.device)).view(
@@ -194,7 +196,16 @@ class SpeechRefinedHead(nn.Module):
             last = torch.where(nonzero.any(-1), s - nonzero.flip(-1).long().argmax(-1), 0)
             padding = torch.arange(s, device=position_ids.device)[None, :] >= last[:, None]
             positions = positions.masked_fill(padding.repeat_interleave(k, dim=1), 0)
-        logits, _ = self._decode(x, mask, positions)
+        if select is not None:
+            needed = select.any(0).nonzero()
+            s = int(needed[-1]) // k + 1 if needed.numel() else 1
+            conditioning, prev_ids, select = conditioning[:, :s], prev_ids[:, : s * k], select[:, : s * k]
+            attention_mask = None if attention_mask is None else attention_mask[:, :s]
+            positions = None if positions is None else positions[:, : s * k]
+        u = self.pre_matching(conditioning)
+        x = ops.ungroup_(u, prev_ids, self.lm_head.weight, k)
+        mask = attention_mask.repeat_interleave(k, dim=1) if attention_mask is not None else None
+        logits, _ = self._decode(x, mask, positions, select=select)
         return logits
 
     # ---- streaming ----------------------------------------------------------------------------
@@ -542,7 +553,10 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
         ``input_features [N, n_mels, F]`` + ``feature_attention_mask [N, F]`` the log-mel of user audio
         and ``feature_exist_mask [N]`` which audios have them; ``text_ids [N, T']`` the per-group
         transcript of assistant audio with ``text_attention_mask [N]``; ``labels [B, S]`` as in the
-        official data (-100 outside the assistant turn). ``return_sequence_logps``: also the per-row sums
+        official data (-100 outside the assistant turn). ``return_speech_logits``: None (default) computes
+        the speech loss from logits at the positions with speech targets only (the SRH head's 6561-way
+        product elsewhere is wasted work) and returns no ``speech_logits``; True also returns them at every
+        position ``[B, S*k, 6561]``; False skips the SRH. ``return_sequence_logps``: also the per-row sums
         of the target log-probabilities, ``text_logps [B]`` and ``speech_logps [B]`` (preference training).
         """
         cfg = self.config
@@ -582,9 +596,13 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
         has_speech_targets = speech_labels is not None and bool((speech_labels != ignore).any())
         want_speech = has_speech_targets if return_speech_logits is None else return_speech_logits
         if self.audio_invert_tower is not None and want_speech:
+            targets = select = None
             if has_speech_targets:
                 prev = speech_labels.masked_fill(speech_labels == ignore, cfg.audio_config.pad_token_id)
                 prev = torch.roll(prev, shifts=-(k - 1), dims=1)
+                targets = F.pad(speech_labels, (0, k), value=ignore)[:, k:]
+                if not return_speech_logits:  # the loss alone: logits where there are targets
+                    select = targets != ignore
             else:
                 prev = torch.full(
                     (hidden.shape[0], hidden.shape[1] * k),
@@ -593,17 +611,26 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
                     device=hidden.device,
                 )
             with record_function("srh"):
-                speech_logits = self.audio_invert_tower(
+                logits = self.audio_invert_tower(
                     hidden + text_embeds.detach(),
                     prev,
                     attention_mask=attention_mask,
                     position_ids=position_ids,
+                    select=select,
                 )
-            if has_speech_targets:
-                targets = F.pad(speech_labels, (0, k), value=ignore)[:, k:]
-                speech_loss = _mean_cross_entropy(speech_logits, targets, ignore)
+            if select is not None:
+                picked = targets[select]
+                speech_loss = F.cross_entropy(logits.float(), picked)
                 if return_sequence_logps:
-                    speech_logps = sequence_log_prob(speech_logits, targets, ignore)
+                    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, picked[:, None])[:, 0]
+                    rows = select.nonzero()[:, 0]
+                    speech_logps = logp.new_zeros(select.shape[0]).index_add(0, rows, logp)
+            else:
+                speech_logits = logits
+                if has_speech_targets:
+                    speech_loss = _mean_cross_entropy(speech_logits, targets, ignore)
+                    if return_sequence_logps:
+                        speech_logps = sequence_log_prob(speech_logits, targets, ignore)
         if return_sequence_logps and labels is not None and speech_logps is None:
             speech_logps = text_logps.new_zeros(text_logps.shape)
         loss = None
