@@ -54,3 +54,12 @@ def test_pieces_follow_the_idle_threads_and_the_work():
     assert pieces_for(4, 24000, big, threads=2) == 1  # the batch already feeds every thread
     assert pieces_for(1, 24000, big, threads=1) == 1
     assert pieces_for(1, 100, big, threads=2) == 1  # too little work to share
+
+
+def test_short_dilated_signal_matches_the_native_kernel():
+    """A short batch-1 dilated convolution goes to oneDNN (PyTorch's own kernel is slow there)."""
+    torch.manual_seed(1)
+    x, weight, bias = torch.randn(1, 64, 258), torch.randn(64, 64, 7), torch.randn(64)
+    with torch.inference_mode():
+        got = conv1d(x, weight, bias, dilation=3, pieces=1)
+    torch.testing.assert_close(got, F.conv1d(x, weight, bias, dilation=3), rtol=1e-5, atol=1e-4)
