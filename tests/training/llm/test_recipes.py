@@ -220,6 +220,51 @@ def test_ddp_two_processes_equals_one_process_with_the_same_global_batch(spoken,
         torch.testing.assert_close(ddp[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
+def spoken_preferences(data: Path, path: Path) -> list[dict]:
+    """Preference pairs from the spoken data (rejected: another question's spoken answer), the tasks
+    robustness and empathy taking turns; written to ``path`` as JSONL; returns the records."""
+    import json
+
+    records = [json.loads(line) for line in data.read_text().splitlines()]
+    rows = []
+    for i, chosen in enumerate(records):
+        rejected = dict(chosen, audio=[chosen["audio"][0], records[(i + 1) % len(records)]["audio"][1]])
+        rows.append({"task": "empathy" if i % 2 else "robustness", "chosen": chosen, "rejected": rejected})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return records
+
+
+def test_dpo_ddp_two_processes_equals_one_process_with_the_same_global_batch(spoken, tmp_path):
+    """DPO over 2 CPU processes (gloo), one preference pair per process and step (the task mixture gives
+    rank r every 2nd draw), against one process that accumulates the same two pairs per step."""
+    import subprocess
+
+    data, start = spoken
+    prefs = tmp_path / "prefs.jsonl"
+    spoken_preferences(data, prefs)
+
+    def run(root, *extra):
+        argv = [sys.executable, "-m", "funaudiochat.training.cli", "fit"]
+        argv += ["--config", str(RECIPES / "dpo.yaml")]
+        argv += [f"model.model={start}", f"data.processor={start}", f"data.train={prefs}"]
+        argv += ["data.batch_size=1", "model.lr=1e-3", "model.beta=0.5", "model.warmup_steps=0"]
+        argv += [f"trainer.default_root_dir={root}", "trainer.max_steps=3", "trainer.accelerator=cpu"]
+        argv += ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+        argv += ["trainer.callbacks=[]", "trainer.log_every_n_steps=1", *extra]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run(tmp_path / "ddp", "trainer.devices=2", "trainer.strategy=ddp_find_unused_parameters_true")
+    run(tmp_path / "one", "trainer.devices=1", "trainer.accumulate_grad_batches=2")
+    ddp = FunAudioChatForConditionalGeneration.from_pretrained(tmp_path / "ddp" / "model").state_dict()
+    one = FunAudioChatForConditionalGeneration.from_pretrained(tmp_path / "one" / "model").state_dict()
+    original = FunAudioChatForConditionalGeneration.from_pretrained(start).state_dict()
+    moved = [k for k in one if not torch.equal(one[k], original[k])]
+    assert moved, "training changed nothing"
+    for key in moved:
+        torch.testing.assert_close(ddp[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
 def test_dpo_recipe_on_spoken_preferences(spoken, tmp_path):
     """Preference pairs built from the spoken data (rejected: another question's answer), two tasks mixed;
     DPO from its recipe moves the loss below log 2."""
@@ -228,13 +273,8 @@ def test_dpo_recipe_on_spoken_preferences(spoken, tmp_path):
     from funaudiochat.training.llm.preference import read_preferences
 
     data, start = spoken
-    records = [json.loads(line) for line in data.read_text().splitlines()]
-    rows = []
-    for i, chosen in enumerate(records):
-        rejected = dict(chosen, audio=[chosen["audio"][0], records[(i + 1) % len(records)]["audio"][1]])
-        rows.append({"task": "empathy" if i % 2 else "robustness", "chosen": chosen, "rejected": rejected})
     prefs = tmp_path / "prefs.jsonl"
-    prefs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records = spoken_preferences(data, prefs)
     assert [p.task for p in read_preferences(prefs)] == ["robustness", "empathy"] * 2
     run = tmp_path / "dpo"
     argv = [f"model.model={start}", f"data.processor={start}", f"data.train={prefs}", "data.batch_size=2"]

@@ -36,6 +36,7 @@ from ..data import (
     read_manifest_conversations,
     read_sharegpt,
 )
+from ..data.ranks import check_own_rank_split
 
 FORMATS = ("auto", "sharegpt", "manifest")
 
@@ -148,6 +149,7 @@ class SpokenChatDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        check_own_rank_split(self.trainer)
         if self.sampler is None:  # Lightning sets its epoch (set_epoch) at every epoch start
             self.sampler = self._sampler(self.train_set, shuffle=True)
         if self._resume is not None:

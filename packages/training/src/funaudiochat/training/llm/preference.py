@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..data import Collator, Conversation, ConversationEncoder, UserAudio
 from ..data.errors import ProblemLog
 from ..data.jsonl import parse_json_object, read_lines
+from ..data.ranks import check_own_rank_split
 from ..data.sharegpt import _run_audio_checks, parse_sharegpt_record
 
 
@@ -226,6 +227,7 @@ class PreferenceDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         h = self.hparams
         trainer = self.trainer
+        check_own_rank_split(trainer)
         sampler = TaskMixture(
             [p.task for p in self.train_set.pairs],
             h.mixture,
