@@ -1,4 +1,5 @@
-"""``conv.conv1d``: a batch-1 signal cut into pieces run as one batch gives what ``F.conv1d`` gives."""
+"""``conv.conv1d``: the channels-last layout, and a batch-1 signal cut into pieces run as one batch, give
+what ``F.conv1d`` gives."""
 
 import pytest
 import torch
@@ -17,20 +18,28 @@ from hypothesis import strategies as st
     stride=st.integers(1, 4),
     groups=st.sampled_from([1, 2]),
     pieces=st.integers(1, 6),
+    channels_last=st.sampled_from([None, True, False]),
+    pad=st.tuples(st.integers(0, 12), st.integers(0, 12)),
     seed=st.integers(0, 2**16),
 )
-def test_pieces_equal_one_convolution(batch, length, kernel, dilation, stride, groups, pieces, seed):
+def test_every_way_equals_one_convolution(
+    batch, length, kernel, dilation, stride, groups, pieces, channels_last, pad, seed
+):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 4, length, generator=gen)
     weight = torch.randn(6, 4 // groups, kernel, generator=gen)
     bias = torch.randn(6, generator=gen)
     span = dilation * (kernel - 1) + 1
-    if length < span:
-        with pytest.raises(RuntimeError):
-            F.conv1d(x, weight, bias, stride, 0, dilation, groups)
+    if pad[1] > pad[0] and stride > 1:
+        with pytest.raises(ValueError, match="needs stride 1"):
+            conv1d(x, weight, bias, stride, dilation, groups, pad)
         return
-    expected = F.conv1d(x, weight, bias, stride, 0, dilation, groups)
-    got = conv1d(x, weight, bias, stride, dilation, groups, pieces=pieces)
+    if length + sum(pad) < span:
+        with pytest.raises(RuntimeError):
+            F.conv1d(F.pad(x, pad), weight, bias, stride, 0, dilation, groups)
+        return
+    expected = F.conv1d(F.pad(x, pad), weight, bias, stride, 0, dilation, groups)
+    got = conv1d(x, weight, bias, stride, dilation, groups, pad, pieces=pieces, channels_last=channels_last)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
@@ -40,11 +49,12 @@ def test_gradients_equal_one_convolution():
     x = torch.randn(1, 8, 500, requires_grad=True)
     weight = torch.randn(8, 8, 5, requires_grad=True)
     grads = []
-    for pieces in (1, 3):
-        y = conv1d(x, weight, None, dilation=2, pieces=pieces)
+    for pieces, channels_last in ((1, False), (3, False), (1, True)):
+        y = conv1d(x, weight, None, dilation=2, pieces=pieces, channels_last=channels_last)
         grads.append(torch.autograd.grad((y * torch.linspace(-1, 1, y.shape[2])).sum(), (x, weight)))
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+    for other in grads[1:]:
+        for a, b in zip(grads[0], other, strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-4)
 
 
 def test_pieces_follow_the_idle_threads_and_the_work():
@@ -63,3 +73,19 @@ def test_short_dilated_signal_matches_the_native_kernel():
     with torch.inference_mode():
         got = conv1d(x, weight, bias, dilation=3, pieces=1)
     torch.testing.assert_close(got, F.conv1d(x, weight, bias, dilation=3), rtol=1e-5, atol=1e-4)
+
+
+def test_narrow_layers_chain_in_channels_last_memory():
+    """A narrow layer's output keeps channels-last memory, so the next one reads it without a copy, and a
+    wide layer takes it too."""
+    torch.manual_seed(2)
+    x = torch.randn(1, 16, 1000)
+    w16, w64 = torch.randn(16, 16, 7), torch.randn(64, 16, 3)
+    y = conv1d(x, w16, None, dilation=3)
+    assert y.transpose(1, 2).is_contiguous()  # [B, T, C] memory
+    z = conv1d(torch.sin(y) + y, w16)
+    assert z.transpose(1, 2).is_contiguous()
+    wide = conv1d(z, w64)
+    reference = F.conv1d(torch.sin(F.conv1d(x, w16, dilation=3)) + F.conv1d(x, w16, dilation=3), w16)
+    expected = F.conv1d(reference, w64)
+    torch.testing.assert_close(wide, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))

@@ -105,9 +105,9 @@ class Conv1d(nn.Conv1d):
     """``nn.Conv1d`` without implicit padding that runs in the input's precision (the F0 predictor is
     evaluated in float64) and keeps every thread busy on a long signal (``conv.conv1d``)."""
 
-    def _conv_forward(self, x, weight, bias):
+    def _conv_forward(self, x, weight, bias, pad: tuple[int, int] = (0, 0)):
         bias = None if bias is None else bias.to(x.dtype)
-        return conv1d(x, weight.to(x.dtype), bias, self.stride[0], self.dilation[0], self.groups)
+        return conv1d(x, weight.to(x.dtype), bias, self.stride[0], self.dilation[0], self.groups, pad)
 
 
 class CausalConv1d(Conv1d):
@@ -124,9 +124,10 @@ class CausalConv1d(Conv1d):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         if context is None:
-            context = x.new_zeros(x.shape[0], x.shape[1], self.pad)
+            pad = (self.pad, 0) if self.side == "left" else (0, self.pad)
+            return self._conv_forward(x, self.weight, self.bias, pad)
         x = torch.cat([context, x] if self.side == "left" else [x, context], dim=2)
-        return super().forward(x)
+        return self._conv_forward(x, self.weight, self.bias)
 
 
 class CausalDownsample(Conv1d):
@@ -137,7 +138,7 @@ class CausalDownsample(Conv1d):
         self.pad = stride - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, (self.pad, 0)))
+        return self._conv_forward(x, self.weight, self.bias, (self.pad, 0))
 
 
 class CausalUpsample(Conv1d):
@@ -150,7 +151,7 @@ class CausalUpsample(Conv1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=self.stride_up, mode="nearest")
-        return super().forward(F.pad(x, (self.pad, 0)))
+        return self._conv_forward(x, self.weight, self.bias, (self.pad, 0))
 
 
 class ResBlock(nn.Module):
