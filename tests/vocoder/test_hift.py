@@ -188,3 +188,52 @@ def test_stream_refuses_bad_input(voiced_hift):
     _, state = voiced_hift.step(torch.randn(2, 80, 5), state, finalize=True)
     with pytest.raises(ValueError, match="finalized"):
         voiced_hift.step(torch.randn(2, 80, 5), state)
+
+
+def per_sample_source(source, f0, noise, start=0, phase=None):
+    """The harmonic source computed per output sample, the way the reference code does: f0 repeated over
+    each frame, phase increments down-sampled linearly to frames, summed, up-sampled by nearest neighbour."""
+    import math
+
+    import torch.nn.functional as F
+
+    f0 = f0.repeat_interleave(source.frame, dim=1)
+    multiples = torch.arange(1, source.harmonics + 1, dtype=f0.dtype)
+    cycles = (f0[:, :, None] * multiples / source.sampling_rate) % 1
+    if start == 0:
+        cycles[:, 0, :] = cycles[:, 0, :] + noise.phases().to(cycles)
+    per_frame = F.interpolate(cycles.transpose(1, 2), scale_factor=1 / source.frame, mode="linear")
+    if phase is not None:
+        per_frame = torch.cat((phase.to(per_frame)[:, :, None], per_frame), dim=2)
+    total = torch.cumsum(per_frame, dim=2)[:, :, 0 if phase is None else 1 :]
+    angle = F.interpolate(total * 2 * math.pi * source.frame, scale_factor=source.frame, mode="nearest")
+    sines = torch.sin(angle.transpose(1, 2)) * source.alpha
+    voiced = (f0 > source.threshold).to(sines.dtype)[:, :, None]
+    amplitude = voiced * source.sigma + (1 - voiced) * source.alpha / 3
+    sines = sines * voiced + amplitude * noise.noise(start, f0.shape[1]).to(sines)[None]
+    return torch.tanh(source.l_linear(sines.float())), total[:, :, -1]
+
+
+@pytest.mark.parametrize("frame", [1, 2, 3, 480])
+def test_frame_rate_source_equals_the_per_sample_reference(frame):
+    """HarmonicSource makes the sines once per frame; the reference's per-sample computation gives the
+    same excitation (the initial phases reach the output only for 1- and 2-sample frames), whole or
+    streamed in pieces with the carried phase."""
+    from funaudiochat.vocoder.hift import HarmonicSource
+
+    torch.manual_seed(frame)
+    source = HarmonicSource(HiFTConfig(upsample_rates=[frame], istft_hop_len=1)).eval()
+    f0 = torch.rand(2, 37, dtype=torch.float64) * 400
+    f0[:, 5:9] = 0.0  # unvoiced frames
+    noise = SourceNoise(source.harmonics, seed=3)
+    with torch.no_grad():
+        want, want_phase = per_sample_source(source, f0, noise)
+        got, got_phase = source(f0, noise)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        torch.testing.assert_close(got_phase, want_phase, rtol=0, atol=1e-9)
+        pieces, phase, position = [], None, 0
+        for part in f0.split([10, 1, 26], dim=1):
+            out, phase = source(part, noise, position, phase)
+            pieces.append(out)
+            position += out.shape[1]
+        torch.testing.assert_close(torch.cat(pieces, dim=1), want, rtol=0, atol=1e-6)
