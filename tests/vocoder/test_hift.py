@@ -237,3 +237,22 @@ def test_frame_rate_source_equals_the_per_sample_reference(frame):
             pieces.append(out)
             position += out.shape[1]
         torch.testing.assert_close(torch.cat(pieces, dim=1), want, rtol=0, atol=1e-6)
+
+
+def test_kept_kernels_follow_weight_changes():
+    """Inference keeps the weight-normed kernels between calls; changing a parameter in place (an optimizer
+    step, a state-dict load) must be seen by the next call, offline and streamed."""
+    torch.manual_seed(5)
+    model = HiFTGenerator(HiFTConfig.tiny()).eval()
+    mel = torch.randn(1, 80, 12)
+    before, _ = model.inference(mel, noise=SourceNoise(9))
+    with torch.no_grad():
+        model.resblocks[0].convs1[0].parametrizations.weight.original0.mul_(3.0)  # the gain
+    after, _ = model.inference(mel, noise=SourceNoise(9))
+    fresh = HiFTGenerator(HiFTConfig.tiny()).eval()
+    fresh.load_state_dict(model.state_dict())
+    expected, _ = fresh.inference(mel, noise=SourceNoise(9))
+    assert not torch.allclose(after, before, atol=1e-4)
+    torch.testing.assert_close(after, expected, rtol=0, atol=1e-6)
+    streamed, _ = model.step(mel, model.init_state(1, SourceNoise(9)), finalize=True)
+    torch.testing.assert_close(streamed, expected, rtol=0, atol=1e-4)

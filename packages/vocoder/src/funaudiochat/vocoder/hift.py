@@ -114,6 +114,20 @@ class Conv1d(nn.Conv1d):
         bias = None if bias is None else bias.to(x.dtype)
         return conv1d(x, weight.to(x.dtype), bias, self.stride[0], self.dilation[0], self.groups, pad)
 
+    def kernel(self) -> torch.Tensor:
+        """The weight. Without autograd, a weight-normed kernel is kept until its parameters change (a
+        stream would otherwise normalise every kernel at every step)."""
+        if torch.is_grad_enabled() or not parametrize.is_parametrized(self, "weight"):
+            return self.weight
+        norm = self.parametrizations.weight
+        key = tuple((p._version, p.data_ptr(), p.device) for p in (norm.original0, norm.original1))
+        kept = self.__dict__.get("_kept_kernel")
+        if kept is None or kept[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable in any mode
+                kept = (key, self.weight.detach().clone())
+            self.__dict__["_kept_kernel"] = kept
+        return kept[1]
+
 
 class CausalConv1d(Conv1d):
     """Stride-1 convolution padded on one side only: ``left`` (causal) or ``right`` (look-ahead).
@@ -130,9 +144,9 @@ class CausalConv1d(Conv1d):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         if context is None:
             pad = (self.pad, 0) if self.side == "left" else (0, self.pad)
-            return self._conv_forward(x, self.weight, self.bias, pad)
+            return self._conv_forward(x, self.kernel(), self.bias, pad)
         x = torch.cat([context, x] if self.side == "left" else [x, context], dim=2)
-        return self._conv_forward(x, self.weight, self.bias)
+        return self._conv_forward(x, self.kernel(), self.bias)
 
 
 class CausalDownsample(Conv1d):
@@ -143,7 +157,7 @@ class CausalDownsample(Conv1d):
         self.pad = stride - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight, self.bias, (self.pad, 0))
+        return self._conv_forward(x, self.kernel(), self.bias, (self.pad, 0))
 
 
 class CausalUpsample(Conv1d):
@@ -156,7 +170,7 @@ class CausalUpsample(Conv1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=self.stride_up, mode="nearest")
-        return self._conv_forward(x, self.weight, self.bias, (self.pad, 0))
+        return self._conv_forward(x, self.kernel(), self.bias, (self.pad, 0))
 
 
 class ResBlock(nn.Module):

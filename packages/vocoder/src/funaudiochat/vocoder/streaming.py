@@ -31,12 +31,20 @@ def stream_conv(conv: nn.Conv1d, x: torch.Tensor, context: torch.Tensor) -> tupl
 
     ``y [B, C_out, m]`` holds every output frame that the input so far determines (m = 0 when the window
     is not yet full). The convolution runs in the input's dtype (HiFT's F0 predictor runs in float64)."""
-    z = torch.cat((context, x), dim=2) if context.shape[2] else x
+    z = join_frames(context, x) if context.shape[2] else x
     span, stride = conv_span(conv), conv.stride[0]
     if z.shape[2] < span:
         return z.new_zeros(z.shape[0], conv.out_channels, 0), z
     count = (z.shape[2] - span) // stride + 1
-    weight = conv.weight.to(z.dtype)
+    weight = (conv.kernel() if hasattr(conv, "kernel") else conv.weight).to(z.dtype)
     bias = None if conv.bias is None else conv.bias.to(z.dtype)
     y = conv1d(z, weight, bias, stride, conv.dilation[0], conv.groups)
     return y, z[:, :, count * stride :]
+
+
+def join_frames(first: torch.Tensor, then: torch.Tensor) -> torch.Tensor:
+    """``torch.cat((first, then), dim=2)`` for ``[B, C, *]`` signals, in channels-last memory when ``then``
+    has it (so that a channels-last convolution reads the result without a copy)."""
+    if then.shape[1] > 1 and then.transpose(1, 2).is_contiguous():
+        return torch.cat((first.transpose(1, 2), then.transpose(1, 2)), dim=1).transpose(1, 2)
+    return torch.cat((first, then), dim=2)
