@@ -184,6 +184,17 @@ def test_sigkill_then_resume_continues_the_loss_curve(spoken, tmp_path):
         assert value == pytest.approx(reference[step], rel=1e-5, abs=1e-6), (step, value, reference[step])
 
 
+def assert_same_training(ddp_model: Path, one_model: Path, start: Path) -> None:
+    """The two exported models moved away from ``start`` and agree on every weight that moved."""
+    ddp = FunAudioChatForConditionalGeneration.from_pretrained(ddp_model).state_dict()
+    one = FunAudioChatForConditionalGeneration.from_pretrained(one_model).state_dict()
+    original = FunAudioChatForConditionalGeneration.from_pretrained(start).state_dict()
+    moved = [k for k in one if not torch.equal(one[k], original[k])]
+    assert moved, "training changed nothing"
+    for key in moved:
+        torch.testing.assert_close(ddp[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
 def test_ddp_two_processes_equals_one_process_with_the_same_global_batch(spoken, tmp_path):
     """DDP over 2 CPU processes (gloo), one conversation per process and step, against one process that
     accumulates the same two conversations per step: both average the two per-conversation losses, so
@@ -211,13 +222,7 @@ def test_ddp_two_processes_equals_one_process_with_the_same_global_batch(spoken,
 
     run(tmp_path / "ddp", "trainer.devices=2", "trainer.strategy=ddp_find_unused_parameters_true")
     run(tmp_path / "one", "trainer.devices=1", "trainer.accumulate_grad_batches=2", "trainer.max_steps=4")
-    ddp = FunAudioChatForConditionalGeneration.from_pretrained(tmp_path / "ddp" / "model").state_dict()
-    one = FunAudioChatForConditionalGeneration.from_pretrained(tmp_path / "one" / "model").state_dict()
-    original = FunAudioChatForConditionalGeneration.from_pretrained(start).state_dict()
-    moved = [k for k in one if not torch.equal(one[k], original[k])]
-    assert moved, "training changed nothing"
-    for key in moved:
-        torch.testing.assert_close(ddp[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert_same_training(tmp_path / "ddp" / "model", tmp_path / "one" / "model", start)
 
 
 def spoken_preferences(data: Path, path: Path) -> list[dict]:
@@ -256,13 +261,7 @@ def test_dpo_ddp_two_processes_equals_one_process_with_the_same_global_batch(spo
 
     run(tmp_path / "ddp", "trainer.devices=2", "trainer.strategy=ddp_find_unused_parameters_true")
     run(tmp_path / "one", "trainer.devices=1", "trainer.accumulate_grad_batches=2")
-    ddp = FunAudioChatForConditionalGeneration.from_pretrained(tmp_path / "ddp" / "model").state_dict()
-    one = FunAudioChatForConditionalGeneration.from_pretrained(tmp_path / "one" / "model").state_dict()
-    original = FunAudioChatForConditionalGeneration.from_pretrained(start).state_dict()
-    moved = [k for k in one if not torch.equal(one[k], original[k])]
-    assert moved, "training changed nothing"
-    for key in moved:
-        torch.testing.assert_close(ddp[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert_same_training(tmp_path / "ddp" / "model", tmp_path / "one" / "model", start)
 
 
 def test_dpo_recipe_on_spoken_preferences(spoken, tmp_path):
