@@ -395,19 +395,16 @@ class DiT(nn.Module):
         params = [p for layer in layers for p in layer.parameters()]
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return self._modulations(t)
-        key = (
-            tuple(t.tolist()),
-            t.dtype,
-            t.device,
-            tuple((p._version, p.data_ptr(), p.dtype) for p in params),
-        )
-        memo = self.__dict__.setdefault("_modulation_memo", {})
-        if key not in memo:
-            if len(memo) >= 256:  # many distinct times (another solver): start again
-                memo.clear()
+        weights = tuple((p._version, p.data_ptr(), p.dtype) for p in params)
+        memo = self.__dict__.get("_modulation_memo")
+        if memo is None or memo[0] != weights or len(memo[1]) >= 256:  # new weights, or another solver
+            memo = self.__dict__["_modulation_memo"] = (weights, {})
+        key = (tuple(t.tolist()), t.dtype, t.device)
+        kept = memo[1]
+        if key not in kept:
             with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable in any mode
-                memo[key] = self._modulations(t.clone())
-        return memo[key]
+                kept[key] = self._modulations(t.clone())
+        return kept[key]
 
     def _modulations(self, t: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
         emb = self.time_embed(t)
