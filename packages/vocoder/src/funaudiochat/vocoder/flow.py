@@ -159,7 +159,16 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", 1.0 / (10000.0 ** (torch.arange(0, dim_head, 2).float() / dim_head)))
 
     def forward(self, seq_len: int, offset: int = 0) -> Rotary:
-        """The rotation of positions ``offset .. offset + seq_len - 1``."""
+        """The rotation of positions ``offset .. offset + seq_len - 1``. The last one is kept: a solver
+        asks for the same positions at each of its steps."""
+        key = (seq_len, offset, self.inv_freq.data_ptr(), self.inv_freq.device, self.inv_freq._version)
+        kept = self.__dict__.get("_kept")
+        if kept is None or kept[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable in any mode
+                kept = self.__dict__["_kept"] = (key, self._rotary(seq_len, offset))
+        return kept[1]
+
+    def _rotary(self, seq_len: int, offset: int) -> Rotary:
         pos = torch.arange(offset, offset + seq_len, device=self.inv_freq.device).type_as(self.inv_freq)
         freqs = (pos[:, None] * self.inv_freq[None, :]).repeat_interleave(
             2, dim=-1
