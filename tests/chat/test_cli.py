@@ -90,6 +90,10 @@ def test_vocode_stream_writes_the_streamed_audio(tmp_path, capsys):
     assert "streamed 40 tokens in hops of 10" in err and "first audio after" in err
     wave, rate = sf.read(out)
     assert rate == 24000 and wave.shape == (40 * 960,)
+    grown = tmp_path / "grown.wav"
+    growing = ["--stream", "--hop", "5", "--hop-growth", "2"]
+    assert main(["vocode", str(codes), "--out", str(grown), *growing]) == 0
+    assert sf.read(grown)[0].shape == (40 * 960,)
 
 
 @pytest.mark.parametrize(
@@ -100,6 +104,8 @@ def test_vocode_stream_writes_the_streamed_audio(tmp_path, capsys):
         ("1 2 3", ["--speaker", "nobody"], "unknown speaker 'nobody'"),
         ("1 2 3", ["--flow", "f.safetensors"], "give both --flow and --hift"),
         ("1 2 3", ["--stream", "--hop", "0"], "--hop must be >= 1 token"),
+        ("1 2 3", ["--stream", "--hop-growth", "0"], "--hop-growth must be >= 1"),
+        ("1 2 3", ["--stream", "--hop-growth", "2", "--max-hop", "3"], "max_hop_tokens (3) must be >="),
     ],
 )
 def test_vocode_errors(tmp_path, capsys, content, args, message):

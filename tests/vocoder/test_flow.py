@@ -344,14 +344,36 @@ def test_golden_loss_draw_order(golden):
 # ---- streaming: CausalFlowMatching.init_state / step (pre-look-ahead context, DiT key/value caches) ----
 
 
+def test_growing_chunks():
+    from funaudiochat.vocoder.flow import ChunkPolicy
+
+    policy = ChunkPolicy(2, start=1, growth=2, max_size=8)  # pos 0-1, 2-5, 6-13, 14-21, ...
+    expected = [0, 0, 0, 1, 1, 1, 1] + [2] * 8 + [3] * 5
+    assert policy.chunk_ids(20).tolist() == expected
+    assert ChunkPolicy(3, start=2).chunk_ids(9).tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 2]
+    with pytest.raises(ValueError, match="below the first chunk"):
+        ChunkPolicy(8, max_size=4)
+    with pytest.raises(ValueError, match="growth must be >= 1"):
+        ChunkPolicy(8, growth=0)
+
+
 @pytest.mark.parametrize("with_prompt", [False, True])
 @pytest.mark.parametrize(
-    "chunk, context, hops",
-    [(8, None, [41]), (8, None, [5, 5, 5, 26]), (6, 2, [1, 2, 3, 15, 20]), (10, 0, [4] * 10 + [1])],
+    "chunk, context, growth, longest, hops",
+    [
+        (8, None, 1, None, [41]),
+        (8, None, 1, None, [5, 5, 5, 26]),
+        (6, 2, 1, None, [1, 2, 3, 15, 20]),
+        (10, 0, 1, None, [4] * 10 + [1]),
+        (4, None, 2, 16, [41]),
+        (4, 1, 2, 12, [3, 5, 9, 24]),
+        (6, 2, 3, 30, [1, 2, 3, 15, 20]),
+    ],
 )
-def test_stream_equals_chunk_causal_offline(with_prompt, chunk, context, hops):
+def test_stream_equals_chunk_causal_offline(with_prompt, chunk, context, growth, longest, hops):
     """The stream solves each chunk once against cached keys/values; joined, it is the offline run with the
-    same chunk-causal mask (chunks counted from the end of the prompt, `context` chunks of history)."""
+    same chunk-causal mask (chunks counted from the end of the prompt, `context` chunks of history, each
+    chunk `growth` times the one before up to `longest`)."""
     from funaudiochat.vocoder.flow import ChunkPolicy
 
     torch.manual_seed(0)
@@ -367,9 +389,11 @@ def test_stream_equals_chunk_causal_offline(with_prompt, chunk, context, hops):
         prompt_token=prompt_token,
         prompt_feat=prompt_feat,
         streaming=True,
-        chunks=ChunkPolicy(chunk, n_prompt, context),
+        chunks=ChunkPolicy(chunk, n_prompt, context, growth, longest),
     )
-    state = flow.init_state(spk, chunk, context, prompt_token, prompt_feat)
+    state = flow.init_state(
+        spk, chunk, context, prompt_token, prompt_feat, chunk_growth=growth, max_chunk_size=longest
+    )
     outs, pos = [], 0
     for i, hop in enumerate(hops):
         mel, state = flow.step(tokens[:, pos : pos + hop], state, finalize=i == len(hops) - 1)

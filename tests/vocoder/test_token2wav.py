@@ -87,8 +87,10 @@ def test_long_input_is_segmented_without_a_seam():
 
 @pytest.mark.parametrize("voice", ["plain", "prompt"])
 @pytest.mark.parametrize("pushes", [[100], [7] * 14 + [2], [1, 17, 40, 0, 42]])
-def test_stream_equals_chunk_causal_offline(t2w, voice, pushes):
-    """Stream with flow and HiFT caches == offline synthesis with the stream's chunk-causal attention."""
+@pytest.mark.parametrize("growth", [1, 2])
+def test_stream_equals_chunk_causal_offline(t2w, voice, pushes, growth):
+    """Stream with flow and HiFT caches == offline synthesis with the stream's chunk-causal attention
+    (hops of 15 tokens, or 15, 30, 45, 45, ... with growth 2 up to 45)."""
     g = torch.Generator().manual_seed(3)
     codes = torch.randint(0, 6561, (sum(pushes),), generator=g)
     speaker = None
@@ -96,8 +98,9 @@ def test_stream_equals_chunk_causal_offline(t2w, voice, pushes):
         speaker = Speaker(
             torch.randn(192, generator=g), torch.randint(0, 6561, (6,), generator=g), torch.randn(12, 80)
         )
-    offline = t2w.synthesize(codes, speaker, chunk_tokens=15)
-    stream = t2w.stream(speaker, hop_tokens=15, context_tokens=None)
+    longest = 45 if growth > 1 else None
+    offline = t2w.synthesize(codes, speaker, chunk_tokens=15, chunk_growth=growth, max_chunk_tokens=longest)
+    stream = t2w.stream(speaker, 15, context_tokens=None, hop_growth=growth, max_hop_tokens=longest)
     pieces, pos = [], 0
     for n in pushes[:-1]:
         pieces.append(stream.push(codes[pos : pos + n]))
@@ -106,6 +109,11 @@ def test_stream_equals_chunk_causal_offline(t2w, voice, pushes):
     joined = torch.cat(pieces)
     assert joined.shape == (len(codes) * 960,) and stream.samples == joined.numel()
     torch.testing.assert_close(joined, offline, rtol=0, atol=1e-5)
+    if growth > 1:  # longer chunks see further ahead: the audio after the first hop changes
+        fixed = t2w.synthesize(codes, speaker, chunk_tokens=15)
+        same = 12 * 960  # the first hop's mel is the same; HiFT's look-ahead mixes in the next 2 tokens'
+        torch.testing.assert_close(offline[:same], fixed[:same], rtol=0, atol=1e-5)
+        assert (offline - fixed).abs().max() > 5e-5  # (a tiny random flow: small, but 5x the tolerance)
 
 
 def test_first_audio_after_one_hop_and_its_look_ahead(t2w):
@@ -129,5 +137,11 @@ def test_stream_edge_cases(t2w):
         t2w.stream(hop_tokens=0)
     with pytest.raises(ValueError, match="chunk_tokens must be a positive"):
         t2w.synthesize([1, 2], chunk_tokens=0)
+    with pytest.raises(ValueError, match="hop_growth 2 needs max_hop_tokens"):
+        t2w.stream(hop_growth=2)
+    with pytest.raises(ValueError, match=r"max_hop_tokens \(10\) must be >= the first hop \(15\)"):
+        t2w.stream(hop_growth=2, max_hop_tokens=10)
+    with pytest.raises(ValueError, match="chunk_growth must be an integer >= 1"):
+        t2w.synthesize([1, 2], chunk_tokens=5, chunk_growth=0)
     with pytest.raises(KeyError, match="unknown speaker"):
         t2w.stream("nobody")

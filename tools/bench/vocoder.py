@@ -6,6 +6,8 @@ RTF = synthesis seconds / audio seconds (lower is better; < 1 is faster than rea
 - offline: ``Token2Wav.synthesize`` (full attention, the official offline call);
 - stream: a ``Token2Wav.stream`` session fed 15 tokens at a time (hop 15 + 3 look-ahead, flow key/value
   and HiFT convolution caches); "stream/offline" is its cost relative to offline;
+- growing: the same stream with hops growing 15, 30, 60, 60, ... (``hop_growth=2, max_hop_tokens=60``):
+  the first audio as early, then fewer and larger flow runs; "grow/offline" is its cost relative to offline;
 - first chunk: wall time from a fresh session to its first audio (the first 15 + 3 tokens pushed at once);
 - official loop (demo size only by default; ``--loop-sizes``): the official server's loop, which re-sends
   every token so far at each hop to the flow (finalize=False, full attention) and re-runs HiFT over the whole
@@ -56,8 +58,8 @@ def best(fn, repeats: int) -> float:
     return min(times)
 
 
-def stream_all(t2w: Token2Wav, tokens: torch.Tensor) -> None:
-    session = t2w.stream(hop_tokens=HOP)
+def stream_all(t2w: Token2Wav, tokens: torch.Tensor, growth: int = 1) -> None:
+    session = t2w.stream(hop_tokens=HOP, hop_growth=growth, max_hop_tokens=4 * HOP)
     for i in range(0, len(tokens), HOP):
         session.push(tokens[i : i + HOP])
     session.finalize()
@@ -106,6 +108,7 @@ def main() -> None:
         stream_all(t2w, tokens[:40])
         offline = best(lambda t2w=t2w, tokens=tokens: t2w.synthesize(tokens), args.repeats)
         streamed = best(lambda t2w=t2w, tokens=tokens: stream_all(t2w, tokens), args.repeats)
+        growing = best(lambda t2w=t2w, tokens=tokens: stream_all(t2w, tokens, 2), args.repeats)
         first = best(lambda t2w=t2w, tokens=tokens: first_chunk(t2w, tokens), args.repeats)
         row = {
             "size": size,
@@ -116,6 +119,8 @@ def main() -> None:
             "stream_s": streamed,
             "rtf_stream": streamed / audio_s,
             "stream_over_offline": streamed / offline,
+            "growing_s": growing,
+            "growing_over_offline": growing / offline,
             "first_chunk_ms": first * 1e3,
         }
         if size in args.loop_sizes.split(","):
@@ -128,7 +133,7 @@ def main() -> None:
     print(f"vocoder (flow + HiFT, 10 Euler steps with CFG), {torch.get_num_threads()} threads, hop {HOP}")
     print(
         f"{'size':<9} {'params M':>9} {'audio s':>8} {'RTF off':>8} {'RTF str':>8} {'str/off':>8} "
-        f"{'first ms':>9} {'RTF loop':>9} {'loop/off':>9}"
+        f"{'grow/off':>9} {'first ms':>9} {'RTF loop':>9} {'loop/off':>9}"
     )
     for r in rows:
         loop = (
@@ -138,7 +143,8 @@ def main() -> None:
         )
         print(
             f"{r['size']:<9} {r['params_m']:>9.1f} {r['audio_s']:>8.1f} {r['rtf_offline']:>8.3f} "
-            f"{r['rtf_stream']:>8.3f} {r['stream_over_offline']:>7.2f}x {r['first_chunk_ms']:>9.0f} {loop}"
+            f"{r['rtf_stream']:>8.3f} {r['stream_over_offline']:>7.2f}x {r['growing_over_offline']:>8.2f}x "
+            f"{r['first_chunk_ms']:>9.0f} {loop}"
         )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

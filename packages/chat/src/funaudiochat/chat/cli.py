@@ -102,7 +102,7 @@ def cmd_vocode(args: argparse.Namespace) -> int:
         )
     codes = torch.from_numpy(tokens)
     if args.stream:
-        wave = stream_tokens(vocoder, codes, args.speaker, args.hop)
+        wave = stream_tokens(vocoder, codes, args.speaker, args.hop, args.hop_growth, args.max_hop)
     else:
         wave = vocoder.synthesize(codes, speaker=args.speaker)
     sf.write(args.out, wave.numpy(), SAMPLE_RATE, subtype="PCM_16")
@@ -110,16 +110,23 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     return 0
 
 
-def stream_tokens(vocoder, codes, speaker: str | None, hop: int):
+def stream_tokens(
+    vocoder, codes, speaker: str | None, hop: int, hop_growth: int = 1, max_hop: int | None = None
+):
     """Feed ``codes`` to a streaming session ``hop`` tokens at a time (as a speech LLM would produce
-    them); report on stderr when the first audio came out. Returns the joined audio."""
+    them; the session's own hops grow by ``hop_growth`` up to ``max_hop``); report on stderr when the
+    first audio came out. Returns the joined audio."""
     import time
 
     import torch
 
     if hop < 1:
         raise ValueError(f"--hop must be >= 1 token, got {hop}")
-    session = vocoder.stream(speaker=speaker, hop_tokens=hop)
+    if hop_growth < 1:
+        raise ValueError(f"--hop-growth must be >= 1, got {hop_growth}")
+    if hop_growth > 1 and max_hop is None:
+        max_hop = 4 * hop
+    session = vocoder.stream(speaker=speaker, hop_tokens=hop, hop_growth=hop_growth, max_hop_tokens=max_hop)
     start, first_audio, pieces = time.perf_counter(), None, []
     for i in range(0, len(codes), hop):
         pieces.append(session.push(codes[i : i + hop]))
@@ -181,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthesise as a stream: tokens go in --hop at a time, audio comes out chunk by chunk",
     )
     voc.add_argument("--hop", type=int, default=15, help="streaming hop in tokens (default 15)")
+    voc.add_argument(
+        "--hop-growth",
+        type=int,
+        default=1,
+        help="each streaming hop after the first is this many times longer (default 1: fixed hops)",
+    )
+    voc.add_argument("--max-hop", type=int, help="longest streaming hop in tokens (default 4 x --hop)")
     voc.set_defaults(func=cmd_vocode)
     return parser
 

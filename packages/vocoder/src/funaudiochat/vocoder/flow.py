@@ -318,23 +318,29 @@ class DiTBlock(nn.Module):
 
 
 def attention_mask(
-    mask: torch.Tensor, chunk_size: int = 0, chunk_start: int = 0, context_chunks: int | None = None
+    mask: torch.Tensor,
+    chunk_size: int = 0,
+    chunk_start: int = 0,
+    context_chunks: int | None = None,
+    chunks: ChunkPolicy | None = None,
 ) -> torch.Tensor:
     """Frame mask ``[B, 1, T]`` (True = valid) -> attention mask ``[B, 1, T, T]``.
 
-    ``chunk_size > 0``: chunk-causal attention; frame i sees the frames of its own chunk and of the
-    ``context_chunks`` chunks before it (None: all of them). Chunks are counted from frame ``chunk_start``;
-    the frames before it belong to the first chunk (a voice prompt runs with the first chunk of speech).
-    A query row with no visible key is opened fully (its output is padding), as CosyVoice does."""
+    ``chunk_size > 0`` (or ``chunks``, which then sets all three): chunk-causal attention; frame i sees
+    the frames of its own chunk and of the ``context_chunks`` chunks before it (None: all of them). Chunks
+    are counted from frame ``chunk_start``; the frames before it belong to the first chunk (a voice prompt
+    runs with the first chunk of speech). A query row with no visible key is opened fully (its output is
+    padding), as CosyVoice does."""
     b, _, t = mask.shape
     allowed = mask.expand(b, t, t)
-    if chunk_size > 0:
-        pos = torch.arange(t, device=mask.device)
-        chunk = torch.div(pos - chunk_start, chunk_size, rounding_mode="floor").clamp(min=0)
+    if chunks is None and chunk_size > 0:
+        chunks = ChunkPolicy(chunk_size, chunk_start, context_chunks)
+    if chunks is not None:
+        chunk = chunks.chunk_ids(t, mask.device)
         ahead = chunk.unsqueeze(0) - chunk.unsqueeze(1)  # [query, key]: key chunk - query chunk
         visible = ahead <= 0
-        if context_chunks is not None:
-            visible = visible & (ahead >= -context_chunks)
+        if chunks.context is not None:
+            visible = visible & (ahead >= -chunks.context)
         allowed = allowed & visible
     allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
     return allowed.unsqueeze(1)
@@ -384,8 +390,7 @@ class DiT(nn.Module):
         rope = self.rotary_embed(h.shape[1])
         valid = mask.bool()
         if streaming:
-            chunks = chunks or ChunkPolicy(self.static_chunk_size)
-            attn_mask = attention_mask(valid, chunks.size, chunks.start, chunks.context)
+            attn_mask = attention_mask(valid, chunks=chunks or ChunkPolicy(self.static_chunk_size))
         elif bool(valid.all()):  # no padding: plain full attention, nothing to zero
             attn_mask, valid = None, None
         else:
@@ -458,12 +463,39 @@ class DiT(nn.Module):
 
 @dataclass
 class ChunkPolicy:
-    """Chunk-causal attention: chunks of ``size`` frames counted from frame ``start`` (earlier frames join
-    the first chunk); each chunk sees itself and ``context`` chunks before it (None: all)."""
+    """Chunk-causal attention: chunks counted from frame ``start`` (earlier frames join the first chunk);
+    each chunk sees itself and ``context`` chunks before it (None: all). The first chunk has ``size``
+    frames, each next one ``growth`` times its predecessor's, at most ``max_size`` (None: no bound), so a
+    stream can start with a short chunk (early audio) and go on with longer, cheaper ones."""
 
     size: int
     start: int = 0
     context: int | None = None
+    growth: int = 1
+    max_size: int | None = None
+
+    def __post_init__(self):
+        if self.size < 1 or self.growth < 1:
+            raise ValueError(f"chunk size and growth must be >= 1, got {self.size} and {self.growth}")
+        if self.max_size is not None and self.max_size < self.size:
+            raise ValueError(f"max chunk size {self.max_size} is below the first chunk's {self.size}")
+
+    def next_size(self, size: int) -> int:
+        """The size of the chunk after one of ``size`` frames."""
+        grown = size * self.growth
+        return grown if self.max_size is None else min(grown, self.max_size)
+
+    def chunk_ids(self, frames: int, device=None) -> torch.Tensor:
+        """The chunk index of each of ``frames`` frames ``[frames]``."""
+        pos = (torch.arange(frames, device=device) - self.start).clamp(min=0)
+        if self.growth == 1 or self.max_size == self.size:
+            return torch.div(pos, self.size, rounding_mode="floor")
+        ends, size, total = [], self.size, 0
+        while total < frames:
+            total += size
+            ends.append(total)
+            size = self.next_size(size)
+        return torch.bucketize(pos, torch.tensor(ends, device=device), right=True)
 
 
 @dataclass
@@ -796,13 +828,17 @@ class CausalFlowMatching(nn.Module):
         prompt_feat: torch.Tensor | None = None,
         n_timesteps: int | None = None,
         noise: torch.Tensor | None = None,
+        chunk_growth: int = 1,
+        max_chunk_size: int | None = None,
     ) -> FlowState:
         """A streaming session for B streams that advance together (see ``step``).
 
         embedding ``[B, 192]`` (or ``[192]``: B = 1); ``chunk_size`` mel frames per chunk (default
         ``static_chunk_size``): the DiT runs once per full chunk, so a chunk of 2 x hop tokens gives one run
-        per hop; ``context_chunks``: how many earlier chunks a chunk attends to (None: all; bounds memory
-        and time on long streams). ``prompt_token [B, P]`` / ``prompt_feat [B, F, 80]``: a voice prompt, as
+        per hop; ``chunk_growth`` / ``max_chunk_size``: each chunk after the first is that many times
+        longer, up to that size (fewer, larger DiT runs once the first audio is out; see ``ChunkPolicy``);
+        ``context_chunks``: how many earlier chunks a chunk attends to (None: all; bounds memory and time
+        on long streams). ``prompt_token [B, P]`` / ``prompt_feat [B, F, 80]``: a voice prompt, as
         in ``inference``. ``noise``: as in ``inference``; a stream longer than the noise reads it again
         from the start."""
         c = self.config
@@ -811,6 +847,7 @@ class CausalFlowMatching(nn.Module):
         chunk_size = chunk_size or c.static_chunk_size
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive number of mel frames, got {chunk_size}")
+        ChunkPolicy(chunk_size, growth=chunk_growth, max_size=max_chunk_size)  # checks the schedule
         if context_chunks is not None and context_chunks < 0:
             raise ValueError(f"context_chunks must be >= 0 or None, got {context_chunks}")
         if prompt_feat is None:
@@ -831,6 +868,8 @@ class CausalFlowMatching(nn.Module):
             chunk_size=chunk_size,
             context_chunks=context_chunks,
             noise=self.decoder.rand_noise if noise is None else noise,
+            chunk_growth=chunk_growth,
+            max_chunk_size=max_chunk_size,
         )
         if prompt_token is not None and prompt_token.numel():
             state = self._feed_tokens(
@@ -846,7 +885,8 @@ class CausalFlowMatching(nn.Module):
         each full chunk is solved (all Euler steps, with guidance) against the cached keys and values of the
         chunks before it. ``finalize=True`` ends the stream and solves what is left. The mel of all steps
         joined equals ``inference(prompt + all tokens, streaming=True, chunks=ChunkPolicy(chunk_size,
-        start=F, context=context_chunks))`` (to float rounding)."""
+        start=F, context=context_chunks, growth=chunk_growth, max_size=max_chunk_size))`` (to float
+        rounding)."""
         if state.finished:
             raise ValueError("this flow stream is finalized; start a new one with init_state()")
         tokens = self._check_tokens(tokens, "tokens").to(self.input_embedding.weight.device)
@@ -862,6 +902,7 @@ class CausalFlowMatching(nn.Module):
                 break
             mel, state = self._solve_chunk(min(need, ready), state)
             pieces.append(mel)
+            state.chunk_size = state.policy().next_size(state.chunk_size)
         state.finished = finalize
         if not pieces:
             return state.spks.new_zeros(state.batch_size, self.config.output_size, 0).float(), state
@@ -997,8 +1038,9 @@ class FlowState:
     condition of the first F frames); ``lookahead_context`` / ``conv2_context``: the pre-look-ahead convs'
     input context; ``embedding_queue [B, k, 80]``: token embeddings waiting for their look-ahead (the
     residual); ``mu [B, 80, n]``: token features waiting for their chunk to fill; ``caches``: one
-    ``DiTCache`` per Euler step (rows: conditional then unconditional); ``chunk_lengths``: frames of the
-    chunks in the caches; ``frames``: frames solved so far (prompt included)."""
+    ``DiTCache`` per Euler step (rows: conditional then unconditional); ``chunk_size``: frames of the next
+    chunk (it grows by ``chunk_growth`` up to ``max_chunk_size``); ``chunk_lengths``: frames of the chunks
+    in the caches; ``frames``: frames solved so far (prompt included)."""
 
     spks: torch.Tensor
     prompt_cond: torch.Tensor
@@ -1010,6 +1052,8 @@ class FlowState:
     chunk_size: int
     context_chunks: int | None
     noise: torch.Tensor
+    chunk_growth: int = 1
+    max_chunk_size: int | None = None
     chunk_lengths: list[int] = field(default_factory=list)
     frames: int = 0
     finished: bool = False
@@ -1017,3 +1061,7 @@ class FlowState:
     @property
     def batch_size(self) -> int:
         return self.spks.shape[0]
+
+    def policy(self) -> ChunkPolicy:
+        """The chunk schedule from the next chunk on."""
+        return ChunkPolicy(self.chunk_size, growth=self.chunk_growth, max_size=self.max_chunk_size)

@@ -70,6 +70,16 @@ def clean_tokens(tokens: Sequence[int] | torch.Tensor) -> torch.Tensor:
     return ids
 
 
+def _check_growth(first: int, growth: int, longest: int | None, name: str) -> None:
+    """A growing schedule needs a bound at or above the first size."""
+    if growth < 1:
+        raise ValueError(f"{name}_growth must be an integer >= 1, got {growth}")
+    if growth > 1 and longest is None:
+        raise ValueError(f"{name}_growth {growth} needs max_{name}_tokens (the longest {name})")
+    if longest is not None and longest < first:
+        raise ValueError(f"max_{name}_tokens ({longest}) must be >= the first {name} ({first})")
+
+
 def plan_segments(num_tokens: int, segment_tokens: int, min_last_tokens: int) -> list[tuple[int, int]]:
     """Cut ``[0, num_tokens)`` into segments of at most ``segment_tokens``; a short last segment is merged
     with the previous one and the pair split in half."""
@@ -141,13 +151,18 @@ class Token2Wav:
         tokens: Sequence[int] | torch.Tensor,
         speaker: str | Speaker | torch.Tensor | None = None,
         chunk_tokens: int | None = None,
+        chunk_growth: int = 1,
+        max_chunk_tokens: int | None = None,
     ) -> torch.Tensor:
         """Speech tokens -> waveform ``[len * 960]`` float32 at 24 kHz (see the module docstring).
 
         ``chunk_tokens``: None attends over the whole segment (the official offline call); a number uses the
-        chunk-causal attention of a stream with that hop (chunks counted from the end of the voice prompt)."""
+        chunk-causal attention of a stream with that hop (chunks counted from the end of the voice prompt),
+        growing as ``stream``'s ``hop_growth`` / ``max_hop_tokens`` say with ``chunk_growth`` /
+        ``max_chunk_tokens``."""
         if chunk_tokens is not None and chunk_tokens < 1:
             raise ValueError(f"chunk_tokens must be a positive number of tokens or None, got {chunk_tokens}")
+        _check_growth(chunk_tokens or 1, chunk_growth, max_chunk_tokens, "chunk")
         ids = clean_tokens(tokens)
         voice = self._speaker(speaker)
         segments = plan_segments(ids.numel(), self.segment_tokens, self.min_last_tokens)
@@ -167,7 +182,13 @@ class Token2Wav:
             chunks = None
             if chunk_tokens is not None:
                 n_prompt = 0 if prompt_feat is None else prompt_feat.shape[1]
-                chunks = ChunkPolicy(chunk_tokens * self.flow.config.token_mel_ratio, start=n_prompt)
+                ratio = self.flow.config.token_mel_ratio
+                chunks = ChunkPolicy(
+                    chunk_tokens * ratio,
+                    start=n_prompt,
+                    growth=chunk_growth,
+                    max_size=None if max_chunk_tokens is None else max_chunk_tokens * ratio,
+                )
             mel, _ = self.flow.inference(
                 chunk,
                 embedding,
@@ -193,24 +214,34 @@ class Token2Wav:
         speaker: str | Speaker | torch.Tensor | None = None,
         hop_tokens: int = 15,
         context_tokens: int | None = 200,
+        hop_growth: int = 1,
+        max_hop_tokens: int | None = None,
     ) -> Token2WavState:
         """A streaming state for one voice (see ``step``). ``hop_tokens``: tokens per flow chunk (the audio
-        of a hop comes out once its tokens and 3 more are in); ``context_tokens``: how many earlier tokens a
-        chunk attends to, rounded down to whole hops (None: all; the official server keeps 200)."""
+        of a hop comes out once its tokens and 3 more are in); ``hop_growth`` / ``max_hop_tokens``: each
+        hop after the first is ``hop_growth`` times longer, up to ``max_hop_tokens`` (the first audio as
+        early as before, then fewer and cheaper flow runs; CosyVoice's ``stream_scale_factor``);
+        ``context_tokens``: how many earlier tokens a chunk attends to, rounded down to whole hops of the
+        longest size (None: all; the official server keeps 200)."""
         if hop_tokens < 1:
             raise ValueError(f"hop_tokens must be >= 1, got {hop_tokens}")
+        _check_growth(hop_tokens, hop_growth, max_hop_tokens, "hop")
+        longest = max_hop_tokens if hop_growth > 1 else hop_tokens
         if context_tokens is not None and context_tokens < 0:
             raise ValueError(f"context_tokens must be >= 0 or None, got {context_tokens}")
         voice = self._speaker(speaker)
         device = self.flow.input_embedding.weight.device
         prompt_token = None if voice.prompt_tokens is None else voice.prompt_tokens[None].to(device)
         prompt_feat = None if voice.prompt_mel is None else voice.prompt_mel[None].to(device)
+        ratio = self.flow.config.token_mel_ratio
         flow = self.flow.init_state(
             voice.embedding[None].to(device),
-            chunk_size=hop_tokens * self.flow.config.token_mel_ratio,
-            context_chunks=None if context_tokens is None else context_tokens // hop_tokens,
+            chunk_size=hop_tokens * ratio,
+            context_chunks=None if context_tokens is None else context_tokens // longest,
             prompt_token=prompt_token,
             prompt_feat=prompt_feat,
+            chunk_growth=hop_growth,
+            max_chunk_size=longest * ratio,
         )
         noise = SourceNoise(self.hift.config.nb_harmonics + 1, seed=self.noise_seed)
         return Token2WavState(flow, self.hift.init_state(1, noise))
@@ -232,9 +263,14 @@ class Token2Wav:
         speaker: str | Speaker | torch.Tensor | None = None,
         hop_tokens: int = 15,
         context_tokens: int | None = 200,
+        hop_growth: int = 1,
+        max_hop_tokens: int | None = None,
     ) -> Token2WavStream:
-        """A streaming session: ``push(tokens) -> audio`` as tokens come, then ``finalize() -> audio``."""
-        return Token2WavStream(self, self.init_state(speaker, hop_tokens, context_tokens))
+        """A streaming session: ``push(tokens) -> audio`` as tokens come, then ``finalize() -> audio``
+        (arguments as ``init_state``)."""
+        return Token2WavStream(
+            self, self.init_state(speaker, hop_tokens, context_tokens, hop_growth, max_hop_tokens)
+        )
 
 
 @dataclass
