@@ -11,7 +11,9 @@ Streaming (``stream``): tokens are pushed as they come. The flow solves one atte
 against the cached keys and values of at most ``context_tokens`` earlier tokens), and HiFT turns each mel
 frame into audio once its 4 frames of look-ahead are there (convolution caches, a running phase). Nothing is
 computed twice. Joined, the chunks equal ``synthesize(tokens, chunk_tokens=hop_tokens)``, the same
-chunk-causal attention offline, for inputs up to one segment.
+chunk-causal attention offline, for inputs up to one segment. ``hop_growth`` / ``max_hop_tokens`` make
+each hop after the first longer (fewer, larger flow runs once the first audio is out); ``synthesize``'s
+``chunk_growth`` / ``max_chunk_tokens`` give the same attention offline.
 
 Token ids: 0..6560 are speech codes; the special ids 6561..6564 (BOS / EOS / pad / unused) that a model's
 raw output may contain are dropped with a warning; anything else is a ``ValueError``. No tokens give an
