@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kept import kept
 from .streaming import stream_conv
 from .weights import check_state_dict
 
@@ -161,12 +162,9 @@ class RotaryEmbedding(nn.Module):
     def forward(self, seq_len: int, offset: int = 0) -> Rotary:
         """The rotation of positions ``offset .. offset + seq_len - 1``. The last one is kept: a solver
         asks for the same positions at each of its steps."""
-        key = (seq_len, offset, self.inv_freq.data_ptr(), self.inv_freq.device, self.inv_freq._version)
-        kept = self.__dict__.get("_kept")
-        if kept is None or kept[0] != key:
-            with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable in any mode
-                kept = self.__dict__["_kept"] = (key, self._rotary(seq_len, offset))
-        return kept[1]
+        return kept(
+            self, "_kept_rotary", (self.inv_freq,), lambda: self._rotary(seq_len, offset), (seq_len, offset)
+        )
 
     def _rotary(self, seq_len: int, offset: int) -> Rotary:
         pos = torch.arange(offset, offset + seq_len, device=self.inv_freq.device).type_as(self.inv_freq)
@@ -233,17 +231,8 @@ class Attention(nn.Module):
         """``to_q``, ``to_k``, ``to_v`` stacked into one projection (one GEMM instead of three). Without
         autograd the stack is kept until a weight changes."""
         layers = (self.to_q, self.to_k, self.to_v)
-        params = [p for layer in layers for p in (layer.weight, layer.bias)]
-        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-            return torch.cat([layer.weight for layer in layers]), torch.cat([layer.bias for layer in layers])
-        key = tuple((p._version, p.data_ptr(), p.device, p.dtype) for p in params)
-        cached = getattr(self, "_cached_qkv", None)
-        if cached is None or cached[0] != key:
-            with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable in any mode
-                weight = torch.cat([layer.weight.detach() for layer in layers])
-                bias = torch.cat([layer.bias.detach() for layer in layers])
-            self._cached_qkv = cached = (key, weight, bias)
-        return cached[1], cached[2]
+        weights, biases = [layer.weight for layer in layers], [layer.bias for layer in layers]
+        return kept(self, "_kept_qkv", weights + biases, lambda: (torch.cat(weights), torch.cat(biases)))
 
 
 class AdaLayerNormZero(nn.Module):
@@ -317,24 +306,15 @@ class DiTBlock(nn.Module):
         return torch.addcmul(x, gate_ff, self.ff(h)), kv
 
 
-def attention_mask(
-    mask: torch.Tensor,
-    chunk_size: int = 0,
-    chunk_start: int = 0,
-    context_chunks: int | None = None,
-    chunks: ChunkPolicy | None = None,
-) -> torch.Tensor:
+def attention_mask(mask: torch.Tensor, chunks: ChunkPolicy | None = None) -> torch.Tensor:
     """Frame mask ``[B, 1, T]`` (True = valid) -> attention mask ``[B, 1, T, T]``.
 
-    ``chunk_size > 0`` (or ``chunks``, which then sets all three): chunk-causal attention; frame i sees
-    the frames of its own chunk and of the ``context_chunks`` chunks before it (None: all of them). Chunks
-    are counted from frame ``chunk_start``; the frames before it belong to the first chunk (a voice prompt
-    runs with the first chunk of speech). A query row with no visible key is opened fully (its output is
-    padding), as CosyVoice does."""
+    ``chunks``: chunk-causal attention; frame i sees the frames of its own chunk and of the
+    ``chunks.context`` chunks before it (None: all of them). Chunks are counted from frame ``chunks.start``;
+    the frames before it belong to the first chunk (a voice prompt runs with the first chunk of speech).
+    A query row with no visible key is opened fully (its output is padding), as CosyVoice does."""
     b, _, t = mask.shape
     allowed = mask.expand(b, t, t)
-    if chunks is None and chunk_size > 0:
-        chunks = ChunkPolicy(chunk_size, chunk_start, context_chunks)
     if chunks is not None:
         chunk = chunks.chunk_ids(t, mask.device)
         ahead = chunk.unsqueeze(0) - chunk.unsqueeze(1)  # [query, key]: key chunk - query chunk
@@ -390,7 +370,7 @@ class DiT(nn.Module):
         rope = self.rotary_embed(h.shape[1])
         valid = mask.bool()
         if streaming:
-            attn_mask = attention_mask(valid, chunks=chunks or ChunkPolicy(self.static_chunk_size))
+            attn_mask = attention_mask(valid, chunks or ChunkPolicy(self.static_chunk_size))
         elif bool(valid.all()):  # no padding: plain full attention, nothing to zero
             attn_mask, valid = None, None
         else:
@@ -409,16 +389,14 @@ class DiT(nn.Module):
         params = [p for layer in layers for p in layer.parameters()]
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return self._modulations(t)
-        weights = tuple((p._version, p.data_ptr(), p.dtype) for p in params)
-        memo = self.__dict__.get("_modulation_memo")
-        if memo is None or memo[0] != weights or len(memo[1]) >= 256:  # new weights, or another solver
-            memo = self.__dict__["_modulation_memo"] = (weights, {})
+        by_time = kept(self, "_kept_modulations", params, dict)  # a fresh dict for new weights
         key = (tuple(t.tolist()), t.dtype, t.device)
-        kept = memo[1]
-        if key not in kept:
+        if key not in by_time:
+            if len(by_time) >= 256:  # many distinct times (another solver): start again
+                by_time.clear()
             with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable in any mode
-                kept[key] = self._modulations(t.clone())
-        return kept[key]
+                by_time[key] = self._modulations(t.clone())
+        return by_time[key]
 
     def _modulations(self, t: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
         emb = self.time_embed(t)
@@ -847,7 +825,7 @@ class CausalFlowMatching(nn.Module):
         chunk_size = chunk_size or c.static_chunk_size
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive number of mel frames, got {chunk_size}")
-        ChunkPolicy(chunk_size, growth=chunk_growth, max_size=max_chunk_size)  # checks the schedule
+        schedule = ChunkPolicy(chunk_size, growth=chunk_growth, max_size=max_chunk_size)
         if context_chunks is not None and context_chunks < 0:
             raise ValueError(f"context_chunks must be >= 0 or None, got {context_chunks}")
         if prompt_feat is None:
@@ -868,8 +846,7 @@ class CausalFlowMatching(nn.Module):
             chunk_size=chunk_size,
             context_chunks=context_chunks,
             noise=self.decoder.rand_noise if noise is None else noise,
-            chunk_growth=chunk_growth,
-            max_chunk_size=max_chunk_size,
+            schedule=schedule,
         )
         if prompt_token is not None and prompt_token.numel():
             state = self._feed_tokens(
@@ -902,7 +879,7 @@ class CausalFlowMatching(nn.Module):
                 break
             mel, state = self._solve_chunk(min(need, ready), state)
             pieces.append(mel)
-            state.chunk_size = state.policy().next_size(state.chunk_size)
+            state.chunk_size = state.schedule.next_size(state.chunk_size)
         state.finished = finalize
         if not pieces:
             return state.spks.new_zeros(state.batch_size, self.config.output_size, 0).float(), state
@@ -1039,7 +1016,7 @@ class FlowState:
     input context; ``embedding_queue [B, k, 80]``: token embeddings waiting for their look-ahead (the
     residual); ``mu [B, 80, n]``: token features waiting for their chunk to fill; ``caches``: one
     ``DiTCache`` per Euler step (rows: conditional then unconditional); ``chunk_size``: frames of the next
-    chunk (it grows by ``chunk_growth`` up to ``max_chunk_size``); ``chunk_lengths``: frames of the chunks
+    chunk (it grows as ``schedule`` says); ``chunk_lengths``: frames of the chunks
     in the caches; ``frames``: frames solved so far (prompt included)."""
 
     spks: torch.Tensor
@@ -1052,8 +1029,7 @@ class FlowState:
     chunk_size: int
     context_chunks: int | None
     noise: torch.Tensor
-    chunk_growth: int = 1
-    max_chunk_size: int | None = None
+    schedule: ChunkPolicy
     chunk_lengths: list[int] = field(default_factory=list)
     frames: int = 0
     finished: bool = False
@@ -1061,7 +1037,3 @@ class FlowState:
     @property
     def batch_size(self) -> int:
         return self.spks.shape[0]
-
-    def policy(self) -> ChunkPolicy:
-        """The chunk schedule from the next chunk on."""
-        return ChunkPolicy(self.chunk_size, growth=self.chunk_growth, max_size=self.max_chunk_size)

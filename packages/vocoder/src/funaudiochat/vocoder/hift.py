@@ -33,6 +33,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from .conv import conv1d
+from .kept import kept
 from .streaming import stream_conv
 from .weights import check_state_dict
 
@@ -93,17 +94,12 @@ class Snake(nn.Module):
     def _terms(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``alpha`` and ``1 / (alpha + 1e-9)`` as ``[1, C, 1]``; without autograd they are kept until alpha
         changes (a stream calls each Snake once per chunk)."""
-        if torch.is_grad_enabled() and self.alpha.requires_grad:
+
+        def make():
             alpha = self.alpha[None, :, None]
             return alpha, 1.0 / (alpha + 1e-9)
-        key = (self.alpha._version, self.alpha.data_ptr(), self.alpha.device)
-        cached = getattr(self, "_cached_terms", None)
-        if cached is None or cached[0] != key:
-            with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable in any mode
-                alpha = self.alpha.detach().clone()[None, :, None]
-                cached = (key, alpha, 1.0 / (alpha + 1e-9))
-            self._cached_terms = cached
-        return cached[1], cached[2]
+
+        return kept(self, "_kept_terms", (self.alpha,), make)
 
 
 class Conv1d(nn.Conv1d):
@@ -117,16 +113,10 @@ class Conv1d(nn.Conv1d):
     def kernel(self) -> torch.Tensor:
         """The weight. Without autograd, a weight-normed kernel is kept until its parameters change (a
         stream would otherwise normalise every kernel at every step)."""
-        if torch.is_grad_enabled() or not parametrize.is_parametrized(self, "weight"):
+        if not parametrize.is_parametrized(self, "weight"):
             return self.weight
         norm = self.parametrizations.weight
-        key = tuple((p._version, p.data_ptr(), p.device) for p in (norm.original0, norm.original1))
-        kept = self.__dict__.get("_kept_kernel")
-        if kept is None or kept[0] != key:
-            with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable in any mode
-                kept = (key, self.weight.detach().clone())
-            self.__dict__["_kept_kernel"] = kept
-        return kept[1]
+        return kept(self, "_kept_kernel", (norm.original0, norm.original1), lambda: self.weight)
 
 
 class CausalConv1d(Conv1d):
