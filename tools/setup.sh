@@ -30,9 +30,16 @@ fi
 VPY=.venv/bin/python
 torch_ok='import sys, torch, torchaudio; sys.exit(not (torch.__version__.startswith("2.14.1") and torchaudio.__version__.startswith("2.11.0")))'
 if ! "$VPY" -c "$torch_ok" >/dev/null 2>&1; then
+  # torch's CUDA build takes ~6 GB in the venv; say so plainly instead of failing midway with ENOSPC.
+  free_mb=$(df -Pm .venv | awk 'NR==2 {print $4}')
+  if [ "${free_mb:-0}" -lt 7000 ]; then
+    echo "setup: only ${free_mb} MB free on the disk of $ROOT/.venv; torch==2.14.1 (CUDA build) with" \
+      "torchaudio needs about 7000 MB. Free some space (or point TMPDIR/the checkout elsewhere) and rerun." >&2
+    exit 1
+  fi
   echo "setup: installing torch==2.14.1 torchaudio==2.11.0 (a few minutes)" >&2
-  "$VPY" -m pip install -q --disable-pip-version-check --upgrade pip
-  "$VPY" -m pip install -q --disable-pip-version-check torch==2.14.1 torchaudio==2.11.0
+  "$VPY" -m pip install -q --no-cache-dir --disable-pip-version-check --upgrade pip
+  "$VPY" -m pip install -q --no-cache-dir --disable-pip-version-check torch==2.14.1 torchaudio==2.11.0
 fi
 
 # The fused kernels (csrc/, built by packages/drsr/setup.py) get their CUDA part when nvcc exists.
@@ -53,11 +60,11 @@ have=$(cat "$stamp" 2>/dev/null || true)
 compgen -G "packages/drsr/src/funaudiochat/drsr/_C*.so" >/dev/null || have=""  # built extension gone
 if [ "$have" != "$digest test" ] && { [ "$extra" = test ] || [ "$have" != "$digest" ]; }; then
   echo "setup: installing the funaudiochat packages (editable)" >&2
-  "$VPY" -m pip install -q --disable-pip-version-check setuptools wheel
+  "$VPY" -m pip install -q --no-cache-dir --disable-pip-version-check setuptools wheel
   umbrella="."
   [ "$extra" = test ] && umbrella=".[test]"
   log=$(mktemp)
-  if ! "$VPY" -m pip install -q --disable-pip-version-check --no-build-isolation \
+  if ! "$VPY" -m pip install -q --no-cache-dir --disable-pip-version-check --no-build-isolation \
     -e packages/tokenizer -e packages/drsr -e packages/vocoder -e packages/training -e packages/chat \
     -e "$umbrella" >"$log" 2>&1; then
     cat "$log" >&2
