@@ -145,3 +145,56 @@ def test_stream_edge_cases(t2w):
         t2w.synthesize([1, 2], chunk_tokens=5, chunk_growth=0)
     with pytest.raises(KeyError, match="unknown speaker"):
         t2w.stream("nobody")
+
+
+@pytest.mark.parametrize("voice", ["plain", "prompt"])
+def test_batched_streams_equal_their_own_streams(t2w, voice):
+    """Three lockstep streams in one batch (different voices and codes): each row == its own stream."""
+    g = torch.Generator().manual_seed(4)
+    voices = []
+    for _ in range(3):
+        prompt = (torch.randint(0, 6561, (4,), generator=g), torch.randn(8, 80, generator=g))
+        voices.append(
+            Speaker(torch.randn(192, generator=g), *(prompt if voice == "prompt" else (None, None)))
+        )
+    codes = torch.randint(0, 6561, (3, 52), generator=g)
+    pushes = [20, 0, 13, 19]
+    batch = t2w.stream(voices, hop_tokens=15, hop_growth=2, max_hop_tokens=30)
+    pieces, pos = [], 0
+    for n in pushes[:-1]:
+        pieces.append(batch.push(codes[:, pos : pos + n]))
+        pos += n
+    pieces.append(batch.finalize(codes[:, pos:]))
+    joined = torch.cat(pieces, dim=1)
+    assert joined.shape == (3, 52 * 960) and batch.samples == 52 * 960
+    for row, speaker in enumerate(voices):
+        alone = t2w.stream(speaker, hop_tokens=15, hop_growth=2, max_hop_tokens=30)
+        own = torch.cat([alone.push(codes[row, :33]), alone.finalize(codes[row, 33:])])
+        torch.testing.assert_close(joined[row], own, rtol=0, atol=1e-5)
+    single = t2w.stream([voices[0]])  # a list of one is a batch of one: [1, samples]
+    assert single.push(codes[:1, :18]).shape == (1, 26 * 480 - 4)
+    assert single.finalize().shape[0] == 1
+
+
+def test_batched_streams_refuse_bad_input(t2w):
+    g = torch.Generator().manual_seed(5)
+    a = Speaker(torch.randn(192, generator=g), torch.tensor([1, 2]), torch.randn(4, 80, generator=g))
+    b = Speaker(torch.randn(192, generator=g), torch.tensor([1, 2, 3]), torch.randn(6, 80, generator=g))
+    with pytest.raises(ValueError, match="voice prompts of the same length.*2 tokens / 4 frames, 3 tokens"):
+        t2w.stream([a, b])
+    with pytest.raises(ValueError, match="same length.*none"):
+        t2w.stream([a, Speaker(torch.randn(192, generator=g))])
+    with pytest.raises(ValueError, match="at least one speaker"):
+        t2w.stream([])
+    pair = t2w.stream([None, "default"])
+    with pytest.raises(ValueError, match="this batch has 2 streams; got codes for 3 rows"):
+        pair.push(torch.zeros(3, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"takes codes \[B, n\], got shape \[5\]"):
+        pair.push([1, 2, 3, 4, 5])
+    with (
+        pytest.warns(UserWarning, match="dropped 1 special"),
+        pytest.raises(ValueError, match=r"rows have \[4, 5\] codes"),
+    ):
+        pair.push([[1, 2, 3, 4, 5], [1, 2, 6561, 4, 5]])
+    with pytest.warns(UserWarning, match="dropped 2 special"):  # one per row: still lockstep
+        assert pair.finalize([[6562, 1, 2], [1, 6561, 2]]).shape == (2, 2 * 960)

@@ -8,6 +8,9 @@ RTF = synthesis seconds / audio seconds (lower is better; < 1 is faster than rea
   and HiFT convolution caches); "stream/offline" is its cost relative to offline;
 - growing: the same stream with hops growing 15, 30, 60, 60, ... (``hop_growth=2, max_hop_tokens=60``):
   the first audio as early, then fewer and larger flow runs; "grow/offline" is its cost relative to offline;
+- batch of 4: four streams (four voices) run as one batch, as a server runs its sessions; "x4/offline"
+  is the cost per stream relative to offline (one stream of hop 15 leaves the CPU's small matrix products
+  and convolutions half used; four fill them);
 - first chunk: wall time from a fresh session to its first audio (the first 15 + 3 tokens pushed at once);
 - official loop (demo size only by default; ``--loop-sizes``): the official server's loop, which re-sends
   every token so far at each hop to the flow (finalize=False, full attention) and re-runs HiFT over the whole
@@ -58,11 +61,15 @@ def best(fn, repeats: int) -> float:
     return min(times)
 
 
-def stream_all(t2w: Token2Wav, tokens: torch.Tensor, growth: int = 1) -> None:
-    session = t2w.stream(hop_tokens=HOP, hop_growth=growth, max_hop_tokens=4 * HOP)
-    for i in range(0, len(tokens), HOP):
-        session.push(tokens[i : i + HOP])
+def stream_all(t2w: Token2Wav, tokens: torch.Tensor, growth: int = 1, voices=None) -> None:
+    """Push ``tokens`` (``[n]``, or ``[B, n]`` with a list of B ``voices``) one hop at a time."""
+    session = t2w.stream(voices, hop_tokens=HOP, hop_growth=growth, max_hop_tokens=4 * HOP)
+    for i in range(0, tokens.shape[-1], HOP):
+        session.push(tokens[..., i : i + HOP])
     session.finalize()
+
+
+BATCH = 4
 
 
 def first_chunk(t2w: Token2Wav, tokens: torch.Tensor) -> None:
@@ -109,6 +116,9 @@ def main() -> None:
         offline = best(lambda t2w=t2w, tokens=tokens: t2w.synthesize(tokens), args.repeats)
         streamed = best(lambda t2w=t2w, tokens=tokens: stream_all(t2w, tokens), args.repeats)
         growing = best(lambda t2w=t2w, tokens=tokens: stream_all(t2w, tokens, 2), args.repeats)
+        voices = [Speaker(torch.randn(192, generator=torch.Generator().manual_seed(i))) for i in range(BATCH)]
+        rows_of = tokens.expand(BATCH, -1)
+        batched = best(lambda t2w=t2w, r=rows_of, v=voices: stream_all(t2w, r, 1, v), args.repeats) / BATCH
         first = best(lambda t2w=t2w, tokens=tokens: first_chunk(t2w, tokens), args.repeats)
         row = {
             "size": size,
@@ -121,6 +131,8 @@ def main() -> None:
             "stream_over_offline": streamed / offline,
             "growing_s": growing,
             "growing_over_offline": growing / offline,
+            "batch4_per_stream_s": batched,
+            "batch4_over_offline": batched / offline,
             "first_chunk_ms": first * 1e3,
         }
         if size in args.loop_sizes.split(","):
@@ -133,7 +145,7 @@ def main() -> None:
     print(f"vocoder (flow + HiFT, 10 Euler steps with CFG), {torch.get_num_threads()} threads, hop {HOP}")
     print(
         f"{'size':<9} {'params M':>9} {'audio s':>8} {'RTF off':>8} {'RTF str':>8} {'str/off':>8} "
-        f"{'grow/off':>9} {'first ms':>9} {'RTF loop':>9} {'loop/off':>9}"
+        f"{'grow/off':>9} {'x4/off':>8} {'first ms':>9} {'RTF loop':>9} {'loop/off':>9}"
     )
     for r in rows:
         loop = (
@@ -144,6 +156,7 @@ def main() -> None:
         print(
             f"{r['size']:<9} {r['params_m']:>9.1f} {r['audio_s']:>8.1f} {r['rtf_offline']:>8.3f} "
             f"{r['rtf_stream']:>8.3f} {r['stream_over_offline']:>7.2f}x {r['growing_over_offline']:>8.2f}x "
+            f"{r['batch4_over_offline']:>7.2f}x "
             f"{r['first_chunk_ms']:>9.0f} {loop}"
         )
     out = Path(args.json)

@@ -15,6 +15,10 @@ chunk-causal attention offline, for inputs up to one segment. ``hop_growth`` / `
 each hop after the first longer (fewer, larger flow runs once the first audio is out); ``synthesize``'s
 ``chunk_growth`` / ``max_chunk_tokens`` give the same attention offline.
 
+Several streams that advance together (a server's sessions, one row each) run as one batch: give
+``stream`` a list of speakers and push ``[B, n]`` codes. Each row equals that speaker's own stream; a batch
+of 4 costs little more than one stream (one small stream leaves most of the CPU's work per call idle).
+
 Token ids: 0..6560 are speech codes; the special ids 6561..6564 (BOS / EOS / pad / unused) that a model's
 raw output may contain are dropped with a warning; anything else is a ``ValueError``. No tokens give an
 empty waveform.
@@ -26,6 +30,8 @@ Example:
     >>> for piece in token_pieces:
     ...     play(stream.push(piece))                         # audio as soon as it is ready
     >>> play(stream.finalize())
+    >>> pair = t2w.stream(speaker=["中文女", "英文男"])          # two sessions in one batch
+    >>> waves = pair.push(codes_2xn)                        # [2, samples]
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from .flow import CausalFlowMatching, ChunkPolicy, FlowConfig, FlowState
 from .hift import HiFTConfig, HiFTGenerator, HiFTState, SourceNoise
 from .speakers import EMBEDDING_DIM, Speaker, SpeakerTable
 
+Voice = str | Speaker | torch.Tensor | None  # a table name, a speaker, a bare embedding, or the default
 SPEECH_CODES = 6561
 SPECIAL_IDS = range(6561, 6565)
 SAMPLE_RATE = 24000
@@ -48,7 +55,32 @@ SAMPLE_RATE = 24000
 
 def clean_tokens(tokens: Sequence[int] | torch.Tensor) -> torch.Tensor:
     """1-D long tensor of speech codes: specials 6561..6564 dropped (with a warning), others refused."""
-    ids = torch.as_tensor(tokens).reshape(-1)
+    ids = _checked_ids(torch.as_tensor(tokens).reshape(-1))
+    special = _specials(ids, stacklevel=4)
+    return ids if special is None else ids[~special]
+
+
+def clean_token_rows(tokens: Sequence[Sequence[int]] | torch.Tensor) -> torch.Tensor:
+    """``[B, n]`` codes of B lockstep streams -> a long tensor, each row cleaned as ``clean_tokens`` does;
+    rows must keep equal lengths (they advance together)."""
+    rows = torch.as_tensor(tokens)
+    if rows.ndim != 2:
+        raise ValueError(f"a batch of streams takes codes [B, n], got shape {list(rows.shape)}")
+    rows = _checked_ids(rows)
+    special = _specials(rows, stacklevel=4)
+    if special is None:
+        return rows
+    counts = sorted(set((~special).sum(dim=1).tolist()))
+    if len(counts) > 1:
+        raise ValueError(
+            f"after dropping special ids the rows have {counts} codes; streams in one batch advance "
+            "together, so each push must give every row the same number of speech codes"
+        )
+    return rows[~special].reshape(rows.shape[0], counts[0])
+
+
+def _checked_ids(ids: torch.Tensor) -> torch.Tensor:
+    """Integer ids as long; anything outside the speech codes and the specials is a ``ValueError``."""
     if ids.numel() == 0:
         return ids.long()
     if ids.is_floating_point():
@@ -62,14 +94,20 @@ def clean_tokens(tokens: Sequence[int] | torch.Tensor) -> torch.Tensor:
             f"speech tokens must lie in 0..{SPEECH_CODES - 1} (specials "
             f"{SPECIAL_IDS.start}..{SPECIAL_IDS.stop - 1} are dropped); got {values}"
         )
-    if special.any():
-        warnings.warn(
-            f"dropped {int(special.sum())} special speech ids ({SPECIAL_IDS.start}.."
-            f"{SPECIAL_IDS.stop - 1}: BOS/EOS/pad) before vocoding",
-            stacklevel=3,
-        )
-        ids = ids[~special]
     return ids
+
+
+def _specials(ids: torch.Tensor, stacklevel: int) -> torch.Tensor | None:
+    """The mask of special ids (warning how many will be dropped), or None when there are none."""
+    special = (ids >= SPECIAL_IDS.start) & (ids < SPECIAL_IDS.stop)
+    if not special.any():
+        return None
+    warnings.warn(
+        f"dropped {int(special.sum())} special speech ids ({SPECIAL_IDS.start}.."
+        f"{SPECIAL_IDS.stop - 1}: BOS/EOS/pad) before vocoding",
+        stacklevel=stacklevel,
+    )
+    return special
 
 
 def _check_growth(first: int, growth: int, longest: int | None, name: str) -> None:
@@ -135,7 +173,7 @@ class Token2Wav:
             torch.random.set_rng_state(state)
         return cls(flow, hift, SpeakerTable({"default": voice}))
 
-    def _speaker(self, speaker: str | Speaker | torch.Tensor | None) -> Speaker:
+    def _speaker(self, speaker: Voice) -> Speaker:
         if speaker is None:
             if not len(self.speakers):
                 return Speaker(torch.zeros(EMBEDDING_DIM))
@@ -213,14 +251,17 @@ class Token2Wav:
 
     def init_state(
         self,
-        speaker: str | Speaker | torch.Tensor | None = None,
+        speaker: Voice | Sequence[Voice] = None,
         hop_tokens: int = 15,
         context_tokens: int | None = 200,
         hop_growth: int = 1,
         max_hop_tokens: int | None = None,
     ) -> Token2WavState:
-        """A streaming state for one voice (see ``step``). ``hop_tokens``: tokens per flow chunk (the audio
-        of a hop comes out once its tokens and 3 more are in); ``hop_growth`` / ``max_hop_tokens``: each
+        """A streaming state for one voice, or for a batch of lockstep streams when ``speaker`` is a list
+        (one row per speaker; voice prompts, if any, of equal lengths), see ``step``.
+
+        ``hop_tokens``: tokens per flow chunk (the audio of a hop comes out once its tokens and 3 more are
+        in); ``hop_growth`` / ``max_hop_tokens``: each
         hop after the first is ``hop_growth`` times longer, up to ``max_hop_tokens`` (the first audio as
         early as before, then fewer and cheaper flow runs; CosyVoice's ``stream_scale_factor``);
         ``context_tokens``: how many earlier tokens a chunk attends to, rounded down to whole hops of the
@@ -231,13 +272,17 @@ class Token2Wav:
         longest = max_hop_tokens if hop_growth > 1 else hop_tokens
         if context_tokens is not None and context_tokens < 0:
             raise ValueError(f"context_tokens must be >= 0 or None, got {context_tokens}")
-        voice = self._speaker(speaker)
+        batched = isinstance(speaker, list | tuple)
+        voices = [self._speaker(one) for one in speaker] if batched else [self._speaker(speaker)]
+        if not voices:
+            raise ValueError("a batch of streams needs at least one speaker, got an empty list")
         device = self.flow.input_embedding.weight.device
-        prompt_token = None if voice.prompt_tokens is None else voice.prompt_tokens[None].to(device)
-        prompt_feat = None if voice.prompt_mel is None else voice.prompt_mel[None].to(device)
+        embedding, prompt_token, prompt_feat = _stack_voices(voices)
+        if prompt_token is not None:
+            prompt_token, prompt_feat = prompt_token.to(device), prompt_feat.to(device)
         ratio = self.flow.config.token_mel_ratio
         flow = self.flow.init_state(
-            voice.embedding[None].to(device),
+            embedding.to(device),
             chunk_size=hop_tokens * ratio,
             context_chunks=None if context_tokens is None else context_tokens // longest,
             prompt_token=prompt_token,
@@ -246,7 +291,7 @@ class Token2Wav:
             max_chunk_size=longest * ratio,
         )
         noise = SourceNoise(self.hift.config.nb_harmonics + 1, seed=self.noise_seed)
-        return Token2WavState(flow, self.hift.init_state(1, noise))
+        return Token2WavState(flow, self.hift.init_state(len(voices), noise), batched)
 
     @torch.inference_mode()
     def step(
@@ -254,33 +299,68 @@ class Token2Wav:
     ) -> tuple[torch.Tensor, Token2WavState]:
         """The next speech tokens (any number, specials dropped as in ``synthesize``) -> the audio they
         complete ``[samples]`` (float32, 24 kHz; often empty) and the new state. ``finalize=True`` ends the
-        stream and returns the rest: all steps joined have ``960`` samples per token."""
-        ids = clean_tokens(tokens)[None].to(self.flow.input_embedding.weight.device)
-        mel, flow = self.flow.step(ids, state.flow, finalize)
+        stream and returns the rest: all steps joined have ``960`` samples per token.
+
+        A batched state (``init_state`` with a list of speakers) takes ``[B, n]`` codes (the same number
+        per row) and gives ``[B, samples]``."""
+        if state.batched:
+            ids = clean_token_rows(tokens)
+            if ids.shape[0] != state.flow.batch_size:
+                raise ValueError(
+                    f"this batch has {state.flow.batch_size} streams; got codes for {ids.shape[0]} rows"
+                )
+        else:
+            ids = clean_tokens(tokens)[None]
+        mel, flow = self.flow.step(ids.to(self.flow.input_embedding.weight.device), state.flow, finalize)
         wave, hift = self.hift.step(mel, state.hift, finalize)
-        return wave[0].float().cpu(), Token2WavState(flow, hift)
+        wave = wave.float().cpu()
+        return (wave if state.batched else wave[0]), Token2WavState(flow, hift, state.batched)
 
     def stream(
         self,
-        speaker: str | Speaker | torch.Tensor | None = None,
+        speaker: Voice | Sequence[Voice] = None,
         hop_tokens: int = 15,
         context_tokens: int | None = 200,
         hop_growth: int = 1,
         max_hop_tokens: int | None = None,
     ) -> Token2WavStream:
         """A streaming session: ``push(tokens) -> audio`` as tokens come, then ``finalize() -> audio``
-        (arguments as ``init_state``)."""
+        (arguments as ``init_state``; a list of speakers gives a batch of lockstep streams)."""
         return Token2WavStream(
             self, self.init_state(speaker, hop_tokens, context_tokens, hop_growth, max_hop_tokens)
         )
 
 
+def _stack_voices(voices: list[Speaker]):
+    """Speakers -> ``embedding [B, 192]`` and the voice prompts ``[B, P]`` / ``[B, F, 80]`` (None when
+    no speaker has one); rows of a batch need prompts of the same lengths, or none."""
+    shapes = {
+        None if v.prompt_tokens is None else (v.prompt_tokens.numel(), v.prompt_mel.shape[0]) for v in voices
+    }
+    if len(shapes) > 1:
+        described = sorted("none" if s is None else f"{s[0]} tokens / {s[1]} frames" for s in shapes)
+        raise ValueError(
+            f"speakers in one batch of streams need voice prompts of the same length (or none); got "
+            f"{', '.join(described)}"
+        )
+    embedding = torch.stack([v.embedding.reshape(-1).float() for v in voices])
+    if voices[0].prompt_tokens is None:
+        return embedding, None, None
+    return (
+        embedding,
+        torch.stack([v.prompt_tokens for v in voices]),
+        torch.stack([v.prompt_mel for v in voices]),
+    )
+
+
 @dataclass
 class Token2WavState:
-    """The flow's and HiFT's streaming states of one Token2Wav stream."""
+    """The flow's and HiFT's streaming states of a Token2Wav stream (B rows); ``batched``: codes come
+    in and audio goes out as ``[B, *]`` (a list of speakers was given) rather than 1-D."""
 
     flow: FlowState
     hift: HiFTState
+    batched: bool = False
 
 
 class Token2WavStream:
@@ -288,7 +368,8 @@ class Token2WavStream:
 
     ``push(tokens)`` returns the audio that is ready (float32 ``[samples]``, 24 kHz; empty until the first
     hop and its look-ahead are in); ``finalize(tokens=())`` ends the session and returns the rest;
-    ``samples`` counts the audio given so far."""
+    ``samples`` counts the audio given so far (per row). A batch of streams takes ``[B, n]`` codes and
+    gives ``[B, samples]``."""
 
     def __init__(self, vocoder: Token2Wav, state: Token2WavState):
         self.vocoder = vocoder
@@ -303,11 +384,13 @@ class Token2WavStream:
         return self._step(tokens, False)
 
     def finalize(self, tokens: Sequence[int] | torch.Tensor = ()) -> torch.Tensor:
+        if self.state.batched and len(tokens) == 0:
+            tokens = torch.zeros(self.state.flow.batch_size, 0, dtype=torch.long)
         return self._step(tokens, True)
 
     def _step(self, tokens, finalize: bool) -> torch.Tensor:
         if self.finished:
             raise ValueError("this Token2Wav stream is finalized; start a new one with Token2Wav.stream()")
         wave, self.state = self.vocoder.step(tokens, self.state, finalize)
-        self.samples += wave.numel()
+        self.samples += wave.shape[-1]
         return wave
