@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conv import Conv1d
 from .kept import kept
 from .streaming import stream_conv
 from .weights import check_state_dict
@@ -94,13 +95,12 @@ class PreLookaheadLayer(nn.Module):
     def __init__(self, in_channels: int, channels: int, pre_lookahead_len: int = 3):
         super().__init__()
         self.pre_lookahead_len = pre_lookahead_len
-        self.conv1 = nn.Conv1d(in_channels, channels, kernel_size=pre_lookahead_len + 1)
-        self.conv2 = nn.Conv1d(channels, in_channels, kernel_size=3)
+        self.conv1 = Conv1d(in_channels, channels, kernel_size=pre_lookahead_len + 1)
+        self.conv2 = Conv1d(channels, in_channels, kernel_size=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.pad(x.transpose(1, 2), (0, self.pre_lookahead_len))
-        h = F.leaky_relu(self.conv1(h))
-        h = self.conv2(F.pad(h, (self.conv2.kernel_size[0] - 1, 0)))
+        h = F.leaky_relu(self.conv1.convolve(x.transpose(1, 2), (0, self.pre_lookahead_len)))
+        h = self.conv2.convolve(h, (self.conv2.kernel_size[0] - 1, 0))
         return h.transpose(1, 2) + x
 
 
@@ -125,12 +125,13 @@ class CausalConvPositionEmbedding(nn.Module):
     def __init__(self, dim: int, kernel_size: int = 31, groups: int = 16):
         super().__init__()
         self.kernel_size = kernel_size
-        self.conv1 = nn.Sequential(nn.Conv1d(dim, dim, kernel_size, groups=groups), nn.Mish())
-        self.conv2 = nn.Sequential(nn.Conv1d(dim, dim, kernel_size, groups=groups), nn.Mish())
+        self.conv1 = nn.Sequential(Conv1d(dim, dim, kernel_size, groups=groups), nn.Mish())
+        self.conv2 = nn.Sequential(Conv1d(dim, dim, kernel_size, groups=groups), nn.Mish())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0)))
-        h = self.conv2(F.pad(h, (self.kernel_size - 1, 0)))
+        causal = (self.kernel_size - 1, 0)
+        h = self.conv1[1](self.conv1[0].convolve(x.transpose(1, 2), causal))
+        h = self.conv2[1](self.conv2[0].convolve(h, causal))
         return h.transpose(1, 2)
 
 

@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-from .conv import conv1d
+from .conv import Conv1d
 from .kept import kept
 from .streaming import stream_conv
 from .weights import check_state_dict
@@ -102,23 +102,6 @@ class Snake(nn.Module):
         return kept(self, "_kept_terms", (self.alpha,), make)
 
 
-class Conv1d(nn.Conv1d):
-    """``nn.Conv1d`` without implicit padding that runs in the input's precision (the F0 predictor is
-    evaluated in float64) and keeps every thread busy on a long signal (``conv.conv1d``)."""
-
-    def _conv_forward(self, x, weight, bias, pad: tuple[int, int] = (0, 0)):
-        bias = None if bias is None else bias.to(x.dtype)
-        return conv1d(x, weight.to(x.dtype), bias, self.stride[0], self.dilation[0], self.groups, pad)
-
-    def kernel(self) -> torch.Tensor:
-        """The weight. Without autograd, a weight-normed kernel is kept until its parameters change (a
-        stream would otherwise normalise every kernel at every step)."""
-        if not parametrize.is_parametrized(self, "weight"):
-            return self.weight
-        norm = self.parametrizations.weight
-        return kept(self, "_kept_kernel", (norm.original0, norm.original1), lambda: self.weight)
-
-
 class CausalConv1d(Conv1d):
     """Stride-1 convolution padded on one side only: ``left`` (causal) or ``right`` (look-ahead).
 
@@ -134,9 +117,9 @@ class CausalConv1d(Conv1d):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         if context is None:
             pad = (self.pad, 0) if self.side == "left" else (0, self.pad)
-            return self._conv_forward(x, self.kernel(), self.bias, pad)
+            return self.convolve(x, pad)
         x = torch.cat([context, x] if self.side == "left" else [x, context], dim=2)
-        return self._conv_forward(x, self.kernel(), self.bias)
+        return self.convolve(x)
 
 
 class CausalDownsample(Conv1d):
@@ -147,7 +130,7 @@ class CausalDownsample(Conv1d):
         self.pad = stride - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.kernel(), self.bias, (self.pad, 0))
+        return self.convolve(x, (self.pad, 0))
 
 
 class CausalUpsample(Conv1d):
@@ -160,7 +143,7 @@ class CausalUpsample(Conv1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=self.stride_up, mode="nearest")
-        return self._conv_forward(x, self.kernel(), self.bias, (self.pad, 0))
+        return self.convolve(x, (self.pad, 0))
 
 
 class ResBlock(nn.Module):

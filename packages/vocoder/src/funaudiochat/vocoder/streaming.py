@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .conv import conv1d
+from .conv import Conv1d, conv1d
 
 
 def conv_span(conv: nn.Conv1d) -> int:
@@ -36,9 +36,11 @@ def stream_conv(conv: nn.Conv1d, x: torch.Tensor, context: torch.Tensor) -> tupl
     if z.shape[2] < span:
         return z.new_zeros(z.shape[0], conv.out_channels, 0), z
     count = (z.shape[2] - span) // stride + 1
-    weight = (conv.kernel() if hasattr(conv, "kernel") else conv.weight).to(z.dtype)
-    bias = None if conv.bias is None else conv.bias.to(z.dtype)
-    y = conv1d(z, weight, bias, stride, conv.dilation[0], conv.groups)
+    if isinstance(conv, Conv1d):
+        y = conv.convolve(z)
+    else:
+        bias = None if conv.bias is None else conv.bias.to(z.dtype)
+        y = conv1d(z, conv.weight.to(z.dtype), bias, stride, conv.dilation[0], conv.groups)
     return y, z[:, :, count * stride :]
 
 
