@@ -169,34 +169,28 @@ class RotaryEmbedding(nn.Module):
 
     def _rotary(self, seq_len: int, offset: int) -> Rotary:
         pos = torch.arange(offset, offset + seq_len, device=self.inv_freq.device).type_as(self.inv_freq)
-        freqs = (pos[:, None] * self.inv_freq[None, :]).repeat_interleave(
-            2, dim=-1
-        )  # [T, R]: f0 f0 f1 f1 ...
-        width = freqs.shape[1]
-        # (x @ swap)[2i] = -x[2i + 1], (x @ swap)[2i + 1] = x[2i]: exact (one non-zero term per column)
-        swap = torch.zeros(width, width, device=freqs.device, dtype=freqs.dtype)
-        even = torch.arange(0, width, 2, device=freqs.device)
-        swap[even + 1, even] = -1.0
-        swap[even, even + 1] = 1.0
-        return Rotary(freqs.cos(), freqs.sin(), swap)
+        angles = pos[:, None] * self.inv_freq[None, :]  # [T, R/2]: one angle per channel pair
+        return Rotary(torch.complex(angles.cos(), angles.sin()))
 
 
 @dataclass
 class Rotary:
-    """cos and sin ``[T, R]`` of the rotary angles, and the pair-swapping matrix ``[R, R]``."""
+    """The rotary turns ``exp(i angle)`` ``[T, R/2]`` (complex64): one per position and channel pair."""
 
-    cos: torch.Tensor
-    sin: torch.Tensor
-    swap: torch.Tensor
+    turn: torch.Tensor
 
 
 def rotate_qk_(qkv: torch.Tensor, rope: Rotary) -> torch.Tensor:
-    """Rotate, in place, the first ``R`` channels (pairs 2i, 2i+1) of q and of k in the fused projection
-    ``qkv [B, T, 3 * inner]`` (q, k, v side by side) by the angles of ``rope``; returns ``qkv``."""
-    rot, inner = rope.cos.shape[-1], qkv.shape[-1] // 3
+    """Rotate, in place, the first ``R`` channels of q and of k in the fused projection ``qkv [B, T,
+    3 * inner]`` (q, k, v side by side) by the angles of ``rope``; returns ``qkv``.
+
+    Channels 2i, 2i+1 form the complex number x[2i] + i x[2i+1], multiplied by the turn of pair i: x[2i]
+    cos - x[2i+1] sin and x[2i+1] cos + x[2i] sin, the interleaved rotary (one complex product instead of
+    a pair swap, two products and a sum)."""
+    rot, inner = 2 * rope.turn.shape[-1], qkv.shape[-1] // 3
     head = qkv[..., : 2 * inner].unflatten(-1, (2, inner))[..., :rot]  # [B, T, 2, R]: q's and k's
-    cos, sin = rope.cos[:, None].to(qkv.dtype), rope.sin[:, None].to(qkv.dtype)
-    head.copy_(head * cos + (head @ rope.swap.to(qkv.dtype)) * sin)
+    pairs = torch.view_as_complex(head.float().unflatten(-1, (rot // 2, 2)).contiguous())
+    head.copy_(torch.view_as_real(pairs * rope.turn[:, None]).flatten(-2))
     return qkv
 
 
