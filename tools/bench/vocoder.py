@@ -11,6 +11,9 @@ RTF = synthesis seconds / audio seconds (lower is better; < 1 is faster than rea
 - batch of 4: four streams (four voices) run as one batch, as a server runs its sessions; "x4/offline"
   is the cost per stream relative to offline (one stream of hop 15 leaves the CPU's small matrix products
   and convolutions half used; four fill them);
+- GEMM floor (demo size): the DiT's matrix products alone (no other op), as offline runs them (each Euler
+  step on every frame) and as a hop-15 stream does (each step on one chunk of 30 frames); their ratio bounds
+  what a single stream can reach on this CPU whatever else is made free (small products use it less well);
 - first chunk: wall time from a fresh session to its first audio (the first 15 + 3 tokens pushed at once);
 - official loop (demo size only by default; ``--loop-sizes``): the official server's loop, which re-sends
   every token so far at each hop to the flow (finalize=False, full attention) and re-runs HiFT over the whole
@@ -31,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from funaudiochat.vocoder import CausalFlowMatching, FlowConfig, HiFTConfig, HiFTGenerator, SourceNoise
 from funaudiochat.vocoder.speakers import Speaker, SpeakerTable
 from funaudiochat.vocoder.token2wav import Token2Wav
@@ -70,6 +74,30 @@ def stream_all(t2w: Token2Wav, tokens: torch.Tensor, growth: int = 1, voices=Non
 
 
 BATCH = 4
+
+
+@torch.inference_mode()
+def gemm_floor(t2w: Token2Wav, tokens: int, repeats: int) -> tuple[float, float]:
+    """Seconds of the DiT's matrix products alone: (offline, hop-15 stream), CFG rows included."""
+    dit = t2w.flow.decoder.estimator
+    layers = [(dit.input_embed.proj.weight, dit.input_embed.proj.bias)]
+    for block in dit.transformer_blocks:
+        layers.append(block.attn.qkv_weights())
+        for linear in (block.attn.to_out[0], block.ff.ff[0][0], block.ff.ff[2]):
+            layers.append((linear.weight, linear.bias))
+    layers.append((dit.proj_out.weight, dit.proj_out.bias))
+    steps, ratio = t2w.flow.config.n_timesteps, t2w.flow.config.token_mel_ratio
+    frames = tokens * ratio
+    chunks = [min(HOP * ratio, frames - start) for start in range(0, frames, HOP * ratio)]
+
+    def products(sizes: list[int]) -> None:
+        inputs = {n: {w.shape[1]: torch.randn(2 * n, w.shape[1]) for w, _ in layers} for n in set(sizes)}
+        for n in sizes:
+            for _ in range(steps):
+                for weight, bias in layers:
+                    F.linear(inputs[n][weight.shape[1]], weight, bias)
+
+    return best(lambda: products([frames]), repeats), best(lambda: products(chunks), repeats)
 
 
 def first_chunk(t2w: Token2Wav, tokens: torch.Tensor) -> None:
@@ -135,6 +163,9 @@ def main() -> None:
             "batch4_over_offline": batched / offline,
             "first_chunk_ms": first * 1e3,
         }
+        if size == "demo":
+            floor_offline, floor_stream = gemm_floor(t2w, len(tokens), args.repeats + 2)
+            row.update(gemm_offline_s=floor_offline, gemm_stream_s=floor_stream)
         if size in args.loop_sizes.split(","):
             loop = best(lambda t2w=t2w, tokens=tokens: official_loop(t2w, tokens), 1)
             row.update(
@@ -159,6 +190,14 @@ def main() -> None:
             f"{r['batch4_over_offline']:>7.2f}x "
             f"{r['first_chunk_ms']:>9.0f} {loop}"
         )
+    for r in rows:
+        if "gemm_offline_s" in r:
+            print(
+                f"GEMM floor ({r['size']}): the DiT's matrix products alone take "
+                f"{r['gemm_offline_s'] * 1e3:.0f} ms offline and "
+                f"{r['gemm_stream_s'] * 1e3:.0f} ms in a hop-{HOP} stream "
+                f"({r['gemm_stream_s'] / r['gemm_offline_s']:.2f}x)"
+            )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
