@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -159,19 +158,6 @@ def normalise(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9 ]+", " ", text.lower()).split())
 
 
-def load_synth_tool():
-    spec = importlib.util.spec_from_file_location(
-        "synth_spoken_data", ROOT / "tools" / "synth_spoken_data.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(spec.name, None)
-    return module
-
-
 @dataclass
 class SpokenSet:
     """Spoken questions of one rendering (voice, speed): conversations, wavs and answers."""
@@ -186,17 +172,17 @@ def synthesise(facts: Sequence[tuple[str, str]], rendering: tuple[str, int], ans
     """Speak ``facts`` with espeak-ng in one voice and speed (answers in ``answer_voice``), through the
     synth tool, into official sharegpt data; returns a ``SpokenSet``."""
     from funaudiochat.training.data import read_sharegpt
+    from funaudiochat.training.data.synth import main as synth_main
 
     voice, speed = rendering
     out.mkdir(parents=True, exist_ok=True)
     pairs = out / "pairs.tsv"
     pairs.write_text("".join(f"{q}\t{a}\n" for q, a in facts))
-    synth = load_synth_tool()
     argv = [str(pairs), "--out", str(out), "--voices", voice, "--speeds", str(speed)]
     argv += ["--answer-voice", answer_voice[0], "--answer-speed", str(answer_voice[1])]
     argv += ["--format", "sharegpt", "--seed", "0"]
     with contextlib.redirect_stderr(io.StringIO()):
-        if synth.main(argv) != 0:
+        if synth_main(argv) != 0:
             raise SystemExit(f"synth_spoken_data failed for {rendering}")
     conversations = read_sharegpt(out / "train.jsonl")
     wavs = [c.user_audios[0].path for c in conversations]

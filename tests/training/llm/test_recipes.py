@@ -3,7 +3,6 @@ sharegpt data, pre-alignment then Core-Cocktail run from their recipes through f
 losses fall, and each exports a checkpoint the next one starts from."""
 
 import csv
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from funaudiochat.drsr import FunAudioChatForConditionalGeneration
 from funaudiochat.drsr.processing import FunAudioChatProcessor
 from funaudiochat.drsr.text_tokenizer import train_text_tokenizer
 from funaudiochat.training import cli
+from funaudiochat.training.data.synth import main as synth_main
 from funaudiochat.training.llm.module import tiny_config_for
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -32,16 +32,7 @@ def spoken(tmp_path_factory):
     root = tmp_path_factory.mktemp("spoken")
     pairs = root / "pairs.tsv"
     pairs.write_text("".join(f"{q}\t{a}\n" for q, a in PAIRS))
-    spec = importlib.util.spec_from_file_location(
-        "synth_spoken_data", ROOT / "tools" / "synth_spoken_data.py"
-    )
-    synth = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = synth
-    try:
-        spec.loader.exec_module(synth)
-        assert synth.main([str(pairs), "--out", str(root / "data"), "--seed", "0", "--speeds", "190"]) == 0
-    finally:
-        sys.modules.pop(spec.name, None)
+    assert synth_main([str(pairs), "--out", str(root / "data"), "--seed", "0", "--speeds", "190"]) == 0
     corpus = [f"{q} {a}" for q, a in PAIRS] * 5 + [SYSTEM]
     processor = FunAudioChatProcessor(train_text_tokenizer(corpus, vocab_size=300), padding_side="right")
     start = root / "start"

@@ -185,6 +185,13 @@ class Token2Wav:
         speaker.validate("<given>")
         return speaker
 
+    def _frame_chunks(self, tokens: int, growth: int, longest: int | None, start: int = 0) -> ChunkPolicy:
+        """Chunks given in tokens (first size, growth, longest) -> the flow's policy in mel frames."""
+        ratio = self.flow.config.token_mel_ratio
+        return ChunkPolicy(
+            tokens * ratio, start, growth=growth, max_size=None if longest is None else longest * ratio
+        )
+
     @torch.inference_mode()
     def synthesize(
         self,
@@ -222,13 +229,7 @@ class Token2Wav:
             chunks = None
             if chunk_tokens is not None:
                 n_prompt = 0 if prompt_feat is None else prompt_feat.shape[1]
-                ratio = self.flow.config.token_mel_ratio
-                chunks = ChunkPolicy(
-                    chunk_tokens * ratio,
-                    start=n_prompt,
-                    growth=chunk_growth,
-                    max_size=None if max_chunk_tokens is None else max_chunk_tokens * ratio,
-                )
+                chunks = self._frame_chunks(chunk_tokens, chunk_growth, max_chunk_tokens, start=n_prompt)
             mel, _ = self.flow.inference(
                 chunk,
                 embedding,
@@ -280,15 +281,15 @@ class Token2Wav:
         embedding, prompt_token, prompt_feat = _stack_voices(voices)
         if prompt_token is not None:
             prompt_token, prompt_feat = prompt_token.to(device), prompt_feat.to(device)
-        ratio = self.flow.config.token_mel_ratio
+        chunks = self._frame_chunks(hop_tokens, hop_growth, longest)
         flow = self.flow.init_state(
             embedding.to(device),
-            chunk_size=hop_tokens * ratio,
+            chunk_size=chunks.size,
             context_chunks=None if context_tokens is None else context_tokens // longest,
             prompt_token=prompt_token,
             prompt_feat=prompt_feat,
-            chunk_growth=hop_growth,
-            max_chunk_size=longest * ratio,
+            chunk_growth=chunks.growth,
+            max_chunk_size=chunks.max_size,
         )
         noise = SourceNoise(self.hift.config.nb_harmonics + 1, seed=self.noise_seed)
         return Token2WavState(flow, self.hift.init_state(len(voices), noise), batched)

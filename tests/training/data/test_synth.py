@@ -1,29 +1,15 @@
-"""tools/synth_spoken_data.py end to end on two pairs: official data that validates, our manifest, the
-same files for the same seed, and input errors named by file and line."""
+"""funaudiochat.training.data.synth (tools/synth_spoken_data.py) end to end on two pairs: official data
+that validates, our manifest, the same files for the same seed, and input errors named by file and line."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from funaudiochat.training.data import read_manifest, read_sharegpt
-
-TOOL = Path(__file__).resolve().parents[3] / "tools" / "synth_spoken_data.py"
-
-
-@pytest.fixture(scope="module")
-def synth():
-    spec = importlib.util.spec_from_file_location("synth_spoken_data", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+from funaudiochat.training.data import read_manifest, read_sharegpt, synth
 
 
 @pytest.fixture
@@ -33,14 +19,14 @@ def pairs(tmp_path):
     return path
 
 
-def run(synth, pairs, out, *extra):
+def run(pairs, out, *extra):
     argv = [str(pairs), "--out", str(out), "--voices", "en-us,en-gb+f3", "--speeds", "150,180", "--seed", "3"]
     return synth.main([*argv, *extra])
 
 
-def test_two_pairs_end_to_end(synth, pairs, tmp_path, capsys):
+def test_two_pairs_end_to_end(pairs, tmp_path, capsys):
     out = tmp_path / "data"
-    assert run(synth, pairs, out, "--snr-db", "15") == 0
+    assert run(pairs, out, "--snr-db", "15") == 0
     assert "tiny random SpeechTokenizer" in capsys.readouterr().err
     conversations = read_sharegpt(out / "train.jsonl", check_reference_audio=True)
     entries = read_manifest(out / "manifest.jsonl")
@@ -58,16 +44,16 @@ def test_two_pairs_end_to_end(synth, pairs, tmp_path, capsys):
     )
 
 
-def test_same_seed_same_files(synth, pairs, tmp_path):
+def test_same_seed_same_files(pairs, tmp_path):
     for name in ("a", "b"):
-        run(synth, pairs, tmp_path / name, "--relative-paths", "--format", "sharegpt")
+        run(pairs, tmp_path / name, "--relative-paths", "--format", "sharegpt")
     first, second = (tmp_path / n / "train.jsonl" for n in ("a", "b"))
     assert first.read_text() == second.read_text()
     assert not (tmp_path / "a" / "manifest.jsonl").exists()
     assert read_sharegpt(first)[0].audios[0].path == str(tmp_path / "a" / "audio" / "qa00002_q.wav")
 
 
-def test_input_problems_are_listed_with_file_and_line(synth, tmp_path):
+def test_input_problems_are_listed_with_file_and_line(tmp_path):
     bad = tmp_path / "pairs.jsonl"
     bad.write_text(
         '{"question": "Hi?", "answer": ""}\n{"question": "Ok?", "answer": "Yes.", "id": "a b"}\n[1]\n'
@@ -79,13 +65,13 @@ def test_input_problems_are_listed_with_file_and_line(synth, tmp_path):
     assert f"{bad}:2: id: 'a b'" in message and f"{bad}:3: json: not an object" in message
 
 
-def test_tokenizer_weights_file_is_used(synth, pairs, tmp_path, capsys):
+def test_tokenizer_weights_file_is_used(pairs, tmp_path, capsys):
     from funaudiochat.tokenizer import SpeechTokenizer, load_audio
 
     weights = tmp_path / "tok.safetensors"
     tokenizer = SpeechTokenizer.random(seed=5)
     tokenizer.save_safetensors(weights)
-    run(synth, pairs, tmp_path / "out", "--format", "manifest", "--tokenizer", str(weights))
+    run(pairs, tmp_path / "out", "--format", "manifest", "--tokenizer", str(weights))
     assert "tiny random" not in capsys.readouterr().err
     for entry in read_manifest(tmp_path / "out" / "manifest.jsonl"):
         expected = tokenizer.encode(load_audio(entry.answer_audio))[0]
