@@ -1,7 +1,9 @@
 """Vocoder speed on this machine's CPU: real-time factor offline and streaming, and the time to the first
 audio chunk, at the official CosyVoice3 sizes and at a demo size.
 
-RTF = synthesis seconds / audio seconds (lower is better; < 1 is faster than real time).
+RTF = synthesis seconds / audio seconds (lower is better; < 1 is faster than real time); times are the best
+of ``--repeats`` rounds, and each "x/offline" ratio is the median over rounds of the two calls' times in the
+same round (offline and the streams take turns, so the VM's drift cancels).
 
 - offline: ``Token2Wav.synthesize`` (full attention, the official offline call);
 - stream: a ``Token2Wav.stream`` session fed 15 tokens at a time (hop 15 + 3 look-ahead, flow key/value
@@ -30,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -65,6 +69,23 @@ def best(fn, repeats: int) -> float:
     return min(times)
 
 
+def interleaved(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each call per round, the calls taking turns within a round (this VM's speed drifts over
+    minutes: a ratio is taken between calls of the same round)."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """The median over rounds of one call's time over another's."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
+
+
 def stream_all(t2w: Token2Wav, tokens: torch.Tensor, growth: int = 1, voices=None) -> None:
     """Push ``tokens`` (``[n]``, or ``[B, n]`` with a list of B ``voices``) one hop at a time."""
     session = t2w.stream(voices, hop_tokens=HOP, hop_growth=growth, max_hop_tokens=4 * HOP)
@@ -77,8 +98,9 @@ BATCH = 4
 
 
 @torch.inference_mode()
-def gemm_floor(t2w: Token2Wav, tokens: int, repeats: int) -> tuple[float, float]:
-    """Seconds of the DiT's matrix products alone: (offline, hop-15 stream), CFG rows included."""
+def gemm_floor(t2w: Token2Wav, tokens: int, repeats: int) -> tuple[float, float, float]:
+    """The DiT's matrix products alone, CFG rows included: best seconds offline and in a hop-15 stream, and
+    the paired ratio stream / offline."""
     dit = t2w.flow.decoder.estimator
     layers = [(dit.input_embed.proj.weight, dit.input_embed.proj.bias)]
     for block in dit.transformer_blocks:
@@ -97,7 +119,8 @@ def gemm_floor(t2w: Token2Wav, tokens: int, repeats: int) -> tuple[float, float]
                 for weight, bias in layers:
                     F.linear(inputs[n][weight.shape[1]], weight, bias)
 
-    return best(lambda: products([frames]), repeats), best(lambda: products(chunks), repeats)
+    times = interleaved({"offline": lambda: products([frames]), "stream": lambda: products(chunks)}, repeats)
+    return min(times["offline"]), min(times["stream"]), paired_ratio(times["stream"], times["offline"])
 
 
 def first_chunk(t2w: Token2Wav, tokens: torch.Tensor) -> None:
@@ -129,7 +152,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="speech length for the RTF")
     parser.add_argument("--sizes", default="demo,official")
     parser.add_argument("--loop-sizes", default="demo", help="sizes that also time the official loop")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds (offline and streams take turns)")
     parser.add_argument("--json", default="bench-results/vocoder.json")
     args = parser.parse_args()
 
@@ -141,31 +164,40 @@ def main() -> None:
         audio_s = len(tokens) / 25
         t2w.synthesize(tokens[:20])  # warm-up
         stream_all(t2w, tokens[:40])
-        offline = best(lambda t2w=t2w, tokens=tokens: t2w.synthesize(tokens), args.repeats)
-        streamed = best(lambda t2w=t2w, tokens=tokens: stream_all(t2w, tokens), args.repeats)
-        growing = best(lambda t2w=t2w, tokens=tokens: stream_all(t2w, tokens, 2), args.repeats)
         voices = [Speaker(torch.randn(192, generator=torch.Generator().manual_seed(i))) for i in range(BATCH)]
         rows_of = tokens.expand(BATCH, -1)
-        batched = best(lambda t2w=t2w, r=rows_of, v=voices: stream_all(t2w, r, 1, v), args.repeats) / BATCH
+        times = interleaved(
+            {
+                "offline": lambda t2w=t2w, tokens=tokens: t2w.synthesize(tokens),
+                "stream": lambda t2w=t2w, tokens=tokens: stream_all(t2w, tokens),
+                "growing": lambda t2w=t2w, tokens=tokens: stream_all(t2w, tokens, 2),
+                "batch4": lambda t2w=t2w, r=rows_of, v=voices: stream_all(t2w, r, 1, v),
+            },
+            args.repeats,
+        )
+        times["batch4"] = [t / BATCH for t in times["batch4"]]  # per stream
         first = best(lambda t2w=t2w, tokens=tokens: first_chunk(t2w, tokens), args.repeats)
+        offline = min(times["offline"])
         row = {
             "size": size,
             "params_m": params / 1e6,
             "audio_s": audio_s,
             "offline_s": offline,
             "rtf_offline": offline / audio_s,
-            "stream_s": streamed,
-            "rtf_stream": streamed / audio_s,
-            "stream_over_offline": streamed / offline,
-            "growing_s": growing,
-            "growing_over_offline": growing / offline,
-            "batch4_per_stream_s": batched,
-            "batch4_over_offline": batched / offline,
+            "stream_s": min(times["stream"]),
+            "rtf_stream": min(times["stream"]) / audio_s,
+            "stream_over_offline": paired_ratio(times["stream"], times["offline"]),
+            "growing_s": min(times["growing"]),
+            "growing_over_offline": paired_ratio(times["growing"], times["offline"]),
+            "batch4_per_stream_s": min(times["batch4"]),
+            "batch4_over_offline": paired_ratio(times["batch4"], times["offline"]),
             "first_chunk_ms": first * 1e3,
         }
         if size == "demo":
-            floor_offline, floor_stream = gemm_floor(t2w, len(tokens), args.repeats + 2)
-            row.update(gemm_offline_s=floor_offline, gemm_stream_s=floor_stream)
+            floor_offline, floor_stream, floor_ratio = gemm_floor(t2w, len(tokens), args.repeats + 2)
+            row.update(
+                gemm_offline_s=floor_offline, gemm_stream_s=floor_stream, gemm_over_offline=floor_ratio
+            )
         if size in args.loop_sizes.split(","):
             loop = best(lambda t2w=t2w, tokens=tokens: official_loop(t2w, tokens), 1)
             row.update(
@@ -196,7 +228,7 @@ def main() -> None:
                 f"GEMM floor ({r['size']}): the DiT's matrix products alone take "
                 f"{r['gemm_offline_s'] * 1e3:.0f} ms offline and "
                 f"{r['gemm_stream_s'] * 1e3:.0f} ms in a hop-{HOP} stream "
-                f"({r['gemm_stream_s'] / r['gemm_offline_s']:.2f}x)"
+                f"({r['gemm_over_offline']:.2f}x)"
             )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
