@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torchaudio.functional as AF
 from funaudiochat.tokenizer import WhisperFrontend, load_audio
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from ..datamodule import SimpleDataModule
 from .ctc_targets import UNITS, TranscriptTargets, Vocabulary
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -198,7 +198,7 @@ def collate_tokenizer(examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-class TokenizerDataModule(L.LightningDataModule):
+class TokenizerDataModule(SimpleDataModule):
     """Train (and optional validation) loaders for tokenizer training; ``vocabulary`` after ``setup``.
 
     Args:
@@ -214,6 +214,8 @@ class TokenizerDataModule(L.LightningDataModule):
         speed_perturb, noise_snr_db, noise_prob: training augmentation (off by default; module docstring).
         cache_audio: keep the decoded 16 kHz audio in memory after the first epoch (small data sets).
     """
+
+    collate = staticmethod(collate_tokenizer)
 
     def __init__(
         self,
@@ -290,25 +292,3 @@ class TokenizerDataModule(L.LightningDataModule):
         self.train_set = self._dataset(train_items, True)
         if self.hparams.val is not None:
             self.val_set = self._dataset(list_pairs(self.hparams.val), False)
-
-    def _loader(self, dataset: TokenizerDataset, train: bool) -> DataLoader:
-        h = self.hparams
-        return DataLoader(
-            dataset,
-            batch_size=h.batch_size,
-            shuffle=h.shuffle and train,
-            drop_last=h.drop_last and train,
-            num_workers=h.num_workers,
-            collate_fn=collate_tokenizer,
-            persistent_workers=h.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            self.setup("fit")
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        if self.train_set is None:
-            self.setup("validate")
-        return self._loader(self.val_set, False) if self.val_set is not None else []

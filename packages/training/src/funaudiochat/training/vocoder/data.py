@@ -30,14 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 from funaudiochat.tokenizer import DEFAULT_MAX_SECONDS, SpeechTokenizer, SpeechTokenizerConfig, load_audio
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..config import build_config
+from ..datamodule import SimpleDataModule
 from .mel import MelConfig, MelSpectrogram
 from .pitch import PitchConfig, PitchTracker
 
@@ -250,7 +250,7 @@ def collate_vocoder(examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-class VocoderDataModule(L.LightningDataModule):
+class VocoderDataModule(SimpleDataModule):
     """Train (and optional validation) loaders of ``VocoderDataset`` batches.
 
     Args:
@@ -267,6 +267,8 @@ class VocoderDataModule(L.LightningDataModule):
         mel, pitch: ``MelConfig`` / ``PitchConfig`` overrides (the model's mel must be the same).
         max_seconds: longest accepted audio file (longer ones are a ``ValueError`` naming the file).
     """
+
+    collate = staticmethod(collate_vocoder)
 
     def __init__(
         self,
@@ -344,25 +346,3 @@ class VocoderDataModule(L.LightningDataModule):
         self.train_set = self._dataset(self.hparams.train, self.hparams.random_crop, tokenizer)
         if self.hparams.val is not None:
             self.val_set = self._dataset(self.hparams.val, False, tokenizer)
-
-    def _loader(self, dataset: VocoderDataset, train: bool) -> DataLoader:
-        h = self.hparams
-        return DataLoader(
-            dataset,
-            batch_size=h.batch_size,
-            shuffle=h.shuffle and train,
-            drop_last=h.drop_last and train,
-            num_workers=h.num_workers,
-            collate_fn=collate_vocoder,
-            persistent_workers=h.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            self.setup("fit")
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        if self.train_set is None:
-            self.setup("validate")
-        return self._loader(self.val_set, False) if self.val_set is not None else []
