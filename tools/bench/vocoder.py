@@ -13,6 +13,8 @@ same round (offline and the streams take turns, so the VM's drift cancels).
 - batch of 4: four streams (four voices) run as one batch, as a server runs its sessions; "x4/offline"
   is the cost per stream relative to offline (one stream of hop 15 leaves the CPU's small matrix products
   and convolutions half used; four fill them);
+- work (demo size): floating-point operations of matrix products, convolutions and attention counted by
+  ``torch.utils.flop_counter`` for offline and for the hop-15 stream: the stream computes nothing twice;
 - GEMM floor (demo size): the DiT's matrix products alone (no other op), as offline runs them (each Euler
   step on every frame) and as a hop-15 stream does (each step on one chunk of 30 frames); their ratio bounds
   what a single stream can reach on this CPU whatever else is made free (small products use it less well);
@@ -34,6 +36,7 @@ import argparse
 import json
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +45,7 @@ import torch.nn.functional as F
 from funaudiochat.vocoder import CausalFlowMatching, FlowConfig, HiFTConfig, HiFTGenerator, SourceNoise
 from funaudiochat.vocoder.speakers import Speaker, SpeakerTable
 from funaudiochat.vocoder.token2wav import Token2Wav
+from torch.utils.flop_counter import FlopCounterMode
 
 SIZES = {
     "official": (FlowConfig(), HiFTConfig()),
@@ -123,6 +127,19 @@ def gemm_floor(t2w: Token2Wav, tokens: int, repeats: int) -> tuple[float, float,
     return min(times["offline"]), min(times["stream"]), paired_ratio(times["stream"], times["offline"])
 
 
+def counted_flops(call: Callable[[], object]) -> int:
+    """Floating-point operations of ``call`` as ``torch.utils.flop_counter`` counts them (products,
+    convolutions, attention); oneDNN's packed convolutions are switched off so that each is counted."""
+    with (
+        warnings.catch_warnings(),
+        FlopCounterMode(display=False) as counter,
+        torch.backends.mkldnn.flags(enabled=False),
+    ):
+        warnings.simplefilter("ignore")
+        call()
+    return counter.get_total_flops()
+
+
 def first_chunk(t2w: Token2Wav, tokens: torch.Tensor) -> None:
     audio = t2w.stream(hop_tokens=HOP).push(tokens[: HOP + LOOK_AHEAD])
     assert audio.numel() > 0
@@ -194,6 +211,9 @@ def main() -> None:
             "first_chunk_ms": first * 1e3,
         }
         if size == "demo":
+            work_offline = counted_flops(lambda t2w=t2w, tokens=tokens: t2w.synthesize(tokens))
+            work_stream = counted_flops(lambda t2w=t2w, tokens=tokens: stream_all(t2w, tokens))
+            row.update(gflop_offline=work_offline / 1e9, gflop_stream=work_stream / 1e9)
             floor_offline, floor_stream, floor_ratio = gemm_floor(t2w, len(tokens), args.repeats + 2)
             row.update(
                 gemm_offline_s=floor_offline, gemm_stream_s=floor_stream, gemm_over_offline=floor_ratio
@@ -223,6 +243,12 @@ def main() -> None:
             f"{r['first_chunk_ms']:>9.0f} {loop}"
         )
     for r in rows:
+        if "gflop_offline" in r:
+            print(
+                f"work ({r['size']}): {r['gflop_offline']:.1f} GFLOP offline, "
+                f"{r['gflop_stream']:.1f} GFLOP in a hop-{HOP} stream "
+                f"({r['gflop_stream'] / r['gflop_offline']:.2f}x)"
+            )
         if "gemm_offline_s" in r:
             print(
                 f"GEMM floor ({r['size']}): the DiT's matrix products alone take "
