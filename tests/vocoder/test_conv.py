@@ -1,10 +1,10 @@
-"""``conv.conv1d``: the channels-last layout, and a batch-1 signal cut into pieces run as one batch, give
-what ``F.conv1d`` gives."""
+"""``conv.conv1d``: the channels-last layout, a batch-1 signal cut into pieces run as one batch, and a weight
+packed for oneDNN give what ``F.conv1d`` gives; a module that kept packed weights still copies."""
 
 import pytest
 import torch
 import torch.nn.functional as F
-from funaudiochat.vocoder.conv import conv1d, pieces_for
+from funaudiochat.vocoder.conv import conv1d, pack_weight, pieces_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,6 +40,11 @@ def test_every_way_equals_one_convolution(
         return
     expected = F.conv1d(F.pad(x, pad), weight, bias, stride, 0, dilation, groups)
     got = conv1d(x, weight, bias, stride, dilation, groups, pad, pieces=pieces, channels_last=channels_last)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    packed = pack_weight(weight, stride, dilation, groups)
+    with torch.no_grad():
+        got = conv1d(x, weight, bias, stride, dilation, groups, pad, packed=packed)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
@@ -89,3 +94,22 @@ def test_narrow_layers_chain_in_channels_last_memory():
     reference = F.conv1d(torch.sin(F.conv1d(x, w16, dilation=3)) + F.conv1d(x, w16, dilation=3), w16)
     expected = F.conv1d(reference, w64)
     torch.testing.assert_close(wide, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_modules_with_kept_weights_copy_and_pickle():
+    """Packed oneDNN weights cannot be copied: a copy or pickle starts without its kept values, and computes
+    the same."""
+    import copy
+    import pickle
+
+    from funaudiochat.vocoder import CausalFlowMatching, FlowConfig
+
+    torch.manual_seed(0)
+    flow = CausalFlowMatching(FlowConfig.tiny()).eval()
+    tokens, speaker = torch.randint(0, 6561, (1, 12)), torch.randn(1, 192)
+    with torch.inference_mode():
+        mel, _ = flow.inference(tokens, speaker)
+    assert any("_kept_packed" in m.__dict__ for m in flow.modules())
+    for twin in (copy.deepcopy(flow), pickle.loads(pickle.dumps(flow))):
+        with torch.inference_mode():
+            torch.testing.assert_close(twin.inference(tokens, speaker)[0], mel, rtol=0, atol=0)
