@@ -185,6 +185,15 @@ class Token2Wav:
         speaker.validate("<given>")
         return speaker
 
+    def _source_noise(self) -> SourceNoise:
+        """HiFT's source noise for ``noise_seed``: one object for every call, so that its random blocks are
+        drawn once (it reads them by absolute sample position: shared by any number of streams)."""
+        harmonics = self.hift.config.nb_harmonics + 1
+        held = self.__dict__.get("_noise")
+        if held is None or held.seed != self.noise_seed or held.harmonics != harmonics:
+            held = self._noise = SourceNoise(harmonics, seed=self.noise_seed)
+        return held
+
     def _frame_chunks(self, tokens: int, growth: int, longest: int | None, start: int = 0) -> ChunkPolicy:
         """Chunks given in tokens (first size, growth, longest) -> the flow's policy in mel frames."""
         ratio = self.flow.config.token_mel_ratio
@@ -221,7 +230,7 @@ class Token2Wav:
             prompt_token = voice.prompt_tokens[None].to(device)
             prompt_feat = voice.prompt_mel[None].to(device)
         embedding = voice.embedding[None].to(device)
-        noise = SourceNoise(self.hift.config.nb_harmonics + 1, seed=self.noise_seed)
+        noise = self._source_noise()
         out = torch.zeros(ids.numel() * self.samples_per_token)
         for start, end in segments:
             lead = min(self.overlap_tokens, start)
@@ -291,7 +300,7 @@ class Token2Wav:
             chunk_growth=chunks.growth,
             max_chunk_size=chunks.max_size,
         )
-        noise = SourceNoise(self.hift.config.nb_harmonics + 1, seed=self.noise_seed)
+        noise = self._source_noise()
         return Token2WavState(flow, self.hift.init_state(len(voices), noise), batched)
 
     @torch.inference_mode()
