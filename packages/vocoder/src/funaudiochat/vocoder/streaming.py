@@ -16,17 +16,16 @@ streamed run is: prepend the context to the new input, convolve without padding,
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from .conv import Conv1d, conv1d
+from .conv import Conv1d
 
 
-def conv_span(conv: nn.Conv1d) -> int:
+def conv_span(conv: Conv1d) -> int:
     """Input frames one output frame covers: ``dilation * (kernel - 1) + 1``."""
     return conv.dilation[0] * (conv.kernel_size[0] - 1) + 1
 
 
-def stream_conv(conv: nn.Conv1d, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def stream_conv(conv: Conv1d, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``x [B, C, n]`` (the next input frames) and the carried ``context [B, C, c]`` -> ``(y, context)``.
 
     ``y [B, C_out, m]`` holds every output frame that the input so far determines (m = 0 when the window
@@ -36,12 +35,7 @@ def stream_conv(conv: nn.Conv1d, x: torch.Tensor, context: torch.Tensor) -> tupl
     if z.shape[2] < span:
         return z.new_zeros(z.shape[0], conv.out_channels, 0), z
     count = (z.shape[2] - span) // stride + 1
-    if isinstance(conv, Conv1d):
-        y = conv.convolve(z)
-    else:
-        bias = None if conv.bias is None else conv.bias.to(z.dtype)
-        y = conv1d(z, conv.weight.to(z.dtype), bias, stride, conv.dilation[0], conv.groups)
-    return y, z[:, :, count * stride :]
+    return conv.convolve(z), z[:, :, count * stride :]
 
 
 def join_frames(first: torch.Tensor, then: torch.Tensor) -> torch.Tensor:
