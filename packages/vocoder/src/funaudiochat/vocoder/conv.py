@@ -136,14 +136,10 @@ def _native_dilated(x: torch.Tensor, weight: torch.Tensor, dilation: int, groups
     return (
         dilation > 1
         and groups == 1
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
         and x.shape[0] == 1
         and x.numel() <= 20480
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled
         and x.is_contiguous()
+        and packable(x, weight)  # float32 on the CPU with oneDNN, no gradient wanted
     )
 
 
