@@ -225,11 +225,7 @@ class Token2Wav:
         if not segments:
             return torch.zeros(0)
         device = self.flow.input_embedding.weight.device
-        prompt_token = prompt_feat = None
-        if voice.prompt_tokens is not None:
-            prompt_token = voice.prompt_tokens[None].to(device)
-            prompt_feat = voice.prompt_mel[None].to(device)
-        embedding = voice.embedding[None].to(device)
+        embedding, prompt_token, prompt_feat = _stack_voices([voice], device)
         noise = self._source_noise()
         out = torch.zeros(ids.numel() * self.samples_per_token)
         for start, end in segments:
@@ -287,12 +283,10 @@ class Token2Wav:
         if not voices:
             raise ValueError("a batch of streams needs at least one speaker, got an empty list")
         device = self.flow.input_embedding.weight.device
-        embedding, prompt_token, prompt_feat = _stack_voices(voices)
-        if prompt_token is not None:
-            prompt_token, prompt_feat = prompt_token.to(device), prompt_feat.to(device)
+        embedding, prompt_token, prompt_feat = _stack_voices(voices, device)
         chunks = self._frame_chunks(hop_tokens, hop_growth, longest)
         flow = self.flow.init_state(
-            embedding.to(device),
+            embedding,
             chunk_size=chunks.size,
             context_chunks=None if context_tokens is None else context_tokens // longest,
             prompt_token=prompt_token,
@@ -341,9 +335,9 @@ class Token2Wav:
         )
 
 
-def _stack_voices(voices: list[Speaker]):
+def _stack_voices(voices: list[Speaker], device: torch.device):
     """Speakers -> ``embedding [B, 192]`` and the voice prompts ``[B, P]`` / ``[B, F, 80]`` (None when
-    no speaker has one); rows of a batch need prompts of the same lengths, or none."""
+    no speaker has one) on ``device``; rows of a batch need prompts of the same lengths, or none."""
     shapes = {
         None if v.prompt_tokens is None else (v.prompt_tokens.numel(), v.prompt_mel.shape[0]) for v in voices
     }
@@ -353,13 +347,13 @@ def _stack_voices(voices: list[Speaker]):
             f"speakers in one batch of streams need voice prompts of the same length (or none); got "
             f"{', '.join(described)}"
         )
-    embedding = torch.stack([v.embedding.reshape(-1).float() for v in voices])
+    embedding = torch.stack([v.embedding.reshape(-1).float() for v in voices]).to(device)
     if voices[0].prompt_tokens is None:
         return embedding, None, None
     return (
         embedding,
-        torch.stack([v.prompt_tokens for v in voices]),
-        torch.stack([v.prompt_mel for v in voices]),
+        torch.stack([v.prompt_tokens for v in voices]).to(device),
+        torch.stack([v.prompt_mel for v in voices]).to(device),
     )
 
 
