@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from funaudiochat.training import cli
+from funaudiochat.training.atomic import TEMP_PREFIX, atomic_write
 from funaudiochat.vocoder import CausalFlowMatching, FlowConfig, HiFTConfig, HiFTGenerator
 from safetensors.torch import load_file
 
@@ -86,6 +87,30 @@ def test_console_script():
     assert result.returncode == 0 and "vocoder_hift" in result.stdout
 
 
+def temp_files(folder: Path) -> list[Path]:
+    """Files under ``folder`` named like ``atomic_write``'s temporaries (``.tmp-<target>.<random>``)."""
+    return sorted(folder.rglob(f"{TEMP_PREFIX}*"))
+
+
+def test_temp_files_finds_what_atomic_write_leaves_mid_write(tmp_path):
+    """The leftover check sees the names ``atomic_write`` really uses: a copy of its temporary file, taken
+    while it is written, is found; the finished write leaves none."""
+    run, planted = tmp_path / "run", tmp_path / "planted"
+    planted.mkdir()
+
+    def write_and_copy_the_temporary(handle):
+        handle.write(b"weights")
+        handle.flush()
+        (temporary,) = run.iterdir()
+        (planted / temporary.name).write_bytes(temporary.read_bytes())
+
+    atomic_write(run / "last.ckpt", write_and_copy_the_temporary)
+    assert [p.name for p in run.iterdir()] == ["last.ckpt"] and not temp_files(run)
+    (leftover,) = planted.iterdir()
+    assert leftover.name.startswith(f"{TEMP_PREFIX}last.ckpt.")
+    assert temp_files(tmp_path) == [leftover]
+
+
 def test_logs_checkpoints_plot_and_resume(speech_dir, tmp_path):
     """CSV + TensorBoard logs, atomic checkpoints every step, a PNG of the curves, and a resumed run that
     starts where the checkpoint left off."""
@@ -102,7 +127,7 @@ def test_logs_checkpoints_plot_and_resume(speech_dir, tmp_path):
     assert list((root / "logs").rglob("events.out.tfevents.*"))
     checkpoints = list(root.rglob("*.ckpt"))
     assert any(p.name == "last.ckpt" for p in checkpoints)
-    assert not list(root.rglob("*.tmp"))  # atomic writes leave no temporary file
+    assert not temp_files(root), temp_files(root)  # atomic writes leave no temporary file
 
     spec = importlib.util.spec_from_file_location(
         "plot_metrics", RECIPES.parents[2] / "tools" / "plot_metrics.py"
