@@ -65,7 +65,7 @@ if [ "$have" != "$digest test" ] && { [ "$extra" = test ] || [ "$have" != "$dige
   [ "$extra" = test ] && umbrella=".[test]"
   log=$(mktemp)
   if ! "$VPY" -m pip install -q --no-cache-dir --disable-pip-version-check --no-build-isolation \
-    -e packages/tokenizer -e packages/drsr -e packages/vocoder -e packages/training -e packages/chat \
+    -e packages/base -e packages/tokenizer -e packages/drsr -e packages/vocoder -e packages/training -e packages/chat \
     -e "$umbrella" >"$log" 2>&1; then
     cat "$log" >&2
     exit 1
