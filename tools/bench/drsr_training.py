@@ -82,7 +82,7 @@ def assistant_batch(
     config: FunAudioChatConfig, seconds: float, batch: int, seed: int = 0, prefix_tokens: int = 12
 ) -> dict:
     """B assistant turns of ``seconds`` of speech each after ``prefix_tokens`` of untrained prompt, official
-    layout (reference §4.1)."""
+    layout (docs/reference/fun-audio-chat.md §4.1)."""
     k = config.audio_config.group_size
     tc = config.text_config
     g = torch.Generator().manual_seed(seed)

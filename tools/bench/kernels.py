@@ -47,7 +47,7 @@ from funaudiochat.drsr import ops
 VOCAB = 6565
 GROUP = 5
 SAMPLE_SETTINGS = {
-    # Fun-Audio-Chat's generation settings (reference/fun-audio-chat.md §6), reused for speech tokens.
+    # Fun-Audio-Chat's generation settings (docs/reference/fun-audio-chat.md §4.4), reused for speech tokens.
     "official": dict(temperature=0.8, top_k=0, top_p=0.9, repetition_penalty=1.2),
     # CosyVoice3 LM: top-k 25, top-p 0.8, RAS window 10, tau 0.1.
     "cosyvoice-ras": dict(
