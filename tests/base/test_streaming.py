@@ -60,7 +60,10 @@ def test_reset_restarts_only_the_masked_rows_in_place():
     state = toy([1.0, 2.0, 3.0], position=0)
     state.history = torch.tensor([[1], [2], [3]])
     same_object = state
-    state.reset(torch.tensor([False, True, False]), Toy(torch.tensor([0.0]), torch.zeros(1, 0, dtype=torch.long), ["new"]))
+    state.reset(
+        torch.tensor([False, True, False]),
+        Toy(torch.tensor([0.0]), torch.zeros(1, 0, dtype=torch.long), ["new"]),
+    )
     assert state is same_object
     assert state.total.tolist() == [1.0, 0.0, 3.0] and state.names == ["r0", "new", "r2"]
     assert state.history.tolist() == [[1], [-1], [3]]  # the fresh row's empty history, left-padded

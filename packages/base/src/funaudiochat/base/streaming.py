@@ -82,7 +82,9 @@ def row_index(rows: Sequence[int] | torch.Tensor, batch_size: int) -> list[int]:
                 raise ValueError(f"a row mask must have shape [{batch_size}], got {list(rows.shape)}")
             return rows.nonzero().flatten().tolist()
         if rows.is_floating_point() or rows.ndim != 1:
-            raise ValueError(f"rows must be a 1-D integer tensor or a bool mask, got {rows.dtype} {rows.ndim}-D")
+            raise ValueError(
+                f"rows must be a 1-D integer tensor or a bool mask, got {rows.dtype} {rows.ndim}-D"
+            )
         rows = rows.tolist()
     index = [int(r) for r in rows]
     bad = [r for r in index if not 0 <= r < batch_size]
@@ -209,7 +211,9 @@ class StreamState:
                 values[field.name] = [value[i] for i in index]
             elif kind == NESTED:
                 values[field.name] = (
-                    [v._select_rows(index) for v in value] if isinstance(value, list) else value._select_rows(index)
+                    [v._select_rows(index) for v in value]
+                    if isinstance(value, list)
+                    else value._select_rows(index)
                 )
             else:
                 values[field.name] = value

@@ -25,13 +25,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from funaudiochat.base.constants import SPEECH_BOS, SPEECH_EOS, SPEECH_PAD
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
-SPEECH_CODEBOOK = 6561
-SPEECH_BOS = 6561
-SPEECH_EOS = 6562
-SPEECH_PAD = 6563
 
 # Qwen3-0.6B-shaped SRH backbone of the released checkpoint (reference §2.3).
 DEFAULT_CRQ_TRANSFORMER_CONFIG: dict[str, Any] = {

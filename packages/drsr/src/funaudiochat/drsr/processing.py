@@ -34,16 +34,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from funaudiochat.base.constants import GROUP_SIZE, SPEECH_PAD, TOKEN_RATE, TOKENIZER_SAMPLE_RATE
 from funaudiochat.tokenizer import DEFAULT_MAX_SECONDS, WhisperFrontend, load_audio
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.feature_extraction_utils import BatchFeature
 
 from .text_tokenizer import AUDIO_BOS, AUDIO_EOS, AUDIO_TOKEN, CHAT_TEMPLATE, special_token_ids
 
-SAMPLE_RATE = 16000
-SPEECH_FRAME_RATE = 25  # S3 speech tokens per second
-GROUP_SIZE = 5  # speech frames per 5 Hz LLM slot
-SPEECH_PAD_ID = 6563  # <|audio_pad|> of the speech vocabulary
+SAMPLE_RATE = TOKENIZER_SAMPLE_RATE
+SPEECH_FRAME_RATE = TOKEN_RATE  # S3 speech tokens per second
+SPEECH_PAD_ID = SPEECH_PAD  # <|audio_pad|> of the speech vocabulary
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 
 AudioInput = str | os.PathLike | np.ndarray | torch.Tensor

@@ -18,8 +18,9 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+from funaudiochat.base.constants import TOKENIZER_SAMPLE_RATE
 
-DEFAULT_SAMPLE_RATE = 16000
+DEFAULT_SAMPLE_RATE = TOKENIZER_SAMPLE_RATE
 DEFAULT_MAX_SECONDS = 600.0
 
 _ALLOWED_ARRAY_DTYPES = (np.float32, np.float64, np.float16, np.int16, np.int32, np.uint8)

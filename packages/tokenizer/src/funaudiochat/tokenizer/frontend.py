@@ -18,9 +18,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
+from funaudiochat.base.constants import TOKENIZER_SAMPLE_RATE
 from torch import nn
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = TOKENIZER_SAMPLE_RATE
 N_FFT = 400
 HOP_LENGTH = 160
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100

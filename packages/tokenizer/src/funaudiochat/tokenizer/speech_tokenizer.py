@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+from funaudiochat.base.rng import seeded
 from torch import nn
 
 from .frontend import WhisperFrontend
@@ -303,12 +304,8 @@ class SpeechTokenizer(nn.Module):
     @classmethod
     def random(cls, config: SpeechTokenizerConfig | None = None, seed: int = 0) -> SpeechTokenizer:
         """A tokenizer with seeded random weights (tests, and the CLI when no weights are given)."""
-        generator_state = torch.random.get_rng_state()
-        try:
-            torch.manual_seed(seed)
+        with seeded(seed):
             model = cls(config or SpeechTokenizerConfig.tiny())
-        finally:
-            torch.random.set_rng_state(generator_state)
         return model.eval()
 
     # ---- inference ----------------------------------------------------------------------------

@@ -1,42 +1,6 @@
-"""Atomic file writes: a temporary file in the target's folder, flushed and fsynced, then ``os.replace``.
+"""Atomic file writes for training outputs; the helpers live in ``funaudiochat.base.atomic`` (one copy for
+every package) and are re-exported here for the training code."""
 
-A reader (another DataLoader worker, another rank) sees either the old file, no file, or the complete new
-one, never a partial write; an interrupted writer leaves no temporary file behind.
+from funaudiochat.base.atomic import TEMP_PREFIX, atomic_save, atomic_write, atomic_write_text
 
-Example:
-    >>> atomic_write("train.jsonl", lambda f: f.write(b"{}\\n"))
-"""
-
-from __future__ import annotations
-
-import os
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
-from typing import BinaryIO
-
-TEMP_PREFIX = ".tmp-"
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
-    """Create ``path`` (and its folder) from ``write(binary_file)``; returns the path."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """``atomic_write`` of UTF-8 text."""
-    data = text.encode("utf-8")
-    return atomic_write(path, lambda handle: handle.write(data))
+__all__ = ["TEMP_PREFIX", "atomic_save", "atomic_write", "atomic_write_text"]

@@ -35,12 +35,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from funaudiochat.base.weights import check_state_dict
 from torch import nn
 
 from .conv import Conv1d
 from .kept import kept
 from .streaming import stream_conv
-from .weights import check_state_dict
 
 
 @dataclass

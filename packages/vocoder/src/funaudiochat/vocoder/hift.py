@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from funaudiochat.base.weights import check_state_dict
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
@@ -35,7 +36,6 @@ from torch.nn.utils.parametrizations import weight_norm
 from .conv import Conv1d
 from .kept import kept
 from .streaming import stream_conv
-from .weights import check_state_dict
 
 
 @dataclass

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from funaudiochat.base.atomic import atomic_save
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -104,10 +105,8 @@ class SpeakerTable:
             if s.prompt_tokens is not None:
                 tensors[f"{name}/prompt_tokens"] = s.prompt_tokens.long().contiguous()
                 tensors[f"{name}/prompt_mel"] = s.prompt_mel.float().contiguous()
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"speakers": json.dumps(self.names, ensure_ascii=False)})
-        os.replace(tmp, path)
+        metadata = {"speakers": json.dumps(self.names, ensure_ascii=False)}
+        atomic_save(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SpeakerTable:

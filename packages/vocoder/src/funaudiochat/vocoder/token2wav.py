@@ -42,15 +42,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from funaudiochat.base.constants import SPECIAL_IDS, SPEECH_CODES, VOCODER_SAMPLE_RATE
+from funaudiochat.base.rng import seeded
 
 from .flow import CausalFlowMatching, ChunkPolicy, FlowConfig, FlowState
 from .hift import HiFTConfig, HiFTGenerator, HiFTState, SourceNoise
 from .speakers import EMBEDDING_DIM, Speaker, SpeakerTable
 
 Voice = str | Speaker | torch.Tensor | None  # a table name, a speaker, a bare embedding, or the default
-SPEECH_CODES = 6561
-SPECIAL_IDS = range(6561, 6565)
-SAMPLE_RATE = 24000
+SAMPLE_RATE = VOCODER_SAMPLE_RATE
 
 
 def clean_tokens(tokens: Sequence[int] | torch.Tensor) -> torch.Tensor:
@@ -164,13 +164,9 @@ class Token2Wav:
     def random(cls, seed: int = 0) -> Token2Wav:
         """A seeded tiny random vocoder (tests, and the CLI without weights): audio of the right length
         and shape, no meaning."""
-        state = torch.random.get_rng_state()
-        try:
-            torch.manual_seed(seed)
+        with seeded(seed):
             flow, hift = CausalFlowMatching(FlowConfig.tiny()), HiFTGenerator(HiFTConfig.tiny())
             voice = Speaker(torch.randn(EMBEDDING_DIM))
-        finally:
-            torch.random.set_rng_state(state)
         return cls(flow, hift, SpeakerTable({"default": voice}))
 
     def _speaker(self, speaker: Voice) -> Speaker:

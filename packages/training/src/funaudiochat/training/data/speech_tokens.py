@@ -22,14 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from funaudiochat.base.constants import SPEECH_BOS, SPEECH_DELAY, SPEECH_EOS
 from funaudiochat.drsr.processing import SPEECH_FRAME_RATE, SPEECH_PAD_ID
 from funaudiochat.tokenizer import CODEBOOK_SIZE
 
 AUDIO_PAD_TOKEN = "<|audio_pad|>"
 AUDIO_BOS_TOKEN = "<|audio_bos|>"
-SPEECH_DELAY = 10  # official delay_token_nums: BOS tokens before the first code
-SPEECH_BOS_ID = 6561  # speech-vocabulary ids of the specials (reference §2.1)
-SPEECH_EOS_ID = 6562
+SPEECH_BOS_ID = SPEECH_BOS  # speech-vocabulary ids of the specials (reference §2.1)
+SPEECH_EOS_ID = SPEECH_EOS
 NUM_CODES = CODEBOOK_SIZE  # 6561: codes 0..6560
 TOKEN_RATE = SPEECH_FRAME_RATE  # 25 codes / pads per second
 

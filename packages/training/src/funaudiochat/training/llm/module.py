@@ -35,6 +35,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from funaudiochat.base.rng import seeded
 from funaudiochat.drsr import FunAudioChatConfig, FunAudioChatForConditionalGeneration
 
 from ..optim import adamw_with_schedule
@@ -76,12 +77,8 @@ def build_model(spec: str | os.PathLike | Mapping[str, Any]) -> FunAudioChatForC
             config_obj = FunAudioChatConfig(**config)
         else:
             raise ValueError(f"unknown model preset {preset!r}; use 'tiny' or 'default'")
-        state = torch.random.get_rng_state()
-        try:
-            torch.manual_seed(int(spec.get("seed", 0)))
+        with seeded(int(spec.get("seed", 0))):
             model = FunAudioChatForConditionalGeneration(config_obj)
-        finally:
-            torch.random.set_rng_state(state)
     if spec.get("llm_from"):
         load_llm(model, spec["llm_from"])
     return model

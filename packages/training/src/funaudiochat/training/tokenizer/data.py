@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 import torchaudio.functional as AF
+from funaudiochat.base.constants import TOKENIZER_SAMPLE_RATE
 from funaudiochat.tokenizer import WhisperFrontend, load_audio
 from torch.utils.data import Dataset
 
@@ -42,7 +43,7 @@ from ..datamodule import SimpleDataModule
 from .ctc_targets import UNITS, TranscriptTargets, Vocabulary
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
-SAMPLE_RATE = 16000
+SAMPLE_RATE = TOKENIZER_SAMPLE_RATE
 TOKENIZER_WINDOW_SECONDS = 30.0
 
 

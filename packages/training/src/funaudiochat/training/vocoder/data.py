@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
+from funaudiochat.base.constants import TOKEN_RATE, TOKENIZER_SAMPLE_RATE
 from funaudiochat.tokenizer import DEFAULT_MAX_SECONDS, SpeechTokenizer, SpeechTokenizerConfig, load_audio
 from torch.utils.data import Dataset
 
@@ -44,8 +45,7 @@ from .pitch import PitchConfig, PitchTracker
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 TASKS = ("flow", "hift")
 SPEAKER_SOURCES = ("parent", "stem", "none")
-TOKENIZER_RATE = 16000
-TOKEN_RATE = 25
+TOKENIZER_RATE = TOKENIZER_SAMPLE_RATE
 TOKEN_MEL_RATIO = 2
 
 
