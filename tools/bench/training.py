@@ -35,9 +35,9 @@ Each (stage, kernels) runs in its own child process, forked from this one after 
 Lightning and the stage modules (the imports are neither timed nor counted), so each has its own memory
 figures. The reference and extension runs of a stage live side by side and take turns, one training step
 at a time, in alternating order (ref ext, ext ref, ...): while one steps, the other waits, so that changes
-in the machine's load hit both alike (runs made one after the other, minutes apart, gave "ratios" from
-0.95x to 1.6x here, for work that differs by a few milliseconds per step). Timings on a shared machine
-stay noisy: rerun, or raise ``--steps``, before trusting a ratio near 1.
+in the machine's load hit both alike (runs made one after the other, minutes apart, gave ratios far apart
+for work that differs by a few milliseconds per step; see docs/benchmarks.md). Timings on a shared
+machine stay noisy: rerun, or raise ``--steps``, before trusting a ratio near 1.
 
 Synthetic, realistically shaped batches (values are random; speed and memory do not depend on them):
 
@@ -57,10 +57,10 @@ Synthetic, realistically shaped batches (values are random; speed and memory do 
 ``--quick`` (a smoke test): 2 samples per batch (1 DPO pair), half-length audio and HiFT segments, 1 warm-up
 and 2 timed steps.
 
-Threads: one intra-op thread per run by default (``--threads 0``: torch's default, all cores). On this
-2-core machine shared with other processes, OpenMP's waiting threads made a 2-thread matmul loop swing by
-10x and more between identical runs, while with one thread it stayed within about 5 %; on a dedicated
-machine, raise it.
+Threads: one intra-op thread per run by default (``--threads 0``: torch's default, all cores). On a small
+machine shared with other processes, OpenMP's waiting threads make multi-threaded timings swing far more
+than single-threaded ones (docs/benchmarks.md); on a dedicated machine, raise it. Measured figures are
+kept in docs/benchmarks.md.
 
     python tools/bench/training.py [--stages sft,dpo] [--steps 8] [--warmup 2] [--quick] [--threads 1]
                                    [--json bench-results/training.json]
