@@ -3,6 +3,8 @@ one chunk, batching with masks, output lengths, and streaming == offline."""
 
 import pytest
 import torch
+import torch.nn.functional as F
+from funaudiochat.base import StreamState
 from funaudiochat.tokenizer import AudioEncoderConfig, ContinuousAudioEncoder, WhisperFrontend, output_length
 from funaudiochat.tokenizer.audio_encoder import conv_output_length
 
@@ -151,10 +153,10 @@ def test_streaming_equals_offline(encoder, mels, piece):
         for start in range(0, mel.shape[-1], piece):
             part = mel[:, :, start : start + piece]
             part_len = (lengths - start).clamp(0, part.shape[-1])
-            out, state = encoder.step(part, part_len, state)
+            out = encoder.step(part, state, lengths=part_len)
             for i, o in enumerate(out):
                 outputs[i].append(o)
-        out, state = encoder.step(mel[:, :, :0], torch.zeros_like(lengths), state, final=True)
+        out = encoder.step(mel[:, :, :0], state, finalize=True)
         for i, o in enumerate(out):
             outputs[i].append(o)
     for i in range(mel.shape[0]):
@@ -171,10 +173,42 @@ def test_streaming_odd_tail_matches_offline(encoder):
     with torch.no_grad():
         offline, off_len = encoder(mel, torch.tensor([201]))
         state = encoder.init_state(1)
-        first, state = encoder.step(mel[:, :, :200], torch.tensor([200]), state)
-        last, state = encoder.step(mel[:, :, 200:], torch.tensor([1]), state, final=True)
+        first = encoder.step(mel[:, :, :200], state)
+        last = encoder.step(mel[:, :, 200:], state, finalize=True)
     assert int(off_len[0]) == 50 and first[0].shape[0] == 50 and last[0].shape[0] == 0
     torch.testing.assert_close(first[0], offline[0])
+
+
+def test_streams_joining_a_batch_at_different_positions_get_what_they_get_alone(encoder):
+    """Row 1 joins after row 0 has streamed 250 frames; row 0 is reset later: every row equals its own
+    offline encoding."""
+    torch.manual_seed(2)
+    a, b, c = torch.randn(1, 128, 530), torch.randn(1, 128, 410), torch.randn(1, 128, 260)
+    with torch.no_grad():
+        offline = [encoder(x, torch.tensor([x.shape[-1]]))[0][0] for x in (a, b, c)]
+        first = encoder.init_state(1)
+        got_a = encoder.step(a[:, :, :250], first)[0:1]
+        state = StreamState.cat([first, encoder.init_state(1)])
+        got_b: list[torch.Tensor] = []
+        for start in range(250, 530, 70):  # a from frame 250, b from its start, 70 frames a step
+            piece = torch.cat(
+                [a[:, :, start : start + 70], F.pad(b, (0, 200))[:, :, start - 250 : start - 180]]
+            )
+            lengths = torch.tensor([piece.shape[-1], max(0, min(70, 410 - (start - 250)))])
+            out = encoder.step(piece, state, lengths=lengths)
+            got_a.append(out[0])
+            got_b.append(out[1])
+        tail = encoder.step(b[:, :, 280:], state.select([1]), finalize=True)  # a copy of b's row ends
+        got_a += encoder.step(torch.zeros(1, 128, 0), state.select([0]), finalize=True)
+        # row 0 (a, at its end) is reset and becomes c, beside a fresh copy of b's stream
+        state.reset(torch.tensor([True, False]), encoder.init_state(1))
+        got_c = encoder.step(torch.cat([c, torch.zeros(1, 128, 260)]), state, lengths=torch.tensor([260, 0]))
+        got_c += encoder.step(torch.zeros(2, 128, 0), state, finalize=True)[:1]
+    torch.testing.assert_close(torch.cat(got_a), offline[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat(got_b + tail), offline[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat([got_c[0], got_c[-1]]), offline[2], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="finalized"):
+        encoder.step(torch.zeros(2, 128, 1), state)
 
 
 def test_rejects_bad_input(encoder):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from funaudiochat.base.streaming import StreamState, ragged, row, shared
 from torch import nn
 
 
@@ -136,14 +137,15 @@ class EncoderLayer(nn.Module):
 
 
 @dataclass
-class EncoderStreamState:
-    """Streaming state: mel frames received but not yet encoded, ``[B, n_mels, P]`` with ``P < chunk``,
-    how many of them are valid per item (``pending_lengths [B]``), and how many frames each stream has
-    encoded so far (``consumed [B]``)."""
+class EncoderStreamState(StreamState):
+    """Streaming state of B audio streams (``funaudiochat.base.streaming``): mel frames received but not
+    yet encoded ``pending [B, n_mels, P]`` (``P < chunk``; ``pending_lengths [B]`` of them valid per row),
+    how many frames each row has encoded (``consumed [B]``), and whether ``finalize`` was given."""
 
-    pending: torch.Tensor
-    pending_lengths: torch.Tensor
-    consumed: torch.Tensor
+    pending: torch.Tensor = ragged(dim=2)
+    pending_lengths: torch.Tensor = row()
+    consumed: torch.Tensor = row()
+    finished: bool = shared(default=False)
 
 
 class ContinuousAudioEncoder(nn.Module):
@@ -228,7 +230,8 @@ class ContinuousAudioEncoder(nn.Module):
         return self.proj(self.ln_post(hidden))
 
     # ---- streaming -----------------------------------------------------------------------------
-    def init_state(self, batch_size: int, device=None) -> EncoderStreamState:
+    def init_state(self, batch_size: int = 1, device=None) -> EncoderStreamState:
+        """A fresh state for ``batch_size`` streams (see ``step``)."""
         return EncoderStreamState(
             pending=torch.zeros(batch_size, self.config.num_mel_bins, 0, device=device),
             pending_lengths=torch.zeros(batch_size, dtype=torch.long),
@@ -238,25 +241,32 @@ class ContinuousAudioEncoder(nn.Module):
     def step(
         self,
         mel: torch.Tensor,
-        mel_lengths: torch.Tensor,
         state: EncoderStreamState,
-        final: bool = False,
-    ) -> tuple[list[torch.Tensor], EncoderStreamState]:
-        """Feed ``mel [B, n_mels, T]`` (``mel_lengths [B]`` valid frames each) to the streams in ``state``.
+        finalize: bool = False,
+        lengths: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """Feed the next mel frames of every stream; ``state`` is updated in place.
 
-        Returns, per item, the 25 Hz features of every chunk completed by this input (``[n, output_dim]``,
-        possibly empty), and the new state. With ``final`` the remaining partial chunk is encoded too.
-        The concatenated outputs of a stream equal ``forward`` on the whole utterance.
-        """
+        mel: ``[B, n_mels, T]`` log-mel at 100 Hz (T may be 0);
+        lengths: ``[B]`` valid frames of each row (default: all T);
+        finalize: encode the remaining partial chunk too and end the streams.
+        Returns per row the 25 Hz features ``[n, output_dim]`` of every chunk this input completed (often
+        empty). The concatenated outputs of a stream equal ``forward`` on the whole utterance; rows may be
+        at different positions (``StreamState.cat`` of streams that started at different times)."""
+        if state.finished:
+            raise ValueError("this audio-encoder stream is finalized; start a new one with init_state()")
         chunk = self.config.chunk_frames
         batch = mel.shape[0]
-        if batch != state.pending.shape[0]:
-            raise ValueError(f"state holds {state.pending.shape[0]} streams, input has {batch}")
+        if mel.ndim != 3 or mel.shape[1] != self.config.num_mel_bins or batch != state.batch_size:
+            want = f"[B={state.batch_size}, {self.config.num_mel_bins}, frames]"
+            raise ValueError(f"mel must be {want}, got {list(mel.shape)}")
+        if lengths is None:
+            lengths = torch.full((batch,), mel.shape[-1], dtype=torch.long)
         ready, leftovers = [], []
         for i in range(batch):
             have = state.pending[i, :, : int(state.pending_lengths[i])]
-            frames = torch.cat([have.to(mel.dtype), mel[i, :, : int(mel_lengths[i])]], dim=-1)
-            cut = frames.shape[-1] if final else (frames.shape[-1] // chunk) * chunk
+            frames = torch.cat([have.to(mel.dtype), mel[i, :, : int(lengths[i])]], dim=-1)
+            cut = frames.shape[-1] if finalize else (frames.shape[-1] // chunk) * chunk
             ready.append(frames[:, :cut])
             leftovers.append(frames[:, cut:])
         encoded = self.encode_chunks(ready)
@@ -265,6 +275,8 @@ class ContinuousAudioEncoder(nn.Module):
             for i, h in enumerate(encoded)
         ]
         widths = torch.tensor([lf.shape[-1] for lf in leftovers], dtype=torch.long)
-        pending = torch.stack([F.pad(lf, (0, int(widths.max()) - lf.shape[-1])) for lf in leftovers])
-        consumed = state.consumed + torch.tensor([r.shape[-1] for r in ready], dtype=torch.long)
-        return outputs, EncoderStreamState(pending=pending, pending_lengths=widths, consumed=consumed)
+        state.pending = torch.stack([F.pad(lf, (0, int(widths.max()) - lf.shape[-1])) for lf in leftovers])
+        state.pending_lengths = widths
+        state.consumed = state.consumed + torch.tensor([r.shape[-1] for r in ready], dtype=torch.long)
+        state.finished = finalize
+        return outputs
