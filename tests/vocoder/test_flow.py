@@ -223,9 +223,9 @@ def _golden_files() -> None:
     names = ("flow_config.json", "flow.safetensors", "flow_io.safetensors", "flow_noise.safetensors")
     missing = [n for n in names if not (GOLDEN / n).is_file()]
     if missing:
-        pytest.skip(
-            f"golden files absent: {', '.join(missing)} (they are made outside the repository "
-            "from the official code)"
+        pytest.fail(
+            f"golden files absent: {', '.join(missing)}; they are committed in {GOLDEN} (restore them "
+            "from git: they cannot be remade here, see the README.md there)"
         )
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from funaudiochat.training.tokenizer.ctc_targets import espeak_available
 
 TRANSCRIPTS = [
     "What is two plus three?",
@@ -24,6 +25,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def espeak_installed() -> None:
+    """Fails, never skips, without espeak-ng: tools/setup.sh installs it, so its absence is a broken setup."""
+    if not espeak_available():
+        pytest.fail("espeak-ng is not installed; run `bash tools/setup.sh` first")
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,10 @@
 """Transcripts -> CTC targets: the character rules, IPA splitting, espeak-ng phonemes, vocabularies."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from funaudiochat.training.tokenizer import (
     BLANK,
@@ -14,11 +19,15 @@ from funaudiochat.training.tokenizer import (
     phoneme_units,
     split_ipa,
 )
-from funaudiochat.training.tokenizer.ctc_targets import espeak_available
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
+needs_espeak = pytest.mark.usefixtures("espeak_installed")  # fails without espeak-ng (conftest.py)
+ESPEAK_TESTS = [
+    "tests/training/tokenizer/test_ctc_targets.py::test_espeak_phonemes",
+    "tests/training/tokenizer/test_ctc_targets.py::test_phoneme_targets_vocabulary_from_data",
+    "tests/training/tokenizer/test_data.py::test_phoneme_datamodule",
+]
 
 
 def test_character_vocabulary_layout():
@@ -162,3 +171,16 @@ def test_ctc_helpers():
     assert greedy_decode([0, 3, 3, 0, 3, 4, 4, 0, 0]) == [3, 3, 4]
     assert edit_distance("kitten", "sitting") == 3
     assert edit_distance([], [1, 2]) == 2 and edit_distance([1, 2], [1, 2]) == 0
+
+
+def test_espeak_tests_fail_without_espeak(tmp_path):
+    """Where espeak-ng is missing (a broken setup: tools/setup.sh installs it), the tests that need it fail
+    with a message saying so; they are never skipped."""
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PATH": str(tmp_path)}  # a PATH without espeak-ng
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ESPEAK_TESTS]
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    report = result.stdout[-4000:] + result.stderr[-2000:]
+    summary = result.stdout.strip().splitlines()[-1]  # e.g. "3 errors in 1.2s": they fail in their fixtures
+    assert result.returncode == 1 and "passed" not in summary and "skipped" not in summary, report
+    assert result.stdout.count("Failed: espeak-ng is not installed") == len(ESPEAK_TESTS), report

@@ -13,7 +13,6 @@ from funaudiochat.training.tokenizer import (
     list_pairs,
     speed_perturb,
 )
-from funaudiochat.training.tokenizer.ctc_targets import espeak_available
 
 from .conftest import TRANSCRIPTS
 
@@ -134,7 +133,7 @@ def test_datamodule_errors(transcribed_dir, tmp_path):
         too_long.train_set[0]
 
 
-@pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
+@pytest.mark.usefixtures("espeak_installed")  # fails, never skips, without espeak-ng
 def test_phoneme_datamodule(transcribed_dir):
     data = TokenizerDataModule(train=str(transcribed_dir), units="phonemes")
     vocab = data.vocabulary  # built from the training transcripts on first use
