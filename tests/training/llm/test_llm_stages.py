@@ -1,6 +1,7 @@
 """Pre-alignment / SFT / LoRA and Core-Cocktail on the tiny model of the official-code goldens (a real
 official-layout batch: tests/drsr/golden/forward.safetensors, made by the official modeling code)."""
 
+import statistics
 from pathlib import Path
 
 import lightning as L
@@ -92,7 +93,9 @@ def test_lora_learns_and_exports_in_the_official_layout(batch, tmp_path):
     base_q = module.model.language_model.model.layers[0].self_attn.q_proj.base_layer.weight.detach().clone()
     rec = Recorder()
     fit(module, batch, 10, [rec])
-    assert rec.losses[-1] < rec.losses[0]
+    # the same batch every step: a smooth curve; seeded, the last 3 steps average 0.91 x the first 3
+    first, last = statistics.mean(rec.losses[:3]), statistics.mean(rec.losses[-3:])
+    assert last < 0.95 * first, rec.losses
     layer = module.model.language_model.model.layers[0].self_attn.q_proj
     assert torch.equal(layer.base_layer.weight, base_q)  # only the adapters learned
     module.model.eval()
@@ -229,7 +232,8 @@ def test_dpo_prefers_the_chosen_answers(batch):
     rec = Recorder()
     fit(module, pairs, 8, [rec])
     assert rec.losses[0] == pytest.approx(float(torch.log(torch.tensor(2.0))), abs=1e-3)
-    assert rec.losses[-1] < 0.5 * rec.losses[0]
+    first, last = statistics.mean(rec.losses[:3]), statistics.mean(rec.losses[-3:])
+    assert last < 0.1 * first, rec.losses  # seeded: about 1e-3 x
     with torch.no_grad():
         assert (module.pair_losses(pairs)["margin"] > 0).all()
     # the reference did not move
