@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
 from funaudiochat.drsr import ops
-from funaudiochat.drsr.ops import reference
+from funaudiochat.drsr.ops import dispatch, reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -310,6 +312,51 @@ def test_extension_backend_refuses_devices_without_kernels() -> None:
             ),
             backend="extension",
         )
+
+
+@pytest.fixture
+def cuda_kernels_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if the extension had its CUDA kernels, and no auto-on-CUDA warning had been given yet."""
+    monkeypatch.setattr(dispatch, "extension_has_cuda", lambda: True)
+    monkeypatch.setattr(dispatch, "_cuda_fallback_warned", False)
+    monkeypatch.delenv(ops.ENV_BACKEND, raising=False)
+
+
+def test_auto_on_cuda_uses_the_references_and_warns_once(cuda_kernels_built: None) -> None:
+    cuda = torch.device("cuda")
+    with pytest.warns(ops.CudaKernelsUnverifiedWarning, match="not yet been verified on a GPU") as record:
+        assert ops.choose_implementation("auto", cuda) == "reference"
+    (warning,) = record
+    assert "backend='extension'" in str(warning.message)
+    assert "FUNAUDIOCHAT_DRSR_OPS=extension" in str(warning.message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second warning would raise
+        assert ops.choose_implementation(None, cuda) == "reference"
+        assert ops.choose_implementation("auto", torch.device("cuda", 1)) == "reference"
+
+
+def test_extension_on_cuda_is_an_explicit_opt_in(
+    cuda_kernels_built: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cuda = torch.device("cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ops.choose_implementation("extension", cuda) == "extension"
+        monkeypatch.setenv(ops.ENV_BACKEND, "extension")
+        assert ops.choose_implementation(None, cuda) == "extension"
+        assert ops.choose_implementation("reference", cuda) == "reference"
+    monkeypatch.setattr(dispatch, "extension_has_cuda", lambda: False)
+    with pytest.raises(RuntimeError, match=r"no kernels for device cuda"):
+        ops.choose_implementation("extension", cuda)
+
+
+def test_auto_on_cpu_still_uses_the_cpu_kernels(cuda_kernels_built: None) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ops.choose_implementation("auto", torch.device("cpu")) == "extension"
+        assert ops.choose_implementation(None, torch.device("cpu")) == "extension"
+        assert ops.choose_implementation("auto", torch.device("meta")) == "reference"
+    assert not dispatch._cuda_fallback_warned
 
 
 def test_cpu_kernels_are_registered() -> None:

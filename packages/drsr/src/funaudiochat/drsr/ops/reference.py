@@ -2,7 +2,8 @@
 
 Each function here is differentiable with ordinary autograd and runs on any device. They avoid the big
 intermediates too (``group`` never builds ``[B, T, D]``), so they are a usable fallback, only slower.
-Argument checking lives in :mod:`funaudiochat.drsr.ops` (``validate_*``); these functions assume valid input.
+Argument checking lives in :mod:`funaudiochat.drsr.ops.checks` (``validate_*``); these functions assume valid
+input.
 """
 
 from __future__ import annotations
