@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
-from funaudiochat.drsr import GenerationConfig, generate
+from funaudiochat.drsr import DecodingConfig, generate
 from torch.profiler import ProfilerActivity, profile
 
 RANGES = ("encoder", "grouping", "llm", "srh", "srh_substep", "sampling")
@@ -118,8 +118,8 @@ def main() -> None:
 
     model.eval()
     inputs = gen_bench.prompts(model.config, batch=1)
-    config = GenerationConfig(max_new_tokens=args.steps)
-    generate(model, inputs, GenerationConfig(max_new_tokens=2))
+    config = DecodingConfig(max_new_tokens=args.steps)
+    generate(model, inputs, DecodingConfig(max_new_tokens=2))
     with profile(activities=activities) as prof:
         generate(model, inputs, config)
     prof.export_chrome_trace(str(out / "generate_trace.json"))

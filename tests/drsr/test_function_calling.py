@@ -9,9 +9,9 @@ decodes it from the audio with the official S2T settings (greedy text, SRH off).
 import pytest
 import torch
 from funaudiochat.drsr import (
+    DecodingConfig,
     FunAudioChatConfig,
     FunAudioChatForConditionalGeneration,
-    GenerationConfig,
     generate,
 )
 from funaudiochat.drsr.processing import FunAudioChatProcessor
@@ -80,7 +80,7 @@ def test_spoken_request_gives_a_parsed_tool_call(tmp_path, espeak):
     out = generate(
         model,
         inputs,
-        GenerationConfig(max_new_tokens=answer.shape[1] + 4, disable_speech=True, force_text_abos=False),
+        DecodingConfig(max_new_tokens=answer.shape[1] + 4, disable_speech=True, force_text_abos=False),
     )
     text = tokenizer.decode(out.sequences[0, out.prompt_length :], skip_special_tokens=False)
     calls = parse_tool_calls(text)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 from funaudiochat.drsr import (
+    DecodingConfig,
     FunAudioChatConfig,
     FunAudioChatForConditionalGeneration,
-    GenerationConfig,
     SamplingConfig,
     generate,
     stream,
@@ -92,13 +92,13 @@ def prompts():
     ]
 
 
-SAMPLED = GenerationConfig(
+SAMPLED = DecodingConfig(
     max_new_tokens=30,
     text=SamplingConfig(do_sample=True, temperature=0.9, top_p=0.95),
     speech=SamplingConfig(),
     seed=[11, 12, 13],
 )
-GREEDY = GenerationConfig(max_new_tokens=30, speech=SamplingConfig(do_sample=False, repetition_penalty=1.2))
+GREEDY = DecodingConfig(max_new_tokens=30, speech=SamplingConfig(do_sample=False, repetition_penalty=1.2))
 
 
 @pytest.mark.parametrize("config", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
@@ -107,7 +107,7 @@ def test_batched_equals_each_prompt_alone(ending_model, prompts, config):
     seeds = config.seed if isinstance(config.seed, list) else [config.seed] * len(prompts)
     lengths = set()
     for i, p in enumerate(prompts):
-        single_config = GenerationConfig(**{**config.__dict__, "seed": seeds[i]})
+        single_config = DecodingConfig(**{**config.__dict__, "seed": seeds[i]})
         alone = generate(ending_model, p, single_config)
         assert generated(together, i, 0) == generated(alone, 0, 0)
         assert torch.equal(together.speech_ids[i], alone.speech_ids[0])
@@ -149,11 +149,11 @@ def test_streaming_equals_offline(ending_model, prompts):
 
 def test_seeded_sampling_is_reproducible(prompts):
     model = make_model()
-    config = GenerationConfig(max_new_tokens=12, text=SamplingConfig(do_sample=True), seed=5)
+    config = DecodingConfig(max_new_tokens=12, text=SamplingConfig(do_sample=True), seed=5)
     a, b = generate(model, prompts[0], config), generate(model, prompts[0], config)
     assert torch.equal(a.sequences, b.sequences) and torch.equal(a.speech_ids[0], b.speech_ids[0])
     c = generate(
-        model, prompts[0], GenerationConfig(max_new_tokens=12, text=SamplingConfig(do_sample=True), seed=6)
+        model, prompts[0], DecodingConfig(max_new_tokens=12, text=SamplingConfig(do_sample=True), seed=6)
     )
     assert not torch.equal(a.speech_ids[0], c.speech_ids[0])
 
@@ -166,7 +166,7 @@ def test_speech_to_text_mode_skips_the_srh(prompts, monkeypatch):
 
     monkeypatch.setattr(model.audio_invert_tower, "step", fail)
     out = generate(
-        model, prompts[1], GenerationConfig(max_new_tokens=10, disable_speech=True, force_text_abos=False)
+        model, prompts[1], DecodingConfig(max_new_tokens=10, disable_speech=True, force_text_abos=False)
     )
     assert out.speech_ids[0].numel() == 0
     assert out.sequences.shape[1] == prompts[1]["input_ids"].shape[1] + 10
@@ -174,7 +174,7 @@ def test_speech_to_text_mode_skips_the_srh(prompts, monkeypatch):
 
 def test_repetition_aware_sampling_and_top_k_run(prompts):
     model = make_model()
-    config = GenerationConfig(
+    config = DecodingConfig(
         max_new_tokens=8, speech=SamplingConfig(top_k=25, top_p=0.8, ras_window=10, ras_tau=0.1)
     )
     out = generate(model, prompts[0], config)
@@ -198,9 +198,9 @@ def test_bad_prompts(prompts, mutate, message):
     p = {k: v.clone() for k, v in prompts[0].items()}
     mutate(p)
     with pytest.raises(ValueError, match=message):
-        generate(model, p, GenerationConfig(max_new_tokens=2))
+        generate(model, p, DecodingConfig(max_new_tokens=2))
 
 
 def test_bad_generation_config():
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
-        GenerationConfig(max_new_tokens=0)
+        DecodingConfig(max_new_tokens=0)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 from funaudiochat.drsr import (
+    DecodingConfig,
     FunAudioChatConfig,
     FunAudioChatForConditionalGeneration,
-    GenerationConfig,
     SamplingConfig,
     generate,
 )
@@ -156,7 +156,7 @@ def test_speech_loss_from_target_positions_only_equals_the_full_logits():
 @pytest.mark.parametrize("tag,penalty", [("rp1", 1.0), ("rp12", 1.2)])
 def test_greedy_generation_matches_the_official_code(official, tag, penalty):
     g = load_file(GOLDEN / "generate.safetensors")
-    config = GenerationConfig(
+    config = DecodingConfig(
         max_new_tokens=24, speech=SamplingConfig(do_sample=False, repetition_penalty=penalty)
     )
     out = generate(official, {k: g[k] for k in PROMPT_KEYS}, config)
@@ -168,9 +168,7 @@ def test_batch_of_two_row_zero_matches_the_official_code(official):
     """The official batch-2 run is only right for its unpadded row (its SRH ignores padding); ours gives
     that row too, and the padded row equals its own single run (tests/drsr/test_generation.py)."""
     g = load_file(GOLDEN / "generate.safetensors")
-    config = GenerationConfig(
-        max_new_tokens=24, speech=SamplingConfig(do_sample=False, repetition_penalty=1.2)
-    )
+    config = DecodingConfig(max_new_tokens=24, speech=SamplingConfig(do_sample=False, repetition_penalty=1.2))
     out = generate(official, {k: g[f"b2_{k}"] for k in PROMPT_KEYS}, config)
     assert torch.equal(out.sequences[0], g["b2_rp12_generated_input_ids"][0])
     assert torch.equal(out.speech_ids[0], g["b2_rp12_speech_ids"][0])

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from drsr_training import SRH, TEXT, VOCAB  # tools/bench/drsr_training.py, this folder
 from funaudiochat.drsr import (
+    DecodingConfig,
     FunAudioChatConfig,
     FunAudioChatForConditionalGeneration,
-    GenerationConfig,
     generate,
     stream,
 )
@@ -85,12 +85,12 @@ def main() -> None:
     args = parser.parse_args()
 
     model = build()
-    config = GenerationConfig(max_new_tokens=args.steps, seed=0)
+    config = DecodingConfig(max_new_tokens=args.steps, seed=0)
     rows = []
     for batch in (1, 8):
         inputs = prompts(model.config, batch)
         for mode, fn in (("offline", run_offline), ("streaming", run_streaming)):
-            fn(model, inputs, GenerationConfig(max_new_tokens=3))  # warm-up
+            fn(model, inputs, DecodingConfig(max_new_tokens=3))  # warm-up
             best, tokens = float("inf"), 0
             for _ in range(args.repeats):
                 start = time.perf_counter()

@@ -271,12 +271,12 @@ def _answer_text(processor, ids: Sequence[int], skip_first: bool) -> str:
 @torch.no_grad()
 def text_accuracy(model, processor, pairs: Sequence[tuple[str, str]], batch: int = 64) -> float:
     """Exact match of greedy answers to text questions in text-only chat (no speech output)."""
-    from funaudiochat.drsr.generation import GenerationConfig, generate
+    from funaudiochat.drsr.generation import DecodingConfig, generate
     from funaudiochat.drsr.prompts import DEFAULT_S2T_PROMPT
 
     if not pairs:
         return float("nan")
-    config = GenerationConfig(max_new_tokens=8, force_text_abos=False, disable_speech=True)
+    config = DecodingConfig(max_new_tokens=8, force_text_abos=False, disable_speech=True)
     correct = 0
     for start in range(0, len(pairs), batch):
         chunk = pairs[start : start + batch]
@@ -294,11 +294,11 @@ def text_accuracy(model, processor, pairs: Sequence[tuple[str, str]], batch: int
 @torch.no_grad()
 def speech_accuracy(model, processor, spoken: SpokenSet, batch: int = 32) -> float:
     """Exact match of the greedy text stream to spoken questions in S2M mode (text + speech decoded)."""
-    from funaudiochat.drsr.generation import GenerationConfig, SamplingConfig, generate
+    from funaudiochat.drsr.generation import DecodingConfig, SamplingConfig, generate
     from funaudiochat.drsr.prompts import DEFAULT_S2M_PROMPT
 
     greedy = SamplingConfig(do_sample=False, repetition_penalty=1.0)
-    config = GenerationConfig(max_new_tokens=6, speech=greedy, force_text_abos=True)
+    config = DecodingConfig(max_new_tokens=6, speech=greedy, force_text_abos=True)
     prompt = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "audio"}]}], system_prompt=DEFAULT_S2M_PROMPT
     )

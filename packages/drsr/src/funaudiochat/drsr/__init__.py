@@ -3,7 +3,8 @@
 - ``FunAudioChatConfig`` / ``FunAudioChatAudioEncoderConfig``: official config names and fields.
 - ``FunAudioChatForConditionalGeneration``: the model (official state-dict layout), training forward.
 - ``generate`` / ``stream`` / ``prefill`` / ``decode_step``: parallel text + speech decoding on an
-  explicit ``DecodingState``; ``GenerationConfig`` / ``SamplingConfig`` its settings.
+  explicit ``DecodingState`` (the one streaming contract: updated in place; rows batch with ``select`` /
+  ``cat`` / ``reset``); ``DecodingConfig`` / ``SamplingConfig`` its settings.
 - ``ops``: fused group / ungroup / sample kernels with pure-PyTorch references.
 
 Importing the package registers the model with transformers' Auto classes.
@@ -11,9 +12,10 @@ Importing the package registers the model with transformers' Auto classes.
 
 from .configuration import FunAudioChatAudioEncoderConfig, FunAudioChatConfig
 from .generation import (
+    DecodingConfig,
     DecodingState,
+    FunAudioChatGenerationMixin,
     GenerateOutput,
-    GenerationConfig,
     SamplingConfig,
     StepOutput,
     decode_step,
@@ -33,7 +35,8 @@ __all__ = [
     "FunAudioChatForConditionalGeneration",
     "FunAudioChatOutput",
     "GenerateOutput",
-    "GenerationConfig",
+    "DecodingConfig",
+    "FunAudioChatGenerationMixin",
     "SamplingConfig",
     "StepOutput",
     "decode_step",

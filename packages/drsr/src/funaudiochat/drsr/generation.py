@@ -6,29 +6,42 @@ hidden state into the next k = 5 speech tokens (5 autoregressive sub-steps, KV c
 response). ``generate`` is ``prefill`` followed by ``decode_step`` until every sequence is done, and
 ``stream`` yields each step as it is made, so streaming and offline decoding are the same computation.
 
+The state follows the one streaming contract (``funaudiochat.base.streaming``): ``decode_step`` updates it
+in place, and a server batches sessions with ``select`` / ``StreamState.cat`` / ``reset``. Each row
+carries its own positions, attention mask and step count, so a session prefilled later joins a running
+batch (its caches are left-padded) and decodes exactly what it decodes alone.
+
 Differences from the official ``_sample`` (all keep its single-sequence results):
 - batches of prompts with different lengths (left padding, explicit positions and masks) give exactly
   what each prompt gives alone: speech history, speaking state and random draws are per sequence;
 - every sequence draws from its own seeded generator, so results are reproducible and batch-independent;
-- the state is data (``DecodingState``), passed in and out, never hidden on the model.
+- the state is data (``DecodingState``), owned by the caller, never hidden on the model.
+
+This module never imports the model (``FunAudioChatGenerationMixin`` gives the model its ``generate`` /
+``stream`` methods), so the import graph stays one-way: modeling -> generation -> speech_heads.
 
 Example:
-    >>> state, first = prefill(model, inputs, GenerationConfig(seed=0))
-    >>> for step in stream(model, inputs, GenerationConfig()):
+    >>> state, first = prefill(model, inputs, DecodingConfig(seed=0))
+    >>> for step in stream(model, inputs, DecodingConfig()):
     ...     print(step.text_tokens, step.speech_tokens[step.speech_valid])
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+from funaudiochat.base.streaming import StreamState, per_row, ragged, row, shared
 from torch.profiler import record_function
-from transformers import DynamicCache
 
 from . import ops
-from .modeling import FunAudioChatForConditionalGeneration, SRHState
+from .kv_cache import KVCache
+from .speech_heads import SRHState
+
+if TYPE_CHECKING:  # only for annotations: generation never imports the model at run time
+    from .modeling import FunAudioChatForConditionalGeneration
 
 
 @dataclass
@@ -53,46 +66,56 @@ def _greedy_text() -> SamplingConfig:
 
 
 @dataclass
-class GenerationConfig:
-    """Settings of one generation. Text is greedy with no processors by default, as in the official
-    examples; speech is sampled with temperature 0.8, top-p 0.9 and repetition penalty 1.2."""
+class DecodingConfig:
+    """Settings of one generation (named apart from transformers' ``GenerationConfig``, which it is not).
+    Text is greedy with no processors by default, as in the official examples; speech is sampled with
+    temperature 0.8, top-p 0.9 and repetition penalty 1.2."""
 
     max_new_tokens: int = 512
     text: SamplingConfig = field(default_factory=_greedy_text)
     speech: SamplingConfig = field(default_factory=SamplingConfig)
     force_text_abos: bool = True
     disable_speech: bool = False
-    seed: int | list[int] = 0
+    # the seed makes the generators of a prefill; configs that differ only in it decode a batch alike
+    seed: int | list[int] = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
 
-@dataclass
-class DecodingState:
-    """Everything a batch of B sequences needs to take the next step (tensors have a leading B).
+@dataclass(kw_only=True)
+class DecodingState(StreamState):
+    """Everything a batch of B sequences needs to take the next step (tensors have a leading B; a
+    ``StreamState``, so rows can be selected, joined and reset).
 
-    ``sequences [B, S+n]`` prompt and generated text ids (left padding holds the pad id);
-    ``attention_mask [B, S+n]``; ``next_position [B]`` LLM position of the next input;
+    ``sequences [B, W]`` prompt and generated text ids (left padding, masked out); ``attention_mask [B,
+    W]``; ``next_position [B]`` LLM position of the next input; ``llm_cache`` the shared LLM's keys and
+    values (left-padded like the mask); ``srh`` the SRH's state (None without speech);
     ``last_speech [B, k]`` the speech group to feed next (meaningful where ``has_speech``);
-    ``speaking``/``finished [B]``; ``speech [B]`` list of 1-D tensors of generated speech ids;
-    ``generators`` one seeded ``torch.Generator`` per sequence.
+    ``speaking`` / ``finished [B]``; ``new_tokens [B]`` steps taken per row; ``speech`` per row the 1-D
+    tensor of generated speech ids; ``generators`` one seeded ``torch.Generator`` per row; ``config`` the
+    settings every row of the batch shares.
     """
 
-    sequences: torch.Tensor
-    attention_mask: torch.Tensor
-    next_position: torch.Tensor
-    llm_cache: DynamicCache
+    sequences: torch.Tensor = ragged(dim=1, side="left", fill=0)
+    attention_mask: torch.Tensor = ragged(dim=1, side="left", fill=0)
+    next_position: torch.Tensor = row()
+    llm_cache: KVCache
     srh: SRHState | None
-    last_speech: torch.Tensor
-    has_speech: torch.Tensor
-    speaking: torch.Tensor
-    finished: torch.Tensor
-    speech: list[torch.Tensor]
-    generators: list[torch.Generator]
-    new_tokens: int = 0
-    prompt_length: int = 0
+    last_speech: torch.Tensor = row()
+    has_speech: torch.Tensor = row()
+    speaking: torch.Tensor = row()
+    finished: torch.Tensor = row()
+    new_tokens: torch.Tensor = row()
+    speech: list[torch.Tensor] = per_row()
+    generators: list[torch.Generator] = per_row()
+    config: DecodingConfig = shared(default_factory=lambda: DecodingConfig())
+
+    def generated_text(self, index: int) -> torch.Tensor:
+        """The text ids row ``index`` generated so far (its last ``new_tokens`` entries)."""
+        n = int(self.new_tokens[index])
+        return self.sequences[index, self.sequences.shape[1] - n :]
 
 
 @dataclass
@@ -186,10 +209,11 @@ def _validate_prompt(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
 
 @torch.inference_mode()
 def prefill(
-    model: FunAudioChatForConditionalGeneration, inputs: dict, config: GenerationConfig
+    model: FunAudioChatForConditionalGeneration, inputs: dict, config: DecodingConfig | None = None
 ) -> tuple[DecodingState, StepOutput]:
     """Run the prompt (``input_ids``, ``attention_mask`` and the audio inputs of the processor) and take
-    the first step. Returns the state and the first step's output."""
+    the first step. Returns the new state and the first step's output."""
+    config = config or DecodingConfig()
     input_ids = inputs["input_ids"]
     attention_mask = inputs.get("attention_mask")
     if attention_mask is None:
@@ -206,13 +230,13 @@ def prefill(
         inputs.get("feature_exist_mask"),
     )
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.language_model.config)
+    cache = KVCache.empty(model.language_model.config, batch)
     with record_function("llm"):
         out = model.language_model.model(
             inputs_embeds=merged.inputs_embeds,
             attention_mask=attention_mask,
             position_ids=positions,
-            cache=cache,
+            cache=cache.cache,
             use_cache=True,
         )
     k = model.group_size
@@ -233,15 +257,18 @@ def prefill(
         finished=torch.zeros(batch, dtype=torch.bool, device=device),
         speech=[input_ids.new_zeros(0) for _ in range(batch)],
         generators=_generators(config.seed, batch),
-        prompt_length=input_ids.shape[1],
+        new_tokens=torch.zeros(batch, dtype=torch.long, device=device),
+        config=config,
     )
-    return _finish_step(
-        model, state, config, out.last_hidden_state, merged.text_embeds, positions, attention_mask, first=True
+    step = _finish_step(
+        model, state, out.last_hidden_state, merged.text_embeds, positions, attention_mask, first=True
     )
+    return state, step
 
 
-def _finish_step(model, state, config, hidden, text_embeds, positions, new_mask, first: bool):
-    """Shared tail of prefill and decode: text token, SRH group, state update."""
+def _finish_step(model, state, hidden, text_embeds, positions, new_mask, first: bool) -> StepOutput:
+    """Shared tail of prefill and decode: text token, SRH group, state update (in place)."""
+    config = state.config
     tc = model.config.text_config
     ac = model.config.audio_config
     k = model.group_size
@@ -264,12 +291,12 @@ def _finish_step(model, state, config, hidden, text_embeds, positions, new_mask,
             picked.append(token)
             return token
 
-        group, srh = model.audio_invert_tower.step(
+        group = model.audio_invert_tower.step(
             hidden + text_embeds,
-            positions,
-            new_mask.long(),
             srh,
-            pick,
+            positions=positions,
+            valid=new_mask.long(),
+            pick=pick,
             prefix_token=ac.bos_token_id if first else None,
         )
 
@@ -278,43 +305,37 @@ def _finish_step(model, state, config, hidden, text_embeds, positions, new_mask,
     # The end of text is read before a speech EOS overwrites the token, as in the official loop.
     finished = state.finished | (active & torch.isin(text, _eos_ids(tc, text.device)))
     new_tokens = state.new_tokens + 1
-    if new_tokens >= config.max_new_tokens:
-        finished = torch.ones_like(finished)
+    finished = finished | (new_tokens >= config.max_new_tokens)
     emitting = state.speaking & active
     finish_speech = emitting & (group == ac.eos_token_id).any(-1)
     group = torch.where(finish_speech[:, None], torch.full_like(group, ac.eos_token_id), group)
     text = torch.where(finish_speech, torch.full_like(text, tc.audio_eos_index), text)
     speech = [torch.cat([s, group[b]]) if emitting[b] else s for b, s in enumerate(state.speech)]
     step = StepOutput(text_tokens=text, speech_tokens=group, speech_valid=emitting, finished=finished)
-    state = replace(
-        state,
-        sequences=torch.cat([state.sequences, text[:, None]], dim=1),
-        attention_mask=torch.cat([state.attention_mask, active.long()[:, None]], dim=1),
-        srh=srh,
-        last_speech=torch.where(emitting[:, None], group, state.last_speech),
-        has_speech=state.has_speech | emitting,
-        speaking=state.speaking & ~finish_speech & ~finished,
-        finished=finished,
-        speech=speech,
-        new_tokens=new_tokens,
-    )
-    return state, step
+    state.sequences = torch.cat([state.sequences, text[:, None]], dim=1)
+    state.attention_mask = torch.cat([state.attention_mask, active.long()[:, None]], dim=1)
+    state.last_speech = torch.where(emitting[:, None], group, state.last_speech)
+    state.has_speech = state.has_speech | emitting
+    state.speaking = state.speaking & ~finish_speech & ~finished
+    state.finished = finished
+    state.speech = speech
+    state.new_tokens = new_tokens
+    return step
 
 
 @torch.inference_mode()
-def decode_step(
-    model: FunAudioChatForConditionalGeneration, state: DecodingState, config: GenerationConfig
-) -> tuple[DecodingState, StepOutput]:
-    """Feed the last text token (averaged with the last speech group while speaking) and take one step."""
+def decode_step(model: FunAudioChatForConditionalGeneration, state: DecodingState) -> StepOutput:
+    """Feed the last text token (averaged with the last speech group while speaking) and take one step;
+    ``state`` is updated in place. Finished rows keep stepping (their outputs are padding) until the
+    caller drops them with ``state.select``."""
     tc = model.config.text_config
     last_text = state.sequences[:, -1]
     speaking = state.speaking | (last_text == tc.audio_bos_index)
-    speaking = speaking & ~state.finished
-    state = replace(state, speaking=speaking)
+    state.speaking = speaking & ~state.finished
     embed = model.get_input_embeddings()
     text_embeds = embed(last_text)[:, None, :]
     inputs_embeds = text_embeds
-    use_speech = speaking & state.has_speech
+    use_speech = state.speaking & state.has_speech
     if use_speech.any():
         with record_function("grouping"):
             grouped = model.audio_tower.group_speech(state.last_speech)
@@ -326,35 +347,51 @@ def decode_step(
             inputs_embeds=inputs_embeds,
             attention_mask=state.attention_mask,
             position_ids=positions,
-            cache=state.llm_cache,
+            cache=state.llm_cache.cache,
             use_cache=True,
         )
-    state = replace(state, next_position=state.next_position + 1)
-    return _finish_step(
-        model, state, config, out.last_hidden_state, text_embeds, positions, new_mask, first=False
-    )
+    state.next_position = state.next_position + 1
+    return _finish_step(model, state, out.last_hidden_state, text_embeds, positions, new_mask, first=False)
 
 
 def stream(
-    model: FunAudioChatForConditionalGeneration, inputs: dict, config: GenerationConfig | None = None
+    model: FunAudioChatForConditionalGeneration, inputs: dict, config: DecodingConfig | None = None
 ) -> Iterator[StepOutput]:
     """Yield every 5 Hz step of the generation as soon as it is made."""
-    config = config or GenerationConfig()
     state, step = prefill(model, inputs, config)
     yield step
     while not bool(state.finished.all()):
-        state, step = decode_step(model, state, config)
-        yield step
+        yield decode_step(model, state)
 
 
 def generate(
-    model: FunAudioChatForConditionalGeneration, inputs: dict, config: GenerationConfig | None = None
+    model: FunAudioChatForConditionalGeneration, inputs: dict, config: DecodingConfig | None = None
 ) -> GenerateOutput:
     """Decode until every sequence has ended (``<|im_end|>``) or ``max_new_tokens`` steps were taken."""
-    config = config or GenerationConfig()
     state, _ = prefill(model, inputs, config)
     while not bool(state.finished.all()):
-        state, _ = decode_step(model, state, config)
+        decode_step(model, state)
     return GenerateOutput(
-        sequences=state.sequences, speech_ids=state.speech, prompt_length=state.prompt_length
+        sequences=state.sequences, speech_ids=state.speech, prompt_length=inputs["input_ids"].shape[1]
     )
+
+
+class FunAudioChatGenerationMixin:
+    """Gives the model its decoding methods (the functions of this module); mixed into
+    ``FunAudioChatForConditionalGeneration`` so that this module needs nothing from modeling."""
+
+    def generate(self, inputs: dict, config: DecodingConfig | None = None) -> GenerateOutput:
+        """Parallel text + speech decoding; ``inputs`` as produced by the processor (left-padded)."""
+        return generate(self, inputs, config)  # type: ignore[arg-type]
+
+    def stream(self, inputs: dict, config: DecodingConfig | None = None) -> Iterator[StepOutput]:
+        """Yield one ``StepOutput`` per 5 Hz step (text token + k speech tokens per sequence)."""
+        return stream(self, inputs, config)  # type: ignore[arg-type]
+
+    def prefill(self, inputs: dict, config: DecodingConfig | None = None) -> tuple[DecodingState, StepOutput]:
+        """The decoding state of a prompt and its first step (see ``prefill``)."""
+        return prefill(self, inputs, config)  # type: ignore[arg-type]
+
+    def decode_step(self, state: DecodingState) -> StepOutput:
+        """One 5 Hz step of every row of ``state``, in place (see ``decode_step``)."""
+        return decode_step(self, state)  # type: ignore[arg-type]

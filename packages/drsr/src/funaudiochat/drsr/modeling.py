@@ -12,7 +12,7 @@ Numerics follow the official code (reference §3, §4, §14): mean-of-k grouping
 continuous features replace the discrete ones; assistant audio slots hold ``(E_text + E_speech_group)/2``;
 the SRH input is ``pre_matching(h + E_text.detach())`` split into k sub-frames plus the previous speech
 token's embedding (tied table), at positions ``k * p + j``; loss = text CE + speech CE (labels shifted by
-one group). Generation lives in ``generation.py``.
+one group). Decoding lives in ``generation.py`` (mixed in), the speech heads in ``speech_heads.py``.
 
 Shapes: B batch, S text positions (5 Hz), N audios, T speech frames (25 Hz, multiple of k), D LLM width.
 """
@@ -27,234 +27,14 @@ from funaudiochat.tokenizer import AudioEncoderConfig, ContinuousAudioEncoder
 from funaudiochat.tokenizer.audio_encoder import sinusoids
 from torch import nn
 from torch.profiler import record_function
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers import initialization as hf_init
 from transformers.utils import ModelOutput
 
-from . import ops
 from .configuration import FunAudioChatAudioEncoderConfig, FunAudioChatConfig
-
-
-def _zero_grad_row(table: torch.Tensor, row: int | None) -> torch.Tensor:
-    """Identity on ``table`` whose gradient skips ``row`` (``nn.Embedding``'s ``padding_idx`` rule)."""
-    if row is None or not table.requires_grad:
-        return table
-    return _ZeroRowGrad.apply(table, row)
-
-
-class _ZeroRowGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, table, row):
-        ctx.row = row
-        return table.view_as(table)
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.clone()
-        grad[ctx.row] = 0
-        return grad, None
-
-
-class DiscreteSpeechEncoder(nn.Module):
-    """``audio_tower``: speech ids (25 Hz) -> one vector per group of k (5 Hz).
-
-    ``embed_tokens`` [codebook, D] is also the SRH's output head (tied). With ``grouping="mean"`` (official)
-    a group is ``output_matching(mean_j E[id_j])``; with ``"concat"`` it is
-    ``output_matching(cat_j E[id_j])``.
-    """
-
-    def __init__(self, config: FunAudioChatAudioEncoderConfig):
-        super().__init__()
-        self.group_size = config.group_size
-        self.hidden_size = config.output_dim
-        self.grouping = config.grouping
-        self.padding_idx = config.pad_token_id
-        self.embed_tokens = nn.Embedding(config.codebook_size, self.hidden_size, config.pad_token_id)
-        width = self.hidden_size * (self.group_size if self.grouping == "concat" else 1)
-        self.output_matching = nn.Linear(width, self.hidden_size, bias=False)
-        self.continual_output_matching = nn.Linear(width, self.hidden_size, bias=False)
-        self.continuous_features_mode = config.continuous_features_mode
-
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, T, D]`` -> ``[B, T/k, D]`` (mean) or ``[B, T/k, kD]`` (concat)."""
-        b, t, d = x.shape
-        grouped = x.reshape(b, t // self.group_size, self.group_size, d)
-        return grouped.mean(2) if self.grouping == "mean" else grouped.reshape(b, t // self.group_size, -1)
-
-    def group_speech(self, speech_ids: torch.Tensor) -> torch.Tensor:
-        """``speech_ids [B, T]`` (T a multiple of k) -> ``[B, T/k, D]``."""
-        table = _zero_grad_row(self.embed_tokens.weight, self.padding_idx)
-        if self.grouping == "mean":
-            return self.output_matching(ops.group(speech_ids, table, self.group_size))
-        return self.output_matching(self._pool(F.embedding(speech_ids, table)))
-
-    def group_continuous(self, features: torch.Tensor) -> torch.Tensor:
-        """Continuous encoder output ``[B, T, D]`` -> ``[B, T/k, D]``."""
-        return self.continual_output_matching(self._pool(features))
-
-    def forward(
-        self,
-        speech_ids: torch.Tensor,
-        continuous_features: torch.Tensor | None = None,
-        feature_exist_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Grouped speech ``[N, T/k, D]``. ``continuous_features [M, T, D]`` belong, in order, to the M
-        audios where ``feature_exist_mask [N]`` is True (all N when it is None); there they replace (or,
-        in "add" mode, are added to) the discrete groups."""
-        hidden = self.group_speech(speech_ids)
-        if continuous_features is None:
-            return hidden
-        n = hidden.shape[0]
-        mask = (
-            torch.ones(n, dtype=torch.bool, device=hidden.device)
-            if feature_exist_mask is None
-            else feature_exist_mask.to(device=hidden.device, dtype=torch.bool)
-        )
-        if int(mask.sum()) != continuous_features.shape[0]:
-            raise ValueError(
-                f"feature_exist_mask marks {int(mask.sum())} audios with features, but "
-                f"{continuous_features.shape[0]} feature rows were given"
-            )
-        cont = self.group_continuous(continuous_features).to(hidden.dtype)
-        if self.continuous_features_mode == "add":
-            return hidden.index_add(0, torch.nonzero(mask).flatten(), cont)
-        return hidden.index_copy(0, torch.nonzero(mask).flatten(), cont)
-
-
-@dataclass
-class SRHState:
-    """Streaming state of the SRH for B sequences: its KV cache (``cache``), the attention mask over
-    cached positions ``[B, P]``, and the previous speech token of each sequence ``[B]``."""
-
-    cache: object
-    attention_mask: torch.Tensor
-    prev_token: torch.Tensor
-
-
-class SpeechRefinedHead(nn.Module):
-    """``audio_invert_tower`` (official class ``FunAudioChatDecoder``): the Speech Refined Head.
-
-    For an LLM state ``c = h + E_text`` at 5 Hz position p it emits k speech tokens at 25 Hz:
-    ``u = pre_matching(c)`` is split into k sub-frames; sub-frame j gets the embedding of the previous
-    speech token (``lm_head.weight`` = ``audio_tower.embed_tokens.weight``), goes through
-    ``input_matching``, a causal Qwen3 decoder at position ``k * p + j``, ``output_matching`` and ``lm_head``.
-    """
-
-    def __init__(self, config: FunAudioChatAudioEncoderConfig):
-        super().__init__()
-        self.group_size = config.group_size
-        self.hidden_size = config.output_dim
-        self.bos_token_id = config.bos_token_id
-        self.pad_token_id = config.pad_token_id
-        self.pre_matching = nn.Linear(self.hidden_size, self.hidden_size * self.group_size, bias=True)
-        crq_config = AutoConfig.for_model(**config.crq_transformer_config)
-        self.crq_transformer = AutoModel.from_config(crq_config)
-        del self.crq_transformer.embed_tokens
-        self.input_matching = nn.Linear(self.hidden_size, crq_config.hidden_size, bias=False)
-        self.output_matching = nn.Linear(crq_config.hidden_size, self.hidden_size, bias=False)
-        self.lm_head = nn.Linear(config.output_dim, config.codebook_size, bias=False)
-
-    def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(ids, self.lm_head.weight)
-
-    def _decode(self, x, attention_mask, position_ids, cache=None, select=None):
-        out = self.crq_transformer(
-            inputs_embeds=self.input_matching(x),
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            use_cache=cache is not None,
-        )
-        hidden = out.last_hidden_state if select is None else out.last_hidden_state[select]
-        return self.lm_head(self.output_matching(hidden)), out
-
-    def forward(
-        self,
-        conditioning: torch.Tensor,
-        prev_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        select: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Teacher-forced logits ``[B, S*k, codebook]``, or with ``select`` (bool ``[B, S*k]``) those of the
-        selected positions only, ``[N, codebook]`` in row-major order: the head's largest product is then
-        computed where a loss needs it, and the decoder stops after the last selected position (it is
-        causal: later positions change nothing before them).
-
-        ``conditioning [B, S, D]`` = LLM last hidden + text embedding; ``prev_ids [B, S*k]`` the previous
-        speech token of each 25 Hz position; ``attention_mask``/``position_ids [B, S]`` at 5 Hz (positions are
-        expanded to ``k * p + j``, and padding positions, ``p == 0`` after the last non-zero, to 0).
-        """
-        k = self.group_size
-        b, s, _ = conditioning.shape
-        positions = None
-        if position_ids is not None:
-            positions = (position_ids.unsqueeze(-1) * k + torch.arange(k, device=position_ids.device)).view(
-                b, -1
-            )
-            nonzero = position_ids != 0
-            last = torch.where(nonzero.any(-1), s - nonzero.flip(-1).long().argmax(-1), 0)
-            padding = torch.arange(s, device=position_ids.device)[None, :] >= last[:, None]
-            positions = positions.masked_fill(padding.repeat_interleave(k, dim=1), 0)
-        if select is not None:
-            needed = select.any(0).nonzero()
-            s = int(needed[-1]) // k + 1 if needed.numel() else 1
-            conditioning, prev_ids, select = conditioning[:, :s], prev_ids[:, : s * k], select[:, : s * k]
-            attention_mask = None if attention_mask is None else attention_mask[:, :s]
-            positions = None if positions is None else positions[:, : s * k]
-        u = self.pre_matching(conditioning)
-        x = ops.ungroup_(u, prev_ids, self.lm_head.weight, k)
-        mask = attention_mask.repeat_interleave(k, dim=1) if attention_mask is not None else None
-        logits, _ = self._decode(x, mask, positions, select=select)
-        return logits
-
-    # ---- streaming ----------------------------------------------------------------------------
-    def init_state(self, batch_size: int, device=None) -> SRHState:
-        from transformers import DynamicCache
-
-        return SRHState(
-            cache=DynamicCache(config=self.crq_transformer.config),
-            attention_mask=torch.zeros(batch_size, 0, dtype=torch.long, device=device),
-            prev_token=torch.full((batch_size,), self.bos_token_id, dtype=torch.long, device=device),
-        )
-
-    def step(
-        self,
-        conditioning: torch.Tensor,
-        positions: torch.Tensor,
-        valid: torch.Tensor,
-        state: SRHState,
-        pick,
-        prefix_token: int | None = None,
-    ) -> tuple[torch.Tensor, SRHState]:
-        """Run the SRH over ``S`` new LLM positions and return the k tokens of the last one.
-
-        ``conditioning [B, S, D]``, ``positions [B, S]`` (5 Hz positions), ``valid [B, S]`` (attention
-        mask of the new positions). All sub-frames but the last ``k - 1`` of the last position are fed at
-        once with the embedding of ``prefix_token`` (the prefill) or of the state's previous token (one
-        position); then ``k - 1`` more sub-steps follow, each fed the token just picked.
-        ``pick(logits [B, V], j) -> ids [B]`` chooses each token. Returns ``([B, k] tokens, new state)``.
-        """
-        k = self.group_size
-        b, s, _ = conditioning.shape
-        sub = self.pre_matching(conditioning).view(b, s * k, self.hidden_size)
-        sub_positions = (positions.unsqueeze(-1) * k + torch.arange(k, device=positions.device)).view(b, -1)
-        sub_valid = valid.repeat_interleave(k, dim=1)
-        first = s * k - (k - 1)
-        prev = state.prev_token if prefix_token is None else torch.full_like(state.prev_token, prefix_token)
-        x = sub[:, :first] + self.embed(prev)[:, None, :]
-        mask = torch.cat([state.attention_mask, sub_valid[:, :first]], dim=1)
-        with record_function("srh_substep"):
-            logits, out = self._decode(x, mask, sub_positions[:, :first], state.cache)
-        tokens = [pick(logits[:, -1].float(), 0)]
-        for j in range(1, k):
-            with record_function("srh_substep"):
-                x = sub[:, first + j - 1 : first + j] + self.embed(tokens[-1])[:, None, :]
-                mask = torch.cat([mask, sub_valid[:, first + j - 1 : first + j]], dim=1)
-                logits, out = self._decode(x, mask, sub_positions[:, first + j - 1 : first + j], state.cache)
-            tokens.append(pick(logits[:, -1].float(), j))
-        group = torch.stack(tokens, dim=1)
-        return group, SRHState(cache=state.cache, attention_mask=mask, prev_token=group[:, -1])
+from .generation import FunAudioChatGenerationMixin
+from .losses import mean_cross_entropy, sequence_log_prob
+from .speech_heads import DiscreteSpeechEncoder, SpeechRefinedHead
 
 
 @dataclass
@@ -282,23 +62,6 @@ class FunAudioChatOutput(ModelOutput):
     cache: object | None = None
     text_logps: torch.Tensor | None = None
     speech_logps: torch.Tensor | None = None
-
-
-def sequence_log_prob(logits: torch.Tensor, targets: torch.Tensor, ignore: int) -> torch.Tensor:
-    """Per-row sum of the log-probabilities of the non-ignored ``targets [B, L]`` under ``logits [B, L, V]``
-    (fp32) -> ``[B]`` (0 for a row without targets)."""
-    keep = targets != ignore
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    picked = logp.gather(-1, targets.masked_fill(~keep, 0).unsqueeze(-1)).squeeze(-1)
-    return (picked * keep).sum(dim=-1)
-
-
-def _mean_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore: int) -> torch.Tensor:
-    """Token-mean cross entropy over non-ignored targets (fp32); 0, still in the graph, when there are none
-    (the official loss is NaN then, e.g. for a batch without speech targets)."""
-    if not bool((targets != ignore).any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore)
 
 
 def _encoder_config(audio: FunAudioChatAudioEncoderConfig) -> AudioEncoderConfig:
@@ -330,7 +93,7 @@ class FunAudioChatPreTrainedModel(PreTrainedModel):
             hf_init.copy_(module.positional_embedding, table.to(module.positional_embedding.device))
 
 
-class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
+class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudioChatPreTrainedModel):
     """Speech/text in, text + speech out. See the module docstring for the structure."""
 
     _tied_weights_keys = {"audio_invert_tower.lm_head.weight": "audio_tower.embed_tokens.weight"}
@@ -401,19 +164,6 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
     @property
     def text_config(self):
         return self.config.text_config
-
-    # ---- generation (see generation.py) -----------------------------------------------------------
-    def generate(self, inputs: dict, config=None):
-        """Parallel text + speech decoding; ``inputs`` as produced by the processor (left-padded)."""
-        from .generation import generate
-
-        return generate(self, inputs, config)
-
-    def stream(self, inputs: dict, config=None):
-        """Yield one ``StepOutput`` per 5 Hz step (text token + k speech tokens per sequence)."""
-        from .generation import stream
-
-        return stream(self, inputs, config)
 
     # ---- inputs -------------------------------------------------------------------------------
     def encode_audio(
@@ -590,7 +340,7 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
             text_logits = self.language_model.lm_head(hidden)
         text_loss = speech_loss = speech_logits = text_logps = speech_logps = None
         if labels is not None:
-            text_loss = _mean_cross_entropy(text_logits[:, :-1], labels[:, 1:], ignore)
+            text_loss = mean_cross_entropy(text_logits[:, :-1], labels[:, 1:], ignore)
             if return_sequence_logps:
                 text_logps = sequence_log_prob(text_logits[:, :-1], labels[:, 1:], ignore)
         has_speech_targets = speech_labels is not None and bool((speech_labels != ignore).any())
@@ -628,7 +378,7 @@ class FunAudioChatForConditionalGeneration(FunAudioChatPreTrainedModel):
             else:
                 speech_logits = logits
                 if has_speech_targets:
-                    speech_loss = _mean_cross_entropy(speech_logits, targets, ignore)
+                    speech_loss = mean_cross_entropy(speech_logits, targets, ignore)
                     if return_sequence_logps:
                         speech_logps = sequence_log_prob(speech_logits, targets, ignore)
         if return_sequence_logps and labels is not None and speech_logps is None:
