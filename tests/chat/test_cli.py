@@ -96,6 +96,54 @@ def test_vocode_stream_writes_the_streamed_audio(tmp_path, capsys):
     assert sf.read(grown)[0].shape == (40 * 960,)
 
 
+@pytest.fixture(scope="module")
+def tiny_trained_vocoder(tmp_path_factory):
+    """``flow.safetensors`` and ``hift.safetensors`` of tiny models, written by the training stages' export
+    (config in the metadata), and the ``Token2Wav`` those weights make when built with the tiny configs."""
+    import torch
+    from funaudiochat.training.vocoder import FlowMatchingModule, HiFTModule
+    from funaudiochat.vocoder import CausalFlowMatching, FlowConfig, HiFTConfig, HiFTGenerator
+    from funaudiochat.vocoder.token2wav import Token2Wav
+    from safetensors.torch import load_file
+
+    folder = tmp_path_factory.mktemp("tiny_vocoder")
+    flow_file, hift_file = folder / "flow.safetensors", folder / "hift.safetensors"
+    torch.manual_seed(0)
+    FlowMatchingModule(flow={"preset": "tiny"}).export(str(flow_file))
+    HiFTModule(hift={"preset": "tiny"}, discriminator={"preset": "tiny"}).export(str(hift_file))
+    flow = CausalFlowMatching.from_pretrained(flow_file, FlowConfig.tiny())
+    hift = HiFTGenerator.from_state_dict(load_file(hift_file), HiFTConfig.tiny())
+    return flow_file, hift_file, Token2Wav(flow, hift)
+
+
+def test_vocode_builds_the_sizes_stored_with_trained_weights(tmp_path, capsys, tiny_trained_vocoder):
+    """Weights exported by the training stages carry their config: vocode builds the tiny models they hold
+    (not the official size, which does not fit them) and writes the audio those models make."""
+    import soundfile as sf
+
+    flow_file, hift_file, expected_vocoder = tiny_trained_vocoder
+    tokens = [i * 131 % 6561 for i in range(20)]
+    codes = tmp_path / "codes.txt"
+    codes.write_text(" ".join(map(str, tokens)))
+    out = tmp_path / "trained.wav"
+    weights = ["--flow", str(flow_file), "--hift", str(hift_file)]
+    assert main(["vocode", str(codes), "--out", str(out), *weights]) == 0, capsys.readouterr().err
+    assert "random" not in capsys.readouterr().err
+    wave, rate = sf.read(out)
+    expected = expected_vocoder.synthesize(tokens).numpy()
+    assert rate == 24000 and wave.shape == expected.shape == (20 * 960,)
+    np.testing.assert_allclose(wave, expected.clip(-1, 1), rtol=0, atol=2 / 32768)  # 16-bit PCM
+
+
+def test_vocode_names_weights_given_for_the_other_model(tmp_path, capsys, tiny_trained_vocoder):
+    flow_file, hift_file, _ = tiny_trained_vocoder
+    codes = tmp_path / "codes.txt"
+    codes.write_text("1 2 3")
+    swapped = ["--flow", str(hift_file), "--hift", str(flow_file)]
+    assert main(["vocode", str(codes), "--out", str(tmp_path / "a.wav"), *swapped]) == 2
+    assert "holds funaudiochat-vocoder-hift weights, not funaudiochat-vocoder-flow" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "content,args,message",
     [

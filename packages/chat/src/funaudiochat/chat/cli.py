@@ -79,18 +79,18 @@ def read_tokens(path: str) -> np.ndarray:
 def cmd_vocode(args: argparse.Namespace) -> int:
     import soundfile as sf
     import torch
-    from funaudiochat.vocoder import CausalFlowMatching, HiFTGenerator, SpeakerTable
+    from funaudiochat.vocoder import SpeakerTable
     from funaudiochat.vocoder.token2wav import SAMPLE_RATE, Token2Wav
 
     tokens = read_tokens(args.tokens)
     if args.flow or args.hift:
         if not (args.flow and args.hift):
             raise ValueError("give both --flow and --hift weights, or neither")
-        from funaudiochat.vocoder.hift import HiFTConfig
-        from safetensors.torch import load_file
+        from funaudiochat.vocoder.loading import load_flow, load_hift
 
-        flow = CausalFlowMatching.from_pretrained(args.flow)
-        hift = HiFTGenerator.from_state_dict(load_file(args.hift), HiFTConfig(), source=args.hift)
+        # sizes from the files' metadata (what the training stages export), else the official sizes
+        flow = load_flow(args.flow)
+        hift = load_hift(args.hift)
         speakers = SpeakerTable.load(args.speakers) if args.speakers else None
         vocoder = Token2Wav(flow, hift, speakers)
     else:
@@ -179,8 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     voc.add_argument("--out", required=True, help="output WAV file (24 kHz, 16-bit)")
     voc.add_argument("--speaker", help="speaker name from --speakers (default: the first one)")
     voc.add_argument("--speakers", help="speaker table (.safetensors)")
-    voc.add_argument("--flow", help="flow weights (.safetensors or CosyVoice3 flow.pt)")
-    voc.add_argument("--hift", help="HiFT weights (.safetensors)")
+    voc.add_argument(
+        "--flow",
+        help="flow weights (.safetensors or CosyVoice3 flow.pt); the size is read from the metadata of "
+        "files that have it (the training export), else the official size",
+    )
+    voc.add_argument("--hift", help="HiFT weights (.safetensors); the size is read as for --flow")
     voc.add_argument("--seed", type=int, default=0, help="seed of the random vocoder used without weights")
     voc.add_argument(
         "--stream",

@@ -8,8 +8,9 @@ Batches are ``VocoderDataModule(task="flow")``'s: ``speech_token``, ``speech_fea
 
 Optimizer: AdamW with a warmup + schedule from ``optim.py`` (stepped every optimizer step). Gradient
 clipping and accumulation are Trainer settings (``gradient_clip_val``, ``accumulate_grad_batches``).
-At the end of ``fit`` the flow's state dict is written to ``export_path`` (safetensors, atomically), loadable
-with ``CausalFlowMatching.from_pretrained(export_path, config)``; the config is in the file's metadata.
+At the end of ``fit`` the flow's state dict is written to ``export_path`` (safetensors, atomically) with its
+``FlowConfig`` in the metadata, so that ``funaudiochat.vocoder.loading.load_flow(export_path)`` and
+``funaudiochat vocode --flow`` build the right size.
 
 Example (recipe ``packages/training/recipes/vocoder_flow.yaml``):
     >>> module = FlowMatchingModule(flow={"preset": "tiny"}, lr=1e-3, export_path="runs/flow.safetensors")
@@ -23,12 +24,13 @@ from typing import Any
 import lightning as L
 import torch
 from funaudiochat.vocoder import CausalFlowMatching, FlowConfig
+from funaudiochat.vocoder.loading import FLOW_WEIGHTS_FORMAT
 
 from ..config import build_config, config_to_dict
 from ..optim import adamw_with_schedule, check_optimizer_args
 from ..weights import save_safetensors_atomic
 
-WEIGHTS_FORMAT = "funaudiochat-vocoder-flow"
+WEIGHTS_FORMAT = FLOW_WEIGHTS_FORMAT  # what funaudiochat.vocoder.loading.load_flow accepts
 
 
 class FlowMatchingModule(L.LightningModule):

@@ -16,7 +16,8 @@ Logged: ``train/loss_g``, ``train/loss_d``, ``train/loss_mel``, ``train/loss_fm`
 ``train/loss_f0`` (and ``val/loss_mel``). Gradients are clipped to ``grad_clip`` (norm) per optimizer. Note
 that Lightning counts both optimizers' steps in ``global_step``, so ``trainer.max_steps`` is twice the
 number of batches. At the end of ``fit`` the generator's state dict is written to ``export_path``
-(safetensors, atomically), loadable with ``HiFTGenerator.from_state_dict(load_file(path), config)``.
+(safetensors, atomically) with its ``HiFTConfig`` in the metadata, so that
+``funaudiochat.vocoder.loading.load_hift(path)`` and ``funaudiochat vocode --hift`` build the right size.
 
 Example (recipe ``packages/training/recipes/vocoder_hift.yaml``):
     >>> module = HiFTModule(hift={"preset": "tiny"}, discriminator={"preset": "tiny"})
@@ -31,6 +32,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from funaudiochat.vocoder import HiFTConfig, HiFTGenerator, SourceNoise
+from funaudiochat.vocoder.loading import HIFT_WEIGHTS_FORMAT
 
 from ..config import build_config, config_to_dict
 from ..weights import save_safetensors_atomic
@@ -43,7 +45,7 @@ from .losses import (
 )
 from .mel import MelConfig
 
-WEIGHTS_FORMAT = "funaudiochat-vocoder-hift"
+WEIGHTS_FORMAT = HIFT_WEIGHTS_FORMAT  # what funaudiochat.vocoder.loading.load_hift accepts
 
 
 class HiFTModule(L.LightningModule):

@@ -1,0 +1,90 @@
+"""Loading flow and HiFT weights with the sizes they were saved with.
+
+The training stages export ``flow.safetensors`` / ``hift.safetensors`` with two metadata entries:
+``format`` (``funaudiochat-vocoder-flow`` / ``funaudiochat-vocoder-hift``) and ``config`` (the
+``FlowConfig`` / ``HiFTConfig`` fields as JSON; torch dtypes by name, e.g. ``"float64"``). ``load_flow`` and
+``load_hift`` build the model from that config; a file without it (CosyVoice3 weights, ``flow.pt``) gets the
+official size, and an explicit ``config`` argument always wins.
+
+Example:
+    >>> hift = load_hift("runs/hift/hift.safetensors")       # tiny if it was trained tiny
+    >>> flow = load_flow("CosyVoice3/flow.pt")               # no metadata: the official size
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from funaudiochat.base.weights import read_config_metadata, read_safetensors
+from safetensors import safe_open
+
+from .flow import CausalFlowMatching, FlowConfig
+from .hift import HiFTConfig, HiFTGenerator
+
+FLOW_WEIGHTS_FORMAT = "funaudiochat-vocoder-flow"
+HIFT_WEIGHTS_FORMAT = "funaudiochat-vocoder-hift"
+
+Config = TypeVar("Config")
+
+
+def config_from_dict(cls: type[Config], values: dict, source: str) -> Config:
+    """A ``cls`` dataclass from stored field values: missing fields keep their defaults, dtype fields take a
+    torch dtype name; an unknown field or dtype name is a ``ValueError`` naming ``source``."""
+    defaults = cls()
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"{source}: unknown {cls.__name__} fields {unknown} in the 'config' metadata")
+    converted = {}
+    for name, value in values.items():
+        if isinstance(getattr(defaults, name), torch.dtype):
+            dtype = getattr(torch, value, None) if isinstance(value, str) else None
+            if not isinstance(dtype, torch.dtype):
+                raise ValueError(f"{source}: {cls.__name__}.{name} must name a torch dtype, got {value!r}")
+            value = dtype
+        converted[name] = value
+    return dataclasses.replace(defaults, **converted)
+
+
+def stored_config(
+    metadata: dict[str, str], cls: type[Config], weights_format: str, path: str | os.PathLike
+) -> Config | None:
+    """The ``cls`` config in a safetensors file's ``metadata`` (None when it has none); metadata whose
+    ``format`` names other weights is a ``ValueError`` naming ``path``."""
+    stored_format = metadata.get("format")
+    if stored_format is not None and stored_format != weights_format:
+        raise ValueError(f"{path}: holds {stored_format} weights, not {weights_format}")
+    values = read_config_metadata(metadata, path)
+    return None if values is None else config_from_dict(cls, values, str(path))
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of a safetensors file, without reading its tensors; a missing or unreadable file is a
+    ``ValueError`` naming it."""
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: weights file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+def load_hift(path: str | os.PathLike, config: HiFTConfig | None = None) -> HiFTGenerator:
+    """``HiFTGenerator`` from a safetensors file, in eval mode; its size is ``config``, else the config in the
+    file's metadata, else the official size. Keys and shapes are checked strictly (``ValueError``)."""
+    tensors, metadata = read_safetensors(path)
+    config = config or stored_config(metadata, HiFTConfig, HIFT_WEIGHTS_FORMAT, path) or HiFTConfig()
+    return HiFTGenerator.from_state_dict(tensors, config, source=str(path)).eval()
+
+
+def load_flow(path: str | os.PathLike, config: FlowConfig | None = None) -> CausalFlowMatching:
+    """``CausalFlowMatching`` from ``flow.safetensors`` or CosyVoice3's ``flow.pt``, in eval mode; its size is
+    ``config``, else the config in a safetensors file's metadata, else the official size."""
+    if config is None and Path(path).suffix == ".safetensors":
+        config = stored_config(read_metadata(path), FlowConfig, FLOW_WEIGHTS_FORMAT, path)
+    return CausalFlowMatching.from_pretrained(path, config)
