@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from funaudiochat.vocoder.flow import CausalFlowMatching, FlowConfig, t_schedule
+from funaudiochat.vocoder.cfm import t_schedule
+from funaudiochat.vocoder.flow import CausalFlowMatching, FlowConfig
 
 GOLDEN = Path(__file__).parent / "golden"
 # Parity tolerance against the official outputs (float32 on CPU; observed difference: 0).
@@ -345,7 +346,7 @@ def test_golden_loss_draw_order(golden):
 
 
 def test_growing_chunks():
-    from funaudiochat.vocoder.flow import ChunkPolicy
+    from funaudiochat.vocoder.chunks import ChunkPolicy
 
     policy = ChunkPolicy(2, start=1, growth=2, max_size=8)  # pos 0-1, 2-5, 6-13, 14-21, ...
     expected = [0, 0, 0, 1, 1, 1, 1] + [2] * 8 + [3] * 5
@@ -374,7 +375,7 @@ def test_stream_equals_chunk_causal_offline(with_prompt, chunk, context, growth,
     """The stream solves each chunk once against cached keys/values; joined, it is the offline run with the
     same chunk-causal mask (chunks counted from the end of the prompt, `context` chunks of history, each
     chunk `growth` times the one before up to `longest`)."""
-    from funaudiochat.vocoder.flow import ChunkPolicy
+    from funaudiochat.vocoder.chunks import ChunkPolicy
 
     torch.manual_seed(0)
     flow = CausalFlowMatching(FlowConfig.tiny()).eval()

@@ -219,7 +219,7 @@ def test_frame_rate_source_equals_the_per_sample_reference(frame):
     """HarmonicSource makes the sines once per frame; the reference's per-sample computation gives the
     same excitation (the initial phases reach the output only for 1- and 2-sample frames), whole or
     streamed in pieces with the carried phase."""
-    from funaudiochat.vocoder.hift import HarmonicSource
+    from funaudiochat.vocoder.nsf import HarmonicSource
 
     torch.manual_seed(frame)
     source = HarmonicSource(HiFTConfig(upsample_rates=[frame], istft_hop_len=1)).eval()

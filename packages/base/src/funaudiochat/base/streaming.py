@@ -49,7 +49,8 @@ class StateMismatch(ValueError):
 
 
 def row(**kwargs) -> Any:
-    """A tensor field ``[B, ...]``: selected and concatenated along dim 0; the other dims must match."""
+    """A tensor field ``[B, ...]`` (or a list, tuple or dict of such tensors, e.g. one per layer):
+    selected and concatenated along dim 0; the other dims must match."""
     return dataclasses.field(metadata={_KIND: (ROW,)}, **kwargs)
 
 
@@ -148,6 +149,9 @@ class StreamState:
             kind = _kind(field, value)
             if kind[0] in (ROW, RAGGED) and isinstance(value, torch.Tensor):
                 return value.shape[0]
+            if kind[0] == ROW and isinstance(value, list | tuple | dict) and value:
+                first = next(iter(value.values())) if isinstance(value, dict) else value[0]
+                return first.shape[0]
             if kind[0] == PER_ROW:
                 return len(value)
             if kind[0] == NESTED:
@@ -255,11 +259,28 @@ def _describe(items: list) -> str:
     return ", ".join(shown)
 
 
-def _take(value: torch.Tensor, index: list[int]) -> torch.Tensor:
+def _take(value, index: list[int]):
+    """Rows ``index`` of a tensor, or of each tensor of a list, tuple or dict."""
+    if isinstance(value, dict):
+        return {k: _take(v, index) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_take(v, index) for v in value)
     return value[torch.tensor(index, dtype=torch.long, device=value.device)]
 
 
-def _cat_rows(items: list[torch.Tensor], name: str) -> torch.Tensor:
+def _cat_rows(items: list, name: str):
+    """Tensors (or lists, tuples, dicts of them, alike in structure) joined along dim 0."""
+    first = items[0]
+    if isinstance(first, dict):
+        if any(not isinstance(i, dict) or i.keys() != first.keys() for i in items):
+            raise StateMismatch(f"{name}: the states hold different keys")
+        return {k: _cat_rows([i[k] for i in items], f"{name}[{k!r}]") for k in first}
+    if isinstance(first, list | tuple):
+        if any(not isinstance(i, list | tuple) or len(i) != len(first) for i in items):
+            raise StateMismatch(f"{name}: the states hold different numbers of tensors")
+        return type(first)(
+            _cat_rows(list(parts), f"{name}[{j}]") for j, parts in enumerate(zip(*items, strict=True))
+        )
     shapes = {tuple(t.shape[1:]) for t in items}
     if len(shapes) > 1:
         raise StateMismatch(f"{name}: rows have different shapes {sorted(shapes)}; they cannot be one batch")
@@ -328,14 +349,39 @@ class Cohorts(StreamState):
         return Cohorts(groups, rows)
 
     def run(
-        self, inputs: torch.Tensor | None, step: Callable[[torch.Tensor | None, StreamState], torch.Tensor]
+        self,
+        inputs: Sequence[torch.Tensor] | torch.Tensor | None,
+        step: Callable[[torch.Tensor | None, StreamState], Sequence[torch.Tensor]],
     ) -> list[torch.Tensor]:
-        """Step every cohort: ``step(inputs of its rows, cohort state) -> outputs [b, ...]``; returns one
-        output per batch row, in batch order. ``inputs [B, ...]`` (None: no input)."""
+        """Step every cohort: ``step(stacked inputs of its rows, cohort state) -> outputs [b, ...]``;
+        returns one output per batch row, in batch order.
+
+        inputs: per row (a list of B tensors, or a tensor ``[B, ...]``), or None (no input). Rows of a cohort
+        advance alike: when they get inputs of different shapes (a server pushing a different number of
+        tokens to each session), the cohort is first split, for good, into cohorts of equal inputs."""
+        if inputs is not None:
+            if len(inputs) != self.batch_size:
+                raise ValueError(f"this batch has {self.batch_size} rows; got inputs for {len(inputs)}")
+            self._split_by_shape([tuple(x.shape) for x in inputs])
         out: list[torch.Tensor | None] = [None] * self.batch_size
         for group, members in zip(self.groups, self.rows, strict=True):
-            part = None if inputs is None else inputs[torch.tensor(members, device=inputs.device)]
+            part = None if inputs is None else torch.stack([inputs[r] for r in members])
             result = step(part, group)
             for i, r in enumerate(members):
                 out[r] = result[i]
         return out  # type: ignore[return-value]
+
+    def _split_by_shape(self, shapes: list[tuple]) -> None:
+        groups, rows = [], []
+        for group, members in zip(self.groups, self.rows, strict=True):
+            kinds: dict[tuple, list[int]] = {}
+            for i, r in enumerate(members):
+                kinds.setdefault(shapes[r], []).append(i)
+            if len(kinds) == 1:
+                groups.append(group)
+                rows.append(members)
+                continue
+            for local in kinds.values():
+                groups.append(group._select_rows(local))
+                rows.append([members[i] for i in local])
+        self.groups, self.rows = groups, rows

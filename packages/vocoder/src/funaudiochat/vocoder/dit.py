@@ -1,0 +1,336 @@
+"""The velocity estimator of the flow: CosyVoice3's causal DiT (``decoder.estimator``).
+
+    x, cond, mu [B, 80, T], speaker [B, 80], time t [B]
+      -> proj(cat) + causal conv position embedding              [B, T, dim]
+      -> depth x DiTBlock (AdaLN-zero modulated by t; rotary on the first head's channels)
+      -> AdaLN-zero final norm -> proj_out                        velocity [B, 80, T]
+
+``forward`` runs a whole sequence (full or chunk-causal attention); ``step`` runs the next frames of a
+stream against a ``DiTCache`` (position-conv contexts, key/value buffers): one chunk of the chunk-causal
+``forward``. Parameter names are those of CosyVoice3's ``decoder.estimator`` state dict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .chunks import ChunkPolicy, attention_mask
+from .conv import Conv1d
+from .dit_cache import DiTCache, KVBuffer
+from .kept import kept
+from .streaming import stream_conv
+
+
+class TimestepEmbedding(nn.Module):
+    """Flow time ``t [B]`` in [0, 1] -> ``[B, dim]``: sinusoids of ``1000 t`` (256 wide), then an MLP."""
+
+    def __init__(self, dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.time_mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(torch.arange(half, device=t.device).float() * -(math.log(10000) / (half - 1)))
+        angles = 1000 * t.unsqueeze(1) * freqs.unsqueeze(0)
+        return self.time_mlp(torch.cat((angles.sin(), angles.cos()), dim=-1).to(t.dtype))
+
+
+class CausalConvPositionEmbedding(nn.Module):
+    """``[B, T, dim]`` -> ``[B, T, dim]``: two left-padded grouped convs, each followed by Mish."""
+
+    def __init__(self, dim: int, kernel_size: int = 31, groups: int = 16):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.conv1 = nn.Sequential(Conv1d(dim, dim, kernel_size, groups=groups), nn.Mish())
+        self.conv2 = nn.Sequential(Conv1d(dim, dim, kernel_size, groups=groups), nn.Mish())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        causal = (self.kernel_size - 1, 0)
+        h = self.conv1[1](self.conv1[0].convolve(x.transpose(1, 2), causal))
+        h = self.conv2[1](self.conv2[0].convolve(h, causal))
+        return h.transpose(1, 2)
+
+
+class InputEmbedding(nn.Module):
+    """``proj(cat[x, cond, mu, spk])`` plus its causal conv position embedding; all ``[B, T, *]``."""
+
+    def __init__(self, mel_dim: int, mu_dim: int, spk_dim: int, dim: int, kernel_size: int, groups: int):
+        super().__init__()
+        self.proj = nn.Linear(2 * mel_dim + mu_dim + spk_dim, dim)
+        self.conv_pos_embed = CausalConvPositionEmbedding(dim, kernel_size, groups)
+
+    def forward(self, x, cond, mu, spk) -> torch.Tensor:
+        spk = spk.unsqueeze(1).expand(-1, x.shape[1], -1)
+        h = self.proj(torch.cat((x, cond, mu, spk), dim=-1))
+        return self.conv_pos_embed(h) + h
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary angles for positions 0..T-1 (interleaved pairs), as x-transformers 2.11 makes them.
+
+    CosyVoice3 applies them to the projected q and k ``[B, T, heads * dim_head]`` before the head split with a
+    rotary width of ``dim_head``: only the first head's channels rotate. ``inv_freq`` is a persistent buffer
+    (it is in the official state dict)."""
+
+    def __init__(self, dim_head: int):
+        super().__init__()
+        self.register_buffer("inv_freq", 1.0 / (10000.0 ** (torch.arange(0, dim_head, 2).float() / dim_head)))
+
+    def forward(self, seq_len: int, offset: int = 0) -> Rotary:
+        """The rotation of positions ``offset .. offset + seq_len - 1``. The last one is kept: a solver
+        asks for the same positions at each of its steps."""
+        return kept(
+            self, "_kept_rotary", (self.inv_freq,), lambda: self._rotary(seq_len, offset), (seq_len, offset)
+        )
+
+    def _rotary(self, seq_len: int, offset: int) -> Rotary:
+        pos = torch.arange(offset, offset + seq_len, device=self.inv_freq.device).type_as(self.inv_freq)
+        angles = pos[:, None] * self.inv_freq[None, :]  # [T, R/2]: one angle per channel pair
+        return Rotary(torch.complex(angles.cos(), angles.sin()))
+
+
+@dataclass
+class Rotary:
+    """The rotary turns ``exp(i angle)`` ``[T, R/2]`` (complex64): one per position and channel pair."""
+
+    turn: torch.Tensor
+
+
+def rotate_qk_(qkv: torch.Tensor, rope: Rotary) -> torch.Tensor:
+    """Rotate, in place, the first ``R`` channels of q and of k in the fused projection ``qkv [B, T,
+    3 * inner]`` (q, k, v side by side) by the angles of ``rope``; returns ``qkv``.
+
+    Channels 2i, 2i+1 form the complex number x[2i] + i x[2i+1], multiplied by the turn of pair i: x[2i]
+    cos - x[2i+1] sin and x[2i+1] cos + x[2i] sin, the interleaved rotary (one complex product instead of
+    a pair swap, two products and a sum)."""
+    rot, inner = 2 * rope.turn.shape[-1], qkv.shape[-1] // 3
+    head = qkv[..., : 2 * inner].unflatten(-1, (2, inner))[..., :rot]  # [B, T, 2, R]: q's and k's
+    pairs = torch.view_as_complex(head.float().unflatten(-1, (rot // 2, 2)).contiguous())
+    head.copy_(torch.view_as_real(pairs * rope.turn[:, None]).flatten(-2))
+    return qkv
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention ``[B, T, dim]`` with a boolean mask ``[B, 1, T, S]`` (True = attend).
+
+    ``past``: a ``KVBuffer`` with the keys and values of earlier frames (streaming): this call's are added
+    to it and attended to after them (S = P + T; mask None = attend to all). ``valid [B, T]``: frames whose
+    output is kept (padding outputs are zero). Returns the output and this call's keys and values (after
+    the rotary)."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        inner = heads * dim_head
+        self.to_q = nn.Linear(dim, inner)
+        self.to_k = nn.Linear(dim, inner)
+        self.to_v = nn.Linear(dim, inner)
+        self.to_out = nn.ModuleList([nn.Linear(inner, dim), nn.Dropout(dropout)])
+
+    def forward(self, x, mask, rope, valid=None, past=None):
+        b, t, _ = x.shape
+        qkv = rotate_qk_(F.linear(x, *self.qkv_weights()), rope)
+        q, k, v = (z.view(b, t, self.heads, -1).transpose(1, 2) for z in qkv.chunk(3, dim=-1))
+        keys, values = (k, v) if past is None else past.extend(k, v)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        out = self.to_out[1](self.to_out[0](out.transpose(1, 2).reshape(b, t, -1)))
+        if valid is not None:
+            out = out.masked_fill(~valid.unsqueeze(-1), 0.0)
+        return out, (k, v)
+
+    def qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``to_q``, ``to_k``, ``to_v`` stacked into one projection (one GEMM instead of three). Without
+        autograd the stack is kept until a weight changes."""
+        layers = (self.to_q, self.to_k, self.to_v)
+        weights, biases = [layer.weight for layer in layers], [layer.bias for layer in layers]
+        return kept(self, "_kept_qkv", weights + biases, lambda: (torch.cat(weights), torch.cat(biases)))
+
+
+class AdaLayerNormZero(nn.Module):
+    """LayerNorm (no affine, eps 1e-6) modulated by the time embedding; ``linear`` gives, in order,
+    shift, scale, gate (attention) and shift, scale, gate (feed-forward)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, 6 * dim)
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+
+    def modulation(self, emb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Time embedding ``[B, dim]`` -> the six ``[B, 1, dim]`` modulations (depend on time only)."""
+        return tuple(m.unsqueeze(1) for m in self.linear(F.silu(emb)).chunk(6, dim=1))
+
+    def forward(self, x: torch.Tensor, modulation: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        shift, scale = modulation[0], modulation[1]
+        return torch.addcmul(shift, self.norm(x), 1 + scale)
+
+
+class AdaLayerNormZeroFinal(nn.Module):
+    """Final modulated LayerNorm; ``linear`` gives scale then shift."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, 2 * dim)
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+
+    def modulation(self, emb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Time embedding ``[B, dim]`` -> ``(scale, shift)``, each ``[B, 1, dim]``."""
+        return tuple(m.unsqueeze(1) for m in self.linear(F.silu(emb)).chunk(2, dim=1))
+
+    def forward(self, x: torch.Tensor, modulation: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        scale, shift = modulation
+        return torch.addcmul(shift, self.norm(x), 1 + scale)
+
+
+class FeedForward(nn.Module):
+    """Linear -> GELU (tanh) -> dropout -> Linear, nested as ``ff.0.0`` / ``ff.2`` (the official names)."""
+
+    def __init__(self, dim: int, mult: int, dropout: float):
+        super().__init__()
+        inner = dim * mult
+        self.ff = nn.Sequential(
+            nn.Sequential(nn.Linear(dim, inner), nn.GELU(approximate="tanh")),
+            nn.Dropout(dropout),
+            nn.Linear(inner, dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ff(x)
+
+
+class DiTBlock(nn.Module):
+    """Pre-norm transformer block with AdaLayerNormZero modulation and gated residuals."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, ff_mult: int, dropout: float):
+        super().__init__()
+        self.attn_norm = AdaLayerNormZero(dim)
+        self.attn = Attention(dim, heads, dim_head, dropout)
+        self.ff_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ff = FeedForward(dim, ff_mult, dropout)
+
+    def forward(self, x, modulation, mask, rope, valid=None, past=None):
+        """``modulation``: ``attn_norm.modulation(time embedding)``. As ``Attention``: returns the block
+        output and this call's keys and values."""
+        _, _, gate, shift_ff, scale_ff, gate_ff = modulation
+        attended, kv = self.attn(self.attn_norm(x, modulation), mask, rope, valid, past)
+        x = torch.addcmul(x, gate, attended)
+        h = torch.addcmul(shift_ff, self.ff_norm(x), 1 + scale_ff)
+        return torch.addcmul(x, gate_ff, self.ff(h)), kv
+
+
+class DiT(nn.Module):
+    """Velocity estimator: ``(x, mask, mu, t, spks, cond)`` -> ``[B, mel, T]``.
+
+    x, mu, cond: ``[B, C, T]``; mask ``[B, 1, T]``; t ``[B]`` or a scalar; spks ``[B, spk_dim]``."""
+
+    def __init__(
+        self,
+        mel_dim: int,
+        mu_dim: int,
+        spk_dim: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        dim_head: int,
+        ff_mult: int,
+        dropout: float,
+        conv_pos_kernel: int,
+        conv_pos_groups: int,
+        static_chunk_size: int,
+    ):
+        super().__init__()
+        self.static_chunk_size = static_chunk_size
+        self.time_embed = TimestepEmbedding(dim)
+        self.input_embed = InputEmbedding(mel_dim, mu_dim, spk_dim, dim, conv_pos_kernel, conv_pos_groups)
+        self.rotary_embed = RotaryEmbedding(dim_head)
+        self.transformer_blocks = nn.ModuleList(
+            DiTBlock(dim, heads, dim_head, ff_mult, dropout) for _ in range(depth)
+        )
+        self.norm_out = AdaLayerNormZeroFinal(dim)
+        self.proj_out = nn.Linear(dim, mel_dim)
+
+    def forward(
+        self, x, mask, mu, t, spks, cond, streaming: bool = False, chunks: ChunkPolicy | None = None
+    ) -> torch.Tensor:
+        """``streaming=True``: chunk-causal attention with ``static_chunk_size`` chunks, or as ``chunks``
+        says."""
+        x, mu, cond = x.transpose(1, 2), mu.transpose(1, 2), cond.transpose(1, 2)
+        if t.ndim == 0:
+            t = t.repeat(x.shape[0])
+        modulations = self.modulations(t)
+        h = self.input_embed(x, cond, mu, spks)
+        rope = self.rotary_embed(h.shape[1])
+        valid = mask.bool()
+        if streaming:
+            attn_mask = attention_mask(valid, chunks or ChunkPolicy(self.static_chunk_size))
+        elif bool(valid.all()):  # no padding: plain full attention, nothing to zero
+            attn_mask, valid = None, None
+        else:
+            attn_mask = attention_mask(valid)
+        for block, modulation in zip(self.transformer_blocks, modulations, strict=False):
+            h, _ = block(h, modulation, attn_mask, rope, None if valid is None else valid[:, 0])
+        return self.proj_out(self.norm_out(h, modulations[-1])).transpose(1, 2)
+
+    def modulations(self, t: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """Flow time ``[B]`` -> each block's modulations, then the final norm's.
+
+        They depend on the time alone, and a solver visits the same few times in every call: without
+        autograd they are kept (per time vector, until a weight changes), so each stream chunk and each
+        utterance after the first skips these small, slow matrix-vector products."""
+        layers = [self.time_embed, *(b.attn_norm for b in self.transformer_blocks), self.norm_out]
+        params = [p for layer in layers for p in layer.parameters()]
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return self._modulations(t)
+        by_time = kept(self, "_kept_modulations", params, dict)  # a fresh dict for new weights
+        key = (tuple(t.tolist()), t.dtype, t.device)
+        if key not in by_time:
+            if len(by_time) >= 256:  # many distinct times (another solver): start again
+                by_time.clear()
+            with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable in any mode
+                by_time[key] = self._modulations(t.clone())
+        return by_time[key]
+
+    def _modulations(self, t: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        emb = self.time_embed(t)
+        return [block.attn_norm.modulation(emb) for block in self.transformer_blocks] + [
+            self.norm_out.modulation(emb)
+        ]
+
+    def init_cache(self, batch_size: int) -> DiTCache:
+        """An empty streaming cache for ``batch_size`` rows (see ``step``)."""
+        param = self.proj_out.weight
+        pad = self.input_embed.conv_pos_embed.kernel_size - 1
+        heads, dim_head = self.transformer_blocks[0].attn.heads, self.rotary_embed.inv_freq.numel() * 2
+        return DiTCache(
+            conv=[param.new_zeros(batch_size, param.shape[1], pad) for _ in range(2)],
+            kv=[KVBuffer(param.new_zeros(batch_size, heads, 0, dim_head)) for _ in self.transformer_blocks],
+        )
+
+    def step(self, x, mu, t, spks, cond, cache: DiTCache) -> tuple[torch.Tensor, DiTCache]:
+        """The next frames of a stream: x, mu, cond ``[B, C, n]``, t ``[B]``, spks ``[B, spk]``, and the
+        cache of the frames before (their causal-conv inputs, keys and values) -> ``(velocity [B, mel, n],
+        cache with these frames)``. The n frames see each other and every cached frame: one chunk of the
+        chunk-causal ``forward``. Trim ``cache`` (``DiTCache.keep_last``) to bound the context."""
+        x, mu, cond = x.transpose(1, 2), mu.transpose(1, 2), cond.transpose(1, 2)
+        modulations = self.modulations(t)
+        embed = self.input_embed
+        spk = spks.unsqueeze(1).expand(-1, x.shape[1], -1)
+        h = embed.proj(torch.cat((x, cond, mu, spk), dim=-1))
+        pos, conv = h.transpose(1, 2), []
+        for layer, context in zip(
+            (embed.conv_pos_embed.conv1, embed.conv_pos_embed.conv2), cache.conv, strict=True
+        ):
+            pos, context = stream_conv(layer[0], pos, context)
+            pos = layer[1](pos)
+            conv.append(context)
+        h = pos.transpose(1, 2) + h
+        rope = self.rotary_embed(h.shape[1], offset=cache.position)
+        for block, modulation, kv in zip(self.transformer_blocks, modulations, cache.kv, strict=False):
+            h, _ = block(h, modulation, None, rope, None, kv)
+        velocity = self.proj_out(self.norm_out(h, modulations[-1])).transpose(1, 2)
+        return velocity, DiTCache(conv, cache.kv, cache.position + x.shape[1])
