@@ -78,6 +78,34 @@ def test_forward_losses_and_logits_match_the_official_code(official):
     torch.testing.assert_close(out.speech_logits[..., :256], g["speech_logits_first256"], rtol=0, atol=1e-5)
 
 
+def test_speech_logits_without_speech_targets_match_the_official_code(official):
+    """``return_speech_logits=True`` when nothing in the batch has speech targets, against the official
+    code (golden README: srh_no_speech_targets). Without speech labels (a text-only batch; user audio with
+    no labels) the official head adds no previous-token embedding; with labels but no speech trained it
+    adds the pad embedding everywhere. Before the fix both got the BOS embedding (off by 0.13 to 0.27)."""
+    g = load_file(GOLDEN / "forward.safetensors")
+    want = load_file(GOLDEN / "srh_no_speech_targets.safetensors")
+    audio = {k: g[k].clone() for k in FORWARD_KEYS if k != "labels"}
+    with torch.no_grad():
+        text_only = official(
+            input_ids=want["text_input_ids"],
+            attention_mask=want["text_attention_mask"],
+            position_ids=want["text_position_ids"],
+            return_speech_logits=True,
+        )
+        user_audio = official(**audio, return_speech_logits=True)
+        untrained = official(**audio, labels=want["notarget_labels"].clone(), return_speech_logits=True)
+    cases = [
+        (text_only, "text_speech_logits_first64", 12),
+        (user_audio, "audio_speech_logits_first64", 45),
+        (untrained, "notarget_speech_logits_first64", 45),
+    ]
+    for out, key, steps in cases:
+        assert out.speech_logits.shape == (2, steps * 5, 6565), key
+        torch.testing.assert_close(out.speech_logits[..., :64], want[key], rtol=0, atol=2e-6, msg=key)
+    assert untrained.speech_loss is None  # no targets, no speech loss
+
+
 def test_forward_does_not_modify_its_inputs(official):
     g = load_file(GOLDEN / "forward.safetensors")
     inputs = {k: g[k].clone() for k in FORWARD_KEYS}

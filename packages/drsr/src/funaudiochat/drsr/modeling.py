@@ -346,20 +346,17 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
         has_speech_targets = speech_labels is not None and bool((speech_labels != ignore).any())
         want_speech = has_speech_targets if return_speech_logits is None else return_speech_logits
         if self.audio_invert_tower is not None and want_speech:
-            targets = select = None
-            if has_speech_targets:
+            targets = select = prev = None
+            # As the official head: with speech labels (even none trained) each 25 Hz position gets the
+            # embedding of its previous token, pad where there is none; without speech labels (no labels,
+            # or no audio in the batch) no previous-token embedding is added at all.
+            if speech_labels is not None:
                 prev = speech_labels.masked_fill(speech_labels == ignore, cfg.audio_config.pad_token_id)
                 prev = torch.roll(prev, shifts=-(k - 1), dims=1)
+            if has_speech_targets:
                 targets = F.pad(speech_labels, (0, k), value=ignore)[:, k:]
                 if not return_speech_logits:  # the loss alone: logits where there are targets
                     select = targets != ignore
-            else:
-                prev = torch.full(
-                    (hidden.shape[0], hidden.shape[1] * k),
-                    cfg.audio_config.bos_token_id,
-                    dtype=torch.long,
-                    device=hidden.device,
-                )
             with record_function("srh"):
                 logits = self.audio_invert_tower(
                     hidden + text_embeds.detach(),

@@ -145,7 +145,7 @@ class SpeechRefinedHead(nn.Module):
     def forward(
         self,
         conditioning: torch.Tensor,
-        prev_ids: torch.Tensor,
+        prev_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         select: torch.Tensor | None = None,
@@ -156,8 +156,10 @@ class SpeechRefinedHead(nn.Module):
         causal: later positions change nothing before them).
 
         ``conditioning [B, S, D]`` = LLM last hidden + text embedding; ``prev_ids [B, S*k]`` the previous
-        speech token of each 25 Hz position; ``attention_mask``/``position_ids [B, S]`` at 5 Hz (positions are
-        expanded to ``k * p + j``, and padding positions, ``p == 0`` after the last non-zero, to 0).
+        speech token of each 25 Hz position, or None: no previous-token embedding is added (what the
+        official head does when a batch has no speech labels); ``attention_mask``/``position_ids [B, S]``
+        at 5 Hz (positions are expanded to ``k * p + j``, and padding positions, ``p == 0`` after the last
+        non-zero, to 0).
         """
         k = self.group_size
         b, s, _ = conditioning.shape
@@ -173,11 +175,15 @@ class SpeechRefinedHead(nn.Module):
         if select is not None:
             needed = select.any(0).nonzero()
             s = int(needed[-1]) // k + 1 if needed.numel() else 1
-            conditioning, prev_ids, select = conditioning[:, :s], prev_ids[:, : s * k], select[:, : s * k]
+            conditioning, select = conditioning[:, :s], select[:, : s * k]
+            prev_ids = None if prev_ids is None else prev_ids[:, : s * k]
             attention_mask = None if attention_mask is None else attention_mask[:, :s]
             positions = None if positions is None else positions[:, : s * k]
         u = self.pre_matching(conditioning)
-        x = ops.ungroup_(u, prev_ids, self.lm_head.weight, k)
+        if prev_ids is None:  # the k-way split alone
+            x = u.view(b, u.shape[1] * k, -1)
+        else:
+            x = ops.ungroup_(u, prev_ids, self.lm_head.weight, k)
         mask = attention_mask.repeat_interleave(k, dim=1) if attention_mask is not None else None
         logits, _ = self._decode(x, mask, positions, select=select)
         return logits
