@@ -397,8 +397,8 @@ def test_stream_equals_chunk_causal_offline(with_prompt, chunk, context, growth,
     )
     outs, pos = [], 0
     for i, hop in enumerate(hops):
-        mel, state = flow.step(tokens[:, pos : pos + hop], state, finalize=i == len(hops) - 1)
-        outs.append(mel)
+        mel = flow.step(tokens[:, pos : pos + hop], state, finalize=i == len(hops) - 1)
+        outs.append(torch.stack(mel))
         pos += hop
         if i < len(hops) - 1:  # only whole chunks come out before the end
             assert sum(o.shape[2] for o in outs) % chunk == 0
@@ -412,9 +412,46 @@ def test_context_window_bounds_the_cache():
     flow = CausalFlowMatching(FlowConfig.tiny()).eval()
     state = flow.init_state(torch.randn(192), chunk_size=4, context_chunks=3)
     for _ in range(10):
-        _, state = flow.step(torch.randint(0, 6561, (1, 2)), state)
+        flow.step(torch.randint(0, 6561, (1, 2)), state)
     assert all(len(kv) <= 4 * 4 for cache in state.caches for kv in cache.kv)
     with pytest.raises(ValueError, match="context_chunks must be >= 0"):
         flow.init_state(torch.randn(192), context_chunks=-1)
     with pytest.raises(ValueError, match=r"tokens must be \[B=1, n\]"):
         flow.step(torch.zeros(2, 3, dtype=torch.long), state)
+
+
+def test_streams_at_different_positions_join_and_reset_as_cohorts():
+    """Row 0 streams 12 tokens alone; row 1 joins at its start; pushes of different sizes split them;
+    row 0 is then reset to a new session: every row equals its own chunk-causal offline run."""
+    from funaudiochat.base import Cohorts, StateMismatch, StreamState
+    from funaudiochat.vocoder.chunks import ChunkPolicy
+
+    torch.manual_seed(0)
+    flow = CausalFlowMatching(FlowConfig.tiny()).eval()
+    g = torch.Generator().manual_seed(3)
+    tokens, spk = torch.randint(0, 6561, (3, 30), generator=g), torch.randn(3, 192, generator=g)
+
+    def offline(row, n):
+        mel, _ = flow.inference(tokens[row : row + 1, :n], spk[row], streaming=True, chunks=ChunkPolicy(8))
+        return mel[0]
+
+    first = flow.init_state(spk[0], chunk_size=8)
+    got = {0: flow.step(tokens[:1, :12], first), 1: [], 2: []}
+    with pytest.raises(StateMismatch, match="cannot be one batch.*Cohorts"):
+        StreamState.cat([first, flow.init_state(spk[1], chunk_size=8)])  # lockstep states cannot
+    state = StreamState.cat([Cohorts.of(first), Cohorts.of(flow.init_state(spk[1], chunk_size=8))])
+    out = flow.step([tokens[0, 12:20], tokens[1, :8]], state)  # same amounts, other positions
+    got[0] += out[:1]
+    got[1] += out[1:]
+    out = flow.step([tokens[0, 20:30], tokens[1, 8:11]], state, finalize=False)  # different amounts
+    got[0] += out[:1]
+    got[1] += out[1:]
+    assert len(state.groups) == 2
+    ended = state.select([0])
+    got[0] += flow.step([tokens[0, :0]], ended, finalize=True)
+    state.reset(torch.tensor([True, False]), Cohorts.of(flow.init_state(spk[2], chunk_size=8)))
+    out = flow.step([tokens[2, :17], tokens[1, 11:28]], state, finalize=True)
+    got[2] += out[:1]
+    got[1] += out[1:]
+    for row, n in ((0, 30), (1, 28), (2, 17)):
+        torch.testing.assert_close(torch.cat(got[row], dim=1), offline(row, n), rtol=0, atol=1e-5)

@@ -149,8 +149,8 @@ def run_stream(model, mel, chunks, seed=3):
     state = model.init_state(mel.shape[0], SourceNoise(9, seed=seed))
     outs, pos = [], 0
     for i, size in enumerate(chunks):
-        wave, state = model.step(mel[:, :, pos : pos + size], state, finalize=i == len(chunks) - 1)
-        outs.append(wave)
+        wave = model.step(mel[:, :, pos : pos + size], state, finalize=i == len(chunks) - 1)
+        outs.append(torch.stack(wave))
         pos += size
     return outs
 
@@ -185,9 +185,34 @@ def test_stream_refuses_bad_input(voiced_hift):
     state = voiced_hift.init_state(2)
     with pytest.raises(ValueError, match=r"mel must be \[B=2, 80, frames\]"):
         voiced_hift.step(torch.randn(1, 80, 5), state)
-    _, state = voiced_hift.step(torch.randn(2, 80, 5), state, finalize=True)
+    voiced_hift.step(torch.randn(2, 80, 5), state, finalize=True)
     with pytest.raises(ValueError, match="finalized"):
         voiced_hift.step(torch.randn(2, 80, 5), state)
+
+
+def test_streams_at_different_positions_join_and_reset_as_cohorts(voiced_hift):
+    """Row 0 streams 9 frames alone, row 1 joins at its start, row 0 is reset to a new stream later:
+    each row's audio equals its own offline run."""
+    from funaudiochat.base import Cohorts, StreamState
+
+    torch.manual_seed(6)
+    mels = torch.randn(3, 80, 30)
+    noise = SourceNoise(9, seed=3)
+    offline = [voiced_hift.inference(mels[i : i + 1], noise=noise)[0][0] for i in range(3)]
+    first = voiced_hift.init_state(1, noise)
+    got = {0: voiced_hift.step(mels[:1, :, :9], first), 1: [], 2: []}
+    state = StreamState.cat([Cohorts.of(first), Cohorts.of(voiced_hift.init_state(1, noise))])
+    out = voiced_hift.step([mels[0, :, 9:20], mels[1, :, :11]], state)
+    got[0] += out[:1]
+    got[1] += out[1:]
+    got[0] += voiced_hift.step([mels[0, :, 20:]], state.select([0]), finalize=True)
+    state.reset([True, False], Cohorts.of(voiced_hift.init_state(1, noise)))
+    out = voiced_hift.step([mels[2], mels[1, :, 11:]], state, finalize=True)
+    got[2] += out[:1]
+    got[1] += out[1:]
+    for row in range(3):
+        torch.testing.assert_close(torch.cat(got[row]), offline[row], rtol=0, atol=1e-6)
+    assert min(o.abs().max() for o in offline) > 0.05  # a real signal: 1e-6 is a tight tolerance
 
 
 def per_sample_source(source, f0, noise, start=0, phase=None):
@@ -254,5 +279,5 @@ def test_kept_kernels_follow_weight_changes():
     expected, _ = fresh.inference(mel, noise=SourceNoise(9))
     assert not torch.allclose(after, before, atol=1e-4)
     torch.testing.assert_close(after, expected, rtol=0, atol=1e-6)
-    streamed, _ = model.step(mel, model.init_state(1, SourceNoise(9)), finalize=True)
+    streamed = torch.stack(model.step(mel, model.init_state(1, SourceNoise(9)), finalize=True))
     torch.testing.assert_close(streamed, expected, rtol=0, atol=1e-4)

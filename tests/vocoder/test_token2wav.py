@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+from funaudiochat.base import StreamState
 from funaudiochat.vocoder.speakers import Speaker
 from funaudiochat.vocoder.token2wav import Token2Wav, clean_tokens, plan_segments
 from hypothesis import given
@@ -12,7 +13,16 @@ from hypothesis import strategies as st
 
 @pytest.fixture(scope="module")
 def t2w():
-    return Token2Wav.random(seed=0)
+    """The tiny random vocoder, made louder (a larger log-magnitude bias of HiFT's last conv): RMS about
+    0.2, so that an absolute tolerance of 1e-5 on its audio is a tight one."""
+    vocoder = Token2Wav.random(seed=0)
+    with torch.no_grad():
+        vocoder.hift.conv_post.bias[: vocoder.hift.config.istft_n_fft // 2 + 1] += 2.0
+    return vocoder
+
+
+def rms(wave: torch.Tensor) -> float:
+    return float(wave.pow(2).mean().sqrt())
 
 
 def test_length_is_960_samples_per_token(t2w):
@@ -109,6 +119,7 @@ def test_stream_equals_chunk_causal_offline(t2w, voice, pushes, growth):
     joined = torch.cat(pieces)
     assert joined.shape == (len(codes) * 960,) and stream.samples == joined.numel()
     torch.testing.assert_close(joined, offline, rtol=0, atol=1e-5)
+    assert rms(offline) > 0.1
     if growth > 1:  # longer chunks see further ahead: the audio after the first hop changes
         fixed = t2w.synthesize(codes, speaker, chunk_tokens=15)
         same = 12 * 960  # the first hop's mel is the same; HiFT's look-ahead mixes in the next 2 tokens'
@@ -159,21 +170,49 @@ def test_batched_streams_equal_their_own_streams(t2w, voice):
         )
     codes = torch.randint(0, 6561, (3, 52), generator=g)
     pushes = [20, 0, 13, 19]
-    batch = t2w.stream(voices, hop_tokens=15, hop_growth=2, max_hop_tokens=30)
+    state = t2w.init_state(3, voices, hop_tokens=15, hop_growth=2, max_hop_tokens=30)
     pieces, pos = [], 0
-    for n in pushes[:-1]:
-        pieces.append(batch.push(codes[:, pos : pos + n]))
+    for i, n in enumerate(pushes):
+        pieces.append(t2w.step(codes[:, pos : pos + n], state, finalize=i == len(pushes) - 1))
         pos += n
-    pieces.append(batch.finalize(codes[:, pos:]))
-    joined = torch.cat(pieces, dim=1)
-    assert joined.shape == (3, 52 * 960) and batch.samples == 52 * 960
+    assert len(state.groups) == 1  # equal pushes: one lockstep cohort all along
     for row, speaker in enumerate(voices):
+        joined = torch.cat([piece[row] for piece in pieces])
+        assert joined.shape == (52 * 960,) and rms(joined) > 0.1
         alone = t2w.stream(speaker, hop_tokens=15, hop_growth=2, max_hop_tokens=30)
         own = torch.cat([alone.push(codes[row, :33]), alone.finalize(codes[row, 33:])])
-        torch.testing.assert_close(joined[row], own, rtol=0, atol=1e-5)
-    single = t2w.stream([voices[0]])  # a list of one is a batch of one: [1, samples]
-    assert single.push(codes[:1, :18]).shape == (1, 26 * 480 - 4)
-    assert single.finalize().shape[0] == 1
+        torch.testing.assert_close(joined, own, rtol=0, atol=1e-5)
+
+
+def test_sessions_joining_later_and_a_reset_row_get_their_own_audio(t2w):
+    """A session joins a running one 20 codes later, the two get different amounts of codes per step, and
+    the first row is then reset to a new session: each row's audio equals its own chunk-causal synthesis."""
+    g = torch.Generator().manual_seed(7)
+    codes = [torch.randint(0, 6561, (n,), generator=g) for n in (47, 41, 29)]
+    voices = [Speaker(torch.randn(192, generator=g)) for _ in range(3)]
+    expected = [t2w.synthesize(c, v, chunk_tokens=15) for c, v in zip(codes, voices, strict=True)]
+    got = {0: [], 1: [], 2: []}
+
+    state = t2w.init_state(1, voices[0])
+    got[0] += t2w.step(codes[0][:20], state)
+    state = StreamState.cat([state, t2w.init_state(1, voices[1])])
+    for a, b in (
+        (slice(20, 30), slice(0, 10)),
+        (slice(30, 33), slice(10, 24)),
+        (slice(33, 47), slice(24, 30)),
+    ):
+        out = t2w.step([codes[0][a], codes[1][b]], state)
+        got[0].append(out[0])
+        got[1].append(out[1])
+    got[0] += t2w.step([codes[0][:0]], state.select([0]), finalize=True)  # session 0 ends
+    state.reset([True, False], t2w.init_state(1, voices[2]))  # its row takes a new session
+    out = t2w.step([codes[2], codes[1][30:]], state, finalize=True)
+    got[2].append(out[0])
+    got[1].append(out[1])
+    for row in range(3):
+        joined = torch.cat(got[row])
+        assert joined.shape == expected[row].shape and rms(expected[row]) > 0.1
+        torch.testing.assert_close(joined, expected[row], rtol=0, atol=1e-5)
 
 
 def test_batched_streams_refuse_bad_input(t2w):
@@ -181,20 +220,22 @@ def test_batched_streams_refuse_bad_input(t2w):
     a = Speaker(torch.randn(192, generator=g), torch.tensor([1, 2]), torch.randn(4, 80, generator=g))
     b = Speaker(torch.randn(192, generator=g), torch.tensor([1, 2, 3]), torch.randn(6, 80, generator=g))
     with pytest.raises(ValueError, match="voice prompts of the same length.*2 tokens / 4 frames, 3 tokens"):
-        t2w.stream([a, b])
+        t2w.init_state(2, [a, b])
     with pytest.raises(ValueError, match="same length.*none"):
-        t2w.stream([a, Speaker(torch.randn(192, generator=g))])
-    with pytest.raises(ValueError, match="at least one speaker"):
-        t2w.stream([])
-    pair = t2w.stream([None, "default"])
+        t2w.init_state(2, [a, Speaker(torch.randn(192, generator=g))])
+    with pytest.raises(ValueError, match="got 1 speakers for a batch of 2"):
+        t2w.init_state(2, [a])
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        t2w.init_state(0)
+    with pytest.raises(ValueError, match="one session"):
+        t2w.stream([a, b])
+    pair = t2w.init_state(2, [None, "default"])
     with pytest.raises(ValueError, match="this batch has 2 streams; got codes for 3 rows"):
-        pair.push(torch.zeros(3, 5, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"takes codes \[B, n\], got shape \[5\]"):
-        pair.push([1, 2, 3, 4, 5])
-    with (
-        pytest.warns(UserWarning, match="dropped 1 special"),
-        pytest.raises(ValueError, match=r"rows have \[4, 5\] codes"),
-    ):
-        pair.push([[1, 2, 3, 4, 5], [1, 2, 6561, 4, 5]])
+        t2w.step(torch.zeros(3, 5, dtype=torch.long), pair)
+    with pytest.raises(ValueError, match=r"takes codes \[B, n\] or one sequence per row, got shape \[5\]"):
+        t2w.step([1, 2, 3, 4, 5], pair)
+    with pytest.raises(ValueError, match="takes the Cohorts made by init_state"):
+        t2w.step([[1], [2]], pair.groups[0])
     with pytest.warns(UserWarning, match="dropped 2 special"):  # one per row: still lockstep
-        assert pair.finalize([[6562, 1, 2], [1, 6561, 2]]).shape == (2, 2 * 960)
+        out = t2w.step([[6562, 1, 2], [1, 6561, 2]], pair, finalize=True)
+    assert [o.shape for o in out] == [(2 * 960,), (2 * 960,)] and len(pair.groups) == 1

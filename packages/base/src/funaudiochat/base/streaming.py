@@ -174,7 +174,15 @@ class StreamState:
         kinds = {type(s) for s in states}
         if len(kinds) > 1:
             raise StateMismatch(f"cannot join states of different types: {sorted(k.__name__ for k in kinds)}")
-        return states[0]._cat_states(states)
+        try:
+            return states[0]._cat_states(states)
+        except StateMismatch as mismatch:
+            if isinstance(states[0], Cohorts) or "Cohorts" in str(mismatch):
+                raise
+            raise StateMismatch(
+                f"{mismatch} (a module that steps its rows in lockstep joins sessions at different "
+                "positions as Cohorts: StreamState.cat([Cohorts.of(a), Cohorts.of(b)]))"
+            ) from None
 
     def reset(self, mask: Sequence[bool] | torch.Tensor, fresh: StreamState) -> None:
         """In place: every row where ``mask`` is True becomes a fresh session, taken from ``fresh`` (a

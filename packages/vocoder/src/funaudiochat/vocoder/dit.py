@@ -50,10 +50,17 @@ class CausalConvPositionEmbedding(nn.Module):
         self.conv1 = nn.Sequential(Conv1d(dim, dim, kernel_size, groups=groups), nn.Mish())
         self.conv2 = nn.Sequential(Conv1d(dim, dim, kernel_size, groups=groups), nn.Mish())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        causal = (self.kernel_size - 1, 0)
-        h = self.conv1[1](self.conv1[0].convolve(x.transpose(1, 2), causal))
-        h = self.conv2[1](self.conv2[0].convolve(h, causal))
+    def forward(self, x: torch.Tensor, contexts: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``x [B, T, dim]``; ``contexts``: a stream's carried inputs of the two convs ``[B, dim, kernel -
+        1]`` each (updated in place), or None for a whole sequence (zero left padding, the same as a fresh
+        stream's zero contexts)."""
+        h = x.transpose(1, 2)
+        for i, (conv, mish) in enumerate((self.conv1, self.conv2)):
+            if contexts is None:
+                h = conv.convolve(h, (self.kernel_size - 1, 0))
+            else:
+                h, contexts[i] = stream_conv(conv, h, contexts[i])
+            h = mish(h)
         return h.transpose(1, 2)
 
 
@@ -65,10 +72,11 @@ class InputEmbedding(nn.Module):
         self.proj = nn.Linear(2 * mel_dim + mu_dim + spk_dim, dim)
         self.conv_pos_embed = CausalConvPositionEmbedding(dim, kernel_size, groups)
 
-    def forward(self, x, cond, mu, spk) -> torch.Tensor:
+    def forward(self, x, cond, mu, spk, contexts: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``contexts``: the position convs' stream contexts (see ``CausalConvPositionEmbedding``)."""
         spk = spk.unsqueeze(1).expand(-1, x.shape[1], -1)
         h = self.proj(torch.cat((x, cond, mu, spk), dim=-1))
-        return self.conv_pos_embed(h) + h
+        return self.conv_pos_embed(h, contexts) + h
 
 
 class RotaryEmbedding(nn.Module):
@@ -258,13 +266,9 @@ class DiT(nn.Module):
         self, x, mask, mu, t, spks, cond, streaming: bool = False, chunks: ChunkPolicy | None = None
     ) -> torch.Tensor:
         """``streaming=True``: chunk-causal attention with ``static_chunk_size`` chunks, or as ``chunks``
-        says."""
-        x, mu, cond = x.transpose(1, 2), mu.transpose(1, 2), cond.transpose(1, 2)
+        says. The same computation as ``step`` runs chunk by chunk (see there)."""
         if t.ndim == 0:
             t = t.repeat(x.shape[0])
-        modulations = self.modulations(t)
-        h = self.input_embed(x, cond, mu, spks)
-        rope = self.rotary_embed(h.shape[1])
         valid = mask.bool()
         if streaming:
             attn_mask = attention_mask(valid, chunks or ChunkPolicy(self.static_chunk_size))
@@ -272,8 +276,29 @@ class DiT(nn.Module):
             attn_mask, valid = None, None
         else:
             attn_mask = attention_mask(valid)
-        for block, modulation in zip(self.transformer_blocks, modulations, strict=False):
-            h, _ = block(h, modulation, attn_mask, rope, None if valid is None else valid[:, 0])
+        return self._run(x, mu, t, spks, cond, attn_mask, None if valid is None else valid[:, 0], None)
+
+    def step(self, x, mu, t, spks, cond, cache: DiTCache) -> torch.Tensor:
+        """The next ``n`` frames of a stream -> their velocity ``[B, mel, n]``; ``cache`` (the frames
+        before: position-conv inputs, keys and values, rotary position) is updated in place.
+
+        x, mu, cond: ``[B, C, n]``; t: ``[B]``; spks: ``[B, spk]``. The n frames see each other and every
+        cached frame: one chunk of the chunk-causal ``forward``, by the same code. Trim ``cache``
+        (``DiTCache.keep_last``) to bound the context."""
+        velocity = self._run(x, mu, t, spks, cond, None, None, cache)
+        cache.position += x.shape[2]
+        return velocity
+
+    def _run(self, x, mu, t, spks, cond, attn_mask, valid, cache: DiTCache | None) -> torch.Tensor:
+        """The estimator over ``x, mu, cond [B, C, T]``: a whole sequence (``cache`` None; ``attn_mask``
+        ``[B, 1, T, T]`` and ``valid [B, T]`` or None) or the next frames of a stream after ``cache``."""
+        x, mu, cond = x.transpose(1, 2), mu.transpose(1, 2), cond.transpose(1, 2)
+        modulations = self.modulations(t)
+        h = self.input_embed(x, cond, mu, spks, None if cache is None else cache.conv)
+        rope = self.rotary_embed(h.shape[1], offset=0 if cache is None else cache.position)
+        buffers = [None] * len(self.transformer_blocks) if cache is None else cache.kv
+        for block, modulation, kv in zip(self.transformer_blocks, modulations, buffers, strict=False):
+            h, _ = block(h, modulation, attn_mask, rope, valid, kv)
         return self.proj_out(self.norm_out(h, modulations[-1])).transpose(1, 2)
 
     def modulations(self, t: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
@@ -310,27 +335,3 @@ class DiT(nn.Module):
             conv=[param.new_zeros(batch_size, param.shape[1], pad) for _ in range(2)],
             kv=[KVBuffer(param.new_zeros(batch_size, heads, 0, dim_head)) for _ in self.transformer_blocks],
         )
-
-    def step(self, x, mu, t, spks, cond, cache: DiTCache) -> tuple[torch.Tensor, DiTCache]:
-        """The next frames of a stream: x, mu, cond ``[B, C, n]``, t ``[B]``, spks ``[B, spk]``, and the
-        cache of the frames before (their causal-conv inputs, keys and values) -> ``(velocity [B, mel, n],
-        cache with these frames)``. The n frames see each other and every cached frame: one chunk of the
-        chunk-causal ``forward``. Trim ``cache`` (``DiTCache.keep_last``) to bound the context."""
-        x, mu, cond = x.transpose(1, 2), mu.transpose(1, 2), cond.transpose(1, 2)
-        modulations = self.modulations(t)
-        embed = self.input_embed
-        spk = spks.unsqueeze(1).expand(-1, x.shape[1], -1)
-        h = embed.proj(torch.cat((x, cond, mu, spk), dim=-1))
-        pos, conv = h.transpose(1, 2), []
-        for layer, context in zip(
-            (embed.conv_pos_embed.conv1, embed.conv_pos_embed.conv2), cache.conv, strict=True
-        ):
-            pos, context = stream_conv(layer[0], pos, context)
-            pos = layer[1](pos)
-            conv.append(context)
-        h = pos.transpose(1, 2) + h
-        rope = self.rotary_embed(h.shape[1], offset=cache.position)
-        for block, modulation, kv in zip(self.transformer_blocks, modulations, cache.kv, strict=False):
-            h, _ = block(h, modulation, None, rope, None, kv)
-        velocity = self.proj_out(self.norm_out(h, modulations[-1])).transpose(1, 2)
-        return velocity, DiTCache(conv, cache.kv, cache.position + x.shape[1])

@@ -28,12 +28,13 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from funaudiochat.base.streaming import Cohorts, StreamState, row, shared
 from funaudiochat.base.weights import check_state_dict
 from torch import nn
 
@@ -286,14 +287,22 @@ class CausalFlowMatching(nn.Module):
             schedule=schedule,
         )
         if prompt_token is not None and prompt_token.numel():
-            state = self._feed_tokens(
-                self._check_tokens(prompt_token, "prompt_token").to(device), state, False
-            )
+            self._feed_tokens(self._check_tokens(prompt_token, "prompt_token").to(device), state, False)
         return state
 
     @torch.no_grad()
-    def step(self, tokens: torch.Tensor, state: FlowState, finalize: bool = False):
-        """The next speech tokens ``[B, n]`` (n >= 0) -> ``(mel [B, 80, m], state)``.
+    def step(
+        self,
+        tokens: torch.Tensor | Sequence[torch.Tensor],
+        state: FlowState | Cohorts,
+        finalize: bool = False,
+    ) -> list[torch.Tensor]:
+        """The next speech tokens of every row -> per row the mel frames they complete ``[80, m]`` (often
+        m = 0); ``state`` is updated in place (the streaming contract of ``funaudiochat.base``).
+
+        tokens: ``[B, n]`` (n >= 0), or for a ``Cohorts`` state one 1-D tensor per row (rows may get
+        different numbers; their cohorts split); state: a lockstep ``FlowState`` from ``init_state``, or
+        ``Cohorts`` of them (sessions at different positions, see ``StreamState.cat``).
 
         A token's features wait for 3 tokens of look-ahead, and its 2 frames for the rest of their chunk;
         each full chunk is solved (all Euler steps, with guidance) against the cached keys and values of the
@@ -301,12 +310,19 @@ class CausalFlowMatching(nn.Module):
         joined equals ``inference(prompt + all tokens, streaming=True, chunks=ChunkPolicy(chunk_size,
         start=F, context=context_chunks, growth=chunk_growth, max_size=max_chunk_size))`` (to float
         rounding)."""
+        if isinstance(state, Cohorts):
+            rows = [torch.as_tensor(t).reshape(-1) for t in tokens]
+            return state.run(rows, lambda part, group: self._step_lockstep(part, group, finalize))
+        return list(self._step_lockstep(tokens, state, finalize).unbind(0))
+
+    def _step_lockstep(self, tokens: torch.Tensor, state: FlowState, finalize: bool) -> torch.Tensor:
+        """``step`` for one lockstep state: tokens ``[B, n]`` -> mel ``[B, 80, m]``."""
         if state.finished:
             raise ValueError("this flow stream is finalized; start a new one with init_state()")
         tokens = self._check_tokens(tokens, "tokens").to(self.input_embedding.weight.device)
         if tokens.shape[0] != state.batch_size:
             raise ValueError(f"tokens must be [B={state.batch_size}, n], got {list(tokens.shape)}")
-        state = self._feed_tokens(tokens, state, finalize)
+        self._feed_tokens(tokens, state, finalize)
         pieces = []
         while True:
             first = state.frames == 0
@@ -314,15 +330,14 @@ class CausalFlowMatching(nn.Module):
             ready = state.mu.shape[2]
             if ready == 0 or (ready < need and not finalize):
                 break
-            mel, state = self._solve_chunk(min(need, ready), state)
-            pieces.append(mel)
+            pieces.append(self._solve_chunk(min(need, ready), state))
             state.chunk_size = state.schedule.next_size(state.chunk_size)
         state.finished = finalize
         if not pieces:
-            return state.spks.new_zeros(state.batch_size, self.config.output_size, 0).float(), state
-        return torch.cat(pieces, dim=2), state
+            return state.spks.new_zeros(state.batch_size, self.config.output_size, 0).float()
+        return torch.cat(pieces, dim=2)
 
-    def _feed_tokens(self, tokens: torch.Tensor, state: FlowState, finalize: bool) -> FlowState:
+    def _feed_tokens(self, tokens: torch.Tensor, state: FlowState, finalize: bool) -> None:
         """Token ids -> the mu frames they determine (pre-look-ahead layer, streamed), queued in the state."""
         c, layer = self.config, self.pre_lookahead_layer
         emb = self.input_embedding(tokens).to(state.mu.dtype)
@@ -337,10 +352,10 @@ class CausalFlowMatching(nn.Module):
         state.embedding_queue = queue[:, n:]
         mu = features.repeat_interleave(c.token_mel_ratio, dim=1).transpose(1, 2)
         state.mu = torch.cat((state.mu, mu), dim=2)
-        return state
 
-    def _solve_chunk(self, n: int, state: FlowState):
-        """Solve the next ``n`` queued mu frames as one chunk; returns their mel (prompt frames cut)."""
+    def _solve_chunk(self, n: int, state: FlowState) -> torch.Tensor:
+        """Solve the next ``n`` queued mu frames as one chunk (state updated in place); returns their mel
+        ``[B, 80, n']`` (prompt frames cut)."""
         b, start = state.batch_size, state.frames
         mu, state.mu = state.mu[:, :, :n], state.mu[:, :, n:]
         # the noise is read by absolute frame, wrapping around past its end (a stream has no length limit)
@@ -358,7 +373,7 @@ class CausalFlowMatching(nn.Module):
         spks_in = torch.cat((state.spks, torch.zeros_like(state.spks)))
 
         def velocity(x, t, index):
-            v, state.caches[index] = decoder.estimator.step(
+            v = decoder.estimator.step(
                 torch.cat((x, x)), mu_in, t.expand(2 * b), spks_in, cond_in, state.caches[index]
             )
             return decoder.guided(v)
@@ -367,7 +382,7 @@ class CausalFlowMatching(nn.Module):
         mel = decoder.euler(x, t_span, velocity).float()
         state.chunk_lengths = state.chunk_lengths + [n]
         state.frames = start + n
-        return mel[:, :, max(0, n_prompt - start) :], state
+        return mel[:, :, max(0, n_prompt - start) :]
 
     # -- training -------------------------------------------------------------------------------------------
 
@@ -445,31 +460,33 @@ class CausalFlowMatching(nn.Module):
 
 
 @dataclass
-class FlowState:
-    """What ``CausalFlowMatching.step`` carries between token chunks, for B streams.
+class FlowState(StreamState):
+    """What ``CausalFlowMatching.step`` carries between token chunks, for B streams in lockstep (a
+    ``StreamState``; sessions at different positions are joined as ``Cohorts`` of these).
 
     ``spks [B, 80]``: the projected speaker; ``prompt_cond [B, 80, F]``: the voice prompt's mel (the
     condition of the first F frames); ``lookahead_context`` / ``conv2_context``: the pre-look-ahead convs'
     input context; ``embedding_queue [B, k, 80]``: token embeddings waiting for their look-ahead (the
     residual); ``mu [B, 80, n]``: token features waiting for their chunk to fill; ``caches``: one
-    ``DiTCache`` per Euler step (rows: conditional then unconditional); ``chunk_size``: frames of the next
-    chunk (it grows as ``schedule`` says); ``chunk_lengths``: frames of the chunks
-    in the caches; ``frames``: frames solved so far (prompt included)."""
+    ``DiTCache`` per Euler step (rows: conditional then unconditional). Shared by the batch:
+    ``chunk_size`` (frames of the next chunk; it grows as ``schedule`` says), ``context_chunks``, the
+    ``noise``, ``chunk_lengths`` (frames of the chunks in the caches), ``frames`` (solved so far, prompt
+    included) and ``finished``."""
 
-    spks: torch.Tensor
-    prompt_cond: torch.Tensor
-    lookahead_context: torch.Tensor
-    conv2_context: torch.Tensor
-    embedding_queue: torch.Tensor
-    mu: torch.Tensor
-    caches: list[DiTCache]
-    chunk_size: int
-    context_chunks: int | None
-    noise: torch.Tensor
-    schedule: ChunkPolicy
-    chunk_lengths: list[int] = field(default_factory=list)
-    frames: int = 0
-    finished: bool = False
+    spks: torch.Tensor = row()
+    prompt_cond: torch.Tensor = row()
+    lookahead_context: torch.Tensor = row()
+    conv2_context: torch.Tensor = row()
+    embedding_queue: torch.Tensor = row()
+    mu: torch.Tensor = row()
+    caches: list[DiTCache] = field(default_factory=list)
+    chunk_size: int = shared(default=0)
+    context_chunks: int | None = shared(default=None)
+    noise: torch.Tensor | None = shared(default=None)
+    schedule: ChunkPolicy | None = shared(default=None)
+    chunk_lengths: list[int] = shared(default_factory=list)
+    frames: int = shared(default=0)
+    finished: bool = shared(default=False)
 
     @property
     def batch_size(self) -> int:

@@ -23,11 +23,12 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from funaudiochat.base.streaming import Cohorts, StreamState, row, shared
 from funaudiochat.base.weights import check_state_dict
 from torch import nn
 from torch.nn.utils import parametrize
@@ -104,48 +105,79 @@ class Snake(nn.Module):
         return kept(self, "_kept_terms", (self.alpha,), make)
 
 
-class CausalConv1d(Conv1d):
-    """Stride-1 convolution padded on one side only: ``left`` (causal) or ``right`` (look-ahead).
+Contexts = dict[str, torch.Tensor] | None  # a stream's carried conv inputs by layer name; None: offline
 
-    ``forward(x, context)``: ``context [B, C, pad]`` replaces the zero padding (past frames for ``left``,
-    future frames for ``right``); the output has as many frames as ``x``.
-    """
+
+class StreamingConv(Conv1d):
+    """A convolution that runs a whole signal or the next piece of a stream with the same weights and
+    arithmetic: ``run(x, contexts, finalize)`` pads the signal itself when ``contexts`` is None, and
+    otherwise takes the carried input frames from ``contexts[stream_name]`` and leaves the new ones
+    there (``streaming.stream_conv``). ``left`` / ``right``: zero padding on each side offline (a stream's
+    context starts as the left padding; the right padding, the look-ahead, comes with ``finalize``)."""
+
+    left: int = 0
+    right: int = 0
+    stream_name: str = ""  # set by the model that owns the layer (HiFTGenerator names every conv)
+
+    def fresh_context(self, batch_size: int, dtype, device) -> torch.Tensor:
+        """The context of a stream at its start: ``left`` zeros ``[B, C_in, left]``."""
+        return torch.zeros(batch_size, self.in_channels, self.left, dtype=dtype, device=device)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's input from the previous layer's output (identity; up-sampling repeats frames)."""
+        return x
+
+    def run(self, x: torch.Tensor, contexts: Contexts = None, finalize: bool = True) -> torch.Tensor:
+        """``x [B, C_in, n]`` -> every output frame it determines ``[B, C_out, m]``.
+
+        contexts: None for a whole signal, or a stream's contexts (this layer's entry is updated in
+        place); finalize: the signal ends here (the right padding is applied)."""
+        x = self.prepare(x)
+        if contexts is None:
+            return self.convolve(x, (self.left, self.right if finalize else 0))
+        if finalize and self.right:
+            x = F.pad(x, (0, self.right))
+        y, contexts[self.stream_name] = stream_conv(self, x, contexts[self.stream_name])
+        return y
+
+
+class CausalConv1d(StreamingConv):
+    """Stride-1 convolution padded on one side only: ``left`` (causal) or ``right`` (look-ahead)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, dilation=1, side: str = "left"):
         super().__init__(in_channels, out_channels, kernel_size, dilation=dilation)
         self.pad = (kernel_size - 1) * dilation
         self.side = side
+        self.left, self.right = (self.pad, 0) if side == "left" else (0, self.pad)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        if context is None:
-            pad = (self.pad, 0) if self.side == "left" else (0, self.pad)
-            return self.convolve(x, pad)
-        x = torch.cat([context, x] if self.side == "left" else [x, context], dim=2)
-        return self.convolve(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
 
 
-class CausalDownsample(Conv1d):
+class CausalDownsample(StreamingConv):
     """Strided convolution with ``stride - 1`` zeros of left padding."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride)
-        self.pad = stride - 1
+        self.pad = self.left = stride - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.convolve(x, (self.pad, 0))
+        return self.run(x)
 
 
-class CausalUpsample(Conv1d):
+class CausalUpsample(StreamingConv):
     """Nearest up-sampling by ``stride``, then a causal convolution of ``kernel_size``."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride):
         super().__init__(in_channels, out_channels, kernel_size)
         self.stride_up = stride
-        self.pad = kernel_size - 1
+        self.pad = self.left = kernel_size - 1
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(self.stride_up, dim=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=self.stride_up, mode="nearest")
-        return self.convolve(x, (self.pad, 0))
+        return self.run(x)
 
 
 class ResBlock(nn.Module):
@@ -162,12 +194,13 @@ class ResBlock(nn.Module):
         self.activations1 = nn.ModuleList(Snake(channels) for _ in dilations)
         self.activations2 = nn.ModuleList(Snake(channels) for _ in dilations)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, contexts: Contexts = None) -> torch.Tensor:
+        """``x [B, C, n]`` -> ``[B, C, n]``; ``contexts``: a stream's (see ``StreamingConv.run``)."""
         in_place = not torch.is_grad_enabled()  # after the first sum, x is this block's own tensor
         for i, (conv1, conv2, act1, act2) in enumerate(
             zip(self.convs1, self.convs2, self.activations1, self.activations2, strict=True)
         ):
-            h = conv2(act2(conv1(act1(x))))
+            h = conv2.run(act2(conv1.run(act1(x), contexts)), contexts)
             x = x.add_(h) if in_place and i else x + h
         return x
 
@@ -210,13 +243,12 @@ class F0Predictor(nn.Module):
     def look_ahead(self) -> int:
         return self.condnet[0].pad
 
-    def forward(self, mel: torch.Tensor, finalize: bool = True) -> torch.Tensor:
-        if finalize:
-            x = self.condnet[0](mel)
-        else:
-            x = self.condnet[0](mel[:, :, : -self.look_ahead], mel[:, :, -self.look_ahead :])
-        for layer in self.condnet[1:]:
-            x = layer(x)
+    def forward(self, mel: torch.Tensor, finalize: bool = True, contexts: Contexts = None) -> torch.Tensor:
+        """mel ``[B, 80, T]`` -> f0 ``[B, T']``; ``contexts``: a stream's (its f0 comes as soon as the
+        look-ahead is there)."""
+        x = mel
+        for layer in self.condnet:
+            x = layer.run(x, contexts, finalize) if isinstance(layer, StreamingConv) else layer(x)
         w, b = self.classifier.weight.to(x.dtype), self.classifier.bias.to(x.dtype)
         return F.linear(x.transpose(1, 2), w, b).squeeze(-1).abs()
 
@@ -263,6 +295,9 @@ class HiFTGenerator(nn.Module):
         self.conv_post = weight_norm(CausalConv1d(channels, n_fft + 2, 7))
         self.f0_predictor = F0Predictor(config.in_channels, config.f0_cond_channels)
         self.register_buffer("stft_window", torch.hann_window(n_fft, periodic=True), persistent=False)
+        for name, module in self.named_modules():  # a stream keeps each conv's context under its name
+            if isinstance(module, StreamingConv):
+                module.stream_name = name
 
     @classmethod
     def from_state_dict(
@@ -293,25 +328,46 @@ class HiFTGenerator(nn.Module):
         rest are held back: ``[B, 480 (T - look - 1)]``."""
         cfg = self.config
         source_spec = self._stft(source.squeeze(1))
-        if finalize:
-            x = self.conv_pre(mel)
-        else:
-            look = cfg.conv_pre_look_right
-            x = self.conv_pre(mel[:, :, :-look], mel[:, :, -look:])
-            source_spec = source_spec[:, :, : -math.prod(cfg.upsample_rates) * look]
-        kernels = len(cfg.resblock_kernel_sizes)
-        for i, up in enumerate(self.ups):
-            x = up(F.leaky_relu(x, cfg.lrelu_slope))
-            if i == len(self.ups) - 1:
-                x = F.pad(x, (1, 0), mode="reflect")
-            x = x + self.source_resblocks[i](self.source_downs[i](source_spec))
-            x = mean_of(self.resblocks[i * kernels + j](x) for j in range(kernels))
-        x = self.conv_post(F.leaky_relu(x))
+        if not finalize:
+            source_spec = source_spec[:, :, : -math.prod(cfg.upsample_rates) * cfg.conv_pre_look_right]
+        x = self._generate(mel, source_spec, None, finalize)
         half = cfg.istft_n_fft // 2 + 1
         wave = self._istft(torch.exp(x[:, :half]), torch.sin(x[:, half:]))
         if not finalize:  # the last frame's samples still depend on the look-ahead: held back
             wave = wave[:, : -cfg.samples_per_frame]
         return wave.clamp(-cfg.audio_limit, cfg.audio_limit)
+
+    def _generate(
+        self, mel: torch.Tensor, source_spec: torch.Tensor, state: HiFTState | None, finalize: bool
+    ) -> torch.Tensor:
+        """The filter path shared by ``decode`` (``state`` None: whole signals) and ``step`` (the next
+        pieces of a stream; ``state``'s contexts, source queue and frame count are updated in place):
+        mel ``[B, 80, n]`` and the source's STFT frames ``[B, n_fft + 2, m]`` -> conv_post output
+        ``[B, n_fft + 2, m']`` (log-magnitude and phase of the output's STFT frames)."""
+        cfg = self.config
+        contexts = None if state is None else state.context
+        # each stage's source branch; in a stream it runs ahead of the main path, its frames wait in a queue
+        pending = [None] * len(self.ups) if state is None else state.source_pending
+        for i, (down, block) in enumerate(zip(self.source_downs, self.source_resblocks, strict=True)):
+            branch = block(down.run(source_spec, contexts), contexts)
+            pending[i] = branch if pending[i] is None else torch.cat((pending[i], branch), dim=2)
+        x = self.conv_pre.run(mel, contexts, finalize)
+        kernels = len(cfg.resblock_kernel_sizes)
+        main_frames = 0 if state is None else state.main_frames
+        for i, up in enumerate(self.ups):
+            x = up.run(F.leaky_relu(x, cfg.lrelu_slope), contexts)
+            if i == len(self.ups) - 1:
+                if main_frames == 0 and x.shape[2]:  # a reflection pad of one frame at the very start
+                    x = torch.cat((x[:, :, 1:2], x), dim=2)
+                main_frames += x.shape[2]
+            n = x.shape[2]
+            if pending[i].shape[2] < n:
+                raise RuntimeError(f"HiFT: the source branch of stage {i} fell behind the main path")
+            x, pending[i] = x + pending[i][:, :, :n], pending[i][:, :, n:]
+            x = mean_of(self.resblocks[i * kernels + j](x, contexts) for j in range(kernels))
+        if state is not None:
+            state.source_pending, state.main_frames = pending, main_frames
+        return self.conv_post.run(F.leaky_relu(x), contexts)
 
     def source(
         self,
@@ -347,38 +403,44 @@ class HiFTGenerator(nn.Module):
         param = self.conv_post.bias
         context = {}
         for name, module in self.named_modules():
-            if not isinstance(module, nn.Conv1d):
-                continue
-            look_ahead = isinstance(module, CausalConv1d) and module.side == "right"
-            dtype = self.config.f0_dtype if name.startswith("f0_predictor.") else param.dtype
-            width = 0 if look_ahead else module.pad
-            context[name] = torch.zeros(
-                batch_size, module.in_channels, width, dtype=dtype, device=param.device
-            )
-        half = self.config.istft_n_fft // 2
+            if isinstance(module, StreamingConv):
+                dtype = self.config.f0_dtype if name.startswith("f0_predictor.") else param.dtype
+                context[name] = module.fresh_context(batch_size, dtype, param.device)
+        harmonics = self.config.nb_harmonics + 1
         overlap = self.config.istft_n_fft - self.config.istft_hop_len
         return HiFTState(
             context=context,
-            noise=noise or SourceNoise(self.config.nb_harmonics + 1),
-            phase=None,
+            noise=noise or SourceNoise(harmonics),
+            phase=param.new_zeros(batch_size, harmonics, dtype=self.config.f0_dtype),
             source_pending=[
                 param.new_zeros(batch_size, block.convs1[0].in_channels, 0) for block in self.source_resblocks
             ],
             stft_input=param.new_zeros(batch_size, 0),
             ola=param.new_zeros(batch_size, overlap),
             ola_envelope=param.new_zeros(overlap),
-            istft_position=-half,
+            istft_position=-(self.config.istft_n_fft // 2),
         )
 
     @torch.inference_mode()
-    def step(self, mel: torch.Tensor, state: HiFTState, finalize: bool = False):
-        """Stream ``mel [B, 80, n]`` (the next n frames, n >= 0) -> ``(waveform [B, m], state)``.
+    def step(
+        self, mel: torch.Tensor | Sequence[torch.Tensor], state: HiFTState | Cohorts, finalize: bool = False
+    ):
+        """Stream the next mel frames of every row -> per row the waveform samples they complete ``[m]``;
+        ``state`` is updated in place (the streaming contract of ``funaudiochat.base``).
 
-        Every sample that the frames so far determine comes out at once: the F0 predictor waits for 3
-        frames of look-ahead and ``conv_pre`` for 4, so a stream lags 4 frames (+ 4 samples of iSTFT
-        overlap) until ``finalize=True``, which ends the stream (no more steps) and flushes the rest. The
-        samples of all steps joined equal ``inference(all frames)`` (float64 F0, the default: to ~1e-5;
-        the phase of the harmonic source is accumulated across steps)."""
+        mel: ``[B, 80, n]`` (n >= 0), or for a ``Cohorts`` state one ``[80, n]`` tensor per row; state: a
+        lockstep ``HiFTState`` from ``init_state``, or ``Cohorts`` of them (sessions at different
+        positions). Every sample that the frames so far determine comes out at once: the F0 predictor
+        waits for 3 frames of look-ahead and ``conv_pre`` for 4, so a stream lags 4 frames (+ 4 samples of
+        iSTFT overlap) until ``finalize=True``, which ends the stream and flushes the rest. The samples of
+        all steps joined equal ``inference(all frames)`` (float64 F0, the default: to ~1e-5; the phase of
+        the harmonic source is accumulated across steps), by the same filter code (``_generate``)."""
+        if isinstance(state, Cohorts):
+            return state.run(list(mel), lambda part, group: self._step_lockstep(part, group, finalize))
+        return list(self._step_lockstep(mel, state, finalize).unbind(0))
+
+    def _step_lockstep(self, mel: torch.Tensor, state: HiFTState, finalize: bool) -> torch.Tensor:
+        """``step`` for one lockstep state: mel ``[B, 80, n]`` -> waveform ``[B, m]``."""
         if state.finished:
             raise ValueError("this HiFT stream is finalized; start a new one with init_state()")
         cfg = self.config
@@ -386,80 +448,21 @@ class HiFTGenerator(nn.Module):
             raise ValueError(
                 f"mel must be [B={state.batch_size}, {cfg.in_channels}, frames], got {list(mel.shape)}"
             )
-        ctx = dict(state.context)
         with parametrize.cached():
-            # F0 (3 frames look-ahead) -> harmonic source -> STFT frames of the source
-            x = mel.to(cfg.f0_dtype)
-            if finalize:
-                x = F.pad(x, (0, self.f0_predictor.look_ahead))
-            for i, layer in enumerate(self.f0_predictor.condnet):
-                if isinstance(layer, nn.Conv1d):
-                    x, ctx[f"f0_predictor.condnet.{i}"] = stream_conv(
-                        layer, x, ctx[f"f0_predictor.condnet.{i}"]
-                    )
-                else:
-                    x = layer(x)
-            classifier = self.f0_predictor.classifier
-            f0 = F.linear(x.transpose(1, 2), classifier.weight.to(x.dtype), classifier.bias.to(x.dtype))
-            f0 = f0.squeeze(-1).abs()
-            source, phase = self.m_source(f0, state.noise, state.source_samples, state.phase)
+            f0 = self.f0_predictor(mel.to(cfg.f0_dtype), finalize, state.context)
+            started = state.source_samples > 0
+            source, phase = self.m_source(
+                f0, state.noise, state.source_samples, state.phase if started else None
+            )
             spec, stft_input = self._stream_stft(source.squeeze(-1), state, finalize)
-
-            # the source branch of every stage runs ahead of the main path; its frames wait in a queue
-            pending = list(state.source_pending)
-            for i, (down, block) in enumerate(zip(self.source_downs, self.source_resblocks, strict=True)):
-                s, ctx[f"source_downs.{i}"] = stream_conv(down, spec, ctx[f"source_downs.{i}"])
-                s = self._stream_resblock(f"source_resblocks.{i}", block, s, ctx)
-                pending[i] = torch.cat((pending[i], s), dim=2)
-
-            # the main path (conv_pre: 4 frames look-ahead)
-            x = F.pad(mel, (0, cfg.conv_pre_look_right)) if finalize else mel
-            x, ctx["conv_pre"] = stream_conv(self.conv_pre, x, ctx["conv_pre"])
-            kernels = len(cfg.resblock_kernel_sizes)
-            main_frames = state.main_frames
-            for i, up in enumerate(self.ups):
-                x = F.leaky_relu(x, cfg.lrelu_slope).repeat_interleave(up.stride_up, dim=2)
-                x, ctx[f"ups.{i}"] = stream_conv(up, x, ctx[f"ups.{i}"])
-                if i == len(self.ups) - 1:
-                    if main_frames == 0 and x.shape[2]:  # the offline path's reflection pad of one frame
-                        x = torch.cat((x[:, :, 1:2], x), dim=2)
-                    main_frames += x.shape[2]
-                n = x.shape[2]
-                if pending[i].shape[2] < n:
-                    raise RuntimeError(f"HiFT stream: source branch of stage {i} fell behind the main path")
-                x, pending[i] = x + pending[i][:, :, :n], pending[i][:, :, n:]
-                x = mean_of(
-                    self._stream_resblock(
-                        f"resblocks.{i * kernels + j}", self.resblocks[i * kernels + j], x, ctx
-                    )
-                    for j in range(kernels)
-                )
-            x, ctx["conv_post"] = stream_conv(self.conv_post, F.leaky_relu(x), ctx["conv_post"])
+            x = self._generate(mel, spec, state, finalize)
             wave, ola, envelope, position = self._stream_istft(x, state, finalize)
-
-        new_state = HiFTState(
-            context=ctx,
-            noise=state.noise,
-            phase=phase,
-            source_pending=pending,
-            stft_input=stft_input,
-            ola=ola,
-            ola_envelope=envelope,
-            istft_position=position,
-            source_samples=state.source_samples + source.shape[1],
-            main_frames=main_frames,
-            finished=finalize,
-        )
-        return wave.clamp(-cfg.audio_limit, cfg.audio_limit), new_state
-
-    def _stream_resblock(self, name: str, block: ResBlock, x: torch.Tensor, ctx: dict) -> torch.Tensor:
-        for j, (conv1, conv2, act1, act2) in enumerate(
-            zip(block.convs1, block.convs2, block.activations1, block.activations2, strict=True)
-        ):
-            h, ctx[f"{name}.convs1.{j}"] = stream_conv(conv1, act1(x), ctx[f"{name}.convs1.{j}"])
-            h, ctx[f"{name}.convs2.{j}"] = stream_conv(conv2, act2(h), ctx[f"{name}.convs2.{j}"])
-            x = x.add_(h) if j else x + h  # after the first sum, x is this call's own tensor
-        return x
+        state.phase = phase.to(state.phase.dtype) if source.shape[1] else state.phase
+        state.stft_input, state.ola, state.ola_envelope = stft_input, ola, envelope
+        state.istft_position = position
+        state.source_samples += source.shape[1]
+        state.finished = finalize
+        return wave.clamp(-cfg.audio_limit, cfg.audio_limit)
 
     def _stream_stft(self, source: torch.Tensor, state: HiFTState, finalize: bool):
         """New source samples ``[B, L]`` -> the STFT frames they complete ``[B, n_fft + 2, m]`` and the
@@ -506,29 +509,30 @@ class HiFTGenerator(nn.Module):
 
 
 @dataclass
-class HiFTState:
-    """What ``HiFTGenerator.step`` carries from one mel chunk to the next, for B streams.
+class HiFTState(StreamState):
+    """What ``HiFTGenerator.step`` carries from one mel chunk to the next, for B streams in lockstep (a
+    ``StreamState``; sessions at different positions are joined as ``Cohorts`` of these).
 
-    ``context``: per convolution (by module name), the input frames later outputs still need
-    ``[B, C, n]``; ``phase``: accumulated harmonic phase ``[B, H]`` (None before the first sample);
-    ``source_pending``: per up-sampling stage, source-branch frames the main path has not reached yet;
-    ``stft_input``: source samples not yet in a complete STFT frame ``[B, n]``; ``ola`` / ``ola_envelope``:
-    iSTFT overlap-add sums (and window-square sums) of positions later frames still add to;
-    ``istft_position``: the output sample of the next overlap-add position (negative: centre padding);
-    ``source_samples``: excitation samples made so far (the noise position); ``main_frames``: frames the
-    main path produced at the last stage's rate; ``finished``: ``finalize`` was given."""
+    Per row: ``context``: per convolution (by module name), the input frames later outputs still need
+    ``[B, C, n]``; ``phase``: accumulated harmonic phase ``[B, H]``; ``source_pending``: per up-sampling
+    stage, source-branch frames the main path has not reached yet; ``stft_input``: source samples not yet
+    in a complete STFT frame ``[B, n]``; ``ola``: iSTFT overlap-add sums of positions later frames still
+    add to. Shared by the batch: the ``noise`` source, ``ola_envelope`` (window-square sums of those
+    positions), ``istft_position`` (the output sample of the next overlap-add position; negative: centre
+    padding), ``source_samples`` (excitation samples made so far: the noise position), ``main_frames``
+    (frames of the main path at the last stage's rate) and ``finished``."""
 
-    context: dict[str, torch.Tensor]
-    noise: SourceNoise
-    phase: torch.Tensor | None
-    source_pending: list[torch.Tensor]
-    stft_input: torch.Tensor
-    ola: torch.Tensor
-    ola_envelope: torch.Tensor
-    istft_position: int
-    source_samples: int = 0
-    main_frames: int = 0
-    finished: bool = False
+    context: dict[str, torch.Tensor] = row()
+    phase: torch.Tensor = row()
+    source_pending: list[torch.Tensor] = row()
+    stft_input: torch.Tensor = row()
+    ola: torch.Tensor = row()
+    noise: SourceNoise | None = shared(default=None)
+    ola_envelope: torch.Tensor | None = shared(default=None)
+    istft_position: int = shared(default=0)
+    source_samples: int = shared(default=0)
+    main_frames: int = shared(default=0)
+    finished: bool = shared(default=False)
 
     @property
     def batch_size(self) -> int:

@@ -15,9 +15,11 @@ chunk-causal attention offline, for inputs up to one segment. ``hop_growth`` / `
 each hop after the first longer (fewer, larger flow runs once the first audio is out); ``synthesize``'s
 ``chunk_growth`` / ``max_chunk_tokens`` give the same attention offline.
 
-Several streams that advance together (a server's sessions, one row each) run as one batch: give
-``stream`` a list of speakers and push ``[B, n]`` codes. Each row equals that speaker's own stream; a batch
-of 4 costs little more than one stream (one small stream leaves most of the CPU's work per call idle).
+Several sessions (a server's, one row each) run as one batch on the streaming contract of
+``funaudiochat.base``: ``init_state(B, speaker=[...])`` and ``step(codes, state)``, which returns one
+waveform per row. Rows that started together and get the same number of codes step as one lockstep
+cohort; a session joined later (``StreamState.cat``), reset (``state.reset``) or given another number of
+codes goes on in a cohort of its own. Each row equals that session's own stream.
 
 Token ids: 0..6560 are speech codes; the special ids 6561..6564 (BOS / EOS / pad / unused) that a model's
 raw output may contain are dropped with a warning; anything else is a ``ValueError``. No tokens give an
@@ -30,8 +32,8 @@ Example:
     >>> for piece in token_pieces:
     ...     play(stream.push(piece))                         # audio as soon as it is ready
     >>> play(stream.finalize())
-    >>> pair = t2w.stream(speaker=["中文女", "英文男"])          # two sessions in one batch
-    >>> waves = pair.push(codes_2xn)                        # [2, samples]
+    >>> state = t2w.init_state(2, speaker=["中文女", "英文男"])  # two sessions in one batch
+    >>> waves = t2w.step(codes_2xn, state)                  # [samples] per row
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 import torch
 from funaudiochat.base.constants import SPECIAL_IDS, SPEECH_CODES, VOCODER_SAMPLE_RATE
 from funaudiochat.base.rng import seeded
+from funaudiochat.base.streaming import Cohorts, StreamState
 
 from .flow import CausalFlowMatching, ChunkPolicy, FlowConfig, FlowState
 from .hift import HiFTConfig, HiFTGenerator, HiFTState, SourceNoise
@@ -60,23 +63,37 @@ def clean_tokens(tokens: Sequence[int] | torch.Tensor) -> torch.Tensor:
     return ids if special is None else ids[~special]
 
 
-def clean_token_rows(tokens: Sequence[Sequence[int]] | torch.Tensor) -> torch.Tensor:
-    """``[B, n]`` codes of B lockstep streams -> a long tensor, each row cleaned as ``clean_tokens`` does;
-    rows must keep equal lengths (they advance together)."""
-    rows = torch.as_tensor(tokens)
-    if rows.ndim != 2:
-        raise ValueError(f"a batch of streams takes codes [B, n], got shape {list(rows.shape)}")
-    rows = _checked_ids(rows)
-    special = _specials(rows, stacklevel=4)
-    if special is None:
+def clean_token_rows(tokens, batch_size: int) -> list[torch.Tensor]:
+    """The next codes of each of ``batch_size`` streams -> one 1-D long tensor per row, cleaned as
+    ``clean_tokens`` does (one warning for all dropped specials).
+
+    tokens: ``[B, n]`` (a tensor or nested lists), or one sequence per row (rows may differ in length),
+    or, for a single stream, a flat sequence."""
+    if isinstance(tokens, torch.Tensor) or not _is_nested(tokens):
+        as_tensor = torch.as_tensor(tokens)
+        if as_tensor.ndim <= 1 and batch_size == 1:
+            rows = [as_tensor.reshape(-1)]
+        elif as_tensor.ndim == 2:
+            rows = list(as_tensor)
+        else:
+            raise ValueError(
+                f"a batch of {batch_size} streams takes codes [B, n] or one sequence per row, got shape "
+                f"{list(as_tensor.shape)}"
+            )
+    else:
+        rows = [torch.as_tensor(row).reshape(-1) for row in tokens]
+    if len(rows) != batch_size:
+        raise ValueError(f"this batch has {batch_size} streams; got codes for {len(rows)} rows")
+    rows = [_checked_ids(row) for row in rows]
+    joined = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long)
+    if _specials(joined, stacklevel=5) is None:
         return rows
-    counts = sorted(set((~special).sum(dim=1).tolist()))
-    if len(counts) > 1:
-        raise ValueError(
-            f"after dropping special ids the rows have {counts} codes; streams in one batch advance "
-            "together, so each push must give every row the same number of speech codes"
-        )
-    return rows[~special].reshape(rows.shape[0], counts[0])
+    return [row[(row < SPECIAL_IDS.start) | (row >= SPECIAL_IDS.stop)] for row in rows]
+
+
+def _is_nested(tokens) -> bool:
+    """Whether ``tokens`` is a sequence of per-row sequences (not a flat sequence of ids)."""
+    return isinstance(tokens, list | tuple) and bool(tokens) and not isinstance(tokens[0], int | float)
 
 
 def _checked_ids(ids: torch.Tensor) -> torch.Tensor:
@@ -253,31 +270,36 @@ class Token2Wav:
 
     def init_state(
         self,
+        batch_size: int = 1,
         speaker: Voice | Sequence[Voice] = None,
         hop_tokens: int = 15,
         context_tokens: int | None = 200,
         hop_growth: int = 1,
         max_hop_tokens: int | None = None,
-    ) -> Token2WavState:
-        """A streaming state for one voice, or for a batch of lockstep streams when ``speaker`` is a list
-        (one row per speaker; voice prompts, if any, of equal lengths), see ``step``.
+    ) -> Cohorts:
+        """A streaming state for ``batch_size`` sessions that start now (see ``step``): ``Cohorts`` of one
+        lockstep ``Token2WavState``, to which later sessions are joined with ``StreamState.cat``.
 
-        ``hop_tokens``: tokens per flow chunk (the audio of a hop comes out once its tokens and 3 more are
-        in); ``hop_growth`` / ``max_hop_tokens``: each
-        hop after the first is ``hop_growth`` times longer, up to ``max_hop_tokens`` (the first audio as
-        early as before, then fewer and cheaper flow runs; CosyVoice's ``stream_scale_factor``);
-        ``context_tokens``: how many earlier tokens a chunk attends to, rounded down to whole hops of the
-        longest size (None: all; the official server keeps 200)."""
+        speaker: one voice for every row, or a list with one per row (voice prompts, if any, of equal
+        lengths); hop_tokens: tokens per flow chunk (the audio of a hop comes out once its tokens and 3
+        more are in); hop_growth / max_hop_tokens: each hop after the first is ``hop_growth`` times
+        longer, up to ``max_hop_tokens`` (the first audio as early as before, then fewer and cheaper flow
+        runs; CosyVoice's ``stream_scale_factor``); context_tokens: how many earlier tokens a chunk attends
+        to, rounded down to whole hops of the longest size (None: all; the official server keeps 200)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if hop_tokens < 1:
             raise ValueError(f"hop_tokens must be >= 1, got {hop_tokens}")
         _check_growth(hop_tokens, hop_growth, max_hop_tokens, "hop")
         longest = max_hop_tokens if hop_growth > 1 else hop_tokens
         if context_tokens is not None and context_tokens < 0:
             raise ValueError(f"context_tokens must be >= 0 or None, got {context_tokens}")
-        batched = isinstance(speaker, list | tuple)
-        voices = [self._speaker(one) for one in speaker] if batched else [self._speaker(speaker)]
-        if not voices:
-            raise ValueError("a batch of streams needs at least one speaker, got an empty list")
+        if isinstance(speaker, list | tuple):
+            if len(speaker) != batch_size:
+                raise ValueError(f"got {len(speaker)} speakers for a batch of {batch_size} streams")
+            voices = [self._speaker(one) for one in speaker]
+        else:
+            voices = [self._speaker(speaker)] * batch_size
         device = self.flow.input_embedding.weight.device
         embedding, prompt_token, prompt_feat = _stack_voices(voices, device)
         chunks = self._frame_chunks(hop_tokens, hop_growth, longest)
@@ -290,44 +312,48 @@ class Token2Wav:
             chunk_growth=chunks.growth,
             max_chunk_size=chunks.max_size,
         )
-        noise = self._source_noise()
-        return Token2WavState(flow, self.hift.init_state(len(voices), noise), batched)
+        return Cohorts.of(Token2WavState(flow, self.hift.init_state(batch_size, self._source_noise())))
 
     @torch.inference_mode()
-    def step(
-        self, tokens: Sequence[int] | torch.Tensor, state: Token2WavState, finalize: bool = False
-    ) -> tuple[torch.Tensor, Token2WavState]:
-        """The next speech tokens (any number, specials dropped as in ``synthesize``) -> the audio they
-        complete ``[samples]`` (float32, 24 kHz; often empty) and the new state. ``finalize=True`` ends the
-        stream and returns the rest: all steps joined have ``960`` samples per token.
+    def step(self, tokens, state: Cohorts, finalize: bool = False) -> list[torch.Tensor]:
+        """The next speech tokens of every row -> per row the audio they complete ``[samples]`` (float32,
+        24 kHz; often empty); ``state`` is updated in place (the streaming contract of
+        ``funaudiochat.base``). ``finalize=True`` ends every row and returns the rest: all steps of a row
+        joined have 960 samples per token.
 
-        A batched state (``init_state`` with a list of speakers) takes ``[B, n]`` codes (the same number
-        per row) and gives ``[B, samples]``."""
-        if state.batched:
-            ids = clean_token_rows(tokens)
-            if ids.shape[0] != state.flow.batch_size:
-                raise ValueError(
-                    f"this batch has {state.flow.batch_size} streams; got codes for {ids.shape[0]} rows"
-                )
-        else:
-            ids = clean_tokens(tokens)[None]
-        mel, flow = self.flow.step(ids.to(self.flow.input_embedding.weight.device), state.flow, finalize)
-        wave, hift = self.hift.step(mel, state.hift, finalize)
-        wave = wave.float().cpu()
-        return (wave if state.batched else wave[0]), Token2WavState(flow, hift, state.batched)
+        tokens: ``[B, n]``, or one sequence per row (rows may get different numbers of codes: a row that
+        gets another amount than the others of its cohort goes on in a cohort of its own), or for a
+        single stream a flat sequence. Specials are dropped as in ``synthesize``."""
+        if not isinstance(state, Cohorts):
+            raise ValueError(
+                f"Token2Wav.step takes the Cohorts made by init_state, got {type(state).__name__}"
+            )
+        rows = clean_token_rows(tokens, state.batch_size)
+        return state.run(rows, lambda part, group: self._step_lockstep(part, group, finalize))
+
+    def _step_lockstep(self, ids: torch.Tensor, state: Token2WavState, finalize: bool) -> torch.Tensor:
+        """One lockstep cohort: codes ``[b, n]`` -> audio ``[b, samples]``."""
+        mel = self.flow._step_lockstep(ids.to(self.flow.input_embedding.weight.device), state.flow, finalize)
+        return self.hift._step_lockstep(mel, state.hift, finalize).float().cpu()
 
     def stream(
         self,
-        speaker: Voice | Sequence[Voice] = None,
+        speaker: Voice = None,
         hop_tokens: int = 15,
         context_tokens: int | None = 200,
         hop_growth: int = 1,
         max_hop_tokens: int | None = None,
     ) -> Token2WavStream:
-        """A streaming session: ``push(tokens) -> audio`` as tokens come, then ``finalize() -> audio``
-        (arguments as ``init_state``; a list of speakers gives a batch of lockstep streams)."""
+        """One streaming session: ``push(tokens) -> audio`` as tokens come, then ``finalize() -> audio``
+        (arguments as ``init_state``; several sessions in one batch go through ``init_state`` and
+        ``step``)."""
+        if isinstance(speaker, list | tuple):
+            raise ValueError(
+                "Token2Wav.stream is one session; for a batch of sessions use "
+                "init_state(batch_size, speaker=[...]) and step(codes [B, n], state)"
+            )
         return Token2WavStream(
-            self, self.init_state(speaker, hop_tokens, context_tokens, hop_growth, max_hop_tokens)
+            self, self.init_state(1, speaker, hop_tokens, context_tokens, hop_growth, max_hop_tokens)
         )
 
 
@@ -354,13 +380,16 @@ def _stack_voices(voices: list[Speaker], device: torch.device):
 
 
 @dataclass
-class Token2WavState:
-    """The flow's and HiFT's streaming states of a Token2Wav stream (B rows); ``batched``: codes come
-    in and audio goes out as ``[B, *]`` (a list of speakers was given) rather than 1-D."""
+class Token2WavState(StreamState):
+    """The flow's and HiFT's lockstep streaming states of B Token2Wav streams (one cohort of a
+    ``Cohorts`` state)."""
 
     flow: FlowState
     hift: HiFTState
-    batched: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.flow.finished
 
 
 class Token2WavStream:
@@ -368,29 +397,28 @@ class Token2WavStream:
 
     ``push(tokens)`` returns the audio that is ready (float32 ``[samples]``, 24 kHz; empty until the first
     hop and its look-ahead are in); ``finalize(tokens=())`` ends the session and returns the rest;
-    ``samples`` counts the audio given so far (per row). A batch of streams takes ``[B, n]`` codes and
-    gives ``[B, samples]``."""
+    ``samples`` counts the audio given so far."""
 
-    def __init__(self, vocoder: Token2Wav, state: Token2WavState):
+    def __init__(self, vocoder: Token2Wav, state: Cohorts):
         self.vocoder = vocoder
         self.state = state
         self.samples = 0
 
     @property
     def finished(self) -> bool:
-        return self.state.flow.finished
+        return self.state.finished
 
     def push(self, tokens: Sequence[int] | torch.Tensor) -> torch.Tensor:
         return self._step(tokens, False)
 
     def finalize(self, tokens: Sequence[int] | torch.Tensor = ()) -> torch.Tensor:
-        if self.state.batched and len(tokens) == 0:
-            tokens = torch.zeros(self.state.flow.batch_size, 0, dtype=torch.long)
         return self._step(tokens, True)
 
     def _step(self, tokens, finalize: bool) -> torch.Tensor:
         if self.finished:
             raise ValueError("this Token2Wav stream is finalized; start a new one with Token2Wav.stream()")
-        wave, self.state = self.vocoder.step(tokens, self.state, finalize)
+        wave = self.vocoder.step(
+            [torch.as_tensor(tokens, dtype=torch.long).reshape(-1)], self.state, finalize
+        )[0]
         self.samples += wave.shape[-1]
         return wave
