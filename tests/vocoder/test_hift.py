@@ -68,66 +68,6 @@ def test_source_noise_is_position_consistent():
         fixed.noise(90, 20)
 
 
-# ---- golden parity with CosyVoice3 (tests/vocoder/golden/README.md: made by running CosyVoice commit
-# 2db78e70's CausalHiFTGenerator at base_channels 32 with its construction-time noise; tensors only) ----
-GOLDEN = __import__("pathlib").Path(__file__).parent / "golden"
-
-
-def golden_hift(f0_dtype=torch.float32):
-    import json
-
-    from safetensors.torch import load_file
-
-    kwargs = json.loads((GOLDEN / "hift_config.json").read_text())
-    cfg = dict(kwargs["kwargs"])
-    istft = cfg.pop("istft_params")
-    config = HiFTConfig(
-        **cfg,
-        istft_n_fft=istft["n_fft"],
-        istft_hop_len=istft["hop_len"],
-        f0_cond_channels=kwargs["f0_predictor"]["kwargs"]["cond_channels"],
-        f0_dtype=f0_dtype,
-    )
-    model = HiFTGenerator.from_state_dict(load_file(GOLDEN / "hift.safetensors"), config).eval()
-    noise_file = load_file(GOLDEN / "hift_noise.safetensors")
-    noise = SourceNoise(
-        9, phases=noise_file["m_source.l_sin_gen.rand_ini"], noise=noise_file["m_source.l_sin_gen.sine_waves"]
-    )
-    return model, noise, load_file(GOLDEN / "hift_io.safetensors")
-
-
-def test_golden_offline_and_prefix_outputs():
-    model, noise, io = golden_hift()
-    f0, source = model.source(io["mel"], noise)
-    torch.testing.assert_close(f0, io["f0_final"], rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(source, io["source_final"], rtol=0, atol=2e-5)
-    wave, _ = model.inference(io["mel"], noise=noise)
-    torch.testing.assert_close(wave, io["speech_final"], rtol=0, atol=2e-5)
-    wave, source = model.inference(io["mel"], finalize=False, noise=noise)
-    torch.testing.assert_close(source, io["source_nofinal"], rtol=0, atol=2e-5)
-    torch.testing.assert_close(wave, io["speech_nofinal"], rtol=0, atol=2e-5)
-
-
-def test_golden_float64_f0_stays_close():
-    """This project evaluates the F0 predictor in float64 by default (CosyVoice's later code does too)."""
-    model, noise, io = golden_hift(torch.float64)
-    wave, _ = model.inference(io["mel"], noise=noise)
-    torch.testing.assert_close(wave, io["speech_final"], rtol=0, atol=1e-3)
-
-
-def test_state_dict_keys_match_cosyvoice3():
-    from safetensors.torch import load_file
-
-    reference = load_file(GOLDEN / "hift.safetensors")
-    model, _, _ = golden_hift()
-    assert set(model.state_dict()) == set(reference)
-    bad = dict(reference)
-    bad.pop("conv_post.bias")
-    bad["extra.weight"] = torch.zeros(1)
-    with pytest.raises(ValueError, match=r"missing keys: conv_post\.bias.*unexpected keys: extra\.weight"):
-        HiFTGenerator.from_state_dict(bad, model.config)
-
-
 # ---- streaming: HiFTGenerator.init_state / step (causal-conv caches, phase accumulator, STFT/iSTFT) ----
 
 
