@@ -29,7 +29,7 @@ def modules() -> dict[str, Path]:
             if parts[-1] == "__init__":
                 parts.pop()
             found[".".join(parts)] = path
-        for path in src.rglob("*.so"):  # compiled extensions: leaves, imported by name (``from .. import _C``)
+        for path in src.rglob("*.so"):  # compiled extensions are leaves (``from .. import _C``)
             parts = list(path.relative_to(src).parts)
             parts[-1] = parts[-1].split(".")[0]
             found[".".join(parts)] = path

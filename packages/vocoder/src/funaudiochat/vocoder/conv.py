@@ -5,17 +5,17 @@ them poorly in PyTorch's channels-first layout ``[B, C, T]`` and spreads a convo
 batch, which leaves all but one thread idle at batch size 1. ``conv1d`` picks, per call:
 
 - narrow layers (at most ``NARROW_CHANNELS`` in and out, float32 on the CPU): the channels-last layout
-  (each frame's channels side by side), 2-2.5x faster here. The output is a ``[B, C, T]`` view of
-  channels-last memory, which the next such convolution takes without a copy, and which elementwise ops
-  keep;
+  (each frame's channels side by side), faster here (see docs/benchmarks.md). The output is a
+  ``[B, C, T]`` view of channels-last memory, which the next such convolution takes without a copy, and
+  which elementwise ops keep;
 - other long signals in a batch smaller than the thread count: cut into overlapping pieces, one per idle
   thread, run as one batch;
 - a short dilated signal, which PyTorch would hand to its own slow kernel: oneDNN.
 
 In inference, a ``Conv1d`` layer also keeps its weight in oneDNN's own blocked layout (``pack_weight``) and
 convolves with it directly (``packed=``): PyTorch's convolution reorders the weight at every call, which at
-a stream's chunk sizes costs as much as the convolution (1.2-2.5x faster here at those sizes, ~1.1x on
-whole utterances). Outputs are then in channels-last memory.
+a stream's chunk sizes costs as much as the convolution (figures in docs/benchmarks.md). Outputs are then in
+channels-last memory.
 
 Each output frame is the same dot product in every case; the results agree to float rounding.
 
@@ -130,9 +130,9 @@ def _conv1d_channels_last(
 
 
 def _native_dilated(x: torch.Tensor, weight: torch.Tensor, dilation: int, groups: int) -> bool:
-    """Whether ``F.conv1d`` would run this dilated convolution on PyTorch's own CPU kernel, which is 2-3x
-    slower than oneDNN's: it keeps oneDNN for one short float32 signal with ungrouped weights (a stream's
-    chunk at HiFT's first stage)."""
+    """Whether ``F.conv1d`` would run this dilated convolution on PyTorch's own CPU kernel, which is slower
+    than oneDNN's (docs/benchmarks.md): it keeps oneDNN for one short float32 signal with ungrouped
+    weights (a stream's chunk at HiFT's first stage)."""
     return (
         dilation > 1
         and groups == 1
