@@ -20,20 +20,12 @@ TEMP_PREFIX = ".tmp-"  # temporary names are ``.tmp-<target name>.<random>`` bes
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Create ``path`` (and its folder) from ``write(binary_file)``; returns the path."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
             write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
+
+    return atomic_save(path, save)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -43,15 +35,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_save(path: str | os.PathLike, save: Callable[[str], object]) -> Path:
-    """``atomic_write`` for writers that take a file name (``safetensors.torch.save_file``, ``np.save``):
-    ``save(temporary_path)`` then the rename."""
+    """``save(temporary_path)`` (any writer that takes a file name: ``safetensors.torch.save_file``,
+    ``np.save``), then the temporary file is flushed to disk and renamed onto ``path``; returns the path."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent)
     os.close(fd)
     try:
         save(tmp)
-        with open(tmp, "rb") as handle:
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
