@@ -1,5 +1,6 @@
 """The ``funaudiochat`` command. Each subcommand is one function ``cmd_<name>`` plus its parser.
 
+funaudiochat chat question.wav --out answer.wav    # a spoken answer (chat_command.py)
 funaudiochat tokenize question.wav                 # print the 25 Hz speech codes
 funaudiochat tokenize question.wav --format npy --out codes.npy --weights tok.safetensors
 """
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from . import chat_command
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
@@ -200,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     voc.add_argument("--max-hop", type=int, help="longest streaming hop in tokens (default 4 x --hop)")
     voc.set_defaults(func=cmd_vocode)
+    chat_command.add_parser(sub)
     return parser
 
 

@@ -284,3 +284,23 @@ class FunAudioChatConfig(PretrainedConfig):
             text_config=text,
             audio_token_index=v - 10 if audio_token_index is None else audio_token_index,
         )
+
+
+def tiny_config_for(processor, **overrides) -> FunAudioChatConfig:
+    """``FunAudioChatConfig.tiny`` whose vocabulary and special ids are those of ``processor``'s text
+    tokenizer (tests, the demo model); ``overrides`` go to ``FunAudioChatConfig.tiny``."""
+    ids = processor.token_ids
+    text = {
+        "audio_bos_index": ids.audio_bos_index,
+        "audio_eos_index": ids.audio_eos_index,
+        "sil_index": ids.sil_index,
+        "bos_token_id": None,
+        "eos_token_id": ids.im_end,
+        "pad_token_id": ids.pad,
+    }
+    return FunAudioChatConfig.tiny(
+        vocab_size=len(processor.tokenizer),
+        text_overrides=text,
+        audio_token_index=ids.audio_token_index,
+        **overrides,
+    )

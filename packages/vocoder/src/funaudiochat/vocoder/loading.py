@@ -14,12 +14,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import TypeVar
 
 import torch
-from funaudiochat.base.weights import read_config_metadata, read_safetensors
+from funaudiochat.base.weights import read_config_metadata, read_safetensors, write_safetensors
 from safetensors import safe_open
 
 from .flow import CausalFlowMatching, FlowConfig
@@ -88,3 +89,25 @@ def load_flow(path: str | os.PathLike, config: FlowConfig | None = None) -> Caus
     if config is None and Path(path).suffix == ".safetensors":
         config = stored_config(read_metadata(path), FlowConfig, FLOW_WEIGHTS_FORMAT, path)
     return CausalFlowMatching.from_pretrained(path, config)
+
+
+def config_to_metadata(config) -> str:
+    """A ``FlowConfig`` / ``HiFTConfig`` as the JSON of the ``config`` metadata (torch dtypes by name)."""
+    values = {}
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        values[item.name] = str(value).removeprefix("torch.") if isinstance(value, torch.dtype) else value
+    return json.dumps(values)
+
+
+def save_flow(flow: CausalFlowMatching, path: str | os.PathLike) -> Path:
+    """Write ``flow``'s weights with its format and config in the metadata (atomically), so that
+    ``load_flow`` builds the same size."""
+    metadata = {"format": FLOW_WEIGHTS_FORMAT, "config": config_to_metadata(flow.config)}
+    return write_safetensors(path, flow.state_dict(), metadata=metadata)
+
+
+def save_hift(hift: HiFTGenerator, path: str | os.PathLike) -> Path:
+    """Write ``hift``'s weights with its format and config in the metadata (atomically); see ``save_flow``."""
+    metadata = {"format": HIFT_WEIGHTS_FORMAT, "config": config_to_metadata(hift.config)}
+    return write_safetensors(path, hift.state_dict(), metadata=metadata)

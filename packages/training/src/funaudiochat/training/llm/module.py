@@ -37,6 +37,7 @@ import lightning as L
 import torch
 from funaudiochat.base.rng import seeded
 from funaudiochat.drsr import FunAudioChatConfig, FunAudioChatForConditionalGeneration
+from funaudiochat.drsr.configuration import tiny_config_for  # noqa: F401  (re-exported for recipes and tests)
 
 from ..optim import adamw_with_schedule
 
@@ -82,26 +83,6 @@ def build_model(spec: str | os.PathLike | Mapping[str, Any]) -> FunAudioChatForC
     if spec.get("llm_from"):
         load_llm(model, spec["llm_from"])
     return model
-
-
-def tiny_config_for(processor, **overrides) -> FunAudioChatConfig:
-    """``FunAudioChatConfig.tiny`` whose vocabulary and special ids are those of ``processor``'s text
-    tokenizer (tests, the demo model); ``overrides`` go to ``FunAudioChatConfig.tiny``."""
-    ids = processor.token_ids
-    text = {
-        "audio_bos_index": ids.audio_bos_index,
-        "audio_eos_index": ids.audio_eos_index,
-        "sil_index": ids.sil_index,
-        "bos_token_id": None,
-        "eos_token_id": ids.im_end,
-        "pad_token_id": ids.pad,
-    }
-    return FunAudioChatConfig.tiny(
-        vocab_size=len(processor.tokenizer),
-        text_overrides=text,
-        audio_token_index=ids.audio_token_index,
-        **overrides,
-    )
 
 
 def load_llm(model: FunAudioChatForConditionalGeneration, directory: str | os.PathLike) -> None:

@@ -7,6 +7,8 @@
   ``VocoderDiscriminator`` (multi-period + multi-resolution) and the GAN losses.
 """
 
+from funaudiochat.vocoder.mel import MelConfig, MelSpectrogram
+
 from .data import (
     AudioItem,
     VocoderDataModule,
@@ -30,7 +32,6 @@ from .losses import (
     feature_matching_loss,
     generator_adversarial_loss,
 )
-from .mel import MelConfig, MelSpectrogram
 from .pitch import PitchConfig, PitchTracker
 
 __all__ = [

@@ -35,11 +35,11 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from funaudiochat.base.constants import TOKEN_RATE, TOKENIZER_SAMPLE_RATE
 from funaudiochat.tokenizer import DEFAULT_MAX_SECONDS, SpeechTokenizer, SpeechTokenizerConfig, load_audio
+from funaudiochat.vocoder.mel import MelConfig, MelSpectrogram
 from torch.utils.data import Dataset
 
 from ..config import build_config
 from ..datamodule import SimpleDataModule
-from .mel import MelConfig, MelSpectrogram
 from .pitch import PitchConfig, PitchTracker
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")

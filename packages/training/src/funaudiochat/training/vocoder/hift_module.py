@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from funaudiochat.vocoder import HiFTConfig, HiFTGenerator, SourceNoise
 from funaudiochat.vocoder.loading import HIFT_WEIGHTS_FORMAT
+from funaudiochat.vocoder.mel import MelConfig
 
 from ..config import build_config, config_to_dict
 from ..weights import save_safetensors_atomic
@@ -43,7 +44,6 @@ from .losses import (
     feature_matching_loss,
     generator_adversarial_loss,
 )
-from .mel import MelConfig
 
 WEIGHTS_FORMAT = HIFT_WEIGHTS_FORMAT  # what funaudiochat.vocoder.loading.load_hift accepts
 

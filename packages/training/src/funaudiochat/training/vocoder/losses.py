@@ -16,9 +16,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from funaudiochat.vocoder.mel import MelConfig, MelSpectrogram
 from torch import nn
-
-from .mel import MelConfig, MelSpectrogram
 
 
 def discriminator_loss(

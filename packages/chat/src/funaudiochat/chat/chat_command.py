@@ -1,0 +1,151 @@
+"""``funaudiochat chat``: answer a spoken (or written) question with text and speech.
+
+    funaudiochat chat question.wav --out answer.wav          # text on stdout, audio in answer.wav
+    funaudiochat chat --text "What is two plus two?" --mode s2t
+    funaudiochat chat question.wav --mode asr                # the transcript
+    funaudiochat chat question.wav --stream --out answer.wav # text and audio as they are made
+    funaudiochat chat q.wav --model FOLDER --voice clip.wav --history turns.json --tools tools.json
+
+The timing (time to first text, to first audio, real-time factor) goes to stderr. The audio file is
+written beside its target and renamed into place at the end, so a failed run leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from funaudiochat.base.constants import VOCODER_SAMPLE_RATE
+
+
+def add_parser(sub) -> None:
+    """The ``chat`` subcommand's arguments."""
+    p = sub.add_parser(
+        "chat",
+        help="answer a spoken or written question with text and speech",
+        description="Answer a spoken (or written) question: the text on stdout, the speech in --out.",
+    )
+    p.add_argument("audio", nargs="?", help="the spoken question (WAV, FLAC, ...; any rate)")
+    p.add_argument("--text", help="a written question (or text to go with the audio)")
+    p.add_argument("--out", help="where to write the spoken answer (WAV, 24 kHz; mode s2s)")
+    p.add_argument("--mode", choices=["s2s", "s2t", "asr"], default="s2s", help="default s2s (text + speech)")
+    p.add_argument("--model", help="pipeline folder (default: a seeded tiny random pipeline)")
+    p.add_argument("--voice", help="a speaker of the model's table, or a 1-30 s clip to clone")
+    p.add_argument("--history", help="earlier turns: JSON list of {role, text, audio, speech_codes}")
+    p.add_argument("--tools", help="function schemas (JSON list); the reply's tool calls are printed")
+    p.add_argument("--system", help="system prompt (default: the mode's official one)")
+    p.add_argument("--stream", action="store_true", help="print text and write audio as they are made")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (and the random pipeline's)")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="longest reply in 5 Hz steps")
+    p.add_argument("--text-temperature", type=float, default=0.0, help="0: greedy text (default)")
+    p.add_argument("--speech-temperature", type=float, default=0.8, help="default 0.8 (official)")
+    p.set_defaults(func=cmd_chat)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .pipeline import AudioChunk, Done, TextDelta, load_pipeline, random_pipeline
+    from .request import Request, Sampling, history_from_json, read_json
+
+    if args.out and args.mode != "s2s":
+        raise ValueError(f"--out writes the spoken answer, which mode {args.mode!r} does not make; use s2s")
+    sampling = Sampling(
+        text_temperature=args.text_temperature,
+        speech_temperature=args.speech_temperature,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+    )
+    history = history_from_json(read_json(args.history, "history"), args.history) if args.history else ()
+    tools = read_json(args.tools, "tools") if args.tools else None
+    request = Request(
+        audio=args.audio,
+        text=args.text,
+        history=history,
+        mode=args.mode,
+        system=args.system,
+        tools=tools,
+        voice=args.voice,
+        sampling=sampling,
+    )
+    if args.model:
+        pipe = load_pipeline(args.model)
+    else:
+        print(
+            f"funaudiochat chat: no --model given; using a seeded tiny random pipeline (seed {args.seed}): "
+            "the answer is noise, the timing is real",
+            file=sys.stderr,
+        )
+        pipe = random_pipeline(args.seed)
+
+    with AudioOut(args.out) as out:
+        if args.stream:
+            reply = None
+            for event in pipe.stream(request):
+                if isinstance(event, TextDelta):
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+                elif isinstance(event, AudioChunk):
+                    out.write(event.samples)
+                elif isinstance(event, Done):
+                    reply = event.reply
+            sys.stdout.write("\n")
+        else:
+            reply = pipe.chat(request)
+            print(reply.text)
+            if reply.audio is not None:
+                out.write(reply.audio)
+    for call in reply.tool_calls:
+        print(f"tool call: {call.name}({call.arguments})")
+    print(describe(reply.timings, args.out), file=sys.stderr)
+    return 0
+
+
+def describe(timings, out: str | None) -> str:
+    """The timing line: to first text, to first audio, total, real-time factor."""
+
+    def ms(value):
+        return "-" if value is None else f"{value * 1e3:.0f} ms"
+
+    parts = [f"first text {ms(timings.first_text_s)}", f"first audio {ms(timings.first_audio_s)}"]
+    parts.append(f"total {timings.total_s:.2f} s")
+    if timings.audio_s:
+        parts.append(f"{timings.audio_s:.2f} s of audio, RTF {timings.rtf:.2f}")
+        if out:
+            parts.append(f"written to {out}")
+    return "; ".join(parts)
+
+
+class AudioOut:
+    """A WAV file written piece by piece into a temporary file beside ``path`` and renamed onto it when the
+    block ends without an error (removed otherwise). ``path`` None: nothing is written."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self.file = None
+        self.tmp = None
+
+    def __enter__(self) -> AudioOut:
+        if self.path:
+            import soundfile as sf
+
+            target = Path(self.path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, self.tmp = tempfile.mkstemp(prefix=f".tmp-{target.name}.", suffix=".wav", dir=target.parent)
+            os.close(fd)
+            self.file = sf.SoundFile(self.tmp, "w", VOCODER_SAMPLE_RATE, 1, subtype="PCM_16", format="WAV")
+        return self
+
+    def write(self, samples) -> None:
+        if self.file is not None:
+            self.file.write(samples.detach().cpu().numpy())
+
+    def __exit__(self, kind, error, trace) -> None:
+        if self.file is None:
+            return
+        self.file.close()
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        elif os.path.exists(self.tmp):
+            os.unlink(self.tmp)

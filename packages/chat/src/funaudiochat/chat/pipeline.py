@@ -1,0 +1,339 @@
+"""``Pipeline``: a spoken question in, a text and spoken answer out, offline or streamed.
+
+    audio / text (+ history)  -> processor (ChatML prompt, log-mel, audio slots)
+                              -> 5 Hz decoding (shared LLM + SRH: one text token and 5 speech codes a step)
+                              -> Token2Wav (flow + HiFT) -> 24 kHz audio
+
+``chat`` decodes the whole reply, then synthesises its speech; ``stream`` feeds the vocoder hop by hop while
+the model is still speaking, so the first audio leaves early. Both make the same reply: the same decoding
+steps, and the vocoder's chunk-causal attention of ``hop_tokens`` in both (``Token2Wav.synthesize`` with
+``chunk_tokens`` equals its stream). Several requests given together decode as one batch, each reply equal
+to its own run.
+
+Example:
+    >>> pipe = Pipeline.from_pretrained("demo-model/")    # or Pipeline.random(seed=0)
+    >>> reply = pipe.chat(audio="question.wav")
+    >>> reply.text, reply.audio.shape, reply.timings.first_audio_s
+    >>> for event in pipe.stream(Request(audio="question.wav")):
+    ...     play(event.samples) if isinstance(event, AudioChunk) else print(event)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from funaudiochat.base.constants import SPEECH_CODES, VOCODER_SAMPLE_RATE
+from funaudiochat.drsr import FunAudioChatForConditionalGeneration, decode_step, prefill
+from funaudiochat.drsr.processing import FunAudioChatProcessor
+from funaudiochat.drsr.prompts import (
+    ASR_INSTRUCTION,
+    DEFAULT_S2M_PROMPT,
+    DEFAULT_S2T_PROMPT,
+    ToolCall,
+    function_calling_prompt,
+    parse_tool_calls,
+)
+from funaudiochat.tokenizer import SpeechTokenizer
+from funaudiochat.vocoder.token2wav import Token2Wav
+
+from .loaders import load_parts, random_parts, save_parts
+from .request import Request
+from .voices import resolve_voice
+
+
+@dataclass
+class Timings:
+    """Seconds from the request's start: to the first text, to the first audio, to the end; ``audio_s`` is
+    the reply's audio length; ``rtf`` the real-time factor (total time / audio length)."""
+
+    first_text_s: float | None = None
+    first_audio_s: float | None = None
+    total_s: float = 0.0
+    audio_s: float = 0.0
+
+    @property
+    def rtf(self) -> float | None:
+        return self.total_s / self.audio_s if self.audio_s else None
+
+
+@dataclass
+class Reply:
+    """A reply: its ``text`` (special tokens dropped), ``tool_calls`` parsed from it, the generated
+    ``text_ids``, the 25 Hz ``speech_codes`` (0..6560; empty in text modes), the ``audio`` (float32, 24 kHz;
+    None in text modes) and the ``timings``."""
+
+    text: str
+    tool_calls: list[ToolCall]
+    text_ids: list[int]
+    speech_codes: torch.Tensor
+    audio: torch.Tensor | None
+    timings: Timings = field(default_factory=Timings)
+    sample_rate: int = VOCODER_SAMPLE_RATE
+
+
+@dataclass
+class TextDelta:
+    """New reply text (streaming)."""
+
+    text: str
+
+
+@dataclass
+class AudioChunk:
+    """New reply audio, float32 ``[samples]`` at 24 kHz (streaming)."""
+
+    samples: torch.Tensor
+
+
+@dataclass
+class Done:
+    """The end of a streamed reply, with the whole reply."""
+
+    reply: Reply
+
+
+Event = TextDelta | AudioChunk | Done
+
+
+class Pipeline:
+    """The model, its processor, the vocoder and (optionally) the speech tokenizer, joined.
+
+    model: the dual-resolution model; processor: its text tokenizer and audio front end; vocoder: speech
+    codes -> 24 kHz audio (with its speaker table); speech_tokenizer: needed for voice clips; hop_tokens:
+    codes per vocoder chunk when streaming (and the chunk-causal attention offline, so both agree)."""
+
+    def __init__(
+        self,
+        model: FunAudioChatForConditionalGeneration,
+        processor: FunAudioChatProcessor,
+        vocoder: Token2Wav,
+        speech_tokenizer: SpeechTokenizer | None = None,
+        hop_tokens: int = 15,
+    ):
+        if hop_tokens < 1:
+            raise ValueError(f"hop_tokens must be >= 1, got {hop_tokens}")
+        self.model = model.eval()
+        self.processor = processor
+        self.vocoder = vocoder
+        self.speech_tokenizer = speech_tokenizer
+        self.hop_tokens = hop_tokens
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, hop_tokens: int = 15) -> Pipeline:
+        """Load a pipeline folder (``loaders``: the files it holds; a missing or malformed one is named)."""
+        return cls(**vars(load_parts(folder)), hop_tokens=hop_tokens)
+
+    @classmethod
+    def random(cls, seed: int = 0, hop_tokens: int = 15) -> Pipeline:
+        """A seeded, tiny, random pipeline: every part real, the answers meaningless (tests, and the
+        command line before the demo model exists)."""
+        return cls(**vars(random_parts(seed)), hop_tokens=hop_tokens)
+
+    def save_pretrained(self, folder: str | os.PathLike, card: str | None = None) -> None:
+        """Write the pipeline folder (atomically; ``card``: the model card's text)."""
+        save_parts(self, folder, card)
+
+    # -- requests -------------------------------------------------------------------------------------------
+
+    def chat(self, request: Request | Sequence[Request] | None = None, /, **fields: Any) -> Any:
+        """One reply for a ``Request`` (or for ``Request(**fields)``), or a list of replies for a list of
+        requests, which decode together in batches of equal settings (each reply equal to its own run)."""
+        if isinstance(request, list | tuple):
+            if fields:
+                raise ValueError("give a list of Requests, or keyword fields for one request, not both")
+            return self._chat_many(list(request))
+        return self._chat_many([self._request(request, fields)])[0]
+
+    def stream(self, request: Request | None = None, /, **fields: Any) -> Iterator[Event]:
+        """Yield ``TextDelta`` and ``AudioChunk`` events as the reply is made, then ``Done`` with the reply
+        (equal to what ``chat`` returns for the same request)."""
+        request = self._request(request, fields)
+        start = time.perf_counter()
+        inputs = self._inputs([request])
+        speaker = resolve_voice(request.voice, self.vocoder.speakers, self.speech_tokenizer)
+        timings = Timings()
+        vocoder_state = None
+        if request.speaks:
+            vocoder_state = self.vocoder.init_state(
+                1, speaker, hop_tokens=self.hop_tokens, context_tokens=None
+            )
+        ids: list[int] = []
+        codes: list[torch.Tensor] = []
+        audio: list[torch.Tensor] = []
+        shown = ""
+        state, step = prefill(self.model, inputs, request.sampling.decoding(request.speaks))
+        while True:
+            if not bool(step.finished[0]) or int(step.text_tokens[0]) != self._pad:
+                ids.append(int(step.text_tokens[0]))
+            text = self._visible_text(ids)
+            if text != shown and text.startswith(shown):
+                if timings.first_text_s is None:
+                    timings.first_text_s = time.perf_counter() - start
+                yield TextDelta(text[len(shown) :])
+                shown = text
+            if vocoder_state is not None and bool(step.speech_valid[0]):
+                new = _real_codes(step.speech_tokens[0])
+                codes.append(new)
+                wave = self.vocoder.step([new], vocoder_state)[0]
+                if wave.numel():
+                    timings.first_audio_s = timings.first_audio_s or time.perf_counter() - start
+                    audio.append(wave)
+                    yield AudioChunk(wave)
+            if bool(state.finished.all()):
+                break
+            step = decode_step(self.model, state)
+        if vocoder_state is not None:
+            wave = self.vocoder.step([torch.zeros(0, dtype=torch.long)], vocoder_state, finalize=True)[0]
+            if wave.numel():
+                timings.first_audio_s = timings.first_audio_s or time.perf_counter() - start
+                audio.append(wave)
+                yield AudioChunk(wave)
+        reply = self._reply(ids, _joined(codes), torch.cat(audio) if request.speaks else None, timings)
+        reply.timings.total_s = time.perf_counter() - start
+        yield Done(reply)
+
+    # -- inside ---------------------------------------------------------------------------------------------
+
+    @property
+    def _pad(self) -> int:
+        return self.model.config.text_config.pad_token_id
+
+    def _request(self, request: Request | None, fields: dict[str, Any]) -> Request:
+        if request is None:
+            return Request(**fields)
+        if fields:
+            return replace(request, **fields)
+        if not isinstance(request, Request):
+            raise ValueError(f"expected a Request, got {type(request).__name__}")
+        return request
+
+    def _chat_many(self, requests: list[Request]) -> list[Any]:
+        if not requests:
+            raise ValueError("chat needs at least one request")
+        replies: list[Reply | None] = [None] * len(requests)
+        groups: dict[Any, list[int]] = {}
+        for i, request in enumerate(requests):  # one batch per decoding setting (seeds may differ)
+            key = (request.speaks, replace(request.sampling, seed=0))
+            groups.setdefault(key, []).append(i)
+        for members in groups.values():
+            for i, reply in zip(members, self._chat_batch([requests[i] for i in members]), strict=True):
+                replies[i] = reply
+        return replies
+
+    def _chat_batch(self, requests: list[Request]) -> list[Reply]:
+        start = time.perf_counter()
+        speakers = [resolve_voice(r.voice, self.vocoder.speakers, self.speech_tokenizer) for r in requests]
+        inputs = self._inputs(requests)
+        config = replace(
+            requests[0].sampling.decoding(requests[0].speaks), seed=[r.sampling.seed for r in requests]
+        )
+        state, step = prefill(self.model, inputs, config)
+        first_text = time.perf_counter() - start
+        while not bool(state.finished.all()):
+            decode_step(self.model, state)
+        replies = []
+        for row, (request, speaker) in enumerate(zip(requests, speakers, strict=True)):
+            ids = [t for t in state.generated_text(row).tolist() if t != self._pad]
+            codes = _real_codes(state.speech[row])
+            audio = None
+            if request.speaks:
+                audio = self.vocoder.synthesize(codes, speaker, chunk_tokens=self.hop_tokens)
+            timings = Timings(first_text_s=first_text)
+            replies.append(self._reply(ids, codes, audio, timings))
+        total = time.perf_counter() - start
+        for reply in replies:
+            reply.timings.total_s = total
+            reply.timings.first_audio_s = total if reply.audio is not None else None
+        return replies
+
+    def _reply(self, ids: list[int], codes: torch.Tensor, audio, timings: Timings) -> Reply:
+        text = self._visible_text(ids)
+        try:
+            calls = parse_tool_calls(text)
+        except ValueError:  # a malformed call stays in the text; there are no parsed calls to act on
+            calls = []
+        if audio is not None:
+            timings.audio_s = audio.numel() / VOCODER_SAMPLE_RATE
+        return Reply(text.strip(), calls, ids, codes, audio, timings)
+
+    def _visible_text(self, ids: list[int]) -> str:
+        """The text of ``ids`` up to the end token, special tokens dropped; a trailing incomplete UTF-8
+        character (a byte-level token cut mid-character) is held back."""
+        eos = self.model.config.text_config.eos_token_id
+        ends = [i for i, t in enumerate(ids) if t == eos]
+        text = self.processor.tokenizer.decode(ids[: ends[0]] if ends else ids, skip_special_tokens=True)
+        return text.rstrip("\ufffd")
+
+    def prompt(self, request: Request) -> tuple[str, list[Any]]:
+        """The ChatML prompt of ``request`` and its audios, in order."""
+        if request.tools:
+            system = request.system or function_calling_prompt(list(request.tools))
+        else:
+            system = request.system or (DEFAULT_S2M_PROMPT if request.speaks else DEFAULT_S2T_PROMPT)
+        messages: list[dict[str, Any]] = []
+        for turn in request.history:
+            if turn.role == "assistant":
+                messages.append({"role": "assistant", "content": turn.text})
+            else:
+                messages.append({"role": "user", "content": _user_content(turn.audio, turn.text)})
+        text = ASR_INSTRUCTION if request.mode == "asr" and not request.text else request.text
+        messages.append({"role": "user", "content": _user_content(request.audio, text)})
+        prompt = self.processor.apply_chat_template(messages, system_prompt=system)
+        return prompt, self.processor.audios_from_messages(messages)
+
+    def _inputs(self, requests: list[Request]) -> dict[str, torch.Tensor]:
+        prompts, audios = [], []
+        for request in requests:
+            prompt, audio = self.prompt(request)
+            prompts.append(prompt)
+            audios.extend(audio)
+        inputs = dict(self.processor(prompts, audio=audios or None))
+        limit = self.model.config.text_config.max_position_embeddings
+        longest = int(inputs["attention_mask"].sum(-1).max())
+        most = max(r.sampling.max_new_tokens for r in requests)
+        if longest + most > limit:
+            raise ValueError(
+                f"the prompt (history included) takes {longest} positions and the reply may take "
+                f"{most} (max_new_tokens): {longest + most} is more than the model's context of {limit} "
+                "positions; drop early turns of the history or lower max_new_tokens"
+            )
+        return inputs
+
+
+def _user_content(audio, text: str | None) -> list[dict[str, Any]]:
+    content: list[dict[str, Any]] = []
+    if audio is not None:
+        content.append({"type": "audio", "audio": audio})
+    if text:
+        content.append({"type": "text", "text": text})
+    return content
+
+
+def _real_codes(ids: torch.Tensor) -> torch.Tensor:
+    """The speech codes of a model output (the BOS delay, EOS and pad ids dropped), as a 1-D long tensor."""
+    ids = ids.reshape(-1).long().cpu()
+    return ids[(ids >= 0) & (ids < SPEECH_CODES)]
+
+
+def _joined(pieces: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
+
+
+def load_pipeline(folder: str | os.PathLike, hop_tokens: int = 15) -> Pipeline:
+    """``Pipeline.from_pretrained``."""
+    return Pipeline.from_pretrained(folder, hop_tokens)
+
+
+def random_pipeline(seed: int = 0) -> Pipeline:
+    """``Pipeline.random``."""
+    return Pipeline.random(seed)
+
+
+def save_pipeline(pipe: Pipeline, folder: str | os.PathLike, card: str | None = None):
+    """Write ``pipe`` as a pipeline folder (see ``loaders``); returns its path."""
+    return save_parts(pipe, folder, card)
