@@ -1,6 +1,7 @@
 """The ``funaudiochat`` command. Each subcommand is one function ``cmd_<name>`` plus its parser.
 
 funaudiochat chat question.wav --out answer.wav    # a spoken answer (chat_command.py)
+funaudiochat import-official --fac FAC --cosyvoice CV3 --out FOLDER  (import_official.py)
 funaudiochat tokenize question.wav                 # print the 25 Hz speech codes
 funaudiochat tokenize question.wav --format npy --out codes.npy --weights tok.safetensors
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import chat_command
+from . import chat_command, import_official
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
@@ -204,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     voc.add_argument("--max-hop", type=int, help="longest streaming hop in tokens (default 4 x --hop)")
     voc.set_defaults(func=cmd_vocode)
     chat_command.add_parser(sub)
+    import_official.add_parser(sub)
     return parser
 
 

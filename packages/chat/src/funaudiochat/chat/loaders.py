@@ -11,7 +11,7 @@ A pipeline folder (file names follow the official release where it has one)::
     speech_tokenizer_v3.safetensors    the speech tokenizer (optional: needed for voice clips)
     README.md                          the model card
 
-A missing or malformed file is refused with its name and what was expected. ``save_pipeline`` writes the
+A missing or malformed file is refused with its name and what was expected. ``save_parts`` writes the
 folder beside the target and renames it into place, so a reader never sees half a folder.
 """
 
@@ -41,7 +41,7 @@ HIFT = "hift.safetensors"
 SPEAKERS = "spk2info.safetensors"
 SPEECH_TOKENIZER = "speech_tokenizer_v3.safetensors"
 MODEL_CARD = "README.md"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json")  # with tokenizer_config.json
 
 
 @dataclass
@@ -90,11 +90,21 @@ def check_folder(root: Path) -> None:
         p.name.startswith("model") for p in root.glob("*.safetensors")
     ):
         raise ValueError(f"{root}: no model*.safetensors weights next to config.json")
-    if not any((root / name).is_file() for name in TOKENIZER_FILES):
-        raise ValueError(f"{root}: no text tokenizer files ({' or '.join(TOKENIZER_FILES)})")
+    check_tokenizer_files(root)
     for name, what in ((FLOW, "the vocoder's flow"), (HIFT, "the vocoder's HiFT")):
         if not (root / name).is_file():
             raise ValueError(f"{root / name}: missing; a pipeline folder holds {what} weights")
+
+
+def check_tokenizer_files(root: Path) -> None:
+    """The text tokenizer's files: ``tokenizer_config.json`` and ``tokenizer.json`` (or ``vocab.json``)."""
+    if not (root / "tokenizer_config.json").is_file() or not any(
+        (root / n).is_file() for n in TOKENIZER_FILES
+    ):
+        raise ValueError(
+            f"{root}: the text tokenizer's files are missing (tokenizer_config.json and tokenizer.json or "
+            "vocab.json)"
+        )
 
 
 def save_parts(pipe: Parts, folder: str | os.PathLike, card: str | None = None) -> Path:

@@ -111,3 +111,75 @@ def save_hift(hift: HiFTGenerator, path: str | os.PathLike) -> Path:
     """Write ``hift``'s weights with its format and config in the metadata (atomically); see ``save_flow``."""
     metadata = {"format": HIFT_WEIGHTS_FORMAT, "config": config_to_metadata(hift.config)}
     return write_safetensors(path, hift.state_dict(), metadata=metadata)
+
+
+def _count(state_dict: dict, prefix: str) -> int:
+    """How many numbered children ``prefix.N.`` the keys of ``state_dict`` hold."""
+    return len({k[len(prefix) :].split(".")[0] for k in state_dict if k.startswith(prefix)})
+
+
+def _kernel(state_dict: dict, name: str) -> torch.Tensor:
+    """A convolution's weight by layer name, weight-normed (``parametrizations.weight.original1``) or not."""
+    for key in (f"{name}.parametrizations.weight.original1", f"{name}.weight"):
+        if key in state_dict:
+            return state_dict[key]
+    raise ValueError(f"no weight for {name!r} in the state dict")
+
+
+def flow_config_from_state_dict(state_dict: dict, source: str = "state dict") -> FlowConfig:
+    """The ``FlowConfig`` whose shapes a CosyVoice3 ``flow`` state dict has (the settings that are not in
+    the weights, e.g. the chunk size and solver, keep their defaults)."""
+    try:
+        vocab, width = state_dict["input_embedding.weight"].shape
+        conv1 = state_dict["pre_lookahead_layer.conv1.weight"]
+        est = "decoder.estimator."
+        mel, dim = state_dict[est + "proj_out.weight"].shape
+        dim_head = 2 * state_dict[est + "rotary_embed.inv_freq"].numel()
+        inner = state_dict[est + "transformer_blocks.0.attn.to_q.weight"].shape[0]
+        ff = state_dict[est + "transformer_blocks.0.ff.ff.0.0.weight"].shape[0]
+        pos = state_dict[est + "input_embed.conv_pos_embed.conv1.0.weight"]
+        spk = state_dict["spk_embed_affine_layer.weight"].shape[1]
+    except KeyError as err:
+        raise ValueError(f"{source}: no {err.args[0]!r}; not a CosyVoice3 flow state dict") from err
+    return FlowConfig(
+        vocab_size=vocab,
+        input_size=width,
+        output_size=mel,
+        spk_embed_dim=spk,
+        pre_lookahead_len=conv1.shape[2] - 1,
+        pre_lookahead_channels=conv1.shape[0],
+        dim=dim,
+        depth=_count(state_dict, est + "transformer_blocks."),
+        heads=inner // dim_head,
+        dim_head=dim_head,
+        ff_mult=ff // dim,
+        conv_pos_kernel=pos.shape[2],
+        conv_pos_groups=dim // pos.shape[1],
+    )
+
+
+def hift_config_from_state_dict(state_dict: dict, source: str = "state dict") -> HiFTConfig:
+    """The ``HiFTConfig`` whose shapes a CosyVoice3 ``hift`` state dict has (``generator.`` prefix allowed;
+    up-sampling rates and dilations, which the shapes do not show, keep their defaults)."""
+    state_dict = {k.removeprefix("generator."): v for k, v in state_dict.items()}
+    try:
+        pre = _kernel(state_dict, "conv_pre")
+        stages = _count(state_dict, "ups.")
+        per_stage = _count(state_dict, "resblocks.") // max(stages, 1)
+        return HiFTConfig(
+            in_channels=pre.shape[1],
+            base_channels=pre.shape[0],
+            nb_harmonics=state_dict["m_source.l_linear.weight"].shape[1] - 1,
+            upsample_kernel_sizes=[_kernel(state_dict, f"ups.{i}").shape[2] for i in range(stages)],
+            istft_n_fft=_kernel(state_dict, "conv_post").shape[0] - 2,
+            resblock_kernel_sizes=[
+                _kernel(state_dict, f"resblocks.{j}.convs1.0").shape[2] for j in range(per_stage)
+            ],
+            source_resblock_kernel_sizes=[
+                _kernel(state_dict, f"source_resblocks.{i}.convs1.0").shape[2] for i in range(stages)
+            ],
+            conv_pre_look_right=pre.shape[2] - 1,
+            f0_cond_channels=_kernel(state_dict, "f0_predictor.condnet.0").shape[0],
+        )
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"{source}: not a CosyVoice3 hift state dict ({err})") from err
