@@ -105,7 +105,9 @@ class Pipeline:
 
     model: the dual-resolution model; processor: its text tokenizer and audio front end; vocoder: speech
     codes -> 24 kHz audio (with its speaker table); speech_tokenizer: needed for voice clips; hop_tokens:
-    codes per vocoder chunk when streaming (and the chunk-causal attention offline, so both agree)."""
+    codes per vocoder chunk when streaming (and the chunk-causal attention offline, so both agree);
+    hop_growth / max_hop_tokens: each hop after the first that many times longer, up to that many codes
+    (the first audio as early, then fewer and cheaper vocoder runs; ``Token2Wav.init_state``)."""
 
     def __init__(
         self,
@@ -114,14 +116,19 @@ class Pipeline:
         vocoder: Token2Wav,
         speech_tokenizer: SpeechTokenizer | None = None,
         hop_tokens: int = 15,
+        hop_growth: int = 1,
+        max_hop_tokens: int | None = None,
     ):
         if hop_tokens < 1:
             raise ValueError(f"hop_tokens must be >= 1, got {hop_tokens}")
+        vocoder.init_state(1, hop_tokens=hop_tokens, hop_growth=hop_growth, max_hop_tokens=max_hop_tokens)
         self.model = model.eval()
         self.processor = processor
         self.vocoder = vocoder
         self.speech_tokenizer = speech_tokenizer
         self.hop_tokens = hop_tokens
+        self.hop_growth = hop_growth
+        self.max_hop_tokens = max_hop_tokens
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, hop_tokens: int = 15) -> Pipeline:
@@ -160,7 +167,12 @@ class Pipeline:
         vocoder_state = None
         if request.speaks:
             vocoder_state = self.vocoder.init_state(
-                1, speaker, hop_tokens=self.hop_tokens, context_tokens=None
+                1,
+                speaker,
+                hop_tokens=self.hop_tokens,
+                context_tokens=None,
+                hop_growth=self.hop_growth,
+                max_hop_tokens=self.max_hop_tokens,
             )
         ids: list[int] = []
         codes: list[torch.Tensor] = []
@@ -193,7 +205,8 @@ class Pipeline:
                 timings.first_audio_s = timings.first_audio_s or time.perf_counter() - start
                 audio.append(wave)
                 yield AudioChunk(wave)
-        reply = self._reply(ids, _joined(codes), torch.cat(audio) if request.speaks else None, timings)
+        speech = (torch.cat(audio) if audio else torch.zeros(0)) if request.speaks else None
+        reply = self._reply(ids, _joined(codes), speech, timings)
         reply.timings.total_s = time.perf_counter() - start
         yield Done(reply)
 
@@ -242,7 +255,13 @@ class Pipeline:
             codes = _real_codes(state.speech[row])
             audio = None
             if request.speaks:
-                audio = self.vocoder.synthesize(codes, speaker, chunk_tokens=self.hop_tokens)
+                audio = self.vocoder.synthesize(
+                    codes,
+                    speaker,
+                    chunk_tokens=self.hop_tokens,
+                    chunk_growth=self.hop_growth,
+                    max_chunk_tokens=self.max_hop_tokens,
+                )
             timings = Timings(first_text_s=first_text)
             replies.append(self._reply(ids, codes, audio, timings))
         total = time.perf_counter() - start

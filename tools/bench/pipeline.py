@@ -1,0 +1,156 @@
+"""Spoken-chat pipeline speed: time to first audio and real-time factor, streamed vs offline.
+
+A random pipeline at benchmark sizes (LLM 512 x 8 layers, 8 heads / 4 kv, ffn 1536; SRH 256 x 4 layers;
+audio encoder 256 x 4; the demo-size vocoder of ``tools/bench/vocoder.py``) answers the bundled spoken
+question with replies of 1, 3 and 8 s of speech (the end tokens are switched off, so the length is set by
+``max_new_tokens``). "offline" is ``Pipeline.chat`` (decode everything, then synthesise); "stream" is
+``Pipeline.stream`` (the vocoder fed hop by hop while the model speaks). Offline and stream take turns in
+every round; ratios are medians of same-round ratios.
+
+    python tools/bench/pipeline.py [--seconds 1,3,8] [--repeats 3] [--json bench-results/pipeline.json]
+
+Goals (issue 11): for a 3 s answer the first audio comes >= 4x sooner than offline, and the streamed reply
+costs <= 1.3x the offline one in total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from funaudiochat.chat import AudioChunk, Pipeline, Request, Sampling
+from funaudiochat.chat.loaders import RANDOM_CORPUS
+from funaudiochat.drsr import FunAudioChatConfig, FunAudioChatForConditionalGeneration
+from funaudiochat.drsr.processing import FunAudioChatProcessor
+from funaudiochat.drsr.text_tokenizer import train_text_tokenizer
+from vocoder import build as build_vocoder  # tools/bench/vocoder.py, this folder
+
+ROOT = Path(__file__).resolve().parents[2]
+QUESTION = ROOT / "examples" / "question.wav"
+
+
+def build_pipeline(hop: int = 15, growth: int = 1, longest: int | None = None) -> Pipeline:
+    processor = FunAudioChatProcessor(train_text_tokenizer(RANDOM_CORPUS, vocab_size=320))
+    ids = processor.token_ids
+    text = {
+        "hidden_size": 512,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 64,
+        "intermediate_size": 1536,
+        "audio_bos_index": ids.audio_bos_index,
+        "audio_eos_index": ids.audio_eos_index,
+        "sil_index": ids.sil_index,
+        "bos_token_id": None,
+        "eos_token_id": ids.im_end,
+        "pad_token_id": ids.pad,
+    }
+    srh = {
+        "model_type": "qwen3",
+        "hidden_size": 256,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "intermediate_size": 768,
+        "vocab_size": 6565,
+        "max_position_embeddings": 40960,
+        "rope_theta": 10000.0,
+        "rms_norm_eps": 1e-6,
+    }
+    config = FunAudioChatConfig.tiny(
+        vocab_size=len(processor.tokenizer),
+        text_overrides=text,
+        audio_token_index=ids.audio_token_index,
+        d_model=256,
+        encoder_layers=4,
+        encoder_attention_heads=4,
+        encoder_ffn_dim=1024,
+        output_dim=512,
+        crq_transformer_config=srh,
+    )
+    torch.manual_seed(0)
+    model = FunAudioChatForConditionalGeneration(config).eval()
+    with torch.no_grad():  # no <|im_end|> and no speech EOS: the reply runs to max_new_tokens
+        model.language_model.lm_head.weight[ids.im_end] = 0
+        model.audio_tower.embed_tokens.weight[6562] = 0
+    return Pipeline(model, processor, build_vocoder("demo"), None, hop, growth, longest)
+
+
+def streamed(pipe: Pipeline, request: Request) -> tuple[float, float, float]:
+    """(seconds to first audio, total seconds, audio seconds) of one streamed reply."""
+    start, first, samples = time.perf_counter(), None, 0
+    for event in pipe.stream(request):
+        if isinstance(event, AudioChunk):
+            first = first if first is not None else time.perf_counter() - start
+            samples += event.samples.numel()
+    return first, time.perf_counter() - start, samples / 24000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", default="1,3,8", help="reply lengths in seconds of speech")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds (offline and stream take turns)")
+    parser.add_argument("--hop", type=int, default=15, help="vocoder hop in codes (first hop)")
+    parser.add_argument("--hop-growth", type=int, default=1, help="each later hop this many times longer")
+    parser.add_argument("--max-hop", type=int, help="longest hop in codes (with --hop-growth > 1)")
+    parser.add_argument("--json", default="bench-results/pipeline.json")
+    args = parser.parse_args()
+
+    pipe = build_pipeline(args.hop, args.hop_growth, args.max_hop)
+    rows = []
+    for seconds in [float(s) for s in args.seconds.split(",")]:
+        # the first step forces <|audio_bos|>; then 5 codes (0.2 s) a step
+        request = Request(audio=QUESTION, sampling=Sampling(max_new_tokens=int(round(seconds * 5)) + 1))
+        pipe.chat(request)  # warm-up
+        offline, stream_first, stream_total, ratios, speedups = [], [], [], [], []
+        audio_s = 0.0
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            reply = pipe.chat(request)
+            offline.append(time.perf_counter() - start)
+            audio_s = reply.timings.audio_s
+            first, total, _ = streamed(pipe, request)
+            stream_first.append(first)
+            stream_total.append(total)
+            ratios.append(total / offline[-1])
+            speedups.append(offline[-1] / first)
+        rows.append(
+            {
+                "answer_s": audio_s,
+                "offline_s": min(offline),
+                "stream_first_audio_s": min(stream_first),
+                "stream_total_s": min(stream_total),
+                "first_audio_speedup": statistics.median(speedups),
+                "stream_over_offline": statistics.median(ratios),
+                "rtf_offline": min(offline) / audio_s,
+                "rtf_stream": min(stream_total) / audio_s,
+            }
+        )
+
+    hops = f"hop {args.hop}" + (f" x{args.hop_growth} up to {args.max_hop}" if args.hop_growth > 1 else "")
+    print(f"pipeline (LLM 512x8, SRH 256x4, demo vocoder, {hops}), {torch.get_num_threads()} threads")
+    print(
+        f"{'answer s':>9} {'offline s':>10} {'1st audio s':>12} {'speedup':>8} {'stream s':>9} "
+        f"{'str/off':>8} {'RTF off':>8} {'RTF str':>8}"
+    )
+    for r in rows:
+        print(
+            f"{r['answer_s']:>9.1f} {r['offline_s']:>10.2f} {r['stream_first_audio_s']:>12.2f} "
+            f"{r['first_audio_speedup']:>7.1f}x {r['stream_total_s']:>9.2f} "
+            f"{r['stream_over_offline']:>7.2f}x "
+            f"{r['rtf_offline']:>8.2f} {r['rtf_stream']:>8.2f}"
+        )
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
