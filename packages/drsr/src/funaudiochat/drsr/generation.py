@@ -36,7 +36,7 @@ import torch
 from funaudiochat.base.streaming import StreamState, per_row, ragged, row, shared
 from torch.profiler import record_function
 
-from . import ops
+from . import fast_decode, ops
 from .kv_cache import KVCache
 from .speech_heads import SRHState
 
@@ -76,6 +76,9 @@ class DecodingConfig:
     speech: SamplingConfig = field(default_factory=SamplingConfig)
     force_text_abos: bool = True
     disable_speech: bool = False
+    # one-position steps through fast_decode (plain tensor ops, agreeing to float rounding); False: the
+    # transformers model call, the reference
+    fast_decode: bool = True
     # the seed makes the generators of a prefill; configs that differ only in it decode a batch alike
     seed: int | list[int] = field(default=0, compare=False)
 
@@ -298,6 +301,7 @@ def _finish_step(model, state, hidden, text_embeds, positions, new_mask, first: 
             valid=new_mask.long(),
             pick=pick,
             prefix_token=ac.bos_token_id if first else None,
+            fast=config.fast_decode,
         )
 
     active = ~state.finished
@@ -342,16 +346,22 @@ def decode_step(model: FunAudioChatForConditionalGeneration, state: DecodingStat
         inputs_embeds = torch.where(use_speech[:, None, None], (text_embeds + grouped) / 2, text_embeds)
     positions = state.next_position[:, None]
     new_mask = state.attention_mask[:, -1:]
+    backbone = model.language_model.model
     with record_function("llm"):
-        out = model.language_model.model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=state.attention_mask,
-            position_ids=positions,
-            cache=state.llm_cache.cache,
-            use_cache=True,
-        )
+        if state.config.fast_decode and fast_decode.supports(backbone):
+            hidden = fast_decode.decode_one(
+                backbone, inputs_embeds, state.attention_mask, positions, state.llm_cache.cache
+            )
+        else:
+            hidden = backbone(
+                inputs_embeds=inputs_embeds,
+                attention_mask=state.attention_mask,
+                position_ids=positions,
+                cache=state.llm_cache.cache,
+                use_cache=True,
+            ).last_hidden_state
     state.next_position = state.next_position + 1
-    return _finish_step(model, state, out.last_hidden_state, text_embeds, positions, new_mask, first=False)
+    return _finish_step(model, state, hidden, text_embeds, positions, new_mask, first=False)
 
 
 def stream(

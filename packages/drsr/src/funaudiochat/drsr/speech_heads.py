@@ -14,7 +14,7 @@ from torch import nn
 from torch.profiler import record_function
 from transformers import AutoConfig, AutoModel
 
-from . import ops
+from . import fast_decode, ops
 from .configuration import FunAudioChatAudioEncoderConfig
 from .kv_cache import KVCache
 
@@ -131,7 +131,13 @@ class SpeechRefinedHead(nn.Module):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.lm_head.weight)
 
-    def _decode(self, x, attention_mask, position_ids, cache=None, select=None):
+    def _decode(self, x, attention_mask, position_ids, cache=None, select=None, fast: bool = False):
+        """SRH logits of sub-frames ``x [B, T, D]``; ``fast`` (one sub-frame with a cache): through
+        ``fast_decode.decode_one`` when it supports the backbone."""
+        if fast and cache is not None and x.shape[1] == 1 and fast_decode.supports(self.crq_transformer):
+            embeds = self.input_matching(x)
+            hidden = fast_decode.decode_one(self.crq_transformer, embeds, attention_mask, position_ids, cache)
+            return self.lm_head(self.output_matching(hidden)), None
         out = self.crq_transformer(
             inputs_embeds=self.input_matching(x),
             attention_mask=attention_mask,
@@ -206,6 +212,7 @@ class SpeechRefinedHead(nn.Module):
         valid: torch.Tensor,
         pick,
         prefix_token: int | None = None,
+        fast: bool = False,
     ) -> torch.Tensor:
         """Run the SRH over ``S`` new LLM positions and return the k tokens of the last one ``[B, k]``;
         ``state`` is updated in place.
@@ -215,7 +222,8 @@ class SpeechRefinedHead(nn.Module):
         valid: ``[B, S]`` attention mask of the new positions;
         pick: ``pick(logits [B, V], j) -> ids [B]`` chooses the j-th token of the group;
         prefix_token: the previous-token id fed to the first sub-frames (the prefill's BOS), instead of
-        the state's previous token.
+        the state's previous token;
+        fast: single sub-frames go through ``fast_decode`` (the same computation, less overhead).
         All sub-frames but the last ``k - 1`` of the last position are fed at once; then ``k - 1`` more
         sub-steps follow, each fed the token just picked."""
         k = self.group_size
@@ -229,13 +237,14 @@ class SpeechRefinedHead(nn.Module):
         mask = torch.cat([state.attention_mask, sub_valid[:, :first]], dim=1)
         cache = state.cache.cache
         with record_function("srh_substep"):
-            logits, _ = self._decode(x, mask, sub_positions[:, :first], cache)
+            logits, _ = self._decode(x, mask, sub_positions[:, :first], cache, fast=fast)
         tokens = [pick(logits[:, -1].float(), 0)]
         for j in range(1, k):
             with record_function("srh_substep"):
                 x = sub[:, first + j - 1 : first + j] + self.embed(tokens[-1])[:, None, :]
                 mask = torch.cat([mask, sub_valid[:, first + j - 1 : first + j]], dim=1)
-                logits, _ = self._decode(x, mask, sub_positions[:, first + j - 1 : first + j], cache)
+                positions_j = sub_positions[:, first + j - 1 : first + j]
+                logits, _ = self._decode(x, mask, positions_j, cache, fast=fast)
             tokens.append(pick(logits[:, -1].float(), j))
         group = torch.stack(tokens, dim=1)
         state.attention_mask, state.prev_token = mask, group[:, -1]

@@ -1,0 +1,103 @@
+"""One new position through a Qwen3 decoder stack, without transformers' per-call machinery.
+
+A 5 Hz decoding step runs the shared LLM on one position and the SRH five times on one sub-frame; at the
+sizes of this project each such call is a few small matrix-vector products, and the framework's work per
+call (mask construction, output objects, per-layer wrappers) adds to them. ``decode_one`` is the same
+computation as ``Qwen3Model.forward`` for one query position (RMSNorm, q/k/v with Qwen3's per-head q/k
+norms, rotary, grouped-query attention over the cache, SiLU MLP, residuals) as plain tensor operations on
+the model's own weights (no copies: the official 8B model leaves no memory for them). It appends to the
+same transformers ``DynamicCache``, so decoding states stay what they were (``KVCache`` batch operations,
+prefill by the full model). Results agree with the full model to float rounding (attention and softmax
+are computed directly rather than through ``scaled_dot_product_attention``'s kernel choice); greedy
+decodes give the same tokens (tests).
+
+``supports(model)`` says when it applies: a ``Qwen3Model`` with full attention on every layer and no
+attention bias, in eval mode (no dropout); otherwise callers use the model itself.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers.models.qwen3.modeling_qwen3 import Qwen3Model
+
+
+def supports(model: torch.nn.Module) -> bool:
+    """Whether ``decode_one`` computes what ``model`` would."""
+    if not isinstance(model, Qwen3Model) or model.training:
+        return False
+    config = model.config
+    layer_types = getattr(config, "layer_types", None) or []
+    return (
+        all(kind == "full_attention" for kind in layer_types)
+        and not getattr(config, "attention_bias", False)
+        and getattr(config, "hidden_act", "silu") == "silu"
+    )
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Qwen3RMSNorm: in float32, scaled by ``weight`` in the input's dtype."""
+    dtype = x.dtype
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+@torch.no_grad()
+def decode_one(
+    model: Qwen3Model,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    cache,
+) -> torch.Tensor:
+    """The final hidden state ``[B, 1, D]`` of one new position, appending its keys and values to ``cache``.
+
+    inputs_embeds: ``[B, 1, D]``; attention_mask: ``[B, S]`` (1 = attend; S = cached positions + 1, the
+    new one last); position_ids: ``[B, 1]`` rotary positions; cache: the ``DynamicCache`` of the earlier
+    positions (updated in place)."""
+    config = model.config
+    b = inputs_embeds.shape[0]
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    groups = heads // kv_heads
+    cos, sin = model.rotary_emb(inputs_embeds, position_ids)  # [B, 1, hd]
+    cos, sin = cos[:, None], sin[:, None]  # [B, 1, 1, hd]
+    valid = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, S]
+    bias = torch.zeros(valid.shape, dtype=inputs_embeds.dtype, device=valid.device).masked_fill_(
+        ~valid, torch.finfo(inputs_embeds.dtype).min
+    )
+    hidden = inputs_embeds
+    for index, layer in enumerate(model.layers[: config.num_hidden_layers]):
+        attn = layer.self_attn
+        x = _rms(hidden, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
+        q, k, v = (
+            F.linear(x, attn.q_proj.weight),
+            F.linear(x, attn.k_proj.weight),
+            F.linear(x, attn.v_proj.weight),
+        )
+        q = _rms(q.view(b, 1, heads, head_dim), attn.q_norm.weight, attn.q_norm.variance_epsilon)
+        k = _rms(k.view(b, 1, kv_heads, head_dim), attn.k_norm.weight, attn.k_norm.variance_epsilon)
+        q = _rotate(q.transpose(1, 2), cos, sin)  # [B, H, 1, hd]
+        k = _rotate(k.transpose(1, 2), cos, sin)  # [B, KV, 1, hd]
+        v = v.view(b, 1, kv_heads, head_dim).transpose(1, 2)
+        keys, values = cache.update(k, v, index)  # [B, KV, S, hd]
+        # the query heads of one key/value head attend together: [B, KV, groups, hd]
+        scores = torch.matmul(q.view(b, kv_heads, groups, head_dim), keys.transpose(2, 3)) * attn.scaling
+        weights = torch.softmax(scores + bias, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(weights, values).reshape(b, 1, heads * head_dim)
+        hidden = hidden + F.linear(out, attn.o_proj.weight)
+        x = _rms(
+            hidden, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon
+        )
+        mlp = layer.mlp
+        hidden = hidden + F.linear(
+            F.silu(F.linear(x, mlp.gate_proj.weight)) * F.linear(x, mlp.up_proj.weight), mlp.down_proj.weight
+        )
+    return _rms(hidden, model.norm.weight, model.norm.variance_epsilon)
