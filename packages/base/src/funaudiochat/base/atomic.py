@@ -10,8 +10,10 @@ Example:
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,3 +53,27 @@ def atomic_save(path: str | os.PathLike, save: Callable[[str], object]) -> Path:
             os.unlink(tmp)
         raise
     return target
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
+    """Build a folder in a temporary folder beside ``path`` (yielded), then rename it onto ``path`` when
+    the block ends without an error (removed otherwise). An existing ``path`` is replaced (moved aside,
+    then deleted) when ``replace``, else it is a ``ValueError``."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            if not replace:
+                raise ValueError(f"{target}: already exists; give a new folder")
+            old = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{target.name}.old.", dir=target.parent))
+            os.replace(target, old / "previous")
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

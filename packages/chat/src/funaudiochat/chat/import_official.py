@@ -17,14 +17,13 @@ a ``ValueError`` naming it.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
+from funaudiochat.base.atomic import atomic_folder
 from funaudiochat.drsr import FunAudioChatConfig, FunAudioChatForConditionalGeneration
 from funaudiochat.tokenizer import SpeechTokenizer
 from funaudiochat.vocoder import CausalFlowMatching, HiFTGenerator
@@ -37,7 +36,16 @@ from funaudiochat.vocoder.loading import (
 from funaudiochat.vocoder.speakers import SpeakerTable
 from safetensors import safe_open
 
-from .loaders import CONFIG, FLOW, HIFT, MODEL_CARD, SPEAKERS, SPEECH_TOKENIZER, check_tokenizer_files
+from .loaders import (
+    CONFIG,
+    FLOW,
+    HIFT,
+    MODEL_CARD,
+    SPEAKERS,
+    SPEECH_TOKENIZER,
+    check_model_config,
+    check_tokenizer_files,
+)
 
 ONNX_TOKENIZER = "speech_tokenizer_v3.onnx"
 
@@ -58,9 +66,9 @@ def import_official(
     speakers_path = Path(speakers) if speakers else cosyvoice / "spk2info.pt"
     if speakers and not speakers_path.is_file():
         raise ValueError(f"{speakers_path}: --speakers file not found")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}.", dir=target.parent))
-    try:
+    if target.exists():
+        raise ValueError(f"{target}: already exists; give a new --out folder")
+    with atomic_folder(target, replace=False) as staging:
         for item in fac.iterdir():
             if item.is_file():
                 shutil.copy2(item, staging / item.name)
@@ -82,12 +90,6 @@ def import_official(
             )
         if not (staging / MODEL_CARD).is_file():
             (staging / MODEL_CARD).write_text(_card(fac, cosyvoice, notes), encoding="utf-8")
-        if target.exists():
-            raise ValueError(f"{target}: already exists; give a new --out folder")
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 
@@ -95,15 +97,7 @@ def check_checkpoint(folder: Path) -> None:
     """The official checkpoint's files are there, and its shards hold exactly the keys and shapes of the
     model its config describes (the tied SRH head may be absent); checked from the headers alone."""
     config_path = folder / CONFIG
-    if not config_path.is_file():
-        raise ValueError(f"{config_path}: missing; the --fac folder holds the model's config.json")
-    try:
-        raw = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{config_path}: not valid JSON ({err})") from err
-    if not isinstance(raw, dict) or raw.get("model_type") != "funaudiochat":
-        found = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
-        raise ValueError(f"{config_path}: model_type must be 'funaudiochat', got {found!r}")
+    check_model_config(config_path, "the --fac folder")
     check_tokenizer_files(folder)
     shards = sorted(folder.glob("*.safetensors"))
     if not shards:

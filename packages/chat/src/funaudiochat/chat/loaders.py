@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from funaudiochat.base.atomic import atomic_folder
 from funaudiochat.base.rng import seeded
 from funaudiochat.drsr import FunAudioChatForConditionalGeneration
 from funaudiochat.drsr.configuration import tiny_config_for
@@ -76,16 +75,7 @@ def load_parts(folder: str | os.PathLike) -> Parts:
 def check_folder(root: Path) -> None:
     """Every file a pipeline needs is there and the model config is the right kind: else a ``ValueError``
     naming the file and what was expected."""
-    config_path = root / CONFIG
-    if not config_path.is_file():
-        raise ValueError(f"{config_path}: missing; a pipeline folder holds the model's config.json")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{config_path}: not valid JSON ({err})") from err
-    if not isinstance(config, dict) or config.get("model_type") != "funaudiochat":
-        found = config.get("model_type") if isinstance(config, dict) else type(config).__name__
-        raise ValueError(f"{config_path}: model_type must be 'funaudiochat', got {found!r}")
+    check_model_config(root / CONFIG, "a pipeline folder")
     if not list(root.glob("*.safetensors")) or not any(
         p.name.startswith("model") for p in root.glob("*.safetensors")
     ):
@@ -94,6 +84,21 @@ def check_folder(root: Path) -> None:
     for name, what in ((FLOW, "the vocoder's flow"), (HIFT, "the vocoder's HiFT")):
         if not (root / name).is_file():
             raise ValueError(f"{root / name}: missing; a pipeline folder holds {what} weights")
+
+
+def check_model_config(config_path: Path, holder: str) -> dict:
+    """The model's ``config.json`` (``holder``: which folder, for the message), read and checked to be a
+    Fun-Audio-Chat config."""
+    if not config_path.is_file():
+        raise ValueError(f"{config_path}: missing; {holder} holds the model's config.json")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_path}: not valid JSON ({err})") from err
+    if not isinstance(config, dict) or config.get("model_type") != "funaudiochat":
+        found = config.get("model_type") if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"{config_path}: model_type must be 'funaudiochat', got {found!r}")
+    return config
 
 
 def check_tokenizer_files(root: Path) -> None:
@@ -111,9 +116,7 @@ def save_parts(pipe: Parts, folder: str | os.PathLike, card: str | None = None) 
     """Write ``pipe``'s parts (a ``Parts`` or a ``Pipeline``) as a pipeline folder at ``folder`` (replacing it
     when it exists); ``card`` is the model card's text (default: what the folder holds)."""
     target = Path(folder)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}.", dir=target.parent))
-    try:
+    with atomic_folder(target) as staging:
         pipe.model.save_pretrained(staging)
         pipe.processor.save_pretrained(staging)
         save_flow(pipe.vocoder.flow, staging / FLOW)
@@ -123,16 +126,6 @@ def save_parts(pipe: Parts, folder: str | os.PathLike, card: str | None = None) 
         if pipe.speech_tokenizer is not None:
             pipe.speech_tokenizer.save_safetensors(staging / SPEECH_TOKENIZER)
         (staging / MODEL_CARD).write_text(card or _default_card(pipe), encoding="utf-8")
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".old-{target.name}.", dir=target.parent))
-            os.replace(target, old / "previous")
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

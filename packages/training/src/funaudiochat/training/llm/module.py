@@ -28,13 +28,13 @@ from __future__ import annotations
 import inspect
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from funaudiochat.base.atomic import atomic_folder
 from funaudiochat.base.rng import seeded
 from funaudiochat.drsr import FunAudioChatConfig, FunAudioChatForConditionalGeneration
 from funaudiochat.drsr.configuration import tiny_config_for  # noqa: F401  (re-exported for recipes and tests)
@@ -119,25 +119,13 @@ def save_checkpoint_atomic(
     existing folder is replaced only once the new one is complete). ``companions``: a checkpoint folder whose
     other files (processor, text tokenizer, chat template) are copied along, so the result is complete."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_folder(directory) as staging:
         if companions is not None and Path(companions).is_dir():
             for item in Path(companions).iterdir():
                 weights = item.suffix == ".safetensors" or item.name.endswith(".index.json")
                 if item.is_file() and not weights and item.name not in MODEL_FILES:
                     shutil.copy2(item, staging / item.name)
         model.save_pretrained(staging)
-        if directory.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
-            os.replace(directory, old / "previous")
-            os.replace(staging, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory
 
 
