@@ -74,3 +74,21 @@ def test_it_applies_only_where_it_computes_the_same(model):
     finally:
         backbone.eval()
     assert not supports(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("rows, n", [(1, 6565), (3, 512), (1, 130), (2, 96)])
+def test_split_products_equal_the_plain_product(rows, n):
+    from funaudiochat.drsr.fast_decode import linear
+
+    g = torch.Generator().manual_seed(n)
+    x, w = torch.randn(rows, 1, 256, generator=g), torch.randn(n, 256, generator=g)
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            with torch.no_grad():
+                got = linear(x, w)
+            torch.testing.assert_close(got, torch.nn.functional.linear(x, w), rtol=0, atol=1e-5)
+            assert got.shape == (rows, 1, n)
+    finally:
+        torch.set_num_threads(threads)

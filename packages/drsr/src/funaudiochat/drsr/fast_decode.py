@@ -35,6 +35,24 @@ def supports(model: torch.nn.Module) -> bool:
     )
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``F.linear(x, weight)`` (no bias) for a few rows ``x [..., K]``, its output columns split into one
+    block per thread and run as one batched product: a matrix-vector product on the CPU otherwise streams
+    the weight on one thread at a time (measured here: 7 GB/s plain, 10 GB/s split, for weights that are
+    not in cache). The weight is viewed, never copied; each output is the same dot product."""
+    parts = torch.get_num_threads()
+    n, k = weight.shape
+    if parts < 2 or n < 64 * parts or x.device.type != "cpu" or torch.is_grad_enabled():
+        return F.linear(x, weight)
+    rows = x.reshape(-1, k)
+    even = n - n % parts  # the last n % parts outputs (e.g. of a 6565-row head) as a plain product
+    blocks = weight[:even].view(parts, even // parts, k).transpose(1, 2)  # [parts, K, N / parts]
+    out = torch.bmm(rows.expand(parts, -1, -1), blocks).transpose(0, 1).reshape(rows.shape[0], even)
+    if even < n:
+        out = torch.cat((out, F.linear(rows, weight[even:])), dim=1)
+    return out.reshape(*x.shape[:-1], n)
+
+
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """Qwen3RMSNorm: in float32, scaled by ``weight`` in the input's dtype."""
     dtype = x.dtype
@@ -77,11 +95,7 @@ def decode_one(
     for index, layer in enumerate(model.layers[: config.num_hidden_layers]):
         attn = layer.self_attn
         x = _rms(hidden, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
-        q, k, v = (
-            F.linear(x, attn.q_proj.weight),
-            F.linear(x, attn.k_proj.weight),
-            F.linear(x, attn.v_proj.weight),
-        )
+        q, k, v = linear(x, attn.q_proj.weight), linear(x, attn.k_proj.weight), linear(x, attn.v_proj.weight)
         q = _rms(q.view(b, 1, heads, head_dim), attn.q_norm.weight, attn.q_norm.variance_epsilon)
         k = _rms(k.view(b, 1, kv_heads, head_dim), attn.k_norm.weight, attn.k_norm.variance_epsilon)
         q = _rotate(q.transpose(1, 2), cos, sin)  # [B, H, 1, hd]
@@ -92,12 +106,11 @@ def decode_one(
         scores = torch.matmul(q.view(b, kv_heads, groups, head_dim), keys.transpose(2, 3)) * attn.scaling
         weights = torch.softmax(scores + bias, dim=-1, dtype=torch.float32).to(q.dtype)
         out = torch.matmul(weights, values).reshape(b, 1, heads * head_dim)
-        hidden = hidden + F.linear(out, attn.o_proj.weight)
+        hidden = hidden + linear(out, attn.o_proj.weight)
         x = _rms(
             hidden, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon
         )
         mlp = layer.mlp
-        hidden = hidden + F.linear(
-            F.silu(F.linear(x, mlp.gate_proj.weight)) * F.linear(x, mlp.up_proj.weight), mlp.down_proj.weight
-        )
+        gated = F.silu(linear(x, mlp.gate_proj.weight)) * linear(x, mlp.up_proj.weight)
+        hidden = hidden + linear(gated, mlp.down_proj.weight)
     return _rms(hidden, model.norm.weight, model.norm.variance_epsilon)

@@ -276,7 +276,11 @@ def _finish_step(model, state, hidden, text_embeds, positions, new_mask, first: 
     ac = model.config.audio_config
     k = model.group_size
     batch = hidden.shape[0]
-    text_logits = model.language_model.lm_head(hidden[:, -1]).float()
+    head = model.language_model.lm_head
+    if config.fast_decode and not first and head.bias is None:
+        text_logits = fast_decode.linear(hidden[:, -1], head.weight).float()
+    else:
+        text_logits = head(hidden[:, -1]).float()
     text_history = state.sequences.masked_fill(state.attention_mask == 0, -1)
     text = pick_tokens(text_logits, text_history, config.text, state.generators)
     if first and config.force_text_abos:

@@ -135,9 +135,10 @@ class SpeechRefinedHead(nn.Module):
         """SRH logits of sub-frames ``x [B, T, D]``; ``fast`` (one sub-frame with a cache): through
         ``fast_decode.decode_one`` when it supports the backbone."""
         if fast and cache is not None and x.shape[1] == 1 and fast_decode.supports(self.crq_transformer):
-            embeds = self.input_matching(x)
+            embeds = fast_decode.linear(x, self.input_matching.weight)
             hidden = fast_decode.decode_one(self.crq_transformer, embeds, attention_mask, position_ids, cache)
-            return self.lm_head(self.output_matching(hidden)), None
+            matched = fast_decode.linear(hidden, self.output_matching.weight)
+            return fast_decode.linear(matched, self.lm_head.weight), None
         out = self.crq_transformer(
             inputs_embeds=self.input_matching(x),
             attention_mask=attention_mask,
@@ -228,7 +229,11 @@ class SpeechRefinedHead(nn.Module):
         sub-steps follow, each fed the token just picked."""
         k = self.group_size
         b, s, _ = conditioning.shape
-        sub = self.pre_matching(conditioning).view(b, s * k, self.hidden_size)
+        if fast and s == 1:  # one 5 Hz position: its k sub-frames from one split product
+            pre = fast_decode.linear(conditioning, self.pre_matching.weight) + self.pre_matching.bias
+        else:
+            pre = self.pre_matching(conditioning)
+        sub = pre.view(b, s * k, self.hidden_size)
         sub_positions = (positions.unsqueeze(-1) * k + torch.arange(k, device=positions.device)).view(b, -1)
         sub_valid = valid.repeat_interleave(k, dim=1)
         first = s * k - (k - 1)
