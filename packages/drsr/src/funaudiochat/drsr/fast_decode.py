@@ -44,17 +44,21 @@ def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     n, k = weight.shape
     if parts < 2 or n < 64 * parts or x.device.type != "cpu" or torch.is_grad_enabled():
         return F.linear(x, weight)
+    even = n - n % parts
+    blocks = (weight if even == n else weight[:even]).view(parts, even // parts, k).transpose(1, 2)
     rows = x.reshape(-1, k)
-    even = n - n % parts  # the last n % parts outputs (e.g. of a 6565-row head) as a plain product
-    blocks = weight[:even].view(parts, even // parts, k).transpose(1, 2)  # [parts, K, N / parts]
-    out = torch.bmm(rows.expand(parts, -1, -1), blocks).transpose(0, 1).reshape(rows.shape[0], even)
-    if even < n:
+    out = torch.bmm(rows.expand(parts, -1, -1), blocks)  # [parts, R, N / parts]
+    # one row: the blocks' outputs already lie in column order; several: regroup them by row
+    out = out.view(1, even) if rows.shape[0] == 1 else out.transpose(0, 1).reshape(rows.shape[0], even)
+    if even < n:  # the last n % parts outputs (e.g. of a 6565-row head) as a plain product
         out = torch.cat((out, F.linear(rows, weight[even:])), dim=1)
-    return out.reshape(*x.shape[:-1], n)
+    return out.view(*x.shape[:-1], n)
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Qwen3RMSNorm: in float32, scaled by ``weight`` in the input's dtype."""
+    """Qwen3RMSNorm: ``x / rms(x) * weight`` over the last dimension (in float32 for lower precisions)."""
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:
+        return F.rms_norm(x, weight.shape, weight, eps)
     dtype = x.dtype
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
