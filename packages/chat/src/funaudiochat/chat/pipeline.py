@@ -39,7 +39,7 @@ from funaudiochat.drsr.prompts import (
     parse_tool_calls,
 )
 from funaudiochat.tokenizer import SpeechTokenizer
-from funaudiochat.vocoder.token2wav import Token2Wav
+from funaudiochat.vocoder.token2wav import Token2Wav, check_hops
 
 from .loaders import load_parts, random_parts, save_parts
 from .request import Request
@@ -119,9 +119,7 @@ class Pipeline:
         hop_growth: int = 1,
         max_hop_tokens: int | None = None,
     ):
-        if hop_tokens < 1:
-            raise ValueError(f"hop_tokens must be >= 1, got {hop_tokens}")
-        vocoder.init_state(1, hop_tokens=hop_tokens, hop_growth=hop_growth, max_hop_tokens=max_hop_tokens)
+        check_hops(hop_tokens, hop_growth, max_hop_tokens)
         self.model = model.eval()
         self.processor = processor
         self.vocoder = vocoder

@@ -127,6 +127,13 @@ def _specials(ids: torch.Tensor, stacklevel: int) -> torch.Tensor | None:
     return special
 
 
+def check_hops(hop_tokens: int, hop_growth: int = 1, max_hop_tokens: int | None = None) -> None:
+    """A stream's hop schedule (see ``Token2Wav.init_state``): a ``ValueError`` naming what is wrong."""
+    if hop_tokens < 1:
+        raise ValueError(f"hop_tokens must be >= 1, got {hop_tokens}")
+    _check_growth(hop_tokens, hop_growth, max_hop_tokens, "hop")
+
+
 def _check_growth(first: int, growth: int, longest: int | None, name: str) -> None:
     """A growing schedule needs a bound at or above the first size."""
     if growth < 1:
@@ -288,9 +295,7 @@ class Token2Wav:
         to, rounded down to whole hops of the longest size (None: all; the official server keeps 200)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if hop_tokens < 1:
-            raise ValueError(f"hop_tokens must be >= 1, got {hop_tokens}")
-        _check_growth(hop_tokens, hop_growth, max_hop_tokens, "hop")
+        check_hops(hop_tokens, hop_growth, max_hop_tokens)
         longest = max_hop_tokens if hop_growth > 1 else hop_tokens
         if context_tokens is not None and context_tokens < 0:
             raise ValueError(f"context_tokens must be >= 0 or None, got {context_tokens}")
