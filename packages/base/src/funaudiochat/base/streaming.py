@@ -169,15 +169,10 @@ class StreamState:
         """A new state with the rows of ``states`` in order. Raises ``StateMismatch`` when they cannot
         be one batch (see the module docstring: lockstep modules join through ``Cohorts``)."""
         states = list(states)
-        if not states:
-            raise ValueError("cat needs at least one state")
-        kinds = {type(s) for s in states}
-        if len(kinds) > 1:
-            raise StateMismatch(f"cannot join states of different types: {sorted(k.__name__ for k in kinds)}")
         try:
-            return states[0]._cat_states(states)
+            return _join(states)
         except StateMismatch as mismatch:
-            if isinstance(states[0], Cohorts) or "Cohorts" in str(mismatch):
+            if isinstance(states[0], Cohorts):
                 raise
             raise StateMismatch(
                 f"{mismatch} (a module that steps its rows in lockstep joins sessions at different "
@@ -202,7 +197,7 @@ class StreamState:
             )
         take = {r: (i if fresh.batch_size == len(chosen) else r) for i, r in enumerate(chosen)}
         order = [b + take[r] if r in take else r for r in range(b)]
-        joined = StreamState.cat([self, fresh]).select(order)
+        joined = _join([self, fresh]).select(order)
         self._replace_contents(joined)
 
     # -- how the operations reach the fields ----------------------------------------------------------------
@@ -249,9 +244,9 @@ class StreamState:
                 if isinstance(items[0], list):
                     if len({len(item) for item in items}) > 1:
                         raise StateMismatch(f"{name}: states hold different numbers of sub-states")
-                    values[field.name] = [StreamState.cat(parts) for parts in zip(*items, strict=True)]
+                    values[field.name] = [_join(list(parts)) for parts in zip(*items, strict=True)]
                 else:
-                    values[field.name] = StreamState.cat(items)
+                    values[field.name] = _join(items)
             else:
                 if not all(_same(items[0], other) for other in items[1:]):
                     raise StateMismatch(
@@ -260,6 +255,16 @@ class StreamState:
                     )
                 values[field.name] = items[0]
         return dataclasses.replace(self, **values)
+
+
+def _join(states: list[StreamState]) -> StreamState:
+    """``StreamState.cat`` without its hint (the hint is added once, where a caller asked to join)."""
+    if not states:
+        raise ValueError("cat needs at least one state")
+    kinds = {type(s) for s in states}
+    if len(kinds) > 1:
+        raise StateMismatch(f"cannot join states of different types: {sorted(k.__name__ for k in kinds)}")
+    return states[0]._cat_states(states)
 
 
 def _describe(items: list) -> str:
@@ -298,7 +303,7 @@ def _cat_rows(items: list, name: str):
 def can_join(states: Sequence[StreamState]) -> bool:
     """Whether ``StreamState.cat(states)`` would give one batch."""
     try:
-        StreamState.cat(states)
+        _join(list(states))
     except StateMismatch:
         return False
     return True
@@ -347,7 +352,7 @@ class Cohorts(StreamState):
             for group, members in zip(state.groups, state.rows, strict=True):
                 for i, other in enumerate(groups):  # merge with a cohort at the same position
                     if can_join([other, group]):
-                        groups[i] = StreamState.cat([other, group])
+                        groups[i] = _join([other, group])
                         rows[i] = rows[i] + [offset + r for r in members]
                         break
                 else:
