@@ -50,7 +50,7 @@ class DiTCache(StreamState):
             )
         halves = [(s, s.batch_size) for s in states]
         conv = [
-            torch.cat([c[:b] for s, b in halves for c in (s.conv[i],)] + [s.conv[i][b:] for s, b in halves])
+            torch.cat([s.conv[i][:b] for s, b in halves] + [s.conv[i][b:] for s, b in halves])
             for i in range(len(self.conv))
         ]
         kv = [KVBuffer.join([(s.kv[i], b) for s, b in halves]) for i in range(len(self.kv))]
