@@ -8,7 +8,7 @@
 Nothing here imports another package of the project: it is the leaf every other package may import.
 """
 
-from .atomic import TEMP_PREFIX, atomic_folder, atomic_save, atomic_write, atomic_write_text
+from .atomic import TEMP_PREFIX, atomic_folder, atomic_path, atomic_save, atomic_write, atomic_write_text
 from .constants import (
     GROUP_SIZE,
     SPECIAL_IDS,
@@ -52,6 +52,7 @@ __all__ = [
     "StateMismatch",
     "StreamState",
     "atomic_folder",
+    "atomic_path",
     "atomic_save",
     "atomic_write",
     "atomic_write_text",

@@ -39,12 +39,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_save(path: str | os.PathLike, save: Callable[[str], object]) -> Path:
     """``save(temporary_path)`` (any writer that takes a file name: ``safetensors.torch.save_file``,
     ``np.save``), then the temporary file is flushed to disk and renamed onto ``path``; returns the path."""
+    with atomic_path(path) as tmp:
+        save(tmp)
+    return Path(path)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
+    """A temporary file name beside ``path`` (ending in ``suffix``) to write to in the block; when the block
+    ends without an error the file is flushed to disk and renamed onto ``path``, otherwise removed. For
+    writers that keep a file open across many calls (audio written as it streams)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     try:
-        save(tmp)
+        yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
@@ -52,7 +62,6 @@ def atomic_save(path: str | os.PathLike, save: Callable[[str], object]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return target
 
 
 @contextmanager

@@ -13,11 +13,10 @@ written beside its target and renamed into place at the end, so a failed run lea
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
-from pathlib import Path
+from contextlib import ExitStack
 
+from funaudiochat.base.atomic import atomic_path
 from funaudiochat.base.constants import VOCODER_SAMPLE_RATE
 
 
@@ -119,22 +118,22 @@ def describe(timings, out: str | None) -> str:
 
 class AudioOut:
     """A WAV file written piece by piece into a temporary file beside ``path`` and renamed onto it when the
-    block ends without an error (removed otherwise). ``path`` None: nothing is written."""
+    block ends without an error (removed otherwise; ``funaudiochat.base.atomic.atomic_path``). ``path``
+    None: nothing is written."""
 
     def __init__(self, path: str | None):
         self.path = path
         self.file = None
-        self.tmp = None
+        self.stack = ExitStack()
 
     def __enter__(self) -> AudioOut:
         if self.path:
             import soundfile as sf
 
-            target = Path(self.path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, self.tmp = tempfile.mkstemp(prefix=f".tmp-{target.name}.", suffix=".wav", dir=target.parent)
-            os.close(fd)
-            self.file = sf.SoundFile(self.tmp, "w", VOCODER_SAMPLE_RATE, 1, subtype="PCM_16", format="WAV")
+            tmp = self.stack.enter_context(atomic_path(self.path, suffix=".wav"))
+            self.file = self.stack.enter_context(
+                sf.SoundFile(tmp, "w", VOCODER_SAMPLE_RATE, 1, subtype="PCM_16", format="WAV")
+            )
         return self
 
     def write(self, samples) -> None:
@@ -142,10 +141,4 @@ class AudioOut:
             self.file.write(samples.detach().cpu().numpy())
 
     def __exit__(self, kind, error, trace) -> None:
-        if self.file is None:
-            return
-        self.file.close()
-        if kind is None:
-            os.replace(self.tmp, self.path)
-        elif os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+        self.stack.__exit__(kind, error, trace)  # the file closes, then it is renamed or removed
