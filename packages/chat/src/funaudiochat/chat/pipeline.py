@@ -176,6 +176,14 @@ class Pipeline:
         codes: list[torch.Tensor] = []
         audio: list[torch.Tensor] = []
         shown = ""
+
+        def vocode(new: torch.Tensor, finalize: bool = False) -> Iterator[AudioChunk]:
+            wave = self.vocoder.step([new], vocoder_state, finalize)[0]
+            if wave.numel():
+                timings.first_audio_s = timings.first_audio_s or time.perf_counter() - start
+                audio.append(wave)
+                yield AudioChunk(wave)
+
         state, step = prefill(self.model, inputs, request.sampling.decoding(request.speaks))
         while True:
             if not bool(step.finished[0]) or int(step.text_tokens[0]) != self._pad:
@@ -189,20 +197,12 @@ class Pipeline:
             if vocoder_state is not None and bool(step.speech_valid[0]):
                 new = _real_codes(step.speech_tokens[0])
                 codes.append(new)
-                wave = self.vocoder.step([new], vocoder_state)[0]
-                if wave.numel():
-                    timings.first_audio_s = timings.first_audio_s or time.perf_counter() - start
-                    audio.append(wave)
-                    yield AudioChunk(wave)
+                yield from vocode(new)
             if bool(state.finished.all()):
                 break
             step = decode_step(self.model, state)
         if vocoder_state is not None:
-            wave = self.vocoder.step([torch.zeros(0, dtype=torch.long)], vocoder_state, finalize=True)[0]
-            if wave.numel():
-                timings.first_audio_s = timings.first_audio_s or time.perf_counter() - start
-                audio.append(wave)
-                yield AudioChunk(wave)
+            yield from vocode(torch.zeros(0, dtype=torch.long), finalize=True)
         speech = (torch.cat(audio) if audio else torch.zeros(0)) if request.speaks else None
         reply = self._reply(ids, _joined(codes), speech, timings)
         reply.timings.total_s = time.perf_counter() - start
