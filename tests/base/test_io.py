@@ -61,3 +61,17 @@ def test_seeded_leaves_the_callers_random_state_alone():
     assert torch.equal(torch.rand(2), expected)
     with seeded(0):
         assert torch.equal(torch.rand(1), inside)
+
+
+def test_atomic_files_and_folders_get_the_modes_plain_creation_gives(tmp_path):
+    from funaudiochat.base import atomic_folder
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "out.bin", lambda f: f.write(b"x"))
+        with atomic_folder(tmp_path / "folder") as staging:
+            (staging / "a").write_text("a")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700

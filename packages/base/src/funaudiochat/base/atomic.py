@@ -57,6 +57,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets what open() would give it
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
@@ -74,6 +75,7 @@ def atomic_folder(path: str | os.PathLike, replace: bool = True) -> Iterator[Pat
     staging = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent))
     try:
         yield staging
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the folder gets what mkdir would
         if target.exists():
             if not replace:
                 raise ValueError(f"{target}: already exists; give a new folder")
@@ -86,3 +88,10 @@ def atomic_folder(path: str | os.PathLike, replace: bool = True) -> Iterator[Pat
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
