@@ -6,6 +6,11 @@
 //   ungroup_(u[B,L,k*D], prev_ids[B,L*k], table[V,D], k) -> u          the same, added into u's storage
 //   sample(logits[B,V], history[B,H], uniforms[B,2], ...) -> int64[B] penalty, temperature, top-k, top-p, RAS
 //                                                                     (its CPU kernel: drsr_sample.cpp)
+//   qwen3_decode_one(embeds[B,1,D], weights, key_rooms, value_rooms, length, cos, sin, bias, ...) -> [B,1,D]
+//                                     one position through a Qwen3 stack, caches written in place
+//                                     (CPU only: drsr_decode.cpp; reference: drsr/fast_decode.py)
+//   rows_linear(x[...,K], weight[N,K])  -> [...,N]  x @ weight.T for a few rows, split over threads by
+//                                                   output row (CPU only: drsr_decode.cpp)
 //
 // The exact semantics are the docstrings of funaudiochat/drsr/ops/reference.py. Python checks shapes, dtypes
 // and settings; these kernels check the values they read (ids, history, uniforms) and raise ValueError.
@@ -475,6 +480,11 @@ TORCH_LIBRARY(funaudiochat, m) {
   m.def(
       "sample(Tensor logits, Tensor history, Tensor uniforms, float temperature, int top_k, float top_p, "
       "float repetition_penalty, int ras_window, float ras_tau) -> Tensor");
+  m.def("rows_linear(Tensor x, Tensor weight) -> Tensor");
+  m.def(
+      "qwen3_decode_one(Tensor embeds, Tensor[] weights, Tensor(a!)[] key_rooms, Tensor(b!)[] value_rooms, "
+      "int length, Tensor cos, Tensor sin, Tensor bias, int num_heads, int num_kv_heads, float eps, "
+      "float scaling) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(funaudiochat, CPU, m) {
@@ -483,6 +493,8 @@ TORCH_LIBRARY_IMPL(funaudiochat, CPU, m) {
   m.impl("ungroup", &funaudiochat::ungroup_cpu);
   m.impl("ungroup_", &funaudiochat::ungroup_inplace_cpu);
   m.impl("sample", &funaudiochat::sample_cpu);
+  m.impl("rows_linear", &funaudiochat::rows_linear_cpu);
+  m.impl("qwen3_decode_one", &funaudiochat::qwen3_decode_one_cpu);
 }
 
 TORCH_LIBRARY_IMPL(funaudiochat, Autograd, m) {

@@ -26,7 +26,7 @@ def cuda_wanted() -> bool:
 
 
 def extension() -> cpp_extension.CppExtension:
-    sources = [str(CSRC / "drsr_ops.cpp"), str(CSRC / "drsr_sample.cpp")]
+    sources = [str(CSRC / name) for name in ("drsr_ops.cpp", "drsr_sample.cpp", "drsr_decode.cpp")]
     compile_args: dict[str, list[str]] = {"cxx": ["-O3", "-fopenmp"]}
     if not cuda_wanted():
         return cpp_extension.CppExtension(

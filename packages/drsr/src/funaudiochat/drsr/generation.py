@@ -76,8 +76,9 @@ class DecodingConfig:
     speech: SamplingConfig = field(default_factory=SamplingConfig)
     force_text_abos: bool = True
     disable_speech: bool = False
-    # one-position steps through fast_decode (plain tensor ops, agreeing to float rounding); False: the
-    # transformers model call, the reference
+    # one-position steps through fast_decode (one extension op, or plain tensor ops; agreeing to float
+    # rounding) on caches that append in place; False: the transformers model calls and DynamicCache, the
+    # reference
     fast_decode: bool = True
     # the seed makes the generators of a prefill; configs that differ only in it decode a batch alike
     seed: int | list[int] = field(default=0, compare=False)
@@ -233,7 +234,7 @@ def prefill(
         inputs.get("feature_exist_mask"),
     )
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    cache = KVCache.empty(model.language_model.config, batch)
+    cache = KVCache.empty(model.language_model.config, batch, growing=config.fast_decode)
     with record_function("llm"):
         out = model.language_model.model(
             inputs_embeds=merged.inputs_embeds,
@@ -245,7 +246,7 @@ def prefill(
     k = model.group_size
     srh = None
     if model.audio_invert_tower is not None and not config.disable_speech:
-        srh = model.audio_invert_tower.init_state(batch, device)
+        srh = model.audio_invert_tower.init_state(batch, device, growing_cache=config.fast_decode)
     state = DecodingState(
         sequences=input_ids.clone(),
         attention_mask=attention_mask.long().clone(),

@@ -196,10 +196,11 @@ class SpeechRefinedHead(nn.Module):
         return logits
 
     # ---- streaming ----------------------------------------------------------------------------
-    def init_state(self, batch_size: int = 1, device=None) -> SRHState:
-        """A fresh SRH state for ``batch_size`` sequences (nothing cached; previous token BOS)."""
+    def init_state(self, batch_size: int = 1, device=None, growing_cache: bool = True) -> SRHState:
+        """A fresh SRH state for ``batch_size`` sequences (nothing cached; previous token BOS);
+        ``growing_cache``: see ``KVCache.empty``."""
         return SRHState(
-            cache=KVCache.empty(self.crq_transformer.config, batch_size),
+            cache=KVCache.empty(self.crq_transformer.config, batch_size, growing_cache),
             attention_mask=torch.zeros(batch_size, 0, dtype=torch.long, device=device),
             prev_token=torch.full((batch_size,), self.bos_token_id, dtype=torch.long, device=device),
         )
