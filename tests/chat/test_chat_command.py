@@ -48,6 +48,12 @@ def test_text_question_in_text_mode_with_history_and_a_model_folder(tmp_path, ca
     assert main([*args, "--history", str(history), *FAST]) == 0
     captured = capsys.readouterr()
     assert "random pipeline" not in captured.err and "first audio -" in captured.err
+    spoken = [
+        {"role": "user", "text": "Hi"},
+        {"role": "assistant", "text": "Hello!", "speech_codes": [7] * 12},
+    ]
+    history.write_text(json.dumps(spoken))
+    assert main([*args, "--history", str(history), "--history-speech", *FAST]) == 0
 
 
 @pytest.mark.parametrize(

@@ -109,6 +109,28 @@ def test_history_turns_go_into_the_prompt(pipe, question):
     assert_same_reply(reply, streamed(pipe, request)[1])
 
 
+def test_history_speech_feeds_the_assistant_codes(pipe, question):
+    """With history_speech, an assistant turn with codes is speech in the prompt (the model sees its
+    codes: other codes, another answer); turns without codes stay text."""
+
+    def request(codes, **kw):
+        history = [Turn("user", audio=question), Turn("assistant", text="It is sunny.", speech_codes=codes)]
+        return Request(text="And tomorrow?", history=history, sampling=SHORT, **kw)
+
+    spoken = request([1, 2, 3] * 9, history_speech=True)
+    prompt, audios = pipe.prompt(spoken)
+    assert prompt.count("<|AUDIO|>") == 2 and "It is sunny." not in prompt
+    assert audios[1].codes == (1, 2, 3) * 9 and audios[1].text == "It is sunny."
+    as_text = pipe.prompt(request([1, 2, 3] * 9))[0]
+    assert "It is sunny." in as_text and as_text.count("<|AUDIO|>") == 1
+    reply = pipe.chat(spoken)
+    other = pipe.chat(request([400, 500, 600] * 9, history_speech=True))
+    assert reply.text_ids != other.text_ids or not torch.equal(reply.speech_codes, other.speech_codes)
+    assert_same_reply(reply, streamed(pipe, spoken)[1])
+    with pytest.raises(ValueError, match="history_speech must be True or False"):
+        Request(text="x", history_speech="yes")
+
+
 def test_tools_use_the_function_calling_prompt_and_calls_are_parsed(pipe, question):
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     request = Request(audio=question, tools=tools, sampling=SHORT)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from funaudiochat.drsr.processing import (
     FunAudioChatProcessor,
+    SpokenReply,
     audio_slot_count,
     speech_frame_count,
 )
@@ -228,6 +229,42 @@ def test_speech_and_feature_tensors(processor):
     expected, _ = WhisperFrontend().batch(waves)
     torch.testing.assert_close(features, expected)
     assert (features[1, :, 70:] == 0).all()
+
+
+def test_spoken_reply_takes_the_training_layout(processor, ids):
+    """An earlier assistant turn's speech: BOS delay + codes as its speech row, no features, its text in
+    text_ids (the layout of the training data); user audio beside it keeps the processor's layout."""
+    wave = noise(0.7, 2)
+    reply = SpokenReply([5, 6, 7], "Two plus three is five.")
+    messages = [
+        {"role": "user", "content": [{"type": "audio", "audio": wave}]},
+        {"role": "assistant", "content": [{"type": "audio", "audio": reply}]},
+        {"role": "user", "content": "What is two plus three?"},
+    ]
+    text = processor.apply_chat_template(messages)
+    audios = processor.audios_from_messages(messages)
+    assert audios[1] is reply
+    batch = processor(text, audio=audios)
+    assert batch["speech_ids"].shape == (2, 20)  # 17 user frames; 10 BOS + 3 codes -> both to 20
+    assert batch["speech_ids"][1].tolist() == [6561] * 10 + [5, 6, 7] + [6563] * 7
+    assert batch["speech_attention_mask"].sum(1).tolist() == [17, 13]
+    assert batch["feature_exist_mask"].tolist() == [True, False]
+    assert batch["input_features"].shape[0] == 1 and batch["feature_attention_mask"].shape[0] == 1
+    assert batch["text_attention_mask"].tolist() == [False, True]
+    want = processor.tokenizer("Two plus three is five.", add_special_tokens=False)["input_ids"]
+    assert batch["text_ids"][1, : len(want)].tolist() == want
+    assert (batch["text_ids"][0] == ids.pad).all() and (batch["text_ids"][1, len(want) :] == ids.pad).all()
+    slots = int((batch["input_ids"] == ids.audio_token_index).sum())
+    assert slots == audio_slot_count(17) + audio_slot_count(13)
+
+    alone = processor("<|AUDIO|>", audio=reply)  # replies alone: no feature tensors
+    assert "input_features" not in alone and alone["feature_exist_mask"].tolist() == [False]
+    with pytest.raises(ValueError, match="at least one speech code"):
+        SpokenReply([], "x")
+    with pytest.raises(ValueError, match=r"0\.\.6560, got \[6561\]"):
+        SpokenReply([1, 6561], "x")
+    with pytest.raises(ValueError, match="text must be a string"):
+        SpokenReply([1], None)
 
 
 def test_custom_speech_pad_id_and_group_size(tokenizer, ids):

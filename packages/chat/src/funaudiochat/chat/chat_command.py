@@ -34,6 +34,11 @@ def add_parser(sub) -> None:
     p.add_argument("--model", help="pipeline folder (default: a seeded tiny random pipeline)")
     p.add_argument("--voice", help="a speaker of the model's table, or a 1-30 s clip to clone")
     p.add_argument("--history", help="earlier turns: JSON list of {role, text, audio, speech_codes}")
+    p.add_argument(
+        "--history-speech",
+        action="store_true",
+        help="feed the history's assistant speech_codes to the model as speech (default: their text only)",
+    )
     p.add_argument("--tools", help="function schemas (JSON list); the reply's tool calls are printed")
     p.add_argument("--system", help="system prompt (default: the mode's official one)")
     p.add_argument("--stream", action="store_true", help="print text and write audio as they are made")
@@ -67,6 +72,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         tools=tools,
         voice=args.voice,
         sampling=sampling,
+        history_speech=args.history_speech,
     )
     if args.model:
         pipe = load_pipeline(args.model)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from funaudiochat.base.constants import SPEECH_CODES, VOCODER_SAMPLE_RATE
 from funaudiochat.drsr import FunAudioChatForConditionalGeneration, decode_step, prefill
-from funaudiochat.drsr.processing import FunAudioChatProcessor
+from funaudiochat.drsr.processing import FunAudioChatProcessor, SpokenReply
 from funaudiochat.drsr.prompts import (
     ASR_INSTRUCTION,
     DEFAULT_S2M_PROMPT,
@@ -294,7 +294,10 @@ class Pipeline:
             system = request.system or (DEFAULT_S2M_PROMPT if request.speaks else DEFAULT_S2T_PROMPT)
         messages: list[dict[str, Any]] = []
         for turn in request.history:
-            if turn.role == "assistant":
+            if turn.role == "assistant" and request.history_speech and turn.speech_codes:
+                spoken = SpokenReply(turn.speech_codes, turn.text)
+                messages.append({"role": "assistant", "content": [{"type": "audio", "audio": spoken}]})
+            elif turn.role == "assistant":
                 messages.append({"role": "assistant", "content": turn.text})
             else:
                 messages.append({"role": "user", "content": _user_content(turn.audio, turn.text)})

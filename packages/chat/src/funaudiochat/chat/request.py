@@ -109,8 +109,9 @@ class Turn:
     """One earlier turn of the conversation.
 
     role: "user" or "assistant"; text: what was said as text; audio (user turns): a path or a 16 kHz
-    waveform; speech_codes (assistant turns, optional): the 25 Hz codes it spoke, kept for the record (the
-    prompt holds the assistant's text, as the official examples and server do)."""
+    waveform; speech_codes (assistant turns, optional): the 25 Hz codes it spoke. A prompt holds the
+    assistant's text, as the official examples and server do; with ``Request(history_speech=True)`` a turn
+    with codes goes in as speech with its text beside it, the layout of the training data."""
 
     role: str
     text: str | None = None
@@ -145,7 +146,9 @@ class Request:
     """One request: ``audio`` and/or ``text`` from the user now, the ``history`` before it, the ``mode``,
     an optional ``system`` prompt (default: the mode's official one), ``tools`` (OpenAI-style function
     schemas; S2T with the official function-calling prompt), a ``voice`` (a speaker-table name or a
-    clip's path; None: the table's first) and ``sampling``."""
+    clip's path; None: the table's first) and ``sampling``. ``history_speech``: assistant turns of the
+    history that have ``speech_codes`` go into the prompt as speech (with their text beside it) instead
+    of as text alone (the official examples' choice, the default)."""
 
     audio: AudioInput | None = None
     text: str | None = None
@@ -155,6 +158,7 @@ class Request:
     tools: Sequence[dict[str, Any]] | None = None
     voice: str | os.PathLike | None = None
     sampling: Sampling = field(default_factory=Sampling)
+    history_speech: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -165,6 +169,8 @@ class Request:
             raise ValueError("a request needs audio, or text that is not empty")
         if self.mode == "asr" and self.audio is None:
             raise ValueError("mode 'asr' transcribes audio: give audio")
+        if not isinstance(self.history_speech, bool):
+            raise ValueError(f"history_speech must be True or False, got {self.history_speech!r}")
         if not isinstance(self.sampling, Sampling):
             raise ValueError(f"sampling must be a Sampling, got {type(self.sampling).__name__}")
         turns = tuple(self.history)

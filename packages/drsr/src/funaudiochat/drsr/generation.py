@@ -232,6 +232,8 @@ def prefill(
         inputs.get("input_features"),
         inputs.get("feature_attention_mask"),
         inputs.get("feature_exist_mask"),
+        inputs.get("text_ids"),
+        inputs.get("text_attention_mask"),
     )
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     cache = KVCache.empty(model.language_model.config, batch, growing=config.fast_decode)

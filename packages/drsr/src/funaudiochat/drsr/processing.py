@@ -9,6 +9,12 @@ It follows the official processor (``funaudiochat/processing_funaudiochat.py``):
   are filled by the continuous encoder, and ``speech_attention_mask`` marks the ``num_frames`` real frames;
 - ``input_features`` are the Whisper log-mel of each audio, ``feature_exist_mask`` is all True.
 
+Beyond the official processor: an audio may also be a ``SpokenReply``, an earlier assistant turn's speech
+(its codes and text), laid out as the training data lays out assistant speech (reference §7): its
+``speech_ids`` row is ``SPEECH_DELAY`` BOS ids then the codes, it has no log-mel (``feature_exist_mask``
+False, ``input_features`` holds the user audios only), and ``text_ids`` / ``text_attention_mask`` carry
+its text, one token per 5 Hz slot (the model averages it in).
+
 Differences, on purpose: the log-mel is not padded to 30 s (the official ``WhisperFeatureExtractor`` call
 uses ``padding="max_length"``, i.e. 3000 frames, and truncates longer audio), because the encoder here
 takes lengths; it is padded to the longest audio of the batch, zero past each length. A placeholder wrapped
@@ -29,12 +35,21 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from funaudiochat.base.constants import GROUP_SIZE, SPEECH_PAD, TOKEN_RATE, TOKENIZER_SAMPLE_RATE
+from funaudiochat.base.constants import (
+    GROUP_SIZE,
+    SPEECH_BOS,
+    SPEECH_CODES,
+    SPEECH_DELAY,
+    SPEECH_PAD,
+    TOKEN_RATE,
+    TOKENIZER_SAMPLE_RATE,
+)
 from funaudiochat.tokenizer import DEFAULT_MAX_SECONDS, WhisperFrontend, load_audio
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.feature_extraction_utils import BatchFeature
@@ -46,7 +61,38 @@ SPEECH_FRAME_RATE = TOKEN_RATE  # S3 speech tokens per second
 SPEECH_PAD_ID = SPEECH_PAD  # <|audio_pad|> of the speech vocabulary
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 
-AudioInput = str | os.PathLike | np.ndarray | torch.Tensor
+
+@dataclass(frozen=True)
+class SpokenReply:
+    """An earlier assistant turn's speech, to be put in a prompt as the model was trained on it.
+
+    codes: its 25 Hz speech codes (0..6560, at least one); text: what it said (one token per 5 Hz slot
+    goes in beside the speech, as in training)."""
+
+    codes: tuple[int, ...]
+    text: str
+
+    def __post_init__(self) -> None:
+        codes = tuple(int(c) for c in self.codes)
+        if not codes:
+            raise ValueError("a SpokenReply needs at least one speech code")
+        bad = [c for c in codes if not 0 <= c < SPEECH_CODES]
+        if bad:
+            raise ValueError(f"a SpokenReply's codes must lie in 0..{SPEECH_CODES - 1}, got {bad[:5]}")
+        if not isinstance(self.text, str):
+            raise ValueError(f"a SpokenReply's text must be a string, got {type(self.text).__name__}")
+        object.__setattr__(self, "codes", codes)
+
+    @property
+    def num_frames(self) -> int:
+        """Speech frames of its row: the BOS delay, then the codes."""
+        return SPEECH_DELAY + len(self.codes)
+
+    def speech_ids(self) -> list[int]:
+        return [SPEECH_BOS] * SPEECH_DELAY + list(self.codes)
+
+
+AudioInput = str | os.PathLike | np.ndarray | torch.Tensor | SpokenReply
 
 
 def speech_frame_count(num_samples: int, sample_rate: int = SAMPLE_RATE) -> int:
@@ -184,6 +230,10 @@ class FunAudioChatProcessor:
             zero past each length); feature_attention_mask [N, F] long; speech_ids [N, T] long, all
             ``speech_pad_id``, T = the most speech frames rounded up to a multiple of ``group_size``;
             speech_attention_mask [N, T] long, 1 for the first num_frames; feature_exist_mask [N] bool, True.
+            With a ``SpokenReply`` among the audios: its speech_ids row is ``SPEECH_DELAY`` BOS ids then its
+            codes, its feature_exist_mask False, input_features / feature_attention_mask have rows for the
+            other (user) audios only (absent when there are none); text_ids [N, L] long (each reply's text
+            tokens, the pad id elsewhere) and text_attention_mask [N] bool (True for replies) are added.
 
         Raises:
             ValueError: empty text, placeholder count != audio count, an audio ``load_audio`` rejects (its
@@ -200,14 +250,19 @@ class FunAudioChatProcessor:
                 f"{len(audios)} audio(s); give exactly one audio per placeholder, in order"
             )
 
-        waveforms = [self._load(i, a, sampling_rate) for i, a in enumerate(audios)]
-        num_frames = [speech_frame_count(w.shape[0], self.sample_rate) for w in waveforms]
+        loaded = [
+            a if isinstance(a, SpokenReply) else self._load(i, a, sampling_rate) for i, a in enumerate(audios)
+        ]
+        num_frames = [
+            a.num_frames if isinstance(a, SpokenReply) else speech_frame_count(a.shape[0], self.sample_rate)
+            for a in loaded
+        ]
         slot_counts = [audio_slot_count(n, self.group_size) for n in num_frames]
         expanded = self.expand_audio_placeholders(texts, slot_counts)
 
         data = self._tokenize(expanded, texts, slot_counts, side)
-        if waveforms:
-            data.update(self._audio_tensors(waveforms, num_frames))
+        if loaded:
+            data.update(self._audio_tensors(loaded, num_frames))
         return BatchFeature(data=data)
 
     def expand_audio_placeholders(self, texts: Sequence[str], slot_counts: Sequence[int]) -> list[str]:
@@ -302,7 +357,7 @@ class FunAudioChatProcessor:
         if isinstance(audio, (list, tuple)):
             return list(audio)
         is_waveform = isinstance(audio, (np.ndarray, torch.Tensor)) and audio.ndim == 1
-        if isinstance(audio, (str, os.PathLike)) or is_waveform:
+        if isinstance(audio, (str, os.PathLike, SpokenReply)) or is_waveform:
             return [audio]
         raise ValueError(
             "audio must be a list of waveforms / paths (one per placeholder) or a single path or 1-D "
@@ -352,23 +407,39 @@ class FunAudioChatProcessor:
             attention_mask[i, span] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
-    def _audio_tensors(self, waveforms: list[torch.Tensor], num_frames: list[int]) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            mel, mel_lengths = self.frontend.batch(waveforms)
-        frames = torch.arange(mel.shape[-1])
-        feature_attention_mask = (frames.unsqueeze(0) < mel_lengths.unsqueeze(1)).long()
+    def _audio_tensors(
+        self, audios: list[torch.Tensor | SpokenReply], num_frames: list[int]
+    ) -> dict[str, torch.Tensor]:
+        waveforms = [a for a in audios if not isinstance(a, SpokenReply)]
+        replies = [isinstance(a, SpokenReply) for a in audios]
+        data: dict[str, torch.Tensor] = {}
+        if waveforms:
+            with torch.no_grad():
+                mel, mel_lengths = self.frontend.batch(waveforms)
+            frames = torch.arange(mel.shape[-1])
+            data["input_features"] = mel.float()
+            data["feature_attention_mask"] = (frames.unsqueeze(0) < mel_lengths.unsqueeze(1)).long()
 
         frames_tensor = torch.tensor(num_frames, dtype=torch.long)
         width = self.group_size * math.ceil(max(num_frames) / self.group_size)
-        speech_ids = torch.full((len(waveforms), width), self.speech_pad_id, dtype=torch.long)
-        speech_attention_mask = (torch.arange(width).unsqueeze(0) < frames_tensor.unsqueeze(1)).long()
-        return {
-            "input_features": mel.float(),
-            "feature_attention_mask": feature_attention_mask,
-            "speech_ids": speech_ids,
-            "speech_attention_mask": speech_attention_mask,
-            "feature_exist_mask": torch.ones(len(waveforms), dtype=torch.bool),
-        }
+        speech_ids = torch.full((len(audios), width), self.speech_pad_id, dtype=torch.long)
+        for row, audio in enumerate(audios):
+            if isinstance(audio, SpokenReply):
+                speech_ids[row, : audio.num_frames] = torch.tensor(audio.speech_ids(), dtype=torch.long)
+        data["speech_ids"] = speech_ids
+        data["speech_attention_mask"] = (torch.arange(width).unsqueeze(0) < frames_tensor.unsqueeze(1)).long()
+        data["feature_exist_mask"] = ~torch.tensor(replies, dtype=torch.bool)
+        if any(replies):
+            texts = [a.text if isinstance(a, SpokenReply) else "" for a in audios]
+            rows = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            text_ids = torch.full(
+                (len(audios), max(1, *map(len, rows))), self.token_ids.pad, dtype=torch.long
+            )
+            for row, ids in enumerate(rows):
+                text_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            data["text_ids"] = text_ids
+            data["text_attention_mask"] = torch.tensor(replies, dtype=torch.bool)
+        return data
 
 
 def _check_padding_side(side: str) -> str:

@@ -131,9 +131,12 @@ class SpeechRefinedHead(nn.Module):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.lm_head.weight)
 
-    def _decode(self, x, attention_mask, position_ids, cache=None, select=None, fast: bool = False):
-        """SRH logits of sub-frames ``x [B, T, D]``; ``fast`` (one sub-frame with a cache): through
-        ``fast_decode.decode_one`` when it supports the backbone."""
+    def _decode(
+        self, x, attention_mask, position_ids, cache=None, select=None, fast: bool = False, last: bool = False
+    ):
+        """SRH logits of sub-frames ``x [B, T, D]``; ``select`` (bool ``[B, T]``): only those positions'
+        (``[N, V]``); ``last``: only the last position's (``[B, 1, V]``); ``fast`` (one sub-frame with a
+        cache): through ``fast_decode.decode_one`` when it supports the backbone."""
         if fast and cache is not None and x.shape[1] == 1 and fast_decode.supports(self.crq_transformer):
             embeds = fast_decode.linear(x, self.input_matching.weight)
             hidden = fast_decode.decode_one(self.crq_transformer, embeds, attention_mask, position_ids, cache)
@@ -146,7 +149,8 @@ class SpeechRefinedHead(nn.Module):
             cache=cache,
             use_cache=cache is not None,
         )
-        hidden = out.last_hidden_state if select is None else out.last_hidden_state[select]
+        hidden = out.last_hidden_state
+        hidden = hidden[:, -1:] if last else hidden if select is None else hidden[select]
         return self.lm_head(self.output_matching(hidden)), out
 
     def forward(
@@ -243,7 +247,8 @@ class SpeechRefinedHead(nn.Module):
         mask = torch.cat([state.attention_mask, sub_valid[:, :first]], dim=1)
         cache = state.cache.cache
         with record_function("srh_substep"):
-            logits, _ = self._decode(x, mask, sub_positions[:, :first], cache, fast=fast)
+            # the first sub-frames only fill the cache: the head runs on the last one alone
+            logits, _ = self._decode(x, mask, sub_positions[:, :first], cache, fast=fast, last=True)
         tokens = [pick(logits[:, -1].float(), 0)]
         for j in range(1, k):
             with record_function("srh_substep"):
