@@ -11,7 +11,10 @@ Variants, alternated round by round in one process (ratios are medians of same-r
 - ``fast``: the defaults (``fast_decode=True``).
 Each variant must produce the same text and speech tokens (checked every round), else the run stops.
 
-    python tools/bench/decode_loop.py [--steps 40] [--rounds 8] [--threads 2] [--profile]
+    python tools/bench/decode_loop.py [--steps 40] [--rounds 8] [--threads 2] [--profile] [--narrow]
+
+``--narrow`` builds every layer 32 wide (the same layers, heads and operations, next to no arithmetic):
+its step time is what the framework and the Python around the arithmetic cost.
 """
 
 from __future__ import annotations
@@ -36,25 +39,27 @@ from funaudiochat.drsr.generation import SamplingConfig
 VOCAB = 4096
 
 
-def build() -> FunAudioChatForConditionalGeneration:
-    """The benchmark model, seeded; its end tokens are switched off so every run takes ``--steps`` steps."""
+def build(narrow: bool = False) -> FunAudioChatForConditionalGeneration:
+    """The benchmark model, seeded; its end tokens are switched off so every run takes ``--steps`` steps.
+    ``narrow``: every width 32 (head_dim 8), the layer and head counts unchanged."""
+    w = (lambda size: 32) if narrow else (lambda size: size)
     text = {
-        "hidden_size": 512,
+        "hidden_size": w(512),
         "num_hidden_layers": 8,
         "num_attention_heads": 8,
         "num_key_value_heads": 4,
-        "head_dim": 64,
-        "intermediate_size": 1536,
+        "head_dim": 8 if narrow else 64,
+        "intermediate_size": w(1536),
         "max_position_embeddings": 8192,
     }
     srh = {
         "model_type": "qwen3",
-        "hidden_size": 256,
+        "hidden_size": w(256),
         "num_hidden_layers": 4,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
-        "head_dim": 64,
-        "intermediate_size": 768,
+        "head_dim": 8 if narrow else 64,
+        "intermediate_size": w(768),
         "vocab_size": 6565,
         "max_position_embeddings": 40960,
         "rope_theta": 10000.0,
@@ -63,11 +68,11 @@ def build() -> FunAudioChatForConditionalGeneration:
     config = FunAudioChatConfig.tiny(
         vocab_size=VOCAB,
         text_overrides=text,
-        d_model=256,
+        d_model=w(256),
         encoder_layers=4,
         encoder_attention_heads=4,
-        encoder_ffn_dim=1024,
-        output_dim=512,
+        encoder_ffn_dim=w(1024),
+        output_dim=w(512),
         crq_transformer_config=srh,
     )
     torch.manual_seed(0)
@@ -130,11 +135,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="rounds; every variant runs once per round")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="print a profile of the fast variant")
+    parser.add_argument("--narrow", action="store_true", help="32-wide layers: the per-step framework cost")
     parser.add_argument("--json", default="bench-results/decode_loop.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    model = build()
+    model = build(args.narrow)
     inputs = prompt(model.config)
     variants = configs(args.steps)
     if args.profile:
@@ -153,12 +159,12 @@ def main() -> None:
     base = seconds["transformers"]
     rows = []
     print(f"5 Hz decoding loop, {args.steps} steps, batch 1, {args.threads} threads, {args.rounds} rounds")
-    print(f"{'variant':<14} {'steps/s (median)':>17} {'vs transformers':>16}")
+    print(f"{'variant':<14} {'steps/s (median)':>17} {'ms / step':>10} {'vs transformers':>16}")
     for name, times in seconds.items():
         ratio = statistics.median(b / t for b, t in zip(base, times, strict=True))
         rate = args.steps / statistics.median(times)
         rows.append({"variant": name, "steps_per_s": rate, "ratio_vs_transformers": ratio, "seconds": times})
-        print(f"{name:<14} {rate:>17.1f} {ratio:>15.2f}x")
+        print(f"{name:<14} {rate:>17.1f} {1000 / rate:>10.1f} {ratio:>15.2f}x")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
