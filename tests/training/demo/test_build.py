@@ -1,0 +1,52 @@
+"""The demo recipe's stages run in order, resume where they stopped, and refuse to run without inputs."""
+
+import json
+
+import pytest
+from funaudiochat.drsr.processing import FunAudioChatProcessor
+from funaudiochat.drsr.prompts import format_tool_call
+from funaudiochat.training.demo.build import STAGES, DemoBuild, DemoSettings, main
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    lines = []
+    took = DemoBuild(root, DemoSettings(text_vocab_size=400), log=lines.append).run(
+        ["corpus", "text_tokenizer"]
+    )
+    return root, took, lines
+
+
+def test_stages_write_their_folders_and_timings(built):
+    root, took, _ = built
+    assert list(took) == ["corpus", "text_tokenizer"]
+    timings = json.loads((root / "timings.json").read_text())
+    assert set(timings) == {"corpus", "text_tokenizer"}
+    record = json.loads((root / "text_tokenizer" / "stage.json").read_text())
+    assert record["settings"]["text_vocab_size"] == 400 and record["seconds"] >= 0
+    processor = FunAudioChatProcessor.from_pretrained(root / "text_tokenizer")
+    tokenizer = processor.tokenizer
+    # the texts the model handles come out in few tokens: the BPE learned them
+    assert len(tokenizer("What is seven plus three?", add_special_tokens=False)["input_ids"]) <= 8
+    call = format_tool_call("set_timer", {"minutes": 5})
+    assert tokenizer.decode(tokenizer(call, add_special_tokens=False)["input_ids"]) == call
+
+
+def test_finished_stages_are_skipped_and_forced_ones_redone(built):
+    root, _, _ = built
+    lines = []
+    build = DemoBuild(root, DemoSettings(text_vocab_size=400), log=lines.append)
+    assert build.run(["corpus"]) == {}
+    assert "done already" in lines[0]
+    assert list(build.run(["corpus"], force=True)) == ["corpus"]
+
+
+def test_a_stage_without_its_inputs_says_what_to_run(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"needs stage 'corpus'.*--stage corpus"):
+        DemoBuild(tmp_path, log=lambda _: None).run(["text_tokenizer"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path), "--stage", "text_tokenizer"])
+    assert exit_info.value.code == 2 and "needs stage 'corpus'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=f"unknown stage.*{list(STAGES)}"):
+        DemoBuild(tmp_path).run(["nope"])

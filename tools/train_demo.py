@@ -1,0 +1,12 @@
+"""Build the demo model end to end with the project's own stages (resumable): see
+``funaudiochat.training.demo.build``.
+
+    python tools/train_demo.py [--out runs/demo] [--stage NAME ...] [--seed 0] [--force]
+"""
+
+import sys
+
+from funaudiochat.training.demo.build import main
+
+if __name__ == "__main__":
+    sys.exit(main())
