@@ -50,3 +50,23 @@ def test_a_stage_without_its_inputs_says_what_to_run(tmp_path, capsys):
     assert exit_info.value.code == 2 and "needs stage 'corpus'" in capsys.readouterr().err
     with pytest.raises(ValueError, match=f"unknown stage.*{list(STAGES)}"):
         DemoBuild(tmp_path).run(["nope"])
+
+
+def test_speech_stage_speaks_train_and_heldout_pairs_in_their_voices(built):
+    from funaudiochat.training.data import read_manifest
+    from funaudiochat.training.demo.build import ASSISTANT_VOICE, EVAL_VOICES, TRAIN_VOICES
+
+    root, _, _ = built
+    build = DemoBuild(root, DemoSettings(text_vocab_size=400, pairs_per_file=2), log=lambda _: None)
+    build.run(["speech"])
+    record = json.loads((root / "speech" / "stage.json").read_text())
+    assert record["train_a"]["pairs"] == 4 and record["heldout"]["pairs"] == 8
+    for group, voices in (("train_a", TRAIN_VOICES), ("train_b", TRAIN_VOICES), ("heldout", EVAL_VOICES)):
+        folder = root / "speech" / group
+        assert len(read_manifest(folder / "manifest.jsonl")) == record[group]["pairs"]
+        spoken = [json.loads(line) for line in (folder / "voices.jsonl").read_text().splitlines()]
+        assert len(spoken) == record[group]["pairs"]
+        for line in spoken:
+            assert line["question"][0] in voices and line["answer"][0] == ASSISTANT_VOICE
+            assert line["snr_db"] == (20.0 if group == "train_b" else None)
+    assert not set(TRAIN_VOICES) & set(EVAL_VOICES)

@@ -17,8 +17,9 @@ The answer speech is tokenized into 25 Hz codes by the speech tokenizer: the ``-
 
 Output under ``--out``: ``audio/<id>_q.wav`` and ``audio/<id>_a.wav`` (espeak-ng's 22.05 kHz, 16-bit),
 ``train.jsonl`` (official sharegpt: system prompt, user audio with ``<|audio_pad|>`` x int(duration x 25),
-assistant ``<|audio_bos|>`` x 10 + ``[AU####]`` codes) and/or ``manifest.jsonl`` (our manifest). Both are
-read back and validated before the tool exits. The same arguments give the same files.
+assistant ``<|audio_bos|>`` x 10 + ``[AU####]`` codes) and/or ``manifest.jsonl`` (our manifest), and
+``voices.jsonl``: per pair ``{"id", "question": [voice, speed], "answer": [voice, speed], "snr_db"}``. The
+data files are read back and validated before the tool exits. The same arguments give the same files.
 
 ``python tools/synth_spoken_data.py`` is the same command from a checkout; ``main(argv)`` runs it in
 process (tests, experiments).
@@ -208,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     audio_dir = out / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
-    questions, answers = [], []
+    questions, answers, speakers = [], [], []
     for index, pair in enumerate(pairs):
         q_voice, q_speed = rng.choice(args.voices), rng.choice(args.speeds)
         a_voice, a_speed = rng.choice(args.voices), rng.choice(args.speeds)
@@ -224,6 +225,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 add_noise(a_path, args.snr_db, noise_rng)
         questions.append(q_path)
         answers.append(a_path)
+        speakers.append(
+            {
+                "id": pair.id,
+                "question": [q_voice, q_speed],
+                "answer": [a_voice, a_speed],
+                "snr_db": args.snr_db,
+            }
+        )
 
     tokenizer = load_tokenizer(args.tokenizer, args.tokenizer_seed)
     codes: list[np.ndarray] = []
@@ -253,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.format in ("manifest", "both"):
         written.append(write_manifest(out / "manifest.jsonl", entries, relative_to=relative_to))
         read_manifest(out / "manifest.jsonl")
+    voices = out / "voices.jsonl"
+    voices.write_text("".join(json.dumps(line) + "\n" for line in speakers), encoding="utf-8")
+    written.append(voices)
     seconds = sum(e.duration or 0.0 for e in entries) + sum(len(c) for c in codes) / 25
     print(
         f"synth_spoken_data: {len(entries)} pairs, {seconds:.1f} s of speech -> "

@@ -13,7 +13,13 @@ Stages so far (issue 12 adds the rest in order):
 - ``corpus``: the question -> answer text corpus (``corpus.write_corpus``);
 - ``text_tokenizer``: a byte-level BPE trained on every text the model will read or write (questions,
   answers, the system prompts, the tool schemas and calls), saved as the processor's folder
-  (``FunAudioChatProcessor.save_pretrained``: tokenizer files + processor_config.json).
+  (``FunAudioChatProcessor.save_pretrained``: tokenizer files + processor_config.json);
+- ``speech``: every pair spoken with espeak-ng (``funaudiochat-synth``): the training pairs twice (two
+  seeded draws of voice and speed from ``TRAIN_VOICES`` x ``QUESTION_SPEEDS``, the second with noise at
+  ``NOISE_SNR_DB``) into ``speech/train_a`` and ``speech/train_b``, the held-out pairs (phrasings and
+  contents) in ``EVAL_VOICES``, which training never hears, into ``speech/heldout``; answers always in
+  ``ASSISTANT_VOICE``. Answer codes come from the tiny random tokenizer here; the speech-tokenizer stage
+  trains the real one and re-codes them.
 """
 
 from __future__ import annotations
@@ -26,10 +32,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .corpus import write_corpus
+from .corpus import SPLITS, write_corpus
 
 DONE_FILE = "stage.json"
 TIMINGS_FILE = "timings.json"
+
+# espeak-ng voices: accents and voice variants (``espeak-ng --voices=en``, ``--voices=variant``)
+TRAIN_VOICES = (
+    "en-us",
+    "en-us+m3",
+    "en-us+f2",
+    "en-us+f4",
+    "en-us+klatt",
+    "en-gb",
+    "en-gb+m2",
+    "en-gb+f3",
+    "en-gb-x-rp+m5",
+    "en-gb-x-rp+f1",
+    "en-gb-scotland",
+    "en-gb-scotland+f5",
+    "en-029+m4",
+    "en-gb-x-gbclan+m6",
+)
+EVAL_VOICES = ("en-us+m7", "en-gb+f1", "en-029+f2", "en-gb-x-gbcwmd", "en-gb-scotland+m1")
+ASSISTANT_VOICE = "en-us+f3"
+ASSISTANT_SPEED = 160
+QUESTION_SPEEDS = (130, 150, 170, 190)
+NOISE_SNR_DB = 20.0
 
 
 @dataclass
@@ -37,10 +66,12 @@ class DemoSettings:
     """Settings of a demo build (the defaults reproduce the shipped model).
 
     seed: every seeded choice (held-out splits, initialisations); text_vocab_size: the BPE's size (merges
-    plus 256 byte symbols; the special tokens come on top)."""
+    plus 256 byte symbols; the special tokens come on top); pairs_per_file: speak only the first pairs of
+    each corpus file (tests; None: all)."""
 
     seed: int = 0
     text_vocab_size: int = 1024
+    pairs_per_file: int | None = None
 
 
 @dataclass
@@ -146,6 +177,61 @@ def _text_tokenizer(build: DemoBuild) -> dict[str, Any]:
     }
 
 
+def _speak(
+    pairs_files: list[Path],
+    out: Path,
+    voices: Sequence[str],
+    seed: int,
+    snr_db: float | None,
+    limit: int | None,
+) -> dict:
+    """``funaudiochat-synth`` on the pairs of ``pairs_files`` (joined; the first ``limit`` of each file
+    when given) into ``out`` (built beside it and renamed into place); returns the pair count."""
+    from funaudiochat.base.atomic import atomic_folder
+
+    from ..data.synth import main as synth_main
+
+    lines = []
+    for path in pairs_files:
+        lines += [line for line in path.read_text(encoding="utf-8").splitlines() if line][:limit]
+    with atomic_folder(out) as staging:
+        joined = staging / "pairs.jsonl"
+        joined.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        argv = [
+            str(joined),
+            "--out",
+            str(staging),
+            "--voices",
+            ",".join(voices),
+            "--speeds",
+            ",".join(str(s) for s in QUESTION_SPEEDS),
+            "--answer-voice",
+            ASSISTANT_VOICE,
+            "--answer-speed",
+            str(ASSISTANT_SPEED),
+            "--seed",
+            str(seed),
+            "--relative-paths",
+        ]
+        if snr_db is not None:
+            argv += ["--snr-db", str(snr_db)]
+        if synth_main(argv) != 0:
+            raise RuntimeError(f"funaudiochat-synth failed for {out}")
+    return {"pairs": len(lines)}
+
+
+def _speech(build: DemoBuild) -> dict[str, Any]:
+    corpus = build.require("corpus", "speech")
+    out, seed, limit = build.folder("speech"), build.settings.seed, build.settings.pairs_per_file
+    train = [corpus / "pairs_train.jsonl", corpus / "tools_train.jsonl"]
+    heldout = [corpus / f"{kind}_{split}.jsonl" for kind in ("pairs", "tools") for split in SPLITS[1:]]
+    return {
+        "train_a": _speak(train, out / "train_a", TRAIN_VOICES, seed, None, limit),
+        "train_b": _speak(train, out / "train_b", TRAIN_VOICES, seed + 1, NOISE_SNR_DB, limit),
+        "heldout": _speak(heldout, out / "heldout", EVAL_VOICES, seed, None, limit),
+    }
+
+
 @dataclass(frozen=True)
 class DemoStage:
     run: Callable[[DemoBuild], dict[str, Any]]
@@ -157,6 +243,7 @@ STAGES: dict[str, DemoStage] = {
     "text_tokenizer": DemoStage(
         _text_tokenizer, "byte-level BPE on the corpus and prompts, as a processor folder"
     ),
+    "speech": DemoStage(_speech, "questions and answers spoken by espeak-ng (training and held-out voices)"),
 }
 
 
