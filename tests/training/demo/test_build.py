@@ -52,13 +52,19 @@ def test_a_stage_without_its_inputs_says_what_to_run(tmp_path, capsys):
         DemoBuild(tmp_path).run(["nope"])
 
 
-def test_speech_stage_speaks_train_and_heldout_pairs_in_their_voices(built):
+@pytest.fixture(scope="module")
+def spoken(built):
+    root, _, _ = built
+    settings = DemoSettings(text_vocab_size=400, pairs_per_file=2, tokenizer_steps=2)
+    DemoBuild(root, settings, log=lambda _: None).run(["speech", "speech_tokenizer"])
+    return root
+
+
+def test_speech_stage_speaks_train_and_heldout_pairs_in_their_voices(spoken):
     from funaudiochat.training.data import read_manifest
     from funaudiochat.training.demo.build import ASSISTANT_VOICE, EVAL_VOICES, TRAIN_VOICES
 
-    root, _, _ = built
-    build = DemoBuild(root, DemoSettings(text_vocab_size=400, pairs_per_file=2), log=lambda _: None)
-    build.run(["speech"])
+    root = spoken
     record = json.loads((root / "speech" / "stage.json").read_text())
     assert record["train_a"]["pairs"] == 4 and record["heldout"]["pairs"] == 8
     for group, voices in (("train_a", TRAIN_VOICES), ("train_b", TRAIN_VOICES), ("heldout", EVAL_VOICES)):
@@ -70,3 +76,23 @@ def test_speech_stage_speaks_train_and_heldout_pairs_in_their_voices(built):
             assert line["question"][0] in voices and line["answer"][0] == ASSISTANT_VOICE
             assert line["snr_db"] == (20.0 if group == "train_b" else None)
     assert not set(TRAIN_VOICES) & set(EVAL_VOICES)
+
+
+def test_speech_tokenizer_stage_trains_and_recodes_every_answer(spoken):
+    from funaudiochat.tokenizer import SpeechTokenizer, load_audio
+    from funaudiochat.training.data import read_manifest, read_sharegpt
+
+    folder = spoken / "speech_tokenizer"
+    record = json.loads((folder / "stage.json").read_text())
+    assert record["utterances"] == 2 * 2 * 4 and record["recoded"] == {
+        "train_a": 4,
+        "train_b": 4,
+        "heldout": 8,
+    }
+    tokenizer = SpeechTokenizer.from_safetensors(folder / "speech_tokenizer.safetensors").eval()
+    entries = read_manifest(folder / "data" / "heldout" / "manifest.jsonl")
+    want = tokenizer.encode([load_audio(entries[0].answer_audio)])[0]
+    assert (
+        entries[0].answer_codes.tolist() == want.tolist()
+    )  # the trained tokenizer's codes, not the random one's
+    assert len(read_sharegpt(folder / "data" / "heldout" / "train.jsonl")) == 8

@@ -19,7 +19,11 @@ Stages so far (issue 12 adds the rest in order):
   ``NOISE_SNR_DB``) into ``speech/train_a`` and ``speech/train_b``, the held-out pairs (phrasings and
   contents) in ``EVAL_VOICES``, which training never hears, into ``speech/heldout``; answers always in
   ``ASSISTANT_VOICE``. Answer codes come from the tiny random tokenizer here; the speech-tokenizer stage
-  trains the real one and re-codes them.
+  trains the real one and re-codes them;
+- ``speech_tokenizer``: the speech tokenizer (the ``tokenizer`` recipe: FSQ codes trained with CTC on
+  phonemes) on every training question and answer, then every answer re-coded with it: the data of the
+  later stages is ``speech_tokenizer/data/<group>/`` (``manifest.jsonl`` and sharegpt ``train.jsonl``).
+  A killed run resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -67,11 +71,12 @@ class DemoSettings:
 
     seed: every seeded choice (held-out splits, initialisations); text_vocab_size: the BPE's size (merges
     plus 256 byte symbols; the special tokens come on top); pairs_per_file: speak only the first pairs of
-    each corpus file (tests; None: all)."""
+    each corpus file (tests; None: all); tokenizer_steps: training steps of the speech tokenizer."""
 
     seed: int = 0
     text_vocab_size: int = 1024
     pairs_per_file: int | None = None
+    tokenizer_steps: int = 3000
 
 
 @dataclass
@@ -232,6 +237,78 @@ def _speech(build: DemoBuild) -> dict[str, Any]:
     }
 
 
+RECIPES = Path(__file__).resolve().parents[4] / "recipes"  # packages/training/recipes
+SPEECH_GROUPS = ("train_a", "train_b", "heldout")
+
+
+def fit_recipe(recipe: str, run_dir: Path, overrides: Sequence[str]) -> None:
+    """``funaudiochat-train fit`` of ``recipes/<recipe>.yaml`` in ``run_dir``, resuming from its newest
+    checkpoint when it has one."""
+    from ..cli import fit
+
+    overrides = [f"trainer.default_root_dir={run_dir}", *overrides]
+    if any(run_dir.rglob("*.ckpt")):
+        overrides.append("ckpt_path=last")
+    fit([RECIPES / f"{recipe}.yaml"], overrides)
+
+
+def recode_answers(source: Path, out: Path, tokenizer_path: Path) -> int:
+    """The manifest of ``source`` with every answer re-coded by the speech tokenizer at
+    ``tokenizer_path``, written (manifest.jsonl and sharegpt train.jsonl, audio paths absolute) into
+    ``out``; returns the number of entries."""
+    import dataclasses
+
+    import numpy as np
+    from funaudiochat.base.atomic import atomic_folder
+    from funaudiochat.tokenizer import SpeechTokenizer, load_audio
+
+    from ..data import read_manifest, write_manifest, write_sharegpt
+
+    tokenizer = SpeechTokenizer.from_safetensors(tokenizer_path).eval()
+    entries = read_manifest(source / "manifest.jsonl")
+    recoded = []
+    for start in range(0, len(entries), 16):
+        batch = entries[start : start + 16]
+        codes = tokenizer.encode([load_audio(e.answer_audio) for e in batch])
+        recoded += [
+            dataclasses.replace(e, answer_codes=c.numpy().astype(np.int16), audio_info=None, answer_info=None)
+            for e, c in zip(batch, codes, strict=True)
+        ]
+    with atomic_folder(out) as staging:
+        write_manifest(staging / "manifest.jsonl", recoded)
+        write_sharegpt(staging / "train.jsonl", [e.to_conversation() for e in recoded])
+    return len(recoded)
+
+
+def _speech_tokenizer(build: DemoBuild) -> dict[str, Any]:
+    from funaudiochat.base.atomic import atomic_write_text
+
+    from ..data import read_manifest
+
+    speech, out = build.require("speech", "speech_tokenizer"), build.folder("speech_tokenizer")
+    lines = []
+    for group in ("train_a", "train_b"):
+        for entry in read_manifest(speech / group / "manifest.jsonl"):
+            lines.append({"audio": entry.audio, "text": entry.text})
+            lines.append({"audio": entry.answer_audio, "text": entry.answer_text})
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "utterances.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+    weights = out / "speech_tokenizer.safetensors"
+    fit_recipe(
+        "tokenizer",
+        out / "run",
+        [
+            f"data.train={out / 'utterances.jsonl'}",
+            "data.units=phonemes",
+            f"trainer.max_steps={build.settings.tokenizer_steps}",
+            f"model.export_path={weights}",
+            f"seed={build.settings.seed}",
+        ],
+    )
+    counts = {group: recode_answers(speech / group, out / "data" / group, weights) for group in SPEECH_GROUPS}
+    return {"utterances": len(lines), "steps": build.settings.tokenizer_steps, "recoded": counts}
+
+
 @dataclass(frozen=True)
 class DemoStage:
     run: Callable[[DemoBuild], dict[str, Any]]
@@ -244,6 +321,9 @@ STAGES: dict[str, DemoStage] = {
         _text_tokenizer, "byte-level BPE on the corpus and prompts, as a processor folder"
     ),
     "speech": DemoStage(_speech, "questions and answers spoken by espeak-ng (training and held-out voices)"),
+    "speech_tokenizer": DemoStage(
+        _speech_tokenizer, "speech tokenizer trained on the spoken corpus; answers re-coded with it"
+    ),
 }
 
 
