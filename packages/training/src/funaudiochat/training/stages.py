@@ -26,6 +26,11 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {
+    "text_lm": Stage(
+        "funaudiochat.training.llm.text_lm:TextLMModule",
+        "funaudiochat.training.llm.text_lm:TextChatDataModule",
+        "the text LLM (Qwen3) from scratch on question -> answer chats: the stand-in for a pretrained Qwen3",
+    ),
     "tokenizer": Stage(
         "funaudiochat.training.tokenizer.module:TokenizerTrainingModule",
         "funaudiochat.training.tokenizer.data:TokenizerDataModule",
