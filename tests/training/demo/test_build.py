@@ -96,3 +96,17 @@ def test_speech_tokenizer_stage_trains_and_recodes_every_answer(spoken):
         entries[0].answer_codes.tolist() == want.tolist()
     )  # the trained tokenizer's codes, not the random one's
     assert len(read_sharegpt(folder / "data" / "heldout" / "train.jsonl")) == 8
+
+
+def test_text_lm_stage_trains_exports_and_scores_the_heldout_pairs(built):
+    from transformers import AutoModelForCausalLM
+
+    root, _, _ = built
+    settings = DemoSettings(text_vocab_size=400, pairs_per_file=3, text_lm_steps=4, text_lm_size="tiny")
+    DemoBuild(root, settings, log=lambda _: None).run(["text_lm"])
+    record = json.loads((root / "text_lm" / "stage.json").read_text())
+    assert record["train_pairs"] > 1000 and record["heldout"]["pairs"] == 3
+    assert 0.0 <= record["heldout"]["accuracy"] <= 1.0
+    lines = (root / "text_lm" / "pairs.jsonl").read_text().splitlines()
+    assert len(lines) == record["train_pairs"] and "question" in json.loads(lines[0])
+    assert AutoModelForCausalLM.from_pretrained(root / "text_lm" / "model").config.hidden_size == 64

@@ -14,6 +14,10 @@ Stages so far (issue 12 adds the rest in order):
 - ``text_tokenizer``: a byte-level BPE trained on every text the model will read or write (questions,
   answers, the system prompts, the tool schemas and calls), saved as the processor's folder
   (``FunAudioChatProcessor.save_pretrained``: tokenizer files + processor_config.json);
+- ``text_lm``: the text LLM (the ``text_lm`` recipe, the stand-in for Qwen3) on the training pairs of the
+  question-answering tasks (arithmetic, compare, fact, instruction), exported to ``text_lm/model``; its
+  greedy answers to the held-out pairs are scored by their keys (``corpus.contains_key``): the text
+  knowledge the later stages must keep;
 - ``speech``: every pair spoken with espeak-ng (``funaudiochat-synth``): the training pairs twice (two
   seeded draws of voice and speed from ``TRAIN_VOICES`` x ``QUESTION_SPEEDS``, the second with noise at
   ``NOISE_SNR_DB``) into ``speech/train_a`` and ``speech/train_b``, the held-out pairs (phrasings and
@@ -23,7 +27,7 @@ Stages so far (issue 12 adds the rest in order):
 - ``speech_tokenizer``: the speech tokenizer (the ``tokenizer`` recipe: FSQ codes trained with CTC on
   phonemes) on every training question and answer, then every answer re-coded with it: the data of the
   later stages is ``speech_tokenizer/data/<group>/`` (``manifest.jsonl`` and sharegpt ``train.jsonl``).
-  A killed run resumes from its last checkpoint.
+  A killed run resumes from its last checkpoint (as does ``text_lm``).
 """
 
 from __future__ import annotations
@@ -71,12 +75,15 @@ class DemoSettings:
 
     seed: every seeded choice (held-out splits, initialisations); text_vocab_size: the BPE's size (merges
     plus 256 byte symbols; the special tokens come on top); pairs_per_file: speak only the first pairs of
-    each corpus file (tests; None: all); tokenizer_steps: training steps of the speech tokenizer."""
+    each corpus file (tests; None: all); tokenizer_steps / text_lm_steps: training steps of the speech
+    tokenizer and of the text LLM; text_lm_size: "demo" (the recipe's sizes) or "tiny" (tests)."""
 
     seed: int = 0
     text_vocab_size: int = 1024
     pairs_per_file: int | None = None
     tokenizer_steps: int = 3000
+    text_lm_steps: int = 1000
+    text_lm_size: str = "demo"
 
 
 @dataclass
@@ -247,8 +254,9 @@ def fit_recipe(recipe: str, run_dir: Path, overrides: Sequence[str]) -> None:
     from ..cli import fit
 
     overrides = [f"trainer.default_root_dir={run_dir}", *overrides]
-    if any(run_dir.rglob("*.ckpt")):
-        overrides.append("ckpt_path=last")
+    checkpoints = sorted(run_dir.rglob("*.ckpt"), key=lambda path: path.stat().st_mtime)
+    if checkpoints:  # the newest (a new run logs into a new version folder, so "last" would not find it)
+        overrides.append(f"ckpt_path={checkpoints[-1]}")
     fit([RECIPES / f"{recipe}.yaml"], overrides)
 
 
@@ -309,6 +317,64 @@ def _speech_tokenizer(build: DemoBuild) -> dict[str, Any]:
     return {"utterances": len(lines), "steps": build.settings.tokenizer_steps, "recoded": counts}
 
 
+QA_TASKS = ("arithmetic", "compare", "fact", "instruction")
+
+
+def corpus_pairs(corpus_folder: Path, splits: Sequence[str], tasks: Sequence[str] = QA_TASKS) -> list[dict]:
+    """The corpus pairs (``corpus.jsonl`` records) of ``splits`` and ``tasks``."""
+    lines = (corpus_folder / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines if line]
+    return [r for r in records if r["split"] in splits and r["task"] in tasks]
+
+
+def text_accuracy(model, tokenizer, pairs: Sequence[dict]) -> dict[str, Any]:
+    """Greedy text answers of a causal LM to ``pairs`` scored by their keys: overall and per task."""
+    import torch
+
+    from ..llm.text_lm import generate_answer
+    from .corpus import contains_key
+
+    right: dict[str, list[bool]] = {}
+    with torch.no_grad():
+        for pair in pairs:
+            answer = generate_answer(model, tokenizer, pair["question"], max_new_tokens=48)
+            right.setdefault(pair["task"], []).append(contains_key(answer, pair["key"]))
+    every = [ok for oks in right.values() for ok in oks]
+    return {
+        "accuracy": sum(every) / max(1, len(every)),
+        "pairs": len(every),
+        "per_task": {task: sum(oks) / len(oks) for task, oks in sorted(right.items())},
+    }
+
+
+def _text_lm(build: DemoBuild) -> dict[str, Any]:
+    from funaudiochat.base.atomic import atomic_write_text
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    corpus = build.require("corpus", "text_lm")
+    tokenizer_folder = build.require("text_tokenizer", "text_lm")
+    out = build.folder("text_lm")
+    out.mkdir(parents=True, exist_ok=True)
+    train = corpus_pairs(corpus, ["train"])
+    lines = "".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in train)
+    atomic_write_text(out / "pairs.jsonl", lines)
+    overrides = [
+        f"data.train={out / 'pairs.jsonl'}",
+        f"data.tokenizer={tokenizer_folder}",
+        f"trainer.max_steps={build.settings.text_lm_steps}",
+        f"model.export_dir={out / 'model'}",
+        f"seed={build.settings.seed}",
+    ]
+    if build.settings.text_lm_size == "tiny":  # the LLM of FunAudioChatConfig.tiny (tests)
+        tiny = dict(hidden_size=64, num_hidden_layers=2, head_dim=16, intermediate_size=128)
+        overrides += [f"model.llm.{key}={value}" for key, value in tiny.items()]
+    fit_recipe("text_lm", out / "run", overrides)
+    model = AutoModelForCausalLM.from_pretrained(out / "model").eval()
+    tokenizer = AutoTokenizer.from_pretrained(out / "model")
+    heldout = corpus_pairs(corpus, SPLITS[1:])[: build.settings.pairs_per_file]
+    return {"train_pairs": len(train), "heldout": text_accuracy(model, tokenizer, heldout)}
+
+
 @dataclass(frozen=True)
 class DemoStage:
     run: Callable[[DemoBuild], dict[str, Any]]
@@ -319,6 +385,9 @@ STAGES: dict[str, DemoStage] = {
     "corpus": DemoStage(_corpus, "question -> answer text corpus with held-out phrasings and contents"),
     "text_tokenizer": DemoStage(
         _text_tokenizer, "byte-level BPE on the corpus and prompts, as a processor folder"
+    ),
+    "text_lm": DemoStage(
+        _text_lm, "the text LLM trained on the question-answering pairs (the Qwen3 stand-in)"
     ),
     "speech": DemoStage(_speech, "questions and answers spoken by espeak-ng (training and held-out voices)"),
     "speech_tokenizer": DemoStage(
