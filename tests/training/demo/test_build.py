@@ -56,7 +56,7 @@ def test_a_stage_without_its_inputs_says_what_to_run(tmp_path, capsys):
 def spoken(built):
     root, _, _ = built
     settings = DemoSettings(text_vocab_size=400, pairs_per_file=2, tokenizer_steps=2)
-    DemoBuild(root, settings, log=lambda _: None).run(["speech", "speech_tokenizer"])
+    DemoBuild(root, settings, log=lambda _: None).run(["speech", "speech_tokenizer", "conversations"])
     return root
 
 
@@ -110,3 +110,22 @@ def test_text_lm_stage_trains_exports_and_scores_the_heldout_pairs(built):
     lines = (root / "text_lm" / "pairs.jsonl").read_text().splitlines()
     assert len(lines) == record["train_pairs"] and "question" in json.loads(lines[0])
     assert AutoModelForCausalLM.from_pretrained(root / "text_lm" / "model").config.hidden_size == 64
+
+
+def test_conversations_stage_lays_out_each_task_as_the_pipeline_prompts_it(spoken):
+    from funaudiochat.drsr.prompts import ASR_INSTRUCTION, DEFAULT_S2M_PROMPT, DEFAULT_S2T_PROMPT
+    from funaudiochat.training.data import AssistantSpeech, read_sharegpt
+
+    folder = spoken / "conversations"
+    record = json.loads((folder / "stage.json").read_text())["conversations"]
+    # two of each corpus file: pairs (QA and asr tasks mixed, by id order) and tools
+    assert sum(record["train"].values()) == 8 and record["train"].get("tool") == 4
+    assert sum(record["heldout"].values()) == 8
+    for conv in read_sharegpt(folder / "train.jsonl") + read_sharegpt(folder / "heldout.jsonl"):
+        speaks = any(isinstance(audio, AssistantSpeech) for audio in conv.audios)
+        if conv.system == DEFAULT_S2M_PROMPT:
+            assert speaks
+        elif conv.system == DEFAULT_S2T_PROMPT:
+            assert not speaks and conv.turns[0].content.endswith(ASR_INSTRUCTION)
+        else:
+            assert "<tools>" in conv.system and "<tool_call>" in conv.turns[1].content and not speaks

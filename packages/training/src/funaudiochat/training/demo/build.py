@@ -27,7 +27,12 @@ Stages so far (issue 12 adds the rest in order):
 - ``speech_tokenizer``: the speech tokenizer (the ``tokenizer`` recipe: FSQ codes trained with CTC on
   phonemes) on every training question and answer, then every answer re-coded with it: the data of the
   later stages is ``speech_tokenizer/data/<group>/`` (``manifest.jsonl`` and sharegpt ``train.jsonl``).
-  A killed run resumes from its last checkpoint (as does ``text_lm``).
+  A killed run resumes from its last checkpoint (as does ``text_lm``);
+- ``conversations``: the training examples in the official sharegpt layout, per task as the pipeline
+  prompts them: question-answering pairs as S2S (``DEFAULT_S2M_PROMPT``; the answer's text and codes),
+  transcription as S2T (``DEFAULT_S2T_PROMPT``, the question audio followed by ``ASR_INSTRUCTION``, the
+  transcript as text), tool requests as S2T function calling (``function_calling_prompt(TOOLS)``, the
+  call as text): ``conversations/train.jsonl`` (both spoken renditions) and ``heldout.jsonl``.
 """
 
 from __future__ import annotations
@@ -318,6 +323,7 @@ def _speech_tokenizer(build: DemoBuild) -> dict[str, Any]:
 
 
 QA_TASKS = ("arithmetic", "compare", "fact", "instruction")
+TASK_NAMES = (*QA_TASKS, "tool", "asr")
 
 
 def corpus_pairs(corpus_folder: Path, splits: Sequence[str], tasks: Sequence[str] = QA_TASKS) -> list[dict]:
@@ -375,6 +381,60 @@ def _text_lm(build: DemoBuild) -> dict[str, Any]:
     return {"train_pairs": len(train), "heldout": text_accuracy(model, tokenizer, heldout)}
 
 
+def conversation_for(entry, record: dict, tools: list[dict]):
+    """The training ``Conversation`` of one spoken pair (``ManifestEntry`` ``entry``, corpus ``record``)."""
+    from funaudiochat.drsr.prompts import (
+        ASR_INSTRUCTION,
+        DEFAULT_S2T_PROMPT,
+        format_tool_call,
+        function_calling_prompt,
+    )
+
+    from ..data import Conversation, Turn, UserAudio
+    from ..data.audio_probe import probe_audio
+    from ..data.records import AUDIO_TEMPLATE
+
+    if record["task"] in QA_TASKS:
+        return entry.to_conversation()
+    frames = probe_audio(entry.audio, max_seconds=None).speech_frames_16k
+    question = UserAudio(entry.audio, frames, ref_text=entry.text)
+    if record["task"] == "asr":
+        turns = [Turn("user", AUDIO_TEMPLATE + ASR_INSTRUCTION), Turn("assistant", record["answer"])]
+        system = DEFAULT_S2T_PROMPT
+    elif record["task"] == "tool":
+        call = format_tool_call(record["tool_call"]["name"], record["tool_call"]["arguments"])
+        turns = [Turn("user", AUDIO_TEMPLATE), Turn("assistant", call)]
+        system = function_calling_prompt(tools)
+    else:
+        raise ValueError(f"{record['id']}: unknown task {record['task']!r}")
+    return Conversation(turns=turns, audios=[question], system=system, source=entry.id)
+
+
+def _conversations(build: DemoBuild) -> dict[str, Any]:
+    from funaudiochat.base.atomic import atomic_folder
+
+    from ..data import read_manifest, read_sharegpt, write_sharegpt
+
+    corpus = build.require("corpus", "conversations")
+    data = build.require("speech_tokenizer", "conversations") / "data"
+    records = {r["id"]: r for r in corpus_pairs(corpus, SPLITS, tasks=TASK_NAMES)}
+    tools = json.loads((corpus / "tools.json").read_text())
+    groups = {"train": ("train_a", "train_b"), "heldout": ("heldout",)}
+    counts: dict[str, dict[str, int]] = {}
+    with atomic_folder(build.folder("conversations")) as staging:
+        for name, members in groups.items():
+            conversations = []
+            for group in members:
+                for entry in read_manifest(data / group / "manifest.jsonl"):
+                    record = records[entry.id]
+                    conversations.append(conversation_for(entry, record, tools))
+                    counts.setdefault(name, {}).setdefault(record["task"], 0)
+                    counts[name][record["task"]] += 1
+            write_sharegpt(staging / f"{name}.jsonl", conversations)
+            read_sharegpt(staging / f"{name}.jsonl")
+    return {"conversations": counts}
+
+
 @dataclass(frozen=True)
 class DemoStage:
     run: Callable[[DemoBuild], dict[str, Any]]
@@ -392,6 +452,9 @@ STAGES: dict[str, DemoStage] = {
     "speech": DemoStage(_speech, "questions and answers spoken by espeak-ng (training and held-out voices)"),
     "speech_tokenizer": DemoStage(
         _speech_tokenizer, "speech tokenizer trained on the spoken corpus; answers re-coded with it"
+    ),
+    "conversations": DemoStage(
+        _conversations, "training conversations: S2S answers, S2T transcripts and calls"
     ),
 }
 
