@@ -98,12 +98,27 @@ def test_speech_tokenizer_stage_trains_and_recodes_every_answer(spoken):
     assert len(read_sharegpt(folder / "data" / "heldout" / "train.jsonl")) == 8
 
 
-def test_text_lm_stage_trains_exports_and_scores_the_heldout_pairs(built):
+TINY = dict(
+    text_vocab_size=400,
+    pairs_per_file=3,
+    tokenizer_steps=2,
+    text_lm_steps=4,
+    text_lm_size="tiny",
+    pre_alignment_steps=2,
+)
+
+
+@pytest.fixture(scope="module")
+def with_text_lm(built):
+    root, _, _ = built
+    DemoBuild(root, DemoSettings(**TINY), log=lambda _: None).run(["text_lm"])
+    return root
+
+
+def test_text_lm_stage_trains_exports_and_scores_the_heldout_pairs(with_text_lm):
     from transformers import AutoModelForCausalLM
 
-    root, _, _ = built
-    settings = DemoSettings(text_vocab_size=400, pairs_per_file=3, text_lm_steps=4, text_lm_size="tiny")
-    DemoBuild(root, settings, log=lambda _: None).run(["text_lm"])
+    root = with_text_lm
     record = json.loads((root / "text_lm" / "stage.json").read_text())
     assert record["train_pairs"] > 1000 and record["heldout"]["pairs"] == 3
     assert 0.0 <= record["heldout"]["accuracy"] <= 1.0
@@ -129,3 +144,19 @@ def test_conversations_stage_lays_out_each_task_as_the_pipeline_prompts_it(spoke
             assert not speaks and conv.turns[0].content.endswith(ASR_INSTRUCTION)
         else:
             assert "<tools>" in conv.system and "<tool_call>" in conv.turns[1].content and not speaks
+
+
+def test_pre_alignment_stage_starts_from_the_text_llm_and_exports(with_text_lm, spoken):
+    import torch
+    from funaudiochat.drsr import FunAudioChatForConditionalGeneration
+    from transformers import AutoModelForCausalLM
+
+    root = with_text_lm
+    DemoBuild(root, DemoSettings(**TINY), log=lambda _: None).run(["pre_alignment"])
+    record = json.loads((root / "pre_alignment" / "stage.json").read_text())
+    model = FunAudioChatForConditionalGeneration.from_pretrained(record["model"])
+    text_lm = AutoModelForCausalLM.from_pretrained(root / "text_lm" / "model")
+    # the LLM was frozen: it is still the text LLM, weight for weight
+    for name, tensor in text_lm.state_dict().items():
+        assert torch.equal(model.language_model.state_dict()[name], tensor), name
+    assert model.config.audio_config.output_dim == text_lm.config.hidden_size

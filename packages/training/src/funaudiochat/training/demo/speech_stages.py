@@ -1,0 +1,204 @@
+"""The speech stages of the demo recipe: espeak-ng speech, the speech tokenizer, the conversations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .context import StageContext, fit_recipe
+from .corpus import SPLITS
+from .text_stages import QA_TASKS, TASK_NAMES, corpus_pairs
+
+# espeak-ng voices: accents and voice variants (``espeak-ng --voices=en``, ``--voices=variant``)
+TRAIN_VOICES = (
+    "en-us",
+    "en-us+m3",
+    "en-us+f2",
+    "en-us+f4",
+    "en-us+klatt",
+    "en-gb",
+    "en-gb+m2",
+    "en-gb+f3",
+    "en-gb-x-rp+m5",
+    "en-gb-x-rp+f1",
+    "en-gb-scotland",
+    "en-gb-scotland+f5",
+    "en-029+m4",
+    "en-gb-x-gbclan+m6",
+)
+EVAL_VOICES = ("en-us+m7", "en-gb+f1", "en-029+f2", "en-gb-x-gbcwmd", "en-gb-scotland+m1")
+ASSISTANT_VOICE = "en-us+f3"
+ASSISTANT_SPEED = 160
+QUESTION_SPEEDS = (130, 150, 170, 190)
+NOISE_SNR_DB = 20.0
+
+
+SPEECH_GROUPS = ("train_a", "train_b", "heldout")
+
+
+def _speak(
+    pairs_files: list[Path],
+    out: Path,
+    voices: Sequence[str],
+    seed: int,
+    snr_db: float | None,
+    limit: int | None,
+) -> dict:
+    """``funaudiochat-synth`` on the pairs of ``pairs_files`` (joined; the first ``limit`` of each file
+    when given) into ``out`` (built beside it and renamed into place); returns the pair count."""
+    from funaudiochat.base.atomic import atomic_folder
+
+    from ..data.synth import main as synth_main
+
+    lines = []
+    for path in pairs_files:
+        lines += [line for line in path.read_text(encoding="utf-8").splitlines() if line][:limit]
+    with atomic_folder(out) as staging:
+        joined = staging / "pairs.jsonl"
+        joined.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        argv = [
+            str(joined),
+            "--out",
+            str(staging),
+            "--voices",
+            ",".join(voices),
+            "--speeds",
+            ",".join(str(s) for s in QUESTION_SPEEDS),
+            "--answer-voice",
+            ASSISTANT_VOICE,
+            "--answer-speed",
+            str(ASSISTANT_SPEED),
+            "--seed",
+            str(seed),
+            "--relative-paths",
+        ]
+        if snr_db is not None:
+            argv += ["--snr-db", str(snr_db)]
+        if synth_main(argv) != 0:
+            raise RuntimeError(f"funaudiochat-synth failed for {out}")
+    return {"pairs": len(lines)}
+
+
+def run_speech(build: StageContext) -> dict[str, Any]:
+    corpus = build.require("corpus", "speech")
+    out, seed, limit = build.folder("speech"), build.settings.seed, build.settings.pairs_per_file
+    train = [corpus / "pairs_train.jsonl", corpus / "tools_train.jsonl"]
+    heldout = [corpus / f"{kind}_{split}.jsonl" for kind in ("pairs", "tools") for split in SPLITS[1:]]
+    return {
+        "train_a": _speak(train, out / "train_a", TRAIN_VOICES, seed, None, limit),
+        "train_b": _speak(train, out / "train_b", TRAIN_VOICES, seed + 1, NOISE_SNR_DB, limit),
+        "heldout": _speak(heldout, out / "heldout", EVAL_VOICES, seed, None, limit),
+    }
+
+
+def recode_answers(source: Path, out: Path, tokenizer_path: Path) -> int:
+    """The manifest of ``source`` with every answer re-coded by the speech tokenizer at
+    ``tokenizer_path``, written (manifest.jsonl and sharegpt train.jsonl, audio paths absolute) into
+    ``out``; returns the number of entries."""
+    import dataclasses
+
+    import numpy as np
+    from funaudiochat.base.atomic import atomic_folder
+    from funaudiochat.tokenizer import SpeechTokenizer, load_audio
+
+    from ..data import read_manifest, write_manifest, write_sharegpt
+
+    tokenizer = SpeechTokenizer.from_safetensors(tokenizer_path).eval()
+    entries = read_manifest(source / "manifest.jsonl")
+    recoded = []
+    for start in range(0, len(entries), 16):
+        batch = entries[start : start + 16]
+        codes = tokenizer.encode([load_audio(e.answer_audio) for e in batch])
+        recoded += [
+            dataclasses.replace(e, answer_codes=c.numpy().astype(np.int16), audio_info=None, answer_info=None)
+            for e, c in zip(batch, codes, strict=True)
+        ]
+    with atomic_folder(out) as staging:
+        write_manifest(staging / "manifest.jsonl", recoded)
+        write_sharegpt(staging / "train.jsonl", [e.to_conversation() for e in recoded])
+    return len(recoded)
+
+
+def run_speech_tokenizer(build: StageContext) -> dict[str, Any]:
+    from funaudiochat.base.atomic import atomic_write_text
+
+    from ..data import read_manifest
+
+    speech, out = build.require("speech", "speech_tokenizer"), build.folder("speech_tokenizer")
+    lines = []
+    for group in ("train_a", "train_b"):
+        for entry in read_manifest(speech / group / "manifest.jsonl"):
+            lines.append({"audio": entry.audio, "text": entry.text})
+            lines.append({"audio": entry.answer_audio, "text": entry.answer_text})
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "utterances.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+    weights = out / "speech_tokenizer.safetensors"
+    fit_recipe(
+        "tokenizer",
+        out / "run",
+        [
+            f"data.train={out / 'utterances.jsonl'}",
+            "data.units=phonemes",
+            f"trainer.max_steps={build.settings.tokenizer_steps}",
+            f"model.export_path={weights}",
+            f"seed={build.settings.seed}",
+        ],
+    )
+    counts = {group: recode_answers(speech / group, out / "data" / group, weights) for group in SPEECH_GROUPS}
+    return {"utterances": len(lines), "steps": build.settings.tokenizer_steps, "recoded": counts}
+
+
+def conversation_for(entry, record: dict, tools: list[dict]):
+    """The training ``Conversation`` of one spoken pair (``ManifestEntry`` ``entry``, corpus ``record``)."""
+    from funaudiochat.drsr.prompts import (
+        ASR_INSTRUCTION,
+        DEFAULT_S2T_PROMPT,
+        format_tool_call,
+        function_calling_prompt,
+    )
+
+    from ..data import Conversation, Turn, UserAudio
+    from ..data.audio_probe import probe_audio
+    from ..data.records import AUDIO_TEMPLATE
+
+    if record["task"] in QA_TASKS:
+        return entry.to_conversation()
+    frames = probe_audio(entry.audio, max_seconds=None).speech_frames_16k
+    question = UserAudio(entry.audio, frames, ref_text=entry.text)
+    if record["task"] == "asr":
+        turns = [Turn("user", AUDIO_TEMPLATE + ASR_INSTRUCTION), Turn("assistant", record["answer"])]
+        system = DEFAULT_S2T_PROMPT
+    elif record["task"] == "tool":
+        call = format_tool_call(record["tool_call"]["name"], record["tool_call"]["arguments"])
+        turns = [Turn("user", AUDIO_TEMPLATE), Turn("assistant", call)]
+        system = function_calling_prompt(tools)
+    else:
+        raise ValueError(f"{record['id']}: unknown task {record['task']!r}")
+    return Conversation(turns=turns, audios=[question], system=system, source=entry.id)
+
+
+def run_conversations(build: StageContext) -> dict[str, Any]:
+    from funaudiochat.base.atomic import atomic_folder
+
+    from ..data import read_manifest, read_sharegpt, write_sharegpt
+
+    corpus = build.require("corpus", "conversations")
+    data = build.require("speech_tokenizer", "conversations") / "data"
+    records = {r["id"]: r for r in corpus_pairs(corpus, SPLITS, tasks=TASK_NAMES)}
+    tools = json.loads((corpus / "tools.json").read_text())
+    groups = {"train": ("train_a", "train_b"), "heldout": ("heldout",)}
+    counts: dict[str, dict[str, int]] = {}
+    with atomic_folder(build.folder("conversations")) as staging:
+        for name, members in groups.items():
+            conversations = []
+            for group in members:
+                for entry in read_manifest(data / group / "manifest.jsonl"):
+                    record = records[entry.id]
+                    conversations.append(conversation_for(entry, record, tools))
+                    counts.setdefault(name, {}).setdefault(record["task"], 0)
+                    counts[name][record["task"]] += 1
+            write_sharegpt(staging / f"{name}.jsonl", conversations)
+            read_sharegpt(staging / f"{name}.jsonl")
+    return {"conversations": counts}

@@ -1,0 +1,114 @@
+"""The text stages of the demo recipe: the corpus, the text tokenizer and the text LLM."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .context import StageContext, fit_recipe
+from .corpus import SPLITS, write_corpus
+
+QA_TASKS = ("arithmetic", "compare", "fact", "instruction")
+TASK_NAMES = (*QA_TASKS, "tool", "asr")
+
+
+def corpus_pairs(corpus_folder: Path, splits: Sequence[str], tasks: Sequence[str] = QA_TASKS) -> list[dict]:
+    """The corpus pairs (``corpus.jsonl`` records) of ``splits`` and ``tasks``."""
+    lines = (corpus_folder / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines if line]
+    return [r for r in records if r["split"] in splits and r["task"] in tasks]
+
+
+def text_accuracy(model, tokenizer, pairs: Sequence[dict]) -> dict[str, Any]:
+    """Greedy text answers of a causal LM to ``pairs`` scored by their keys: overall and per task."""
+    import torch
+
+    from ..llm.text_lm import generate_answer
+    from .corpus import contains_key
+
+    right: dict[str, list[bool]] = {}
+    with torch.no_grad():
+        for pair in pairs:
+            answer = generate_answer(model, tokenizer, pair["question"], max_new_tokens=48)
+            right.setdefault(pair["task"], []).append(contains_key(answer, pair["key"]))
+    every = [ok for oks in right.values() for ok in oks]
+    return {
+        "accuracy": sum(every) / max(1, len(every)),
+        "pairs": len(every),
+        "per_task": {task: sum(oks) / len(oks) for task, oks in sorted(right.items())},
+    }
+
+
+def run_corpus(build: StageContext) -> dict[str, Any]:
+    out = build.folder("corpus")
+    write_corpus(out, build.settings.seed)
+    stats = json.loads((out / "stats.json").read_text())
+    return {"pairs": stats.get("pairs", stats)}
+
+
+def tokenizer_texts(corpus_folder: Path) -> list[str]:
+    """Every text the demo model reads or writes: the corpus' questions and answers, the system prompts,
+    the ASR instruction, the function-calling prompt with the tool schemas, and each tool call."""
+    from funaudiochat.drsr.prompts import (
+        ASR_INSTRUCTION,
+        DEFAULT_S2M_PROMPT,
+        DEFAULT_S2T_PROMPT,
+        format_tool_call,
+        function_calling_prompt,
+    )
+
+    tools = json.loads((corpus_folder / "tools.json").read_text())
+    texts = [DEFAULT_S2M_PROMPT, DEFAULT_S2T_PROMPT, ASR_INSTRUCTION, function_calling_prompt(tools)]
+    for line in (corpus_folder / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
+        pair = json.loads(line)
+        texts += [pair["question"], pair["answer"]]
+        if pair.get("tool_call"):
+            texts.append(format_tool_call(pair["tool_call"]["name"], pair["tool_call"]["arguments"]))
+    return texts
+
+
+def run_text_tokenizer(build: StageContext) -> dict[str, Any]:
+    from funaudiochat.base.atomic import atomic_folder
+    from funaudiochat.drsr.processing import FunAudioChatProcessor
+    from funaudiochat.drsr.text_tokenizer import train_text_tokenizer
+
+    texts = tokenizer_texts(build.require("corpus", "text_tokenizer"))
+    tokenizer = train_text_tokenizer(texts, vocab_size=build.settings.text_vocab_size)
+    with atomic_folder(build.folder("text_tokenizer")) as staging:
+        FunAudioChatProcessor(tokenizer).save_pretrained(staging)
+    lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+    return {
+        "vocab_size": len(tokenizer),
+        "texts": len(texts),
+        "mean_tokens_per_text": sum(lengths) / len(texts),
+    }
+
+
+def run_text_lm(build: StageContext) -> dict[str, Any]:
+    from funaudiochat.base.atomic import atomic_write_text
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    corpus = build.require("corpus", "text_lm")
+    tokenizer_folder = build.require("text_tokenizer", "text_lm")
+    out = build.folder("text_lm")
+    out.mkdir(parents=True, exist_ok=True)
+    train = corpus_pairs(corpus, ["train"])
+    lines = "".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in train)
+    atomic_write_text(out / "pairs.jsonl", lines)
+    overrides = [
+        f"data.train={out / 'pairs.jsonl'}",
+        f"data.tokenizer={tokenizer_folder}",
+        f"trainer.max_steps={build.settings.text_lm_steps}",
+        f"model.export_dir={out / 'model'}",
+        f"seed={build.settings.seed}",
+    ]
+    if build.settings.text_lm_size == "tiny":  # the LLM of FunAudioChatConfig.tiny (tests)
+        tiny = dict(hidden_size=64, num_hidden_layers=2, head_dim=16, intermediate_size=128)
+        overrides += [f"model.llm.{key}={value}" for key, value in tiny.items()]
+    fit_recipe("text_lm", out / "run", overrides)
+    model = AutoModelForCausalLM.from_pretrained(out / "model").eval()
+    tokenizer = AutoTokenizer.from_pretrained(out / "model")
+    heldout = corpus_pairs(corpus, SPLITS[1:])[: build.settings.pairs_per_file]
+    return {"train_pairs": len(train), "heldout": text_accuracy(model, tokenizer, heldout)}
