@@ -24,9 +24,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-from torch.utils.data import DataLoader
-
 from ..data import (
     CodesCache,
     Collator,
@@ -36,7 +33,7 @@ from ..data import (
     read_manifest_conversations,
     read_sharegpt,
 )
-from ..data.ranks import check_own_rank_split
+from ..datamodule import BucketedDataModule
 
 FORMATS = ("auto", "sharegpt", "manifest")
 
@@ -72,7 +69,7 @@ def read_conversations(path: str | os.PathLike, fmt: str = "auto"):
     return read_sharegpt(path) if fmt == "sharegpt" else read_manifest_conversations(path)
 
 
-class SpokenChatDataModule(L.LightningDataModule):
+class SpokenChatDataModule(BucketedDataModule):
     """Spoken conversations for ``SpeechLLMModule`` / ``CoreCocktailModule`` (see the module docstring)."""
 
     def __init__(
@@ -147,42 +144,3 @@ class SpokenChatDataModule(L.LightningDataModule):
             num_replicas=replicas,
             rank=rank,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        check_own_rank_split(self.trainer)
-        if self.sampler is None:  # Lightning sets its epoch (set_epoch) at every epoch start
-            self.sampler = self._sampler(self.train_set, shuffle=True)
-        if self._resume is not None:
-            self.sampler.load_state_dict(self._resume)
-            self._resume = None
-        return DataLoader(
-            self.train_set,
-            batch_sampler=self.sampler,
-            collate_fn=self.collate,
-            num_workers=self.hparams.num_workers,
-        )
-
-    def val_dataloader(self) -> DataLoader | list:
-        if self.val_set is None:
-            return []
-        return DataLoader(
-            self.val_set,
-            batch_sampler=self._sampler(self.val_set, shuffle=False),
-            collate_fn=self.collate,
-            num_workers=self.hparams.num_workers,
-        )
-
-    # -- resuming mid-epoch ---------------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        if self.sampler is None or self.trainer is None:
-            return {}
-        # batches the loop has trained on (a checkpoint taken in on_train_batch_end counts the current one)
-        consumed = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"sampler": self.sampler.state_dict(consumed=consumed)}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._resume = state_dict.get("sampler")
-        if self._resume is not None and self.sampler is not None:
-            self.sampler.load_state_dict(self._resume)
-            self._resume = None

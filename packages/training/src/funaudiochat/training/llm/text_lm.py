@@ -46,11 +46,10 @@ from funaudiochat.base.atomic import atomic_folder
 from funaudiochat.base.rng import seeded
 from funaudiochat.drsr.prompts import DEFAULT_S2T_PROMPT
 from funaudiochat.drsr.text_tokenizer import ENDOFTEXT, IM_END, special_token_ids
-from torch.utils.data import DataLoader
 
 from ..config import build_config
 from ..data import IGNORE_INDEX, DurationBucketSampler, ProblemLog
-from ..data.ranks import check_own_rank_split
+from ..datamodule import BucketedDataModule
 from ..optim import adamw_with_schedule, check_optimizer_args
 
 # -- the chat text ------------------------------------------------------------------------------------------
@@ -398,7 +397,7 @@ class PadCollator:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-class TextChatDataModule(L.LightningDataModule):
+class TextChatDataModule(BucketedDataModule):
     """Question -> answer chats for ``TextLMModule`` (see the module docstring).
 
     Args:
@@ -466,41 +465,3 @@ class TextChatDataModule(L.LightningDataModule):
             num_replicas=trainer.world_size if trainer is not None else 1,
             rank=trainer.global_rank if trainer is not None else 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        check_own_rank_split(self.trainer)
-        if self.sampler is None:  # Lightning sets its epoch (set_epoch) at every epoch start
-            self.sampler = self._sampler(self.train_set, shuffle=True)
-        if self._resume is not None:
-            self.sampler.load_state_dict(self._resume)
-            self._resume = None
-        return DataLoader(
-            self.train_set,
-            batch_sampler=self.sampler,
-            collate_fn=self.collate,
-            num_workers=self.hparams.num_workers,
-        )
-
-    def val_dataloader(self) -> DataLoader | list:
-        if self.val_set is None:
-            return []
-        return DataLoader(
-            self.val_set,
-            batch_sampler=self._sampler(self.val_set, shuffle=False),
-            collate_fn=self.collate,
-            num_workers=self.hparams.num_workers,
-        )
-
-    # -- resuming mid-epoch ---------------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        if self.sampler is None or self.trainer is None:
-            return {}
-        consumed = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"sampler": self.sampler.state_dict(consumed=consumed)}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._resume = state_dict.get("sampler")
-        if self._resume is not None and self.sampler is not None:
-            self.sampler.load_state_dict(self._resume)
-            self._resume = None
