@@ -1,5 +1,6 @@
-"""JSONL plumbing shared by the readers: numbered lines, JSON decoding into a ``ProblemLog``, JSON type
-names for messages, and path resolution against a data folder."""
+"""JSONL plumbing shared by the readers: numbered lines, JSON decoding into a ``ProblemLog``, the
+question / answer fields of text pairs, JSON type names for messages, and path resolution against a data
+folder."""
 
 from __future__ import annotations
 
@@ -50,6 +51,20 @@ def parse_json_object(text: str, line: int, log: ProblemLog) -> dict | None:
         log.add(line, "json", f"a JSON {json_type(value)}, not an object", ONE_OBJECT)
         return None
     return value
+
+
+def has_question_and_answer(
+    record: dict, line: int, log: ProblemLog, allowed: str = "non-empty text"
+) -> bool:
+    """Whether ``record`` has non-empty ``question`` and ``answer`` strings; each one missing or empty goes
+    to ``log`` (``allowed`` says what is expected)."""
+    ok = True
+    for name in ("question", "answer"):
+        value = record.get(name)
+        if not isinstance(value, str) or not value.strip():
+            log.add(line, name, "missing" if value is None else "empty or not a string", allowed)
+            ok = False
+    return ok
 
 
 def json_type(value: Any) -> str:

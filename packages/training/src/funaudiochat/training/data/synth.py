@@ -51,6 +51,7 @@ from funaudiochat.training.data import (
     write_manifest,
     write_sharegpt,
 )
+from funaudiochat.training.data.jsonl import has_question_and_answer
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 FORMATS = ("sharegpt", "manifest", "both")
@@ -98,13 +99,7 @@ def read_pairs(path: Path) -> list[Pair]:
             if not isinstance(record, dict):
                 log.add(number, "json", "not an object", '{"question": ..., "answer": ..., "id": optional}')
                 continue
-        ok = True
-        for name in ("question", "answer"):
-            value = record.get(name)
-            if not isinstance(value, str) or not value.strip():
-                what = "missing" if value is None else "empty or not a string"
-                log.add(number, name, what, "non-empty text to speak")
-                ok = False
+        ok = has_question_and_answer(record, number, log, "non-empty text to speak")
         pair_id = record.get("id", f"qa{number:05d}")  # default: the line number
         if not isinstance(pair_id, str) or not ID_PATTERN.match(pair_id):
             log.add(number, "id", f"{pair_id!r}", "letters, digits, '_', '.', '-' (used in file names)")

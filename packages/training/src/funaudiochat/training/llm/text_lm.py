@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from funaudiochat.drsr.text_tokenizer import ENDOFTEXT, IM_END, special_token_id
 
 from ..config import build_config
 from ..data import IGNORE_INDEX, DurationBucketSampler, ProblemLog
+from ..data.jsonl import has_question_and_answer, parse_json_object, read_lines
 from ..datamodule import BucketedDataModule
 from ..optim import adamw_with_schedule, check_optimizer_args
 
@@ -72,31 +72,11 @@ def read_text_pairs(path: str | os.PathLike) -> list[TextPair]:
         ValueError (DataValidationError): every bad line, as ``file:line: field: what (allowed)``; or the
             file is missing or holds no pair."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: data file not found")
     log = ProblemLog(str(path))
     pairs: list[TextPair] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            log.add(
-                number, "json", f"not valid JSON ({err.msg} at column {err.colno})", "one object per line"
-            )
-            continue
-        if not isinstance(record, dict):
-            log.add(number, "json", "not an object", '{"question": ..., "answer": ...}')
-            continue
-        ok = True
-        for name in ("question", "answer"):
-            value = record.get(name)
-            if not isinstance(value, str) or not value.strip():
-                what = "missing" if value is None else "empty or not a string"
-                log.add(number, name, what, "non-empty text")
-                ok = False
-        if ok:
+    for number, text in read_lines(path, log):
+        record = parse_json_object(text, number, log)
+        if record is not None and has_question_and_answer(record, number, log):
             pairs.append(TextPair(record["question"].strip(), record["answer"].strip(), number))
     log.raise_if_any()
     if not pairs:
