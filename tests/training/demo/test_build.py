@@ -124,6 +124,11 @@ def test_text_lm_stage_trains_exports_and_scores_the_heldout_pairs(with_text_lm)
     assert 0.0 <= record["heldout"]["accuracy"] <= 1.0
     lines = (root / "text_lm" / "pairs.jsonl").read_text().splitlines()
     assert len(lines) == record["train_pairs"] and "question" in json.loads(lines[0])
+    # it knows every content (held-out contents included) and never sees a held-out phrasing
+    learned = {json.loads(line)["question"] for line in lines}
+    corpus = [json.loads(line) for line in (root / "corpus" / "corpus.jsonl").read_text().splitlines()]
+    qa = [r for r in corpus if r["task"] not in ("tool", "asr")]
+    assert all((r["question"] in learned) == (r["split"] != "heldout_phrasing") for r in qa)
     assert AutoModelForCausalLM.from_pretrained(root / "text_lm" / "model").config.hidden_size == 64
 
 

@@ -15,10 +15,11 @@ Stages so far (issue 12 adds the rest in order); their code is in ``text_stages`
 - ``text_tokenizer``: a byte-level BPE trained on every text the model will read or write (questions,
   answers, the system prompts, the tool schemas and calls), saved as the processor's folder
   (``FunAudioChatProcessor.save_pretrained``: tokenizer files + processor_config.json);
-- ``text_lm``: the text LLM (the ``text_lm`` recipe, the stand-in for Qwen3) on the training pairs of the
-  question-answering tasks (arithmetic, compare, fact, instruction), exported to ``text_lm/model``; its
-  greedy answers to the held-out pairs are scored by their keys (``corpus.contains_key``): the text
-  knowledge the later stages must keep;
+- ``text_lm``: the text LLM (the ``text_lm`` recipe, the stand-in for Qwen3) on the question-answering
+  tasks (arithmetic, compare, fact, instruction), exported to ``text_lm/model``. Like a pretrained LLM it
+  knows every content: it trains on the training pairs and the held-out contents (which the speech stages
+  never see), never on the held-out phrasings; its greedy answers to those are scored by their keys
+  (``corpus.contains_key``): the text accuracy the later stages must keep;
 - ``speech``: every pair spoken with espeak-ng (``funaudiochat-synth``): the training pairs twice (two
   seeded draws of voice and speed from ``TRAIN_VOICES`` x ``QUESTION_SPEEDS``, the second with noise at
   ``NOISE_SNR_DB``) into ``speech/train_a`` and ``speech/train_b``, the held-out pairs (phrasings and

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .context import StageContext, fit_recipe
-from .corpus import SPLITS, write_corpus
+from .corpus import write_corpus
 
 QA_TASKS = ("arithmetic", "compare", "fact", "instruction")
 TASK_NAMES = (*QA_TASKS, "tool", "asr")
@@ -94,7 +94,9 @@ def run_text_lm(build: StageContext) -> dict[str, Any]:
     tokenizer_folder = build.require("text_tokenizer", "text_lm")
     out = build.folder("text_lm")
     out.mkdir(parents=True, exist_ok=True)
-    train = corpus_pairs(corpus, ["train"])
+    # the LLM stands in for a pretrained one that knows the facts: it learns every content, the held-out
+    # contents included (the speech stages never see those), and never the held-out phrasings
+    train = corpus_pairs(corpus, ["train", "heldout_content"])
     lines = "".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in train)
     atomic_write_text(out / "pairs.jsonl", lines)
     overrides = [
@@ -110,5 +112,5 @@ def run_text_lm(build: StageContext) -> dict[str, Any]:
     fit_recipe("text_lm", out / "run", overrides)
     model = AutoModelForCausalLM.from_pretrained(out / "model").eval()
     tokenizer = AutoTokenizer.from_pretrained(out / "model")
-    heldout = corpus_pairs(corpus, SPLITS[1:])[: build.settings.pairs_per_file]
+    heldout = corpus_pairs(corpus, ["heldout_phrasing"])[: build.settings.pairs_per_file]
     return {"train_pairs": len(train), "heldout": text_accuracy(model, tokenizer, heldout)}
