@@ -59,12 +59,15 @@ class BucketedDataModule(L.LightningDataModule):
     subclasses build the sets and ``collate`` in ``setup``, call ``super().__init__()`` and have a
     ``num_workers`` hyperparameter. The training sampler's position is saved and restored with checkpoints."""
 
-    # set by the subclass (``sampler`` / ``_resume`` to None in ``__init__``; the sets in ``setup``)
+    # set by the subclass in ``setup``
     collate: Callable[[list[Any]], Any]
     train_set: Dataset
     val_set: Dataset | None
-    sampler: Any
-    _resume: dict[str, Any] | None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sampler: Any = None  # the training sampler, made by the first train_dataloader
+        self._resume: dict[str, Any] | None = None  # a checkpoint's sampler state not yet applied
 
     def _sampler(self, dataset: Dataset, shuffle: bool) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define _sampler(dataset, shuffle)")

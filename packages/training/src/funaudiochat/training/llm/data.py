@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from ..data import (
     CodesCache,
@@ -93,8 +92,6 @@ class SpokenChatDataModule(BucketedDataModule):
         if max_seconds is None and max_batch_size is None:
             raise ValueError("give data.max_seconds or data.max_batch_size (or both) to bound a batch")
         self.save_hyperparameters()
-        self.sampler: DurationBucketSampler | None = None
-        self._resume: dict[str, Any] | None = None
 
     def _processor(self):
         from funaudiochat.drsr.processing import FunAudioChatProcessor

@@ -408,8 +408,6 @@ class TextChatDataModule(BucketedDataModule):
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         self.save_hyperparameters()
-        self.sampler: DurationBucketSampler | None = None
-        self._resume: dict[str, Any] | None = None
 
     def _dataset(self, files: str | Sequence[str]) -> TextChatDataset:
         h = self.hparams
