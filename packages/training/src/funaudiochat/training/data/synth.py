@@ -138,6 +138,15 @@ def add_noise(path: Path, snr_db: float, rng: np.random.Generator) -> None:
     sf.write(str(path), samples, rate, subtype="PCM_16")
 
 
+def encode_files(tokenizer: SpeechTokenizer, paths: Sequence[str | Path]) -> list[np.ndarray]:
+    """The 25 Hz codes (int16) of each audio file, encoded ``TOKENIZE_BATCH`` files at a time."""
+    codes: list[np.ndarray] = []
+    for start in range(0, len(paths), TOKENIZE_BATCH):
+        waves = [load_audio(p) for p in paths[start : start + TOKENIZE_BATCH]]
+        codes += [c.numpy().astype(np.int16) for c in tokenizer.encode(waves)]
+    return codes
+
+
 def load_tokenizer(weights: str | None, seed: int) -> SpeechTokenizer:
     if weights:
         return SpeechTokenizer.from_safetensors(weights).eval()
@@ -229,11 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
         )
 
-    tokenizer = load_tokenizer(args.tokenizer, args.tokenizer_seed)
-    codes: list[np.ndarray] = []
-    for start in range(0, len(answers), TOKENIZE_BATCH):
-        waves = [load_audio(p) for p in answers[start : start + TOKENIZE_BATCH]]
-        codes += [c.numpy().astype(np.int16) for c in tokenizer.encode(waves)]
+    codes = encode_files(load_tokenizer(args.tokenizer, args.tokenizer_seed), answers)
 
     entries = [
         ManifestEntry(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .context import StageContext, fit_recipe
 from .corpus import SPLITS
-from .text_stages import QA_TASKS, TASK_NAMES, corpus_pairs
+from .family import TASKS
+from .text_stages import QA_TASKS, corpus_pairs
 
 # espeak-ng voices: accents and voice variants (``espeak-ng --voices=en``, ``--voices=variant``)
 TRAIN_VOICES = (
@@ -99,22 +101,19 @@ def recode_answers(source: Path, out: Path, tokenizer_path: Path) -> int:
     ``out``; returns the number of entries."""
     import dataclasses
 
-    import numpy as np
     from funaudiochat.base.atomic import atomic_folder
-    from funaudiochat.tokenizer import SpeechTokenizer, load_audio
+    from funaudiochat.tokenizer import SpeechTokenizer
 
     from ..data import read_manifest, write_manifest, write_sharegpt
+    from ..data.synth import encode_files
 
     tokenizer = SpeechTokenizer.from_safetensors(tokenizer_path).eval()
     entries = read_manifest(source / "manifest.jsonl")
-    recoded = []
-    for start in range(0, len(entries), 16):
-        batch = entries[start : start + 16]
-        codes = tokenizer.encode([load_audio(e.answer_audio) for e in batch])
-        recoded += [
-            dataclasses.replace(e, answer_codes=c.numpy().astype(np.int16), audio_info=None, answer_info=None)
-            for e, c in zip(batch, codes, strict=True)
-        ]
+    codes = encode_files(tokenizer, [e.answer_audio for e in entries])
+    recoded = [
+        dataclasses.replace(e, answer_codes=c, audio_info=None, answer_info=None)
+        for e, c in zip(entries, codes, strict=True)
+    ]
     with atomic_folder(out) as staging:
         write_manifest(staging / "manifest.jsonl", recoded)
         write_sharegpt(staging / "train.jsonl", [e.to_conversation() for e in recoded])
@@ -159,14 +158,13 @@ def conversation_for(entry, record: dict, tools: list[dict]):
         function_calling_prompt,
     )
 
-    from ..data import Conversation, Turn, UserAudio
-    from ..data.audio_probe import probe_audio
+    from ..data import Conversation, Turn
     from ..data.records import AUDIO_TEMPLATE
 
+    spoken = entry.to_conversation()  # the S2S example: the question's audio, then the spoken answer
     if record["task"] in QA_TASKS:
-        return entry.to_conversation()
-    frames = probe_audio(entry.audio, max_seconds=None).speech_frames_16k
-    question = UserAudio(entry.audio, frames, ref_text=entry.text)
+        return spoken
+    question = spoken.audios[0]
     if record["task"] == "asr":
         turns = [Turn("user", AUDIO_TEMPLATE + ASR_INSTRUCTION), Turn("assistant", record["answer"])]
         system = DEFAULT_S2T_PROMPT
@@ -186,10 +184,10 @@ def run_conversations(build: StageContext) -> dict[str, Any]:
 
     corpus = build.require("corpus", "conversations")
     data = build.require("speech_tokenizer", "conversations") / "data"
-    records = {r["id"]: r for r in corpus_pairs(corpus, SPLITS, tasks=TASK_NAMES)}
+    records = {r["id"]: r for r in corpus_pairs(corpus, SPLITS, tasks=TASKS)}
     tools = json.loads((corpus / "tools.json").read_text())
     groups = {"train": ("train_a", "train_b"), "heldout": ("heldout",)}
-    counts: dict[str, dict[str, int]] = {}
+    counts: dict[str, Counter] = {name: Counter() for name in groups}
     with atomic_folder(build.folder("conversations")) as staging:
         for name, members in groups.items():
             conversations = []
@@ -197,8 +195,7 @@ def run_conversations(build: StageContext) -> dict[str, Any]:
                 for entry in read_manifest(data / group / "manifest.jsonl"):
                     record = records[entry.id]
                     conversations.append(conversation_for(entry, record, tools))
-                    counts.setdefault(name, {}).setdefault(record["task"], 0)
                     counts[name][record["task"]] += 1
             write_sharegpt(staging / f"{name}.jsonl", conversations)
             read_sharegpt(staging / f"{name}.jsonl")
-    return {"conversations": counts}
+    return {"conversations": {name: dict(tasks) for name, tasks in counts.items()}}

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from .context import StageContext, fit_recipe
-from .corpus import write_corpus
+from .corpus import SPLITS, write_corpus
+from .family import TASKS
 
-QA_TASKS = ("arithmetic", "compare", "fact", "instruction")
-TASK_NAMES = (*QA_TASKS, "tool", "asr")
+QA_TASKS = ("arithmetic", "compare", "fact", "instruction")  # the tasks answered by speech
 
 
 def corpus_pairs(corpus_folder: Path, splits: Sequence[str], tasks: Sequence[str] = QA_TASKS) -> list[dict]:
@@ -45,7 +45,7 @@ def run_corpus(build: StageContext) -> dict[str, Any]:
     out = build.folder("corpus")
     write_corpus(out, build.settings.seed)
     stats = json.loads((out / "stats.json").read_text())
-    return {"pairs": stats.get("pairs", stats)}
+    return {"pairs": stats["pairs"]}
 
 
 def tokenizer_texts(corpus_folder: Path) -> list[str]:
@@ -61,8 +61,7 @@ def tokenizer_texts(corpus_folder: Path) -> list[str]:
 
     tools = json.loads((corpus_folder / "tools.json").read_text())
     texts = [DEFAULT_S2M_PROMPT, DEFAULT_S2T_PROMPT, ASR_INSTRUCTION, function_calling_prompt(tools)]
-    for line in (corpus_folder / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
-        pair = json.loads(line)
+    for pair in corpus_pairs(corpus_folder, SPLITS, TASKS):
         texts += [pair["question"], pair["answer"]]
         if pair.get("tool_call"):
             texts.append(format_tool_call(pair["tool_call"]["name"], pair["tool_call"]["arguments"]))
