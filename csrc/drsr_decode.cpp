@@ -198,12 +198,17 @@ void attend_fp32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   }
 }
 
+// Everything the float32 loops read by pointer is checked here: a wrong size is an error, never a read past
+// the end of a tensor.
 void check_arguments(const at::Tensor& embeds, at::TensorList weights, at::TensorList key_rooms,
-                     at::TensorList value_rooms, int64_t length, const at::Tensor& bias,
-                     int64_t num_heads, int64_t num_kv_heads) {
+                     at::TensorList value_rooms, int64_t length, const at::Tensor& cos, const at::Tensor& sin,
+                     const at::Tensor& bias, int64_t num_heads, int64_t num_kv_heads) {
   TORCH_CHECK(embeds.dim() == 3 && embeds.size(1) == 1, "qwen3_decode_one: embeds must be [B, 1, D], got ",
               embeds.sizes());
+  const int64_t b = embeds.size(0), d = embeds.size(2);
   const int64_t layers = static_cast<int64_t>(key_rooms.size());
+  TORCH_CHECK(layers >= 1, "qwen3_decode_one: at least one layer (key/value room) is needed");
+  const int64_t head_dim = key_rooms[0].dim() == 4 ? key_rooms[0].size(3) : -1;
   TORCH_CHECK(static_cast<int64_t>(value_rooms.size()) == layers,
               "qwen3_decode_one: one value room per key room, got ", value_rooms.size(), " and ", layers);
   TORCH_CHECK(static_cast<int64_t>(weights.size()) == layers * kWeightsPerLayer + 1,
@@ -214,14 +219,31 @@ void check_arguments(const at::Tensor& embeds, at::TensorList weights, at::Tenso
               num_kv_heads);
   for (int64_t l = 0; l < layers; ++l) {
     for (const at::Tensor& room : {key_rooms[l], value_rooms[l]}) {
-      TORCH_CHECK(room.dim() == 4 && room.size(0) == embeds.size(0) && room.size(1) == num_kv_heads &&
-                      room.size(2) > length,
-                  "qwen3_decode_one: layer ", l, "'s key/value room must be [B, ", num_kv_heads,
-                  ", > length (", length, "), head_dim], got ", room.sizes());
+      TORCH_CHECK(room.dim() == 4 && room.size(0) == b && room.size(1) == num_kv_heads && room.size(2) > length &&
+                      room.size(3) == head_dim,
+                  "qwen3_decode_one: layer ", l, "'s key/value room must be [B = ", b, ", ", num_kv_heads,
+                  ", > length (", length, "), head_dim = ", head_dim, "], got ", room.sizes());
+    }
+    const at::Tensor* w = weights.data() + l * kWeightsPerLayer;
+    for (int index : {0, 7}) {
+      TORCH_CHECK(w[index].numel() == d, "qwen3_decode_one: layer ", l, "'s weight ", index,
+                  " (a layer norm) must have D = ", d, " values, got ", w[index].sizes());
+    }
+    for (int index : {4, 5}) {
+      TORCH_CHECK(w[index].numel() == head_dim, "qwen3_decode_one: layer ", l, "'s weight ", index,
+                  " (a q/k norm) must have head_dim = ", head_dim, " values, got ", w[index].sizes());
     }
   }
-  TORCH_CHECK(bias.dim() == 4 && bias.size(-1) == length + 1,
-              "qwen3_decode_one: bias must be [B, 1, 1, length + 1 = ", length + 1, "], got ", bias.sizes());
+  TORCH_CHECK(weights[weights.size() - 1].numel() == d, "qwen3_decode_one: the final norm must have D = ", d,
+              " values, got ", weights[weights.size() - 1].sizes());
+  TORCH_CHECK(bias.dim() == 4 && bias.numel() == b * (length + 1) && bias.size(-1) == length + 1,
+              "qwen3_decode_one: bias must be [B = ", b, ", 1, 1, length + 1 = ", length + 1, "], got ",
+              bias.sizes());
+  for (const at::Tensor& factor : {cos, sin}) {
+    TORCH_CHECK(factor.numel() == b * head_dim && factor.size(-1) == head_dim,
+                "qwen3_decode_one: cos and sin must be [B = ", b, ", 1, 1, head_dim = ", head_dim, "], got ",
+                factor.sizes());
+  }
 }
 
 }  // namespace
@@ -288,7 +310,7 @@ at::Tensor qwen3_decode_one_cpu(const at::Tensor& embeds, at::TensorList weights
                                 at::TensorList value_rooms, int64_t length, const at::Tensor& cos,
                                 const at::Tensor& sin, const at::Tensor& bias, int64_t num_heads,
                                 int64_t num_kv_heads, double eps, double scaling) {
-  check_arguments(embeds, weights, key_rooms, value_rooms, length, bias, num_heads, num_kv_heads);
+  check_arguments(embeds, weights, key_rooms, value_rooms, length, cos, sin, bias, num_heads, num_kv_heads);
   const int64_t layers = static_cast<int64_t>(key_rooms.size());
   const at::Tensor cos_c = cos.contiguous(), sin_c = sin.contiguous(), bias_c = bias.contiguous();
   const bool fp32 = embeds.scalar_type() == at::kFloat && all_float(weights) && all_float(key_rooms) &&

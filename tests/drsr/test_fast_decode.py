@@ -134,6 +134,19 @@ def test_the_op_refuses_bad_arguments(model):
         op(torch.randn(1, 1, d), weights, keys, values, 3, cos, sin, bias, 4, 2, 1e-6, 1.0)
     with pytest.raises(RuntimeError, match="multiple of num_kv_heads"):
         op(torch.randn(1, 1, d), weights, keys, values, 4, cos, sin, bias, 3, 2, 1e-6, 1.0)
+    # sizes the float32 loops read by pointer: refused, never read past the end
+    with pytest.raises(RuntimeError, match="bias must be"):
+        op(torch.randn(1, 1, d), weights, keys, values, 4, cos, sin, torch.zeros(2, 1, 1, 5), 4, 2, 1e-6, 1.0)
+    with pytest.raises(RuntimeError, match="cos and sin must be"):
+        op(torch.randn(1, 1, d), weights, keys, values, 4, cos[..., :4], sin, bias, 4, 2, 1e-6, 1.0)
+    short = list(weights)
+    short[4] = short[4][:3]  # layer 0's q norm
+    with pytest.raises(RuntimeError, match="q/k norm"):
+        op(torch.randn(1, 1, d), short, keys, values, 4, cos, sin, bias, 4, 2, 1e-6, 1.0)
+    short = list(weights)
+    short[-1] = short[-1][:3]
+    with pytest.raises(RuntimeError, match="final norm"):
+        op(torch.randn(1, 1, d), short, keys, values, 4, cos, sin, bias, 4, 2, 1e-6, 1.0)
 
 
 def test_decoding_with_it_gives_the_same_tokens(model):
