@@ -165,3 +165,46 @@ def test_pre_alignment_stage_starts_from_the_text_llm_and_exports(with_text_lm, 
     for name, tensor in text_lm.state_dict().items():
         assert torch.equal(model.language_model.state_dict()[name], tensor), name
     assert model.config.audio_config.output_dim == text_lm.config.hidden_size
+
+
+TINY_FINISH = dict(
+    TINY,
+    cocktail_stage1_steps=1,
+    cocktail_stage2_steps=1,
+    dpo_pairs=6,
+    dpo_steps=1,
+    hift_steps=1,
+    flow_steps=1,
+    vocoder_size="tiny",
+)
+
+
+@pytest.fixture(scope="module")
+def packaged(with_text_lm, spoken):
+    root = with_text_lm
+    names = ["pre_alignment", "core_cocktail", "dpo", "vocoder_hift", "vocoder_flow", "package"]
+    DemoBuild(root, DemoSettings(**TINY_FINISH), log=lambda _: None).run(names)
+    return root
+
+
+def test_finishing_stages_fine_tune_train_the_vocoder_and_package_a_pipeline(packaged):
+    from funaudiochat.chat import Pipeline
+
+    root = packaged
+    dpo = json.loads((root / "dpo" / "stage.json").read_text())
+    # spoken replies take the three kinds in turn; a text reply with no other reply to borrow is skipped
+    assert {"wrong", "truncated", "garbled"} <= set(dpo["pairs"]) and 3 <= sum(dpo["pairs"].values()) <= 6
+    rows = [json.loads(line) for line in (root / "dpo" / "preferences.jsonl").read_text().splitlines()]
+    for row in rows:
+        assert row["chosen"]["messages"][:-1] == row["rejected"]["messages"][:-1]
+        assert row["chosen"] != row["rejected"]
+    assert (root / "vocoder_hift" / "hift.safetensors").is_file()
+    assert (root / "vocoder_flow" / "flow.safetensors").is_file()
+    package = json.loads((root / "package" / "stage.json").read_text())
+    assert 0 < package["bytes"] <= 40 * 2**20
+    card = (root / "package" / "README.md").read_text()
+    assert "| `dpo` |" in card and "Fun-Audio-Chat demo model" in card
+    pipe = Pipeline.from_pretrained(root / "package")
+    assert pipe.vocoder.speakers.names == ["assistant"] and pipe.speech_tokenizer is not None
+    reply = pipe.chat(text="What is two plus three?", mode="s2s")
+    assert reply.audio is not None and reply.audio.ndim == 1

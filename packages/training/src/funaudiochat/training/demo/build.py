@@ -8,8 +8,8 @@ seconds), so a killed run resumes at the first unfinished stage; ``--stage`` run
 folder renamed into place (``funaudiochat.base.atomic.atomic_folder``); Lightning stages resume from their
 own checkpoints. ``timings.json`` in the run folder collects every stage's seconds.
 
-Stages so far (issue 12 adds the rest in order); their code is in ``text_stages``, ``speech_stages`` and
-``model_stages``, what they share in ``context``:
+The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``model_stages``,
+``finetune_stages``, ``vocoder_stages`` and ``package_stage``, what they share in ``context``:
 
 - ``corpus``: the question -> answer text corpus (``corpus.write_corpus``);
 - ``text_tokenizer``: a byte-level BPE trained on every text the model will read or write (questions,
@@ -17,9 +17,10 @@ Stages so far (issue 12 adds the rest in order); their code is in ``text_stages`
   (``FunAudioChatProcessor.save_pretrained``: tokenizer files + processor_config.json);
 - ``text_lm``: the text LLM (the ``text_lm`` recipe, the stand-in for Qwen3) on the question-answering
   tasks (arithmetic, compare, fact, instruction), exported to ``text_lm/model``. Like a pretrained LLM it
-  knows every content: it trains on the training pairs and the held-out contents (which the speech stages
-  never see), never on the held-out phrasings; its greedy answers to those are scored by their keys
-  (``corpus.contains_key``): the text accuracy the later stages must keep;
+  knows every content: it trains on the training pairs, the held-out contents (which the speech stages
+  never see) and every content item in ``knowledge_per_content`` more training phrasings
+  (``corpus.knowledge_pairs``), never on a held-out phrasing; its greedy answers to those are scored by
+  their keys (``corpus.contains_key``): the text accuracy the later stages must keep;
 - ``speech``: every pair spoken with espeak-ng (``funaudiochat-synth``): the training pairs twice (two
   seeded draws of voice and speed from ``TRAIN_VOICES`` x ``QUESTION_SPEEDS``, the second with noise at
   ``NOISE_SNR_DB``) into ``speech/train_a`` and ``speech/train_b``, the held-out pairs (phrasings and
@@ -37,7 +38,15 @@ Stages so far (issue 12 adds the rest in order); their code is in ``text_stages`
   call as text): ``conversations/train.jsonl`` (both spoken renditions) and ``heldout.jsonl``;
 - ``pre_alignment``: the speech model (``demo_model_spec``: the text LLM's sizes and weights, a small audio
   encoder and SRH) trained with the LLM frozen on every training conversation (the ``pre_alignment``
-  recipe), exported to ``pre_alignment/run/model``.
+  recipe), exported to ``pre_alignment/run/model``;
+- ``core_cocktail``: the whole model fine-tuned on the same conversations (the ``core_cocktail`` recipe:
+  stage 1, the LLM merged with the text LLM at ``cocktail_alpha``, stage 2) -> ``core_cocktail/run/model``;
+- ``dpo``: multi-task DPO on preference pairs made from the training conversations
+  (``finetune_stages.preference_rows``: wrong answers, truncated and garbled speech) -> ``dpo/run/model``;
+- ``vocoder_hift`` / ``vocoder_flow``: HiFT and flow matching trained on the training answers (the
+  assistant's voice; ``vocoder_stages``), the flow on the trained speech tokenizer's codes;
+- ``package``: everything joined into one pipeline folder with a model card (``package_stage``): the
+  folder ``funaudiochat chat --model`` loads, and the one the repository ships.
 """
 
 from __future__ import annotations
@@ -51,7 +60,9 @@ from pathlib import Path
 from typing import Any
 
 from .context import DemoSettings
+from .finetune_stages import run_core_cocktail, run_dpo
 from .model_stages import run_pre_alignment
+from .package_stage import run_package
 from .speech_stages import (
     ASSISTANT_VOICE,
     EVAL_VOICES,
@@ -61,6 +72,7 @@ from .speech_stages import (
     run_speech_tokenizer,
 )
 from .text_stages import run_corpus, run_text_lm, run_text_tokenizer
+from .vocoder_stages import run_vocoder_flow, run_vocoder_hift
 
 __all__ = ["ASSISTANT_VOICE", "EVAL_VOICES", "STAGES", "TRAIN_VOICES", "DemoBuild", "DemoSettings", "main"]
 
@@ -75,6 +87,9 @@ class DemoBuild:
     root: Path
     settings: DemoSettings = field(default_factory=DemoSettings)
     log: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).resolve()  # stages write paths into files; they must not be relative
 
     def folder(self, stage: str) -> Path:
         return self.root / stage
@@ -149,6 +164,15 @@ STAGES: dict[str, DemoStage] = {
     "pre_alignment": DemoStage(
         run_pre_alignment, "speech encoders, adapter and SRH learn; the text LLM frozen"
     ),
+    "core_cocktail": DemoStage(
+        run_core_cocktail, "the whole model fine-tuned: stage 1, merge with the text LLM, stage 2"
+    ),
+    "dpo": DemoStage(run_dpo, "multi-task DPO: right answers over wrong, truncated and garbled ones"),
+    "vocoder_hift": DemoStage(run_vocoder_hift, "HiFT (mel -> 24 kHz) trained on the assistant's voice"),
+    "vocoder_flow": DemoStage(
+        run_vocoder_flow, "flow matching (speech codes -> mel) trained on the assistant's voice"
+    ),
+    "package": DemoStage(run_package, "the parts joined into one pipeline folder with a model card"),
 }
 
 

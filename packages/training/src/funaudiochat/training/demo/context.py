@@ -17,7 +17,12 @@ class DemoSettings:
     plus 256 byte symbols; the special tokens come on top); pairs_per_file: speak only the first pairs of
     each corpus file (tests; None: all); tokenizer_steps / text_lm_steps: training steps of the speech
     tokenizer and of the text LLM; text_lm_size: "demo" (the recipe's sizes) or "tiny" (tests);
-    pre_alignment_steps: training steps of pre-alignment."""
+    knowledge_per_content: phrasings of each content item the text LLM learns (``corpus.knowledge_pairs``);
+    pre_alignment_steps: training steps of pre-alignment; cocktail_stage1_steps / cocktail_stage2_steps /
+    cocktail_alpha: Core-Cocktail's two stages and its merge weight (1.0: plain fine-tuning, no merge);
+    dpo_pairs / dpo_steps / dpo_lr: preference pairs drawn, steps and learning rate of DPO; hift_steps /
+    flow_steps: generator steps of HiFT and steps of the flow; vocoder_size: "demo" (``DEMO_FLOW`` and
+    ``DEMO_HIFT``) or "tiny" (the recipes' tiny sizes, tests)."""
 
     seed: int = 0
     text_vocab_size: int = 1024
@@ -25,7 +30,17 @@ class DemoSettings:
     tokenizer_steps: int = 3000
     text_lm_steps: int = 1000
     text_lm_size: str = "demo"
+    knowledge_per_content: int = 3
     pre_alignment_steps: int = 1500
+    cocktail_stage1_steps: int = 600
+    cocktail_stage2_steps: int = 300
+    cocktail_alpha: float = 0.5
+    dpo_pairs: int = 600
+    dpo_steps: int = 150
+    dpo_lr: float = 5e-6
+    hift_steps: int = 3000
+    flow_steps: int = 3000
+    vocoder_size: str = "demo"
 
 
 class StageContext(Protocol):

@@ -159,6 +159,26 @@ def family_pairs(family: Family, seed: int) -> list[QAPair]:
     return pairs
 
 
+def knowledge_pairs(seed: int, tasks: Sequence[str], per_content: int) -> list[dict[str, Any]]:
+    """What the text LLM knows before it hears speech (the stand-in for a pretrained LLM's knowledge):
+    every content item of ``tasks``' families, held-out contents included, each phrased in
+    ``per_content`` of its family's training templates (a seeded draw; never a held-out phrasing), as
+    ``{"question", "answer", "content"}`` records. A held-out phrasing then asks for a content the LLM
+    knows in other words, which is what the phrasing split measures."""
+    records = []
+    for family in all_families():
+        if family.task not in tasks:
+            continue
+        phrasings_out, _ = held_out(family, seed)
+        templates = [t for t in family.templates if family.phrasing_id(t) not in phrasings_out]
+        rng = random.Random(f"demo-corpus:{seed}:knowledge:{family.name}")
+        for content in family.contents:
+            for template in rng.sample(templates, min(per_content, len(templates))):
+                question, answer = template.fill(content)
+                records.append({"question": question, "answer": answer, "content": content.id})
+    return records
+
+
 def build_corpus(seed: int = 0) -> list[QAPair]:
     """Every pair of the corpus, sorted by id, the held-out splits drawn by ``seed``.
 

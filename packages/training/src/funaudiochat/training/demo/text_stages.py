@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .context import StageContext, fit_recipe
-from .corpus import SPLITS, write_corpus
+from .corpus import SPLITS, knowledge_pairs, write_corpus
 from .family import TASKS
 
 QA_TASKS = ("arithmetic", "compare", "fact", "instruction")  # the tasks answered by speech
@@ -95,7 +95,10 @@ def run_text_lm(build: StageContext) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     # the LLM stands in for a pretrained one that knows the facts: it learns every content, the held-out
     # contents included (the speech stages never see those), and never the held-out phrasings
-    train = corpus_pairs(corpus, ["train", "heldout_content"])
+    # contents, each in ``knowledge_per_content`` training phrasings besides its corpus pair's
+    known = corpus_pairs(corpus, ["train", "heldout_content"])
+    known += knowledge_pairs(build.settings.seed, QA_TASKS, build.settings.knowledge_per_content)
+    train = list({(r["question"], r["answer"]): r for r in known}.values())
     lines = "".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in train)
     atomic_write_text(out / "pairs.jsonl", lines)
     overrides = [

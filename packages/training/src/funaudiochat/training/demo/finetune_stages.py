@@ -1,0 +1,164 @@
+"""The fine-tuning stages of the demo recipe: Core-Cocktail and multi-task DPO on the spoken conversations.
+
+``core_cocktail`` fine-tunes the whole pre-aligned model (the ``core_cocktail`` recipe: stage 1, the merge
+of the LLM with the text LLM at ``cocktail_alpha``, stage 2). ``dpo`` prefers the right answer to three
+kinds of wrong ones, built from the training conversations by ``preference_rows``:
+
+- ``wrong`` (task "audio_understanding"): another spoken answer (another question's), text and speech;
+- ``truncated`` ("robustness"): the right text with its speech cut to its first half;
+- ``garbled`` ("robustness"): the right text with its speech codes shuffled in 5-code blocks;
+- ``wrong_text`` ("instruction_following"): for the text-only replies (transcripts, tool calls), another
+  conversation's reply under the same system prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .context import StageContext, fit_recipe
+
+KIND_TASKS = {
+    "wrong": "audio_understanding",
+    "truncated": "robustness",
+    "garbled": "robustness",
+    "wrong_text": "instruction_following",
+}
+GARBLE_BLOCK = 5  # codes per shuffled block: one 5 Hz step of speech
+
+
+def _kind_of(conversation) -> tuple:
+    """What a conversation's reply is: its system prompt (S2S answers, S2T transcripts, tool calls each
+    have their own) and whether it is spoken; a borrowed reply must be of the same kind."""
+    from ..data import AssistantSpeech
+
+    return conversation.system, isinstance(conversation.audios[-1], AssistantSpeech)
+
+
+def _rejected(conversation, kind: str, other, rng: random.Random):
+    """``conversation`` with its final reply replaced by a worse one of ``kind`` (``other``: the
+    conversation whose reply is borrowed by "wrong" and "wrong_text")."""
+    from ..data import AssistantSpeech, Turn
+
+    reply = conversation.audios[-1]
+    if kind == "wrong_text":
+        turns = [*conversation.turns[:-1], Turn("assistant", other.turns[-1].content)]
+        return dataclasses.replace(conversation, turns=turns)
+    if not isinstance(reply, AssistantSpeech):
+        raise ValueError(f"{conversation.source}: {kind!r} needs a spoken reply")
+    if kind == "wrong":
+        replaced = dataclasses.replace(reply, text=other.audios[-1].text, codes=other.audios[-1].codes)
+    elif kind == "truncated":
+        replaced = dataclasses.replace(reply, codes=reply.codes[: max(1, len(reply.codes) // 2)])
+    elif kind == "garbled":
+        blocks = [reply.codes[i : i + GARBLE_BLOCK] for i in range(0, len(reply.codes), GARBLE_BLOCK)]
+        rng.shuffle(blocks)
+        codes = np.concatenate(blocks)
+        if np.array_equal(codes, reply.codes):  # one block, or a shuffle that changed nothing
+            codes = codes[::-1].copy()
+        replaced = dataclasses.replace(reply, codes=codes)
+    else:
+        raise ValueError(f"unknown kind {kind!r}; the kinds are {sorted(KIND_TASKS)}")
+    return dataclasses.replace(conversation, audios=[*conversation.audios[:-1], replaced])
+
+
+def preference_rows(conversations: Sequence, count: int, seed: int) -> list[dict[str, Any]]:
+    """``count`` DPO rows ``{"task", "chosen", "rejected"}`` (sharegpt objects) drawn from
+    ``conversations`` (seeded): spoken replies take the kinds "wrong", "truncated", "garbled" in turn,
+    text replies "wrong_text"; a borrowed reply comes from another conversation of the same kind
+    (``_kind_of``) with a different reply."""
+    from ..data import AssistantSpeech, conversation_to_sharegpt
+
+    rng = random.Random(f"demo-dpo:{seed}")
+    by_kind: dict[tuple, list] = {}
+    for conversation in conversations:
+        by_kind.setdefault(_kind_of(conversation), []).append(conversation)
+    chosen = rng.sample(list(conversations), min(count, len(conversations)))
+    rows = []
+    for index, conversation in enumerate(chosen):
+        spoken = isinstance(conversation.audios[-1], AssistantSpeech)
+        kind = ("wrong", "truncated", "garbled")[index % 3] if spoken else "wrong_text"
+        other = None
+        if kind in ("wrong", "wrong_text"):
+            text = _reply_text(conversation)
+            candidates = [c for c in by_kind[_kind_of(conversation)] if _reply_text(c) != text]
+            if not candidates:
+                continue
+            other = rng.choice(candidates)
+        rows.append(
+            {
+                "task": KIND_TASKS[kind],
+                "kind": kind,
+                "chosen": conversation_to_sharegpt(conversation),
+                "rejected": conversation_to_sharegpt(_rejected(conversation, kind, other, rng)),
+            }
+        )
+    return rows
+
+
+def _reply_text(conversation) -> str:
+    from ..data import AssistantSpeech
+
+    reply = conversation.audios[-1]
+    return reply.text if isinstance(reply, AssistantSpeech) else conversation.turns[-1].content
+
+
+def run_core_cocktail(build: StageContext) -> dict[str, Any]:
+    start = build.require("pre_alignment", "core_cocktail") / "run" / "model"
+    processor = build.require("text_tokenizer", "core_cocktail")
+    conversations = build.require("conversations", "core_cocktail")
+    settings = build.settings
+    run = build.folder("core_cocktail") / "run"
+    steps = (settings.cocktail_stage1_steps, settings.cocktail_stage2_steps)
+    overrides = [
+        f"model.model={start}",
+        f"data.train={conversations / 'train.jsonl'}",
+        f"data.processor={processor}",
+        f"model.stage1_steps={steps[0]}",
+        f"model.stage2_steps={steps[1]}",
+        f"model.alpha={settings.cocktail_alpha}",
+        f"trainer.max_steps={sum(steps)}",
+        f"seed={settings.seed}",
+    ]
+    fit_recipe("core_cocktail", run, overrides)
+    return {"steps": list(steps), "alpha": settings.cocktail_alpha, "model": str(run / "model")}
+
+
+def run_dpo(build: StageContext) -> dict[str, Any]:
+    from funaudiochat.base.atomic import atomic_write_text
+
+    from ..data import read_sharegpt
+    from ..llm.preference import read_preferences
+
+    start = build.require("core_cocktail", "dpo") / "run" / "model"
+    processor = build.require("text_tokenizer", "dpo")
+    conversations = read_sharegpt(build.require("conversations", "dpo") / "train.jsonl")
+    settings, out = build.settings, build.folder("dpo")
+    rows = preference_rows(conversations, settings.dpo_pairs, settings.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    import json
+
+    atomic_write_text(
+        out / "preferences.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    )
+    read_preferences(out / "preferences.jsonl", check_audio=False)  # the file is valid as written
+    overrides = [
+        f"model.model={start}",
+        f"data.train={out / 'preferences.jsonl'}",
+        f"data.processor={processor}",
+        f"model.lr={settings.dpo_lr}",
+        f"trainer.max_steps={settings.dpo_steps}",
+        f"seed={settings.seed}",
+    ]
+    fit_recipe("dpo", out / "run", overrides)
+    return {
+        "pairs": dict(Counter(r["kind"] for r in rows)),
+        "steps": settings.dpo_steps,
+        "model": str(Path(out / "run" / "model")),
+    }
