@@ -135,18 +135,24 @@ def test_text_lm_stage_trains_exports_and_scores_the_heldout_pairs(with_text_lm)
 def test_conversations_stage_lays_out_each_task_as_the_pipeline_prompts_it(spoken):
     from funaudiochat.drsr.prompts import ASR_INSTRUCTION, DEFAULT_S2M_PROMPT, DEFAULT_S2T_PROMPT
     from funaudiochat.training.data import AssistantSpeech, read_sharegpt
+    from funaudiochat.training.data.records import AUDIO_TEMPLATE
 
     folder = spoken / "conversations"
     record = json.loads((folder / "stage.json").read_text())["conversations"]
-    # two of each corpus file: pairs (QA and asr tasks mixed, by id order) and tools
-    assert sum(record["train"].values()) == 8 and record["train"].get("tool") == 4
+    # two of each corpus file: pairs (QA and asr tasks mixed, by id order) and tools; the QA pairs of the
+    # clean rendition once more as S2T
+    spoken = {task: n for task, n in record["train"].items() if not task.endswith("_s2t")}
+    qa = sum(n for task, n in spoken.items() if task not in ("asr", "tool"))
+    assert sum(spoken.values()) == 8 and spoken.get("tool") == 4
+    assert sum(n for task, n in record["train"].items() if task.endswith("_s2t")) == qa // 2
     assert sum(record["heldout"].values()) == 8
     for conv in read_sharegpt(folder / "train.jsonl") + read_sharegpt(folder / "heldout.jsonl"):
         speaks = any(isinstance(audio, AssistantSpeech) for audio in conv.audios)
         if conv.system == DEFAULT_S2M_PROMPT:
             assert speaks
         elif conv.system == DEFAULT_S2T_PROMPT:
-            assert not speaks and conv.turns[0].content.endswith(ASR_INSTRUCTION)
+            asks = conv.turns[0].content
+            assert not speaks and (asks.endswith(ASR_INSTRUCTION) or asks == AUDIO_TEMPLATE)
         else:
             assert "<tools>" in conv.system and "<tool_call>" in conv.turns[1].content and not speaks
 

@@ -149,8 +149,9 @@ def run_speech_tokenizer(build: StageContext) -> dict[str, Any]:
     return {"utterances": len(lines), "steps": build.settings.tokenizer_steps, "recoded": counts}
 
 
-def conversation_for(entry, record: dict, tools: list[dict]):
-    """The training ``Conversation`` of one spoken pair (``ManifestEntry`` ``entry``, corpus ``record``)."""
+def conversation_for(entry, record: dict, tools: list[dict], spoken: bool = True):
+    """The training ``Conversation`` of one spoken pair (``ManifestEntry`` ``entry``, corpus ``record``);
+    a question-answering pair is answered in speech (S2S), or with ``spoken=False`` in text only (S2T)."""
     from funaudiochat.drsr.prompts import (
         ASR_INSTRUCTION,
         DEFAULT_S2T_PROMPT,
@@ -161,11 +162,14 @@ def conversation_for(entry, record: dict, tools: list[dict]):
     from ..data import Conversation, Turn
     from ..data.records import AUDIO_TEMPLATE
 
-    spoken = entry.to_conversation()  # the S2S example: the question's audio, then the spoken answer
+    s2s = entry.to_conversation()  # the S2S example: the question's audio, then the spoken answer
+    if record["task"] in QA_TASKS and spoken:
+        return s2s
+    question = s2s.audios[0]
     if record["task"] in QA_TASKS:
-        return spoken
-    question = spoken.audios[0]
-    if record["task"] == "asr":
+        turns = [Turn("user", AUDIO_TEMPLATE), Turn("assistant", record["answer"])]
+        system = DEFAULT_S2T_PROMPT
+    elif record["task"] == "asr":
         turns = [Turn("user", AUDIO_TEMPLATE + ASR_INSTRUCTION), Turn("assistant", record["answer"])]
         system = DEFAULT_S2T_PROMPT
     elif record["task"] == "tool":
@@ -186,16 +190,23 @@ def run_conversations(build: StageContext) -> dict[str, Any]:
     data = build.require("speech_tokenizer", "conversations") / "data"
     records = {r["id"]: r for r in corpus_pairs(corpus, SPLITS, tasks=TASKS)}
     tools = json.loads((corpus / "tools.json").read_text())
-    groups = {"train": ("train_a", "train_b"), "heldout": ("heldout",)}
+    # (speech group, spoken): the clean and the noisy rendition answered in speech, the clean one also in
+    # text only (S2T mode); asr and tool pairs are text replies either way, so only their renditions count
+    groups = {
+        "train": (("train_a", True), ("train_b", True), ("train_a", False)),
+        "heldout": (("heldout", True),),
+    }
     counts: dict[str, Counter] = {name: Counter() for name in groups}
     with atomic_folder(build.folder("conversations")) as staging:
         for name, members in groups.items():
             conversations = []
-            for group in members:
+            for group, spoken in members:
                 for entry in read_manifest(data / group / "manifest.jsonl"):
                     record = records[entry.id]
-                    conversations.append(conversation_for(entry, record, tools))
-                    counts[name][record["task"]] += 1
+                    if not spoken and record["task"] not in QA_TASKS:
+                        continue
+                    conversations.append(conversation_for(entry, record, tools, spoken))
+                    counts[name][record["task"] if spoken else f"{record['task']}_s2t"] += 1
             write_sharegpt(staging / f"{name}.jsonl", conversations)
             read_sharegpt(staging / f"{name}.jsonl")
     return {"conversations": {name: dict(tasks) for name, tasks in counts.items()}}
