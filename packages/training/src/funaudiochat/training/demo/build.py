@@ -33,9 +33,10 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
   A killed run resumes from its last checkpoint (as does ``text_lm``);
 - ``conversations``: the training examples in the official sharegpt layout, per task as the pipeline
   prompts them: question-answering pairs as S2S (``DEFAULT_S2M_PROMPT``; the answer's text and codes)
-  and, the clean rendition once more, as S2T (``DEFAULT_S2T_PROMPT``; the answer's text), transcription as S2T (``DEFAULT_S2T_PROMPT``, the question audio followed by ``ASR_INSTRUCTION``, the
-  transcript as text), tool requests as S2T function calling (``function_calling_prompt(TOOLS)``, the
-  call as text): ``conversations/train.jsonl`` (both spoken renditions) and ``heldout.jsonl``;
+  and, the clean rendition once more, as S2T (``DEFAULT_S2T_PROMPT``; the answer's text); transcription
+  as S2T (the question audio followed by ``ASR_INSTRUCTION``, the transcript as text); tool requests as
+  S2T function calling (``function_calling_prompt(TOOLS)``, the call as text):
+  ``conversations/train.jsonl`` (both spoken renditions) and ``heldout.jsonl``;
 - ``pre_alignment``: the speech model (``demo_model_spec``: the text LLM's sizes and weights, a small audio
   encoder and SRH) trained with the LLM frozen on every training conversation (the ``pre_alignment``
   recipe), exported to ``pre_alignment/run/model``;
