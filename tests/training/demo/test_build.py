@@ -125,10 +125,12 @@ def test_text_lm_stage_trains_exports_and_scores_the_heldout_pairs(with_text_lm)
     lines = (root / "text_lm" / "pairs.jsonl").read_text().splitlines()
     assert len(lines) == record["train_pairs"] and "question" in json.loads(lines[0])
     # it knows every content (held-out contents included) and never sees a held-out phrasing
-    learned = {json.loads(line)["question"] for line in lines}
+    learned = [json.loads(line) for line in lines]
+    questions, contents = {r["question"] for r in learned}, {r["content"] for r in learned}
     corpus = [json.loads(line) for line in (root / "corpus" / "corpus.jsonl").read_text().splitlines()]
     qa = [r for r in corpus if r["task"] not in ("tool", "asr")]
-    assert all((r["question"] in learned) == (r["split"] != "heldout_phrasing") for r in qa)
+    assert all(r["content"] in contents for r in qa)
+    assert not any(r["question"] in questions for r in qa if r["split"] == "heldout_phrasing")
     assert AutoModelForCausalLM.from_pretrained(root / "text_lm" / "model").config.hidden_size == 64
 
 

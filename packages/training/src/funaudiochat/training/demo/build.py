@@ -17,9 +17,9 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
   (``FunAudioChatProcessor.save_pretrained``: tokenizer files + processor_config.json);
 - ``text_lm``: the text LLM (the ``text_lm`` recipe, the stand-in for Qwen3) on the question-answering
   tasks (arithmetic, compare, fact, instruction), exported to ``text_lm/model``. Like a pretrained LLM it
-  knows every content: it trains on the training pairs, the held-out contents (which the speech stages
-  never see) and every content item in ``knowledge_per_content`` more training phrasings
-  (``corpus.knowledge_pairs``), never on a held-out phrasing; its greedy answers to those are scored by
+  knows every content: it trains on every content item, the held-out contents included (which the speech
+  stages never see), each in ``knowledge_per_content`` training phrasings (``corpus.knowledge_pairs``),
+  never in a held-out phrasing; its greedy answers to the held-out phrasings are scored by
   their keys (``corpus.contains_key``): the text accuracy the later stages must keep;
 - ``speech``: every pair spoken with espeak-ng (``funaudiochat-synth``): the training pairs twice (two
   seeded draws of voice and speed from ``TRAIN_VOICES`` x ``QUESTION_SPEEDS``, the second with noise at

@@ -28,7 +28,7 @@ class DemoSettings:
     text_vocab_size: int = 1024
     pairs_per_file: int | None = None
     tokenizer_steps: int = 3000
-    text_lm_steps: int = 1000
+    text_lm_steps: int = 3000
     text_lm_size: str = "demo"
     knowledge_per_content: int = 3
     pre_alignment_steps: int = 1500

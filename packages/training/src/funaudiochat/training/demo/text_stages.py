@@ -94,12 +94,10 @@ def run_text_lm(build: StageContext) -> dict[str, Any]:
     out = build.folder("text_lm")
     out.mkdir(parents=True, exist_ok=True)
     # the LLM stands in for a pretrained one that knows the facts: it learns every content, the held-out
-    # contents included (the speech stages never see those), and never the held-out phrasings
-    # contents, each in ``knowledge_per_content`` training phrasings besides its corpus pair's
-    known = corpus_pairs(corpus, ["train", "heldout_content"])
-    known += knowledge_pairs(build.settings.seed, QA_TASKS, build.settings.knowledge_per_content)
-    train = list({(r["question"], r["answer"]): r for r in known}.values())
-    lines = "".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in train)
+    # contents included (the speech stages never see those), each in ``knowledge_per_content`` training
+    # phrasings, and never a held-out phrasing
+    train = knowledge_pairs(build.settings.seed, QA_TASKS, build.settings.knowledge_per_content)
+    lines = "".join(json.dumps(r) + "\n" for r in train)  # question, answer, content
     atomic_write_text(out / "pairs.jsonl", lines)
     overrides = [
         f"data.train={out / 'pairs.jsonl'}",
