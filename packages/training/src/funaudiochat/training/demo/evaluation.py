@@ -1,0 +1,304 @@
+"""The demo model's evaluation on held-out speech: questions in phrasings and voices training never used.
+
+    python tools/eval_spoken_qa.py --model runs/demo/package --run runs/demo [--limit 40] [--out eval.json]
+
+Every held-out pair of the run (``speech/heldout``: the held-out phrasings and contents, spoken in
+``EVAL_VOICES``) is asked as the pipeline is used:
+
+- **S2T**: the question's audio in ``s2t`` mode; right when the text holds the pair's key
+  (``corpus.contains_key``);
+- **S2S**: the audio in ``s2s`` mode; the spoken answer is transcribed by an independent recogniser
+  (``listen.Recognizer``: pocketsphinx's own English model, its vocabulary closed to the corpus' answer
+  words) and right when the transcript holds the key; the text of the same reply is scored too
+  (``s2s_text``);
+- **ASR**: the transcription requests' audio in ``asr`` mode; word error rate against the spoken sentence
+  (``torchaudio.functional.edit_distance`` over lower-case words);
+- **tools**: the tool requests' audio in ``s2t`` mode with ``TOOLS``; right when the one parsed call
+  equals the expected call (name and arguments);
+- **text**: the held-out phrasings as text, to the final model (``s2t`` mode) and to the base text LLM
+  (``text_lm/model``): the knowledge kept;
+- **timing**: a few S2S replies streamed one at a time: time to first audio and the real-time factor.
+
+Accuracies are reported overall and per task and split. ``limit`` takes the first pairs of each task
+(seeded order: the manifest's, sorted by id), for quick runs.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .corpus import contains_key, words_of
+from .text_stages import QA_TASKS
+
+BATCH = 8  # requests decoded together
+
+
+@dataclass(frozen=True)
+class HeldOutItem:
+    """One held-out pair: its corpus record's fields and the question's audio file."""
+
+    id: str
+    task: str
+    split: str
+    audio: str
+    question: str
+    answer: str
+    key: tuple[str, ...]
+    tool_call: dict | None = field(default=None, hash=False)
+
+
+def heldout_items(run: Path, limit: int | None = None) -> list[HeldOutItem]:
+    """The spoken held-out pairs of a demo run folder (``limit``: at most this many per task)."""
+    from ..data import read_manifest
+
+    records = {}
+    for line in (run / "corpus" / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        records[record["id"]] = record
+    items, per_task = [], {}
+    for entry in read_manifest(run / "speech" / "heldout" / "manifest.jsonl"):
+        record = records[entry.id]
+        if limit is not None and per_task.get(record["task"], 0) >= limit:
+            continue
+        per_task[record["task"]] = per_task.get(record["task"], 0) + 1
+        items.append(
+            HeldOutItem(
+                entry.id,
+                record["task"],
+                record["split"],
+                str(entry.audio),
+                record["question"],
+                record["answer"],
+                tuple(record["key"]),
+                record["tool_call"],
+            )
+        )
+    return items
+
+
+def word_error_rate(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Word edits over reference words, summed over the pairs (lower case, punctuation dropped)."""
+    from torchaudio.functional import edit_distance
+
+    edits = sum(edit_distance(words_of(r), words_of(h)) for h, r in zip(hypotheses, references, strict=True))
+    return edits / max(1, sum(len(words_of(r)) for r in references))
+
+
+def _score(items: Sequence[HeldOutItem], right: Sequence[bool]) -> dict[str, Any]:
+    """Accuracy overall, per task and per split."""
+
+    def share(selected: list[bool]) -> float:
+        return sum(selected) / len(selected) if selected else float("nan")
+
+    per_task, per_split = {}, {}
+    for item, ok in zip(items, right, strict=True):
+        per_task.setdefault(item.task, []).append(ok)
+        per_split.setdefault(item.split, []).append(ok)
+    return {
+        "accuracy": share(list(right)),
+        "n": len(right),
+        "per_task": {k: share(v) for k, v in sorted(per_task.items())},
+        "per_split": {k: share(v) for k, v in sorted(per_split.items())},
+    }
+
+
+def _replies(pipe, requests: list, progress: Callable[[int], None]) -> list:
+    replies = []
+    for start in range(0, len(requests), BATCH):
+        replies += pipe.chat(requests[start : start + BATCH])
+        progress(len(requests[start : start + BATCH]))
+    return replies
+
+
+def evaluate(
+    pipe,
+    items: Sequence[HeldOutItem],
+    tools: list[dict],
+    recognizer=None,
+    base_lm: Path | None = None,
+    timing_items: int = 5,
+    progress: Callable[[int], None] = lambda n: None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Every metric of the module docstring for ``pipe`` on ``items``; ``recognizer``: a
+    ``listen.Recognizer`` (None: no S2S transcripts); ``base_lm``: the text LLM's folder (None: no base
+    text accuracy)."""
+    from funaudiochat.chat import Request, Sampling
+
+    sampling = Sampling(seed=seed)
+    qa = [i for i in items if i.task in QA_TASKS]
+    asr = [i for i in items if i.task == "asr"]
+    calls = [i for i in items if i.task == "tool"]
+    results: dict[str, Any] = {"pairs": len(items)}
+
+    s2t = _replies(pipe, [Request(audio=i.audio, mode="s2t", sampling=sampling) for i in qa], progress)
+    results["s2t"] = _score(qa, [contains_key(r.text, i.key) for r, i in zip(s2t, qa, strict=True)])
+    s2s = _replies(pipe, [Request(audio=i.audio, mode="s2s", sampling=sampling) for i in qa], progress)
+    results["s2s_text"] = _score(qa, [contains_key(r.text, i.key) for r, i in zip(s2s, qa, strict=True)])
+    if recognizer is not None:
+        heard = [recognizer.transcribe(r.audio, r.sample_rate) if r.audio is not None else "" for r in s2s]
+        results["s2s"] = _score(qa, [contains_key(h, i.key) for h, i in zip(heard, qa, strict=True)])
+        results["s2s_examples"] = [
+            {"id": i.id, "text": r.text, "heard": h}
+            for i, r, h in list(zip(qa, s2s, heard, strict=True))[:10]
+        ]
+
+    transcripts = _replies(
+        pipe, [Request(audio=i.audio, mode="asr", sampling=sampling) for i in asr], progress
+    )
+    results["asr_wer"] = word_error_rate([r.text for r in transcripts], [i.answer for i in asr])
+    results["asr_n"] = len(asr)
+
+    called = _replies(
+        pipe, [Request(audio=i.audio, mode="s2t", tools=tools, sampling=sampling) for i in calls], progress
+    )
+    exact = [
+        len(r.tool_calls) == 1
+        and r.tool_calls[0].name == i.tool_call["name"]
+        and r.tool_calls[0].arguments == i.tool_call["arguments"]
+        for r, i in zip(called, calls, strict=True)
+    ]
+    results["tools"] = _score(calls, exact)
+
+    phrasings = [i for i in qa if i.split == "heldout_phrasing"]
+    texts = _replies(
+        pipe, [Request(text=i.question, mode="s2t", sampling=sampling) for i in phrasings], progress
+    )
+    results["text_final"] = _score(
+        phrasings, [contains_key(r.text, i.key) for r, i in zip(texts, phrasings, strict=False)]
+    )
+    if base_lm is not None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from ..llm.text_lm import generate_answer
+
+        model = AutoModelForCausalLM.from_pretrained(base_lm).eval()
+        tokenizer = AutoTokenizer.from_pretrained(base_lm)
+        answers = [generate_answer(model, tokenizer, i.question, max_new_tokens=48) for i in phrasings]
+        results["text_base"] = _score(
+            phrasings, [contains_key(a, i.key) for a, i in zip(answers, phrasings, strict=False)]
+        )
+    results["timing"] = streamed_timing(pipe, qa[:timing_items], sampling)
+    return results
+
+
+def streamed_timing(pipe, items: Sequence[HeldOutItem], sampling) -> dict[str, Any]:
+    """Median time to first audio, total time, audio seconds and real-time factor of S2S replies streamed
+    one at a time (``Pipeline.stream``; the threads torch has)."""
+    import torch
+    from funaudiochat.chat import Request
+
+    first, totals, rtfs, audio_s = [], [], [], []
+    for item in items:
+        start = time.perf_counter()
+        done = None
+        for event in pipe.stream(Request(audio=item.audio, mode="s2s", sampling=sampling)):
+            done = event
+        reply = done.reply
+        if reply.timings.first_audio_s is None:
+            continue
+        first.append(reply.timings.first_audio_s)
+        totals.append(time.perf_counter() - start)
+        audio_s.append(reply.timings.audio_s)
+        rtfs.append(reply.timings.rtf)
+    if not first:
+        return {"replies": 0}
+    return {
+        "replies": len(first),
+        "threads": torch.get_num_threads(),
+        "first_audio_s": statistics.median(first),
+        "total_s": statistics.median(totals),
+        "audio_s": statistics.median(audio_s),
+        "rtf": statistics.median(rtfs),
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    """The headline figures as a Markdown table (the model card's and the issue's)."""
+
+    def pct(name: str) -> str:
+        return f"{100 * results[name]['accuracy']:.1f} % (n={results[name]['n']})" if name in results else "-"
+
+    timing = results.get("timing", {})
+    rows = [
+        ("S2T answer accuracy", pct("s2t"), ">= 90 %"),
+        ("S2S answer accuracy (pocketsphinx hears the key)", pct("s2s"), ">= 80 %"),
+        ("S2S text accuracy", pct("s2s_text"), ""),
+        ("ASR word error rate", f"{100 * results['asr_wer']:.1f} % (n={results['asr_n']})", "<= 10 %"),
+        ("tool calls, exact match", pct("tools"), ">= 90 %"),
+        ("text accuracy, final model", pct("text_final"), "within 2 points of base"),
+        ("text accuracy, base text LLM", pct("text_base"), ""),
+        ("time to first audio (streamed)", f"{timing.get('first_audio_s', float('nan')):.2f} s", ""),
+        ("real-time factor (streamed)", f"{timing.get('rtf', float('nan')):.2f}", "< 1"),
+    ]
+    lines = ["| metric | demo model | goal |", "|---|---|---|"]
+    lines += [f"| {name} | {value} | {goal} |" for name, value, goal in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``eval_spoken_qa --model FOLDER --run RUN [--limit N] [--out FILE] [--card]``: evaluate, print the
+    table, write the JSON (and with ``--card`` put the table into the model folder's README.md)."""
+    import argparse
+
+    from funaudiochat.base.atomic import atomic_write_text
+    from funaudiochat.chat import Pipeline
+
+    from .listen import Recognizer
+
+    parser = argparse.ArgumentParser(prog="eval_spoken_qa", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="pipeline folder (the package stage's)")
+    parser.add_argument(
+        "--run", type=Path, required=True, help="the demo run folder (held-out speech, corpus)"
+    )
+    parser.add_argument("--limit", type=int, default=None, help="at most this many pairs per task")
+    parser.add_argument("--out", type=Path, default=None, help="JSON of every figure (default: print only)")
+    parser.add_argument("--card", action="store_true", help="write the table into the model's README.md")
+    parser.add_argument("--seed", type=int, default=0, help="seed of speech sampling")
+    args = parser.parse_args(argv)
+
+    pipe = Pipeline.from_pretrained(args.model)
+    items = heldout_items(args.run, args.limit)
+    tools = json.loads((args.run / "corpus" / "tools.json").read_text())
+    answers = [
+        json.loads(line)["answer"]
+        for line in (args.run / "corpus" / "corpus.jsonl").read_text().splitlines()
+        if json.loads(line)["task"] in QA_TASKS
+    ]
+    recognizer = Recognizer(answers)
+    start = time.perf_counter()
+    done = [0]
+    qa = sum(i.task in QA_TASKS for i in items)
+    total = (
+        3 * qa + len(items) - qa + sum(i.task in QA_TASKS and i.split == "heldout_phrasing" for i in items)
+    )
+
+    def progress(n: int) -> None:
+        done[0] += n
+        print(f"\r{done[0]}/{total} requests, {time.perf_counter() - start:.0f} s", end="", flush=True)
+
+    results = evaluate(
+        pipe, items, tools, recognizer, args.run / "text_lm" / "model", progress=progress, seed=args.seed
+    )
+    print()
+    results["seconds"] = time.perf_counter() - start
+    results["model"], results["limit"] = str(args.model), args.limit
+    text = table(results)
+    print(text)
+    if args.out is not None:
+        atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
+    if args.card:
+        card_path = args.model / "README.md"
+        card = card_path.read_text(encoding="utf-8")
+        head = card.split("## Evaluation", 1)[0]
+        command = "python tools/eval_spoken_qa.py --model <this folder> --run runs/demo --card"
+        intro = f"Held-out phrasings and contents in voices training never heard (`{command}`):"
+        card = f"{head}## Evaluation\n{intro}\n\n{text}"
+        atomic_write_text(card_path, card)
+    return 0

@@ -1,0 +1,13 @@
+"""Evaluate the demo model on held-out spoken questions (S2T, S2S heard by pocketsphinx, ASR, tools, text
+knowledge, timing): see ``funaudiochat.training.demo.evaluation``.
+
+    python tools/eval_spoken_qa.py --model runs/demo/package --run runs/demo \\
+        [--limit N] [--out eval.json] [--card]
+"""
+
+import sys
+
+from funaudiochat.training.demo.evaluation import main
+
+if __name__ == "__main__":
+    sys.exit(main())
