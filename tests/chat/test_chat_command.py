@@ -12,6 +12,12 @@ from funaudiochat.chat.cli import main
 FAST = ["--max-new-tokens", "12"]
 
 
+@pytest.fixture(autouse=True)
+def no_demo_model(monkeypatch, tmp_path_factory):
+    """These tests run the seeded random pipeline, as a copy of the package without the demo model does."""
+    monkeypatch.setattr("funaudiochat.chat.loaders.DEMO_MODEL", tmp_path_factory.mktemp("no_demo_model"))
+
+
 @pytest.fixture(scope="module")
 def question(tmp_path_factory, espeak):
     return espeak("Hello, how are you?", tmp_path_factory.mktemp("q") / "question.wav")

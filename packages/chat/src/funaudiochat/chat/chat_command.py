@@ -31,7 +31,10 @@ def add_parser(sub) -> None:
     p.add_argument("--text", help="a written question (or text to go with the audio)")
     p.add_argument("--out", help="where to write the spoken answer (WAV, 24 kHz; mode s2s)")
     p.add_argument("--mode", choices=["s2s", "s2t", "asr"], default="s2s", help="default s2s (text + speech)")
-    p.add_argument("--model", help="pipeline folder (default: a seeded tiny random pipeline)")
+    p.add_argument(
+        "--model",
+        help="pipeline folder (default: the shipped demo model, else a seeded tiny random pipeline)",
+    )
     p.add_argument("--voice", help="a speaker of the model's table, or a 1-30 s clip to clone")
     p.add_argument("--history", help="earlier turns: JSON list of {role, text, audio, speech_codes}")
     p.add_argument(
@@ -50,6 +53,7 @@ def add_parser(sub) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    from .loaders import demo_model_folder
     from .pipeline import AudioChunk, Done, TextDelta, load_pipeline, random_pipeline
     from .request import Request, Sampling, history_from_json, read_json
 
@@ -76,6 +80,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     )
     if args.model:
         pipe = load_pipeline(args.model)
+    elif (demo := demo_model_folder()) is not None:
+        pipe = load_pipeline(demo)
     else:
         print(
             f"funaudiochat chat: no --model given; using a seeded tiny random pipeline (seed {args.seed}): "

@@ -40,6 +40,8 @@ HIFT = "hift.safetensors"
 SPEAKERS = "spk2info.safetensors"
 SPEECH_TOKENIZER = "speech_tokenizer_v3.safetensors"
 MODEL_CARD = "README.md"
+# the shipped demo model (issue 12; ``tools/train_demo.py`` makes it): the default pipeline folder
+DEMO_MODEL = Path(__file__).resolve().parent / "demo_model"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json")  # with tokenizer_config.json
 
 
@@ -70,6 +72,11 @@ def load_parts(folder: str | os.PathLike) -> Parts:
     if (root / SPEECH_TOKENIZER).is_file():
         tokenizer = SpeechTokenizer.from_safetensors(root / SPEECH_TOKENIZER).eval()
     return Parts(model, processor, vocoder, tokenizer)
+
+
+def demo_model_folder() -> Path | None:
+    """The shipped demo model's folder, or None when this copy of the package has none."""
+    return DEMO_MODEL if (DEMO_MODEL / CONFIG).is_file() else None
 
 
 def check_folder(root: Path) -> None:
