@@ -27,7 +27,7 @@ class DemoSettings:
     seed: int = 0
     text_vocab_size: int = 1024
     pairs_per_file: int | None = None
-    tokenizer_steps: int = 3000
+    tokenizer_steps: int = 2000
     text_lm_steps: int = 3000
     text_lm_size: str = "demo"
     knowledge_per_content: int = 3
@@ -38,8 +38,8 @@ class DemoSettings:
     dpo_pairs: int = 600
     dpo_steps: int = 150
     dpo_lr: float = 5e-6
-    hift_steps: int = 3000
-    flow_steps: int = 3000
+    hift_steps: int = 1500
+    flow_steps: int = 1500
     vocoder_size: str = "demo"
 
 
