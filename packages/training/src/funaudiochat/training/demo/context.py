@@ -38,7 +38,7 @@ class DemoSettings:
     dpo_pairs: int = 600
     dpo_steps: int = 150
     dpo_lr: float = 5e-6
-    hift_steps: int = 1500
+    hift_steps: int = 1000
     flow_steps: int = 1500
     vocoder_size: str = "demo"
 

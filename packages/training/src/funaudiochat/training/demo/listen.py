@@ -110,10 +110,10 @@ class Recognizer:
             x = x[0]
         if x.ndim != 1:
             raise ValueError(f"expected a mono waveform of shape (T,) or (1, T), got {tuple(x.shape)}")
-        if sample_rate != SAMPLE_RATE:
-            x = torchaudio.functional.resample(x, sample_rate, SAMPLE_RATE)
         if x.numel() == 0:
             return ""
+        if sample_rate != SAMPLE_RATE:
+            x = torchaudio.functional.resample(x, sample_rate, SAMPLE_RATE)
         pcm = (x.clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16).numpy().tobytes()
         self._decoder.start_utt()
         self._decoder.process_raw(pcm, full_utt=True)
