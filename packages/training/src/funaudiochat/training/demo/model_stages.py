@@ -77,6 +77,8 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
         f"data.train={conversations / 'train.jsonl'}",
         f"data.processor={processor}",
         f"trainer.max_steps={build.settings.pre_alignment_steps}",
+        f"model.lr={build.settings.pre_alignment_lr}",
+        "model.warmup_steps=50",
         f"seed={build.settings.seed}",
     ]
     fit_recipe("pre_alignment", run, overrides, extra)
