@@ -216,3 +216,15 @@ def test_finishing_stages_fine_tune_train_the_vocoder_and_package_a_pipeline(pac
     assert pipe.vocoder.speakers.names == ["assistant"] and pipe.speech_tokenizer is not None
     reply = pipe.chat(text="What is two plus three?", mode="s2s")
     assert reply.audio is not None and reply.audio.ndim == 1
+
+
+def test_settings_can_be_changed_from_the_command_line():
+    from funaudiochat.training.demo.build import settings_with
+
+    changed = settings_with(DemoSettings(), ["cocktail_alpha=1.0", "dpo_steps=7", "pairs_per_file=3"])
+    assert (changed.cocktail_alpha, changed.dpo_steps, changed.pairs_per_file) == (1.0, 7, 3)
+    assert settings_with(DemoSettings(), ["pairs_per_file=none"]).pairs_per_file is None
+    with pytest.raises(ValueError, match="NAME one of"):
+        settings_with(DemoSettings(), ["nope=1"])
+    with pytest.raises(ValueError, match="is not a int"):
+        settings_with(DemoSettings(), ["dpo_steps=many"])

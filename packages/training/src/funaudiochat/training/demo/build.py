@@ -1,6 +1,6 @@
 """The demo model's recipe as resumable stages: each writes one folder under the run folder and marks it done.
 
-    python tools/train_demo.py [--out runs/demo] [--stage NAME ...] [--seed 0] [--force]
+    python tools/train_demo.py [--out runs/demo] [--stage NAME ...] [--seed 0] [--force] [--set NAME=VALUE]
 
 A stage is skipped when its folder holds ``stage.json`` (written last, with the stage's settings and its
 seconds), so a killed run resumes at the first unfinished stage; ``--stage`` runs only the named stages
@@ -177,14 +177,55 @@ STAGES: dict[str, DemoStage] = {
 }
 
 
+def settings_with(settings: DemoSettings, assignments: Sequence[str]) -> DemoSettings:
+    """``settings`` with ``NAME=VALUE`` assignments applied, each value parsed as the field's type.
+
+    Raises:
+        ValueError: an assignment without "=", an unknown field, or a value that does not parse."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(DemoSettings)}
+    changes: dict[str, Any] = {}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        if not sep or name not in fields:
+            raise ValueError(f"--set {assignment!r}: give NAME=VALUE with NAME one of {sorted(fields)}")
+        current = getattr(settings, name)
+        try:
+            if text.lower() == "none":
+                changes[name] = None
+            elif isinstance(current, bool):
+                changes[name] = {"true": True, "false": False}[text.lower()]
+            elif isinstance(current, int) or (current is None and text.lstrip("-").isdigit()):
+                changes[name] = int(text)
+            elif isinstance(current, float):
+                changes[name] = float(text)
+            else:
+                changes[name] = text
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"--set {assignment!r}: {text!r} is not a {type(current).__name__}") from error
+    return dataclasses.replace(settings, **changes)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
     parser.add_argument("--stage", action="append", help=f"run only this stage (repeatable): {list(STAGES)}")
     parser.add_argument("--force", action="store_true", help="redo stages that are done")
     parser.add_argument("--seed", type=int, default=DemoSettings.seed)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change one DemoSettings field (repeatable), e.g. --set cocktail_alpha=1.0 (an ablation)",
+    )
     args = parser.parse_args(argv)
-    build = DemoBuild(args.out, DemoSettings(seed=args.seed))
+    try:
+        settings = settings_with(DemoSettings(seed=args.seed), args.set)
+    except ValueError as error:
+        parser.exit(2, f"train_demo: {error}\n")
+    build = DemoBuild(args.out, settings)
     try:
         build.run(args.stage, force=args.force)
     except ValueError as error:
