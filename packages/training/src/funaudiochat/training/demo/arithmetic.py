@@ -107,6 +107,41 @@ SMALLER = (
 )
 
 
+# The text LLM's extra arithmetic phrasings (``corpus.knowledge_pairs``): each frame around each way of
+# saying an operation, so that which operation is asked rests on its word ("plus", "minus", "times"), not on
+# the sentence around it. Combinations that spell a held-out phrasing are left out there.
+FRAMES = (
+    "what is {x}?",
+    "how much is {x}?",
+    "{x}?",
+    "{x} equals what?",
+    "tell me {x}.",
+    "please work out {x}.",
+    "can you tell me {x}?",
+    "quick question, what is {x}?",
+    "i would like to know {x}.",
+    "calculate {x}.",
+    "what does {x} come to?",
+    "do you know {x}?",
+)
+OPERATION_WORDS = {
+    "add": ("{a} plus {b}", "{a} added to {b}"),
+    "sub": ("{a} minus {b}", "{a} take away {b}"),
+    "mul": ("{a} times {b}", "{a} multiplied by {b}"),
+}
+
+
+def framed_templates(family: str) -> tuple[Template, ...]:
+    """``FRAMES`` x ``OPERATION_WORDS[family]`` as templates; the answer repeats the operation's words."""
+    templates = []
+    for f, frame in enumerate(FRAMES):
+        for w, words in enumerate(OPERATION_WORDS[family]):
+            templates.append(
+                Template(f"framed_{f}_{w}", frame.replace("{x}", words), f"{words} is {{result}}.")
+            )
+    return tuple(templates)
+
+
 def _operation(name: str, a: int, b: int) -> Content:
     result = OPERATIONS[name](a, b)
     words = number_to_words(result)

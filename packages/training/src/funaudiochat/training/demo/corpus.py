@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .arithmetic import arithmetic_families, compare_families
+from .arithmetic import OPERATION_WORDS, arithmetic_families, compare_families, framed_templates
 from .facts import fact_families, instruction_families
 from .family import TASKS, Family, words_of
 from .tool_calls import TOOLS, tool_families
@@ -162,9 +162,11 @@ def family_pairs(family: Family, seed: int) -> list[QAPair]:
 def knowledge_pairs(seed: int, tasks: Sequence[str], per_content: int) -> list[dict[str, Any]]:
     """What the text LLM knows before it hears speech (the stand-in for a pretrained LLM's knowledge):
     every content item of ``tasks``' families, held-out contents included, each phrased in
-    ``per_content`` of its family's training templates (a seeded draw; never a held-out phrasing), as
-    ``{"question", "answer", "content"}`` records. A held-out phrasing then asks for a content the LLM
-    knows in other words, which is what the phrasing split measures."""
+    ``per_content`` of its family's training templates (a seeded draw; never a held-out phrasing), and
+    each arithmetic item as well in ``per_content`` of ``arithmetic.framed_templates`` (any whose question
+    is that of a held-out phrasing left out), as ``{"question", "answer", "content"}`` records. A held-out
+    phrasing then asks for a content the LLM knows in other words, which is what the phrasing split
+    measures."""
     records = []
     for family in all_families():
         if family.task not in tasks:
@@ -172,8 +174,15 @@ def knowledge_pairs(seed: int, tasks: Sequence[str], per_content: int) -> list[d
         phrasings_out, _ = held_out(family, seed)
         templates = [t for t in family.templates if family.phrasing_id(t) not in phrasings_out]
         rng = random.Random(f"demo-corpus:{seed}:knowledge:{family.name}")
+        framed = list(framed_templates(family.name)) if family.name in OPERATION_WORDS else []
+        held_questions = [
+            t.question.lower() for t in family.templates if family.phrasing_id(t) in phrasings_out
+        ]
+        framed = [t for t in framed if t.question.lower() not in held_questions]
         for content in family.contents:
-            for template in rng.sample(templates, min(per_content, len(templates))):
+            chosen = rng.sample(templates, min(per_content, len(templates)))
+            chosen += rng.sample(framed, min(per_content, len(framed)))
+            for template in chosen:
                 question, answer = template.fill(content)
                 records.append({"question": question, "answer": answer, "content": content.id})
     return records
