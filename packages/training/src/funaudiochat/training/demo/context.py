@@ -33,13 +33,13 @@ class DemoSettings:
     text_lm_steps: int = 3000
     text_lm_size: str = "demo"
     knowledge_per_content: int = 3
-    pre_alignment_steps: int = 1500
+    pre_alignment_steps: int = 600
     pre_alignment_lr: float = 1e-3
-    cocktail_stage1_steps: int = 600
-    cocktail_stage2_steps: int = 300
+    cocktail_stage1_steps: int = 300
+    cocktail_stage2_steps: int = 150
     cocktail_alpha: float = 0.5
     dpo_pairs: int = 600
-    dpo_steps: int = 150
+    dpo_steps: int = 60
     dpo_lr: float = 5e-6
     hift_steps: int = 1000
     flow_steps: int = 1500
