@@ -71,10 +71,15 @@ def _arpa(sentences: list[list[str]], order: int = 3) -> str:
     return "\n".join([*lines, "", "\\end\\", ""])
 
 
+# Words of the demo corpus that CMUdict lacks, in its ARPAbet (checked by hand against similar entries).
+EXTRA_PRONUNCIATIONS = {"oink": "OY NG K"}
+
+
 class Recognizer:
     """A pocketsphinx decoder whose vocabulary is the words of ``phrases`` (see ``words_of``), with a trigram
-    language model of the phrases. Raises ValueError naming the words missing from pocketsphinx's
-    dictionary (CMUdict): there is no guessed pronunciation, so spell numbers out ("ten", not "10")."""
+    language model of the phrases. Pronunciations come from pocketsphinx's dictionary (CMUdict), then from
+    ``EXTRA_PRONUNCIATIONS``; raises ValueError naming the words in neither (no guessed pronunciation, so
+    spell numbers out: "ten", not "10")."""
 
     def __init__(self, phrases: Sequence[str]):
         import pocketsphinx
@@ -90,6 +95,12 @@ class Recognizer:
                 if line.split(maxsplit=1)[0].split("(")[0] in self.vocabulary:
                     entries.append(line)
         missing = self.vocabulary - {line.split(maxsplit=1)[0].split("(")[0] for line in entries}
+        entries += [
+            f"{word} {EXTRA_PRONUNCIATIONS[word]}\n"
+            for word in sorted(missing)
+            if word in EXTRA_PRONUNCIATIONS
+        ]
+        missing -= set(EXTRA_PRONUNCIATIONS)
         if missing:
             raise ValueError(f"words not in the pocketsphinx dictionary: {', '.join(sorted(missing))}")
         with tempfile.TemporaryDirectory() as tmp:  # the decoder reads both files when it is made
