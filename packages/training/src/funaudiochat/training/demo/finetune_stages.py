@@ -80,10 +80,11 @@ def preference_rows(conversations: Sequence, count: int, seed: int) -> list[dict
     for conversation in conversations:
         by_kind.setdefault(_kind_of(conversation), []).append(conversation)
     chosen = rng.sample(list(conversations), min(count, len(conversations)))
-    rows = []
-    for index, conversation in enumerate(chosen):
+    rows, spoken_count = [], 0
+    for conversation in chosen:
         spoken = isinstance(conversation.audios[-1], AssistantSpeech)
-        kind = ("wrong", "truncated", "garbled")[index % 3] if spoken else "wrong_text"
+        kind = ("wrong", "truncated", "garbled")[spoken_count % 3] if spoken else "wrong_text"
+        spoken_count += spoken
         other = None
         if kind in ("wrong", "wrong_text"):
             text = _reply_text(conversation)

@@ -4,7 +4,9 @@ The folder is what ``funaudiochat.chat.Pipeline.from_pretrained`` loads (``chat.
 the processor, the flow and HiFT, a speaker table of one speaker (``assistant``: the pseudo x-vector the
 vocoder stages trained with), the speech tokenizer, and a model card (``README.md``) with the data, the
 sizes, the recipe and the seconds of each stage; ``tools/eval_spoken_qa.py`` adds its tables to the card.
-The model is stored in float32; the whole folder is checked against ``MAX_PACKAGE_BYTES``.
+The model and the flow are stored in float16 (``store_half``: the loaders build float32 modules and cast
+on load; replies are unchanged on the demo model's bundled questions), the whole folder checked against
+``MAX_PACKAGE_BYTES``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,22 @@ from typing import Any
 from .context import StageContext
 
 MAX_PACKAGE_BYTES = 40 * 1024 * 1024
+
+
+def store_half(path: Path) -> None:
+    """Rewrite a safetensors file with its float32 tensors as float16 (metadata kept), atomically."""
+    import os
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = {k: v.half() if v.dtype == torch.float32 else v for k, v in load_file(str(path)).items()}
+    staging = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(staging), metadata=metadata)
+    os.replace(staging, path)
 
 
 def folder_bytes(folder: Path) -> int:
@@ -50,6 +68,8 @@ def run_package(build: StageContext) -> dict[str, Any]:
     )
     out = build.folder("package")
     save_parts(parts, out, model_card(build, parts))
+    for name in ("model.safetensors", "flow.safetensors"):
+        store_half(out / name)
     size = folder_bytes(out)
     if size > MAX_PACKAGE_BYTES:
         raise ValueError(
