@@ -1,5 +1,5 @@
 """Evaluate the demo model on held-out spoken questions (S2T, S2S heard by pocketsphinx, ASR, tools, text
-knowledge, timing): see ``funaudiochat.training.demo.evaluation``.
+knowledge, timing): see ``funaudiochat.chat.demo_eval``.
 
     python tools/eval_spoken_qa.py --model runs/demo/package --run runs/demo \\
         [--limit N] [--out eval.json] [--card]
@@ -7,7 +7,7 @@ knowledge, timing): see ``funaudiochat.training.demo.evaluation``.
 
 import sys
 
-from funaudiochat.training.demo.evaluation import main
+from funaudiochat.chat.demo_eval import main
 
 if __name__ == "__main__":
     sys.exit(main())

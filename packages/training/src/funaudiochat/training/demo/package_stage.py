@@ -12,6 +12,7 @@ on load; replies are unchanged on the demo model's bundled questions), the whole
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,36 @@ def folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
+@dataclass
+class Parts:
+    """The trained parts of a pipeline folder (the fields of ``funaudiochat.chat.loaders.Parts``)."""
+
+    model: Any
+    processor: Any
+    vocoder: Any
+    speech_tokenizer: Any
+
+
+def write_pipeline_folder(parts: Parts, out: Path, card: str) -> None:
+    """The pipeline folder ``funaudiochat.chat`` loads (file names as ``chat.loaders`` reads them; training
+    sits below chat in the package layering, so it writes them itself), written at once."""
+    from funaudiochat.base.atomic import atomic_folder
+    from funaudiochat.vocoder.loading import save_flow, save_hift
+
+    with atomic_folder(out) as staging:
+        parts.model.save_pretrained(staging)
+        parts.processor.save_pretrained(staging)
+        save_flow(parts.vocoder.flow, staging / "flow.safetensors")
+        save_hift(parts.vocoder.hift, staging / "hift.safetensors")
+        parts.vocoder.speakers.save(staging / "spk2info.safetensors")
+        parts.speech_tokenizer.save_safetensors(staging / "speech_tokenizer_v3.safetensors")
+        (staging / "README.md").write_text(card, encoding="utf-8")
+        for name in ("model.safetensors", "flow.safetensors"):
+            store_half(staging / name)
+
+
 def run_package(build: StageContext) -> dict[str, Any]:
     import torch
-    from funaudiochat.chat.loaders import Parts, save_parts
     from funaudiochat.drsr import FunAudioChatForConditionalGeneration
     from funaudiochat.drsr.processing import FunAudioChatProcessor
     from funaudiochat.tokenizer import SpeechTokenizer
@@ -67,9 +95,7 @@ def run_package(build: StageContext) -> dict[str, Any]:
         speech_tokenizer=SpeechTokenizer.from_safetensors(tokenizer_path).eval(),
     )
     out = build.folder("package")
-    save_parts(parts, out, model_card(build, parts))
-    for name in ("model.safetensors", "flow.safetensors"):
-        store_half(out / name)
+    write_pipeline_folder(parts, out, model_card(build, parts))
     size = folder_bytes(out)
     if size > MAX_PACKAGE_BYTES:
         raise ValueError(

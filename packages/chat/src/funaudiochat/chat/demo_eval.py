@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .corpus import contains_key, words_of
-from .text_stages import QA_TASKS
+from funaudiochat.training.demo.corpus import contains_key, words_of
+from funaudiochat.training.demo.text_stages import QA_TASKS
 
 BATCH = 8  # requests decoded together
 
@@ -55,7 +55,7 @@ class HeldOutItem:
 
 def heldout_items(run: Path, limit: int | None = None) -> list[HeldOutItem]:
     """The spoken held-out pairs of a demo run folder (``limit``: at most this many per task)."""
-    from ..data import read_manifest
+    from funaudiochat.training.data import read_manifest
 
     records = {}
     for line in (run / "corpus" / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
@@ -174,9 +174,8 @@ def evaluate(
         phrasings, [contains_key(r.text, i.key) for r, i in zip(texts, phrasings, strict=False)]
     )
     if base_lm is not None:
+        from funaudiochat.training.llm.text_lm import generate_answer
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from ..llm.text_lm import generate_answer
 
         model = AutoModelForCausalLM.from_pretrained(base_lm).eval()
         tokenizer = AutoTokenizer.from_pretrained(base_lm)
@@ -249,8 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from funaudiochat.base.atomic import atomic_write_text
     from funaudiochat.chat import Pipeline
-
-    from .listen import Recognizer
+    from funaudiochat.training.demo.listen import Recognizer
 
     parser = argparse.ArgumentParser(prog="eval_spoken_qa", description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="pipeline folder (the package stage's)")
