@@ -14,10 +14,10 @@ kinds of wrong ones, built from the training conversations by ``preference_rows`
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -143,8 +143,6 @@ def run_dpo(build: StageContext) -> dict[str, Any]:
     settings, out = build.settings, build.folder("dpo")
     rows = preference_rows(conversations, settings.dpo_pairs, settings.seed)
     out.mkdir(parents=True, exist_ok=True)
-    import json
-
     atomic_write_text(
         out / "preferences.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     )
@@ -161,5 +159,5 @@ def run_dpo(build: StageContext) -> dict[str, Any]:
     return {
         "pairs": dict(Counter(r["kind"] for r in rows)),
         "steps": settings.dpo_steps,
-        "model": str(Path(out / "run" / "model")),
+        "model": str(out / "run" / "model"),
     }

@@ -23,18 +23,12 @@ MAX_PACKAGE_BYTES = 40 * 1024 * 1024
 
 def store_half(path: Path) -> None:
     """Rewrite a safetensors file with its float32 tensors as float16 (metadata kept), atomically."""
-    import os
-
     import torch
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
+    from funaudiochat.base.weights import read_safetensors, write_safetensors
 
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata()
-    tensors = {k: v.half() if v.dtype == torch.float32 else v for k, v in load_file(str(path)).items()}
-    staging = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(staging), metadata=metadata)
-    os.replace(staging, path)
+    tensors, metadata = read_safetensors(path)
+    halved = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
+    write_safetensors(path, halved, metadata=metadata)
 
 
 def folder_bytes(folder: Path) -> int:
