@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from funaudiochat.training.demo.corpus import contains_key, words_of
-from funaudiochat.training.demo.text_stages import QA_TASKS
+from funaudiochat.training.demo.corpus import SPLITS, contains_key, words_of
+from funaudiochat.training.demo.text_stages import QA_TASKS, corpus_pairs
 
 BATCH = 8  # requests decoded together
 
@@ -171,7 +171,7 @@ def evaluate(
         pipe, [Request(text=i.question, mode="s2t", sampling=sampling) for i in phrasings], progress
     )
     results["text_final"] = _score(
-        phrasings, [contains_key(r.text, i.key) for r, i in zip(texts, phrasings, strict=False)]
+        phrasings, [contains_key(r.text, i.key) for r, i in zip(texts, phrasings, strict=True)]
     )
     if base_lm is not None:
         from funaudiochat.training.llm.text_lm import generate_answer
@@ -181,7 +181,7 @@ def evaluate(
         tokenizer = AutoTokenizer.from_pretrained(base_lm)
         answers = [generate_answer(model, tokenizer, i.question, max_new_tokens=48) for i in phrasings]
         results["text_base"] = _score(
-            phrasings, [contains_key(a, i.key) for a, i in zip(answers, phrasings, strict=False)]
+            phrasings, [contains_key(a, i.key) for a, i in zip(answers, phrasings, strict=True)]
         )
     results["timing"] = streamed_timing(pipe, qa[:timing_items], sampling)
     return results
@@ -264,11 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pipe = Pipeline.from_pretrained(args.model)
     items = heldout_items(args.run, args.limit)
     tools = json.loads((args.run / "corpus" / "tools.json").read_text())
-    answers = [
-        json.loads(line)["answer"]
-        for line in (args.run / "corpus" / "corpus.jsonl").read_text().splitlines()
-        if json.loads(line)["task"] in QA_TASKS
-    ]
+    answers = [pair["answer"] for pair in corpus_pairs(args.run / "corpus", SPLITS, QA_TASKS)]
     recognizer = Recognizer(answers)
     start = time.perf_counter()
     done = [0]
