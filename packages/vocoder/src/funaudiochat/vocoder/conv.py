@@ -66,7 +66,8 @@ def conv1d(
     ``channels_last``: convolve in the channels-last layout (None: for narrow float32 CPU layers, see the
     module docstring); ``pieces``: otherwise cut each signal into this many pieces run as one batch (None:
     one per idle thread when the work is large enough, see ``pieces_for``); ``packed``: ``weight`` in
-    oneDNN's layout (``pack_weight``), used when ``packable(x, weight, bias)``."""
+    oneDNN's layout (``pack_weight``), used when ``packable(x, weight, bias)``. Neither oneDNN path is
+    taken with both stride and dilation above 1, which oneDNN mishandles."""
     left, right = pad
     if right > left and stride != 1:
         raise ValueError(f"conv1d: more padding on the right than the left needs stride 1, got {stride}")
@@ -75,7 +76,10 @@ def conv1d(
     span = dilation * (kernel - 1) + 1
     padded = length + left + right
     out_frames = (padded - span) // stride + 1 if padded >= span else 0
-    if packed is not None and out_frames > 0 and packable(x, weight, bias):
+    # oneDNN (torch 2.14) reads out of bounds when stride and dilation are both above 1 on a short padded
+    # signal (a segfault); no vocoder layer has both, and such calls stay on PyTorch's own kernel.
+    onednn_safe = stride == 1 or dilation == 1
+    if packed is not None and out_frames > 0 and onednn_safe and packable(x, weight, bias):
         both = max(left, right)
         y = torch.ops.mkldnn._convolution_pointwise(
             x.unsqueeze(2), packed, bias, [0, both], [1, stride], [1, dilation], groups, "none", [], ""
@@ -90,14 +94,14 @@ def conv1d(
             and max(channels, out_channels) <= NARROW_CHANNELS
             and out_frames >= MIN_CHANNELS_LAST_FRAMES
         )
-    if channels_last and out_frames > 0:
+    if channels_last and out_frames > 0 and onednn_safe:
         return _conv1d_channels_last(x, weight, bias, stride, dilation, groups, left, right, out_frames)
     if left or right:
         x, length = F.pad(x, (left, right)), padded
     if pieces is None:
         pieces = pieces_for(batch, out_frames, in_per_group * out_channels * kernel)
     if pieces <= 1 or out_frames < pieces:
-        if _native_dilated(x, weight, dilation, groups):
+        if onednn_safe and _native_dilated(x, weight, dilation, groups):
             return torch.ops.aten.mkldnn_convolution(x, weight, bias, [0], [stride], [dilation], groups)
         return F.conv1d(x, weight, bias, stride, 0, dilation, groups)
     per_piece = -(-out_frames // pieces)  # output frames per piece; the last piece is padded on the right
