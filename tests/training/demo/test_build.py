@@ -104,6 +104,7 @@ TINY = dict(
     tokenizer_steps=2,
     text_lm_steps=4,
     text_lm_size="tiny",
+    audio_encoder_steps=2,
     pre_alignment_steps=2,
 )
 
@@ -159,12 +160,38 @@ def test_conversations_stage_lays_out_each_task_as_the_pipeline_prompts_it(spoke
             assert "<tools>" in conv.system and "<tool_call>" in conv.turns[1].content and not speaks
 
 
-def test_pre_alignment_stage_starts_from_the_text_llm_and_exports(with_text_lm, spoken):
+@pytest.fixture(scope="module")
+def with_audio_encoder(with_text_lm, spoken):
+    DemoBuild(with_text_lm, DemoSettings(**TINY), log=lambda _: None).run(["audio_encoder"])
+    return with_text_lm
+
+
+def test_audio_encoder_stage_trains_the_tower_the_speech_model_starts_from(with_audio_encoder):
+    import torch
+    from funaudiochat.base.weights import read_safetensors
+    from funaudiochat.training.demo.model_stages import demo_model_spec
+    from funaudiochat.training.llm.module import build_model
+
+    root = with_audio_encoder
+    record = json.loads((root / "audio_encoder" / "stage.json").read_text())
+    assert record["steps"] == 2 and record["utterances"] > 0
+    weights, _ = read_safetensors(record["weights"])
+    spec = demo_model_spec(root / "text_lm" / "model", root / "text_tokenizer", 0, record["weights"])
+    tower = build_model(spec).continuous_audio_tower.state_dict()
+    assert set(weights) == set(tower)
+    for name, tensor in weights.items():
+        assert torch.equal(tower[name], tensor), name
+    # without it the tower is the random one
+    fresh = build_model(demo_model_spec(root / "text_lm" / "model", root / "text_tokenizer", 0))
+    assert not torch.equal(fresh.continuous_audio_tower.proj.weight, weights["proj.weight"])
+
+
+def test_pre_alignment_stage_starts_from_the_text_llm_and_exports(with_audio_encoder):
     import torch
     from funaudiochat.drsr import FunAudioChatForConditionalGeneration
     from transformers import AutoModelForCausalLM
 
-    root = with_text_lm
+    root = with_audio_encoder
     DemoBuild(root, DemoSettings(**TINY), log=lambda _: None).run(["pre_alignment"])
     record = json.loads((root / "pre_alignment" / "stage.json").read_text())
     model = FunAudioChatForConditionalGeneration.from_pretrained(record["model"])
@@ -188,8 +215,8 @@ TINY_FINISH = dict(
 
 
 @pytest.fixture(scope="module")
-def packaged(with_text_lm, spoken):
-    root = with_text_lm
+def packaged(with_audio_encoder):
+    root = with_audio_encoder
     names = ["pre_alignment", "core_cocktail", "dpo", "vocoder_hift", "vocoder_flow", "package"]
     DemoBuild(root, DemoSettings(**TINY_FINISH), log=lambda _: None).run(names)
     return root

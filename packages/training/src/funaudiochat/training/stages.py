@@ -36,6 +36,11 @@ STAGES: dict[str, Stage] = {
         "funaudiochat.training.tokenizer.data:TokenizerDataModule",
         "speech tokenizer, 16 kHz audio -> 25 Hz FSQ codes (6561) trained with CTC on transcripts",
     ),
+    "audio_encoder": Stage(
+        "funaudiochat.training.llm.audio_encoder:AudioEncoderModule",
+        "funaudiochat.training.tokenizer.data:TokenizerDataModule",
+        "the continuous audio tower alone, trained with CTC on transcripts: the stand-in for Whisper",
+    ),
     "pre_alignment": Stage(
         "funaudiochat.training.llm.module:SpeechLLMModule",
         "funaudiochat.training.llm.data:SpokenChatDataModule",

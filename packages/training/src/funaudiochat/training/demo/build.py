@@ -31,15 +31,18 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
   phonemes) on every training question and answer, then every answer re-coded with it: the data of the
   later stages is ``speech_tokenizer/data/<group>/`` (``manifest.jsonl`` and sharegpt ``train.jsonl``).
   A killed run resumes from its last checkpoint (as does ``text_lm``);
+- ``audio_encoder``: the model's continuous audio tower alone, trained to transcribe the same utterances
+  with CTC on characters (the ``audio_encoder`` recipe): the stand-in for the pretrained Whisper encoder
+  the official model starts from -> ``audio_encoder/audio_encoder.safetensors``;
 - ``conversations``: the training examples in the official sharegpt layout, per task as the pipeline
   prompts them: question-answering pairs as S2S (``DEFAULT_S2M_PROMPT``; the answer's text and codes)
   and, the clean rendition once more, as S2T (``DEFAULT_S2T_PROMPT``; the answer's text); transcription
   as S2T (the question audio followed by ``ASR_INSTRUCTION``, the transcript as text); tool requests as
   S2T function calling (``function_calling_prompt(TOOLS)``, the call as text):
   ``conversations/train.jsonl`` (both spoken renditions) and ``heldout.jsonl``;
-- ``pre_alignment``: the speech model (``demo_model_spec``: the text LLM's sizes and weights, a small audio
-  encoder and SRH) trained with the LLM frozen on every training conversation (the ``pre_alignment``
-  recipe), exported to ``pre_alignment/run/model``;
+- ``pre_alignment``: the speech model (``demo_model_spec``: the text LLM's sizes and weights, the audio
+  encoder of ``audio_encoder``, an SRH) trained with the LLM frozen on every training conversation (the
+  ``pre_alignment`` recipe), exported to ``pre_alignment/run/model``;
 - ``core_cocktail``: the whole model fine-tuned on the same conversations (the ``core_cocktail`` recipe:
   stage 1, the LLM merged with the text LLM at ``cocktail_alpha``, stage 2) -> ``core_cocktail/run/model``;
 - ``dpo``: multi-task DPO on preference pairs made from the training conversations
@@ -62,7 +65,7 @@ from typing import Any
 
 from .context import DemoSettings
 from .finetune_stages import run_core_cocktail, run_dpo
-from .model_stages import run_pre_alignment
+from .model_stages import run_audio_encoder, run_pre_alignment
 from .package_stage import run_package
 from .speech_stages import (
     ASSISTANT_VOICE,
@@ -158,6 +161,9 @@ STAGES: dict[str, DemoStage] = {
     ),
     "speech_tokenizer": DemoStage(
         run_speech_tokenizer, "speech tokenizer trained on the spoken corpus; answers re-coded with it"
+    ),
+    "audio_encoder": DemoStage(
+        run_audio_encoder, "the continuous audio tower trained alone with CTC (the stand-in for Whisper)"
     ),
     "conversations": DemoStage(
         run_conversations, "training conversations: S2S answers, S2T transcripts and calls"

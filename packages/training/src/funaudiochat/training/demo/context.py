@@ -18,6 +18,7 @@ class DemoSettings:
     each corpus file (tests; None: all); tokenizer_steps / text_lm_steps: training steps of the speech
     tokenizer and of the text LLM; text_lm_size: "demo" (the recipe's sizes) or "tiny" (tests);
     knowledge_per_content: phrasings of each content item the text LLM learns (``corpus.knowledge_pairs``);
+    audio_encoder_steps: CTC training steps of the continuous audio tower (the Whisper stand-in);
     pre_alignment_steps / pre_alignment_lr: training steps and peak learning rate of pre-alignment (the
     encoder and SRH start from scratch here, hence 10x the recipe's 1e-4); cocktail_stage1_steps /
     cocktail_stage2_steps / cocktail_alpha: Core-Cocktail's two stages and its merge weight (1.0: plain
@@ -33,6 +34,7 @@ class DemoSettings:
     text_lm_steps: int = 3000
     text_lm_size: str = "demo"
     knowledge_per_content: int = 3
+    audio_encoder_steps: int = 1500
     pre_alignment_steps: int = 600
     pre_alignment_lr: float = 1e-3
     cocktail_stage1_steps: int = 300

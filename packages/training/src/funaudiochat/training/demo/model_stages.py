@@ -37,10 +37,13 @@ TEXT_FIELDS = (
 )
 
 
-def demo_model_spec(text_lm_folder: Path, processor_folder: Path, seed: int) -> dict[str, Any]:
+def demo_model_spec(
+    text_lm_folder: Path, processor_folder: Path, seed: int, audio_encoder: Path | None = None
+) -> dict[str, Any]:
     """The ``model`` argument of the speech stages (``llm.module.build_model``): a Fun-Audio-Chat model
     whose LLM has the text LLM's sizes and special ids and starts from its weights (``llm_from``), with
-    ``DEMO_AUDIO`` encoders projecting to the LLM's width and the ``DEMO_SRH`` head."""
+    ``DEMO_AUDIO`` encoders projecting to the LLM's width (the continuous tower from ``audio_encoder``,
+    the ``audio_encoder`` stage's export, when given) and the ``DEMO_SRH`` head."""
     from funaudiochat.drsr.processing import FunAudioChatProcessor
 
     llm = json.loads((text_lm_folder / "config.json").read_text())
@@ -63,15 +66,46 @@ def demo_model_spec(text_lm_folder: Path, processor_folder: Path, seed: int) -> 
         **DEMO_AUDIO,
         "crq_transformer_config": DEMO_SRH,
     }
-    return {"config": config, "llm_from": str(text_lm_folder), "seed": seed}
+    spec = {"config": config, "llm_from": str(text_lm_folder), "seed": seed}
+    if audio_encoder is not None:
+        spec["audio_encoder_from"] = str(audio_encoder)
+    return spec
+
+
+def audio_encoder_shape(text_lm_folder: Path) -> dict[str, Any]:
+    """The continuous tower's ``AudioEncoderConfig`` fields in the demo model (``DEMO_AUDIO``, projecting
+    to the text LLM's width)."""
+    width = json.loads((text_lm_folder / "config.json").read_text())["hidden_size"]
+    return {"num_mel_bins": 128, **DEMO_AUDIO, "output_dim": width}
+
+
+def run_audio_encoder(build: StageContext) -> dict[str, Any]:
+    from .speech_stages import write_utterances
+
+    speech = build.require("speech", "audio_encoder")
+    text_lm = build.require("text_lm", "audio_encoder") / "model"
+    out = build.folder("audio_encoder")
+    count = write_utterances(speech, out / "utterances.jsonl")
+    weights = out / "audio_encoder.safetensors"
+    shape = audio_encoder_shape(text_lm)
+    overrides = [
+        f"data.train={out / 'utterances.jsonl'}",
+        f"trainer.max_steps={build.settings.audio_encoder_steps}",
+        f"model.export_path={weights}",
+        f"seed={build.settings.seed}",
+        *(f"model.encoder.{key}={value}" for key, value in shape.items()),
+    ]
+    fit_recipe("audio_encoder", out / "run", overrides)
+    return {"utterances": count, "steps": build.settings.audio_encoder_steps, "weights": str(weights)}
 
 
 def run_pre_alignment(build: StageContext) -> dict[str, Any]:
     text_lm = build.require("text_lm", "pre_alignment") / "model"
     processor = build.require("text_tokenizer", "pre_alignment")
     conversations = build.require("conversations", "pre_alignment")
+    audio_encoder = build.require("audio_encoder", "pre_alignment") / "audio_encoder.safetensors"
     run = build.folder("pre_alignment") / "run"
-    spec = demo_model_spec(text_lm, processor, build.settings.seed)
+    spec = demo_model_spec(text_lm, processor, build.settings.seed, audio_encoder)
     extra = {"model": {"model": spec}}
     overrides = [
         f"data.train={conversations / 'train.jsonl'}",

@@ -120,19 +120,26 @@ def recode_answers(source: Path, out: Path, tokenizer_path: Path) -> int:
     return len(recoded)
 
 
-def run_speech_tokenizer(build: StageContext) -> dict[str, Any]:
+def write_utterances(speech: Path, path: Path) -> int:
+    """Every training question and answer of ``speech`` (the ``speech`` stage's folder) as a transcribed
+    audio manifest (``{"audio", "text"}`` lines) at ``path``; returns the number of lines."""
     from funaudiochat.base.atomic import atomic_write_text
 
     from ..data import read_manifest
 
-    speech, out = build.require("speech", "speech_tokenizer"), build.folder("speech_tokenizer")
     lines = []
     for group in ("train_a", "train_b"):
         for entry in read_manifest(speech / group / "manifest.jsonl"):
             lines.append({"audio": entry.audio, "text": entry.text})
             lines.append({"audio": entry.answer_audio, "text": entry.answer_text})
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "utterances.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
+    return len(lines)
+
+
+def run_speech_tokenizer(build: StageContext) -> dict[str, Any]:
+    speech, out = build.require("speech", "speech_tokenizer"), build.folder("speech_tokenizer")
+    count = write_utterances(speech, out / "utterances.jsonl")
     weights = out / "speech_tokenizer.safetensors"
     fit_recipe(
         "tokenizer",
@@ -146,7 +153,7 @@ def run_speech_tokenizer(build: StageContext) -> dict[str, Any]:
         ],
     )
     counts = {group: recode_answers(speech / group, out / "data" / group, weights) for group in SPEECH_GROUPS}
-    return {"utterances": len(lines), "steps": build.settings.tokenizer_steps, "recoded": counts}
+    return {"utterances": count, "steps": build.settings.tokenizer_steps, "recoded": counts}
 
 
 def conversation_for(entry, record: dict, tools: list[dict], spoken: bool = True):

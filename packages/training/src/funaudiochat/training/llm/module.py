@@ -58,13 +58,17 @@ def build_model(spec: str | os.PathLike | Mapping[str, Any]) -> FunAudioChatForC
       ``FunAudioChatConfig.tiny(**rest)`` (tests, demo);
     - ``llm_from``: a Hugging Face causal-LM directory whose weights replace the LLM's (the text LLM M0 that
       pre-alignment starts from); every tensor must match in name and shape;
+    - ``audio_encoder_from``: a continuous audio tower (safetensors of ``AudioEncoderModule.export``, the
+      Whisper stand-in) whose weights replace ``continuous_audio_tower``'s; every tensor must match;
     - ``seed``: the seed of the random initialisation (default 0)."""
     if isinstance(spec, (str, os.PathLike)):
         spec = {"pretrained": str(spec)}
     spec = dict(spec)
-    unknown = sorted(set(spec) - {"pretrained", "config", "llm_from", "seed"})
+    unknown = sorted(set(spec) - {"pretrained", "config", "llm_from", "audio_encoder_from", "seed"})
     if unknown:
-        raise ValueError(f"unknown model keys {unknown}; use pretrained, config, llm_from, seed")
+        raise ValueError(
+            f"unknown model keys {unknown}; use pretrained, config, llm_from, audio_encoder_from, seed"
+        )
     if ("pretrained" in spec) == ("config" in spec):
         raise ValueError("model needs exactly one of 'pretrained' (a checkpoint folder) or 'config'")
     if "pretrained" in spec:
@@ -82,6 +86,13 @@ def build_model(spec: str | os.PathLike | Mapping[str, Any]) -> FunAudioChatForC
             model = FunAudioChatForConditionalGeneration(config_obj)
     if spec.get("llm_from"):
         load_llm(model, spec["llm_from"])
+    if spec.get("audio_encoder_from"):
+        from funaudiochat.base.weights import load_state_dict_strict, read_safetensors
+
+        state, _ = read_safetensors(spec["audio_encoder_from"])
+        load_state_dict_strict(
+            model.continuous_audio_tower, state, f"audio_encoder_from {spec['audio_encoder_from']}"
+        )
     return model
 
 

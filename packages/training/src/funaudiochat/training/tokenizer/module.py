@@ -46,11 +46,11 @@ from torch import nn
 from ..config import build_config
 from ..optim import adamw_with_schedule, check_optimizer_args
 from ..weights import save_safetensors_atomic
-from .ctc_targets import BLANK, Vocabulary, ctc_min_frames, edit_distance, greedy_decode
+from .ctc_loss import SHORT_POLICIES, ctc_batch_loss
+from .ctc_targets import Vocabulary
 
 WEIGHTS_FORMAT = "funaudiochat-speech-tokenizer"
 FSQ_SHRINK = 0.999  # multiplied in float32, as the reference graph (and FSQCodebook.levels) does
-SHORT_POLICIES = ("error", "skip")
 
 
 def fsq_straight_through(project_down: nn.Linear, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,42 +240,9 @@ class TokenizerTrainingModule(L.LightningModule):
     # ---- steps ---------------------------------------------------------------------------------
     def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor | None:
         mel, mel_len = batch["mel"], batch["mel_len"]
-        mels = [mel[i, :, : int(n)] for i, n in enumerate(mel_len.tolist())]
-        log_probs, codes, lengths = self(mels)
-        targets, target_len = batch["targets"], batch["target_len"]
-        keep = []
-        frames, seconds = lengths.tolist(), (mel_len.float() / 100).tolist()
-        for i, (n, row) in enumerate(zip(target_len.tolist(), targets.tolist(), strict=True)):
-            needed = ctc_min_frames(row[:n])
-            if frames[i] >= needed:
-                keep.append(i)
-            elif self.hparams.short_policy == "error":
-                raise ValueError(
-                    f"{batch['utt'][i]}: {frames[i]} frames at 25 Hz ({seconds[i]:.2f} s) "
-                    f"cannot carry its transcript of {n} units (CTC needs >= {needed} frames); drop it, "
-                    "use phoneme targets, or set model.short_policy=skip"
-                )
-        batch_size = len(mels)
-        self._log_codes(codes, split, batch_size)
-        if split == "train" and self.hparams.short_policy == "skip":
-            skipped = float(batch_size - len(keep))
-            self.log("train/skipped", skipped, reduce_fx="sum", on_step=False, on_epoch=True)
-        if not keep:
-            return None
-        index = torch.tensor(keep, device=log_probs.device)
-        loss = F.ctc_loss(
-            log_probs[index].transpose(0, 1),
-            targets[index],
-            lengths[index],
-            target_len[index],
-            blank=BLANK,
-            reduction="mean",
-            zero_infinity=True,
-        )
-        self.log(f"{split}/loss", loss, prog_bar=True, batch_size=len(keep))
-        if split == "val":
-            self._log_error_rate(log_probs, lengths, targets, target_len, keep)
-        return loss
+        log_probs, codes, lengths = self([mel[i, :, : int(n)] for i, n in enumerate(mel_len.tolist())])
+        self._log_codes(codes, split, len(mel_len))
+        return ctc_batch_loss(self, batch, log_probs, lengths, split, self.hparams.short_policy)
 
     def _log_codes(self, codes: torch.Tensor, split: str, batch_size: int) -> None:
         valid = codes[codes >= 0]
@@ -287,16 +254,6 @@ class TokenizerTrainingModule(L.LightningModule):
         if split == "train":
             p = counts[counts > 0] / counts.sum()
             self.log("train/code_perplexity", float(torch.exp(-(p * p.log()).sum())), batch_size=batch_size)
-
-    def _log_error_rate(self, log_probs, lengths, targets, target_len, keep) -> None:
-        best = log_probs.argmax(-1).cpu()
-        errors, total = 0, 0
-        for i in keep:
-            hypothesis = greedy_decode(best[i, : int(lengths[i])].tolist())
-            reference = targets[i, : int(target_len[i])].tolist()
-            errors += edit_distance(hypothesis, reference)
-            total += len(reference)
-        self.log("val/unit_error_rate", errors / max(total, 1), batch_size=len(keep))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         return self._step(batch, "train")

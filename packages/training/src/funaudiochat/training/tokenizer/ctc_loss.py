@@ -1,0 +1,73 @@
+"""The CTC objective shared by the encoders trained on transcripts (the speech tokenizer, the audio encoder):
+one batch of ``collate_tokenizer`` and its frame log-probabilities -> the loss, with the too-short policy
+and the logged figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from .ctc_targets import BLANK, ctc_min_frames, edit_distance, greedy_decode
+
+SHORT_POLICIES = ("error", "skip")
+
+
+def ctc_batch_loss(
+    module: L.LightningModule,
+    batch: dict[str, Any],
+    log_probs: torch.Tensor,
+    lengths: torch.Tensor,
+    split: str,
+    short_policy: str,
+) -> torch.Tensor | None:
+    """CTC loss (blank 0, mean over the batch of the per-unit loss) of a ``collate_tokenizer`` batch.
+
+    module: the LightningModule that logs ``{split}/loss`` (and ``val/unit_error_rate``, ``train/skipped``);
+    batch: ``mel_len [B]`` (100 Hz frames), ``targets [B, U]``, ``target_len [B]``, ``utt`` (names);
+    log_probs: ``[B, L, V]`` float32 frame log-probabilities; lengths: valid frames per item ``[B]``;
+    split: ``"train"`` or ``"val"``;
+    short_policy: ``"error"`` raises for an item with fewer frames than CTC needs for its transcript,
+        ``"skip"`` leaves it out of the loss.
+    Returns None when every item was left out."""
+    targets, target_len = batch["targets"], batch["target_len"]
+    frames, seconds = lengths.tolist(), (batch["mel_len"].float() / 100).tolist()
+    keep = []
+    for i, (n, row) in enumerate(zip(target_len.tolist(), targets.tolist(), strict=True)):
+        needed = ctc_min_frames(row[:n])
+        if frames[i] >= needed:
+            keep.append(i)
+        elif short_policy == "error":
+            raise ValueError(
+                f"{batch['utt'][i]}: {frames[i]} frames at 25 Hz ({seconds[i]:.2f} s) "
+                f"cannot carry its transcript of {n} units (CTC needs >= {needed} frames); drop it, "
+                "use phoneme targets, or set model.short_policy=skip"
+            )
+    if split == "train" and short_policy == "skip":
+        skipped = float(len(frames) - len(keep))
+        module.log("train/skipped", skipped, reduce_fx="sum", on_step=False, on_epoch=True)
+    if not keep:
+        return None
+    index = torch.tensor(keep, device=log_probs.device)
+    loss = F.ctc_loss(
+        log_probs[index].transpose(0, 1),
+        targets[index],
+        lengths[index],
+        target_len[index],
+        blank=BLANK,
+        reduction="mean",
+        zero_infinity=True,
+    )
+    module.log(f"{split}/loss", loss, prog_bar=True, batch_size=len(keep))
+    if split == "val":
+        best = log_probs.argmax(-1).cpu()
+        errors, total = 0, 0
+        for i in keep:
+            hypothesis = greedy_decode(best[i, : int(lengths[i])].tolist())
+            reference = targets[i, : int(target_len[i])].tolist()
+            errors += edit_distance(hypothesis, reference)
+            total += len(reference)
+        module.log("val/unit_error_rate", errors / max(total, 1), batch_size=len(keep))
+    return loss
