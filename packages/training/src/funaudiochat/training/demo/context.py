@@ -22,7 +22,8 @@ class DemoSettings:
     pre_alignment_steps / pre_alignment_lr: training steps and peak learning rate of pre-alignment (the
     encoder and SRH start from scratch here, hence 10x the recipe's 1e-4); cocktail_stage1_steps /
     cocktail_stage2_steps / cocktail_alpha: Core-Cocktail's two stages and its merge weight (1.0: plain
-    fine-tuning, no merge);
+    fine-tuning, no merge); cocktail_lr: stage 1's peak learning rate (stage 2 runs at a tenth; the
+    recipe's 1e-4 suits a pretrained 8B, a small LLM trained from scratch moves at more);
     dpo_pairs / dpo_steps / dpo_lr: preference pairs drawn, steps and learning rate of DPO; hift_steps /
     flow_steps: generator steps of HiFT and steps of the flow; vocoder_size: "demo" (``DEMO_FLOW`` and
     ``DEMO_HIFT``) or "tiny" (the recipes' tiny sizes, tests)."""
@@ -40,6 +41,7 @@ class DemoSettings:
     cocktail_stage1_steps: int = 300
     cocktail_stage2_steps: int = 150
     cocktail_alpha: float = 0.5
+    cocktail_lr: float = 5e-4
     dpo_pairs: int = 600
     dpo_steps: int = 60
     dpo_lr: float = 5e-6

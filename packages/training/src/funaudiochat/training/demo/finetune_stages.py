@@ -124,11 +124,18 @@ def run_core_cocktail(build: StageContext) -> dict[str, Any]:
         f"model.stage1_steps={steps[0]}",
         f"model.stage2_steps={steps[1]}",
         f"model.alpha={settings.cocktail_alpha}",
+        f"model.stage1_lr={settings.cocktail_lr}",
+        f"model.stage2_lr={settings.cocktail_lr / 10}",
         f"trainer.max_steps={sum(steps)}",
         f"seed={settings.seed}",
     ]
     fit_recipe("core_cocktail", run, overrides)
-    return {"steps": list(steps), "alpha": settings.cocktail_alpha, "model": str(run / "model")}
+    return {
+        "steps": list(steps),
+        "alpha": settings.cocktail_alpha,
+        "lr": settings.cocktail_lr,
+        "model": str(run / "model"),
+    }
 
 
 def run_dpo(build: StageContext) -> dict[str, Any]:
