@@ -1,0 +1,62 @@
+"""``AudioEncoderModule``: the continuous audio tower learns to transcribe with CTC, its export is what
+``build_model(audio_encoder_from=...)`` starts the speech model from, and bad settings are refused."""
+
+import lightning as L
+import pytest
+import torch
+from funaudiochat.training.llm.audio_encoder import AudioEncoderModule
+from funaudiochat.training.llm.module import build_model
+from funaudiochat.training.tokenizer.data import TokenizerDataModule
+
+# the tower of FunAudioChatConfig.tiny()
+TINY_TOWER = {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64}
+SAID = ["one two three", "four five six", "seven eight nine", "ten eleven twelve"]
+
+
+@pytest.fixture(scope="module")
+def said(tmp_path_factory, espeak):
+    folder = tmp_path_factory.mktemp("said")
+    for i, text in enumerate(SAID):
+        espeak(text, folder / f"utt{i}.wav", "en-us", 120)
+        (folder / f"utt{i}.txt").write_text(text + "\n", encoding="utf-8")
+    return folder
+
+
+def test_the_tower_learns_to_transcribe_and_the_speech_model_starts_from_it(
+    said, tmp_path, recorder, quiet_trainer
+):
+    torch.manual_seed(0)
+    export = tmp_path / "tower.safetensors"
+    data = TokenizerDataModule(train=str(said), units="chars", batch_size=4, shuffle=False, cache_audio=True)
+    module = AudioEncoderModule(
+        encoder={**TINY_TOWER, "output_dim": 64}, lr=3e-3, warmup_steps=0, export_path=str(export)
+    )
+    losses = recorder("train/loss")
+    L.Trainer(max_steps=40, callbacks=[losses], **quiet_trainer).fit(module, datamodule=data)
+    first, last = losses.values["train/loss"][0], losses.values["train/loss"][-1]
+    assert last < 0.6 * first, (first, last)
+
+    model = build_model({"config": {"preset": "tiny"}, "audio_encoder_from": str(export)})
+    tower = model.continuous_audio_tower.state_dict()
+    trained = module.encoder.state_dict()
+    assert set(tower) == set(trained)
+    for name, tensor in trained.items():
+        assert torch.equal(tower[name], tensor), name
+
+
+def test_a_tower_that_does_not_fit_the_model_is_refused(tmp_path):
+    export = tmp_path / "wide.safetensors"
+    AudioEncoderModule(encoder={**TINY_TOWER, "output_dim": 96}).export(export)
+    with pytest.raises(ValueError, match=f"audio_encoder_from {export}.*proj.weight"):
+        build_model({"config": {"preset": "tiny"}, "audio_encoder_from": str(export)})
+    with pytest.raises(ValueError, match="not found"):
+        build_model({"config": {"preset": "tiny"}, "audio_encoder_from": str(tmp_path / "none.safetensors")})
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="must end in .safetensors"):
+        AudioEncoderModule(encoder=TINY_TOWER, export_path="tower.pt")
+    with pytest.raises(ValueError, match="short_policy must be one of"):
+        AudioEncoderModule(encoder=TINY_TOWER, short_policy="maybe")
+    with pytest.raises(ValueError, match="CTC head is not built"):
+        AudioEncoderModule(encoder=TINY_TOWER)(torch.zeros(1, 128, 100), torch.tensor([100]))
