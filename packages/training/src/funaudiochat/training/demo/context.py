@@ -35,17 +35,17 @@ class DemoSettings:
     text_lm_steps: int = 3000
     text_lm_size: str = "demo"
     knowledge_per_content: int = 3
-    audio_encoder_steps: int = 1500
+    audio_encoder_steps: int = 3000
     pre_alignment_steps: int = 600
     pre_alignment_lr: float = 1e-3
-    cocktail_stage1_steps: int = 300
-    cocktail_stage2_steps: int = 150
+    cocktail_stage1_steps: int = 1000
+    cocktail_stage2_steps: int = 500
     cocktail_alpha: float = 0.5
     cocktail_lr: float = 5e-4
     dpo_pairs: int = 600
     dpo_steps: int = 60
     dpo_lr: float = 5e-6
-    hift_steps: int = 1000
+    hift_steps: int = 2500
     flow_steps: int = 1500
     vocoder_size: str = "demo"
 
