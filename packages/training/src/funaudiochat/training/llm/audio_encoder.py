@@ -32,14 +32,14 @@ from torch import nn
 
 from ..config import build_config
 from ..optim import adamw_with_schedule, check_optimizer_args
-from ..tokenizer.ctc_loss import SHORT_POLICIES, ctc_batch_loss
+from ..tokenizer.ctc_loss import SHORT_POLICIES, CTCVocabulary, ctc_batch_loss
 from ..tokenizer.ctc_targets import Vocabulary
 from ..weights import save_safetensors_atomic
 
 WEIGHTS_FORMAT = "funaudiochat-audio-encoder"
 
 
-class AudioEncoderModule(L.LightningModule):
+class AudioEncoderModule(CTCVocabulary, L.LightningModule):
     """Trains a ``ContinuousAudioEncoder`` with CTC on transcripts (see the module docstring).
 
     Args:
@@ -77,36 +77,10 @@ class AudioEncoderModule(L.LightningModule):
         self.vocabulary: Vocabulary | None = None
         self.head: nn.Linear | None = None
         if vocabulary is not None:
-            self._build_head(Vocabulary(vocabulary))
+            self.use_vocabulary(Vocabulary(vocabulary))
 
-    def _build_head(self, vocabulary: Vocabulary) -> None:
-        if self.head is not None:
-            if vocabulary != self.vocabulary:
-                raise ValueError(
-                    f"the data's CTC vocabulary {list(vocabulary.symbols)} differs from the model's "
-                    f"{list(self.vocabulary.symbols)}"
-                )
-            return
-        self.vocabulary = vocabulary
-        self.head = nn.Linear(self.config.output_dim, len(vocabulary)).to(self.encoder.proj.weight.device)
-
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        data_vocabulary = getattr(datamodule, "vocabulary", None)
-        if isinstance(data_vocabulary, Vocabulary):
-            self._build_head(data_vocabulary)
-        if self.head is None:
-            raise ValueError(
-                "the CTC vocabulary is unknown: pass model.vocabulary, or train with a TokenizerDataModule"
-            )
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ctc_vocabulary"] = list(self.vocabulary.symbols) if self.vocabulary else None
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        symbols = checkpoint.get("ctc_vocabulary")
-        if symbols:
-            self._build_head(Vocabulary(symbols))
+    def new_head(self, vocabulary: Vocabulary) -> nn.Linear:
+        return nn.Linear(self.config.output_dim, len(vocabulary)).to(self.encoder.proj.weight.device)
 
     def forward(self, mel: torch.Tensor, mel_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``mel [B, n_mels, T]`` padded, ``mel_len [B]`` -> ``(CTC log-probabilities [B, L, V] float32,

@@ -1,6 +1,7 @@
-"""The CTC objective shared by the encoders trained on transcripts (the speech tokenizer, the audio encoder):
-one batch of ``collate_tokenizer`` and its frame log-probabilities -> the loss, with the too-short policy
-and the logged figures."""
+"""What the encoders trained on transcripts (the speech tokenizer, the audio encoder) share: the CTC head's
+vocabulary, taken from the data and kept in checkpoints (``CTCVocabulary``), and the objective (one batch of
+``collate_tokenizer`` and its frame log-probabilities -> the loss, with the too-short policy and the logged
+figures)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,53 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from .ctc_targets import BLANK, ctc_min_frames, edit_distance, greedy_decode
+from .ctc_targets import BLANK, Vocabulary, ctc_min_frames, edit_distance, greedy_decode
 
 SHORT_POLICIES = ("error", "skip")
+
+
+class CTCVocabulary:
+    """Mixin of a LightningModule with a CTC head over a vocabulary known only once the data is: the head is
+    built by ``new_head(vocabulary)`` from ``model.vocabulary`` or, in ``setup``, from the data module's
+    ``vocabulary``; checkpoints keep the symbols (``ctc_vocabulary``) so a restored module rebuilds it."""
+
+    vocabulary: Vocabulary | None  # both set to None in the module's __init__ (a class-level value would
+    head: nn.Module | None  # hide the submodule that nn.Module keeps out of the instance's __dict__)
+
+    def new_head(self, vocabulary: Vocabulary) -> nn.Module:
+        raise NotImplementedError
+
+    def use_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """Build the head for ``vocabulary``; with a head already built, the vocabulary must be the same."""
+        if self.head is not None:
+            if vocabulary != self.vocabulary:
+                raise ValueError(
+                    f"the data's CTC vocabulary {list(vocabulary.symbols)} differs from the model's "
+                    f"{list(self.vocabulary.symbols)}"
+                )
+            return
+        self.vocabulary = vocabulary
+        self.head = self.new_head(vocabulary)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        data_vocabulary = getattr(datamodule, "vocabulary", None)
+        if isinstance(data_vocabulary, Vocabulary):
+            self.use_vocabulary(data_vocabulary)
+        if self.head is None:
+            raise ValueError(
+                "the CTC vocabulary is unknown: pass model.vocabulary, or train with a TokenizerDataModule"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ctc_vocabulary"] = list(self.vocabulary.symbols) if self.vocabulary else None
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        symbols = checkpoint.get("ctc_vocabulary")
+        if symbols:
+            self.use_vocabulary(Vocabulary(symbols))
 
 
 def ctc_batch_loss(

@@ -46,7 +46,7 @@ from torch import nn
 from ..config import build_config
 from ..optim import adamw_with_schedule, check_optimizer_args
 from ..weights import save_safetensors_atomic
-from .ctc_loss import SHORT_POLICIES, ctc_batch_loss
+from .ctc_loss import SHORT_POLICIES, CTCVocabulary, ctc_batch_loss
 from .ctc_targets import Vocabulary
 
 WEIGHTS_FORMAT = "funaudiochat-speech-tokenizer"
@@ -99,7 +99,7 @@ class CTCHead(nn.Module):
         return self.classifier(self.norm(x))
 
 
-class TokenizerTrainingModule(L.LightningModule):
+class TokenizerTrainingModule(CTCVocabulary, L.LightningModule):
     """Trains a ``SpeechTokenizer``'s encoder and FSQ projection with CTC (see the module docstring).
 
     Args:
@@ -169,39 +169,13 @@ class TokenizerTrainingModule(L.LightningModule):
         self.vocabulary: Vocabulary | None = None
         self.head: CTCHead | None = None
         if vocabulary is not None:
-            self._build_head(Vocabulary(vocabulary))
+            self.use_vocabulary(Vocabulary(vocabulary))
 
-    # ---- the CTC head and its vocabulary -------------------------------------------------------
-    def _build_head(self, vocabulary: Vocabulary) -> None:
-        if self.head is not None:
-            if vocabulary != self.vocabulary:
-                raise ValueError(
-                    f"the data's CTC vocabulary {list(vocabulary.symbols)} differs from the model's "
-                    f"{list(self.vocabulary.symbols)}"
-                )
-            return
+    # ---- the CTC head (CTCVocabulary builds it once the vocabulary is known) --------------------
+    def new_head(self, vocabulary: Vocabulary) -> CTCHead:
         h = self.hparams
-        self.vocabulary = vocabulary
-        self.head = CTCHead(len(vocabulary), h.head_width, h.head_layers, h.head_kernel, h.head_dropout)
-        self.head.to(self.tokenizer.device)
-
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        data_vocabulary = getattr(datamodule, "vocabulary", None)
-        if isinstance(data_vocabulary, Vocabulary):
-            self._build_head(data_vocabulary)
-        if self.head is None:
-            raise ValueError(
-                "the CTC vocabulary is unknown: pass model.vocabulary, or train with a TokenizerDataModule"
-            )
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ctc_vocabulary"] = list(self.vocabulary.symbols) if self.vocabulary else None
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        symbols = checkpoint.get("ctc_vocabulary")
-        if symbols:
-            self._build_head(Vocabulary(symbols))
+        head = CTCHead(len(vocabulary), h.head_width, h.head_layers, h.head_kernel, h.head_dropout)
+        return head.to(self.tokenizer.device)
 
     # ---- forward -------------------------------------------------------------------------------
     def quantize(self, mels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
