@@ -143,11 +143,12 @@ def test_conversations_stage_lays_out_each_task_as_the_pipeline_prompts_it(spoke
     folder = spoken / "conversations"
     record = json.loads((folder / "stage.json").read_text())["conversations"]
     # two of each corpus file: pairs (QA and asr tasks mixed, by id order) and tools; the QA pairs of the
-    # clean rendition once more as S2T
-    spoken = {task: n for task, n in record["train"].items() if not task.endswith("_s2t")}
+    # clean rendition once more as S2T, those of the noisy one transcribed
+    spoken = {task: n for task, n in record["train"].items() if not task.endswith(("_s2t", "_asr"))}
     qa = sum(n for task, n in spoken.items() if task not in ("asr", "tool"))
     assert sum(spoken.values()) == 8 and spoken.get("tool") == 4
     assert sum(n for task, n in record["train"].items() if task.endswith("_s2t")) == qa // 2
+    assert sum(n for task, n in record["train"].items() if task.endswith("_asr")) == qa // 2
     assert sum(record["heldout"].values()) == 8
     for conv in read_sharegpt(folder / "train.jsonl") + read_sharegpt(folder / "heldout.jsonl"):
         speaks = any(isinstance(audio, AssistantSpeech) for audio in conv.audios)

@@ -156,9 +156,16 @@ def run_speech_tokenizer(build: StageContext) -> dict[str, Any]:
     return {"utterances": count, "steps": build.settings.tokenizer_steps, "recoded": counts}
 
 
-def conversation_for(entry, record: dict, tools: list[dict], spoken: bool = True):
-    """The training ``Conversation`` of one spoken pair (``ManifestEntry`` ``entry``, corpus ``record``);
-    a question-answering pair is answered in speech (S2S), or with ``spoken=False`` in text only (S2T)."""
+REPLIES = ("s2s", "s2t", "asr")
+
+
+def conversation_for(entry, record: dict, tools: list[dict], reply: str = "s2s"):
+    """The training ``Conversation`` of one spoken pair (``ManifestEntry`` ``entry``, corpus ``record``).
+    A question-answering pair is answered by ``reply``: in speech (``"s2s"``), in text only (``"s2t"``),
+    or transcribed (``"asr"``: the question's words, which teaches the LLM to read what it hears); a
+    transcription or tool pair gets its own text reply whatever ``reply`` says."""
+    if reply not in REPLIES:
+        raise ValueError(f"reply must be one of {list(REPLIES)}, got {reply!r}")
     from funaudiochat.drsr.prompts import (
         ASR_INSTRUCTION,
         DEFAULT_S2T_PROMPT,
@@ -170,10 +177,13 @@ def conversation_for(entry, record: dict, tools: list[dict], spoken: bool = True
     from ..data.records import AUDIO_TEMPLATE
 
     s2s = entry.to_conversation()  # the S2S example: the question's audio, then the spoken answer
-    if record["task"] in QA_TASKS and spoken:
+    if record["task"] in QA_TASKS and reply == "s2s":
         return s2s
     question = s2s.audios[0]
-    if record["task"] in QA_TASKS:
+    if record["task"] in QA_TASKS and reply == "asr":
+        turns = [Turn("user", AUDIO_TEMPLATE + ASR_INSTRUCTION), Turn("assistant", record["question"])]
+        system = DEFAULT_S2T_PROMPT
+    elif record["task"] in QA_TASKS:
         turns = [Turn("user", AUDIO_TEMPLATE), Turn("assistant", record["answer"])]
         system = DEFAULT_S2T_PROMPT
     elif record["task"] == "asr":
@@ -197,23 +207,24 @@ def run_conversations(build: StageContext) -> dict[str, Any]:
     data = build.require("speech_tokenizer", "conversations") / "data"
     records = {r["id"]: r for r in corpus_pairs(corpus, SPLITS, tasks=TASKS)}
     tools = json.loads((corpus / "tools.json").read_text())
-    # (speech group, spoken): the clean and the noisy rendition answered in speech, the clean one also in
-    # text only (S2T mode); asr and tool pairs are text replies either way, so only their renditions count
+    # (speech group, reply): the clean and the noisy rendition answered in speech, the clean one also in
+    # text only (S2T mode) and the noisy one transcribed (ASR: the LLM learns to read the words it then
+    # answers); asr and tool pairs have their own text replies, so only their "s2s" renditions count
     groups = {
-        "train": (("train_a", True), ("train_b", True), ("train_a", False)),
-        "heldout": (("heldout", True),),
+        "train": (("train_a", "s2s"), ("train_b", "s2s"), ("train_a", "s2t"), ("train_b", "asr")),
+        "heldout": (("heldout", "s2s"),),
     }
     counts: dict[str, Counter] = {name: Counter() for name in groups}
     with atomic_folder(build.folder("conversations")) as staging:
         for name, members in groups.items():
             conversations = []
-            for group, spoken in members:
+            for group, reply in members:
                 for entry in read_manifest(data / group / "manifest.jsonl"):
                     record = records[entry.id]
-                    if not spoken and record["task"] not in QA_TASKS:
+                    if reply != "s2s" and record["task"] not in QA_TASKS:
                         continue
-                    conversations.append(conversation_for(entry, record, tools, spoken))
-                    counts[name][record["task"] if spoken else f"{record['task']}_s2t"] += 1
+                    conversations.append(conversation_for(entry, record, tools, reply))
+                    counts[name][record["task"] if reply == "s2s" else f"{record['task']}_{reply}"] += 1
             write_sharegpt(staging / f"{name}.jsonl", conversations)
             read_sharegpt(staging / f"{name}.jsonl")
     return {"conversations": {name: dict(tasks) for name, tasks in counts.items()}}
