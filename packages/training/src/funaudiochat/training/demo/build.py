@@ -36,7 +36,8 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
   the official model starts from -> ``audio_encoder/audio_encoder.safetensors``;
 - ``conversations``: the training examples in the official sharegpt layout, per task as the pipeline
   prompts them: question-answering pairs as S2S (``DEFAULT_S2M_PROMPT``; the answer's text and codes)
-  and, the clean rendition once more, as S2T (``DEFAULT_S2T_PROMPT``; the answer's text); transcription
+  and, the clean rendition once more, as S2T (``DEFAULT_S2T_PROMPT``; the answer's text), the noisy one
+  transcribed (``ASR_INSTRUCTION``; the question's words); transcription
   as S2T (the question audio followed by ``ASR_INSTRUCTION``, the transcript as text); tool requests as
   S2T function calling (``function_calling_prompt(TOOLS)``, the call as text):
   ``conversations/train.jsonl`` (both spoken renditions) and ``heldout.jsonl``;
