@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from funaudiochat.training.demo.corpus import SPLITS, contains_key, words_of
+from funaudiochat.training.demo.family import TASKS
 from funaudiochat.training.demo.text_stages import QA_TASKS, corpus_pairs
 
 BATCH = 8  # requests decoded together
@@ -57,10 +58,7 @@ def heldout_items(run: Path, limit: int | None = None) -> list[HeldOutItem]:
     """The spoken held-out pairs of a demo run folder (``limit``: at most this many per task)."""
     from funaudiochat.training.data import read_manifest
 
-    records = {}
-    for line in (run / "corpus" / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        records[record["id"]] = record
+    records = {r["id"]: r for r in corpus_pairs(run / "corpus", SPLITS, TASKS)}
     items, per_task = [], {}
     for entry in read_manifest(run / "speech" / "heldout" / "manifest.jsonl"):
         record = records[entry.id]
