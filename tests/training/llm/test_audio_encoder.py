@@ -60,3 +60,65 @@ def test_bad_settings_are_refused():
         AudioEncoderModule(encoder=TINY_TOWER, short_policy="maybe")
     with pytest.raises(ValueError, match="CTC head is not built"):
         AudioEncoderModule(encoder=TINY_TOWER)(torch.zeros(1, 128, 100), torch.tensor([100]))
+
+
+@pytest.fixture(scope="module")
+def text_lm(tmp_path_factory):
+    """A tiny Qwen3 folder (width 64, the tiny model's) with a BPE over the said words."""
+    from funaudiochat.drsr.text_tokenizer import train_text_tokenizer
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    folder = tmp_path_factory.mktemp("text_lm")
+    tokenizer = train_text_tokenizer(SAID * 4, vocab_size=300)
+    tokenizer.save_pretrained(folder)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+    )
+    torch.manual_seed(0)
+    Qwen3ForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_the_groups_learn_to_be_the_llm_embeddings_of_the_words_said(
+    said, text_lm, tmp_path, recorder, quiet_trainer
+):
+    from funaudiochat.base.weights import read_safetensors
+
+    torch.manual_seed(0)
+    export = tmp_path / "tower.safetensors"
+    data = TokenizerDataModule(train=str(said), units="chars", batch_size=4, shuffle=False, cache_audio=True)
+    module = AudioEncoderModule(
+        encoder={**TINY_TOWER, "output_dim": 64},
+        lr=3e-3,
+        warmup_steps=0,
+        text_lm=str(text_lm),
+        export_path=str(export),
+    )
+    losses = recorder("train/token_loss")
+    L.Trainer(max_steps=40, callbacks=[losses], **quiet_trainer).fit(module, datamodule=data)
+    first, last = losses.values["train/token_loss"][0], losses.values["train/token_loss"][-1]
+    assert last < 0.6 * first, (first, last)
+    # the token classes are the LLM's own embedding rows (class i + 1 = token i), the blank is class 0
+    targets, lengths = module.text_targets(["one two"])
+    ids = module.text_tokenizer("one two", add_special_tokens=False).input_ids
+    assert targets[0, : int(lengths[0])].tolist() == [i + 1 for i in ids]
+
+    _, metadata = read_safetensors(export)
+    assert metadata["grouped_output"] == "llm_input_embeddings"
+    model = build_model({"config": {"preset": "tiny"}, "audio_encoder_from": str(export)})
+    assert torch.equal(model.audio_tower.continual_output_matching.weight, torch.eye(64))
+
+
+def test_a_text_lm_of_another_width_or_without_embeddings_is_refused(text_lm, tmp_path):
+    with pytest.raises(ValueError, match="embeddings of width 64, but the tower's output_dim is 96"):
+        AudioEncoderModule(encoder={**TINY_TOWER, "output_dim": 96}, text_lm=str(text_lm))
+    with pytest.raises(ValueError, match="no .safetensors weights"):
+        AudioEncoderModule(encoder={**TINY_TOWER, "output_dim": 64}, text_lm=str(tmp_path))
+    with pytest.raises(ValueError, match="non-negative weights"):
+        AudioEncoderModule(encoder=TINY_TOWER, char_weight=0.0, token_weight=0.0)

@@ -92,6 +92,7 @@ def run_audio_encoder(build: StageContext) -> dict[str, Any]:
         f"data.train={out / 'utterances.jsonl'}",
         f"trainer.max_steps={build.settings.audio_encoder_steps}",
         f"model.export_path={weights}",
+        f"model.text_lm={text_lm}",
         f"seed={build.settings.seed}",
         *(f"model.encoder.{key}={value}" for key, value in shape.items()),
     ]

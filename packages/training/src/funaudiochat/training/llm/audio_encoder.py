@@ -9,6 +9,18 @@ the tower learns to transcribe, with CTC over transcript units on its 25 Hz outp
       ln_post, proj to the LLM width) -> [L, output_dim] at 25 Hz -> Linear(output_dim -> units + blank)
       -> CTC loss (``tokenizer.ctc_loss.ctc_batch_loss``)
 
+With ``text_lm`` (a text LLM folder: its tokenizer and its input embeddings ``E [V, D]``), a second CTC
+reads the tower's output the way the speech model will: grouped by 5 (the adapter's mean, 5 Hz) and
+classified against the LLM's own embeddings, so that a group *is* roughly the embedding of the word said
+in it (the LLM then reads speech like text):
+
+    [L, D] at 25 Hz -> mean of each group of 5 -> g [ceil(L/5), D] -> logits [g.b + c, g @ E^T]
+      -> CTC over the transcript's text tokens (blank = the learnt vector b and bias c)
+
+The loss is ``char_weight * char CTC + token_weight * token CTC``. The export then says so in its
+metadata (``grouped_output = "llm_input_embeddings"``) and ``build_model`` starts the adapter's
+``continual_output_matching`` as the identity, keeping the groups in that space.
+
 The data are those of the tokenizer stage (``TokenizerDataModule``: audio with transcripts, characters or
 phonemes). At the end of ``fit`` the tower is written to ``export_path`` (safetensors, the tower's own
 state-dict keys, its config in the metadata, atomically); ``llm.module.build_model`` takes it as
@@ -23,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -37,6 +50,53 @@ from ..tokenizer.ctc_targets import Vocabulary
 from ..weights import save_safetensors_atomic
 
 WEIGHTS_FORMAT = "funaudiochat-audio-encoder"
+GROUPED_IN_LLM_SPACE = "llm_input_embeddings"
+
+
+def read_llm_input_embeddings(text_lm: str | os.PathLike) -> torch.Tensor:
+    """The input embedding table ``[V, D]`` of a Hugging Face causal-LM folder (safetensors)."""
+    from funaudiochat.base.weights import read_safetensors
+
+    files = sorted(Path(text_lm).glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"text_lm {text_lm}: no .safetensors weights in the folder")
+    for file in files:
+        tensors, _ = read_safetensors(file)
+        for name, tensor in tensors.items():
+            if name.endswith("embed_tokens.weight"):
+                return tensor.float()
+    raise ValueError(f"text_lm {text_lm}: no '*embed_tokens.weight' tensor in {[f.name for f in files]}")
+
+
+def group_mean(hidden: torch.Tensor, lengths: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``hidden [B, L, D]`` with ``lengths [B]`` valid frames -> means of groups of ``size`` frames
+    ``[B, ceil(L/size), D]`` (the padding counts as zeros, as in the model's adapter) and group counts."""
+    b, t, d = hidden.shape
+    valid = torch.arange(t, device=hidden.device)[None, :] < lengths[:, None]
+    hidden = hidden * valid[..., None]
+    pad = (-t) % size
+    if pad:
+        hidden = torch.nn.functional.pad(hidden, (0, 0, 0, pad))
+    grouped = hidden.reshape(b, -1, size, d).mean(2)
+    return grouped, (lengths + size - 1) // size
+
+
+class TokenCTCHead(nn.Module):
+    """Logits of grouped features against a frozen text-embedding table, with a learnt blank.
+
+    Args:
+        embeddings: ``[V, D]`` the LLM's input embeddings (kept frozen, not saved in checkpoints).
+    ``forward(g [B, G, D]) -> [B, G, V + 1]`` (class 0 is the blank, token id ``i`` is class ``i + 1``)."""
+
+    def __init__(self, embeddings: torch.Tensor):
+        super().__init__()
+        self.register_buffer("embeddings", embeddings, persistent=False)
+        self.blank = nn.Parameter(torch.zeros(embeddings.shape[1]))
+        self.blank_bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, grouped: torch.Tensor) -> torch.Tensor:
+        blank = grouped @ self.blank + self.blank_bias
+        return torch.cat([blank[..., None], grouped @ self.embeddings.T], dim=-1)
 
 
 class AudioEncoderModule(CTCVocabulary, L.LightningModule):
@@ -48,6 +108,9 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
         vocabulary: the CTC symbols (blank excluded); ``None`` takes the data module's in ``setup``.
         lr, betas, weight_decay, schedule, warmup_steps, min_lr_ratio, total_steps: AdamW and its schedule.
         short_policy: ``"error"`` or ``"skip"`` for utterances too short for their transcript.
+        text_lm: a text LLM folder (tokenizer + safetensors) for the 5 Hz token CTC, or ``None`` (chars only).
+        group_size: 25 Hz frames per group (the model's ``group_size``, 5).
+        char_weight, token_weight: the weights of the two CTC losses (``token_weight`` needs ``text_lm``).
         export_path: where ``fit`` writes the tower (``.safetensors``), or ``None`` for nowhere.
     """
 
@@ -63,6 +126,10 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
         min_lr_ratio: float = 0.0,
         total_steps: int | None = None,
         short_policy: str = "skip",
+        text_lm: str | None = None,
+        group_size: int = 5,
+        char_weight: float = 1.0,
+        token_weight: float = 1.0,
         export_path: str | None = None,
     ):
         super().__init__()
@@ -71,9 +138,27 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
             raise ValueError(f"short_policy must be one of {list(SHORT_POLICIES)}, got {short_policy!r}")
         if export_path is not None and not str(export_path).endswith(".safetensors"):
             raise ValueError(f"export_path must end in .safetensors, got {export_path!r}")
+        if group_size < 1 or char_weight < 0 or token_weight < 0 or char_weight + token_weight == 0:
+            raise ValueError(
+                f"need group_size >= 1 and non-negative weights, not both 0; got group_size={group_size}, "
+                f"char_weight={char_weight}, token_weight={token_weight}"
+            )
         self.save_hyperparameters()
         self.config = build_config(AudioEncoderConfig, encoder or {})
         self.encoder = ContinuousAudioEncoder(self.config)
+        self.text_tokenizer = None
+        self.token_head: TokenCTCHead | None = None
+        if text_lm is not None:
+            from transformers import AutoTokenizer
+
+            embeddings = read_llm_input_embeddings(text_lm)
+            if embeddings.shape[1] != self.config.output_dim:
+                raise ValueError(
+                    f"text_lm {text_lm}: embeddings of width {embeddings.shape[1]}, but the tower's "
+                    f"output_dim is {self.config.output_dim} (they must be equal)"
+                )
+            self.text_tokenizer = AutoTokenizer.from_pretrained(text_lm)
+            self.token_head = TokenCTCHead(embeddings)
         self.vocabulary: Vocabulary | None = None
         self.head: nn.Linear | None = None
         if vocabulary is not None:
@@ -90,9 +175,40 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
         hidden, lengths = self.encoder(mel, mel_len)
         return self.head(hidden).float().log_softmax(-1), lengths
 
+    def text_targets(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Transcripts -> their text-token classes ``[B, U]`` (id + 1; 0 is the blank) and lengths ``[B]``."""
+        rows = [torch.tensor(self.text_tokenizer(t, add_special_tokens=False).input_ids) + 1 for t in texts]
+        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0)
+        return padded.to(self.device), lengths.to(self.device)
+
     def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor | None:
-        log_probs, lengths = self(batch["mel"], batch["mel_len"])
-        return ctc_batch_loss(self, batch, log_probs, lengths, split, self.hparams.short_policy)
+        if self.head is None:
+            raise ValueError("the CTC head is not built: give a vocabulary (see the class docstring)")
+        hidden, lengths = self.encoder(batch["mel"], batch["mel_len"])
+        policy, hp = self.hparams.short_policy, self.hparams
+        if self.token_head is None:
+            log_probs = self.head(hidden).float().log_softmax(-1)
+            return ctc_batch_loss(self, batch, log_probs, lengths, split, policy)
+        terms = []
+        if hp.char_weight > 0:
+            log_probs = self.head(hidden).float().log_softmax(-1)
+            char = ctc_batch_loss(self, batch, log_probs, lengths, split, policy, name="char_loss")
+            terms += [] if char is None else [hp.char_weight * char]
+        if hp.token_weight > 0:
+            grouped, groups = group_mean(hidden, lengths, hp.group_size)
+            log_probs = self.token_head(grouped.float()).log_softmax(-1)
+            targets = self.text_targets(batch["text"])
+            rate = 25 // hp.group_size
+            token = ctc_batch_loss(
+                self, batch, log_probs, groups, split, policy, targets, name="token_loss", rate_hz=rate
+            )
+            terms += [] if token is None else [hp.token_weight * token]
+        if not terms:
+            return None
+        loss = sum(terms)
+        self.log(f"{split}/loss", loss, prog_bar=True, batch_size=len(batch["text"]))
+        return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         return self._step(batch, "train")
@@ -106,6 +222,9 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
     def export(self, path: str | os.PathLike) -> None:
         """Write the tower to ``path`` (its state-dict keys, ``AudioEncoderConfig`` in the metadata)."""
         metadata = {"format": WEIGHTS_FORMAT, "config": json.dumps(asdict(self.config))}
+        if self.token_head is not None and self.hparams.token_weight > 0:
+            metadata["grouped_output"] = GROUPED_IN_LLM_SPACE
+            metadata["group_size"] = str(self.hparams.group_size)
         save_safetensors_atomic(self.encoder.state_dict(), path, metadata)
 
     def on_train_end(self) -> None:

@@ -89,11 +89,27 @@ def build_model(spec: str | os.PathLike | Mapping[str, Any]) -> FunAudioChatForC
     if spec.get("audio_encoder_from"):
         from funaudiochat.base.weights import load_state_dict_strict, read_safetensors
 
-        state, _ = read_safetensors(spec["audio_encoder_from"])
+        state, metadata = read_safetensors(spec["audio_encoder_from"])
         load_state_dict_strict(
             model.continuous_audio_tower, state, f"audio_encoder_from {spec['audio_encoder_from']}"
         )
+        if metadata.get("grouped_output") == "llm_input_embeddings":
+            start_adapter_as_identity(model, metadata, spec["audio_encoder_from"])
     return model
+
+
+def start_adapter_as_identity(model: FunAudioChatForConditionalGeneration, metadata: dict, source) -> None:
+    """A tower trained so that its groups are LLM input embeddings (``AudioEncoderModule`` with
+    ``text_lm``) keeps that meaning: ``continual_output_matching`` starts as the identity."""
+    adapter = model.audio_tower
+    size = int(metadata.get("group_size", adapter.group_size))
+    if adapter.grouping != "mean" or size != adapter.group_size:
+        raise ValueError(
+            f"audio_encoder_from {source}: trained for mean groups of {size}, but the model groups "
+            f"{adapter.group_size} frames by {adapter.grouping!r}"
+        )
+    with torch.no_grad():
+        adapter.continual_output_matching.weight.copy_(torch.eye(adapter.hidden_size))
 
 
 def load_llm(model: FunAudioChatForConditionalGeneration, directory: str | os.PathLike) -> None:

@@ -66,6 +66,9 @@ def ctc_batch_loss(
     lengths: torch.Tensor,
     split: str,
     short_policy: str,
+    targets: tuple[torch.Tensor, torch.Tensor] | None = None,
+    name: str = "loss",
+    rate_hz: int = 25,
 ) -> torch.Tensor | None:
     """CTC loss (blank 0, mean over the batch of the per-unit loss) of a ``collate_tokenizer`` batch.
 
@@ -74,9 +77,14 @@ def ctc_batch_loss(
     log_probs: ``[B, L, V]`` float32 frame log-probabilities; lengths: valid frames per item ``[B]``;
     split: ``"train"`` or ``"val"``;
     short_policy: ``"error"`` raises for an item with fewer frames than CTC needs for its transcript,
-        ``"skip"`` leaves it out of the loss.
+        ``"skip"`` leaves it out of the loss;
+    targets: ``(targets [B, U], target_len [B])`` other than the batch's own (e.g. text tokens);
+    name: the logged figures are ``{split}/{name}``, ``val/{name}_unit_error_rate``, ``train/{name}_skipped``
+        (``"loss"`` keeps the names ``{split}/loss``, ``val/unit_error_rate``, ``train/skipped``);
+    rate_hz: frames per second of ``log_probs`` (for the error message).
     Returns None when every item was left out."""
-    targets, target_len = batch["targets"], batch["target_len"]
+    targets, target_len = targets if targets is not None else (batch["targets"], batch["target_len"])
+    prefix = "" if name == "loss" else f"{name}_"
     frames, seconds = lengths.tolist(), (batch["mel_len"].float() / 100).tolist()
     keep = []
     for i, (n, row) in enumerate(zip(target_len.tolist(), targets.tolist(), strict=True)):
@@ -85,13 +93,13 @@ def ctc_batch_loss(
             keep.append(i)
         elif short_policy == "error":
             raise ValueError(
-                f"{batch['utt'][i]}: {frames[i]} frames at 25 Hz ({seconds[i]:.2f} s) "
+                f"{batch['utt'][i]}: {frames[i]} frames at {rate_hz} Hz ({seconds[i]:.2f} s) "
                 f"cannot carry its transcript of {n} units (CTC needs >= {needed} frames); drop it, "
                 "use phoneme targets, or set model.short_policy=skip"
             )
     if split == "train" and short_policy == "skip":
         skipped = float(len(frames) - len(keep))
-        module.log("train/skipped", skipped, reduce_fx="sum", on_step=False, on_epoch=True)
+        module.log(f"train/{prefix}skipped", skipped, reduce_fx="sum", on_step=False, on_epoch=True)
     if not keep:
         return None
     index = torch.tensor(keep, device=log_probs.device)
@@ -104,7 +112,7 @@ def ctc_batch_loss(
         reduction="mean",
         zero_infinity=True,
     )
-    module.log(f"{split}/loss", loss, prog_bar=True, batch_size=len(keep))
+    module.log(f"{split}/{name}", loss, prog_bar=True, batch_size=len(keep))
     if split == "val":
         best = log_probs.argmax(-1).cpu()
         errors, total = 0, 0
@@ -113,5 +121,5 @@ def ctc_batch_loss(
             reference = targets[i, : int(target_len[i])].tolist()
             errors += edit_distance(hypothesis, reference)
             total += len(reference)
-        module.log("val/unit_error_rate", errors / max(total, 1), batch_size=len(keep))
+        module.log(f"val/{prefix}unit_error_rate", errors / max(total, 1), batch_size=len(keep))
     return loss
