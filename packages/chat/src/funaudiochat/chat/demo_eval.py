@@ -15,6 +15,9 @@ Every held-out pair of the run (``speech/heldout``: the held-out phrasings and c
   (``torchaudio.functional.edit_distance`` over lower-case words);
 - **tools**: the tool requests' audio in ``s2t`` mode with ``TOOLS``; right when the one parsed call
   equals the expected call (name and arguments);
+- **vocoder round trip**: the reference answers' speech codes (the speech tokenizer's, as training saw
+  them) through the pipeline's vocoder, heard by the same recogniser: the ceiling of S2S that the vocoder
+  sets; and the recogniser on the reference answer audio itself (espeak-ng): its own ceiling;
 - **text**: the held-out phrasings as text, to the final model (``s2t`` mode) and to the base text LLM
   (``text_lm/model``): the knowledge kept;
 - **timing**: a few S2S replies streamed one at a time: time to first audio and the real-time factor.
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from funaudiochat.base.constants import VOCODER_SAMPLE_RATE
 from funaudiochat.training.demo.corpus import SPLITS, contains_key, words_of
 from funaudiochat.training.demo.family import TASKS
 from funaudiochat.training.demo.text_stages import QA_TASKS, corpus_pairs
@@ -52,6 +56,8 @@ class HeldOutItem:
     answer: str
     key: tuple[str, ...]
     tool_call: dict | None = field(default=None, hash=False)
+    answer_codes: tuple[int, ...] = field(default=(), hash=False)
+    answer_audio: str = ""
 
 
 def heldout_items(run: Path, limit: int | None = None) -> list[HeldOutItem]:
@@ -75,6 +81,8 @@ def heldout_items(run: Path, limit: int | None = None) -> list[HeldOutItem]:
                 record["answer"],
                 tuple(record["key"]),
                 record["tool_call"],
+                tuple(int(c) for c in entry.answer_codes) if entry.answer_codes is not None else (),
+                str(entry.answer_audio),
             )
         )
     return items
@@ -164,6 +172,9 @@ def evaluate(
     ]
     results["tools"] = _score(calls, exact)
 
+    if recognizer is not None:
+        results.update(speech_ceilings(pipe, qa, recognizer))
+
     phrasings = [i for i in qa if i.split == "heldout_phrasing"]
     texts = _replies(
         pipe, [Request(text=i.question, mode="s2t", sampling=sampling) for i in phrasings], progress
@@ -183,6 +194,38 @@ def evaluate(
         )
     results["timing"] = streamed_timing(pipe, qa[:timing_items], sampling)
     return results
+
+
+def speech_ceilings(pipe, items: Sequence[HeldOutItem], recognizer) -> dict[str, Any]:
+    """``vocoder_round_trip``: the recogniser hears the key in the vocoder's rendering of each reference
+    answer's codes (items without codes are left out); ``reference_speech``: in the reference answer audio."""
+    import soundfile
+    import torch
+    from funaudiochat.chat.voices import resolve_voice
+
+    out: dict[str, Any] = {}
+    coded = [i for i in items if i.answer_codes]
+    if coded:
+        speaker = resolve_voice(None, pipe.vocoder.speakers, pipe.speech_tokenizer)
+        heard = []
+        for item in coded:
+            audio = pipe.vocoder.synthesize(
+                torch.tensor(item.answer_codes), speaker, chunk_tokens=pipe.hop_tokens
+            )
+            heard.append(recognizer.transcribe(audio, VOCODER_SAMPLE_RATE))
+        out["vocoder_round_trip"] = _score(
+            coded, [contains_key(h, i.key) for h, i in zip(heard, coded, strict=True)]
+        )
+    spoken = [i for i in items if i.answer_audio]
+    if spoken:
+        heard = []
+        for item in spoken:
+            audio, rate = soundfile.read(item.answer_audio, dtype="float32", always_2d=True)
+            heard.append(recognizer.transcribe(torch.from_numpy(audio.mean(1)), rate))
+        out["reference_speech"] = _score(
+            spoken, [contains_key(h, i.key) for h, i in zip(heard, spoken, strict=True)]
+        )
+    return out
 
 
 def streamed_timing(pipe, items: Sequence[HeldOutItem], sampling) -> dict[str, Any]:
@@ -227,6 +270,8 @@ def table(results: dict[str, Any]) -> str:
         ("S2T answer accuracy", pct("s2t"), ">= 90 %"),
         ("S2S answer accuracy (pocketsphinx hears the key)", pct("s2s"), ">= 80 %"),
         ("S2S text accuracy", pct("s2s_text"), ""),
+        ("vocoder round trip: reference codes -> speech, key heard", pct("vocoder_round_trip"), ""),
+        ("reference answer audio (espeak-ng), key heard", pct("reference_speech"), ""),
         ("ASR word error rate", f"{100 * results['asr_wer']:.1f} % (n={results['asr_n']})", "<= 10 %"),
         ("tool calls, exact match", pct("tools"), ">= 90 %"),
         ("text accuracy, final model", pct("text_final"), "within 2 points of base"),
