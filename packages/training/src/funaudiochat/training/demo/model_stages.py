@@ -93,11 +93,17 @@ def run_audio_encoder(build: StageContext) -> dict[str, Any]:
         f"trainer.max_steps={build.settings.audio_encoder_steps}",
         f"model.export_path={weights}",
         f"model.text_lm={text_lm}",
+        # speed perturbation changes tempo and pitch: more voices than the 14 training ones, for the
+        # held-out voices the tower must understand
+        "data.speed_perturb=[0.9,1.0,1.1]",
         f"seed={build.settings.seed}",
         *(f"model.encoder.{key}={value}" for key, value in shape.items()),
     ]
     fit_recipe("audio_encoder", out / "run", overrides)
     return {"utterances": count, "steps": build.settings.audio_encoder_steps, "weights": str(weights)}
+
+
+LISTENING_FROZEN = "[language_model,continuous_audio_tower,audio_tower.continual_output_matching]"
 
 
 def run_pre_alignment(build: StageContext) -> dict[str, Any]:
@@ -114,6 +120,10 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
         f"trainer.max_steps={build.settings.pre_alignment_steps}",
         f"model.lr={build.settings.pre_alignment_lr}",
         "model.warmup_steps=50",
+        # the listening path stays as the audio_encoder stage made it (its groups are the LLM's input
+        # embeddings): the frozen LLM cannot yet write the answers of S2S rows, whose loss would only
+        # pull the groups away from what it reads; here the speech output (SRH, speech grouping) learns
+        f"model.freeze={LISTENING_FROZEN}",
         f"seed={build.settings.seed}",
     ]
     fit_recipe("pre_alignment", run, overrides, extra)
