@@ -66,7 +66,9 @@ def heldout_items(run: Path, limit: int | None = None) -> list[HeldOutItem]:
 
     records = {r["id"]: r for r in corpus_pairs(run / "corpus", SPLITS, TASKS)}
     items, per_task = [], {}
-    for entry in read_manifest(run / "speech" / "heldout" / "manifest.jsonl"):
+    # the speech_tokenizer stage's copy: its answer codes are the trained tokenizer's (the speech stage's
+    # own manifest predates that tokenizer)
+    for entry in read_manifest(run / "speech_tokenizer" / "data" / "heldout" / "manifest.jsonl"):
         record = records[entry.id]
         if limit is not None and per_task.get(record["task"], 0) >= limit:
             continue
