@@ -76,3 +76,16 @@ def test_tokenizer_weights_file_is_used(pairs, tmp_path, capsys):
     for entry in read_manifest(tmp_path / "out" / "manifest.jsonl"):
         expected = tokenizer.encode(load_audio(entry.answer_audio))[0]
         assert entry.answer_codes.tolist() == expected.tolist()
+
+
+def test_no_codes_writes_answers_as_audio_only(pairs, tmp_path, capsys):
+    run(pairs, tmp_path / "out", "--format", "manifest", "--no-codes")
+    assert "tiny random" not in capsys.readouterr().err
+    entries = read_manifest(tmp_path / "out" / "manifest.jsonl")
+    assert [e.answer_codes for e in entries] == [None, None]
+    assert all(Path(e.answer_audio).is_file() for e in entries)
+    assert "answer_codes" not in (tmp_path / "out" / "manifest.jsonl").read_text()
+    for bad in (["--format", "both"], ["--format", "manifest", "--tokenizer", "tok.safetensors"]):
+        with pytest.raises(SystemExit):
+            run(pairs, tmp_path / "bad", "--no-codes", *bad)
+    assert "--no-codes writes the manifest only" in capsys.readouterr().err

@@ -13,7 +13,8 @@ For each pair, the question and the answer are spoken by ``espeak-ng -v VOICE -s
 (answers use ``--answer-voice`` / ``--answer-speed`` when given). ``--snr-db`` adds white noise at that
 signal-to-noise ratio to the questions (and to the answers with ``--noisy-answers``), seeded per pair.
 The answer speech is tokenized into 25 Hz codes by the speech tokenizer: the ``--tokenizer`` weights
-(safetensors) if given, else the seeded tiny random ``SpeechTokenizer`` (said on stderr).
+(safetensors) if given, else the seeded tiny random ``SpeechTokenizer`` (said on stderr). ``--no-codes``
+(with ``--format manifest``) writes no codes at all: answers are audio only, for a tokenizer trained later.
 
 Output under ``--out``: ``audio/<id>_q.wav`` and ``audio/<id>_a.wav`` (espeak-ng's 22.05 kHz, 16-bit),
 ``train.jsonl`` (official sharegpt: system prompt, user audio with ``<|audio_pad|>`` x int(duration x 25),
@@ -174,6 +175,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tokenizer", help="speech tokenizer weights (safetensors); default: tiny random")
     parser.add_argument("--tokenizer-seed", type=int, default=0, help="seed of the tiny random tokenizer")
     parser.add_argument("--format", choices=FORMATS, default="both", help="which data files to write")
+    parser.add_argument(
+        "--no-codes",
+        action="store_true",
+        help="write no answer codes (manifest only; code the answer audio later with a trained tokenizer)",
+    )
     parser.add_argument("--system", default=DEFAULT_S2M_PROMPT, help="system prompt of every example")
     parser.add_argument(
         "--delay", type=int, default=SPEECH_DELAY, help="<|audio_bos|> tokens before the codes"
@@ -196,6 +202,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("speeds must be positive")
     if args.delay < 0:
         parser.error("--delay must be >= 0")
+    if args.no_codes and (args.format != "manifest" or args.tokenizer):
+        parser.error(
+            "--no-codes writes the manifest only (--format manifest; sharegpt lines carry codes), "
+            "with no --tokenizer"
+        )
     return args
 
 
@@ -238,7 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
         )
 
-    codes = encode_files(load_tokenizer(args.tokenizer, args.tokenizer_seed), answers)
+    if args.no_codes:
+        codes = [None] * len(answers)
+    else:
+        codes = encode_files(load_tokenizer(args.tokenizer, args.tokenizer_seed), answers)
 
     entries = [
         ManifestEntry(
@@ -265,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     voices = out / "voices.jsonl"
     voices.write_text("".join(json.dumps(line) + "\n" for line in speakers), encoding="utf-8")
     written.append(voices)
-    seconds = sum(e.duration or 0.0 for e in entries) + sum(len(c) for c in codes) / 25
+    seconds = sum(e.duration or 0.0 for e in entries) + sum(sf.info(str(a)).duration for a in answers)
     print(
         f"synth_spoken_data: {len(entries)} pairs, {seconds:.1f} s of speech -> "
         + ", ".join(str(p) for p in written),

@@ -75,6 +75,10 @@ def _speak(
             "--seed",
             str(seed),
             "--relative-paths",
+            # the speech tokenizer is trained on this speech, then codes the answers (speech_tokenizer/data)
+            "--format",
+            "manifest",
+            "--no-codes",
         ]
         if snr_db is not None:
             argv += ["--snr-db", str(snr_db)]
