@@ -45,8 +45,8 @@ class DemoSettings:
     dpo_pairs: int = 600
     dpo_steps: int = 60
     dpo_lr: float = 5e-6
-    hift_steps: int = 2500
-    flow_steps: int = 1500
+    hift_steps: int = 1000
+    flow_steps: int = 4000
     vocoder_size: str = "demo"
 
 
