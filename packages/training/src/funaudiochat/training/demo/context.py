@@ -35,11 +35,11 @@ class DemoSettings:
     text_lm_steps: int = 3000
     text_lm_size: str = "demo"
     knowledge_per_content: int = 3
-    audio_encoder_steps: int = 3000
-    pre_alignment_steps: int = 600
+    audio_encoder_steps: int = 6000
+    pre_alignment_steps: int = 400
     pre_alignment_lr: float = 1e-3
-    cocktail_stage1_steps: int = 1000
-    cocktail_stage2_steps: int = 500
+    cocktail_stage1_steps: int = 800
+    cocktail_stage2_steps: int = 300
     cocktail_alpha: float = 0.5
     cocktail_lr: float = 5e-4
     dpo_pairs: int = 600
