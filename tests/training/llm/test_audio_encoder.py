@@ -122,3 +122,5 @@ def test_a_text_lm_of_another_width_or_without_embeddings_is_refused(text_lm, tm
         AudioEncoderModule(encoder={**TINY_TOWER, "output_dim": 64}, text_lm=str(tmp_path))
     with pytest.raises(ValueError, match="non-negative weights"):
         AudioEncoderModule(encoder=TINY_TOWER, char_weight=0.0, token_weight=0.0)
+    with pytest.raises(ValueError, match="leaves no loss without text_lm"):
+        AudioEncoderModule(encoder=TINY_TOWER, char_weight=0.0)

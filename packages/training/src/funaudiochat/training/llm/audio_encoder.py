@@ -143,6 +143,8 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
                 f"need group_size >= 1 and non-negative weights, not both 0; got group_size={group_size}, "
                 f"char_weight={char_weight}, token_weight={token_weight}"
             )
+        if text_lm is None and char_weight == 0:
+            raise ValueError("char_weight=0 leaves no loss without text_lm (the token CTC needs a text LLM)")
         self.save_hyperparameters()
         self.config = build_config(AudioEncoderConfig, encoder or {})
         self.encoder = ContinuousAudioEncoder(self.config)

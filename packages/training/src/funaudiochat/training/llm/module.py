@@ -93,7 +93,9 @@ def build_model(spec: str | os.PathLike | Mapping[str, Any]) -> FunAudioChatForC
         load_state_dict_strict(
             model.continuous_audio_tower, state, f"audio_encoder_from {spec['audio_encoder_from']}"
         )
-        if metadata.get("grouped_output") == "llm_input_embeddings":
+        from .audio_encoder import GROUPED_IN_LLM_SPACE
+
+        if metadata.get("grouped_output") == GROUPED_IN_LLM_SPACE:
             start_adapter_as_identity(model, metadata, spec["audio_encoder_from"])
     return model
 
