@@ -4,7 +4,10 @@ All timings come from this one process: for each case the eager baseline and the
 after a warm-up, and the best of ``--repeats`` runs counts. Ratios are eager time / fused time (> 1: the
 fused op is faster). The fused timings include the ops' Python-side argument checks.
 
-    python tools/bench/kernels.py [--repeats 7] [--quick] [--json bench-results/kernels.json]
+    python tools/bench/fused_ops.py [--repeats 7] [--quick] [--json bench-results/fused_ops.json]
+
+(Not ``kernels.py``: a script's folder comes first on ``sys.path``, and that name would shadow the
+``kernels`` package that transformers imports when it is installed, breaking every bench script here.)
 
 Baselines (what a model would write without the kernels):
   group   F.embedding + view + mean (+ the text average)
@@ -227,7 +230,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="fewer shapes")
-    parser.add_argument("--json", default="bench-results/kernels.json")
+    parser.add_argument("--json", default="bench-results/fused_ops.json")
     args = parser.parse_args()
     if not ops.extension_available():
         raise SystemExit(f"the extension is not built: {ops.extension_error()}")
