@@ -116,6 +116,11 @@ def _score(items: Sequence[HeldOutItem], right: Sequence[bool]) -> dict[str, Any
     }
 
 
+def _key_score(items: Sequence[HeldOutItem], texts: Sequence[str]) -> dict[str, Any]:
+    """``_score`` of ``items`` where item i is right when ``texts[i]`` holds its key."""
+    return _score(items, [contains_key(t, i.key) for t, i in zip(texts, items, strict=True)])
+
+
 def _replies(pipe, requests: list, progress: Callable[[int], None]) -> list:
     replies = []
     for start in range(0, len(requests), BATCH):
@@ -146,12 +151,12 @@ def evaluate(
     results: dict[str, Any] = {"pairs": len(items)}
 
     s2t = _replies(pipe, [Request(audio=i.audio, mode="s2t", sampling=sampling) for i in qa], progress)
-    results["s2t"] = _score(qa, [contains_key(r.text, i.key) for r, i in zip(s2t, qa, strict=True)])
+    results["s2t"] = _key_score(qa, [r.text for r in s2t])
     s2s = _replies(pipe, [Request(audio=i.audio, mode="s2s", sampling=sampling) for i in qa], progress)
-    results["s2s_text"] = _score(qa, [contains_key(r.text, i.key) for r, i in zip(s2s, qa, strict=True)])
+    results["s2s_text"] = _key_score(qa, [r.text for r in s2s])
     if recognizer is not None:
         heard = [recognizer.transcribe(r.audio, r.sample_rate) if r.audio is not None else "" for r in s2s]
-        results["s2s"] = _score(qa, [contains_key(h, i.key) for h, i in zip(heard, qa, strict=True)])
+        results["s2s"] = _key_score(qa, heard)
         results["s2s_examples"] = [
             {"id": i.id, "text": r.text, "heard": h}
             for i, r, h in list(zip(qa, s2s, heard, strict=True))[:10]
@@ -181,9 +186,7 @@ def evaluate(
     texts = _replies(
         pipe, [Request(text=i.question, mode="s2t", sampling=sampling) for i in phrasings], progress
     )
-    results["text_final"] = _score(
-        phrasings, [contains_key(r.text, i.key) for r, i in zip(texts, phrasings, strict=True)]
-    )
+    results["text_final"] = _key_score(phrasings, [r.text for r in texts])
     if base_lm is not None:
         from funaudiochat.training.llm.text_lm import generate_answer
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -191,9 +194,7 @@ def evaluate(
         model = AutoModelForCausalLM.from_pretrained(base_lm).eval()
         tokenizer = AutoTokenizer.from_pretrained(base_lm)
         answers = [generate_answer(model, tokenizer, i.question, max_new_tokens=48) for i in phrasings]
-        results["text_base"] = _score(
-            phrasings, [contains_key(a, i.key) for a, i in zip(answers, phrasings, strict=True)]
-        )
+        results["text_base"] = _key_score(phrasings, answers)
     results["timing"] = streamed_timing(pipe, qa[:timing_items], sampling)
     return results
 
@@ -215,18 +216,14 @@ def speech_ceilings(pipe, items: Sequence[HeldOutItem], recognizer) -> dict[str,
                 torch.tensor(item.answer_codes), speaker, chunk_tokens=pipe.hop_tokens
             )
             heard.append(recognizer.transcribe(audio, VOCODER_SAMPLE_RATE))
-        out["vocoder_round_trip"] = _score(
-            coded, [contains_key(h, i.key) for h, i in zip(heard, coded, strict=True)]
-        )
+        out["vocoder_round_trip"] = _key_score(coded, heard)
     spoken = [i for i in items if i.answer_audio]
     if spoken:
         heard = []
         for item in spoken:
             audio, rate = soundfile.read(item.answer_audio, dtype="float32", always_2d=True)
             heard.append(recognizer.transcribe(torch.from_numpy(audio.mean(1)), rate))
-        out["reference_speech"] = _score(
-            spoken, [contains_key(h, i.key) for h, i in zip(heard, spoken, strict=True)]
-        )
+        out["reference_speech"] = _key_score(spoken, heard)
     return out
 
 
