@@ -118,7 +118,7 @@ def test_the_groups_learn_to_be_the_llm_embeddings_of_the_words_said(
 def test_a_text_lm_of_another_width_or_without_embeddings_is_refused(text_lm, tmp_path):
     with pytest.raises(ValueError, match="embeddings of width 64, but the tower's output_dim is 96"):
         AudioEncoderModule(encoder={**TINY_TOWER, "output_dim": 96}, text_lm=str(text_lm))
-    with pytest.raises(ValueError, match="no .safetensors weights"):
+    with pytest.raises(ValueError, match="text_lm .*: no model.safetensors or model.safetensors.index.json"):
         AudioEncoderModule(encoder={**TINY_TOWER, "output_dim": 64}, text_lm=str(tmp_path))
     with pytest.raises(ValueError, match="non-negative weights"):
         AudioEncoderModule(encoder=TINY_TOWER, char_weight=0.0, token_weight=0.0)

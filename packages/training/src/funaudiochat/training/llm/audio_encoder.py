@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -54,18 +53,15 @@ GROUPED_IN_LLM_SPACE = "llm_input_embeddings"
 
 
 def read_llm_input_embeddings(text_lm: str | os.PathLike) -> torch.Tensor:
-    """The input embedding table ``[V, D]`` of a Hugging Face causal-LM folder (safetensors)."""
-    from funaudiochat.base.weights import read_safetensors
+    """The input embedding table ``[V, D]`` (float32) of a Hugging Face causal-LM folder (safetensors, one
+    file or shards; only that tensor is read)."""
+    from ..merge import Checkpoint
 
-    files = sorted(Path(text_lm).glob("*.safetensors"))
-    if not files:
-        raise ValueError(f"text_lm {text_lm}: no .safetensors weights in the folder")
-    for file in files:
-        tensors, _ = read_safetensors(file)
-        for name, tensor in tensors.items():
-            if name.endswith("embed_tokens.weight"):
-                return tensor.float()
-    raise ValueError(f"text_lm {text_lm}: no '*embed_tokens.weight' tensor in {[f.name for f in files]}")
+    source = Checkpoint(text_lm, "text_lm")
+    name = next((key for key in source.keys() if key.endswith("embed_tokens.weight")), None)
+    if name is None:
+        raise ValueError(f"text_lm {text_lm}: no '*embed_tokens.weight' tensor in its weights")
+    return source[name].float()
 
 
 def group_mean(hidden: torch.Tensor, lengths: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
