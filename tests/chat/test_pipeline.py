@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from funaudiochat.base.rng import seeded
 from funaudiochat.chat import (
     AudioChunk,
     Done,
@@ -19,6 +20,9 @@ from funaudiochat.chat import (
     save_pipeline,
 )
 from funaudiochat.chat.voices import clip_speaker, default_embedding
+from funaudiochat.drsr import FunAudioChatForConditionalGeneration
+from funaudiochat.drsr.configuration import tiny_config_for
+from funaudiochat.drsr.processing import FunAudioChatProcessor
 from funaudiochat.drsr.prompts import ASR_INSTRUCTION, format_tool_call
 
 SHORT = Sampling(max_new_tokens=16)
@@ -186,6 +190,32 @@ def test_a_saved_folder_loads_into_the_same_pipeline(pipe, question, tmp_path):
     assert_same_reply(pipe.chat(request), loaded.chat(request))
     save_pipeline(pipe, folder)  # replacing an existing folder
     assert {p.name for p in folder.iterdir()} == names
+
+
+def test_a_group_size_one_pipeline_speaks_one_code_per_step(pipe, question):
+    """k = 1 (the LLM at 25 Hz): one <|AUDIO|> slot per speech frame, one speech code per LLM step; spoken
+    history too. A model and a processor that group differently are refused."""
+    processor = FunAudioChatProcessor(pipe.processor.tokenizer, group_size=1)
+    with seeded(0):
+        model = FunAudioChatForConditionalGeneration(tiny_config_for(processor)).eval()
+    assert model.group_size == 1
+    k1 = Pipeline(model, processor, pipe.vocoder, pipe.speech_tokenizer)
+    history = [
+        Turn("user", audio=question),
+        Turn("assistant", text="It is sunny.", speech_codes=[1, 2, 3] * 9),
+    ]
+    request = Request(
+        audio=question, history=history, history_speech=True, sampling=Sampling(max_new_tokens=24)
+    )
+    inputs = k1._inputs([request])
+    assert int((inputs["input_ids"] == processor.token_ids.audio_token_index).sum()) == int(
+        inputs["speech_attention_mask"].sum()
+    )
+    reply = k1.chat(request)
+    assert 0 < reply.speech_codes.numel() <= 24 and reply.audio.numel() == reply.speech_codes.numel() * 960
+    assert_same_reply(reply, streamed(k1, request)[1])
+    with pytest.raises(ValueError, match="model groups 1 speech frames .* but the processor 5"):
+        Pipeline(model, pipe.processor, pipe.vocoder)
 
 
 # -- bad input --------------------------------------------------------------------------------------------

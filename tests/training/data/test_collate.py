@@ -90,7 +90,7 @@ def test_reply_layout_is_the_official_one(conversations, encoder, processor):
     conv = conversations[0]
     item = encoder.encode(conv)
     reply = item.labels[item.labels != -100].tolist()
-    slots = conv.audios[1].num_slots  # ceil((10 + 23) / 5) = 7
+    slots = conv.audios[1].num_slots(5)  # ceil((10 + 23) / 5) = 7
     newline = processor.tokenizer.encode("\n", add_special_tokens=False)
     assert slots == 7
     assert (
@@ -107,7 +107,7 @@ def test_reply_layout_is_the_official_one(conversations, encoder, processor):
     )
     assert item.text_mask == [False, True] and item.feature_exist == [True, False]
     audio_slots = int((item.input_ids == ids.audio_token_index).sum())
-    assert audio_slots == conv.audios[0].num_slots + slots
+    assert audio_slots == conv.audios[0].num_slots(5) + slots
 
 
 def test_multi_turn_labels_cover_every_reply(conversations, encoder, processor):

@@ -72,7 +72,7 @@ def test_answer_audio_only_needs_tokenization(write_jsonl, wavs):
     [conv] = read_manifest_conversations(write_jsonl("m.jsonl", [line(answer_audio="a.wav")]))
     answer = conv.audios[1]
     assert conv.needs_codes and answer.codes is None and answer.ref_path == str(wavs[1])
-    assert answer.duration == pytest.approx(1.0) and answer.num_slots is None
+    assert answer.duration == pytest.approx(1.0) and answer.num_slots(5) is None
 
 
 def test_unknown_field_and_missing_required(write_jsonl, wavs):

@@ -56,10 +56,10 @@ def test_official_file_reads_into_typed_records(write_jsonl, official_record, wa
     assert [t.role for t in conv.turns] == ["user", "assistant"]
     user, answer = conv.audios
     assert isinstance(user, UserAudio) and user.path == str(wav) and user.num_frames == FRAMES
-    assert user.ref_text == "What is 2 + 3?" and user.text == "" and user.num_slots == 10
+    assert user.ref_text == "What is 2 + 3?" and user.text == "" and user.num_slots(5) == 10
     assert isinstance(answer, AssistantSpeech) and answer.delay == 10 and answer.text.startswith("Two plus")
     assert answer.codes.dtype == np.int16 and answer.codes.tolist() == [12, 873, 6560, 0, 5]
-    assert answer.num_slots == 3  # ceil((10 + 5) / 5)
+    assert answer.num_slots(5) == 3  # ceil((10 + 5) / 5)
     assert conv.duration == pytest.approx((FRAMES + 5) / 25)
 
 

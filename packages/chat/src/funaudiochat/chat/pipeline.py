@@ -120,6 +120,11 @@ class Pipeline:
         max_hop_tokens: int | None = None,
     ):
         check_hops(hop_tokens, hop_growth, max_hop_tokens)
+        if model.group_size != processor.group_size:
+            raise ValueError(
+                f"the model groups {model.group_size} speech frames per LLM step (audio_config.group_size) "
+                f"but the processor {processor.group_size} (audio_group_size); they must be the same"
+            )
         self.model = model.eval()
         self.processor = processor
         self.vocoder = vocoder

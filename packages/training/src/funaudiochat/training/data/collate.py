@@ -7,7 +7,7 @@ For B conversations holding N audios in all (M of them user audio), right paddin
     attention_mask       [B, S] long   1 = token
     position_ids         [B, S] long   0..len-1, then 0
     labels               [B, S] long   -100 outside the assistant replies and on padding
-    speech_ids           [N, T] long   one row per audio, in order; pad 6563; T a multiple of 5
+    speech_ids           [N, T] long   one row per audio, in order; pad 6563; T a multiple of group_size
     speech_attention_mask[N, T] long   1 on each row's own frames
     text_ids             [N, L] long   per-audio text ids, pad id past each length
     text_attention_mask  [N]    bool   the audio has a text (assistant replies)
@@ -80,7 +80,8 @@ class Collator:
     Args:
         pad_token_id: text pad id (the tokenizer's; ``<|endoftext|>`` for Qwen3).
         speech_pad_id: speech pad id (official 6563).
-        group_size: speech rows are padded to a multiple of it (5: one LLM slot).
+        group_size: 25 Hz speech frames per LLM slot; speech rows are padded to a multiple of it (the
+            processor's: ``for_processor``; 5 officially).
         return_waveforms: add ``waveforms`` / ``waveform_lengths`` (needs ``keep_waveforms`` encoding).
     """
 

@@ -1,11 +1,14 @@
 """One ``Conversation`` -> unpadded model tensors, in the official training layout (reference §4.1).
 
 The text side is built with ``FunAudioChatProcessor``: its ChatML template renders the turns, its
-``expand_audio_placeholders`` turns each ``<|AUDIO|>`` into one slot per 5 Hz group (user audio:
-``ceil(num_frames / 5)``, assistant speech: ``ceil((delay + len(codes)) / 5)``), and its tokenizer gives
-the ids. As in LLaMA-Factory, the prompt (system, user turns, ``<|im_start|>assistant\\n``) and each
-assistant reply (``<|audio_bos|> <|AUDIO|> x N <|audio_eos|> <|im_end|> \\n``) are tokenized separately;
-``labels`` are the reply ids and -100 elsewhere.
+``expand_audio_placeholders`` turns each ``<|AUDIO|>`` into one slot per LLM position of k = the
+processor's ``group_size`` 25 Hz frames (user audio: ``ceil(num_frames / k)``, assistant speech:
+``ceil((delay + len(codes)) / k)``; k = 5 officially, the LLM at 5 Hz; k = 1 puts it at 25 Hz), and its
+tokenizer gives the ids. The model lays each reply's ``text_ids`` one token per slot, then ``<|sil|>``, and
+its SRH predicts the k codes of each slot: nothing else in the data depends on k. As in LLaMA-Factory,
+the prompt (system, user turns, ``<|im_start|>assistant\\n``) and each assistant reply
+(``<|audio_bos|> <|AUDIO|> x N <|audio_eos|> <|im_end|> \\n``) are tokenized separately; ``labels`` are
+the reply ids and -100 elsewhere.
 
 Per audio, in order of appearance:
     speech_ids  [T] long: user audio ``6563 x num_frames``; assistant speech ``6561 x delay + codes``
@@ -62,7 +65,7 @@ class ConversationEncoder:
 
     Args:
         processor: gives the chat template, placeholder expansion, text tokenizer, log-mel frontend,
-            sample rate and audio length limit.
+            sample rate, audio length limit and ``group_size`` (25 Hz frames per ``<|AUDIO|>`` slot).
         compute_features: compute the log-mel of user audio here (in the DataLoader worker).
         keep_waveforms: also keep the 16 kHz waveforms of user audio (e.g. to compute features on the
             accelerator, or for augmentation).
@@ -81,6 +84,7 @@ class ConversationEncoder:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.ids = processor.token_ids
+        self.group_size = processor.group_size
         self.compute_features = compute_features
         self.keep_waveforms = keep_waveforms
         self.max_length = max_length
@@ -114,10 +118,10 @@ class ConversationEncoder:
         return pieces
 
     def slot_counts(self, conv: Conversation) -> list[int]:
-        """``<|AUDIO|>`` slots per audio, in order."""
+        """``<|AUDIO|>`` slots per audio, in order, at the processor's group size."""
         counts = []
         for audio in conv.audios:
-            slots = audio.num_slots
+            slots = audio.num_slots(self.group_size)
             if slots is None:
                 raise ValueError(
                     f"{conv.source}: assistant speech of {audio.ref_path!r} has no codes; tokenize it first "

@@ -11,6 +11,9 @@ prompt, alternating user / assistant ``Turn``s whose ``content`` holds one ``AUD
   (``CodesCache.fill``).
 
 Durations are in seconds; user audio at its 25 Hz frame count, assistant speech at its code count.
+``num_slots(group_size)`` is an audio's count of ``<|AUDIO|>`` LLM slots when the LLM groups ``group_size``
+25 Hz frames into one position (the processor's ``group_size``: 5 officially, the LLM at 5 Hz; 1 puts the
+LLM at 25 Hz, one slot per frame). Records hold no group size of their own: the same data trains any k.
 
 Example:
     >>> conv = Conversation(
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from funaudiochat.drsr.processing import GROUP_SIZE, audio_slot_count
+from funaudiochat.drsr.processing import audio_slot_count
 from funaudiochat.drsr.text_tokenizer import AUDIO_TEMPLATE, AUDIO_TOKEN
 
 from .speech_tokens import NUM_CODES, SPEECH_BOS_ID, SPEECH_DELAY, SPEECH_PAD_ID, TOKEN_RATE
@@ -67,10 +70,10 @@ class UserAudio:
         """Seconds, at 25 frames per second."""
         return self.num_frames / TOKEN_RATE
 
-    @property
-    def num_slots(self) -> int:
-        """``<|AUDIO|>`` slots at 5 Hz: ``ceil(num_frames / 5)``."""
-        return audio_slot_count(self.num_frames, GROUP_SIZE)
+    def num_slots(self, group_size: int) -> int:
+        """``<|AUDIO|>`` slots, one per LLM position of ``group_size`` 25 Hz frames (25 / group_size Hz):
+        ``ceil(num_frames / group_size)`` (group size 5: 5 Hz slots; 1: one slot per frame)."""
+        return audio_slot_count(self.num_frames, group_size)
 
     def speech_ids(self) -> np.ndarray:
         """The speech row ``[num_frames]`` int64: all pad (6563)."""
@@ -82,7 +85,7 @@ class AssistantSpeech:
     """Assistant speech (official entry: ``path`` "", ``token`` = BOS x ``delay`` + ``[AU####]`` codes).
 
     Attributes:
-        text: the reply text (its tokens fill the 5 Hz text stream, then ``<|sil|>``).
+        text: the reply text (its tokens fill the text stream, one per LLM slot, then ``<|sil|>``).
         codes: int16 ``[n]`` S3 codes at 25 Hz in 0..6560, or None until tokenized from ``ref_path``.
         delay: BOS (6561) tokens before the first code (official: 10).
         path: the entry's ``path``; "" in the official data (the official plugin blanks it anyway).
@@ -140,11 +143,12 @@ class AssistantSpeech:
         """25 Hz positions of the speech row: ``delay + len(codes)`` (None before tokenization)."""
         return None if self.codes is None else self.delay + int(self.codes.shape[0])
 
-    @property
-    def num_slots(self) -> int | None:
-        """``<|AUDIO|>`` slots at 5 Hz: ``ceil((delay + len(codes)) / 5)`` (None before tokenization)."""
+    def num_slots(self, group_size: int) -> int | None:
+        """``<|AUDIO|>`` slots, one per LLM position of ``group_size`` 25 Hz frames (25 / group_size Hz):
+        ``ceil((delay + len(codes)) / group_size)`` (None before tokenization). Each slot also carries one
+        token of ``text`` (then ``<|sil|>``) and the SRH emits ``group_size`` codes from it."""
         frames = self.num_frames
-        return None if frames is None else audio_slot_count(frames, GROUP_SIZE)
+        return None if frames is None else audio_slot_count(frames, group_size)
 
     @property
     def duration(self) -> float:

@@ -141,6 +141,7 @@ class CoreCocktailModule(SpeechLLMModule):
         self.merged = True
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         h, max_steps = self.hparams, self.trainer.max_steps
         if max_steps == -1 or max_steps > h.stage1_steps + h.stage2_steps:
             raise UserInputError(

@@ -9,12 +9,17 @@ batch; shuffled per epoch from ``seed``; split across DDP ranks), so recipes set
 resumed run continues the epoch with the batches it had not seen.
 
 ``processor``: a folder written by ``FunAudioChatProcessor.save_pretrained`` (the text tokenizer and the
-audio settings; it must be the one the model was built with). ``speech_tokenizer``: safetensors weights
+audio settings; it must be the one the model was built with). ``group_size``: 25 Hz speech frames per LLM
+``<|AUDIO|>`` slot; None (default) takes the processor folder's (``audio_group_size``, 5 officially: the
+LLM at 5 Hz), a number overrides it (1: the LLM at 25 Hz, one slot and one reply-text token per frame), so
+a k = 1 run can use the saved k = 5 folder. It must equal the model's ``audio_config.group_size``: the
+speech-LLM modules refuse to fit otherwise, naming both. ``speech_tokenizer``: safetensors weights
 used to tokenize assistant audio that has no codes yet (manifest ``answer_audio``), cached in
 ``codes_cache``.
 
 Example:
     >>> data = SpokenChatDataModule(train="spoken/train.jsonl", processor="model/", max_seconds=60)
+    >>> data_25hz = SpokenChatDataModule(train="spoken/train.jsonl", processor="model/", group_size=1)
 """
 
 from __future__ import annotations
@@ -68,6 +73,27 @@ def read_conversations(path: str | os.PathLike, fmt: str = "auto"):
     return read_sharegpt(path) if fmt == "sharegpt" else read_manifest_conversations(path)
 
 
+def check_group_size(group_size: int | None) -> None:
+    """``data.group_size`` is None or an integer >= 1, else a ``ValueError``."""
+    if group_size is not None and (
+        isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1
+    ):
+        raise ValueError(
+            f"data.group_size must be an integer >= 1 (25 Hz frames per LLM slot) or null, got {group_size!r}"
+        )
+
+
+def load_processor(folder: str | os.PathLike, group_size: int | None = None):
+    """The ``FunAudioChatProcessor`` of ``folder`` for training (right padding); ``group_size`` (not
+    None) replaces the folder's ``audio_group_size``."""
+    from funaudiochat.drsr.processing import FunAudioChatProcessor
+
+    if not Path(folder).is_dir():
+        raise ValueError(f"data.processor {folder}: not a folder (FunAudioChatProcessor)")
+    overrides = {} if group_size is None else {"group_size": group_size}
+    return FunAudioChatProcessor.from_pretrained(folder, padding_side="right", **overrides)
+
+
 class SpokenChatDataModule(BucketedDataModule):
     """Spoken conversations for ``SpeechLLMModule`` / ``CoreCocktailModule`` (see the module docstring)."""
 
@@ -85,20 +111,28 @@ class SpokenChatDataModule(BucketedDataModule):
         max_length: int | None = None,
         speech_tokenizer: str | None = None,
         codes_cache: str | None = None,
+        group_size: int | None = None,
     ):
         super().__init__()
         if format not in FORMATS:
             raise ValueError(f"data.format must be one of {list(FORMATS)}, got {format!r}")
         if max_seconds is None and max_batch_size is None:
             raise ValueError("give data.max_seconds or data.max_batch_size (or both) to bound a batch")
+        check_group_size(group_size)
         self.save_hyperparameters()
 
     def _processor(self):
-        from funaudiochat.drsr.processing import FunAudioChatProcessor
+        return load_processor(self.hparams.processor, self.hparams.group_size)
 
-        if not Path(self.hparams.processor).is_dir():
-            raise ValueError(f"data.processor {self.hparams.processor}: not a folder (FunAudioChatProcessor)")
-        return FunAudioChatProcessor.from_pretrained(self.hparams.processor, padding_side="right")
+    @property
+    def group_size(self) -> int:
+        """25 Hz speech frames per ``<|AUDIO|>`` slot of this data: ``data.group_size``, else the
+        processor folder's."""
+        if hasattr(self, "processor"):
+            return self.processor.group_size
+        if self.hparams.group_size is not None:
+            return self.hparams.group_size
+        return self._processor().group_size
 
     def _cache(self) -> CodesCache | None:
         h = self.hparams

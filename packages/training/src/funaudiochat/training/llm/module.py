@@ -14,6 +14,10 @@ Which parts learn is a recipe setting:
   low-rank adapters (peft) learn instead; the other modules still learn unless frozen. The exported
   checkpoint has the adapters merged into the LLM, so it is in the official layout.
 
+The data's group size (25 Hz speech frames per ``<|AUDIO|>`` slot: ``data.group_size`` or its processor
+folder's) must be the model's ``audio_config.group_size``: ``fit`` stops at its start when the datamodule
+says otherwise, and at the first batch whose slot count fits another group size, naming both.
+
 At the end of ``fit`` the model is written with ``save_pretrained`` (official layout, safetensors) to
 ``export_dir``, atomically (a temporary folder renamed into place), besides Lightning's checkpoints; the
 processor and text-tokenizer files of the starting checkpoint folder go along, so the export is the next
@@ -26,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -35,10 +40,13 @@ from typing import Any
 import lightning as L
 import torch
 from funaudiochat.base.atomic import atomic_folder
+from funaudiochat.base.constants import GROUP_SIZE
 from funaudiochat.base.rng import seeded
 from funaudiochat.drsr import FunAudioChatConfig, FunAudioChatForConditionalGeneration
 from funaudiochat.drsr.configuration import tiny_config_for  # noqa: F401  (re-exported for recipes and tests)
+from funaudiochat.drsr.processing import PROCESSOR_CONFIG_NAME
 
+from ..errors import UserInputError
 from ..optim import adamw_with_schedule
 
 MODULE_GROUPS = ("continuous_audio_tower", "audio_tower", "language_model", "audio_invert_tower")
@@ -136,6 +144,29 @@ def load_llm(model: FunAudioChatForConditionalGeneration, directory: str | os.Pa
             tensor.copy_(source[base_key("language_model." + name, source)])
 
 
+def group_size_mismatch(model_size: int, data_size: int, source: str) -> UserInputError:
+    """The error for a model and data grouped differently (``source`` says where the data's size came
+    from)."""
+    return UserInputError(
+        f"group size mismatch: the model's audio_config.group_size is {model_size} (25 Hz speech frames per "
+        f"LLM slot, the LLM at {25 / model_size:g} Hz) but {source} is {data_size} (the LLM at "
+        f"{25 / data_size:g} Hz); set data.group_size: {model_size} or build the model with "
+        f"group_size {data_size}"
+    )
+
+
+def batch_group_sizes(batch: Mapping[str, Any], audio_token_index: int, limit: int = 25) -> list[int] | None:
+    """The group sizes k in 1..``limit`` for which the batch's ``<|AUDIO|>`` count equals
+    ``sum(ceil(speech frames / k))`` over its speech rows (``speech_attention_mask``), or None when the batch
+    has no speech rows."""
+    ids, mask = batch.get("input_ids"), batch.get("speech_attention_mask")
+    if not isinstance(ids, torch.Tensor) or not isinstance(mask, torch.Tensor) or not mask.numel():
+        return None
+    slots = int((ids == audio_token_index).sum())
+    frames = mask.sum(-1)
+    return [k for k in range(1, limit + 1) if int((-(-frames // k)).sum()) == slots]
+
+
 MODEL_FILES = ("config.json", "generation_config.json")
 
 
@@ -146,7 +177,9 @@ def save_checkpoint_atomic(
 ) -> Path:
     """``model.save_pretrained`` into a temporary folder beside ``directory``, then renamed into place (an
     existing folder is replaced only once the new one is complete). ``companions``: a checkpoint folder whose
-    other files (processor, text tokenizer, chat template) are copied along, so the result is complete."""
+    other files (processor, text tokenizer, chat template) are copied along, so the result is complete; a
+    copied ``processor_config.json`` gets the model's group size (``audio_group_size``: a k = 1 model trained
+    from a k = 5 folder exports a k = 1 processor)."""
     directory = Path(directory)
     with atomic_folder(directory) as staging:
         if companions is not None and Path(companions).is_dir():
@@ -154,8 +187,19 @@ def save_checkpoint_atomic(
                 weights = item.suffix == ".safetensors" or item.name.endswith(".index.json")
                 if item.is_file() and not weights and item.name not in MODEL_FILES:
                     shutil.copy2(item, staging / item.name)
+            _set_processor_group_size(staging / PROCESSOR_CONFIG_NAME, model.group_size)
         model.save_pretrained(staging)
     return directory
+
+
+def _set_processor_group_size(path: Path, group_size: int) -> None:
+    """Rewrite the processor config at ``path`` (when there) with ``audio_group_size = group_size``."""
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(config, dict) and config.get("audio_group_size", GROUP_SIZE) != group_size:
+        config["audio_group_size"] = group_size
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def add_lora(language_model: torch.nn.Module, options: Mapping[str, Any]) -> None:
@@ -243,6 +287,32 @@ class SpeechLLMModule(L.LightningModule):
         if not any(p.requires_grad for p in self.model.parameters()):
             raise ValueError("every parameter is frozen: nothing would learn")
         self._forward_args = set(inspect.signature(self.model.forward).parameters) - {"kwargs"}
+        self._batch_checked = False
+
+    # -- data agreement -------------------------------------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        self.check_data_group_size()
+
+    def check_data_group_size(self) -> None:
+        """The trainer's datamodule, when it states a ``group_size``, must group as the model does: else a
+        ``UserInputError`` naming both."""
+        trainer = self._trainer
+        data = getattr(trainer, "datamodule", None) if trainer is not None else None
+        size = getattr(data, "group_size", None)
+        if size is not None and int(size) != self.model.group_size:
+            raise group_size_mismatch(self.model.group_size, int(size), "the data's group_size")
+
+    def check_batch_group_size(self, batch: Mapping[str, Any]) -> None:
+        """A batch's ``<|AUDIO|>`` slot count must be ``sum(ceil(frames / k))`` for the model's k; when it
+        fits another group size instead, a ``UserInputError`` naming both (any other mismatch is left to
+        the model's own check)."""
+        k = self.model.group_size
+        fits = batch_group_sizes(batch, self.model.config.audio_token_index, max(25, k))
+        if fits and k not in fits:
+            raise group_size_mismatch(
+                k, fits[0], "the batch's group size (from its <|AUDIO|> slots per speech frame)"
+            )
 
     # -- steps ----------------------------------------------------------------------------------------------
 
@@ -260,6 +330,9 @@ class SpeechLLMModule(L.LightningModule):
                 self.log(f"{prefix}/{name}", value, batch_size=batch_size)
 
     def training_step(self, batch, batch_idx):
+        if not self._batch_checked:
+            self.check_batch_group_size(batch)
+            self._batch_checked = True
         out = self(batch)
         if out.loss is None:
             raise ValueError("the batch has no labels: training needs 'labels' (-100 outside the answers)")

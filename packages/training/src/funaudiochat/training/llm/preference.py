@@ -8,7 +8,8 @@ assistant turn. Every problem of the file is reported at once, as ``file:line: f
 Tasks are mixed by weight: ``TaskMixture`` draws each epoch's pairs task by task in proportion to
 ``mixture`` (e.g. ``{empathy: 2, robustness: 1}``), cycling through each task's pairs in a seeded order,
 so a small task is repeated rather than drowned. The DPO loss has its own per-task weights
-(``MultiTaskDPOModule.task_weights``).
+(``MultiTaskDPOModule.task_weights``). ``group_size`` (25 Hz frames per ``<|AUDIO|>`` slot; None: the
+processor folder's) is as for ``SpokenChatDataModule`` and must equal the model's.
 
 Example:
     >>> pairs = read_preferences("prefs.jsonl")
@@ -33,6 +34,7 @@ from ..data.errors import ProblemLog
 from ..data.jsonl import parse_json_object, read_lines
 from ..data.ranks import check_own_rank_split
 from ..data.sharegpt import _run_audio_checks, parse_sharegpt_record
+from .data import check_group_size, load_processor
 
 
 @dataclass
@@ -200,21 +202,28 @@ class PreferenceDataModule(L.LightningDataModule):
         samples_per_epoch: int | None = None,
         seed: int = 0,
         num_workers: int = 0,
+        group_size: int | None = None,
     ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        check_group_size(group_size)
         self.save_hyperparameters()
+
+    @property
+    def group_size(self) -> int:
+        """25 Hz speech frames per ``<|AUDIO|>`` slot of this data (``data.group_size``, else the
+        processor folder's)."""
+        if hasattr(self, "processor"):
+            return self.processor.group_size
+        h = self.hparams
+        return h.group_size if h.group_size is not None else load_processor(h.processor).group_size
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
             return
-        from funaudiochat.drsr.processing import FunAudioChatProcessor
-
         h = self.hparams
-        if not Path(h.processor).is_dir():
-            raise ValueError(f"data.processor {h.processor}: not a folder (FunAudioChatProcessor)")
-        processor = FunAudioChatProcessor.from_pretrained(h.processor, padding_side="right")
+        self.processor = processor = load_processor(h.processor, h.group_size)
         encoder = ConversationEncoder(processor)
         self.collate = PreferenceCollator(Collator.for_processor(processor))
         for name in ("train", "val"):
