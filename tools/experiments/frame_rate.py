@@ -1,0 +1,264 @@
+"""The 5 Hz claim, reproduced on the demo recipe: the shared LLM at 5 Hz (group size k = 5) against 25 Hz
+(k = 1), the same speech stage from the same start, for the same number of samples and for the same
+wall clock.
+
+    python tools/experiments/frame_rate.py --run runs/demo [--steps 300] [--tower-steps N] [--limit 20]
+        [--out FOLDER]
+
+From a finished demo run (its text LLM, processor, conversations, held-out speech and packaged vocoder):
+
+1. the audio encoder (the recipe's ``audio_encoder`` stage: character CTC at 25 Hz and the LLM-token CTC
+   on mean groups of k frames), trained here for each k with the same settings and ``--tower-steps``
+   steps (default: the run's);
+2. the speech stage: stage 1 of Core-Cocktail (the whole model but the tower fine-tuned on the spoken
+   conversations, the recipe's learning rate), from the text LLM and each k's tower, three times, each
+   in its own process:
+
+   - ``k5``: group size 5, ``--steps`` steps;
+   - ``k1_samples``: group size 1, the same steps (the same conversations in the same batches);
+   - ``k1_clock``: group size 1, stopped when ``k5``'s training time is spent (``trainer.max_time``).
+
+Each run reports its training seconds, steps, peak memory (the process's maximum resident set), the
+teacher-forced text and speech loss on held-out conversations (held-out voices and phrasings) and, with
+the run's vocoder, the held-out S2T and S2S accuracy of ``demo_eval.evaluate`` (``--limit`` pairs per
+question-answering task). The paper claims about 50 % less training time at equal quality for 5 Hz; here
+``k1_samples`` / ``k5`` seconds is that claim on this machine, and ``k1_clock`` is what 25 Hz reaches in
+5 Hz's time. ``--out`` gets ``frame_rate.json`` and ``frame_rate.md``; a finished run is not repeated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RUNS = {"k5": (5, False), "k1_samples": (1, False), "k1_clock": (1, True)}
+HELDOUT_ROWS = 120  # held-out conversations in the teacher-forced losses
+
+
+def stage_settings(run: Path) -> dict:
+    """The demo settings the run was made with (from its ``core_cocktail`` stage record, else defaults)."""
+    from funaudiochat.training.demo.context import DemoSettings
+
+    record = run / "core_cocktail" / "stage.json"
+    settings = json.loads(record.read_text()).get("settings", {}) if record.is_file() else {}
+    known = DemoSettings.__dataclass_fields__
+    return {**{k: f.default for k, f in known.items()}, **{k: v for k, v in settings.items() if k in known}}
+
+
+def tower_steps_of(run: Path) -> int | None:
+    record = run / "audio_encoder" / "stage.json"
+    if not record.is_file():
+        return None
+    return json.loads(record.read_text()).get("steps")
+
+
+def train_tower(run: Path, out: Path, group_size: int, steps: int) -> dict:
+    """The recipe's ``audio_encoder`` stage at ``group_size``; returns its weights, seconds and steps."""
+    from funaudiochat.training.demo.context import fit_recipe
+    from funaudiochat.training.demo.model_stages import audio_encoder_shape
+    from funaudiochat.training.demo.speech_stages import write_utterances
+
+    weights = out / "audio_encoder.safetensors"
+    record = out / "tower.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    write_utterances(run / "speech", out / "utterances.jsonl")
+    text_lm = run / "text_lm" / "model"
+    overrides = [
+        f"data.train={out / 'utterances.jsonl'}",
+        f"trainer.max_steps={steps}",
+        f"model.export_path={weights}",
+        f"model.text_lm={text_lm}",
+        f"model.group_size={group_size}",
+        "data.speed_perturb=[0.9,1.0,1.1]",
+        "seed=0",
+        *(f"model.encoder.{key}={value}" for key, value in audio_encoder_shape(text_lm).items()),
+    ]
+    start = time.perf_counter()
+    fit_recipe("audio_encoder", out / "run", overrides)
+    result = {"weights": str(weights), "seconds": time.perf_counter() - start, "steps": steps}
+    record.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def train_speech(
+    run: Path, out: Path, tower: Path, group_size: int, steps: int, seconds: float | None
+) -> dict:
+    """Core-Cocktail stage 1 at ``group_size`` in this process; returns seconds, steps and peak memory."""
+    import torch
+    from funaudiochat.training.demo.context import fit_recipe
+    from funaudiochat.training.demo.model_stages import demo_model_spec
+
+    torch.set_num_threads(1)
+    settings = stage_settings(run)
+    spec = demo_model_spec(run / "text_lm" / "model", run / "text_tokenizer", seed=0, audio_encoder=tower)
+    spec["config"]["group_size"] = group_size
+    overrides = [
+        f"data.train={run / 'conversations' / 'train.jsonl'}",
+        f"data.processor={run / 'text_tokenizer'}",
+        f"data.group_size={group_size}",
+        f"trainer.max_steps={steps}",
+        f"model.lr={settings['cocktail_lr']}",
+        "model.warmup_steps=50",
+        "model.freeze=[continuous_audio_tower]",
+        "trainer.callbacks=[]",  # no mid-run checkpoints: a timed run is repeated whole, not resumed
+        "trainer.log_every_n_steps=1",  # the steps done are read from the log
+        "seed=0",
+    ]
+    if seconds is not None:
+        whole = int(seconds)
+        overrides.append(f"trainer.max_time=00:{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}")
+    start = time.perf_counter()
+    fit_recipe("pre_alignment", out, overrides, {"model": {"model": spec}})
+    took = time.perf_counter() - start
+    steps_done = 0
+    for metrics in sorted(out.rglob("metrics.csv")):
+        rows = [row.split(",") for row in metrics.read_text().splitlines()[1:] if row]
+        steps_done = max([steps_done, *(int(row[1]) + 1 for row in rows)])
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"group_size": group_size, "seconds": took, "steps_logged_to": steps_done, "peak_rss_mb": peak_mb}
+
+
+def heldout_losses(run: Path, model, group_size: int) -> dict:
+    """Mean teacher-forced text and speech loss of ``model`` on the first ``HELDOUT_ROWS`` held-out
+    conversations (one conversation per forward)."""
+    import inspect
+
+    import torch
+    from funaudiochat.training.llm.data import SpokenChatDataModule
+
+    rows = (run / "conversations" / "heldout.jsonl").read_text().splitlines()[:HELDOUT_ROWS]
+    subset = run / "conversations" / f".frame_rate_heldout_{HELDOUT_ROWS}.jsonl"
+    if not subset.is_file():
+        subset.write_text("\n".join(rows) + "\n")
+    data = SpokenChatDataModule(
+        train=str(subset), processor=str(run / "text_tokenizer"), group_size=group_size, max_batch_size=1
+    )
+    data.setup()
+    accepted = set(inspect.signature(model.forward).parameters)
+    text, speech = [], []
+    with torch.no_grad():
+        for index in range(len(data.train_set)):
+            batch = data.collate([data.train_set[index]])
+            out = model(**{k: v for k, v in batch.items() if k in accepted})
+            text.append(float(out.text_loss))
+            if out.speech_loss is not None:
+                speech.append(float(out.speech_loss))
+    return {
+        "heldout_text_loss": sum(text) / len(text),
+        "heldout_speech_loss": sum(speech) / len(speech) if speech else None,
+    }
+
+
+def evaluate_one(run: Path, model_folder: Path, group_size: int, limit: int) -> dict:
+    """Held-out losses and S2T / S2S accuracy of a trained model with the run's packaged vocoder."""
+    from funaudiochat.chat import Pipeline
+    from funaudiochat.chat.demo_eval import evaluate, heldout_items
+    from funaudiochat.chat.loaders import load_parts
+    from funaudiochat.drsr import FunAudioChatForConditionalGeneration
+    from funaudiochat.drsr.processing import FunAudioChatProcessor
+    from funaudiochat.training.demo.listen import Recognizer
+    from funaudiochat.training.demo.text_stages import QA_TASKS
+
+    parts = load_parts(run / "package")
+    parts.model = FunAudioChatForConditionalGeneration.from_pretrained(str(model_folder)).eval()
+    parts.processor = FunAudioChatProcessor.from_pretrained(run / "package", group_size=group_size)
+    record = heldout_losses(run, parts.model, group_size)
+    pipe = Pipeline(**vars(parts))
+    items = [i for i in heldout_items(run, limit) if i.task in QA_TASKS]
+    corpus = [json.loads(line) for line in (run / "corpus" / "corpus.jsonl").read_text().splitlines()]
+    recognizer = Recognizer([r["answer"] for r in corpus if r["task"] in QA_TASKS])
+    results = evaluate(pipe, items, tools=[], recognizer=recognizer, timing_items=0)
+    record.update({name: results[name]["accuracy"] for name in ("s2t", "s2s", "s2s_text")})
+    return record
+
+
+def run_child(args: argparse.Namespace) -> int:
+    job = json.loads(args.one)
+    out = Path(job["out"])
+    record = train_speech(args.run, out, Path(job["tower"]), job["group_size"], job["steps"], job["seconds"])
+    record.update(evaluate_one(args.run, out / "model", job["group_size"], args.limit))
+    (out / "result.json").write_text(json.dumps(record, indent=2) + "\n")
+    return 0
+
+
+def table(results: dict, towers: dict) -> str:
+    lines = [
+        "| run | group size | steps | train s | peak RSS MB | held-out text loss | held-out speech loss "
+        "| S2T | S2S heard | S2S text |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        speech = r["heldout_speech_loss"]
+        lines.append(
+            f"| {name} | {r['group_size']} | {r['steps_logged_to']} | {r['seconds']:.0f} "
+            f"| {r['peak_rss_mb']:.0f} "
+            f"| {r['heldout_text_loss']:.3f} | {'-' if speech is None else f'{speech:.3f}'} "
+            f"| {100 * r['s2t']:.1f} % | {100 * r['s2s']:.1f} % | {100 * r['s2s_text']:.1f} % |"
+        )
+    ratio = results["k1_samples"]["seconds"] / results["k5"]["seconds"]
+    memory = results["k1_samples"]["peak_rss_mb"] / results["k5"]["peak_rss_mb"]
+    tower_line = ", ".join(f"k={k}: {t['steps']} steps, {t['seconds']:.0f} s" for k, t in towers.items())
+    return (
+        "\n".join(lines)
+        + f"\n\n25 Hz / 5 Hz for the same samples: training time {ratio:.2f}x, peak memory {memory:.2f}x."
+        + f"\nAudio encoders (trained once per group size): {tower_line}.\n"
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=Path("runs/demo"), help="a finished demo run folder")
+    parser.add_argument("--steps", type=int, default=300, help="speech-stage steps of k5 and k1_samples")
+    parser.add_argument("--tower-steps", type=int, help="audio-encoder steps (default: the run's)")
+    parser.add_argument("--limit", type=int, default=20, help="held-out pairs per task in the evaluation")
+    parser.add_argument("--out", type=Path, default=Path("runs/frame_rate"), help="folder of the runs")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one speech run, in a child process
+    args = parser.parse_args(argv)
+    args.run = args.run.resolve()
+    if args.one:
+        return run_child(args)
+    for needed in ("text_lm", "text_tokenizer", "conversations", "speech", "corpus", "package"):
+        if not (args.run / needed).exists():
+            parser.error(f"--run {args.run}: no {needed}/ (run tools/train_demo.py --out {args.run} first)")
+    out = args.out.resolve()
+    tower_steps = args.tower_steps or tower_steps_of(args.run)
+    if tower_steps is None:
+        parser.error(f"--run {args.run} has no finished audio_encoder stage; give --tower-steps")
+    towers = {}
+    for k in (5, 1):
+        towers[k] = train_tower(args.run, out / f"tower_k{k}", k, tower_steps)
+        print(f"tower k={k}: {towers[k]}", flush=True)
+    results = {}
+    for name, (group_size, clock) in RUNS.items():
+        folder = out / name
+        if not (folder / "result.json").is_file():
+            seconds = results["k5"]["seconds"] if clock else None
+            job = {
+                "out": str(folder),
+                "tower": towers[group_size]["weights"],
+                "group_size": group_size,
+                "steps": 10**6 if clock else args.steps,
+                "seconds": seconds,
+            }
+            command = [sys.executable, __file__, "--run", str(args.run), "--limit", str(args.limit)]
+            subprocess.run([*command, "--one", json.dumps(job)], check=True)
+        results[name] = json.loads((folder / "result.json").read_text())
+        print(name, results[name], flush=True)
+    text = table(results, towers)
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"run": str(args.run), "steps": args.steps, "limit": args.limit, "towers": towers, **results}
+    (out / "frame_rate.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "frame_rate.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
