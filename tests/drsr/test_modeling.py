@@ -76,6 +76,13 @@ def test_forward_losses_and_logits_match_the_official_code(official):
     torch.testing.assert_close(out.loss, g["loss"], rtol=0, atol=4e-5)
     torch.testing.assert_close(out.text_logits, g["text_logits"], rtol=0, atol=1e-5)
     torch.testing.assert_close(out.speech_logits[..., :256], g["speech_logits_first256"], rtol=0, atol=1e-5)
+    # the targets returned beside the logits are those of the speech loss
+    targets = out.speech_targets
+    assert targets.shape == out.speech_logits.shape[:2]
+    recomputed = torch.nn.functional.cross_entropy(
+        out.speech_logits.flatten(0, 1).float(), targets.flatten(), ignore_index=official.config.ignore_index
+    )
+    torch.testing.assert_close(recomputed, out.speech_loss, rtol=0, atol=1e-5)
 
 
 def test_speech_logits_without_speech_targets_match_the_official_code(official):

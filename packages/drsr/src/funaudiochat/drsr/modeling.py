@@ -51,7 +51,9 @@ class MergedInputs:
 
 @dataclass
 class FunAudioChatOutput(ModelOutput):
-    """Forward output. Losses are means over non-ignored targets; ``loss = text_loss + speech_loss``."""
+    """Forward output. Losses are means over non-ignored targets; ``loss = text_loss + speech_loss``.
+    ``speech_targets [B, S*k]``: with ``speech_logits`` and labels, the SRH's target at each of their
+    positions (the next group's codes; ignore index elsewhere)."""
 
     loss: torch.Tensor | None = None
     text_loss: torch.Tensor | None = None
@@ -62,6 +64,7 @@ class FunAudioChatOutput(ModelOutput):
     cache: object | None = None
     text_logps: torch.Tensor | None = None
     speech_logps: torch.Tensor | None = None
+    speech_targets: torch.Tensor | None = None
 
 
 def _encoder_config(audio: FunAudioChatAudioEncoderConfig) -> AudioEncoderConfig:
@@ -392,6 +395,7 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
             last_hidden_state=hidden,
             text_logps=text_logps,
             speech_logps=speech_logps,
+            speech_targets=targets if speech_logits is not None else None,
         )
 
     def _build_labels(self, labels, audio_slots, valid, mid_speech_labels, mid_text_labels):

@@ -1,0 +1,104 @@
+"""tools/experiments/srh_probe.py on a tiny random model and three spoken replies: every SRH target is
+counted once in the time bins, the delay's BOS bin comes first, and both ablations reach the head (a
+random head depends on both of its inputs, so taking either away changes its loss)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from funaudiochat.drsr import FunAudioChatForConditionalGeneration
+from funaudiochat.drsr.configuration import tiny_config_for
+from funaudiochat.drsr.processing import FunAudioChatProcessor, speech_frame_count
+from funaudiochat.drsr.text_tokenizer import train_text_tokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+SYSTEM = "You are asked to generate both text and speech tokens at the same time."
+TEMPLATE = "<|audio_bos|><|AUDIO|><|audio_eos|>"
+ANSWERS = ["Two plus three is five.", "A banana is yellow.", "Yes, nine is more than four."]
+CODES = 60  # with the 10 BOS of the delay: 70 frames, 14 groups (no padding)
+
+
+@pytest.fixture(scope="module")
+def probe_module():
+    spec = importlib.util.spec_from_file_location(
+        "srh_probe", ROOT / "tools" / "experiments" / "srh_probe.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def entry(**fields) -> str:
+    base = {"path": "", "text": "", "token": "", "ref_path": "", "ref_text": ""}
+    return json.dumps({**base, **fields}, sort_keys=True)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    tokenizer = train_text_tokenizer([SYSTEM, *ANSWERS] * 4, vocab_size=300)
+    processor = FunAudioChatProcessor(tokenizer, padding_side="right")
+    folder = tmp_path / "model"
+    processor.save_pretrained(folder)
+    torch.manual_seed(0)
+    FunAudioChatForConditionalGeneration(tiny_config_for(processor)).save_pretrained(folder)
+    rows = []
+    for i, answer in enumerate(ANSWERS):
+        samples = 8000 + 1600 * i
+        wav = tmp_path / f"q{i}.wav"
+        sf.write(wav, 0.1 * np.random.default_rng(i).standard_normal(samples), 16000, subtype="PCM_16")
+        codes = np.random.default_rng(10 + i).integers(0, 6561, CODES)
+        token = "<|audio_bos|>" * 10 + "".join(f"[AU{c:04d}]" for c in codes)
+        user = entry(path=str(wav), token="<|audio_pad|>" * speech_frame_count(samples))
+        rows.append(
+            {
+                "system": SYSTEM,
+                "messages": [
+                    {"role": "user", "content": TEMPLATE},
+                    {"role": "assistant", "content": TEMPLATE},
+                ],
+                "audio": [user, entry(text=answer, token=token)],
+            }
+        )
+    rows.append({"system": "You are asked to generate text tokens.", "messages": [], "audio": []})
+    conversations = tmp_path / "conversations.jsonl"
+    conversations.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder, conversations
+
+
+def test_probe_counts_every_target_and_both_ablations_reach_the_head(probe_module, setup, tmp_path, capsys):
+    folder, conversations = setup
+    out = tmp_path / "probe.json"
+    threads = torch.get_num_threads()
+    assert (
+        probe_module.main(["--model", str(folder), "--conversations", str(conversations), "--out", str(out)])
+        == 0
+    )
+    assert torch.get_num_threads() == threads, "main must give torch its thread count back"
+    result = json.loads(out.read_text())
+    assert result["rows"] == 3  # the row without assistant speech is skipped
+    # per reply: 10 BOS + 60 codes, and the EOS group at <|audio_eos|> (5 targets)
+    assert sum(b["codes"] for b in result["bins"]) == 3 * (10 + CODES + 5)
+    assert [b["seconds"] for b in result["bins"]] == [round(0.4 * i, 2) for i in range(len(result["bins"]))]
+    assert all(0.0 <= b["accuracy"] <= 1.0 and b["loss"] >= 0.0 for b in result["bins"])
+    content = result["content_loss"]
+    assert set(content) == {"intact", "no_previous_tokens", "other_conditioning"}
+    assert content["no_previous_tokens"] != pytest.approx(content["intact"], abs=1e-6)
+    assert content["other_conditioning"] != pytest.approx(content["intact"], abs=1e-6)
+    assert "content loss, no previous tokens" in capsys.readouterr().out
+
+
+def test_a_file_without_spoken_replies_is_refused(probe_module, setup, tmp_path):
+    folder, _ = setup
+    empty = tmp_path / "text_only.jsonl"
+    empty.write_text(json.dumps({"system": "x", "messages": [], "audio": []}) + "\n")
+    with pytest.raises(SystemExit, match="no conversation ends with assistant speech"):
+        probe_module.main(["--model", str(folder), "--conversations", str(empty)])
