@@ -202,6 +202,31 @@ def test_bad_model_specs(tmp_path):
         CoreCocktailModule(model=TINY, base=str(tmp_path / "missing"))
 
 
+def test_speech_embedding_std_redraws_the_shared_speech_table():
+    from funaudiochat.training.llm.module import build_model
+
+    plain = build_model({"config": {"preset": "tiny"}, "seed": 3})
+    wide = build_model({"config": {"preset": "tiny"}, "seed": 3, "speech_embedding_std": 0.3})
+    table = wide.audio_tower.embed_tokens
+    pad = table.padding_idx
+    rows = torch.cat([table.weight[:pad], table.weight[pad + 1 :]])
+    assert float(rows.detach().std()) == pytest.approx(0.3, rel=0.05)
+    assert float(table.weight[pad].abs().max()) == 0.0
+    assert wide.audio_invert_tower.lm_head.weight is table.weight  # still the SRH's head and input
+    assert float(plain.audio_tower.embed_tokens.weight.detach().std()) < 0.1
+    # nothing else changes
+    for (name, a), (_, b) in zip(plain.named_parameters(), wide.named_parameters(), strict=True):
+        if name != "audio_tower.embed_tokens.weight":
+            assert torch.equal(a, b), name
+    for bad, message in [
+        ({"config": {"preset": "tiny"}, "speech_embedding_std": 0}, "must be a number > 0"),
+        ({"config": {"preset": "tiny"}, "speech_embedding_std": "big"}, "must be a number > 0"),
+        ({"pretrained": "some/folder", "speech_embedding_std": 0.3}, "is for a new model"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            build_model(bad)
+
+
 # ---- multi-task DPO ----
 
 

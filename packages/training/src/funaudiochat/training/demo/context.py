@@ -20,7 +20,9 @@ class DemoSettings:
     knowledge_per_content: phrasings of each content item the text LLM learns (``corpus.knowledge_pairs``);
     audio_encoder_steps: CTC training steps of the continuous audio tower (the Whisper stand-in);
     pre_alignment_steps / pre_alignment_lr: training steps and peak learning rate of pre-alignment (the
-    encoder and SRH start from scratch here, hence 10x the recipe's 1e-4); cocktail_stage1_steps /
+    encoder and SRH start from scratch here, hence 10x the recipe's 1e-4); speech_embedding_std: the
+    initial scale of the speech-token table (``build_model``'s ``speech_embedding_std``: at the config's
+    0.02 the SRH learnt to ignore its previous tokens); cocktail_stage1_steps /
     cocktail_stage2_steps / cocktail_alpha: Core-Cocktail's two stages and its merge weight (1.0: plain
     fine-tuning, no merge); cocktail_lr: stage 1's peak learning rate (stage 2 runs at a tenth; the
     recipe's 1e-4 suits a pretrained 8B, a small LLM trained from scratch moves at more);
@@ -38,6 +40,7 @@ class DemoSettings:
     audio_encoder_steps: int = 6000
     pre_alignment_steps: int = 400
     pre_alignment_lr: float = 1e-3
+    speech_embedding_std: float = 0.3
     cocktail_stage1_steps: int = 800
     cocktail_stage2_steps: int = 300
     cocktail_alpha: float = 0.5

@@ -38,12 +38,17 @@ TEXT_FIELDS = (
 
 
 def demo_model_spec(
-    text_lm_folder: Path, processor_folder: Path, seed: int, audio_encoder: Path | None = None
+    text_lm_folder: Path,
+    processor_folder: Path,
+    seed: int,
+    audio_encoder: Path | None = None,
+    speech_embedding_std: float | None = None,
 ) -> dict[str, Any]:
     """The ``model`` argument of the speech stages (``llm.module.build_model``): a Fun-Audio-Chat model
     whose LLM has the text LLM's sizes and special ids and starts from its weights (``llm_from``), with
     ``DEMO_AUDIO`` encoders projecting to the LLM's width (the continuous tower from ``audio_encoder``,
-    the ``audio_encoder`` stage's export, when given) and the ``DEMO_SRH`` head."""
+    the ``audio_encoder`` stage's export, when given), the ``DEMO_SRH`` head and, when given, the
+    speech-token table drawn at ``speech_embedding_std``."""
     from funaudiochat.drsr.processing import FunAudioChatProcessor
 
     llm = json.loads((text_lm_folder / "config.json").read_text())
@@ -69,6 +74,8 @@ def demo_model_spec(
     spec = {"config": config, "llm_from": str(text_lm_folder), "seed": seed}
     if audio_encoder is not None:
         spec["audio_encoder_from"] = str(audio_encoder)
+    if speech_embedding_std is not None:
+        spec["speech_embedding_std"] = speech_embedding_std
     return spec
 
 
@@ -112,7 +119,8 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
     conversations = build.require("conversations", "pre_alignment")
     audio_encoder = build.require("audio_encoder", "pre_alignment") / "audio_encoder.safetensors"
     run = build.folder("pre_alignment") / "run"
-    spec = demo_model_spec(text_lm, processor, build.settings.seed, audio_encoder)
+    settings = build.settings
+    spec = demo_model_spec(text_lm, processor, settings.seed, audio_encoder, settings.speech_embedding_std)
     extra = {"model": {"model": spec}}
     overrides = [
         f"data.train={conversations / 'train.jsonl'}",

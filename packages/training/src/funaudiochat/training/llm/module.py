@@ -68,17 +68,27 @@ def build_model(spec: str | os.PathLike | Mapping[str, Any]) -> FunAudioChatForC
       pre-alignment starts from); every tensor must match in name and shape;
     - ``audio_encoder_from``: a continuous audio tower (safetensors of ``AudioEncoderModule.export``, the
       Whisper stand-in) whose weights replace ``continuous_audio_tower``'s; every tensor must match;
+    - ``speech_embedding_std``: with ``config``, the speech-token table (``audio_tower.embed_tokens``: the
+      speech grouping's input and, tied, the SRH's previous-token input and output head) drawn from
+      N(0, std^2) instead of the config's ``initializer_range`` (the pad row stays zero). At 0.02 the
+      table is ~20x smaller than the SRH's conditioning it is added to, and a freshly built SRH learns to
+      ignore what it has just said (``tools/experiments/srh_probe.py``);
     - ``seed``: the seed of the random initialisation (default 0)."""
     if isinstance(spec, (str, os.PathLike)):
         spec = {"pretrained": str(spec)}
     spec = dict(spec)
-    unknown = sorted(set(spec) - {"pretrained", "config", "llm_from", "audio_encoder_from", "seed"})
+    keys = ("pretrained", "config", "llm_from", "audio_encoder_from", "speech_embedding_std", "seed")
+    unknown = sorted(set(spec) - set(keys))
     if unknown:
-        raise ValueError(
-            f"unknown model keys {unknown}; use pretrained, config, llm_from, audio_encoder_from, seed"
-        )
+        raise ValueError(f"unknown model keys {unknown}; use {', '.join(keys)}")
     if ("pretrained" in spec) == ("config" in spec):
         raise ValueError("model needs exactly one of 'pretrained' (a checkpoint folder) or 'config'")
+    std = spec.get("speech_embedding_std")
+    if std is not None:
+        if "config" not in spec:
+            raise ValueError("speech_embedding_std is for a new model ('config'), not for 'pretrained'")
+        if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
+            raise ValueError(f"speech_embedding_std must be a number > 0, got {std!r}")
     if "pretrained" in spec:
         model = FunAudioChatForConditionalGeneration.from_pretrained(spec["pretrained"])
     else:
@@ -92,6 +102,8 @@ def build_model(spec: str | os.PathLike | Mapping[str, Any]) -> FunAudioChatForC
             raise ValueError(f"unknown model preset {preset!r}; use 'tiny' or 'default'")
         with seeded(int(spec.get("seed", 0))):
             model = FunAudioChatForConditionalGeneration(config_obj)
+            if std is not None:
+                init_speech_embeddings(model, float(std))
     if spec.get("llm_from"):
         load_llm(model, spec["llm_from"])
     if spec.get("audio_encoder_from"):
@@ -106,6 +118,16 @@ def build_model(spec: str | os.PathLike | Mapping[str, Any]) -> FunAudioChatForC
         if metadata.get("grouped_output") == GROUPED_IN_LLM_SPACE:
             start_adapter_as_identity(model, metadata, spec["audio_encoder_from"])
     return model
+
+
+def init_speech_embeddings(model: FunAudioChatForConditionalGeneration, std: float) -> None:
+    """Redraw the speech-token table (``audio_tower.embed_tokens``, tied to the SRH's ``lm_head``) from
+    N(0, ``std``^2), its padding row zero."""
+    table = model.audio_tower.embed_tokens
+    with torch.no_grad():
+        table.weight.normal_(0.0, std)
+        if table.padding_idx is not None:
+            table.weight[table.padding_idx].zero_()
 
 
 def start_adapter_as_identity(model: FunAudioChatForConditionalGeneration, metadata: dict, source) -> None:
