@@ -50,7 +50,7 @@ def test_table_reports_every_run_the_timing_and_the_paper_figures(experiment):
         "steps_logged_to": 300,
         "seconds": 900.0,
         "peak_rss_mb": 3000.0,
-        "heldout_text_loss": 0.8,
+        "heldout_text_reply_loss": 0.8,
         "heldout_speech_loss": 3.6,
         "s2t": 0.1,
         "s2s": 0.025,
