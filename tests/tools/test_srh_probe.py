@@ -102,3 +102,27 @@ def test_a_file_without_spoken_replies_is_refused(probe_module, setup, tmp_path)
     empty.write_text(json.dumps({"system": "x", "messages": [], "audio": []}) + "\n")
     with pytest.raises(SystemExit, match="no conversation ends with assistant speech"):
         probe_module.main(["--model", str(folder), "--conversations", str(empty)])
+
+
+def test_table_scale_experiment_trains_each_scale_from_the_same_start(setup, tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "srh_table_scale", ROOT / "tools" / "experiments" / "srh_table_scale.py"
+    )
+    experiment = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(experiment)
+    folder, conversations = setup
+    out = tmp_path / "scale.json"
+    threads = torch.get_num_threads()
+    argv = ["--model", str(folder), "--train", str(conversations), "--heldout", str(conversations)]
+    argv += ["--scales", "1,8", "--steps", "2", "--every", "1", "--batch", "2", "--out", str(out)]
+    assert experiment.main(argv) == 0
+    assert torch.get_num_threads() == threads
+    result = json.loads(out.read_text())
+    curves = [result["1.0"], result["8.0"]]
+    for curve in curves:
+        assert [point["step"] for point in curve] == [0, 1, 2]
+        assert all(point["heldout_word_code_loss"] > 0 for point in curve)
+    # the same start, but a larger table changes the head's predictions from the first measurement on
+    assert curves[0][0]["heldout_word_code_loss"] != pytest.approx(curves[1][0]["heldout_word_code_loss"])
+    with pytest.raises(SystemExit):
+        experiment.main([*argv[:6], "--scales", "0"])
