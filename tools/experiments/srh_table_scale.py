@@ -2,6 +2,7 @@
 model with the table multiplied by each scale; held-out loss of the reply's word codes as it goes.
 
     python tools/experiments/srh_table_scale.py --model runs/demo_tok2/pre_alignment/run/model \
+        --processor runs/demo_tok2/text_tokenizer \
         --train runs/demo_tok2/conversations/train.jsonl \
         --heldout runs/demo_tok2/conversations/heldout.jsonl \
         [--scales 1,8] [--steps 300] [--every 100] [--out scale.json]
@@ -92,7 +93,8 @@ def train_scale(args, scale: float, train, heldout) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="a checkpoint folder with its processor")
+    parser.add_argument("--model", type=Path, required=True, help="a checkpoint folder (official layout)")
+    parser.add_argument("--processor", type=Path, help="processor folder (default: --model)")
     parser.add_argument(
         "--train", type=Path, required=True, help="conversations to train on (spoken replies)"
     )
@@ -113,8 +115,9 @@ def main(argv=None) -> int:
     import torch
 
     probe = _probe_module()
-    train = probe.speech_rows(args.train, args.model, args.train_rows)
-    heldout = probe.speech_rows(args.heldout, args.model, args.rows)
+    processor = args.processor or args.model
+    train = probe.speech_rows(args.train, processor, args.train_rows)
+    heldout = probe.speech_rows(args.heldout, processor, args.rows)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
