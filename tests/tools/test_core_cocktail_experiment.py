@@ -2,9 +2,7 @@
 handful of questions): it runs, prints the table with every row, and writes the JSON report. The numbers
 themselves are not checked here (a few steps teach nothing); docs/experiments/core_cocktail.md has them."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def experiment():
-    spec = importlib.util.spec_from_file_location(
-        "core_cocktail_experiment", ROOT / "tools" / "experiments" / "core_cocktail.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+def experiment(load_tool):
+    with load_tool("tools/experiments/core_cocktail.py") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_quick_run_reports_every_row(experiment, tmp_path, capsys):

@@ -2,8 +2,6 @@
 and the report table. The training runs themselves need a finished demo run (docs/experiments/frame_rate.md
 has their figures)."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def experiment():
-    spec = importlib.util.spec_from_file_location(
-        "frame_rate", ROOT / "tools" / "experiments" / "frame_rate.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+def experiment(load_tool):
+    with load_tool("tools/experiments/frame_rate.py") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_only_the_llm_runs_five_times_as_often_at_25_hz(experiment):

@@ -2,9 +2,7 @@
 counted once in the time bins, the delay's BOS bin comes first, and both ablations reach the head (a
 random head depends on both of its inputs, so taking either away changes its loss)."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +22,9 @@ CODES = 60  # with the 10 BOS of the delay: 70 frames, 14 groups (no padding)
 
 
 @pytest.fixture(scope="module")
-def probe_module():
-    spec = importlib.util.spec_from_file_location(
-        "srh_probe", ROOT / "tools" / "experiments" / "srh_probe.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+def probe_module(load_tool):
+    with load_tool("tools/experiments/srh_probe.py") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def entry(**fields) -> str:
@@ -104,12 +94,14 @@ def test_a_file_without_spoken_replies_is_refused(probe_module, setup, tmp_path)
         probe_module.main(["--model", str(folder), "--conversations", str(empty)])
 
 
-def test_table_scale_experiment_trains_each_scale_from_the_same_start(setup, tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "srh_table_scale", ROOT / "tools" / "experiments" / "srh_table_scale.py"
-    )
-    experiment = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(experiment)
+@pytest.fixture(scope="module")
+def scale_experiment(load_tool):
+    with load_tool("tools/experiments/srh_table_scale.py") as module:
+        yield module
+
+
+def test_table_scale_experiment_trains_each_scale_from_the_same_start(scale_experiment, setup, tmp_path):
+    experiment = scale_experiment
     folder, conversations = setup
     out = tmp_path / "scale.json"
     threads = torch.get_num_threads()
