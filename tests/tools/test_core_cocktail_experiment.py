@@ -3,12 +3,9 @@ handful of questions): it runs, prints the table with every row, and writes the 
 themselves are not checked here (a few steps teach nothing); docs/experiments/core_cocktail.md has them."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

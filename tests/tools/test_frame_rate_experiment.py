@@ -2,13 +2,9 @@
 and the report table. The training runs themselves need a finished demo run (docs/experiments/frame_rate.md
 has their figures)."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from funaudiochat.drsr import FunAudioChatConfig, FunAudioChatForConditionalGeneration
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

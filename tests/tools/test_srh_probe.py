@@ -3,7 +3,6 @@ counted once in the time bins, the delay's BOS bin comes first, and both ablatio
 random head depends on both of its inputs, so taking either away changes its loss)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from funaudiochat.drsr.configuration import tiny_config_for
 from funaudiochat.drsr.processing import FunAudioChatProcessor, speech_frame_count
 from funaudiochat.drsr.text_tokenizer import train_text_tokenizer
 
-ROOT = Path(__file__).resolve().parents[2]
 SYSTEM = "You are asked to generate both text and speech tokens at the same time."
 TEMPLATE = "<|audio_bos|><|AUDIO|><|audio_eos|>"
 ANSWERS = ["Two plus three is five.", "A banana is yellow.", "Yes, nine is more than four."]
