@@ -340,6 +340,15 @@ def test_decode_passthroughs(processor, tokenizer):
     assert processor.decode(batch["input_ids"][1]) == tokenizer.decode(batch["input_ids"][1])
 
 
+def test_a_folder_without_a_text_tokenizer_is_refused_by_name(tokenizer, tmp_path):
+    FunAudioChatProcessor(tokenizer).save_pretrained(tmp_path / "ok")
+    (tmp_path / "weights_only").mkdir()
+    (tmp_path / "weights_only" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"weights_only: no text tokenizer \(none of tokenizer.json, "):
+        FunAudioChatProcessor.from_pretrained(tmp_path / "weights_only")
+    assert FunAudioChatProcessor.from_pretrained(tmp_path / "ok").group_size == 5
+
+
 def test_save_load_round_trip(tokenizer, tmp_path):
     processor = FunAudioChatProcessor(tokenizer, group_size=5, speech_pad_id=6563, padding_side="right")
     processor.save_pretrained(tmp_path)

@@ -60,6 +60,8 @@ SAMPLE_RATE = TOKENIZER_SAMPLE_RATE
 SPEECH_FRAME_RATE = TOKEN_RATE  # S3 speech tokens per second
 SPEECH_PAD_ID = SPEECH_PAD  # <|audio_pad|> of the speech vocabulary
 PROCESSOR_CONFIG_NAME = "processor_config.json"
+# a Hugging Face tokenizer folder holds at least one of these
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
 @dataclass(frozen=True)
@@ -322,6 +324,12 @@ class FunAudioChatProcessor:
         folder = Path(directory)
         if not folder.is_dir():
             raise ValueError(f"{folder}: not a directory (only local processor folders are supported)")
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise ValueError(
+                f"{folder}: no text tokenizer (none of {', '.join(TOKENIZER_FILES)}); a processor folder is "
+                "written by FunAudioChatProcessor.save_pretrained (a checkpoint folder holds one when it "
+                "was saved with its processor)"
+            )
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         kwargs: dict[str, Any] = {}
         config_path = folder / PROCESSOR_CONFIG_NAME
