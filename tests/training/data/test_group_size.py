@@ -228,6 +228,24 @@ def test_a_k1_model_trains_and_generates_from_the_k5_processor_folder(k1_checkpo
     assert torch.equal(out.speech_ids[0], reference.speech_ids[0])
 
 
+def test_a_model_folder_without_a_processor_exports_the_data_processor(k1_checkpoint, tmp_path):
+    folder, train = k1_checkpoint
+    weights_only = tmp_path / "weights_only"
+    weights_only.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (weights_only / name).write_bytes((folder / name).read_bytes())
+    out_dir = tmp_path / "exported"
+    module = SpeechLLMModule(model=str(weights_only), lr=1e-3, export_dir=str(out_dir))
+    data = SpokenChatDataModule(
+        train=str(train), processor=str(folder), group_size=1, max_seconds=None, max_batch_size=2
+    )
+    trainer_for(1, tmp_path).fit(module, datamodule=data)
+    # the data's processor went along (with the model's group size), so the export is a whole checkpoint
+    processor = FunAudioChatProcessor.from_pretrained(out_dir)
+    assert processor.group_size == 1
+    assert (out_dir / "tokenizer.json").read_text() == (folder / "tokenizer.json").read_text()
+
+
 def test_model_and_data_group_sizes_must_agree(k1_checkpoint, processor, tmp_path):
     folder, train = k1_checkpoint
     module = SpeechLLMModule(model=str(folder), lr=1e-3)

@@ -20,8 +20,8 @@ says otherwise, and at the first batch whose slot count fits another group size,
 
 At the end of ``fit`` the model is written with ``save_pretrained`` (official layout, safetensors) to
 ``export_dir``, atomically (a temporary folder renamed into place), besides Lightning's checkpoints; the
-processor and text-tokenizer files of the starting checkpoint folder go along, so the export is the next
-stage's ``model`` and ``data.processor`` at once.
+processor and text-tokenizer files of the starting checkpoint folder (else of ``data.processor``) go
+along, so the export is the next stage's ``model`` and ``data.processor`` at once.
 
 Example:
     >>> module = SpeechLLMModule(model={"config": {"preset": "tiny"}}, freeze=["language_model"], lr=1e-3)
@@ -195,21 +195,26 @@ MODEL_FILES = ("config.json", "generation_config.json")
 def save_checkpoint_atomic(
     model: FunAudioChatForConditionalGeneration,
     directory: str | os.PathLike,
-    companions: str | os.PathLike | None = None,
+    companions: str | os.PathLike | Sequence[str | os.PathLike | None] | None = None,
 ) -> Path:
     """``model.save_pretrained`` into a temporary folder beside ``directory``, then renamed into place (an
-    existing folder is replaced only once the new one is complete). ``companions``: a checkpoint folder whose
-    other files (processor, text tokenizer, chat template) are copied along, so the result is complete; a
-    copied ``processor_config.json`` gets the model's group size (``audio_group_size``: a k = 1 model trained
-    from a k = 5 folder exports a k = 1 processor)."""
+    existing folder is replaced only once the new one is complete). ``companions``: a checkpoint or
+    processor folder, or several (a file of an earlier one wins), whose other files (processor, text
+    tokenizer, chat template) are copied along, so the result is complete; a copied
+    ``processor_config.json`` gets the model's group size (``audio_group_size``: a k = 1 model trained from
+    a k = 5 folder exports a k = 1 processor)."""
     directory = Path(directory)
+    folders = [companions] if isinstance(companions, (str, os.PathLike)) else list(companions or [])
     with atomic_folder(directory) as staging:
-        if companions is not None and Path(companions).is_dir():
-            for item in Path(companions).iterdir():
+        for folder in folders:
+            if folder is None or not Path(folder).is_dir():
+                continue
+            for item in Path(folder).iterdir():
                 weights = item.suffix == ".safetensors" or item.name.endswith(".index.json")
-                if item.is_file() and not weights and item.name not in MODEL_FILES:
+                taken = (staging / item.name).exists()
+                if item.is_file() and not weights and item.name not in MODEL_FILES and not taken:
                     shutil.copy2(item, staging / item.name)
-            _set_processor_group_size(staging / PROCESSOR_CONFIG_NAME, model.group_size)
+        _set_processor_group_size(staging / PROCESSOR_CONFIG_NAME, model.group_size)
         model.save_pretrained(staging)
     return directory
 
@@ -380,7 +385,16 @@ class SpeechLLMModule(L.LightningModule):
             merge_lora(self.model.language_model)
         spec = self.hparams.model
         source = spec if isinstance(spec, (str, os.PathLike)) else dict(spec).get("pretrained")
-        return save_checkpoint_atomic(self.model, directory, companions=source)
+        return save_checkpoint_atomic(
+            self.model, directory, companions=[source, self._data_processor_folder()]
+        )
+
+    def _data_processor_folder(self) -> str | None:
+        """The processor folder of the trainer's datamodule (``data.processor``), if any: the export's
+        processor when the model's own folder has none (a model built from a config)."""
+        datamodule = getattr(getattr(self, "_trainer", None), "datamodule", None)
+        hparams = getattr(datamodule, "hparams", None)
+        return hparams.get("processor") if hparams is not None else None
 
     def on_train_end(self) -> None:
         if self.hparams.export_dir is not None and self.trainer.is_global_zero:
