@@ -126,11 +126,20 @@ def train_speech(run: Path, out: Path, tower: Path, group_size: int, steps: int)
 
 
 def speech_spec(run: Path, tower: Path, group_size: int) -> dict:
-    """The speech stage's model spec at ``group_size`` (the recipe's demo model, from the text LLM and
-    ``tower``)."""
+    """The speech stage's model spec at ``group_size``: the run's demo model (its speech-token table scale
+    as its pre-alignment recorded it, the config's when it recorded none), from the text LLM and
+    ``tower``."""
     from funaudiochat.training.demo.model_stages import demo_model_spec
 
-    spec = demo_model_spec(run / "text_lm" / "model", run / "text_tokenizer", seed=0, audio_encoder=tower)
+    record = run / "pre_alignment" / "stage.json"
+    settings = json.loads(record.read_text()).get("settings", {}) if record.is_file() else {}
+    spec = demo_model_spec(
+        run / "text_lm" / "model",
+        run / "text_tokenizer",
+        seed=0,
+        audio_encoder=tower,
+        speech_embedding_std=settings.get("speech_embedding_std"),
+    )
     spec["config"]["group_size"] = group_size
     return spec
 
