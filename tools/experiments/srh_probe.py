@@ -48,6 +48,14 @@ def speech_rows(conversations: Path, processor: Path, rows: int):
     return data
 
 
+def reply_codes(out, ignore_index: int):
+    """The SRH's logits ``[N, V]`` (float) and target codes ``[N]`` at the trained positions of a
+    one-conversation forward with ``return_speech_logits=True``, in time order."""
+    targets = out.speech_targets[0]
+    where = (targets != ignore_index).nonzero()[:, 0]
+    return out.speech_logits[0, where].float(), targets[where]
+
+
 def probe(model, data) -> dict:
     """The module docstring's figures for ``model`` on every conversation of ``data``."""
     import torch
@@ -85,10 +93,7 @@ def probe(model, data) -> dict:
                     out = model(**inputs, return_speech_logits=True)
                 if mode == "intact":
                     mine = swap["seen"]
-                targets = out.speech_targets[0]
-                where = (targets != model.config.ignore_index).nonzero()[:, 0]
-                logits = out.speech_logits[0, where].float()
-                codes = targets[where]
+                logits, codes = reply_codes(out, model.config.ignore_index)
                 nll = F.cross_entropy(logits, codes, reduction="none")
                 if len(nll) > CONTENT.start:
                     content[mode].append(float(nll[CONTENT].mean()))

@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-FROZEN = ("language_model", "continuous_audio_tower", "audio_tower.continual_output_matching")
-
 
 def _probe_module():
     spec = importlib.util.spec_from_file_location("srh_probe", Path(__file__).with_name("srh_probe.py"))
@@ -41,17 +39,16 @@ def word_code_loss(model, data, accepted: set) -> float:
     import torch
     import torch.nn.functional as F
 
-    content = _probe_module().CONTENT
+    probe = _probe_module()
     losses = []
     model.eval()
     with torch.no_grad():
         for index in range(len(data.train_set)):
             batch = data.collate([data.train_set[index]])
             out = model(**{k: v for k, v in batch.items() if k in accepted}, return_speech_logits=True)
-            targets = out.speech_targets[0]
-            where = (targets != model.config.ignore_index).nonzero()[:, 0][content]
-            if len(where):
-                losses.append(float(F.cross_entropy(out.speech_logits[0, where].float(), targets[where])))
+            logits, codes = probe.reply_codes(out, model.config.ignore_index)
+            if len(codes) > probe.CONTENT.start:
+                losses.append(float(F.cross_entropy(logits[probe.CONTENT], codes[probe.CONTENT])))
     model.train()
     return sum(losses) / len(losses)
 
@@ -59,6 +56,7 @@ def word_code_loss(model, data, accepted: set) -> float:
 def train_scale(args, scale: float, train, heldout) -> list[dict]:
     import torch
     from funaudiochat.drsr import FunAudioChatForConditionalGeneration
+    from funaudiochat.training.demo.model_stages import LISTENING_FROZEN_MODULES
 
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
@@ -66,7 +64,7 @@ def train_scale(args, scale: float, train, heldout) -> list[dict]:
     with torch.no_grad():
         model.audio_tower.embed_tokens.weight.mul_(scale)
     for name, param in model.named_parameters():
-        param.requires_grad = not any(name == f or name.startswith(f + ".") for f in FROZEN)
+        param.requires_grad = not any(name == f or name.startswith(f + ".") for f in LISTENING_FROZEN_MODULES)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0
     )

@@ -110,7 +110,13 @@ def run_audio_encoder(build: StageContext) -> dict[str, Any]:
     return {"utterances": count, "steps": build.settings.audio_encoder_steps, "weights": str(weights)}
 
 
-LISTENING_FROZEN = "[language_model,continuous_audio_tower,audio_tower.continual_output_matching]"
+# pre-alignment's frozen modules: the LLM and the listening path (tower, continuous adapter)
+LISTENING_FROZEN_MODULES = (
+    "language_model",
+    "continuous_audio_tower",
+    "audio_tower.continual_output_matching",
+)
+LISTENING_FROZEN = "[" + ",".join(LISTENING_FROZEN_MODULES) + "]"  # as a recipe override
 
 
 def run_pre_alignment(build: StageContext) -> dict[str, Any]:
