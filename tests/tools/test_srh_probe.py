@@ -4,19 +4,10 @@ random head depends on both of its inputs, so taking either away changes its los
 
 import json
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
-from funaudiochat.drsr import FunAudioChatForConditionalGeneration
-from funaudiochat.drsr.configuration import tiny_config_for
-from funaudiochat.drsr.processing import FunAudioChatProcessor, speech_frame_count
-from funaudiochat.drsr.text_tokenizer import train_text_tokenizer
 
-SYSTEM = "You are asked to generate both text and speech tokens at the same time."
-TEMPLATE = "<|audio_bos|><|AUDIO|><|audio_eos|>"
-ANSWERS = ["Two plus three is five.", "A banana is yellow.", "Yes, nine is more than four."]
-CODES = 60  # with the 10 BOS of the delay: 70 frames, 14 groups (no padding)
+CODES = 60  # the codes of each spoken reply of the ``spoken_replies`` fixture (tests/tools/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -25,41 +16,9 @@ def probe_module(load_tool):
         yield module
 
 
-def entry(**fields) -> str:
-    base = {"path": "", "text": "", "token": "", "ref_path": "", "ref_text": ""}
-    return json.dumps({**base, **fields}, sort_keys=True)
-
-
 @pytest.fixture
-def setup(tmp_path):
-    tokenizer = train_text_tokenizer([SYSTEM, *ANSWERS] * 4, vocab_size=300)
-    processor = FunAudioChatProcessor(tokenizer, padding_side="right")
-    folder = tmp_path / "model"
-    processor.save_pretrained(folder)
-    torch.manual_seed(0)
-    FunAudioChatForConditionalGeneration(tiny_config_for(processor)).save_pretrained(folder)
-    rows = []
-    for i, answer in enumerate(ANSWERS):
-        samples = 8000 + 1600 * i
-        wav = tmp_path / f"q{i}.wav"
-        sf.write(wav, 0.1 * np.random.default_rng(i).standard_normal(samples), 16000, subtype="PCM_16")
-        codes = np.random.default_rng(10 + i).integers(0, 6561, CODES)
-        token = "<|audio_bos|>" * 10 + "".join(f"[AU{c:04d}]" for c in codes)
-        user = entry(path=str(wav), token="<|audio_pad|>" * speech_frame_count(samples))
-        rows.append(
-            {
-                "system": SYSTEM,
-                "messages": [
-                    {"role": "user", "content": TEMPLATE},
-                    {"role": "assistant", "content": TEMPLATE},
-                ],
-                "audio": [user, entry(text=answer, token=token)],
-            }
-        )
-    rows.append({"system": "You are asked to generate text tokens.", "messages": [], "audio": []})
-    conversations = tmp_path / "conversations.jsonl"
-    conversations.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder, conversations
+def setup(spoken_replies):
+    return spoken_replies
 
 
 def test_probe_counts_every_target_and_both_ablations_reach_the_head(probe_module, setup, tmp_path, capsys):

@@ -27,11 +27,8 @@ BIN_CODES = 10  # 0.4 s at 25 Hz
 CONTENT = slice(10, 50)  # after the 10 BOS delay tokens, the first 40 codes
 
 
-def speech_rows(conversations: Path, processor: Path, rows: int):
-    """A data module over the first ``rows`` conversations with assistant speech (written beside
-    ``conversations`` as a hidden file)."""
-    from funaudiochat.training.llm.data import SpokenChatDataModule
-
+def spoken_lines(conversations: Path, rows: int) -> list[str]:
+    """The first ``rows`` lines of ``conversations`` whose conversation ends with assistant speech."""
     kept = []
     for line in conversations.read_text(encoding="utf-8").splitlines():
         entries = json.loads(line).get("audio", [])
@@ -41,6 +38,15 @@ def speech_rows(conversations: Path, processor: Path, rows: int):
             break
     if not kept:
         raise SystemExit(f"{conversations}: no conversation ends with assistant speech")
+    return kept
+
+
+def speech_rows(conversations: Path, processor: Path, rows: int):
+    """A data module over the first ``rows`` conversations with assistant speech (written beside
+    ``conversations`` as a hidden file)."""
+    from funaudiochat.training.llm.data import SpokenChatDataModule
+
+    kept = spoken_lines(conversations, rows)
     subset = conversations.with_name(f".srh_probe_{conversations.stem}_{len(kept)}.jsonl")
     subset.write_text("\n".join(kept) + "\n", encoding="utf-8")
     data = SpokenChatDataModule(train=str(subset), processor=str(processor), max_batch_size=1)
