@@ -204,3 +204,36 @@ def test_bad_prompts(prompts, mutate, message):
 def test_bad_generation_config():
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
         DecodingConfig(max_new_tokens=0)
+
+
+def test_pad_prompt_token_decodes_as_trained(prompts, tmp_path):
+    """``srh_prompt_token="pad"``: the prefill shows the SRH the pad id at every prompt position and ends
+    with pad as the previous token (what the training forward feeds there); batches still decode as each
+    prompt alone, and the choice changes what the head says."""
+    from funaudiochat.drsr.generation import prefill
+
+    model = make_model(eos_text_scale=2.0, eos_speech_scale=2.0)
+    official = generate(model, batch_of(prompts), GREEDY)
+    model.config.audio_config.srh_prompt_token = "pad"
+    pad = model.config.audio_config.pad_token_id
+    calls = []
+    step = model.audio_invert_tower.step
+
+    def spy(*args, **kwargs):
+        group = step(*args, **kwargs)
+        calls.append((kwargs["prefix_token"], group))
+        return group
+
+    model.audio_invert_tower.step = spy
+    state, _ = prefill(model, prompts[0], GREEDY)
+    assert calls[0][0] == pad and (calls[0][1] == pad).all()
+    assert (state.srh.prev_token == pad).all()
+    del model.audio_invert_tower.step
+    together = generate(model, batch_of(prompts), GREEDY)
+    for i, p in enumerate(prompts):
+        assert torch.equal(together.speech_ids[i], generate(model, p, GREEDY).speech_ids[0])
+    assert not all(torch.equal(a, b) for a, b in zip(together.speech_ids, official.speech_ids))
+    model.config.save_pretrained(tmp_path)
+    assert FunAudioChatConfig.from_pretrained(tmp_path).audio_config.srh_prompt_token == "pad"
+    with pytest.raises(ValueError, match="srh_prompt_token"):
+        FunAudioChatConfig.tiny(srh_prompt_token="eos")

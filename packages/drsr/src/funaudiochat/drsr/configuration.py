@@ -103,6 +103,7 @@ class FunAudioChatAudioEncoderConfig(PretrainedConfig):
         enable_audio_invert_tower: bool = True,
         pad_token_id: int = SPEECH_PAD,
         grouping: str = "mean",
+        srh_prompt_token: str = "bos",
         **kwargs,
     ):
         self.num_mel_bins = num_mel_bins
@@ -130,6 +131,10 @@ class FunAudioChatAudioEncoderConfig(PretrainedConfig):
         self.group_size = group_size
         self.enable_audio_invert_tower = enable_audio_invert_tower
         self.grouping = grouping
+        # The previous-token id the SRH sees at the prompt's positions during decoding: "bos" (the official
+        # loop: BOS everywhere, then its own picks at the prompt's last position) or "pad" (what training
+        # feeds there: the pad id, -100 labels mapped to pad; models trained by this project's recipes)
+        self.srh_prompt_token = srh_prompt_token
         super().__init__(**kwargs)
         # Set after the base class, which may reset token ids it also knows about.
         self.bos_token_id = bos_token_id
@@ -147,6 +152,11 @@ class FunAudioChatAudioEncoderConfig(PretrainedConfig):
             )
         if self.grouping not in ("mean", "concat"):
             raise ValueError(f"grouping must be 'mean' (official) or 'concat' (paper), got {self.grouping!r}")
+        if self.srh_prompt_token not in ("bos", "pad"):
+            raise ValueError(
+                f"srh_prompt_token must be 'bos' (official decoding) or 'pad' (as trained), "
+                f"got {self.srh_prompt_token!r}"
+            )
         specials = {
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_id,

@@ -301,13 +301,22 @@ def _finish_step(model, state, hidden, text_embeds, positions, new_mask, first: 
             picked.append(token)
             return token
 
+        prefix = None
+        if first and ac.srh_prompt_token == "pad":  # the prompt's previous tokens as in training: pad,
+            prefix, sampled = ac.pad_token_id, pick  # and the picks of a row already speaking
+
+            def pick(logits: torch.Tensor, j: int) -> torch.Tensor:
+                return torch.where(state.speaking, sampled(logits, j), ac.pad_token_id)
+
+        elif first:
+            prefix = ac.bos_token_id
         group = model.audio_invert_tower.step(
             hidden + text_embeds,
             srh,
             positions=positions,
             valid=new_mask.long(),
             pick=pick,
-            prefix_token=ac.bos_token_id if first else None,
+            prefix_token=prefix,
             fast=config.fast_decode,
         )
 

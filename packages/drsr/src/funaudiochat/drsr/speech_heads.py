@@ -227,8 +227,8 @@ class SpeechRefinedHead(nn.Module):
         positions: ``[B, S]`` their 5 Hz positions (each row its own);
         valid: ``[B, S]`` attention mask of the new positions;
         pick: ``pick(logits [B, V], j) -> ids [B]`` chooses the j-th token of the group;
-        prefix_token: the previous-token id fed to the first sub-frames (the prefill's BOS), instead of
-        the state's previous token;
+        prefix_token: the previous-token id fed to the first sub-frames (the prefill's: BOS, or pad per
+        ``srh_prompt_token``), instead of the state's previous token;
         fast: single sub-frames go through ``fast_decode`` (the same computation, less overhead).
         All sub-frames but the last ``k - 1`` of the last position are fed at once; then ``k - 1`` more
         sub-steps follow, each fed the token just picked."""

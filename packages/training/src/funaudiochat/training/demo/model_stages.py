@@ -70,6 +70,9 @@ def demo_model_spec(
         "output_dim": llm["hidden_size"],
         **DEMO_AUDIO,
         "crq_transformer_config": DEMO_SRH,
+        # decode as trained: with the official BOS prefill the head free-runs off its words far sooner
+        # (docs/experiments/demo_model/README.md, tools/experiments/srh_free_run.py)
+        "srh_prompt_token": "pad",
     }
     spec = {"config": config, "llm_from": str(text_lm_folder), "seed": seed}
     if audio_encoder is not None:
