@@ -1,12 +1,15 @@
 """The demo model's recipe as resumable stages: each writes one folder under the run folder and marks it done.
 
     python tools/train_demo.py [--out runs/demo] [--stage NAME ...] [--seed 0] [--force] [--set NAME=VALUE]
+                               [--jobs N]
 
 A stage is skipped when its folder holds ``stage.json`` (written last, with the stage's settings and its
 seconds), so a killed run resumes at the first unfinished stage; ``--stage`` runs only the named stages
 (their inputs must be done), ``--force`` redoes them. Quick stages build their folder in a temporary
 folder renamed into place (``funaudiochat.base.atomic.atomic_folder``); Lightning stages resume from their
-own checkpoints. ``timings.json`` in the run folder collects every stage's seconds.
+own checkpoints. ``timings.json`` in the run folder collects every stage's seconds. ``--jobs N`` runs up to
+N stages at once, each in its own process (log: ``logs/<stage>.log``) as soon as the stages it ``needs``
+are done (``schedule``): the vocoders train beside the LLM chain.
 
 The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``model_stages``,
 ``finetune_stages``, ``vocoder_stages`` and ``package_stage``, what they share in ``context``:
@@ -57,7 +60,10 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import fcntl
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +74,7 @@ from .context import DemoSettings
 from .finetune_stages import run_core_cocktail, run_dpo
 from .model_stages import run_audio_encoder, run_pre_alignment
 from .package_stage import run_package
+from .schedule import StagesFailed, run_concurrently
 from .speech_stages import (
     ASSISTANT_VOICE,
     EVAL_VOICES,
@@ -83,15 +90,24 @@ __all__ = ["ASSISTANT_VOICE", "EVAL_VOICES", "STAGES", "TRAIN_VOICES", "DemoBuil
 
 DONE_FILE = "stage.json"
 TIMINGS_FILE = "timings.json"
+LOG_FOLDER = "logs"
+# runs ``main`` in a new process: how ``DemoBuild.run(jobs > 1)`` runs each stage
+STAGE_COMMAND = (sys.executable, "-m", "funaudiochat.training.demo.build")
 
 
 @dataclass
 class DemoBuild:
-    """A run folder and its settings; ``run(names)`` runs stages in recipe order."""
+    """A run folder and its settings; ``run(names)`` runs stages in recipe order.
+
+    stages: the recipe (name -> ``DemoStage``, in order); stage_command: the argv prefix that runs ``main``
+    over the same ``stages`` in a new process (``run(jobs > 1)`` appends ``--out``, ``--stage`` and the
+    settings)."""
 
     root: Path
     settings: DemoSettings = field(default_factory=DemoSettings)
     log: Callable[[str], None] = print
+    stages: dict[str, DemoStage] = field(default_factory=lambda: STAGES)
+    stage_command: Sequence[str] = STAGE_COMMAND
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()  # stages write paths into files; they must not be relative
@@ -111,76 +127,150 @@ class DemoBuild:
             )
         return self.folder(stage)
 
-    def run(self, names: Sequence[str] | None = None, force: bool = False) -> dict[str, float]:
-        """Run ``names`` (default: every stage) in recipe order; returns the seconds of each stage run now."""
-        wanted = list(STAGES) if not names else list(names)
-        unknown = [name for name in wanted if name not in STAGES]
+    def run(self, names: Sequence[str] | None = None, force: bool = False, jobs: int = 1) -> dict[str, float]:
+        """Run ``names`` (default: every stage) and return the seconds of each stage run now.
+
+        ``jobs`` = 1: one after the other in recipe order, in this process. ``jobs`` > 1: up to ``jobs`` at
+        once, each in its own process, a stage as soon as its ``needs`` are done (``schedule``).
+
+        Raises:
+            ValueError: ``jobs`` < 1, an unknown stage; with ``jobs`` > 1 also (before anything starts) a
+                stage that needs one neither done nor run now.
+            StagesFailed: with ``jobs`` > 1, a stage failed (see its log)."""
+        if jobs < 1:
+            raise ValueError(f"jobs must be at least 1, not {jobs}")
+        wanted = list(self.stages) if not names else list(names)
+        unknown = [name for name in wanted if name not in self.stages]
         if unknown:
-            raise ValueError(f"unknown stage(s) {unknown}; the stages are {list(STAGES)}")
-        took = {}
-        for name in STAGES:
+            raise ValueError(f"unknown stage(s) {unknown}; the stages are {list(self.stages)}")
+        todo = []
+        for name in self.stages:
             if name not in wanted:
                 continue
             if self.done(name) and not force:
                 self.log(f"[{name}] done already ({self.folder(name)})")
                 continue
-            self.log(f"[{name}] {STAGES[name].description}")
+            todo.append(name)
+        if jobs > 1:
+            return self._run_concurrently(todo, force, jobs)
+        took = {}
+        for name in todo:
+            self.log(f"[{name}] {self.stages[name].description}")
             start = time.perf_counter()
-            record = STAGES[name].run(self)
+            record = self.stages[name].run(self)
             took[name] = time.perf_counter() - start
             self._mark_done(name, took[name], record)
             self.log(f"[{name}] finished in {took[name]:.1f} s")
         return took
 
+    def _run_concurrently(self, todo: list[str], force: bool, jobs: int) -> dict[str, float]:
+        """``todo`` (in recipe order) run by ``schedule.run_concurrently``, each as ``stage_command``."""
+        for name in todo:
+            for need in self.stages[name].needs:
+                if need not in todo:
+                    self.require(need, name)
+        settings = [
+            arg for assignment in settings_assignments(self.settings) for arg in ("--set", assignment)
+        ]
+        force_flag = ["--force"] if force else []
+        commands = {
+            name: [*self.stage_command, "--out", str(self.root), "--stage", name, *settings, *force_flag]
+            for name in todo
+        }
+        needs = {name: [need for need in self.stages[name].needs if need in todo] for name in todo}
+        return run_concurrently(commands, needs, jobs, self.root / LOG_FOLDER, self.log)
+
     def _mark_done(self, name: str, seconds: float, record: dict[str, Any]) -> None:
+        """Write the stage's ``stage.json`` and add its seconds to ``timings.json`` (locked: stages may run
+        in several processes at once)."""
         from funaudiochat.base.atomic import atomic_write_text
 
         entry = {"stage": name, "seconds": round(seconds, 2), "settings": vars(self.settings), **record}
         atomic_write_text(self.folder(name) / DONE_FILE, json.dumps(entry, indent=2) + "\n")
         timings_path = self.root / TIMINGS_FILE
-        timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-        timings[name] = entry["seconds"]
-        atomic_write_text(timings_path, json.dumps(timings, indent=2) + "\n")
+        with open(self.root / f"{TIMINGS_FILE}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+            timings[name] = entry["seconds"]
+            atomic_write_text(timings_path, json.dumps(timings, indent=2) + "\n")
 
 
 @dataclass(frozen=True)
 class DemoStage:
+    """A stage: ``run`` builds its folder and returns what ``stage.json`` records; ``needs`` names the
+    stages it reads (its ``build.require`` calls), all earlier in the recipe."""
+
     run: Callable[[DemoBuild], dict[str, Any]]
     description: str
+    needs: tuple[str, ...]
 
 
 STAGES: dict[str, DemoStage] = {
-    "corpus": DemoStage(run_corpus, "question -> answer text corpus with held-out phrasings and contents"),
+    "corpus": DemoStage(
+        run_corpus,
+        "question -> answer text corpus with held-out phrasings and contents",
+        needs=(),
+    ),
     "text_tokenizer": DemoStage(
-        run_text_tokenizer, "byte-level BPE on the corpus and prompts, as a processor folder"
+        run_text_tokenizer,
+        "byte-level BPE on the corpus and prompts, as a processor folder",
+        needs=("corpus",),
     ),
     "text_lm": DemoStage(
-        run_text_lm, "the text LLM trained on the question-answering pairs (the Qwen3 stand-in)"
+        run_text_lm,
+        "the text LLM trained on the question-answering pairs (the Qwen3 stand-in)",
+        needs=("corpus", "text_tokenizer"),
     ),
     "speech": DemoStage(
-        run_speech, "questions and answers spoken by espeak-ng (training and held-out voices)"
+        run_speech,
+        "questions and answers spoken by espeak-ng (training and held-out voices)",
+        needs=("corpus",),
     ),
     "speech_tokenizer": DemoStage(
-        run_speech_tokenizer, "speech tokenizer trained on the spoken corpus; answers re-coded with it"
+        run_speech_tokenizer,
+        "speech tokenizer trained on the spoken corpus; answers re-coded with it",
+        needs=("speech",),
     ),
     "audio_encoder": DemoStage(
-        run_audio_encoder, "the continuous audio tower trained alone with CTC (the stand-in for Whisper)"
+        run_audio_encoder,
+        "the continuous audio tower trained alone with CTC (the stand-in for Whisper)",
+        needs=("speech", "text_lm"),
     ),
     "conversations": DemoStage(
-        run_conversations, "training conversations: S2S answers, S2T transcripts and calls"
+        run_conversations,
+        "training conversations: S2S answers, S2T transcripts and calls",
+        needs=("corpus", "speech_tokenizer"),
     ),
     "pre_alignment": DemoStage(
-        run_pre_alignment, "speech encoders, adapter and SRH learn; the text LLM frozen"
+        run_pre_alignment,
+        "speech encoders, adapter and SRH learn; the text LLM frozen",
+        needs=("text_lm", "text_tokenizer", "conversations", "audio_encoder"),
     ),
     "core_cocktail": DemoStage(
-        run_core_cocktail, "the whole model fine-tuned: stage 1, merge with the text LLM, stage 2"
+        run_core_cocktail,
+        "the whole model fine-tuned: stage 1, merge with the text LLM, stage 2",
+        needs=("pre_alignment", "text_tokenizer", "conversations"),
     ),
-    "dpo": DemoStage(run_dpo, "multi-task DPO: right answers over wrong, truncated and garbled ones"),
-    "vocoder_hift": DemoStage(run_vocoder_hift, "HiFT (mel -> 24 kHz) trained on the assistant's voice"),
+    "dpo": DemoStage(
+        run_dpo,
+        "multi-task DPO: right answers over wrong, truncated and garbled ones",
+        needs=("core_cocktail", "text_tokenizer", "conversations"),
+    ),
+    "vocoder_hift": DemoStage(
+        run_vocoder_hift,
+        "HiFT (mel -> 24 kHz) trained on the assistant's voice",
+        needs=("speech",),
+    ),
     "vocoder_flow": DemoStage(
-        run_vocoder_flow, "flow matching (speech codes -> mel) trained on the assistant's voice"
+        run_vocoder_flow,
+        "flow matching (speech codes -> mel) trained on the assistant's voice",
+        needs=("speech", "speech_tokenizer"),
     ),
-    "package": DemoStage(run_package, "the parts joined into one pipeline folder with a model card"),
+    "package": DemoStage(
+        run_package,
+        "the parts joined into one pipeline folder with a model card",
+        needs=("dpo", "text_tokenizer", "vocoder_flow", "vocoder_hift", "speech_tokenizer"),
+    ),
 }
 
 
@@ -189,8 +279,6 @@ def settings_with(settings: DemoSettings, assignments: Sequence[str]) -> DemoSet
 
     Raises:
         ValueError: an assignment without "=", an unknown field, or a value that does not parse."""
-    import dataclasses
-
     fields = {f.name: f for f in dataclasses.fields(DemoSettings)}
     changes: dict[str, Any] = {}
     for assignment in assignments:
@@ -214,11 +302,48 @@ def settings_with(settings: DemoSettings, assignments: Sequence[str]) -> DemoSet
     return dataclasses.replace(settings, **changes)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def settings_assignments(settings: DemoSettings) -> list[str]:
+    """The ``NAME=VALUE`` assignments that make ``settings`` of ``DemoSettings()`` (``settings_with``'s
+    inverse: one per field that differs).
+
+    Raises:
+        ValueError: a value that ``settings_with`` would not read back (a text field holding "none")."""
+    default = DemoSettings()
+    assignments = [
+        f"{f.name}={getattr(settings, f.name)}"
+        for f in dataclasses.fields(DemoSettings)
+        if getattr(settings, f.name) != getattr(default, f.name)
+    ]
+    if settings_with(default, assignments) != settings:
+        raise ValueError(f"the settings {assignments} do not read back as {settings}")
+    return assignments
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    stages: dict[str, DemoStage] = STAGES,
+    stage_command: Sequence[str] = STAGE_COMMAND,
+) -> int:
+    """``tools/train_demo.py``'s command line; ``stages`` and ``stage_command`` (the recipe and the argv
+    prefix that runs it in a new process, see ``DemoBuild``) are there for tests to give their own."""
+
+    def at_least_one(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"give a whole number of stages >= 1, not {text!r}")
+        return int(text)
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
-    parser.add_argument("--stage", action="append", help=f"run only this stage (repeatable): {list(STAGES)}")
+    parser.add_argument("--stage", action="append", help=f"run only this stage (repeatable): {list(stages)}")
     parser.add_argument("--force", action="store_true", help="redo stages that are done")
+    parser.add_argument(
+        "--jobs",
+        type=at_least_one,
+        default=1,
+        metavar="N",
+        help="run up to N stages at once, each in its own process once its inputs are done (default 1: "
+        "one after the other); the logs go to OUT/logs/<stage>.log",
+    )
     parser.add_argument("--seed", type=int, default=DemoSettings.seed)
     parser.add_argument(
         "--set",
@@ -232,9 +357,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_with(DemoSettings(seed=args.seed), args.set)
     except ValueError as error:
         parser.exit(2, f"train_demo: {error}\n")
-    build = DemoBuild(args.out, settings)
+    build = DemoBuild(args.out, settings, stages=stages, stage_command=stage_command)
     try:
-        build.run(args.stage, force=args.force)
+        build.run(args.stage, force=args.force, jobs=args.jobs)
     except ValueError as error:
         parser.exit(2, f"train_demo: {error}\n")
+    except StagesFailed as error:
+        parser.exit(1, f"train_demo: {error}\n")
     return 0
+
+
+if __name__ == "__main__":  # how ``STAGE_COMMAND`` runs a stage in its own process
+    sys.exit(main())

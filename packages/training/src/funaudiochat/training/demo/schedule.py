@@ -1,0 +1,99 @@
+"""Run commands as a dependency graph, several at once, each in its own process with its own log.
+
+``run_concurrently(commands, needs, jobs, log_dir)`` is how ``DemoBuild.run(jobs=N)`` runs the demo
+recipe's stages: a command starts once every command it needs has exited with 0, at most ``jobs`` run at
+once, and ready ones start in the order of ``commands``. Each process gets ``cpu_count // jobs`` OpenMP and
+MKL threads (so concurrent torch processes do not fight over the cores) and writes its stdout and stderr to
+``log_dir/<name>.log``. A failure starts nothing new: the running ones finish, then ``StagesFailed``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+
+POLL_SECONDS = 0.1  # how often the running processes are checked
+TERMINATE_SECONDS = 10.0  # how long a terminated process gets before it is killed
+
+
+class StagesFailed(RuntimeError):
+    """One or more commands of ``run_concurrently`` exited with a non-zero code."""
+
+
+def threads_per_job(jobs: int) -> int:
+    """The OpenMP/MKL threads each of ``jobs`` concurrent processes gets: the cores shared out, at least 1."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def run_concurrently(
+    commands: Mapping[str, Sequence[str]],
+    needs: Mapping[str, Collection[str]],
+    jobs: int,
+    log_dir: Path,
+    log: Callable[[str], None] = print,
+) -> dict[str, float]:
+    """Run every command of ``commands`` (name -> argv) and return each one's seconds, in ``commands`` order.
+
+    ``needs[name]`` names the commands that must have exited with 0 before ``name`` starts; each must come
+    before ``name`` in ``commands``. On Ctrl-C (or any error here) the running processes are terminated.
+
+    Raises:
+        ValueError: ``jobs`` < 1, or a need that is not an earlier command.
+        StagesFailed: a command exited with a non-zero code (after the running ones have finished)."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, not {jobs}")
+    order = list(commands)
+    for name in order:
+        later = [need for need in needs.get(name, ()) if need not in order[: order.index(name)]]
+        if later:
+            raise ValueError(f"{name!r} needs {later}, which are not commands before it in {order}")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_paths = {name: log_dir / f"{name}.log" for name in order}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_job(jobs))}
+    env["MKL_NUM_THREADS"] = env["OMP_NUM_THREADS"]
+    pending, finished, failed = list(order), set(), []
+    running: dict[str, tuple[subprocess.Popen, float]] = {}
+    took: dict[str, float] = {}
+    try:
+        while pending or running:
+            ready = [] if failed else [name for name in pending if set(needs.get(name, ())) <= finished]
+            for name in ready[: jobs - len(running)]:
+                pending.remove(name)
+                with open(log_paths[name], "w") as out:  # the child keeps its own copy of the file
+                    process = subprocess.Popen(commands[name], stdout=out, stderr=subprocess.STDOUT, env=env)
+                running[name] = (process, time.perf_counter())
+                log(f"[{name}] started (log: {log_paths[name]})")
+            if not running:
+                break  # a failure left the pending ones unstarted
+            time.sleep(POLL_SECONDS)
+            for name, (process, start) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[name]
+                if process.returncode == 0:
+                    finished.add(name)
+                    took[name] = time.perf_counter() - start
+                    log(f"[{name}] finished in {took[name]:.1f} s")
+                else:
+                    failed.append(name)
+                    log(f"[{name}] FAILED (exit code {process.returncode}, see {log_paths[name]})")
+    finally:
+        _stop([process for process, _ in running.values()])
+    if failed:
+        logs = ", ".join(f"{name!r} (log: {log_paths[name]})" for name in failed)
+        raise StagesFailed(f"stage(s) failed: {logs}; not started: {pending or 'none'}")
+    return {name: took[name] for name in order}
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    """Terminate ``processes`` and wait for them (killing those that outlast ``TERMINATE_SECONDS``)."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=TERMINATE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
