@@ -39,10 +39,20 @@ def test_main_writes_json(voice_module, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     pairs = [
-        {"task": "fact", "split": "train", "question": "What colour is a banana?", "answer": "A banana is yellow.",
-         "key": ["yellow"]},
-        {"task": "arithmetic", "split": "heldout_phrasing", "question": "What is two plus three?",
-         "answer": "Two plus three is five.", "key": ["five"]},
+        {
+            "task": "fact",
+            "split": "train",
+            "question": "What colour is a banana?",
+            "answer": "A banana is yellow.",
+            "key": ["yellow"],
+        },
+        {
+            "task": "arithmetic",
+            "split": "heldout_phrasing",
+            "question": "What is two plus three?",
+            "answer": "Two plus three is five.",
+            "key": ["five"],
+        },
     ]
     (corpus / "corpus.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
     out = tmp_path / "voices.json"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def parse_voices(text: str) -> list[tuple[str, int]]:
-    """``"en-us+f2:160,en-gb:150"`` -> ``[("en-us+f2", 160), ("en-gb", 150)]``; ValueError names a bad item."""
+    """``"en-us+f2:160,en-gb:150"`` -> ``[("en-us+f2", 160), ("en-gb", 150)]``; ValueError names a bad one."""
     voices = []
     for item in text.split(","):
         voice, _, speed = item.strip().partition(":")
@@ -36,7 +36,6 @@ def score_voice(voice: str, speed: int, answers: list[dict], recognizer, folder:
     """How often ``recognizer`` hears each answer's key and its exact words in ``voice`` at ``speed``."""
     import soundfile
     import torch
-
     from funaudiochat.training.demo.corpus import contains_key
     from funaudiochat.training.demo.listen import words_of
 
@@ -87,7 +86,9 @@ def main(argv=None) -> int:
             row = rows[-1]
             print(f"{voice:>16} {speed:>4} wpm  key heard {row['key_heard']:6.1%}  exact {row['exact']:6.1%}")
     if args.out:
-        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "voices": rows}, indent=2))
+        args.out.write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "voices": rows}, indent=2)
+        )
     return 0
 
 
