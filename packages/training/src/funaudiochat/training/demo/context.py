@@ -34,7 +34,7 @@ class DemoSettings:
     text_vocab_size: int = 1024
     pairs_per_file: int | None = None
     tokenizer_steps: int = 2000
-    text_lm_steps: int = 3000
+    text_lm_steps: int = 9000
     text_lm_size: str = "demo"
     knowledge_per_content: int = 3
     audio_encoder_steps: int = 6000
