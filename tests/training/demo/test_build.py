@@ -201,6 +201,13 @@ def test_pre_alignment_stage_starts_from_the_text_llm_and_exports(with_audio_enc
     for name, tensor in text_lm.state_dict().items():
         assert torch.equal(model.language_model.state_dict()[name], tensor), name
     assert model.config.audio_config.output_dim == text_lm.config.hidden_size
+    # it trains on the spoken replies only (with the LLM and the listening path frozen nothing else learns)
+    spoken = (root / "pre_alignment" / "spoken_replies.jsonl").read_text().splitlines()
+    every = (root / "conversations" / "train.jsonl").read_text().splitlines()
+    assert record["spoken_replies"] == len(spoken) and 0 < len(spoken) < len(every)
+    assert all("[AU" in json.loads(line)["audio"][-1] for line in spoken)
+    # the demo recipe's models decode with the prompt's previous speech tokens as trained
+    assert model.config.audio_config.srh_prompt_token == "pad"
 
 
 TINY_FINISH = dict(

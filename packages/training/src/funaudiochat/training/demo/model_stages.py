@@ -122,6 +122,18 @@ LISTENING_FROZEN_MODULES = (
 LISTENING_FROZEN = "[" + ",".join(LISTENING_FROZEN_MODULES) + "]"  # as a recipe override
 
 
+def write_spoken_replies(conversations: Path, out: Path) -> int:
+    """Write the conversations of the sharegpt file ``conversations`` whose assistant speaks (has speech
+    codes) to ``out`` (atomically); returns how many. Raises ValueError when there are none."""
+    from ..data import read_sharegpt, write_sharegpt
+
+    spoken = [c for c in read_sharegpt(conversations, check_audio=False) if c.assistant_speech]
+    if not spoken:
+        raise ValueError(f"{conversations}: no conversation has a spoken reply")
+    write_sharegpt(out, spoken)
+    return len(spoken)
+
+
 def run_pre_alignment(build: StageContext) -> dict[str, Any]:
     text_lm = build.require("text_lm", "pre_alignment") / "model"
     processor = build.require("text_tokenizer", "pre_alignment")
@@ -131,8 +143,13 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
     settings = build.settings
     spec = demo_model_spec(text_lm, processor, settings.seed, audio_encoder, settings.speech_embedding_std)
     extra = {"model": {"model": spec}}
+    # with the LLM and the listening path frozen only spoken replies train anything (the SRH and the
+    # speech grouping): the text-only replies would be half of every batch's compute for nothing
+    spoken = build.folder("pre_alignment") / "spoken_replies.jsonl"
+    spoken.parent.mkdir(parents=True, exist_ok=True)
+    rows = write_spoken_replies(conversations / "train.jsonl", spoken)
     overrides = [
-        f"data.train={conversations / 'train.jsonl'}",
+        f"data.train={spoken}",
         f"data.processor={processor}",
         f"trainer.max_steps={build.settings.pre_alignment_steps}",
         f"model.lr={build.settings.pre_alignment_lr}",
@@ -144,4 +161,4 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
         f"seed={build.settings.seed}",
     ]
     fit_recipe("pre_alignment", run, overrides, extra)
-    return {"steps": build.settings.pre_alignment_steps, "model": str(run / "model")}
+    return {"steps": build.settings.pre_alignment_steps, "spoken_replies": rows, "model": str(run / "model")}
