@@ -232,7 +232,7 @@ def test_pad_prompt_token_decodes_as_trained(prompts, tmp_path):
     together = generate(model, batch_of(prompts), GREEDY)
     for i, p in enumerate(prompts):
         assert torch.equal(together.speech_ids[i], generate(model, p, GREEDY).speech_ids[0])
-    assert not all(torch.equal(a, b) for a, b in zip(together.speech_ids, official.speech_ids))
+    assert not all(torch.equal(a, b) for a, b in zip(together.speech_ids, official.speech_ids, strict=True))
     model.config.save_pretrained(tmp_path)
     assert FunAudioChatConfig.from_pretrained(tmp_path).audio_config.srh_prompt_token == "pad"
     with pytest.raises(ValueError, match="srh_prompt_token"):

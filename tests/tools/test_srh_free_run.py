@@ -35,7 +35,7 @@ def test_stepping_on_the_reference_reproduces_the_teacher_forced_logits(
         )
         seen = []
 
-        def forced(step_logits, j):
+        def forced(step_logits, j, seen=seen, reference=reference):
             seen.append(step_logits[0])
             return reference[len(seen) - 1 : len(seen)]
 
