@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import inspect
-import json
 import random
 from pathlib import Path
 
@@ -137,9 +136,8 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="a model folder, or a pipeline folder")
-    parser.add_argument("--processor", type=Path, help="processor folder (default: --model)")
-    parser.add_argument("--conversations", type=Path, required=True, help="conversations with spoken replies")
+    probe = _probe_module()
+    probe.add_reply_arguments(parser)
     parser.add_argument("--train-rows", type=int, default=300, help="spoken replies the probe learns from")
     parser.add_argument("--test-rows", type=int, default=100, help="spoken replies it is measured on")
     parser.add_argument("--steps", type=int, default=300, help="full-batch Adam steps of the probe")
@@ -148,24 +146,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.train_rows < 1 or args.test_rows < 1 or args.steps < 1:
         parser.error("--train-rows, --test-rows and --steps must be at least 1")
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = run(args)
-    finally:
-        torch.set_num_threads(threads)
+    result = probe.single_threaded(run, args)
     for name in FEATURES:
         accuracy = result[name]
         print(
             f"{name:>15}: all slots {accuracy['all_slots']:.3f}, "
             f"answer tokens {accuracy['answer_tokens']:.3f}"
         )
-    if args.out:
-        args.out.write_text(
-            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **result}, indent=2)
-        )
+    probe.write_result(args.out, args, result)
     return 0
 
 

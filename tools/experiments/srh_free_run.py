@@ -166,9 +166,8 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="a model folder, or a pipeline folder")
-    parser.add_argument("--processor", type=Path, help="processor folder (default: --model)")
-    parser.add_argument("--conversations", type=Path, required=True, help="conversations with spoken replies")
+    probe = _probe_module()
+    probe.add_reply_arguments(parser)
     parser.add_argument("--rows", type=int, default=10, help="spoken replies measured")
     parser.add_argument("--prefill", choices=("pad", "bos"), default="pad", help="prompt's previous tokens")
     parser.add_argument("--no-listen", dest="listen", action="store_false", help="codes only (no vocoder)")
@@ -176,20 +175,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.rows < 1:
         parser.error("--rows must be at least 1")
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = run(args)
-    finally:
-        torch.set_num_threads(threads)
+    result = probe.single_threaded(run, args)
     for key, value in result["summary"].items():
         print(f"{key}: {value:.3f}")
-    if args.out:
-        args.out.write_text(
-            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **result}, indent=2)
-        )
+    probe.write_result(args.out, args, result)
     return 0
 
 

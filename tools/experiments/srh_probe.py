@@ -27,6 +27,32 @@ BIN_CODES = 10  # 0.4 s at 25 Hz
 CONTENT = slice(10, 50)  # after the 10 BOS delay tokens, the first 40 codes
 
 
+def add_reply_arguments(parser) -> None:
+    """The arguments every SRH tool here takes: ``--model``, ``--processor``, ``--conversations``."""
+    parser.add_argument("--model", type=Path, required=True, help="a model folder, or a pipeline folder")
+    parser.add_argument("--processor", type=Path, help="processor folder (default: --model)")
+    parser.add_argument("--conversations", type=Path, required=True, help="conversations with spoken replies")
+
+
+def single_threaded(run, args):
+    """``run(args)`` with torch on one thread (timings of these small models are steadier), its thread
+    count given back afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def write_result(path: Path | None, args, result: dict) -> None:
+    """Write ``result`` with the command's arguments as JSON to ``path`` (nothing when it is None)."""
+    if path is not None:
+        path.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **result}, indent=2))
+
+
 def spoken_lines(conversations: Path, rows: int) -> list[str]:
     """The first ``rows`` lines of ``conversations`` whose conversation ends with assistant speech."""
     kept = []
