@@ -114,16 +114,18 @@ def run(args) -> dict:
 
     probe = _probe_module()
     data = probe.speech_rows(args.conversations, args.processor or args.model, args.rows)
-    model = FunAudioChatForConditionalGeneration.from_pretrained(str(args.model)).eval()
     lines = probe.spoken_lines(args.conversations, args.rows)
     texts = [json.loads(json.loads(line)["audio"][-1]).get("text", "") for line in lines]
     listen = None
-    if args.listen:
+    if not args.listen:
+        model = FunAudioChatForConditionalGeneration.from_pretrained(str(args.model)).eval()
+    else:
         from funaudiochat.chat import Pipeline
         from funaudiochat.chat.voices import resolve_voice
         from funaudiochat.training.demo.listen import Recognizer
 
         pipe = Pipeline.from_pretrained(args.model)
+        model = pipe.model  # the same weights, loaded once
         recognizer = Recognizer(texts)
         speaker = resolve_voice(None, pipe.vocoder.speakers, pipe.speech_tokenizer)
         from funaudiochat.base.constants import VOCODER_SAMPLE_RATE as rate
