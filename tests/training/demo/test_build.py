@@ -161,6 +161,33 @@ def test_conversations_stage_lays_out_each_task_as_the_pipeline_prompts_it(spoke
             assert "<tools>" in conv.system and "<tool_call>" in conv.turns[1].content and not speaks
 
 
+def test_conversations_stage_can_place_reply_words_at_their_speech(spoken, tmp_path):
+    import shutil
+
+    from funaudiochat.training.data import AssistantSpeech, read_sharegpt
+    from funaudiochat.training.demo.reply_alignment import SIL
+
+    root = tmp_path / "demo"
+    for stage in ("corpus", "text_tokenizer", "speech", "speech_tokenizer"):
+        (root / stage).parent.mkdir(parents=True, exist_ok=True)
+        (root / stage).symlink_to(spoken / stage)
+    settings = DemoSettings(text_vocab_size=400, pairs_per_file=2, reply_alignment="words")
+    DemoBuild(root, settings, log=lambda _: None).run(["conversations"])
+    record = json.loads((root / "conversations" / "stage.json").read_text())["reply_alignment"]
+    assert record["kind"] == "words"
+    tasks = json.loads((spoken / "conversations" / "stage.json").read_text())["conversations"]["train"]
+    answers = sum(n for task, n in tasks.items() if task not in ("asr", "tool") and "_" not in task)
+    assert record["train"]["aligned"] + record["train"]["proportional"] == answers > 0  # spoken answers
+    official = read_sharegpt(spoken / "conversations" / "train.jsonl")
+    for plain, aligned in zip(official, read_sharegpt(root / "conversations" / "train.jsonl"), strict=True):
+        for a, b in zip(plain.audios, aligned.audios, strict=True):
+            if isinstance(a, AssistantSpeech) and a.codes is not None:
+                assert b.text.replace(SIL, "") == a.text and (b.codes == a.codes).all()
+            else:
+                assert b == a
+    shutil.rmtree(root)
+
+
 @pytest.fixture(scope="module")
 def with_audio_encoder(with_text_lm, spoken):
     DemoBuild(with_text_lm, DemoSettings(**TINY), log=lambda _: None).run(["audio_encoder"])
@@ -265,3 +292,6 @@ def test_settings_can_be_changed_from_the_command_line():
         settings_with(DemoSettings(), ["nope=1"])
     with pytest.raises(ValueError, match="is not a int"):
         settings_with(DemoSettings(), ["dpo_steps=many"])
+    assert settings_with(DemoSettings(), ["reply_alignment=words"]).reply_alignment == "words"
+    with pytest.raises(ValueError, match=r"reply_alignment must be one of \['official', 'words'\]"):
+        settings_with(DemoSettings(), ["reply_alignment=moshi"])

@@ -239,7 +239,7 @@ STAGES: dict[str, DemoStage] = {
     "conversations": DemoStage(
         run_conversations,
         "training conversations: S2S answers, S2T transcripts and calls",
-        needs=("corpus", "speech_tokenizer"),
+        needs=("corpus", "speech_tokenizer", "text_tokenizer"),
     ),
     "pre_alignment": DemoStage(
         run_pre_alignment,

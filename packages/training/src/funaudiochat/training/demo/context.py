@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+REPLY_ALIGNMENTS = ("official", "words")
+
 
 @dataclass
 class DemoSettings:
@@ -28,7 +30,9 @@ class DemoSettings:
     recipe's 1e-4 suits a pretrained 8B, a small LLM trained from scratch moves at more);
     dpo_pairs / dpo_steps / dpo_lr: preference pairs drawn, steps and learning rate of DPO; hift_steps /
     flow_steps: generator steps of HiFT and steps of the flow; vocoder_size: "demo" (``DEMO_FLOW`` and
-    ``DEMO_HIFT``) or "tiny" (the recipes' tiny sizes, tests)."""
+    ``DEMO_HIFT``) or "tiny" (the recipes' tiny sizes, tests); reply_alignment: where a spoken answer's
+    text sits in its slots, "official" (one token per slot from the first, then ``<|sil|>``) or "words"
+    (each word at the slot its speech starts, ``reply_alignment.aligned_text``)."""
 
     seed: int = 0
     text_vocab_size: int = 1024
@@ -51,6 +55,12 @@ class DemoSettings:
     hift_steps: int = 1000
     flow_steps: int = 4000
     vocoder_size: str = "demo"
+    reply_alignment: str = "official"
+
+    def __post_init__(self) -> None:
+        if self.reply_alignment not in REPLY_ALIGNMENTS:
+            allowed = list(REPLY_ALIGNMENTS)
+            raise ValueError(f"reply_alignment must be one of {allowed}, got {self.reply_alignment!r}")
 
 
 class StageContext(Protocol):

@@ -11,6 +11,7 @@ from typing import Any
 from .context import StageContext, fit_recipe
 from .corpus import SPLITS
 from .family import TASKS
+from .reply_alignment import align_replies
 from .text_stages import QA_TASKS, corpus_pairs
 
 # espeak-ng voices: accents and voice variants (``espeak-ng --voices=en``, ``--voices=variant``)
@@ -222,6 +223,7 @@ def run_conversations(build: StageContext) -> dict[str, Any]:
         "heldout": (("heldout", "s2s"),),
     }
     counts: dict[str, Counter] = {name: Counter() for name in groups}
+    alignment: dict[str, dict[str, int]] = {}
     with atomic_folder(build.folder("conversations")) as staging:
         for name, members in groups.items():
             conversations = []
@@ -232,6 +234,19 @@ def run_conversations(build: StageContext) -> dict[str, Any]:
                         continue
                     conversations.append(conversation_for(entry, record, tools, reply))
                     counts[name][record["task"] if reply == "s2s" else f"{record['task']}_{reply}"] += 1
+            if build.settings.reply_alignment == "words":
+                alignment[name] = align_replies(conversations, _token_counter(build))
             write_sharegpt(staging / f"{name}.jsonl", conversations)
             read_sharegpt(staging / f"{name}.jsonl")
-    return {"conversations": {name: dict(tasks) for name, tasks in counts.items()}}
+    result: dict[str, Any] = {"conversations": {name: dict(tasks) for name, tasks in counts.items()}}
+    result["reply_alignment"] = {"kind": build.settings.reply_alignment, **alignment}
+    return result
+
+
+def _token_counter(build: StageContext):
+    """The number of text tokens of a piece of reply text, by the run's text tokenizer."""
+    from funaudiochat.drsr.processing import FunAudioChatProcessor
+
+    folder = build.require("text_tokenizer", "conversations")
+    tokenizer = FunAudioChatProcessor.from_pretrained(folder).tokenizer
+    return lambda piece: len(tokenizer(piece, add_special_tokens=False)["input_ids"])
