@@ -111,11 +111,13 @@ def agreement(codes, reference) -> float:
 def run(args) -> dict:
     from funaudiochat.drsr import FunAudioChatForConditionalGeneration
     from funaudiochat.training.demo.listen import words_of
+    from funaudiochat.training.demo.reply_alignment import SIL
 
     probe = _probe_module()
     data = probe.speech_rows(args.conversations, args.processor or args.model, args.rows)
     lines = probe.spoken_lines(args.conversations, args.rows)
-    texts = [json.loads(json.loads(line)["audio"][-1]).get("text", "") for line in lines]
+    # word-aligned replies (``reply_alignment="words"``) hold <|sil|> between their words
+    texts = [json.loads(json.loads(line)["audio"][-1]).get("text", "").replace(SIL, " ") for line in lines]
     listen = None
     if not args.listen:
         model = FunAudioChatForConditionalGeneration.from_pretrained(str(args.model)).eval()
