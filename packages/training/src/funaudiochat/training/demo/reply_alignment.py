@@ -7,12 +7,14 @@ speech (a five-word answer's text has ended before its second word is heard). Th
 *which word to say now* only through the LLM's state, and the demo model's small head did not learn to read
 it there: free-running it said the right kind of answer with the wrong numbers. Aligned, the text token of
 the slot is the word about to be spoken (two slots ahead, the speech delay), so the head's conditioning
-``h + E_text`` names it directly.
+``h + E_text`` names it directly. Measured on the demo model, it did not help: the head free-running still
+said other words (``docs/experiments/demo_model/README.md``), so the recipe's default stays official.
 
+    import soundfile as sf
     from funaudiochat.training.demo.reply_alignment import WordAligner, aligned_text
-    aligner = WordAligner()
-    starts = aligner.word_starts("answer.wav", "Seven plus three is ten.")   # seconds, one per word
-    aligned_text("Seven plus three is ten.", starts, count_tokens)          # "Seven<|sil|> plus..."
+    audio, rate = sf.read("answer.wav", dtype="float32")
+    starts = WordAligner().word_starts(audio, rate, "Seven plus three is ten.")  # seconds, one per word
+    aligned_text("Seven plus three is ten.", starts, count_tokens)              # "Seven<|sil|> plus..."
 
 Word starts come from pocketsphinx forced alignment (its US English model and CMUdict, in the wheel); where
 it cannot align an answer, ``proportional_starts`` spreads the words over the speech by their letters.
