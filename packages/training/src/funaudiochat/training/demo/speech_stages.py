@@ -224,6 +224,9 @@ def run_conversations(build: StageContext) -> dict[str, Any]:
     }
     counts: dict[str, Counter] = {name: Counter() for name in groups}
     alignment: dict[str, dict[str, int]] = {}
+    count_tokens = None
+    if build.settings.reply_alignment == "words":
+        count_tokens = _token_counter(build.require("text_tokenizer", "conversations"))
     with atomic_folder(build.folder("conversations")) as staging:
         for name, members in groups.items():
             conversations = []
@@ -234,8 +237,8 @@ def run_conversations(build: StageContext) -> dict[str, Any]:
                         continue
                     conversations.append(conversation_for(entry, record, tools, reply))
                     counts[name][record["task"] if reply == "s2s" else f"{record['task']}_{reply}"] += 1
-            if build.settings.reply_alignment == "words":
-                alignment[name] = align_replies(conversations, _token_counter(build))
+            if count_tokens is not None:
+                alignment[name] = align_replies(conversations, count_tokens)
             write_sharegpt(staging / f"{name}.jsonl", conversations)
             read_sharegpt(staging / f"{name}.jsonl")
     result: dict[str, Any] = {"conversations": {name: dict(tasks) for name, tasks in counts.items()}}
@@ -243,10 +246,9 @@ def run_conversations(build: StageContext) -> dict[str, Any]:
     return result
 
 
-def _token_counter(build: StageContext):
-    """The number of text tokens of a piece of reply text, by the run's text tokenizer."""
+def _token_counter(folder: Path):
+    """The number of text tokens of a piece of reply text, by the text tokenizer in ``folder``."""
     from funaudiochat.drsr.processing import FunAudioChatProcessor
 
-    folder = build.require("text_tokenizer", "conversations")
     tokenizer = FunAudioChatProcessor.from_pretrained(folder).tokenizer
     return lambda piece: len(tokenizer(piece, add_special_tokens=False)["input_ids"])
