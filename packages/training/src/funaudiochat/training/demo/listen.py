@@ -37,6 +37,14 @@ def words_of(text: str) -> list[str]:
     return [w.strip("'") for w in re.findall(r"[a-z0-9']+", text.lower()) if w.strip("'")]
 
 
+def pcm16(audio: torch.Tensor, sample_rate: int) -> bytes:
+    """A mono float waveform ``(T,)`` in [-1, 1] at ``sample_rate`` Hz as the decoder's input: 16 kHz,
+    16-bit little-endian PCM bytes."""
+    if sample_rate != SAMPLE_RATE:
+        audio = torchaudio.functional.resample(audio, sample_rate, SAMPLE_RATE)
+    return (audio.clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16).numpy().tobytes()
+
+
 def _arpa(sentences: list[list[str]], order: int = 3) -> str:
     """An ARPA back-off n-gram model of ``sentences``: maximum-likelihood unigrams, higher orders with counts
     lowered by ``DISCOUNT`` and the freed mass given to the next lower order through the back-off weights."""
@@ -125,9 +133,7 @@ class Recognizer:
             raise ValueError(f"expected a mono waveform of shape (T,) or (1, T), got {tuple(x.shape)}")
         if x.numel() == 0:
             return ""
-        if sample_rate != SAMPLE_RATE:
-            x = torchaudio.functional.resample(x, sample_rate, SAMPLE_RATE)
-        pcm = (x.clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16).numpy().tobytes()
+        pcm = pcm16(x, sample_rate)
         self._decoder.start_utt()
         self._decoder.process_raw(pcm, full_utt=True)
         self._decoder.end_utt()

@@ -27,10 +27,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from funaudiochat.drsr.text_tokenizer import SIL_TOKEN as SIL
 
-from .listen import EXTRA_PRONUNCIATIONS, SAMPLE_RATE, words_of
+from .listen import EXTRA_PRONUNCIATIONS, SAMPLE_RATE, pcm16, words_of
 
-SIL = "<|sil|>"
 CODE_RATE = 25  # speech codes per second
 GROUP_SIZE = 5  # codes per LLM slot (5 Hz)
 
@@ -91,7 +91,6 @@ class WordAligner:
         """Seconds at which each whitespace-separated piece of ``text`` starts in ``audio`` (mono float in
         [-1, 1], shape (T,)), or None when the aligner cannot place every word (unknown word, no path)."""
         import torch
-        import torchaudio
 
         pieces = text.split()
         words = [words_of(p) for p in pieces]
@@ -100,9 +99,7 @@ class WordAligner:
         x = torch.as_tensor(np.asarray(audio, dtype=np.float32))
         if x.ndim != 1:
             raise ValueError(f"expected a mono waveform of shape (T,), got {tuple(x.shape)}")
-        if sample_rate != SAMPLE_RATE:
-            x = torchaudio.functional.resample(x, sample_rate, SAMPLE_RATE)
-        pcm = (x.clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16).numpy().tobytes()
+        pcm = pcm16(x, sample_rate)
         flat = [w for ws in words for w in ws]
         try:
             self._decoder.set_align_text(" ".join(flat))
@@ -114,7 +111,8 @@ class WordAligner:
             return None
         if found is None:  # no alignment path through the audio
             return None
-        segments = [s for s in found if s.word.split("(")[0] in set(flat)]
+        vocabulary = set(flat)
+        segments = [s for s in found if s.word.split("(")[0] in vocabulary]
         if [s.word.split("(")[0] for s in segments] != flat:
             return None
         starts, index = [], 0
