@@ -295,3 +295,39 @@ def test_settings_can_be_changed_from_the_command_line():
     assert settings_with(DemoSettings(), ["reply_alignment=words"]).reply_alignment == "words"
     with pytest.raises(ValueError, match=r"reply_alignment must be one of \['official', 'words'\]"):
         settings_with(DemoSettings(), ["reply_alignment=moshi"])
+
+
+def test_saved_products_let_a_new_run_skip_training_where_the_settings_agree(packaged, tmp_path):
+    from funaudiochat.training.demo.products import restore_products, save_products
+
+    saved = tmp_path / "saved"
+    names = save_products(DemoBuild(packaged, DemoSettings(**TINY_FINISH)), saved)
+    assert names == list(STAGES)
+    assert (saved / "text_lm" / "model" / "config.json").is_file()
+    assert (saved / "vocoder_flow" / "flow.safetensors").is_file()
+    # products and records only: no data, no checkpoints
+    assert not (saved / "text_lm" / "run").exists()
+    assert [path.name for path in (saved / "speech").iterdir()] == ["stage.json"]
+    text_lm = json.loads((saved / "text_lm" / "stage.json").read_text())
+    assert {"text_lm_steps", "seed"} <= set(text_lm["settings_read"])
+    assert "cocktail_alpha" not in text_lm["settings_read"]
+
+    # the fixtures spoke 2 pairs per file and scored the text LLM on 3: a run at 3 keeps the text LLM
+    # and its tokenizer, and trains again everything that rests on the speech
+    root = tmp_path / "new"
+    build = DemoBuild(root, DemoSettings(**TINY_FINISH), log=lambda _: None)
+    outcome = restore_products(build, saved)
+    assert outcome["text_tokenizer"] == outcome["text_lm"] == "restored"
+    assert outcome["speech_tokenizer"] == "not restored: the settings differ in ['pairs_per_file']"
+    assert outcome["dpo"].startswith("not restored")
+    build.run(["corpus", "text_tokenizer", "text_lm"])
+    assert not (root / "text_lm" / "run").exists()  # not trained again
+    for name in ("model.safetensors", "config.json"):
+        new, old = root / "text_lm" / "model" / name, packaged / "text_lm" / "model" / name
+        assert new.read_bytes() == old.read_bytes()
+    record = json.loads((root / "text_lm" / "stage.json").read_text())
+    assert record["restored"]["trained_seconds"] == text_lm["seconds"]
+    assert restore_products(build, saved)["text_lm"] == "done already"
+    # forced, a restored stage trains after all
+    build.run(["text_lm"], force=True)
+    assert (root / "text_lm" / "run").exists()

@@ -1,7 +1,8 @@
 """The demo model's recipe as resumable stages: each writes one folder under the run folder and marks it done.
 
     python tools/train_demo.py [--out runs/demo] [--stage NAME ...] [--seed 0] [--force] [--set NAME=VALUE]
-                               [--jobs N]
+                               [--jobs N] [--restore-products DIR]
+    python tools/train_demo.py --out runs/demo --save-products DIR
 
 A stage is skipped when its folder holds ``stage.json`` (written last, with the stage's settings and its
 seconds), so a killed run resumes at the first unfinished stage; ``--stage`` runs only the named stages
@@ -9,7 +10,9 @@ seconds), so a killed run resumes at the first unfinished stage; ``--stage`` run
 folder renamed into place (``funaudiochat.base.atomic.atomic_folder``); Lightning stages resume from their
 own checkpoints. ``timings.json`` in the run folder collects every stage's seconds. ``--jobs N`` runs up to
 N stages at once, each in its own process (log: ``logs/<stage>.log``) as soon as the stages it ``needs``
-are done (``schedule``): the vocoders train beside the LLM chain.
+are done (``schedule``): the vocoders train beside the LLM chain. ``--save-products DIR`` keeps what the
+finished stages trained, and ``--restore-products DIR`` gives it to another run folder, which then trains
+only what it lacks (``products``): how a build continues in a later session on a fresh machine.
 
 The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``model_stages``,
 ``finetune_stages``, ``vocoder_stages`` and ``package_stage``, what they share in ``context``:
@@ -60,6 +63,7 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import fcntl
 import json
@@ -74,6 +78,7 @@ from .context import DemoSettings
 from .finetune_stages import run_core_cocktail, run_dpo
 from .model_stages import run_audio_encoder, run_pre_alignment
 from .package_stage import run_package
+from .products import RESTORED_FILE, SettingsReads, remove_products, restore_products, save_products
 from .schedule import StagesFailed, run_concurrently
 from .speech_stages import (
     ASSISTANT_VOICE,
@@ -156,10 +161,14 @@ class DemoBuild:
         took = {}
         for name in todo:
             self.log(f"[{name}] {self.stages[name].description}")
+            if force:
+                remove_products(self.folder(name), self.stages[name].products)
             start = time.perf_counter()
-            record = self.stages[name].run(self)
+            view = copy.copy(self)  # the stage sees the settings through a recorder of what it reads
+            view.settings = reads = SettingsReads(self.settings)
+            record = self.stages[name].run(view)
             took[name] = time.perf_counter() - start
-            self._mark_done(name, took[name], record)
+            self._mark_done(name, took[name], {**record, "settings_read": sorted(reads.names)})
             self.log(f"[{name}] finished in {took[name]:.1f} s")
         return took
 
@@ -186,6 +195,9 @@ class DemoBuild:
         from funaudiochat.base.atomic import atomic_write_text
 
         entry = {"stage": name, "seconds": round(seconds, 2), "settings": vars(self.settings), **record}
+        restored = self.folder(name) / RESTORED_FILE
+        if restored.is_file():  # its products came from another run (``products.restore_products``)
+            entry["restored"] = json.loads(restored.read_text(encoding="utf-8"))
         atomic_write_text(self.folder(name) / DONE_FILE, json.dumps(entry, indent=2) + "\n")
         timings_path = self.root / TIMINGS_FILE
         with open(self.root / f"{TIMINGS_FILE}.lock", "w") as lock:
@@ -198,11 +210,14 @@ class DemoBuild:
 @dataclass(frozen=True)
 class DemoStage:
     """A stage: ``run`` builds its folder and returns what ``stage.json`` records; ``needs`` names the
-    stages it reads (its ``build.require`` calls), all earlier in the recipe."""
+    stages it reads (its ``build.require`` calls), all earlier in the recipe; ``products`` are what its
+    training made (paths or globs in its folder; ``products``): while they exist the stage does not train
+    again, and ``--save-products`` keeps them."""
 
     run: Callable[[DemoBuild], dict[str, Any]]
     description: str
     needs: tuple[str, ...]
+    products: tuple[str, ...] = ()
 
 
 STAGES: dict[str, DemoStage] = {
@@ -215,11 +230,13 @@ STAGES: dict[str, DemoStage] = {
         run_text_tokenizer,
         "byte-level BPE on the corpus and prompts, as a processor folder",
         needs=("corpus",),
+        products=("*.json", "*.jinja"),
     ),
     "text_lm": DemoStage(
         run_text_lm,
         "the text LLM trained on the question-answering pairs (the Qwen3 stand-in)",
         needs=("corpus", "text_tokenizer"),
+        products=("model",),
     ),
     "speech": DemoStage(
         run_speech,
@@ -230,11 +247,13 @@ STAGES: dict[str, DemoStage] = {
         run_speech_tokenizer,
         "speech tokenizer trained on the spoken corpus; answers re-coded with it",
         needs=("speech",),
+        products=("speech_tokenizer.safetensors",),
     ),
     "audio_encoder": DemoStage(
         run_audio_encoder,
         "the continuous audio tower trained alone with CTC (the stand-in for Whisper)",
         needs=("speech", "text_lm"),
+        products=("audio_encoder.safetensors",),
     ),
     "conversations": DemoStage(
         run_conversations,
@@ -245,26 +264,31 @@ STAGES: dict[str, DemoStage] = {
         run_pre_alignment,
         "speech encoders, adapter and SRH learn; the text LLM frozen",
         needs=("text_lm", "text_tokenizer", "conversations", "audio_encoder"),
+        products=("run/model",),
     ),
     "core_cocktail": DemoStage(
         run_core_cocktail,
         "the whole model fine-tuned: stage 1, merge with the text LLM, stage 2",
         needs=("pre_alignment", "text_tokenizer", "conversations"),
+        products=("run/model",),
     ),
     "dpo": DemoStage(
         run_dpo,
         "multi-task DPO: right answers over wrong, truncated and garbled ones",
         needs=("core_cocktail", "text_tokenizer", "conversations"),
+        products=("run/model",),
     ),
     "vocoder_hift": DemoStage(
         run_vocoder_hift,
         "HiFT (mel -> 24 kHz) trained on the assistant's voice",
         needs=("speech",),
+        products=("hift.safetensors",),
     ),
     "vocoder_flow": DemoStage(
         run_vocoder_flow,
         "flow matching (speech codes -> mel) trained on the assistant's voice",
         needs=("speech", "speech_tokenizer"),
+        products=("flow.safetensors",),
     ),
     "package": DemoStage(
         run_package,
@@ -352,13 +376,34 @@ def main(
         metavar="NAME=VALUE",
         help="change one DemoSettings field (repeatable), e.g. --set cocktail_alpha=1.0 (an ablation)",
     )
+    parser.add_argument(
+        "--save-products",
+        type=Path,
+        metavar="DIR",
+        help="copy the trained products and stage.json of every finished stage to DIR/<stage>/ and exit "
+        "(runs nothing): what a later session restores",
+    )
+    parser.add_argument(
+        "--restore-products",
+        type=Path,
+        metavar="DIR",
+        help="before running, copy the products saved in DIR into the stages whose recorded settings "
+        "agree with these: they do not train again",
+    )
     args = parser.parse_args(argv)
     try:
         settings = settings_with(DemoSettings(seed=args.seed), args.set)
     except ValueError as error:
         parser.exit(2, f"train_demo: {error}\n")
     build = DemoBuild(args.out, settings, stages=stages, stage_command=stage_command)
+    if args.save_products is not None:
+        saved = save_products(build, args.save_products)
+        build.log(f"saved the products of {saved} to {args.save_products}")
+        return 0
     try:
+        if args.restore_products is not None:
+            for name, outcome in restore_products(build, args.restore_products).items():
+                build.log(f"[{name}] {outcome}")
         build.run(args.stage, force=args.force, jobs=args.jobs)
     except ValueError as error:
         parser.exit(2, f"train_demo: {error}\n")

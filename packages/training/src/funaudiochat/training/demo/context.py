@@ -76,13 +76,25 @@ class StageContext(Protocol):
 RECIPES = Path(__file__).resolve().parents[4] / "recipes"  # packages/training/recipes
 
 
-def fit_recipe(recipe: str, run_dir: Path, overrides: Sequence[str], extra: dict | None = None) -> None:
+def fit_recipe(
+    recipe: str,
+    run_dir: Path,
+    overrides: Sequence[str],
+    extra: dict | None = None,
+    product: Path | None = None,
+) -> None:
     """``funaudiochat-train fit`` of ``recipes/<recipe>.yaml`` in ``run_dir`` with dotted ``overrides`` and
     the sections of ``extra`` merged on top (written to ``run_dir/demo.yaml``: nested values such as a
-    model spec), resuming from its newest checkpoint when it has one."""
+    model spec), resuming from its newest checkpoint when it has one. Nothing is trained when ``product``
+    (the file or folder the fit exports, written atomically) exists already: an earlier fit made it, or
+    it was restored from a saved build (``products``)."""
     import yaml
 
     from ..cli import fit
+
+    if product is not None and product.exists():
+        print(f"{product} exists: {recipe} is trained already", flush=True)
+        return
 
     configs = [RECIPES / f"{recipe}.yaml"]
     if extra:

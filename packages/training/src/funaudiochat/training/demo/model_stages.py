@@ -109,7 +109,7 @@ def run_audio_encoder(build: StageContext) -> dict[str, Any]:
         f"seed={build.settings.seed}",
         *(f"model.encoder.{key}={value}" for key, value in shape.items()),
     ]
-    fit_recipe("audio_encoder", out / "run", overrides)
+    fit_recipe("audio_encoder", out / "run", overrides, product=weights)
     return {"utterances": count, "steps": build.settings.audio_encoder_steps, "weights": str(weights)}
 
 
@@ -160,5 +160,5 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
         f"model.freeze={LISTENING_FROZEN}",
         f"seed={build.settings.seed}",
     ]
-    fit_recipe("pre_alignment", run, overrides, extra)
+    fit_recipe("pre_alignment", run, overrides, extra, product=run / "model")
     return {"steps": build.settings.pre_alignment_steps, "spoken_replies": rows, "model": str(run / "model")}

@@ -11,12 +11,13 @@ on load; replies are unchanged on the demo model's bundled questions), the whole
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .context import StageContext
+from .context import DemoSettings, StageContext
 
 MAX_PACKAGE_BYTES = 40 * 1024 * 1024
 
@@ -125,7 +126,7 @@ def model_card(build: StageContext, parts) -> str:
     counts = parameter_counts(parts)
     rows = "".join(f"| `{name}` | {seconds:.0f} |\n" for name, seconds in timings.items())
     sizes = "".join(f"| {name} | {n / 1e6:.2f} M |\n" for name, n in counts.items())
-    settings = vars(build.settings)
+    settings = {f.name: getattr(build.settings, f.name) for f in dataclasses.fields(DemoSettings)}
     return f"""# Fun-Audio-Chat demo model
 
 A small spoken assistant trained on this machine by the project's own recipe (`tools/train_demo.py`), on

@@ -159,6 +159,7 @@ def run_speech_tokenizer(build: StageContext) -> dict[str, Any]:
             f"model.export_path={weights}",
             f"seed={build.settings.seed}",
         ],
+        product=weights,
     )
     counts = {group: recode_answers(speech / group, out / "data" / group, weights) for group in SPEECH_GROUPS}
     return {"utterances": count, "steps": build.settings.tokenizer_steps, "recoded": counts}

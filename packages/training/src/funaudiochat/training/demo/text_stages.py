@@ -74,9 +74,13 @@ def run_text_tokenizer(build: StageContext) -> dict[str, Any]:
     from funaudiochat.drsr.text_tokenizer import train_text_tokenizer
 
     texts = tokenizer_texts(build.require("corpus", "text_tokenizer"))
-    tokenizer = train_text_tokenizer(texts, vocab_size=build.settings.text_vocab_size)
-    with atomic_folder(build.folder("text_tokenizer")) as staging:
-        FunAudioChatProcessor(tokenizer).save_pretrained(staging)
+    out = build.folder("text_tokenizer")
+    if (out / "tokenizer.json").is_file():  # trained already (restored: ``products``)
+        tokenizer = FunAudioChatProcessor.from_pretrained(out).tokenizer
+    else:
+        tokenizer = train_text_tokenizer(texts, vocab_size=build.settings.text_vocab_size)
+        with atomic_folder(out) as staging:
+            FunAudioChatProcessor(tokenizer).save_pretrained(staging)
     lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
     return {
         "vocab_size": len(tokenizer),
@@ -109,7 +113,7 @@ def run_text_lm(build: StageContext) -> dict[str, Any]:
     if build.settings.text_lm_size == "tiny":  # the LLM of FunAudioChatConfig.tiny (tests)
         tiny = dict(hidden_size=64, num_hidden_layers=2, head_dim=16, intermediate_size=128)
         overrides += [f"model.llm.{key}={value}" for key, value in tiny.items()]
-    fit_recipe("text_lm", out / "run", overrides)
+    fit_recipe("text_lm", out / "run", overrides, product=out / "model")
     model = AutoModelForCausalLM.from_pretrained(out / "model").eval()
     tokenizer = AutoTokenizer.from_pretrained(out / "model")
     heldout = corpus_pairs(corpus, ["heldout_phrasing"])[: build.settings.pairs_per_file]

@@ -1,0 +1,147 @@
+"""A build's trained products, kept so that a later session continues a build instead of redoing it.
+
+A stage's products (``DemoStage.products``: paths or glob patterns in its folder) are what its training
+made: weights and their configs, not its data or Lightning checkpoints. A stage does not train again when
+its products are there (``fit_recipe(product=...)``), so a run folder given the products of another run
+redoes only the cheap parts of each stage (its data, re-coding, scores) and keeps the trained weights.
+
+    python tools/train_demo.py --out runs/demo --save-products artifacts/demo_build   # after a build
+    python tools/train_demo.py --out runs/new --restore-products artifacts/demo_build --jobs 2
+
+``save_products`` copies the products and the ``stage.json`` of every finished stage to
+``<folder>/<stage>/``. ``restore_products`` copies them into a run folder for each stage whose recorded
+settings agree with the build's on every field the stage and the stages before it read
+(``stage.json``'s ``settings_read``, recorded while the stage ran); the others train as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+DONE_FILE = "stage.json"
+RESTORED_FILE = "restored.json"
+
+
+def product_paths(folder: Path, patterns: Sequence[str]) -> list[Path]:
+    """The existing files or folders of ``folder`` that ``patterns`` (relative paths or globs) name."""
+    found: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(folder.glob(pattern)) if any(c in pattern for c in "*?[") else [folder / pattern]
+        found += [path for path in matches if path.exists() and path.name not in (DONE_FILE, RESTORED_FILE)]
+    return found
+
+
+def remove_products(folder: Path, patterns: Sequence[str]) -> None:
+    """Delete the products of a stage folder (a forced stage trains again)."""
+    for path in product_paths(folder, patterns):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copy2(source, target)
+
+
+def save_products(build, folder: Path) -> list[str]:
+    """Copy the ``stage.json`` and the products of every finished stage of ``build`` (a ``DemoBuild``) to
+    ``folder/<stage>/``, each stage's folder replaced as a whole (atomically); returns the stages saved."""
+    from funaudiochat.base.atomic import atomic_folder
+
+    saved = []
+    for name, stage in build.stages.items():
+        if not build.done(name):
+            continue
+        source = build.folder(name)
+        with atomic_folder(Path(folder) / name) as staging:
+            shutil.copy2(source / DONE_FILE, staging / DONE_FILE)
+            for path in product_paths(source, stage.products):
+                _copy(path, staging / path.relative_to(source))
+        saved.append(name)
+    return saved
+
+
+def settings_read(records: Mapping[str, dict], stages: Mapping[str, Any], name: str) -> dict[str, set]:
+    """Each settings field that stage ``name`` or a stage it needs (transitively) read, with the values
+    they read it at, from their ``stage.json`` records (``records``; a record without ``settings_read``
+    read every field).
+
+    Raises:
+        KeyError: a stage on the way has no record."""
+    record = records[name]
+    fields = {
+        field: {json.dumps(record["settings"].get(field))}
+        for field in record.get("settings_read", record["settings"])
+    }
+    for need in stages[name].needs:
+        for field, values in settings_read(records, stages, need).items():
+            fields.setdefault(field, set()).update(values)
+    return fields
+
+
+def restore_products(build, folder: Path) -> dict[str, str]:
+    """Copy the products saved in ``folder`` (``save_products``) into the unfinished stages of ``build``
+    whose recorded settings agree with ``build.settings`` on every field they and their inputs read.
+
+    Returns each saved stage's outcome: ``"restored"`` or why it was not ("done already", the settings
+    that differ, an input stage missing from ``folder``).
+
+    Raises:
+        ValueError: ``folder`` holds no saved stage."""
+    folder = Path(folder)
+    records = {
+        path.parent.name: json.loads(path.read_text(encoding="utf-8"))
+        for path in folder.glob(f"*/{DONE_FILE}")
+        if path.parent.name in build.stages
+    }
+    if not records:
+        raise ValueError(f"{folder}: no saved stage (<stage>/{DONE_FILE}); make one with --save-products")
+    current = vars(build.settings)
+    outcome: dict[str, str] = {}
+    for name, stage in build.stages.items():
+        if name not in records or not stage.products:
+            continue
+        if build.done(name):
+            outcome[name] = "done already"
+            continue
+        try:
+            fields = settings_read(records, build.stages, name)
+        except KeyError as missing:
+            outcome[name] = f"not restored: its input stage {missing.args[0]!r} is not in {folder}"
+            continue
+        differ = sorted(f for f, values in fields.items() if values != {json.dumps(current.get(f))})
+        if differ:
+            outcome[name] = f"not restored: the settings differ in {differ}"
+            continue
+        target = build.folder(name)
+        for path in product_paths(folder / name, stage.products):
+            destination = target / path.relative_to(folder / name)
+            if not destination.exists():
+                _copy(path, destination)
+        marker = {"from": str(folder.resolve()), "trained_seconds": records[name].get("seconds")}
+        (target / RESTORED_FILE).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+        outcome[name] = "restored"
+    return outcome
+
+
+class SettingsReads:
+    """A ``DemoSettings`` seen by a stage: every field read is added to ``names`` (``stage.json`` records
+    them as ``settings_read``, which ``restore_products`` compares)."""
+
+    def __init__(self, settings) -> None:
+        object.__setattr__(self, "_settings", settings)
+        object.__setattr__(self, "names", set())
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._settings, name)  # AttributeError for a field that does not exist
+        self.names.add(name)
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a stage may not change the settings")

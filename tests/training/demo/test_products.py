@@ -1,0 +1,76 @@
+"""Which saved stages a run may take over: those whose inputs were made with the settings it has."""
+
+import json
+
+import pytest
+from funaudiochat.training.demo.build import STAGES, DemoBuild, DemoSettings, main
+from funaudiochat.training.demo.products import SettingsReads, restore_products, settings_read
+
+
+def _save(folder, name, settings, read, products=()):
+    stage = folder / name
+    stage.mkdir(parents=True)
+    record = {"stage": name, "seconds": 1.0, "settings": settings}
+    if read is not None:
+        record["settings_read"] = read
+    (stage / "stage.json").write_text(json.dumps(record))
+    for product in products:
+        (stage / product).parent.mkdir(parents=True, exist_ok=True)
+        (stage / product).write_text("weights")
+
+
+def test_a_stage_is_compared_on_what_it_and_its_inputs_read(tmp_path):
+    base = vars(DemoSettings())
+    saved = tmp_path / "saved"
+    _save(saved, "corpus", base, ["seed"])
+    _save(saved, "text_tokenizer", dict(base, text_lm_steps=5), ["text_vocab_size"], ["tokenizer.json"])
+    _save(saved, "text_lm", base, ["seed", "text_lm_steps"], ["model/config.json"])
+    fields = settings_read(json_records(saved), STAGES, "text_lm")
+    assert set(fields) == {"seed", "text_vocab_size", "text_lm_steps"}
+
+    # text_lm_steps differs only where the tokenizer, which does not read it, was made
+    build = DemoBuild(tmp_path / "run", DemoSettings(cocktail_alpha=1.0), log=lambda _: None)
+    assert restore_products(build, saved) == {"text_tokenizer": "restored", "text_lm": "restored"}
+    assert (tmp_path / "run" / "text_lm" / "model" / "config.json").read_text() == "weights"
+
+    other = DemoBuild(tmp_path / "other", DemoSettings(text_vocab_size=512), log=lambda _: None)
+    outcome = restore_products(other, saved)
+    assert outcome["text_lm"] == "not restored: the settings differ in ['text_vocab_size']"
+    assert not (tmp_path / "other" / "text_lm").exists()
+
+
+def test_a_record_without_its_reads_counts_every_setting_and_a_missing_input_blocks(tmp_path):
+    base = vars(DemoSettings())
+    saved = tmp_path / "saved"
+    _save(saved, "corpus", base, None)  # an older stage.json: every field counts
+    _save(saved, "text_tokenizer", base, ["text_vocab_size"], ["tokenizer.json"])
+    build = DemoBuild(tmp_path / "run", DemoSettings(dpo_steps=3), log=lambda _: None)
+    assert restore_products(build, saved) == {
+        "text_tokenizer": "not restored: the settings differ in ['dpo_steps']"
+    }
+    _save(saved, "text_lm", base, ["seed"], ["model/config.json"])
+    (saved / "corpus" / "stage.json").unlink()
+    outcome = restore_products(DemoBuild(tmp_path / "run2", log=lambda _: None), saved)
+    assert outcome["text_lm"] == f"not restored: its input stage 'corpus' is not in {saved}"
+
+
+def test_nothing_saved_is_refused_and_the_command_line_saves_without_running(tmp_path, capsys):
+    with pytest.raises(ValueError, match="no saved stage"):
+        restore_products(DemoBuild(tmp_path / "run"), tmp_path)
+    assert main(["--out", str(tmp_path / "run"), "--save-products", str(tmp_path / "saved")]) == 0
+    assert "saved the products of []" in capsys.readouterr().out
+    assert not (tmp_path / "run").exists()
+
+
+def test_settings_reads_are_recorded_and_read_only():
+    reads = SettingsReads(DemoSettings(seed=3))
+    assert reads.seed == 3 and reads.dpo_steps == DemoSettings.dpo_steps
+    assert reads.names == {"seed", "dpo_steps"}
+    with pytest.raises(AttributeError):
+        getattr(reads, "nope")  # noqa: B009
+    with pytest.raises(AttributeError, match="may not change"):
+        reads.seed = 4
+
+
+def json_records(folder):
+    return {p.parent.name: json.loads(p.read_text()) for p in folder.glob("*/stage.json")}
