@@ -105,6 +105,7 @@ TINY = dict(
     text_lm_steps=4,
     text_lm_size="tiny",
     audio_encoder_steps=2,
+    listening_steps=2,
     pre_alignment_steps=2,
 )
 
@@ -233,6 +234,17 @@ def test_pre_alignment_stage_starts_from_the_text_llm_and_exports(with_audio_enc
     every = (root / "conversations" / "train.jsonl").read_text().splitlines()
     assert record["spoken_replies"] == len(spoken) and 0 < len(spoken) < len(every)
     assert all("[AU" in json.loads(line)["audio"][-1] for line in spoken)
+    # before them the listening path learnt on the spoken questions answered in text, the LLM frozen
+    from funaudiochat.base.weights import read_safetensors
+    from funaudiochat.drsr.prompts import DEFAULT_S2T_PROMPT
+
+    listening = (root / "pre_alignment" / "listening_rows.jsonl").read_text().splitlines()
+    assert record["listening"]["rows"] == len(listening) > 0
+    for line in map(json.loads, listening):
+        assert line["system"] == DEFAULT_S2T_PROMPT and len(line["audio"]) == 1
+    encoder, _ = read_safetensors(root / "audio_encoder" / "audio_encoder.safetensors")
+    tower = model.continuous_audio_tower.state_dict()
+    assert any(not torch.equal(tower[name], tensor) for name, tensor in encoder.items())
     # the demo recipe's models decode with the prompt's previous speech tokens as trained
     assert model.config.audio_config.srh_prompt_token == "pad"
 

@@ -48,8 +48,10 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
   S2T function calling (``function_calling_prompt(TOOLS)``, the call as text):
   ``conversations/train.jsonl`` (both spoken renditions) and ``heldout.jsonl``;
 - ``pre_alignment``: the speech model (``demo_model_spec``: the text LLM's sizes and weights, the audio
-  encoder of ``audio_encoder``, an SRH) trained with the LLM frozen on every training conversation (the
-  ``pre_alignment`` recipe), exported to ``pre_alignment/run/model``;
+  encoder of ``audio_encoder``, an SRH) trained with the LLM frozen (the ``pre_alignment`` recipe) in two
+  fits: the listening path on the spoken questions answered in text (``listening_steps``, ->
+  ``pre_alignment/listen/model``), then the speech output on the spoken replies, exported to
+  ``pre_alignment/run/model``;
 - ``core_cocktail``: the whole model fine-tuned on the same conversations (the ``core_cocktail`` recipe:
   stage 1, the LLM merged with the text LLM at ``cocktail_alpha``, stage 2) -> ``core_cocktail/run/model``;
 - ``dpo``: multi-task DPO on preference pairs made from the training conversations
@@ -262,9 +264,9 @@ STAGES: dict[str, DemoStage] = {
     ),
     "pre_alignment": DemoStage(
         run_pre_alignment,
-        "speech encoders, adapter and SRH learn; the text LLM frozen",
+        "the listening path, then the SRH, learn with the text LLM frozen",
         needs=("text_lm", "text_tokenizer", "conversations", "audio_encoder"),
-        products=("run/model",),
+        products=("run/model", "listen/model"),
     ),
     "core_cocktail": DemoStage(
         run_core_cocktail,

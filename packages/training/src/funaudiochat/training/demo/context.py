@@ -21,6 +21,8 @@ class DemoSettings:
     tokenizer and of the text LLM; text_lm_size: "demo" (the recipe's sizes) or "tiny" (tests);
     knowledge_per_content: phrasings of each content item the text LLM learns (``corpus.knowledge_pairs``);
     audio_encoder_steps: CTC training steps of the continuous audio tower (the Whisper stand-in);
+    listening_steps / listening_lr: pre-alignment's first fit, the listening path (tower, adapter) taught
+    with the text LLM frozen to make spoken questions read as written ones (0: none);
     pre_alignment_steps / pre_alignment_lr: training steps and peak learning rate of pre-alignment (the
     encoder and SRH start from scratch here, hence 10x the recipe's 1e-4); speech_embedding_std: the
     initial scale of the speech-token table (``build_model``'s ``speech_embedding_std``: at the config's
@@ -42,6 +44,8 @@ class DemoSettings:
     text_lm_size: str = "demo"
     knowledge_per_content: int = 3
     audio_encoder_steps: int = 6000
+    listening_steps: int = 600
+    listening_lr: float = 3e-4
     pre_alignment_steps: int = 400
     pre_alignment_lr: float = 1e-3
     speech_embedding_std: float = 0.3

@@ -120,6 +120,8 @@ LISTENING_FROZEN_MODULES = (
     "audio_tower.continual_output_matching",
 )
 LISTENING_FROZEN = "[" + ",".join(LISTENING_FROZEN_MODULES) + "]"  # as a recipe override
+# the listening fit before it: the LLM and the speech output (SRH) frozen, the tower and adapter learn
+LISTENING_LEARNS = "[language_model,audio_invert_tower]"
 
 
 def write_spoken_replies(conversations: Path, out: Path) -> int:
@@ -134,31 +136,83 @@ def write_spoken_replies(conversations: Path, out: Path) -> int:
     return len(spoken)
 
 
+def write_listening_rows(conversations: Path, out: Path) -> int:
+    """Write the conversations of the sharegpt file ``conversations`` that ask a spoken question and are
+    answered in text as the text LLM was taught (``DEFAULT_S2T_PROMPT``, the question's audio alone, a
+    text reply) to ``out`` (atomically); returns how many. Transcription, tool calls and spoken replies
+    are left out: the frozen text LLM never learnt to write them. Raises ValueError when there are none."""
+    from funaudiochat.drsr.prompts import DEFAULT_S2T_PROMPT
+
+    from ..data import read_sharegpt, write_sharegpt
+    from ..data.records import AUDIO_TEMPLATE
+
+    rows = [
+        c
+        for c in read_sharegpt(conversations, check_audio=False)
+        if c.system == DEFAULT_S2T_PROMPT
+        and not c.assistant_speech
+        and [t.content for t in c.turns if t.role == "user"] == [AUDIO_TEMPLATE]
+    ]
+    if not rows:
+        raise ValueError(f"{conversations}: no spoken question is answered in text")
+    write_sharegpt(out, rows)
+    return len(rows)
+
+
 def run_pre_alignment(build: StageContext) -> dict[str, Any]:
     text_lm = build.require("text_lm", "pre_alignment") / "model"
     processor = build.require("text_tokenizer", "pre_alignment")
     conversations = build.require("conversations", "pre_alignment")
     audio_encoder = build.require("audio_encoder", "pre_alignment") / "audio_encoder.safetensors"
-    run = build.folder("pre_alignment") / "run"
+    out = build.folder("pre_alignment")
+    out.mkdir(parents=True, exist_ok=True)
     settings = build.settings
     spec = demo_model_spec(text_lm, processor, settings.seed, audio_encoder, settings.speech_embedding_std)
-    extra = {"model": {"model": spec}}
+    record: dict[str, Any] = {}
+    start: dict[str, Any] = {"model": {"model": spec}}
+    if settings.listening_steps > 0:
+        # the listening path (tower, continuous adapter) learns to say the question so that the frozen
+        # text LLM answers it as it answers the question written (the official pre-alignment trains the
+        # encoder and adapter with the LLM frozen)
+        rows = write_listening_rows(conversations / "train.jsonl", out / "listening_rows.jsonl")
+        listen = out / "listen"
+        overrides = [
+            f"data.train={out / 'listening_rows.jsonl'}",
+            f"data.processor={processor}",
+            f"trainer.max_steps={settings.listening_steps}",
+            f"model.lr={settings.listening_lr}",
+            "model.warmup_steps=50",
+            f"model.freeze={LISTENING_LEARNS}",
+            f"seed={settings.seed}",
+        ]
+        fit_recipe("pre_alignment", listen, overrides, start, product=listen / "model")
+        record["listening"] = {
+            "steps": settings.listening_steps,
+            "rows": rows,
+            "model": str(listen / "model"),
+        }
+        start = {"model": {"model": str(listen / "model")}}
+    run = out / "run"
     # with the LLM and the listening path frozen only spoken replies train anything (the SRH and the
     # speech grouping): the text-only replies would be half of every batch's compute for nothing
-    spoken = build.folder("pre_alignment") / "spoken_replies.jsonl"
-    spoken.parent.mkdir(parents=True, exist_ok=True)
+    spoken = out / "spoken_replies.jsonl"
     rows = write_spoken_replies(conversations / "train.jsonl", spoken)
     overrides = [
         f"data.train={spoken}",
         f"data.processor={processor}",
-        f"trainer.max_steps={build.settings.pre_alignment_steps}",
-        f"model.lr={build.settings.pre_alignment_lr}",
+        f"trainer.max_steps={settings.pre_alignment_steps}",
+        f"model.lr={settings.pre_alignment_lr}",
         "model.warmup_steps=50",
-        # the listening path stays as the audio_encoder stage made it (its groups are the LLM's input
-        # embeddings): the frozen LLM cannot yet write the answers of S2S rows, whose loss would only
-        # pull the groups away from what it reads; here the speech output (SRH, speech grouping) learns
+        # the listening path stays as it is (its groups are the LLM's input embeddings): the frozen LLM
+        # cannot yet write the answers of S2S rows, whose loss would only pull the groups away from what
+        # it reads; here the speech output (SRH, speech grouping) learns
         f"model.freeze={LISTENING_FROZEN}",
-        f"seed={build.settings.seed}",
+        f"seed={settings.seed}",
     ]
-    fit_recipe("pre_alignment", run, overrides, extra, product=run / "model")
-    return {"steps": build.settings.pre_alignment_steps, "spoken_replies": rows, "model": str(run / "model")}
+    fit_recipe("pre_alignment", run, overrides, start, product=run / "model")
+    return {
+        **record,
+        "steps": settings.pre_alignment_steps,
+        "spoken_replies": rows,
+        "model": str(run / "model"),
+    }
