@@ -237,3 +237,36 @@ def test_pad_prompt_token_decodes_as_trained(prompts, tmp_path):
     assert FunAudioChatConfig.from_pretrained(tmp_path).audio_config.srh_prompt_token == "pad"
     with pytest.raises(ValueError, match="srh_prompt_token"):
         FunAudioChatConfig.tiny(srh_prompt_token="eos")
+
+
+def test_srh_text_scale_weights_the_text_embedding_in_training_and_decoding(prompts, tmp_path):
+    """``srh_text_scale`` s: the SRH reads ``h + s * E_text`` in the training forward and in decoding
+    alike (1.0, the official sum, by default); batches still decode as each prompt alone."""
+    model = make_model(eos_text_scale=2.0, eos_speech_scale=2.0)
+    official = generate(model, batch_of(prompts), GREEDY)
+    model.config.audio_config.srh_text_scale = 20.0
+    seen = []
+    conditioning = model.srh_conditioning
+
+    def spy(hidden, text_embeds):
+        out = conditioning(hidden, text_embeds)
+        seen.append((hidden, text_embeds, out))
+        return out
+
+    model.srh_conditioning = spy
+    scaled = generate(model, batch_of(prompts), GREEDY)
+    batch = dict(prompts[0], labels=prompts[0]["input_ids"].clone())
+    model(**batch)
+    assert len(seen) > 2  # the prefill, the steps and the forward
+    for hidden, text_embeds, out in seen:
+        torch.testing.assert_close(out, hidden + 20.0 * text_embeds)
+    del model.srh_conditioning
+    for i, p in enumerate(prompts):
+        assert torch.equal(scaled.speech_ids[i], generate(model, p, GREEDY).speech_ids[0])
+    assert not all(torch.equal(a, b) for a, b in zip(scaled.speech_ids, official.speech_ids, strict=True))
+    model.config.save_pretrained(tmp_path)
+    assert FunAudioChatConfig.from_pretrained(tmp_path).audio_config.srh_text_scale == 20.0
+    assert FunAudioChatConfig.tiny().audio_config.srh_text_scale == 1.0
+    for bad in (-1.0, float("inf"), "big"):
+        with pytest.raises(ValueError, match="srh_text_scale must be a finite number >= 0"):
+            FunAudioChatConfig.tiny(srh_text_scale=bad)

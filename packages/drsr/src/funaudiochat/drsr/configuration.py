@@ -104,6 +104,7 @@ class FunAudioChatAudioEncoderConfig(PretrainedConfig):
         pad_token_id: int = SPEECH_PAD,
         grouping: str = "mean",
         srh_prompt_token: str = "bos",
+        srh_text_scale: float = 1.0,
         **kwargs,
     ):
         self.num_mel_bins = num_mel_bins
@@ -135,6 +136,9 @@ class FunAudioChatAudioEncoderConfig(PretrainedConfig):
         # loop: BOS everywhere, then its own picks at the prompt's last position) or "pad" (what training
         # feeds there: the pad id, -100 labels mapped to pad; models trained by this project's recipes)
         self.srh_prompt_token = srh_prompt_token
+        # The SRH's conditioning is ``h + srh_text_scale * E_text``: 1.0 officially; a small LLM's text
+        # embeddings are too short beside its hidden states for the head to read the word it must say
+        self.srh_text_scale = srh_text_scale
         super().__init__(**kwargs)
         # Set after the base class, which may reset token ids it also knows about.
         self.bos_token_id = bos_token_id
@@ -156,6 +160,10 @@ class FunAudioChatAudioEncoderConfig(PretrainedConfig):
             raise ValueError(
                 f"srh_prompt_token must be 'bos' (official decoding) or 'pad' (as trained), "
                 f"got {self.srh_prompt_token!r}"
+            )
+        if not (isinstance(self.srh_text_scale, (int, float)) and 0 <= self.srh_text_scale < float("inf")):
+            raise ValueError(
+                f"srh_text_scale must be a finite number >= 0 (official: 1.0), got {self.srh_text_scale!r}"
             )
         specials = {
             "bos_token_id": self.bos_token_id,

@@ -311,7 +311,7 @@ def _finish_step(model, state, hidden, text_embeds, positions, new_mask, first: 
         elif first:
             prefix = ac.bos_token_id
         group = model.audio_invert_tower.step(
-            hidden + text_embeds,
+            model.srh_conditioning(hidden, text_embeds),
             srh,
             positions=positions,
             valid=new_mask.long(),

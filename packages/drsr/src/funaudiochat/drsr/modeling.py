@@ -10,9 +10,10 @@ Module tree (state-dict prefixes are the official ones, reference §2.4)::
 
 Numerics follow the official code (reference §3, §4, §14): mean-of-k grouping then a D x D linear;
 continuous features replace the discrete ones; assistant audio slots hold ``(E_text + E_speech_group)/2``;
-the SRH input is ``pre_matching(h + E_text.detach())`` split into k sub-frames plus the previous speech
-token's embedding (tied table), at positions ``k * p + j``; loss = text CE + speech CE (labels shifted by
-one group). Decoding lives in ``generation.py`` (mixed in), the speech heads in ``speech_heads.py``.
+the SRH input is ``pre_matching(h + s * E_text.detach())`` (s = ``srh_text_scale``, officially 1) split
+into k sub-frames plus the previous speech token's embedding (tied table), at positions ``k * p + j``;
+loss = text CE + speech CE (labels shifted by one group). Decoding lives in ``generation.py`` (mixed in),
+the speech heads in ``speech_heads.py``.
 
 Shapes: B batch, S text positions (5 Hz), N audios, T speech frames (25 Hz, multiple of k), D LLM width.
 """
@@ -154,6 +155,12 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
                 + "; ".join(problems)
             )
         return (model, info) if want_info else model
+
+    def srh_conditioning(self, hidden: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """The SRH's input: the LLM's last hidden state ``hidden [B, S, D]`` plus the text embedding of the
+        same positions ``text_embeds [B, S, D]`` times ``audio_config.srh_text_scale`` (official: 1.0)."""
+        scale = self.config.audio_config.srh_text_scale
+        return hidden + text_embeds if scale == 1.0 else hidden + scale * text_embeds
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -362,7 +369,7 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
                     select = targets != ignore
             with record_function("srh"):
                 logits = self.audio_invert_tower(
-                    hidden + text_embeds.detach(),
+                    self.srh_conditioning(hidden, text_embeds.detach()),
                     prev,
                     attention_mask=attention_mask,
                     position_ids=position_ids,

@@ -15,26 +15,31 @@ REPLY_ALIGNMENTS = ("official", "words")
 class DemoSettings:
     """Settings of a demo build (the defaults reproduce the shipped model).
 
-    seed: every seeded choice (held-out splits, initialisations); text_vocab_size: the BPE's size (merges
-    plus 256 byte symbols; the special tokens come on top); pairs_per_file: speak only the first pairs of
-    each corpus file (tests; None: all); tokenizer_steps / text_lm_steps: training steps of the speech
-    tokenizer and of the text LLM; text_lm_size: "demo" (the recipe's sizes) or "tiny" (tests);
-    knowledge_per_content: phrasings of each content item the text LLM learns (``corpus.knowledge_pairs``);
-    audio_encoder_steps: CTC training steps of the continuous audio tower (the Whisper stand-in);
-    listening_steps / listening_lr: pre-alignment's first fit, the listening path (tower, adapter) taught
-    with the text LLM frozen to make spoken questions read as written ones (0: none);
-    pre_alignment_steps / pre_alignment_lr: training steps and peak learning rate of pre-alignment (the
-    encoder and SRH start from scratch here, hence 10x the recipe's 1e-4); speech_embedding_std: the
-    initial scale of the speech-token table (``build_model``'s ``speech_embedding_std``: at the config's
-    0.02 the SRH learnt to ignore its previous tokens); cocktail_stage1_steps /
-    cocktail_stage2_steps / cocktail_alpha: Core-Cocktail's two stages and its merge weight (1.0: plain
-    fine-tuning, no merge); cocktail_lr: stage 1's peak learning rate (stage 2 runs at a tenth; the
-    recipe's 1e-4 suits a pretrained 8B, a small LLM trained from scratch moves at more);
-    dpo_pairs / dpo_steps / dpo_lr: preference pairs drawn, steps and learning rate of DPO; hift_steps /
-    flow_steps: generator steps of HiFT and steps of the flow; vocoder_size: "demo" (``DEMO_FLOW`` and
-    ``DEMO_HIFT``) or "tiny" (the recipes' tiny sizes, tests); reply_alignment: where a spoken answer's
-    text sits in its slots, "official" (one token per slot from the first, then ``<|sil|>``) or "words"
-    (each word at the slot its speech starts, ``reply_alignment.aligned_text``)."""
+    seed: every seeded choice (held-out splits, initialisations).
+    text_vocab_size: the BPE's size (merges plus 256 byte symbols; the special tokens come on top).
+    pairs_per_file: speak only the first pairs of each corpus file (tests; None: all).
+    tokenizer_steps / text_lm_steps: training steps of the speech tokenizer and of the text LLM.
+    text_lm_size: "demo" (the recipe's sizes) or "tiny" (tests).
+    knowledge_per_content: phrasings of each content item the text LLM learns (``corpus.knowledge_pairs``).
+    audio_encoder_steps: CTC training steps of the continuous audio tower (the Whisper stand-in).
+    listening_steps / listening_lr: pre-alignment's first fit: the listening path (tower, adapter) taught,
+        the text LLM frozen, to make spoken questions read as written ones (0: none).
+    pre_alignment_steps / pre_alignment_lr: steps and peak learning rate of pre-alignment's speech-output
+        fit (the SRH starts from scratch here, hence 10x the recipe's 1e-4).
+    speech_embedding_std: the initial scale of the speech-token table (``build_model``'s
+        ``speech_embedding_std``: at the config's 0.02 the SRH learnt to ignore its previous tokens).
+    srh_text_scale: the SRH reads ``h + srh_text_scale * E_text`` (``audio_config.srh_text_scale``,
+        official 1.0; the text LLM's embeddings are ~30x shorter than its hidden states; an ablation).
+    cocktail_stage1_steps / cocktail_stage2_steps / cocktail_alpha: Core-Cocktail's two stages and its
+        merge weight (1.0: plain fine-tuning, no merge).
+    cocktail_lr: stage 1's peak learning rate (stage 2 runs at a tenth; the recipe's 1e-4 suits a
+        pretrained 8B, a small LLM trained from scratch moves at more).
+    dpo_pairs / dpo_steps / dpo_lr: preference pairs drawn, steps and learning rate of DPO.
+    hift_steps / flow_steps: generator steps of HiFT and steps of the flow.
+    vocoder_size: "demo" (``DEMO_FLOW`` and ``DEMO_HIFT``) or "tiny" (the recipes' tiny sizes, tests).
+    reply_alignment: where a spoken answer's text sits in its slots: "official" (one token per slot from
+        the first, then ``<|sil|>``) or "words" (each word at the slot its speech starts,
+        ``reply_alignment.aligned_text``)."""
 
     seed: int = 0
     text_vocab_size: int = 1024
@@ -49,6 +54,7 @@ class DemoSettings:
     pre_alignment_steps: int = 400
     pre_alignment_lr: float = 1e-3
     speech_embedding_std: float = 0.3
+    srh_text_scale: float = 1.0
     cocktail_stage1_steps: int = 800
     cocktail_stage2_steps: int = 300
     cocktail_alpha: float = 0.5

@@ -43,12 +43,13 @@ def demo_model_spec(
     seed: int,
     audio_encoder: Path | None = None,
     speech_embedding_std: float | None = None,
+    srh_text_scale: float = 1.0,
 ) -> dict[str, Any]:
     """The ``model`` argument of the speech stages (``llm.module.build_model``): a Fun-Audio-Chat model
     whose LLM has the text LLM's sizes and special ids and starts from its weights (``llm_from``), with
     ``DEMO_AUDIO`` encoders projecting to the LLM's width (the continuous tower from ``audio_encoder``,
-    the ``audio_encoder`` stage's export, when given), the ``DEMO_SRH`` head and, when given, the
-    speech-token table drawn at ``speech_embedding_std``."""
+    the ``audio_encoder`` stage's export, when given), the ``DEMO_SRH`` head reading ``h + srh_text_scale *
+    E_text`` and, when given, the speech-token table drawn at ``speech_embedding_std``."""
     from funaudiochat.drsr.processing import FunAudioChatProcessor
 
     llm = json.loads((text_lm_folder / "config.json").read_text())
@@ -73,6 +74,7 @@ def demo_model_spec(
         # decode as trained: with the official BOS prefill the head free-runs off its words far sooner
         # (docs/experiments/demo_model/README.md, tools/experiments/srh_free_run.py)
         "srh_prompt_token": "pad",
+        "srh_text_scale": srh_text_scale,
     }
     spec = {"config": config, "llm_from": str(text_lm_folder), "seed": seed}
     if audio_encoder is not None:
@@ -167,7 +169,14 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
     out = build.folder("pre_alignment")
     out.mkdir(parents=True, exist_ok=True)
     settings = build.settings
-    spec = demo_model_spec(text_lm, processor, settings.seed, audio_encoder, settings.speech_embedding_std)
+    spec = demo_model_spec(
+        text_lm,
+        processor,
+        settings.seed,
+        audio_encoder,
+        settings.speech_embedding_std,
+        settings.srh_text_scale,
+    )
     record: dict[str, Any] = {}
     start: dict[str, Any] = {"model": {"model": spec}}
     if settings.listening_steps > 0:
