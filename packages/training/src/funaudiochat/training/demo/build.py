@@ -266,7 +266,7 @@ STAGES: dict[str, DemoStage] = {
         run_pre_alignment,
         "the listening path, then the SRH, learn with the text LLM frozen",
         needs=("text_lm", "text_tokenizer", "conversations", "audio_encoder"),
-        products=("run/model", "listen/model"),
+        products=("run/model",),
     ),
     "core_cocktail": DemoStage(
         run_core_cocktail,

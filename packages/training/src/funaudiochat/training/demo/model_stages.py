@@ -179,7 +179,8 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
     )
     record: dict[str, Any] = {}
     start: dict[str, Any] = {"model": {"model": spec}}
-    if settings.listening_steps > 0:
+    run = out / "run"
+    if settings.listening_steps > 0 and not (run / "model").exists():  # (exists: both fits are done)
         # the listening path (tower, continuous adapter) learns to say the question so that the frozen
         # text LLM answers it as it answers the question written (the official pre-alignment trains the
         # encoder and adapter with the LLM frozen)
@@ -201,7 +202,6 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
             "model": str(listen / "model"),
         }
         start = {"model": {"model": str(listen / "model")}}
-    run = out / "run"
     # with the LLM and the listening path frozen only spoken replies train anything (the SRH and the
     # speech grouping): the text-only replies would be half of every batch's compute for nothing
     spoken = out / "spoken_replies.jsonl"
