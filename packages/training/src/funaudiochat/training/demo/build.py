@@ -80,7 +80,14 @@ from .context import DemoSettings
 from .finetune_stages import run_core_cocktail, run_dpo
 from .model_stages import run_audio_encoder, run_pre_alignment
 from .package_stage import run_package
-from .products import RESTORED_FILE, SettingsReads, remove_products, restore_products, save_products
+from .products import (
+    DONE_FILE,
+    RESTORED_FILE,
+    SettingsReads,
+    remove_products,
+    restore_products,
+    save_products,
+)
 from .schedule import StagesFailed, run_concurrently
 from .speech_stages import (
     ASSISTANT_VOICE,
@@ -95,7 +102,6 @@ from .vocoder_stages import run_vocoder_flow, run_vocoder_hift
 
 __all__ = ["ASSISTANT_VOICE", "EVAL_VOICES", "STAGES", "TRAIN_VOICES", "DemoBuild", "DemoSettings", "main"]
 
-DONE_FILE = "stage.json"
 TIMINGS_FILE = "timings.json"
 LOG_FOLDER = "logs"
 # runs ``main`` in a new process: how ``DemoBuild.run(jobs > 1)`` runs each stage

@@ -42,11 +42,16 @@ def remove_products(folder: Path, patterns: Sequence[str]) -> None:
 
 
 def _copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Copy a file or folder so that ``target`` appears whole or not at all (a stage that finds its product
+    does not train: a half-copied one must never be there)."""
+    from funaudiochat.base.atomic import atomic_folder, atomic_path
+
     if source.is_dir():
-        shutil.copytree(source, target)
+        with atomic_folder(target) as staging:
+            shutil.copytree(source, staging, dirs_exist_ok=True)
     else:
-        shutil.copy2(source, target)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
 
 
 def save_products(build, folder: Path) -> list[str]:
@@ -60,9 +65,11 @@ def save_products(build, folder: Path) -> list[str]:
             continue
         source = build.folder(name)
         with atomic_folder(Path(folder) / name) as staging:
-            shutil.copy2(source / DONE_FILE, staging / DONE_FILE)
+            shutil.copyfile(source / DONE_FILE, staging / DONE_FILE)
             for path in product_paths(source, stage.products):
-                _copy(path, staging / path.relative_to(source))
+                destination = staging / path.relative_to(source)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                (shutil.copytree if path.is_dir() else shutil.copyfile)(path, destination)
         saved.append(name)
     return saved
 
@@ -94,6 +101,8 @@ def restore_products(build, folder: Path) -> dict[str, str]:
 
     Raises:
         ValueError: ``folder`` holds no saved stage."""
+    from funaudiochat.base.atomic import atomic_write_text
+
     folder = Path(folder)
     records = {
         path.parent.name: json.loads(path.read_text(encoding="utf-8"))
@@ -125,7 +134,7 @@ def restore_products(build, folder: Path) -> dict[str, str]:
             if not destination.exists():
                 _copy(path, destination)
         marker = {"from": str(folder.resolve()), "trained_seconds": records[name].get("seconds")}
-        (target / RESTORED_FILE).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+        atomic_write_text(target / RESTORED_FILE, json.dumps(marker) + "\n")
         outcome[name] = "restored"
     return outcome
 
