@@ -17,7 +17,9 @@ Augmentation (training only, off by default):
 - ``speed_perturb``: a list of factors (e.g. ``[0.9, 1.0, 1.1]``), one drawn per item; the audio is
   resampled so that it plays ``factor`` times faster (Kaldi-style speed perturbation: tempo and pitch);
 - ``noise_snr_db``: ``[low, high]``; with probability ``noise_prob`` white Gaussian noise is added at an SNR
-  drawn uniformly in that range (dB).
+  drawn uniformly in that range (dB);
+- ``mel_augment``: on the log-mel, frequency warping and SpecAugment masks (``mel_augment.MelAugment``: a
+  mapping of its fields, e.g. ``{warp: [0.9, 1.1], freq_masks: 2, freq_width: 15}``).
 Draws use torch's global generator (seeded by the recipe's ``seed``, per worker by Lightning).
 
 ``collate_tokenizer`` pads into ``mel [B, n_mels, T]`` + ``mel_len [B]`` and ``targets [B, L]`` (padded
@@ -41,6 +43,7 @@ from torch.utils.data import Dataset
 
 from ..datamodule import SimpleDataModule
 from .ctc_targets import UNITS, TranscriptTargets, Vocabulary
+from .mel_augment import MelAugment
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 SAMPLE_RATE = TOKENIZER_SAMPLE_RATE
@@ -140,6 +143,7 @@ class TokenizerDataset(Dataset):
         noise_snr_db: Sequence[float] | None = None,
         noise_prob: float = 0.5,
         cache_audio: bool = False,
+        mel_augment: MelAugment | None = None,
     ):
         if len(items) != len(targets):
             raise ValueError(f"{len(items)} items but {len(targets)} target sequences")
@@ -151,6 +155,7 @@ class TokenizerDataset(Dataset):
         self.noise_snr_db = tuple(noise_snr_db) if noise_snr_db else None
         self.noise_prob = noise_prob
         self.cache_audio = cache_audio
+        self.mel_augment = mel_augment
         self._cache: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
@@ -180,7 +185,8 @@ class TokenizerDataset(Dataset):
         mel, _ = self.frontend(wave.unsqueeze(0))
         if mel.shape[-1] == 0:
             raise ValueError(f"{item.path}: shorter than one log-mel frame (10 ms)")
-        return {"utt": str(item.path), "text": item.text, "mel": mel[0], "targets": self.targets[index]}
+        mel = mel[0] if self.mel_augment is None else self.mel_augment(mel[0])
+        return {"utt": str(item.path), "text": item.text, "mel": mel, "targets": self.targets[index]}
 
 
 def collate_tokenizer(examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -212,7 +218,8 @@ class TokenizerDataModule(SimpleDataModule):
         batch_size, num_workers, shuffle, drop_last: DataLoader settings (``shuffle`` applies to train).
         n_mels: log-mel bins (128 for S3 V2/V3; must equal the model's ``n_mels``).
         max_seconds: longest accepted audio (default 30 s, the tokenizer's window); ``None``: no limit.
-        speed_perturb, noise_snr_db, noise_prob: training augmentation (off by default; module docstring).
+        speed_perturb, noise_snr_db, noise_prob, mel_augment: training augmentation (off by default; module
+            docstring).
         cache_audio: keep the decoded 16 kHz audio in memory after the first epoch (small data sets).
     """
 
@@ -237,6 +244,7 @@ class TokenizerDataModule(SimpleDataModule):
         noise_snr_db: list[float] | None = None,
         noise_prob: float = 0.5,
         cache_audio: bool = False,
+        mel_augment: dict[str, Any] | None = None,
     ):
         super().__init__()
         if units not in UNITS:
@@ -253,6 +261,7 @@ class TokenizerDataModule(SimpleDataModule):
             raise ValueError(f"noise_snr_db must be [low, high] in dB with low <= high, got {noise_snr_db}")
         if not 0.0 <= noise_prob <= 1.0:
             raise ValueError(f"noise_prob must lie in [0, 1], got {noise_prob}")
+        self.mel_augment = MelAugment.from_dict(mel_augment)
         for sources in (train, val):
             for source in [sources] if isinstance(sources, (str, os.PathLike)) else sources or []:
                 if not Path(source).exists():
@@ -283,6 +292,7 @@ class TokenizerDataModule(SimpleDataModule):
             h.noise_snr_db if train else None,
             h.noise_prob,
             h.cache_audio,
+            self.mel_augment if train else None,
         )
 
     def setup(self, stage: str | None = None) -> None:
