@@ -55,7 +55,8 @@ def test_bad_settings_are_refused(settings, message):
 def test_the_data_module_augments_training_items_only(transcribed_dir):
     plain = TokenizerDataModule(train=str(transcribed_dir), shuffle=False)
     settings = {"warp": [1.2, 1.2], "freq_masks": 1, "freq_width": 8}
-    augmented = TokenizerDataModule(train=str(transcribed_dir), val=str(transcribed_dir), mel_augment=settings)
+    folder = str(transcribed_dir)
+    augmented = TokenizerDataModule(train=folder, val=folder, mel_augment=settings)
     plain.setup("fit")
     augmented.setup("fit")
     a, b = plain.train_set[0]["mel"], augmented.train_set[0]["mel"]
