@@ -1,6 +1,7 @@
 """The demo recipe's stages run in order, resume where they stopped, and refuse to run without inputs."""
 
 import json
+from pathlib import Path
 
 import pytest
 from funaudiochat.drsr.processing import FunAudioChatProcessor
@@ -105,6 +106,7 @@ TINY = dict(
     text_lm_steps=4,
     text_lm_size="tiny",
     audio_encoder_steps=2,
+    audio_encoder_spliced=3,
     listening_steps=2,
     pre_alignment_steps=2,
 )
@@ -203,7 +205,11 @@ def test_audio_encoder_stage_trains_the_tower_the_speech_model_starts_from(with_
 
     root = with_audio_encoder
     record = json.loads((root / "audio_encoder" / "stage.json").read_text())
-    assert record["steps"] == 2 and record["utterances"] > 0
+    assert record["steps"] == 2 and record["utterances"] > record["spliced"] == 3
+    # the spliced sentences are spoken and in the tower's manifest, after the training speech
+    utterances = [json.loads(line) for line in (root / "audio_encoder" / "utterances.jsonl").open()]
+    assert len(utterances) == record["utterances"]
+    assert all(Path(u["audio"]).is_file() and "spliced_" in u["audio"] for u in utterances[-3:])
     weights, _ = read_safetensors(record["weights"])
     spec = demo_model_spec(root / "text_lm" / "model", root / "text_tokenizer", 0, record["weights"])
     tower = build_model(spec).continuous_audio_tower.state_dict()

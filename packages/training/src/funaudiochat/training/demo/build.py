@@ -38,8 +38,9 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
   later stages is ``speech_tokenizer/data/<group>/`` (``manifest.jsonl`` and sharegpt ``train.jsonl``).
   A killed run resumes from its last checkpoint (as does ``text_lm``);
 - ``audio_encoder``: the model's continuous audio tower alone, trained to transcribe the same utterances
-  with CTC on characters (the ``audio_encoder`` recipe): the stand-in for the pretrained Whisper encoder
-  the official model starts from -> ``audio_encoder/audio_encoder.safetensors``;
+  and sentences spliced from their text (``spliced_speech``) with CTC on characters and on the LLM's
+  tokens (the ``audio_encoder`` recipe): the stand-in for the pretrained Whisper encoder the official
+  model starts from -> ``audio_encoder/audio_encoder.safetensors``;
 - ``conversations``: the training examples in the official sharegpt layout, per task as the pipeline
   prompts them: question-answering pairs as S2S (``DEFAULT_S2M_PROMPT``; the answer's text and codes)
   and, the clean rendition once more, as S2T (``DEFAULT_S2T_PROMPT``; the answer's text), the noisy one
@@ -260,7 +261,7 @@ STAGES: dict[str, DemoStage] = {
     "audio_encoder": DemoStage(
         run_audio_encoder,
         "the continuous audio tower trained alone with CTC (the stand-in for Whisper)",
-        needs=("speech", "text_lm"),
+        needs=("corpus", "speech", "text_lm"),
         products=("audio_encoder.safetensors",),
     ),
     "conversations": DemoStage(

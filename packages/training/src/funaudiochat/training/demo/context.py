@@ -22,6 +22,8 @@ class DemoSettings:
     text_lm_size: "demo" (the recipe's sizes) or "tiny" (tests).
     knowledge_per_content: phrasings of each content item the text LLM learns (``corpus.knowledge_pairs``).
     audio_encoder_steps: CTC training steps of the continuous audio tower (the Whisper stand-in).
+    audio_encoder_spliced: spliced training sentences the tower also hears (``spliced_speech``: the
+        training words in new orders, against learning the training sentences by heart; 0: none).
     listening_steps / listening_lr: pre-alignment's first fit: the listening path (tower, adapter) taught,
         the text LLM frozen, to make spoken questions read as written ones (0: none).
     pre_alignment_steps / pre_alignment_lr: steps and peak learning rate of pre-alignment's speech-output
@@ -49,6 +51,7 @@ class DemoSettings:
     text_lm_size: str = "demo"
     knowledge_per_content: int = 3
     audio_encoder_steps: int = 6000
+    audio_encoder_spliced: int = 6000
     listening_steps: int = 600
     listening_lr: float = 3e-4
     pre_alignment_steps: int = 400

@@ -92,12 +92,20 @@ def audio_encoder_shape(text_lm_folder: Path) -> dict[str, Any]:
 
 
 def run_audio_encoder(build: StageContext) -> dict[str, Any]:
-    from .speech_stages import write_utterances
+    from .speech_stages import QUESTION_SPEEDS, TRAIN_VOICES, write_utterances
+    from .spliced_speech import speak_spliced
 
     speech = build.require("speech", "audio_encoder")
     text_lm = build.require("text_lm", "audio_encoder") / "model"
+    corpus = build.require("corpus", "audio_encoder")
     out = build.folder("audio_encoder")
-    count = write_utterances(speech, out / "utterances.jsonl")
+    settings = build.settings
+    spliced = []
+    if settings.audio_encoder_spliced > 0:
+        train = [corpus / "pairs_train.jsonl", corpus / "tools_train.jsonl"]
+        n = settings.audio_encoder_spliced
+        spliced = speak_spliced(train, out / "spliced", n, TRAIN_VOICES, QUESTION_SPEEDS, settings.seed)
+    count = write_utterances(speech, out / "utterances.jsonl", extra=spliced)
     weights = out / "audio_encoder.safetensors"
     shape = audio_encoder_shape(text_lm)
     overrides = [
@@ -112,7 +120,12 @@ def run_audio_encoder(build: StageContext) -> dict[str, Any]:
         *(f"model.encoder.{key}={value}" for key, value in shape.items()),
     ]
     fit_recipe("audio_encoder", out / "run", overrides, product=weights)
-    return {"utterances": count, "steps": build.settings.audio_encoder_steps, "weights": str(weights)}
+    return {
+        "utterances": count,
+        "spliced": len(spliced),
+        "steps": settings.audio_encoder_steps,
+        "weights": str(weights),
+    }
 
 
 # pre-alignment's frozen modules: the LLM and the listening path (tower, continuous adapter)
@@ -139,22 +152,32 @@ def write_spoken_replies(conversations: Path, out: Path) -> int:
 
 
 def write_listening_rows(conversations: Path, out: Path) -> int:
-    """Write the conversations of the sharegpt file ``conversations`` that ask a spoken question and are
-    answered in text as the text LLM was taught (``DEFAULT_S2T_PROMPT``, the question's audio alone, a
-    text reply) to ``out`` (atomically); returns how many. Transcription, tool calls and spoken replies
-    are left out: the frozen text LLM never learnt to write them. Raises ValueError when there are none."""
-    from funaudiochat.drsr.prompts import DEFAULT_S2T_PROMPT
+    """Write the spoken questions of the sharegpt file ``conversations`` answered in text as the text LLM
+    was taught (``DEFAULT_S2T_PROMPT``, the question's audio alone, a text reply) to ``out`` (atomically);
+    returns how many. A question answered in speech (``DEFAULT_S2M_PROMPT``) is taken too, its reply's
+    text as the answer: the same questions in other voices and noise, which the listening path must hear
+    alike. Each question audio is taken once. Transcription and tool calls are left out: the frozen text
+    LLM never learnt to write them. Raises ValueError when there are none."""
+    from funaudiochat.drsr.prompts import DEFAULT_S2M_PROMPT, DEFAULT_S2T_PROMPT
 
     from ..data import read_sharegpt, write_sharegpt
-    from ..data.records import AUDIO_TEMPLATE
+    from ..data.records import AUDIO_TEMPLATE, Conversation, Turn
 
-    rows = [
-        c
-        for c in read_sharegpt(conversations, check_audio=False)
-        if c.system == DEFAULT_S2T_PROMPT
-        and not c.assistant_speech
-        and [t.content for t in c.turns if t.role == "user"] == [AUDIO_TEMPLATE]
-    ]
+    rows, heard = [], set()
+    for c in read_sharegpt(conversations, check_audio=False):
+        if [t.content for t in c.turns if t.role == "user"] != [AUDIO_TEMPLATE] or len(c.turns) != 2:
+            continue
+        question = c.user_audios[0]
+        if c.system == DEFAULT_S2T_PROMPT and not c.assistant_speech:
+            row = c
+        elif c.system == DEFAULT_S2M_PROMPT and len(c.assistant_speech) == 1:
+            answer = Turn("assistant", c.assistant_speech[0].text)
+            row = Conversation([c.turns[0], answer], [question], DEFAULT_S2T_PROMPT, dict(c.extra))
+        else:
+            continue
+        if question.path not in heard:
+            heard.add(question.path)
+            rows.append(row)
     if not rows:
         raise ValueError(f"{conversations}: no spoken question is answered in text")
     write_sharegpt(out, rows)

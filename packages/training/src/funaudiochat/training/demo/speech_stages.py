@@ -128,9 +128,10 @@ def recode_answers(source: Path, out: Path, tokenizer_path: Path) -> int:
     return len(recoded)
 
 
-def write_utterances(speech: Path, path: Path) -> int:
-    """Every training question and answer of ``speech`` (the ``speech`` stage's folder) as a transcribed
-    audio manifest (``{"audio", "text"}`` lines) at ``path``; returns the number of lines."""
+def write_utterances(speech: Path, path: Path, extra: Sequence[dict[str, str]] = ()) -> int:
+    """Every training question and answer of ``speech`` (the ``speech`` stage's folder), then the lines of
+    ``extra``, as a transcribed audio manifest (``{"audio", "text"}`` lines) at ``path``; returns the
+    number of lines."""
     from funaudiochat.base.atomic import atomic_write_text
 
     from ..data import read_manifest
@@ -140,6 +141,7 @@ def write_utterances(speech: Path, path: Path) -> int:
         for entry in read_manifest(speech / group / "manifest.jsonl"):
             lines.append({"audio": entry.audio, "text": entry.text})
             lines.append({"audio": entry.answer_audio, "text": entry.answer_text})
+    lines += [{"audio": line["audio"], "text": line["text"]} for line in extra]
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
     return len(lines)

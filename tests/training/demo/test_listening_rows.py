@@ -1,0 +1,42 @@
+"""Pre-alignment's listening rows: every spoken question once, answered in text."""
+
+import numpy as np
+import pytest
+from funaudiochat.drsr.prompts import DEFAULT_S2M_PROMPT, DEFAULT_S2T_PROMPT
+from funaudiochat.training.data import read_sharegpt, write_sharegpt
+from funaudiochat.training.data.records import AUDIO_TEMPLATE, AssistantSpeech, Conversation, Turn, UserAudio
+from funaudiochat.training.demo.model_stages import write_listening_rows
+
+
+def _asked(path, reply, system, spoken=False):
+    audios = [UserAudio(path, 25)]
+    if spoken:
+        audios.append(AssistantSpeech(reply, np.arange(20, dtype=np.int16)))
+    content = AUDIO_TEMPLATE if spoken else reply
+    return Conversation([Turn("user", AUDIO_TEMPLATE), Turn("assistant", content)], audios, system)
+
+
+def test_text_and_spoken_replies_give_one_text_answered_row_per_question_audio(tmp_path):
+    transcribe = Conversation(
+        [Turn("user", "Please help me transcribe the audio." + AUDIO_TEMPLATE), Turn("assistant", "Hi.")],
+        [UserAudio("/a/q3.wav", 25)],
+        DEFAULT_S2T_PROMPT,
+    )
+    rows = [
+        _asked("/a/q1.wav", "Two.", DEFAULT_S2T_PROMPT),
+        _asked("/a/q1.wav", "Two.", DEFAULT_S2M_PROMPT, spoken=True),  # the same audio: taken once
+        _asked("/b/q1.wav", "Two.", DEFAULT_S2M_PROMPT, spoken=True),  # another rendering
+        _asked("/a/q2.wav", "Yes.", DEFAULT_S2T_PROMPT + "\n# Tools", spoken=False),  # tool prompt
+        transcribe,
+    ]
+    write_sharegpt(tmp_path / "train.jsonl", rows)
+    assert write_listening_rows(tmp_path / "train.jsonl", tmp_path / "rows.jsonl") == 2
+    listening = read_sharegpt(tmp_path / "rows.jsonl", check_audio=False)
+    assert [(c.user_audios[0].path, c.turns[1].content) for c in listening] == [
+        ("/a/q1.wav", "Two."),
+        ("/b/q1.wav", "Two."),
+    ]
+    assert all(c.system == DEFAULT_S2T_PROMPT and not c.assistant_speech for c in listening)
+    write_sharegpt(tmp_path / "asr.jsonl", [transcribe])
+    with pytest.raises(ValueError, match="no spoken question is answered in text"):
+        write_listening_rows(tmp_path / "asr.jsonl", tmp_path / "none.jsonl")
