@@ -139,8 +139,8 @@ def write_utterances(speech: Path, path: Path, extra: Sequence[dict[str, str]] =
     lines = []
     for group in ("train_a", "train_b"):
         for entry in read_manifest(speech / group / "manifest.jsonl"):
-            lines.append({"audio": entry.audio, "text": entry.text})
-            lines.append({"audio": entry.answer_audio, "text": entry.answer_text})
+            lines.append({"audio": str(Path(entry.audio).resolve()), "text": entry.text})
+            lines.append({"audio": str(Path(entry.answer_audio).resolve()), "text": entry.answer_text})
     lines += [{"audio": line["audio"], "text": line["text"]} for line in extra]
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
