@@ -116,12 +116,13 @@ def _score(items: Sequence[HeldOutItem], right: Sequence[bool]) -> dict[str, Any
     }
 
 
-def _key_score(items: Sequence[HeldOutItem], texts: Sequence[str]) -> dict[str, Any]:
+def key_score(items: Sequence[HeldOutItem], texts: Sequence[str]) -> dict[str, Any]:
     """``_score`` of ``items`` where item i is right when ``texts[i]`` holds its key."""
     return _score(items, [contains_key(t, i.key) for t, i in zip(texts, items, strict=True)])
 
 
-def _replies(pipe, requests: list, progress: Callable[[int], None]) -> list:
+def replies_of(pipe, requests: list, progress: Callable[[int], None] = lambda n: None) -> list:
+    """``pipe.chat`` of ``requests`` in batches of ``BATCH``, calling ``progress(batch size)`` after each."""
     replies = []
     for start in range(0, len(requests), BATCH):
         replies += pipe.chat(requests[start : start + BATCH])
@@ -150,25 +151,25 @@ def evaluate(
     calls = [i for i in items if i.task == "tool"]
     results: dict[str, Any] = {"pairs": len(items)}
 
-    s2t = _replies(pipe, [Request(audio=i.audio, mode="s2t", sampling=sampling) for i in qa], progress)
-    results["s2t"] = _key_score(qa, [r.text for r in s2t])
-    s2s = _replies(pipe, [Request(audio=i.audio, mode="s2s", sampling=sampling) for i in qa], progress)
-    results["s2s_text"] = _key_score(qa, [r.text for r in s2s])
+    s2t = replies_of(pipe, [Request(audio=i.audio, mode="s2t", sampling=sampling) for i in qa], progress)
+    results["s2t"] = key_score(qa, [r.text for r in s2t])
+    s2s = replies_of(pipe, [Request(audio=i.audio, mode="s2s", sampling=sampling) for i in qa], progress)
+    results["s2s_text"] = key_score(qa, [r.text for r in s2s])
     if recognizer is not None:
         heard = [recognizer.transcribe(r.audio, r.sample_rate) if r.audio is not None else "" for r in s2s]
-        results["s2s"] = _key_score(qa, heard)
+        results["s2s"] = key_score(qa, heard)
         results["s2s_examples"] = [
             {"id": i.id, "text": r.text, "heard": h}
             for i, r, h in list(zip(qa, s2s, heard, strict=True))[:10]
         ]
 
-    transcripts = _replies(
+    transcripts = replies_of(
         pipe, [Request(audio=i.audio, mode="asr", sampling=sampling) for i in asr], progress
     )
     results["asr_wer"] = word_error_rate([r.text for r in transcripts], [i.answer for i in asr])
     results["asr_n"] = len(asr)
 
-    called = _replies(
+    called = replies_of(
         pipe, [Request(audio=i.audio, mode="s2t", tools=tools, sampling=sampling) for i in calls], progress
     )
     exact = [
@@ -183,10 +184,10 @@ def evaluate(
         results.update(speech_ceilings(pipe, qa, recognizer))
 
     phrasings = [i for i in qa if i.split == "heldout_phrasing"]
-    texts = _replies(
+    texts = replies_of(
         pipe, [Request(text=i.question, mode="s2t", sampling=sampling) for i in phrasings], progress
     )
-    results["text_final"] = _key_score(phrasings, [r.text for r in texts])
+    results["text_final"] = key_score(phrasings, [r.text for r in texts])
     if base_lm is not None:
         from funaudiochat.training.llm.text_lm import generate_answer
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -194,7 +195,7 @@ def evaluate(
         model = AutoModelForCausalLM.from_pretrained(base_lm).eval()
         tokenizer = AutoTokenizer.from_pretrained(base_lm)
         answers = [generate_answer(model, tokenizer, i.question, max_new_tokens=48) for i in phrasings]
-        results["text_base"] = _key_score(phrasings, answers)
+        results["text_base"] = key_score(phrasings, answers)
     results["timing"] = streamed_timing(pipe, qa[:timing_items], sampling)
     return results
 
@@ -216,14 +217,14 @@ def speech_ceilings(pipe, items: Sequence[HeldOutItem], recognizer) -> dict[str,
                 torch.tensor(item.answer_codes), speaker, chunk_tokens=pipe.hop_tokens
             )
             heard.append(recognizer.transcribe(audio, VOCODER_SAMPLE_RATE))
-        out["vocoder_round_trip"] = _key_score(coded, heard)
+        out["vocoder_round_trip"] = key_score(coded, heard)
     spoken = [i for i in items if i.answer_audio]
     if spoken:
         heard = []
         for item in spoken:
             audio, rate = soundfile.read(item.answer_audio, dtype="float32", always_2d=True)
             heard.append(recognizer.transcribe(torch.from_numpy(audio.mean(1)), rate))
-        out["reference_speech"] = _key_score(spoken, heard)
+        out["reference_speech"] = key_score(spoken, heard)
     return out
 
 
