@@ -21,7 +21,8 @@ class DemoSettings:
     tokenizer_steps / text_lm_steps: training steps of the speech tokenizer and of the text LLM.
     text_lm_size: "demo" (the recipe's sizes) or "tiny" (tests).
     knowledge_per_content: phrasings of each content item the text LLM learns (``corpus.knowledge_pairs``).
-    audio_encoder_steps: CTC training steps of the continuous audio tower (the Whisper stand-in).
+    audio_encoder_steps: CTC training steps of the continuous audio tower (the Whisper stand-in; 12000
+        with the spliced sentences: held-out token error 27.0 % at 6000, 24.3 % at 12000).
     audio_encoder_spliced: spliced training sentences the tower also hears (``spliced_speech``: the
         training words in new orders, against learning the training sentences by heart; 0: none).
     listening_steps / listening_lr: pre-alignment's first fit: the listening path (tower, adapter) taught,
@@ -50,7 +51,7 @@ class DemoSettings:
     text_lm_steps: int = 9000
     text_lm_size: str = "demo"
     knowledge_per_content: int = 3
-    audio_encoder_steps: int = 6000
+    audio_encoder_steps: int = 12000
     audio_encoder_spliced: int = 6000
     listening_steps: int = 600
     listening_lr: float = 3e-4
