@@ -26,7 +26,8 @@ class DemoSettings:
     audio_encoder_spliced: spliced training sentences the tower also hears (``spliced_speech``: the
         training words in new orders, against learning the training sentences by heart; 0: none).
     listening_steps / listening_lr: pre-alignment's first fit: the listening path (tower, adapter) taught,
-        the text LLM frozen, to make spoken questions read as written ones (0: none).
+        the text LLM frozen, to make spoken questions read as written ones (0: none; held-out S2T 23.8 %
+        at 1200 steps, 25.6 % at 2400).
     pre_alignment_steps / pre_alignment_lr: steps and peak learning rate of pre-alignment's speech-output
         fit (the SRH starts from scratch here, hence 10x the recipe's 1e-4).
     speech_embedding_std: the initial scale of the speech-token table (``build_model``'s
@@ -53,7 +54,7 @@ class DemoSettings:
     knowledge_per_content: int = 3
     audio_encoder_steps: int = 12000
     audio_encoder_spliced: int = 6000
-    listening_steps: int = 600
+    listening_steps: int = 2400
     listening_lr: float = 3e-4
     pre_alignment_steps: int = 400
     pre_alignment_lr: float = 1e-3
