@@ -15,35 +15,6 @@ import time
 from pathlib import Path
 
 
-def training_items(run: Path, limit: int) -> list:
-    """Question-answering training pairs as spoken in ``train_a`` (at most ``limit`` per task)."""
-    from funaudiochat.chat.demo_eval import HeldOutItem
-    from funaudiochat.training.data import read_manifest
-    from funaudiochat.training.demo.corpus import SPLITS
-    from funaudiochat.training.demo.family import TASKS
-    from funaudiochat.training.demo.text_stages import QA_TASKS, corpus_pairs
-
-    records = {r["id"]: r for r in corpus_pairs(run / "corpus", SPLITS, TASKS)}
-    items, per_task = [], {}
-    for entry in read_manifest(run / "speech_tokenizer" / "data" / "train_a" / "manifest.jsonl"):
-        record = records[entry.id]
-        if record["task"] not in QA_TASKS or per_task.get(record["task"], 0) >= limit:
-            continue
-        per_task[record["task"]] = per_task.get(record["task"], 0) + 1
-        items.append(
-            HeldOutItem(
-                entry.id,
-                record["task"],
-                record["split"],
-                str(entry.audio),
-                record["question"],
-                record["answer"],
-                tuple(record["key"]),
-            )
-        )
-    return items
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="a model folder (official layout)")
@@ -64,10 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     model = FunAudioChatForConditionalGeneration.from_pretrained(args.model).float().eval()
     # S2T never reaches the vocoder: a random one stands in
     pipe = Pipeline(model, FunAudioChatProcessor.from_pretrained(args.model), random_parts().vocoder)
-    if args.questions == "heldout":
-        items = [i for i in heldout_items(args.run, args.limit) if i.task in QA_TASKS]
-    else:
-        items = training_items(args.run, args.limit)
+    group = "heldout" if args.questions == "heldout" else "train_a"
+    items = [i for i in heldout_items(args.run, args.limit, group) if i.task in QA_TASKS]
     start = time.perf_counter()
     requests = [Request(audio=i.audio, mode="s2t", sampling=Sampling(seed=0)) for i in items]
     replies = replies_of(pipe, requests)

@@ -20,15 +20,6 @@ import tempfile
 from pathlib import Path
 
 
-def edit_distance(a: list[int], b: list[int]) -> int:
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        diagonal, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (x != y))
-    return row[len(b)]
-
-
 def load_tower(tower: Path, text_lm: Path):
     """The tower and its token-CTC head (blank from the run's newest checkpoint)."""
     import torch
@@ -55,18 +46,14 @@ def transcribe(encoder, head, group_size: int, audio: Path) -> list[int]:
     from funaudiochat.tokenizer.audio import load_audio
     from funaudiochat.tokenizer.frontend import log_mel_spectrogram
     from funaudiochat.training.llm.audio_encoder import group_mean
+    from funaudiochat.training.tokenizer import greedy_decode
 
     mel = log_mel_spectrogram(load_audio(audio, 16000))[None]
     with torch.no_grad():
         hidden, lengths = encoder(mel, torch.tensor([mel.shape[-1]]))
         grouped, groups = group_mean(hidden, lengths, group_size)
         best = head(grouped.float())[0, : int(groups[0])].argmax(-1).tolist()
-    heard, previous = [], 0
-    for label in best:
-        if label not in (0, previous):
-            heard.append(label - 1)
-        previous = label
-    return heard
+    return [label - 1 for label in greedy_decode(best)]  # class i + 1 is token i, 0 the blank
 
 
 def pick(rows: list, limit: int) -> list:
@@ -97,6 +84,8 @@ def speak_in_training_voices(heldout: Path, out: Path, limit: int) -> Path:
 
 
 def hearing(encoder, head, group_size: int, tokenizer, group: Path, limit: int) -> dict:
+    from funaudiochat.training.tokenizer import edit_distance
+
     rows = [json.loads(line) for line in (group / "manifest.jsonl").read_text().splitlines() if line]
     rows = pick(rows, limit)
     lines = (group / "voices.jsonl").read_text().splitlines()

@@ -60,15 +60,16 @@ class HeldOutItem:
     answer_audio: str = ""
 
 
-def heldout_items(run: Path, limit: int | None = None) -> list[HeldOutItem]:
-    """The spoken held-out pairs of a demo run folder (``limit``: at most this many per task)."""
+def heldout_items(run: Path, limit: int | None = None, group: str = "heldout") -> list[HeldOutItem]:
+    """The spoken held-out pairs of a demo run folder (``limit``: at most this many per task); ``group``
+    another speech group instead (``"train_a"``: the training pairs in training voices)."""
     from funaudiochat.training.data import read_manifest
 
     records = {r["id"]: r for r in corpus_pairs(run / "corpus", SPLITS, TASKS)}
     items, per_task = [], {}
     # the speech_tokenizer stage's copy: its answer codes are the trained tokenizer's (the speech stage's
     # own manifest predates that tokenizer)
-    for entry in read_manifest(run / "speech_tokenizer" / "data" / "heldout" / "manifest.jsonl"):
+    for entry in read_manifest(run / "speech_tokenizer" / "data" / group / "manifest.jsonl"):
         record = records[entry.id]
         if limit is not None and per_task.get(record["task"], 0) >= limit:
             continue

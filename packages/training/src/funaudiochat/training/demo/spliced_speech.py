@@ -48,8 +48,8 @@ def splice_sentences(texts: Sequence[str], count: int, seed: int) -> list[str]:
                 span[0] = span[0].lower()
             words += span
         ending = "?" if sentence[-1].endswith("?") else "."
-        words = [word for word in words if word]
-        out.append(" ".join(words)[:1].upper() + " ".join(words)[1:] + ending)
+        said = " ".join(word for word in words if word)
+        out.append(said[:1].upper() + said[1:] + ending)
     return out
 
 
