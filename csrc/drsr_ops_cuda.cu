@@ -1,7 +1,7 @@
 // CUDA kernels of the fused DRSR ops (schemas and CPU kernels: drsr_ops.cpp; contract:
 // funaudiochat/drsr/ops/reference.py).
 //
-// STATUS: compiles and links (nvcc 13, sm_90); NOT YET RUN ON A GPU. The sampling kernel mirrors the CPU
+// STATUS: passes tests/drsr/test_ops_cuda.py on an H200 (docs/kernels_on_gpu.md). The sampling kernel mirrors the CPU
 // algorithm with block-parallel pieces: radix select (8 x 8-bit digits of an order-preserving key of the
 // fp64 score) for the top-k threshold, the same digit walk weighted by probability mass for the top-p
 // threshold, and a chunked scan for the inverse-CDF draw. Its fp64 sums run in another order than the

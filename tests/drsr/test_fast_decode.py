@@ -8,6 +8,7 @@ import pytest
 import torch
 from funaudiochat.drsr import DecodingConfig, SamplingConfig, generate
 from funaudiochat.drsr.fast_decode import _stack_weights, decode_one, decode_one_reference, linear, supports
+from funaudiochat.drsr.hf_compat import cache_kwargs
 from funaudiochat.drsr.kv_cache import growing_cache
 from funaudiochat.drsr.ops import extension_available
 from transformers import DynamicCache
@@ -47,7 +48,11 @@ def test_one_position_equals_the_model_forward(model, which, cache_kind, monkeyp
     with torch.no_grad():
         for cache in (reference, fast):
             backbone(
-                inputs_embeds=x, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+                inputs_embeds=x,
+                attention_mask=mask,
+                position_ids=positions,
+                **cache_kwargs(cache),
+                use_cache=True,
             )
         for _ in range(3):
             new = torch.randn(b, 1, d)
@@ -57,7 +62,7 @@ def test_one_position_equals_the_model_forward(model, which, cache_kind, monkeyp
                 inputs_embeds=new,
                 attention_mask=mask,
                 position_ids=positions,
-                cache=reference,
+                **cache_kwargs(reference),
                 use_cache=True,
             ).last_hidden_state
             got = decode_one(backbone, new, mask, positions, fast)
@@ -83,7 +88,11 @@ def test_the_op_in_bfloat16_matches_the_reference(model):
         with torch.no_grad():
             for cache in caches:
                 backbone(
-                    inputs_embeds=x, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+                    inputs_embeds=x,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    **cache_kwargs(cache),
+                    use_cache=True,
                 )
             new = torch.randn(b, 1, d, dtype=torch.bfloat16)
             mask, positions = (
@@ -116,7 +125,7 @@ def test_the_op_refuses_bad_arguments(model):
     cache = growing_cache(backbone.config)
     d = backbone.config.hidden_size
     with torch.no_grad():
-        backbone(inputs_embeds=torch.randn(1, 4, d), cache=cache, use_cache=True)
+        backbone(inputs_embeds=torch.randn(1, 4, d), **cache_kwargs(cache), use_cache=True)
     rooms = [layer.reserve(5) for layer in cache.layers]
     weights = [torch.zeros(1)] * 3
     keys, values = [r[0] for r in rooms], [r[1] for r in rooms]

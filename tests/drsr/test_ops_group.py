@@ -316,47 +316,36 @@ def test_extension_backend_refuses_devices_without_kernels() -> None:
 
 @pytest.fixture
 def cuda_kernels_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As if the extension had its CUDA kernels, and no auto-on-CUDA warning had been given yet."""
+    """As if the extension had its CUDA kernels, with no backend chosen in the environment."""
     monkeypatch.setattr(dispatch, "extension_has_cuda", lambda: True)
-    monkeypatch.setattr(dispatch, "_cuda_fallback_warned", False)
     monkeypatch.delenv(ops.ENV_BACKEND, raising=False)
 
 
-def test_auto_on_cuda_uses_the_references_and_warns_once(cuda_kernels_built: None) -> None:
-    cuda = torch.device("cuda")
-    with pytest.warns(ops.CudaKernelsUnverifiedWarning, match="not yet been verified on a GPU") as record:
-        assert ops.choose_implementation("auto", cuda) == "reference"
-    (warning,) = record
-    assert "backend='extension'" in str(warning.message)
-    assert "FUNAUDIOCHAT_DRSR_OPS=extension" in str(warning.message)
+def test_auto_uses_the_kernels_of_each_device_the_extension_serves(
+    cuda_kernels_built: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a second warning would raise
-        assert ops.choose_implementation(None, cuda) == "reference"
-        assert ops.choose_implementation("auto", torch.device("cuda", 1)) == "reference"
+        warnings.simplefilter("error")
+        for device in ("cpu", "cuda", "cuda:1"):
+            assert ops.choose_implementation("auto", torch.device(device)) == "extension", device
+            assert ops.choose_implementation(None, torch.device(device)) == "extension", device
+        assert ops.choose_implementation("auto", torch.device("meta")) == "reference"
+        assert ops.choose_implementation("reference", torch.device("cuda")) == "reference"
+        monkeypatch.setenv(ops.ENV_BACKEND, "reference")
+        assert ops.choose_implementation(None, torch.device("cuda")) == "reference"
+    monkeypatch.setattr(dispatch, "extension_has_cuda", lambda: False)
+    assert ops.choose_implementation("auto", torch.device("cuda")) == "reference"
+    assert ops.choose_implementation("auto", torch.device("cpu")) == "extension"
 
 
-def test_extension_on_cuda_is_an_explicit_opt_in(
+def test_extension_on_a_device_without_kernels_is_refused(
     cuda_kernels_built: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cuda = torch.device("cuda")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert ops.choose_implementation("extension", cuda) == "extension"
-        monkeypatch.setenv(ops.ENV_BACKEND, "extension")
-        assert ops.choose_implementation(None, cuda) == "extension"
-        assert ops.choose_implementation("reference", cuda) == "reference"
+    assert ops.choose_implementation("extension", cuda) == "extension"
     monkeypatch.setattr(dispatch, "extension_has_cuda", lambda: False)
     with pytest.raises(RuntimeError, match=r"no kernels for device cuda"):
         ops.choose_implementation("extension", cuda)
-
-
-def test_auto_on_cpu_still_uses_the_cpu_kernels(cuda_kernels_built: None) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert ops.choose_implementation("auto", torch.device("cpu")) == "extension"
-        assert ops.choose_implementation(None, torch.device("cpu")) == "extension"
-        assert ops.choose_implementation("auto", torch.device("meta")) == "reference"
-    assert not dispatch._cuda_fallback_warned
 
 
 def test_cpu_kernels_are_registered() -> None:

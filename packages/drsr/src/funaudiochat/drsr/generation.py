@@ -37,6 +37,7 @@ from funaudiochat.base.streaming import StreamState, per_row, ragged, row, share
 from torch.profiler import record_function
 
 from . import fast_decode, ops
+from .hf_compat import cache_kwargs
 from .kv_cache import KVCache
 from .speech_heads import SRHState
 
@@ -242,7 +243,7 @@ def prefill(
             inputs_embeds=merged.inputs_embeds,
             attention_mask=attention_mask,
             position_ids=positions,
-            cache=cache.cache,
+            **cache_kwargs(cache.cache),
             use_cache=True,
         )
     k = model.group_size
@@ -373,7 +374,7 @@ def decode_step(model: FunAudioChatForConditionalGeneration, state: DecodingStat
                 inputs_embeds=inputs_embeds,
                 attention_mask=state.attention_mask,
                 position_ids=positions,
-                cache=state.llm_cache.cache,
+                **cache_kwargs(state.llm_cache.cache),
                 use_cache=True,
             ).last_hidden_state
     state.next_position = state.next_position + 1

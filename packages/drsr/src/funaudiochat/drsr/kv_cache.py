@@ -83,6 +83,9 @@ class GrowingLayer(DynamicLayer):
         return tuple(rooms)
 
     def reset(self) -> None:
+        # Dropped, not zeroed: transformers before 5.2x zeroes the states and keeps their length.
+        self.keys = self.values = None
+        self.is_initialized = False
         super().reset()
         self._rooms = None
 

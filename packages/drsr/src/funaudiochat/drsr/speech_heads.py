@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModel
 
 from . import fast_decode, ops
 from .configuration import FunAudioChatAudioEncoderConfig
+from .hf_compat import cache_kwargs
 from .kv_cache import KVCache
 
 
@@ -146,7 +147,7 @@ class SpeechRefinedHead(nn.Module):
             inputs_embeds=self.input_matching(x),
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache,
+            **cache_kwargs(cache),
             use_cache=cache is not None,
         )
         hidden = out.last_hidden_state

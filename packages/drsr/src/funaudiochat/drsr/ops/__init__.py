@@ -8,13 +8,13 @@ ungroup) and give identical tokens (sample), except in the rounding edge cases l
 
 Choosing the implementation (:mod:`.dispatch`): every op takes ``backend="auto" | "extension" |
 "reference"``; ``None`` reads the environment variable ``FUNAUDIOCHAT_DRSR_OPS`` (same values, default
-``auto``). ``auto`` uses the CPU kernels on CPU tensors and the references on CUDA tensors (with a one-time
-``CudaKernelsUnverifiedWarning``); ``extension`` raises if the extension is missing or has no kernel for the
-device.
+``auto``). ``auto`` uses the extension's kernels wherever it has them for the device (CPU always, CUDA when
+built with nvcc) and the references elsewhere; ``extension`` raises if the extension is missing or has no
+kernel for the device.
 
-Status: the CPU kernels (C++/OpenMP) are tested against the references. The CUDA kernels
-(``csrc/drsr_ops_cuda.cu``) compile and link but have **not yet been verified on a GPU**: they run only with
-``backend="extension"`` or ``FUNAUDIOCHAT_DRSR_OPS=extension``.
+Status: the CPU kernels (C++/OpenMP) are tested against the references here. The CUDA kernels
+(``csrc/drsr_ops_cuda.cu``) passed the same property tests on an NVIDIA H200 (``tests/drsr/test_ops_cuda.py``;
+docs/kernels_on_gpu.md), which CI cannot run (no GPU).
 
 Argument errors raise ``ValueError`` (:mod:`.checks`). Value checks (id ranges, uniforms in ``[0, 1)``) run
 inside the CPU kernels; for CUDA and the references they run in Python and synchronise the CUDA stream.
@@ -39,7 +39,6 @@ from .dispatch import (
     BACKENDS,
     ENV_BACKEND,
     Backend,
-    CudaKernelsUnverifiedWarning,
     choose_implementation,
     extension_available,
     extension_error,
@@ -53,7 +52,6 @@ __all__ = [
     "TABLE_DTYPES",
     "UNIFORM_DTYPES",
     "Backend",
-    "CudaKernelsUnverifiedWarning",
     "choose_implementation",
     "extension_available",
     "extension_error",

@@ -6,9 +6,9 @@
 - ``reference``: always the pure-PyTorch references (:mod:`funaudiochat.drsr.ops.reference`).
 - ``extension``: the extension's kernels; raises ``RuntimeError`` if it is not loaded or has no kernel for the
   device (CPU kernels are always built; CUDA kernels when the build found nvcc).
-- ``auto``: the CPU kernels on CPU tensors. On CUDA tensors the references, with a one-time warning
-  (:class:`CudaKernelsUnverifiedWarning`): the CUDA kernels compile and link but have not yet been verified on
-  a GPU, so they run only when asked for by name. Any other device: the references.
+- ``auto``: the extension's kernels where it has them for the device (CPU always; CUDA when built with
+  nvcc), else the references. The CUDA kernels passed ``tests/drsr/test_ops_cuda.py`` on an NVIDIA H200
+  (docs/kernels_on_gpu.md).
 
 Loading the extension also registers the Python side of its ops (autograd formulas, fake kernels).
 """
@@ -16,7 +16,6 @@ Loading the extension also registers the Python side of its ops (autograd formul
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Literal
 
 import torch
@@ -35,12 +34,6 @@ except ImportError as error:  # not built: the references serve
     _IMPORT_ERROR: str | None = f"{type(error).__name__}: {error}"
 else:
     _IMPORT_ERROR = None
-
-_cuda_fallback_warned = False  # set by the first auto-on-CUDA fallback: the warning is given once per process
-
-
-class CudaKernelsUnverifiedWarning(UserWarning):
-    """``backend="auto"`` met CUDA tensors and used the references instead of the unverified CUDA kernels."""
 
 
 def extension_available() -> bool:
@@ -71,7 +64,7 @@ def choose_implementation(backend: Backend | None, device: torch.device) -> Impl
     """``"extension"`` or ``"reference"`` for an op on ``device`` (the rules in the module docstring).
 
     Raises ``ValueError`` for an unknown backend name, ``RuntimeError`` when ``extension`` is requested and
-    the extension cannot serve ``device``; warns once per process when ``auto`` passes over CUDA kernels."""
+    the extension cannot serve ``device``."""
     choice = requested_backend(backend)
     if choice == "reference":
         return "reference"
@@ -83,25 +76,7 @@ def choose_implementation(backend: Backend | None, device: torch.device) -> Impl
             reason = _IMPORT_ERROR or f"it has no kernels for device {device}"
             raise RuntimeError(f"backend='extension' requested but the extension cannot serve it: {reason}")
         return "extension"
-    if device.type == "cuda":
-        if has_kernels:
-            _warn_cuda_fallback_once()
-        return "reference"
     return "extension" if has_kernels else "reference"
-
-
-def _warn_cuda_fallback_once() -> None:
-    global _cuda_fallback_warned
-    if _cuda_fallback_warned:
-        return
-    _cuda_fallback_warned = True
-    warnings.warn(
-        "funaudiochat.drsr.ops: the CUDA kernels have not yet been verified on a GPU, so backend='auto' runs "
-        "the pure-PyTorch references on CUDA tensors (correct, slower). To use the CUDA kernels, pass "
-        f"backend='extension' or set {ENV_BACKEND}=extension.",
-        CudaKernelsUnverifiedWarning,
-        stacklevel=4,  # the caller of the op: op -> choose_implementation -> this function
-    )
 
 
 if _C is not None:

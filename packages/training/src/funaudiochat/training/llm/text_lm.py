@@ -43,6 +43,7 @@ import lightning as L
 import torch
 from funaudiochat.base.atomic import atomic_folder
 from funaudiochat.base.rng import seeded
+from funaudiochat.drsr.hf_compat import cache_kwargs, output_cache
 from funaudiochat.drsr.prompts import DEFAULT_S2T_PROMPT
 from funaudiochat.drsr.text_tokenizer import ENDOFTEXT, IM_END, special_token_ids
 
@@ -160,7 +161,7 @@ def generate_answer(
                 break
             answer.append(token)
             step = torch.tensor([[token]], device=device)
-            out = model(input_ids=step, cache=out.cache, use_cache=True, logits_to_keep=1)
+            out = model(input_ids=step, **cache_kwargs(output_cache(out)), use_cache=True, logits_to_keep=1)
     finally:
         model.train(was_training)
     return tokenizer.decode(answer, skip_special_tokens=True).strip()
