@@ -44,7 +44,7 @@ def main() -> None:
         sorted({p["answer"] for p in corpus_pairs(args.run / "corpus", SPLITS, QA_TASKS)})
     )
     vocoder = load_parts(args.model).vocoder
-    speaker = vocoder.speakers.names()[0]
+    speaker = vocoder.speakers.names[0]
     mel_of = MelSpectrogram()
     heard: dict[str, list[str]] = {"reference_audio": [], "hift_on_true_mel": [], "codes_flow_hift": []}
     for item in items:

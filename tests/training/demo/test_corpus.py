@@ -268,3 +268,29 @@ def test_the_same_seed_gives_the_same_bytes_and_the_cli_writes_every_file(tmp_pa
     assert (tmp_path / "cli" / "pairs_train.jsonl").read_bytes() != (
         tmp_path / "other" / "pairs_train.jsonl"
     ).read_bytes()
+
+
+def test_the_text_llm_learns_tool_calls_and_copying_only_when_asked():
+    from funaudiochat.drsr.prompts import ASR_INSTRUCTION, DEFAULT_S2T_PROMPT, function_calling_prompt
+    from funaudiochat.training.demo.corpus import build_corpus
+    from funaudiochat.training.demo.text_stages import QA_TASKS, text_lm_pairs
+    from funaudiochat.training.demo.tool_calls import TOOLS
+
+    plain = text_lm_pairs(0, 2, TOOLS)
+    assert {r["task"] for r in plain} == set(QA_TASKS) and all("system" not in r for r in plain)
+    skilled = text_lm_pairs(0, 2, TOOLS, skills=True)
+    assert [r for r in skilled if r["task"] in QA_TASKS] == plain
+    calls = [r for r in skilled if r["task"] == "tool"]
+    copies = [r for r in skilled if r["task"] == "asr"]
+    assert calls and copies
+    for record in calls:
+        assert record["system"] == function_calling_prompt(TOOLS) != DEFAULT_S2T_PROMPT
+        body = json.loads(record["answer"].removeprefix("<tool_call>\n").removesuffix("\n</tool_call>"))
+        assert body["name"] in {t["function"]["name"] for t in TOOLS}
+    for record in copies:
+        assert record["question"] == f"{record['answer']} {ASR_INSTRUCTION}" and "system" not in record
+    # no held-out phrasing is learnt: every question is that of a training-split pair of its content
+    held_out = {
+        (p.content, p.question) for p in build_corpus(0) if p.split == "heldout_phrasing" and p.task == "tool"
+    }
+    assert held_out and not held_out & {(r["content"], r["question"]) for r in calls}

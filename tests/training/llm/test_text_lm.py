@@ -217,6 +217,27 @@ def test_every_bad_line_is_reported_with_its_number(tmp_path):
     ]
 
 
+def test_a_pair_may_bring_its_own_system_prompt(corpus, tmp_path):
+    _, tokenizer_dir = corpus
+    question, answer = PAIRS[0]
+    own = "Answer in numbers."
+    train = tmp_path / "pairs.jsonl"
+    rows = [{"question": question, "answer": answer, "system": own}, {"question": question, "answer": answer}]
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert [p.system for p in read_text_pairs(train)] == [own, None]
+    data = TextChatDataModule(train=str(train), tokenizer=str(tokenizer_dir), batch_size=2)
+    data.setup("fit")
+    first, second = (data.train_set[i]["input_ids"].tolist() for i in (0, 1))
+    assert first == encode_pair(data.tokenizer, question, answer, own)[0]
+    assert second == encode_pair(data.tokenizer, question, answer)[0]  # the module's DEFAULT_S2T_PROMPT
+    assert own in data.tokenizer.decode(first) and DEFAULT_S2T_PROMPT not in data.tokenizer.decode(first)
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": question, "answer": answer, "system": ""}) + "\n")
+    with pytest.raises(ValueError, match=rf"{bad}:1: system:"):
+        read_text_pairs(bad)
+
+
 def cli_overrides(train: Path, tokenizer: Path, run: Path, steps: int) -> list[str]:
     return [
         f"data.train={train}",

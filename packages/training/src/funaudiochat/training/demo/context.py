@@ -21,6 +21,9 @@ class DemoSettings:
     tokenizer_steps / text_lm_steps: training steps of the speech tokenizer and of the text LLM.
     text_lm_size: "demo" (the recipe's sizes) or "tiny" (tests).
     knowledge_per_content: phrasings of each content item the text LLM learns (``corpus.knowledge_pairs``).
+    text_lm_skills: the text LLM also learns tool calls and copying a sentence under the ASR instruction
+        (``text_stages.text_lm_pairs``), as a pretrained LLM could before it hears speech (an experiment:
+        the recipe's model was made without).
     audio_encoder_steps: CTC training steps of the continuous audio tower (the Whisper stand-in; 12000
         with the spliced sentences: held-out token error 27.0 % at 6000, 24.3 % at 12000).
     audio_encoder_spliced: spliced training sentences the tower also hears (``spliced_speech``: the
@@ -52,6 +55,7 @@ class DemoSettings:
     text_lm_steps: int = 9000
     text_lm_size: str = "demo"
     knowledge_per_content: int = 3
+    text_lm_skills: bool = False
     audio_encoder_steps: int = 12000
     audio_encoder_spliced: int = 6000
     listening_steps: int = 2400

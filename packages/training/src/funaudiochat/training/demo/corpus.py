@@ -164,9 +164,9 @@ def knowledge_pairs(seed: int, tasks: Sequence[str], per_content: int) -> list[d
     every content item of ``tasks``' families, held-out contents included, each phrased in
     ``per_content`` of its family's training templates (a seeded draw; never a held-out phrasing), and
     each arithmetic item as well in ``per_content`` of ``arithmetic.framed_templates`` (any whose question
-    is that of a held-out phrasing left out), as ``{"question", "answer", "content"}`` records. A held-out
-    phrasing then asks for a content the LLM knows in other words, which is what the phrasing split
-    measures."""
+    is that of a held-out phrasing left out), as ``{"question", "answer", "content", "task"}`` records
+    (and ``"tool_call"`` for a tool's content). A held-out phrasing then asks for a content the LLM knows
+    in other words, which is what the phrasing split measures."""
     records = []
     for family in all_families():
         if family.task not in tasks:
@@ -184,7 +184,10 @@ def knowledge_pairs(seed: int, tasks: Sequence[str], per_content: int) -> list[d
             chosen += rng.sample(framed, min(per_content, len(framed)))
             for template in chosen:
                 question, answer = template.fill(content)
-                records.append({"question": question, "answer": answer, "content": content.id})
+                record = {"question": question, "answer": answer, "content": content.id, "task": family.task}
+                if content.tool_call is not None:
+                    record["tool_call"] = json.loads(json.dumps(content.tool_call))
+                records.append(record)
     return records
 
 

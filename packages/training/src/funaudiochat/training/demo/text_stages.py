@@ -89,6 +89,33 @@ def run_text_tokenizer(build: StageContext) -> dict[str, Any]:
     }
 
 
+SKILL_TASKS = ("tool", "asr")  # what a pretrained LLM can do besides knowing: call tools, copy text
+
+
+def text_lm_pairs(seed: int, per_content: int, tools: list[dict], skills: bool = False) -> list[dict]:
+    """The text LLM's training pairs: ``knowledge_pairs`` of ``QA_TASKS`` and, with ``skills``, of
+    ``SKILL_TASKS`` too, in the text form of their speech rows (``speech_stages.conversation_for``): a tool
+    request answered with its ``<tool_call>`` under the function-calling system prompt of ``tools``, and
+    a sentence followed by the ASR instruction answered with the sentence itself (what the speech model
+    does when it hears the sentence instead of reading it). Each record is ``{"question", "answer",
+    "content", "task"}``, plus ``"system"`` where it is not the default text prompt.
+
+    Args:
+        seed: the corpus seed (held-out phrasings stay out). per_content: phrasings per content item.
+        tools: the tool schemas (``corpus/tools.json``). skills: include the skill tasks."""
+    from funaudiochat.drsr.prompts import ASR_INSTRUCTION, format_tool_call, function_calling_prompt
+
+    records = knowledge_pairs(seed, QA_TASKS + (SKILL_TASKS if skills else ()), per_content)
+    calling = function_calling_prompt(tools)
+    for record in records:
+        if record["task"] == "tool":
+            call = record.pop("tool_call")
+            record.update(answer=format_tool_call(call["name"], call["arguments"]), system=calling)
+        elif record["task"] == "asr":
+            record.update(question=f"{record['question']} {ASR_INSTRUCTION}", answer=record["question"])
+    return records
+
+
 def run_text_lm(build: StageContext) -> dict[str, Any]:
     from funaudiochat.base.atomic import atomic_write_text
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -100,8 +127,10 @@ def run_text_lm(build: StageContext) -> dict[str, Any]:
     # the LLM stands in for a pretrained one that knows the facts: it learns every content, the held-out
     # contents included (the speech stages never see those), each in ``knowledge_per_content`` training
     # phrasings, and never a held-out phrasing
-    train = knowledge_pairs(build.settings.seed, QA_TASKS, build.settings.knowledge_per_content)
-    lines = "".join(json.dumps(r) + "\n" for r in train)  # question, answer, content
+    tools = json.loads((corpus / "tools.json").read_text(encoding="utf-8"))
+    settings = build.settings
+    train = text_lm_pairs(settings.seed, settings.knowledge_per_content, tools, settings.text_lm_skills)
+    lines = "".join(json.dumps(r) + "\n" for r in train)  # question, answer, content, task[, system]
     atomic_write_text(out / "pairs.jsonl", lines)
     overrides = [
         f"data.train={out / 'pairs.jsonl'}",

@@ -15,11 +15,12 @@ Face causal-LM folder that ``AutoModelForCausalLM.from_pretrained`` reads and th
 as their LLM with ``model.llm_from`` (its keys, ``model.*`` and ``lm_head.weight``, are those of
 ``FunAudioChatForConditionalGeneration.language_model``).
 
-``TextChatDataModule`` reads JSONL files of ``{"question": ..., "answer": ...}`` lines (other keys are
-ignored; every bad line is reported at once as ``file:line: field: what``), encodes them up front, and
-batches them right-padded with a seeded, resumable, DDP-aware ``DurationBucketSampler`` over token counts
-(recipes set ``trainer.use_distributed_sampler: false``). Both classes read the same tokenizer folder; the
-recipe writes it once (``data.tokenizer``) and interpolates it into ``model.tokenizer``.
+``TextChatDataModule`` reads JSONL files of ``{"question": ..., "answer": ...}`` lines (an optional
+``"system"`` replaces the system prompt for that pair; other keys are ignored; every bad line is
+reported at once as ``file:line: field: what``), encodes them up front, and batches them right-padded
+with a seeded, resumable, DDP-aware ``DurationBucketSampler`` over token counts (recipes set
+``trainer.use_distributed_sampler: false``). Both classes read the same tokenizer folder; the recipe
+writes it once (``data.tokenizer``) and interpolates it into ``model.tokenizer``.
 
 ``generate_answer`` answers one question greedily with any Hugging Face causal LM (no Lightning objects).
 
@@ -58,16 +59,19 @@ from ..optim import adamw_with_schedule, check_optimizer_args
 
 @dataclass(frozen=True)
 class TextPair:
-    """One question -> answer pair and the ``line`` (1-based) of its file."""
+    """One question -> answer pair and the ``line`` (1-based) of its file; ``system``: the pair's own
+    system prompt, or None for the data module's."""
 
     question: str
     answer: str
     line: int
+    system: str | None = None
 
 
 def read_text_pairs(path: str | os.PathLike) -> list[TextPair]:
-    """The pairs of a JSONL file; ``question`` and ``answer`` must be non-empty strings (stripped), other
-    keys are ignored, blank lines skipped.
+    """The pairs of a JSONL file; ``question`` and ``answer`` must be non-empty strings (stripped), an
+    optional ``system`` a non-empty string (that pair's system prompt, e.g. the function-calling one);
+    other keys are ignored, blank lines skipped.
 
     Raises:
         ValueError (DataValidationError): every bad line, as ``file:line: field: what (allowed)``; or the
@@ -77,8 +81,13 @@ def read_text_pairs(path: str | os.PathLike) -> list[TextPair]:
     pairs: list[TextPair] = []
     for number, text in read_lines(path, log):
         record = parse_json_object(text, number, log)
-        if record is not None and has_question_and_answer(record, number, log):
-            pairs.append(TextPair(record["question"].strip(), record["answer"].strip(), number))
+        if record is None or not has_question_and_answer(record, number, log):
+            continue
+        system = record.get("system")
+        if system is not None and not (isinstance(system, str) and system.strip()):
+            log.add(number, "system", repr(system)[:60], "a non-empty string, or no such key")
+            continue
+        pairs.append(TextPair(record["question"].strip(), record["answer"].strip(), number, system))
     log.raise_if_any()
     if not pairs:
         raise ValueError(f"{path}: no question/answer pairs")
@@ -385,7 +394,7 @@ class TextChatDataModule(BucketedDataModule):
         train: a JSONL file of pairs, or a list of them.
         tokenizer: the tokenizer folder (the module reads the same one).
         val: JSONL file(s) of pairs for validation, or None.
-        system: the system prompt of every chat (None: the chat template's default).
+        system: the system prompt of every chat without its own (None: the chat template's default).
         batch_size: pairs per batch; max_tokens: most tokens (before padding) per batch, or None.
         num_buckets: length buckets of the sampler (1: batches of any lengths; more: similar lengths).
         max_length: most tokens of one chat; longer pairs are reported as errors (None: no limit).
@@ -416,7 +425,8 @@ class TextChatDataModule(BucketedDataModule):
         for path in [files] if isinstance(files, (str, os.PathLike)) else list(files):
             log = ProblemLog(str(path))
             for pair in read_text_pairs(path):
-                ids, labels = encode_pair(self.tokenizer, pair.question, pair.answer, h.system)
+                system = h.system if pair.system is None else pair.system
+                ids, labels = encode_pair(self.tokenizer, pair.question, pair.answer, system)
                 if h.max_length is not None and len(ids) > h.max_length:
                     log.add(pair.line, "question+answer", f"{len(ids)} tokens", f"at most {h.max_length}")
                 examples.append((ids, labels))
