@@ -74,3 +74,18 @@ def test_settings_reads_are_recorded_and_read_only():
 
 def json_records(folder):
     return {p.parent.name: json.loads(p.read_text()) for p in folder.glob("*/stage.json")}
+
+
+def test_a_setting_added_later_counts_at_its_old_value_in_records_made_before_it(tmp_path):
+    old = {k: v for k, v in vars(DemoSettings()).items() if k != "text_lm_skills"}
+    saved = tmp_path / "saved"
+    _save(saved, "corpus", old, ["seed"])
+    _save(saved, "text_tokenizer", old, ["text_vocab_size"], ["tokenizer.json"])
+    _save(saved, "text_lm", old, ["seed", "text_lm_steps"], ["model/config.json"])
+    same = DemoBuild(tmp_path / "run", log=lambda _: None)
+    assert restore_products(same, saved) == {"text_tokenizer": "restored", "text_lm": "restored"}
+    skilled = DemoBuild(tmp_path / "skilled", DemoSettings(text_lm_skills=True), log=lambda _: None)
+    assert restore_products(skilled, saved) == {
+        "text_tokenizer": "restored",
+        "text_lm": "not restored: the settings differ in ['text_lm_skills']",
+    }

@@ -24,6 +24,11 @@ from typing import Any
 
 DONE_FILE = "stage.json"
 RESTORED_FILE = "restored.json"
+# Settings added after builds were saved, each with the stage that reads it and the value that stage's
+# code behaved as before (the old default): a saved record of that stage that does not know the field
+# counts as having read it at that value, so a build that sets it otherwise retrains the stage and
+# everything after it instead of restoring products made without it.
+ADDED_SETTINGS: dict[str, tuple[str, Any]] = {"text_lm_skills": ("text_lm", False)}
 
 
 def product_paths(folder: Path, patterns: Sequence[str]) -> list[Path]:
@@ -86,6 +91,9 @@ def settings_read(records: Mapping[str, dict], stages: Mapping[str, Any], name: 
         field: {json.dumps(record["settings"].get(field))}
         for field in record.get("settings_read", record["settings"])
     }
+    for field, (stage, before) in ADDED_SETTINGS.items():
+        if stage == name and field not in record["settings"]:
+            fields[field] = {json.dumps(before)}
     for need in stages[name].needs:
         for field, values in settings_read(records, stages, need).items():
             fields.setdefault(field, set()).update(values)
