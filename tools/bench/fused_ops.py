@@ -221,6 +221,14 @@ def bench_sample(repeats: int, quick: bool) -> list[dict]:
     return rows
 
 
+def write_json(path: str, result: dict) -> None:
+    """Write the benchmark ``result`` to ``path`` (folders made as needed) and say so."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def goal_kind(op: str) -> str:
     """The goal a row counts for: "ungroup (in-place)" -> ungroup_inplace, else the op's first word."""
     return "ungroup_inplace" if op == "ungroup (in-place)" else op.split()[0].split("+")[0]
@@ -279,10 +287,7 @@ def main() -> None:
         results=rows,
         summary=summary,
     )
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,13 @@ agreement only, since eager draws with ``torch.multinomial``).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import torch
 from funaudiochat.drsr import ops
-from fused_ops import GROUP, SAMPLE_SETTINGS, VOCAB, eager_group, eager_sample, eager_ungroup
+from fused_ops import GROUP, SAMPLE_SETTINGS, VOCAB, eager_group, eager_sample, eager_ungroup, write_json
 
 
 def median_ms(fns: dict[str, Callable[[], object]], repeats: int, iters: int) -> dict[str, float]:
@@ -131,10 +129,7 @@ def main() -> None:
         iters=args.iters,
         results=rows,
     )
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":
