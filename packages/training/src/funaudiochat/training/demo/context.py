@@ -42,7 +42,9 @@ class DemoSettings:
     cocktail_lr: stage 1's peak learning rate (stage 2 runs at a tenth; the recipe's 1e-4 suits a
         pretrained 8B, a small LLM trained from scratch moves at more).
     dpo_pairs / dpo_steps / dpo_lr: preference pairs drawn, steps and learning rate of DPO.
-    hift_steps / flow_steps: generator steps of HiFT and steps of the flow.
+    hift_steps / flow_steps: generator steps of HiFT and steps of the flow (HiFT on the true mel of
+        held-out answers, heard: 50 % after 1000 steps, 65 % after 1500; HiFT runs beside the critical
+        path, so 2000 costs no wall-clock time with --jobs 2).
     vocoder_size: "demo" (``DEMO_FLOW`` and ``DEMO_HIFT``) or "tiny" (the recipes' tiny sizes, tests).
     reply_alignment: where a spoken answer's text sits in its slots: "official" (one token per slot from
         the first, then ``<|sil|>``) or "words" (each word at the slot its speech starts,
@@ -71,7 +73,7 @@ class DemoSettings:
     dpo_pairs: int = 600
     dpo_steps: int = 60
     dpo_lr: float = 5e-6
-    hift_steps: int = 1000
+    hift_steps: int = 2000
     flow_steps: int = 4000
     vocoder_size: str = "demo"
     reply_alignment: str = "official"
