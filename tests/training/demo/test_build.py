@@ -138,6 +138,23 @@ def test_text_lm_stage_trains_exports_and_scores_the_heldout_pairs(with_text_lm)
     assert AutoModelForCausalLM.from_pretrained(root / "text_lm" / "model").config.hidden_size == 64
 
 
+def test_text_lm_stage_with_skills_learns_tool_calls_and_copying(with_text_lm, tmp_path):
+    import shutil
+
+    from funaudiochat.drsr.prompts import ASR_INSTRUCTION
+
+    for stage in ("corpus", "text_tokenizer"):
+        shutil.copytree(with_text_lm / stage, tmp_path / stage)
+    DemoBuild(tmp_path, DemoSettings(**TINY, text_lm_skills=True), log=lambda _: None).run(["text_lm"])
+    learned = [json.loads(line) for line in (tmp_path / "text_lm" / "pairs.jsonl").read_text().splitlines()]
+    calls = [r for r in learned if r["task"] == "tool"]
+    assert calls and all(r["answer"].startswith("<tool_call>") and "# Tools" in r["system"] for r in calls)
+    assert any(r["task"] == "asr" and r["question"].endswith(ASR_INSTRUCTION) for r in learned)
+    record = json.loads((tmp_path / "text_lm" / "stage.json").read_text())
+    assert record["settings"]["text_lm_skills"] is True and record["train_pairs"] == len(learned)
+    assert (tmp_path / "text_lm" / "model" / "config.json").is_file()
+
+
 def test_conversations_stage_lays_out_each_task_as_the_pipeline_prompts_it(spoken):
     from funaudiochat.drsr.prompts import ASR_INSTRUCTION, DEFAULT_S2M_PROMPT, DEFAULT_S2T_PROMPT
     from funaudiochat.training.data import AssistantSpeech, read_sharegpt

@@ -139,6 +139,8 @@ def run_text_lm(build: StageContext) -> dict[str, Any]:
         f"model.export_dir={out / 'model'}",
         f"seed={build.settings.seed}",
     ]
+    if settings.text_lm_skills:  # the function-calling prompt alone is ~450 tokens (the recipe allows 512)
+        overrides.append("data.max_length=1024")
     if build.settings.text_lm_size == "tiny":  # the LLM of FunAudioChatConfig.tiny (tests)
         tiny = dict(hidden_size=64, num_hidden_layers=2, head_dim=16, intermediate_size=128)
         overrides += [f"model.llm.{key}={value}" for key, value in tiny.items()]
