@@ -238,6 +238,21 @@ def test_audio_encoder_stage_trains_the_tower_the_speech_model_starts_from(with_
     assert not torch.equal(fresh.continuous_audio_tower.proj.weight, weights["proj.weight"])
 
 
+def test_the_towers_width_is_a_setting_the_model_and_the_tower_agree_on(with_text_lm):
+    from funaudiochat.training.demo.model_stages import audio_encoder_shape, demo_audio, demo_model_spec
+    from funaudiochat.training.llm.module import build_model
+
+    text_lm = with_text_lm / "text_lm" / "model"
+    shape = audio_encoder_shape(text_lm, 32)
+    assert (shape["d_model"], shape["encoder_ffn_dim"], shape["output_dim"]) == (32, 128, 64)
+    spec = demo_model_spec(text_lm, with_text_lm / "text_tokenizer", 0, audio_width=32)
+    model = build_model(spec)
+    assert model.config.audio_config.d_model == 32 and model.config.audio_config.encoder_ffn_dim == 128
+    assert audio_encoder_shape(text_lm)["d_model"] == DemoSettings().audio_encoder_width == 128
+    with pytest.raises(ValueError, match="audio_encoder_width must be"):
+        demo_audio(30)
+
+
 def test_pre_alignment_stage_starts_from_the_text_llm_and_exports(with_audio_encoder):
     import torch
     from funaudiochat.drsr import FunAudioChatForConditionalGeneration

@@ -10,6 +10,16 @@ from .context import StageContext, fit_recipe
 
 # the demo model's speech parts: the audio encoder (to the LLM's width) and the SRH
 DEMO_AUDIO = {"d_model": 128, "encoder_layers": 3, "encoder_attention_heads": 4, "encoder_ffn_dim": 512}
+
+
+def demo_audio(width: int = 128) -> dict[str, int]:
+    """``DEMO_AUDIO`` at another width (``d_model``; the feed-forward 4x as wide, as there)."""
+    if width < 8 or width % DEMO_AUDIO["encoder_attention_heads"]:
+        heads = DEMO_AUDIO["encoder_attention_heads"]
+        raise ValueError(f"audio_encoder_width must be >= 8 and a multiple of {heads} heads, got {width}")
+    return {**DEMO_AUDIO, "d_model": width, "encoder_ffn_dim": 4 * width}
+
+
 DEMO_SRH = {
     "model_type": "qwen3",
     "hidden_size": 128,
@@ -44,12 +54,14 @@ def demo_model_spec(
     audio_encoder: Path | None = None,
     speech_embedding_std: float | None = None,
     srh_text_scale: float = 1.0,
+    audio_width: int = 128,
 ) -> dict[str, Any]:
     """The ``model`` argument of the speech stages (``llm.module.build_model``): a Fun-Audio-Chat model
     whose LLM has the text LLM's sizes and special ids and starts from its weights (``llm_from``), with
     ``DEMO_AUDIO`` encoders projecting to the LLM's width (the continuous tower from ``audio_encoder``,
     the ``audio_encoder`` stage's export, when given), the ``DEMO_SRH`` head reading ``h + srh_text_scale *
-    E_text`` and, when given, the speech-token table drawn at ``speech_embedding_std``."""
+    E_text`` and, when given, the speech-token table drawn at ``speech_embedding_std``. ``audio_width``:
+    the encoders' ``d_model`` (``demo_audio``; the tower's export must have been trained at it)."""
     from funaudiochat.drsr.processing import FunAudioChatProcessor
 
     llm = json.loads((text_lm_folder / "config.json").read_text())
@@ -69,7 +81,7 @@ def demo_model_spec(
         "audio_token_index": ids.audio_token_index,
         "text_overrides": text,
         "output_dim": llm["hidden_size"],
-        **DEMO_AUDIO,
+        **demo_audio(audio_width),
         "crq_transformer_config": DEMO_SRH,
         # decode as trained: with the official BOS prefill the head free-runs off its words far sooner
         # (docs/experiments/demo_model/README.md, tools/experiments/srh_free_run.py)
@@ -84,11 +96,11 @@ def demo_model_spec(
     return spec
 
 
-def audio_encoder_shape(text_lm_folder: Path) -> dict[str, Any]:
-    """The continuous tower's ``AudioEncoderConfig`` fields in the demo model (``DEMO_AUDIO``, projecting
-    to the text LLM's width)."""
+def audio_encoder_shape(text_lm_folder: Path, audio_width: int = 128) -> dict[str, Any]:
+    """The continuous tower's ``AudioEncoderConfig`` fields in the demo model (``demo_audio(audio_width)``,
+    projecting to the text LLM's width)."""
     width = json.loads((text_lm_folder / "config.json").read_text())["hidden_size"]
-    return {"num_mel_bins": 128, **DEMO_AUDIO, "output_dim": width}
+    return {"num_mel_bins": 128, **demo_audio(audio_width), "output_dim": width}
 
 
 def run_audio_encoder(build: StageContext) -> dict[str, Any]:
@@ -107,7 +119,7 @@ def run_audio_encoder(build: StageContext) -> dict[str, Any]:
         spliced = speak_spliced(train, out / "spliced", n, TRAIN_VOICES, QUESTION_SPEEDS, settings.seed)
     count = write_utterances(speech, out / "utterances.jsonl", extra=spliced)
     weights = out / "audio_encoder.safetensors"
-    shape = audio_encoder_shape(text_lm)
+    shape = audio_encoder_shape(text_lm, settings.audio_encoder_width)
     overrides = [
         f"data.train={out / 'utterances.jsonl'}",
         f"trainer.max_steps={build.settings.audio_encoder_steps}",
@@ -199,6 +211,7 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
         audio_encoder,
         settings.speech_embedding_std,
         settings.srh_text_scale,
+        settings.audio_encoder_width,
     )
     record: dict[str, Any] = {}
     start: dict[str, Any] = {"model": {"model": spec}}

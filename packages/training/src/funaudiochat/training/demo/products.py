@@ -28,7 +28,10 @@ RESTORED_FILE = "restored.json"
 # code behaved as before (the old default): a saved record of that stage that does not know the field
 # counts as having read it at that value, so a build that sets it otherwise retrains the stage and
 # everything after it instead of restoring products made without it.
-ADDED_SETTINGS: dict[str, tuple[str, Any]] = {"text_lm_skills": ("text_lm", False)}
+ADDED_SETTINGS: dict[str, tuple[str, Any]] = {
+    "text_lm_skills": ("text_lm", False),
+    "audio_encoder_width": ("audio_encoder", 128),
+}
 
 
 def product_paths(folder: Path, patterns: Sequence[str]) -> list[Path]:
