@@ -13,7 +13,7 @@ spoken-reply rows (``RUN/pre_alignment/spoken_replies.jsonl``) followed by one r
 each a copy of a spoken-reply row (its question audio and prompt) whose reply is the spliced sentence with
 its codes from the run's speech tokenizer. The question does not ask for that reply: the rows are for a fit
 in which only the SRH and the speech grouping learn (LLM and listening frozen), so what the head learns is
-to say the text it is given. ``--rows-only`` skips nothing but prints the counts.
+to say the text it is given.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ def main() -> None:
 
     from funaudiochat.tokenizer import SpeechTokenizer
     from funaudiochat.training.data import read_sharegpt, write_sharegpt
-    from funaudiochat.training.data.records import AssistantSpeech
     from funaudiochat.training.data.synth import encode_files
     from funaudiochat.training.demo.speech_stages import ASSISTANT_SPEED, ASSISTANT_VOICE
     from funaudiochat.training.demo.spliced_speech import speak_spliced
@@ -68,7 +67,6 @@ def main() -> None:
             for audio in template.audios
         ]
         rows.append(dataclasses.replace(template, audios=audios))
-    assert all(isinstance(row.assistant_speech[0], AssistantSpeech) for row in rows)
     write_sharegpt(args.out / "replies.jsonl", rows)
     print(f"{len(spoken)} spoken replies + {len(lines)} spliced -> {args.out / 'replies.jsonl'}")
 

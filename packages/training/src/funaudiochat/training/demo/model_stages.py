@@ -12,7 +12,7 @@ from .context import StageContext, fit_recipe
 DEMO_AUDIO = {"d_model": 128, "encoder_layers": 3, "encoder_attention_heads": 4, "encoder_ffn_dim": 512}
 
 
-def demo_audio(width: int = 128) -> dict[str, int]:
+def demo_audio(width: int = DEMO_AUDIO["d_model"]) -> dict[str, int]:
     """``DEMO_AUDIO`` at another width (``d_model``; the feed-forward 4x as wide, as there)."""
     if width < 8 or width % DEMO_AUDIO["encoder_attention_heads"]:
         heads = DEMO_AUDIO["encoder_attention_heads"]
@@ -54,7 +54,7 @@ def demo_model_spec(
     audio_encoder: Path | None = None,
     speech_embedding_std: float | None = None,
     srh_text_scale: float = 1.0,
-    audio_width: int = 128,
+    audio_width: int = DEMO_AUDIO["d_model"],
 ) -> dict[str, Any]:
     """The ``model`` argument of the speech stages (``llm.module.build_model``): a Fun-Audio-Chat model
     whose LLM has the text LLM's sizes and special ids and starts from its weights (``llm_from``), with
@@ -96,7 +96,7 @@ def demo_model_spec(
     return spec
 
 
-def audio_encoder_shape(text_lm_folder: Path, audio_width: int = 128) -> dict[str, Any]:
+def audio_encoder_shape(text_lm_folder: Path, audio_width: int = DEMO_AUDIO["d_model"]) -> dict[str, Any]:
     """The continuous tower's ``AudioEncoderConfig`` fields in the demo model (``demo_audio(audio_width)``,
     projecting to the text LLM's width)."""
     width = json.loads((text_lm_folder / "config.json").read_text())["hidden_size"]

@@ -135,17 +135,17 @@ def run_text_lm(build: StageContext) -> dict[str, Any]:
     overrides = [
         f"data.train={out / 'pairs.jsonl'}",
         f"data.tokenizer={tokenizer_folder}",
-        f"trainer.max_steps={build.settings.text_lm_steps}",
+        f"trainer.max_steps={settings.text_lm_steps}",
         f"model.export_dir={out / 'model'}",
-        f"seed={build.settings.seed}",
+        f"seed={settings.seed}",
     ]
     if settings.text_lm_skills:  # the function-calling prompt alone is ~450 tokens (the recipe allows 512)
         overrides.append("data.max_length=1024")
-    if build.settings.text_lm_size == "tiny":  # the LLM of FunAudioChatConfig.tiny (tests)
+    if settings.text_lm_size == "tiny":  # the LLM of FunAudioChatConfig.tiny (tests)
         tiny = dict(hidden_size=64, num_hidden_layers=2, head_dim=16, intermediate_size=128)
         overrides += [f"model.llm.{key}={value}" for key, value in tiny.items()]
     fit_recipe("text_lm", out / "run", overrides, product=out / "model")
     model = AutoModelForCausalLM.from_pretrained(out / "model").eval()
     tokenizer = AutoTokenizer.from_pretrained(out / "model")
-    heldout = corpus_pairs(corpus, ["heldout_phrasing"])[: build.settings.pairs_per_file]
+    heldout = corpus_pairs(corpus, ["heldout_phrasing"])[: settings.pairs_per_file]
     return {"train_pairs": len(train), "heldout": text_accuracy(model, tokenizer, heldout)}
