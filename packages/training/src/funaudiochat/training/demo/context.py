@@ -45,7 +45,7 @@ class DemoSettings:
         pretrained 8B, a small LLM trained from scratch moves at more).
     dpo_pairs / dpo_steps / dpo_lr: preference pairs drawn, steps and learning rate of DPO.
     hift_steps / flow_steps: generator steps of HiFT and steps of the flow (HiFT on the true mel of
-        held-out answers, heard: 50 % after 1000 steps, 65 % after 1500; HiFT runs beside the critical
+        held-out answers, heard: 45 % after 1000 steps, 60 % after 1500; HiFT runs beside the critical
         path, so 2000 costs no wall-clock time with --jobs 2).
     vocoder_size: "demo" (``DEMO_FLOW`` and ``DEMO_HIFT``) or "tiny" (the recipes' tiny sizes, tests).
     reply_alignment: where a spoken answer's text sits in its slots: "official" (one token per slot from
