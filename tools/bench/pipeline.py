@@ -1,13 +1,21 @@
 """Spoken-chat pipeline speed: time to first audio and real-time factor, streamed vs offline.
 
-A random pipeline at benchmark sizes (LLM 512 x 8 layers, 8 heads / 4 kv, ffn 1536; SRH 256 x 4 layers;
-audio encoder 256 x 4; the demo-size vocoder of ``tools/bench/vocoder.py``) answers the bundled spoken
-question with replies of 1, 3 and 8 s of speech (the end tokens are switched off, so the length is set by
-``max_new_tokens``). "offline" is ``Pipeline.chat`` (decode everything, then synthesise); "stream" is
-``Pipeline.stream`` (the vocoder fed hop by hop while the model speaks). Offline and stream take turns in
-every round; ratios are medians of same-round ratios.
+A pipeline answers a bundled spoken question (2.1 s) with replies of 1, 3 and 8 s of speech (the end
+tokens are switched off, so the length is set by ``max_new_tokens``). The pipeline is one of
 
-    python tools/bench/pipeline.py [--seconds 1,3,8] [--repeats 3] [--json bench-results/pipeline.json]
+- ``--size bench`` (default): random weights at the benchmark sizes of ``tools/bench/decode_loop.py`` (LLM
+  512 x 8 layers, 8 heads / 4 kv, ffn 1536; SRH 256 x 4 layers; audio encoder 256 x 4) with the demo-size
+  vocoder of ``tools/bench/vocoder.py``;
+- ``--size demo``: random weights at the demo model's sizes (LLM 256 x 4, SRH 128 x 3, audio encoder
+  128 x 3, the demo flow and HiFT of ``funaudiochat.training.demo``);
+- ``--model FOLDER``: a saved pipeline folder (the demo model), its weights as trained.
+
+"offline" is ``Pipeline.chat`` (decode everything, then synthesise); "stream" is ``Pipeline.stream`` (the
+vocoder fed hop by hop while the model speaks). Offline and stream take turns in every round; ratios are
+medians of same-round ratios.
+
+    python tools/bench/pipeline.py [--size bench|demo | --model FOLDER] [--hop 6 --hop-growth 4 --max-hop 96]
+        [--seconds 1,3,8] [--repeats 3] [--json bench-results/pipeline.json]
 
 Goals (issue 11): for a 3 s answer the first audio comes >= 4x sooner than offline, and the streamed reply
 costs <= 1.3x the offline one in total.
@@ -27,22 +35,64 @@ from funaudiochat.chat.loaders import RANDOM_CORPUS
 from funaudiochat.drsr import FunAudioChatConfig, FunAudioChatForConditionalGeneration
 from funaudiochat.drsr.processing import FunAudioChatProcessor
 from funaudiochat.drsr.text_tokenizer import train_text_tokenizer
+from funaudiochat.vocoder import CausalFlowMatching, FlowConfig, HiFTConfig, HiFTGenerator
+from funaudiochat.vocoder.speakers import Speaker, SpeakerTable
+from funaudiochat.vocoder.token2wav import Token2Wav, check_hops
 from vocoder import build as build_vocoder  # tools/bench/vocoder.py, this folder
 
 ROOT = Path(__file__).resolve().parents[2]
-QUESTION = ROOT / "examples" / "question.wav"
+QUESTION = ROOT / "examples" / "questions" / "four_times_five.wav"  # 2.1 s, bundled
 
 
-def build_pipeline(hop: int = 15, growth: int = 1, longest: int | None = None) -> Pipeline:
+SIZES = {  # LLM, SRH, audio encoder
+    "bench": (
+        {
+            "hidden_size": 512,
+            "num_hidden_layers": 8,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 4,
+            "head_dim": 64,
+            "intermediate_size": 1536,
+        },
+        {
+            "hidden_size": 256,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 64,
+            "intermediate_size": 768,
+        },
+        {"d_model": 256, "encoder_layers": 4, "encoder_attention_heads": 4, "encoder_ffn_dim": 1024},
+    ),
+    "demo": (  # the demo model's (runs/<build>/package/config.json)
+        {
+            "hidden_size": 256,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 64,
+            "intermediate_size": 768,
+        },
+        {
+            "hidden_size": 128,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 32,
+            "intermediate_size": 384,
+        },
+        {"d_model": 128, "encoder_layers": 3, "encoder_attention_heads": 4, "encoder_ffn_dim": 512},
+    ),
+}
+
+
+def random_pipeline(size: str) -> Pipeline:
+    """Random weights at ``SIZES[size]`` and that size's vocoder."""
+    llm, srh, audio = SIZES[size]
     processor = FunAudioChatProcessor(train_text_tokenizer(RANDOM_CORPUS, vocab_size=320))
     ids = processor.token_ids
     text = {
-        "hidden_size": 512,
-        "num_hidden_layers": 8,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 4,
-        "head_dim": 64,
-        "intermediate_size": 1536,
+        **llm,
         "audio_bos_index": ids.audio_bos_index,
         "audio_eos_index": ids.audio_eos_index,
         "sil_index": ids.sil_index,
@@ -52,12 +102,7 @@ def build_pipeline(hop: int = 15, growth: int = 1, longest: int | None = None) -
     }
     srh = {
         "model_type": "qwen3",
-        "hidden_size": 256,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 64,
-        "intermediate_size": 768,
+        **srh,
         "vocab_size": 6565,
         "max_position_embeddings": 40960,
         "rope_theta": 10000.0,
@@ -67,19 +112,38 @@ def build_pipeline(hop: int = 15, growth: int = 1, longest: int | None = None) -
         vocab_size=len(processor.tokenizer),
         text_overrides=text,
         audio_token_index=ids.audio_token_index,
-        d_model=256,
-        encoder_layers=4,
-        encoder_attention_heads=4,
-        encoder_ffn_dim=1024,
-        output_dim=512,
+        **audio,
+        output_dim=llm["hidden_size"],
         crq_transformer_config=srh,
     )
     torch.manual_seed(0)
     model = FunAudioChatForConditionalGeneration(config).eval()
+    return Pipeline(model, processor, demo_vocoder() if size == "demo" else build_vocoder("demo"))
+
+
+def demo_vocoder() -> Token2Wav:
+    """The demo model's flow and HiFT sizes, random weights, one random voice."""
+    from funaudiochat.training.demo.vocoder_stages import DEMO_FLOW, DEMO_HIFT
+
+    torch.manual_seed(0)
+    voices = SpeakerTable({"v": Speaker(torch.randn(192))})
+    return Token2Wav(
+        CausalFlowMatching(FlowConfig(**DEMO_FLOW)), HiFTGenerator(HiFTConfig(**DEMO_HIFT)), voices
+    )
+
+
+def build_pipeline(
+    size: str = "bench", model: str | None = None, hop: int = 15, growth: int = 1, longest: int | None = None
+) -> Pipeline:
+    """The pipeline to time (``--size`` or ``--model``) with its end tokens switched off and the hops."""
+    pipe = Pipeline.from_pretrained(model) if model else random_pipeline(size)
+    ids = pipe.processor.token_ids
     with torch.no_grad():  # no <|im_end|> and no speech EOS: the reply runs to max_new_tokens
-        model.language_model.lm_head.weight[ids.im_end] = 0
-        model.audio_tower.embed_tokens.weight[6562] = 0
-    return Pipeline(model, processor, build_vocoder("demo"), None, hop, growth, longest)
+        pipe.model.language_model.lm_head.weight[ids.im_end] = 0
+        pipe.model.audio_tower.embed_tokens.weight[pipe.model.config.audio_config.eos_token_id] = 0
+    check_hops(hop, growth, longest)
+    pipe.hop_tokens, pipe.hop_growth, pipe.max_hop_tokens = hop, growth, longest
+    return pipe
 
 
 def streamed(pipe: Pipeline, request: Request) -> tuple[float, float, float]:
@@ -94,6 +158,10 @@ def streamed(pipe: Pipeline, request: Request) -> tuple[float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--size", choices=sorted(SIZES), default="bench", help="random weights at these sizes"
+    )
+    parser.add_argument("--model", help="a pipeline folder to time instead (e.g. the demo model)")
     parser.add_argument("--seconds", default="1,3,8", help="reply lengths in seconds of speech")
     parser.add_argument("--repeats", type=int, default=3, help="rounds (offline and stream take turns)")
     parser.add_argument("--hop", type=int, default=15, help="vocoder hop in codes (first hop)")
@@ -102,7 +170,7 @@ def main() -> None:
     parser.add_argument("--json", default="bench-results/pipeline.json")
     args = parser.parse_args()
 
-    pipe = build_pipeline(args.hop, args.hop_growth, args.max_hop)
+    pipe = build_pipeline(args.size, args.model, args.hop, args.hop_growth, args.max_hop)
     rows = []
     for seconds in [float(s) for s in args.seconds.split(",")]:
         # the first step forces <|audio_bos|>; then 5 codes (0.2 s) a step
@@ -134,7 +202,8 @@ def main() -> None:
         )
 
     hops = f"hop {args.hop}" + (f" x{args.hop_growth} up to {args.max_hop}" if args.hop_growth > 1 else "")
-    print(f"pipeline (LLM 512x8, SRH 256x4, demo vocoder, {hops}), {torch.get_num_threads()} threads")
+    what = args.model or f"random weights at the {args.size} sizes"
+    print(f"pipeline ({what}, {hops}), {torch.get_num_threads()} threads")
     print(
         f"{'answer s':>9} {'offline s':>10} {'1st audio s':>12} {'speedup':>8} {'stream s':>9} "
         f"{'str/off':>8} {'RTF off':>8} {'RTF str':>8}"

@@ -448,6 +448,8 @@ class HiFTGenerator(nn.Module):
             raise ValueError(
                 f"mel must be [B={state.batch_size}, {cfg.in_channels}, frames], got {list(mel.shape)}"
             )
+        if mel.shape[2] == 0 and not finalize:  # nothing new: the state stays as it is (~60 ops saved)
+            return mel.new_zeros(mel.shape[0], 0)
         with parametrize.cached():
             f0 = self.f0_predictor(mel.to(cfg.f0_dtype), finalize, state.context)
             started = state.source_samples > 0
