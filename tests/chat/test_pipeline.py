@@ -20,7 +20,7 @@ from funaudiochat.chat import (
     save_pipeline,
 )
 from funaudiochat.chat.voices import clip_speaker, default_embedding
-from funaudiochat.drsr import FunAudioChatForConditionalGeneration
+from funaudiochat.drsr import FunAudioChatForConditionalGeneration, PromptPrefix
 from funaudiochat.drsr.configuration import tiny_config_for
 from funaudiochat.drsr.processing import FunAudioChatProcessor
 from funaudiochat.drsr.prompts import ASR_INSTRUCTION, format_tool_call
@@ -93,6 +93,36 @@ def test_a_batch_of_requests_gives_each_its_own_reply(pipe, question):
         assert_same_reply(reply, pipe.chat(request))
     assert together[2].audio is None and together[2].speech_codes.numel() == 0
     assert not torch.equal(together[0].speech_codes, together[1].speech_codes)
+
+
+def test_the_system_turn_is_computed_once_and_changes_no_reply(pipe, question):
+    """A request whose system turn was seen runs only the rest of its prompt (``PromptPrefix``), and
+    replies as a pipeline without the cache does; another system prompt gets its own entry."""
+    uncached = Pipeline(pipe.model, pipe.processor, pipe.vocoder, pipe.speech_tokenizer, prefix_cache=0)
+    pipe.clear_prefix_cache()
+    built = []
+    original = PromptPrefix.build
+
+    def spy(*args, **kwargs):
+        built.append(kwargs["speech"])
+        return original(*args, **kwargs)
+
+    requests = [
+        Request(audio=question, sampling=SHORT),
+        Request(audio=question, sampling=Sampling(max_new_tokens=16, seed=4, text_temperature=0.8)),
+        Request(audio=question, mode="s2t", sampling=SHORT),
+        Request(text="Say hello.", system="You are a polite assistant.", sampling=SHORT),
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PromptPrefix, "build", spy)
+        for request in requests:
+            assert_same_reply(pipe.chat(request), uncached.chat(request))
+        _, reply = streamed(pipe, requests[0])
+        assert_same_reply(reply, uncached.chat(requests[0]))
+    assert built == [True, False, True]  # s2s system turn once, s2t once, the other system prompt once
+    assert len(pipe._prefixes) == 3 and not uncached._prefixes
+    with pytest.raises(ValueError, match="prefix_cache must be >= 0"):
+        Pipeline(pipe.model, pipe.processor, pipe.vocoder, prefix_cache=-1)
 
 
 def test_history_turns_go_into_the_prompt(pipe, question):

@@ -22,14 +22,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from funaudiochat.base.constants import SPEECH_CODES, VOCODER_SAMPLE_RATE
-from funaudiochat.drsr import FunAudioChatForConditionalGeneration, decode_step, prefill
+from funaudiochat.drsr import FunAudioChatForConditionalGeneration, PromptPrefix, decode_step, prefill
+from funaudiochat.drsr.generation import DecodingConfig
 from funaudiochat.drsr.processing import FunAudioChatProcessor, SpokenReply
+from funaudiochat.drsr.prompt_cache import system_turn_length
 from funaudiochat.drsr.prompts import (
     ASR_INSTRUCTION,
     DEFAULT_S2M_PROMPT,
@@ -107,7 +110,10 @@ class Pipeline:
     codes -> 24 kHz audio (with its speaker table); speech_tokenizer: needed for voice clips; hop_tokens:
     codes per vocoder chunk when streaming (and the chunk-causal attention offline, so both agree);
     hop_growth / max_hop_tokens: each hop after the first that many times longer, up to that many codes
-    (the first audio as early, then fewer and cheaper vocoder runs; ``Token2Wav.init_state``)."""
+    (the first audio as early, then fewer and cheaper vocoder runs; ``Token2Wav.init_state``);
+    prefix_cache: how many system turns to keep computed (``PromptPrefix``: a request whose system turn
+    was seen runs only the rest of its prompt; 0: none). The kept states belong to the weights as they
+    are: after changing them, call ``clear_prefix_cache``."""
 
     def __init__(
         self,
@@ -118,8 +124,11 @@ class Pipeline:
         hop_tokens: int = 15,
         hop_growth: int = 1,
         max_hop_tokens: int | None = None,
+        prefix_cache: int = 8,
     ):
         check_hops(hop_tokens, hop_growth, max_hop_tokens)
+        if prefix_cache < 0:
+            raise ValueError(f"prefix_cache must be >= 0 (0: no cache), got {prefix_cache}")
         if model.group_size != processor.group_size:
             raise ValueError(
                 f"the model groups {model.group_size} speech frames per LLM step (audio_config.group_size) "
@@ -132,11 +141,14 @@ class Pipeline:
         self.hop_tokens = hop_tokens
         self.hop_growth = hop_growth
         self.max_hop_tokens = max_hop_tokens
+        self.prefix_cache = prefix_cache
+        self._prefixes: OrderedDict[tuple, PromptPrefix] = OrderedDict()
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, hop_tokens: int = 15) -> Pipeline:
-        """Load a pipeline folder (``loaders``: the files it holds; a missing or malformed one is named)."""
-        return cls(**vars(load_parts(folder)), hop_tokens=hop_tokens)
+    def from_pretrained(cls, folder: str | os.PathLike, hop_tokens: int = 15, **options: Any) -> Pipeline:
+        """Load a pipeline folder (``loaders``: the files it holds; a missing or malformed one is named);
+        ``options``: ``hop_growth``, ``max_hop_tokens``, ``prefix_cache`` (see the class)."""
+        return cls(**vars(load_parts(folder)), hop_tokens=hop_tokens, **options)
 
     @classmethod
     def random(cls, seed: int = 0, hop_tokens: int = 15) -> Pipeline:
@@ -189,7 +201,8 @@ class Pipeline:
                 audio.append(wave)
                 yield AudioChunk(wave)
 
-        state, step = prefill(self.model, inputs, request.sampling.decoding(request.speaks))
+        config = request.sampling.decoding(request.speaks)
+        state, step = prefill(self.model, inputs, config, self._prefix(inputs, config))
         while True:
             if not bool(step.finished[0]) or int(step.text_tokens[0]) != self._pad:
                 ids.append(int(step.text_tokens[0]))
@@ -213,7 +226,31 @@ class Pipeline:
         reply.timings.total_s = time.perf_counter() - start
         yield Done(reply)
 
+    def clear_prefix_cache(self) -> None:
+        """Forget the computed system turns (after the model's weights changed)."""
+        self._prefixes.clear()
+
     # -- inside ---------------------------------------------------------------------------------------------
+
+    def _prefix(self, inputs: dict[str, torch.Tensor], config: DecodingConfig) -> PromptPrefix | None:
+        """The computed system turn shared by every row of ``inputs`` (made and kept on first use), or None
+        when the rows do not share one unpadded (or the cache is off)."""
+        if not self.prefix_cache:
+            return None
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        n = system_turn_length(ids[0], self.processor.token_ids.im_start)
+        if n is None or not bool(mask[:, :n].all()) or not bool((ids[:, :n] == ids[0, :n]).all()):
+            return None
+        speech = not config.disable_speech
+        key = (tuple(ids[0, :n].tolist()), config.fast_decode, speech)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            prefix = PromptPrefix.build(self.model, ids[0, :n], growing=config.fast_decode, speech=speech)
+            self._prefixes[key] = prefix
+            while len(self._prefixes) > self.prefix_cache:
+                self._prefixes.popitem(last=False)
+        self._prefixes.move_to_end(key)
+        return prefix
 
     @property
     def _pad(self) -> int:
@@ -248,7 +285,7 @@ class Pipeline:
         config = replace(
             requests[0].sampling.decoding(requests[0].speaks), seed=[r.sampling.seed for r in requests]
         )
-        state, step = prefill(self.model, inputs, config)
+        state, step = prefill(self.model, inputs, config, self._prefix(inputs, config))
         first_text = time.perf_counter() - start
         while not bool(state.finished.all()):
             decode_step(self.model, state)

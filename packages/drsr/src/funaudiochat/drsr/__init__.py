@@ -4,7 +4,8 @@
 - ``FunAudioChatForConditionalGeneration``: the model (official state-dict layout), training forward.
 - ``generate`` / ``stream`` / ``prefill`` / ``decode_step``: parallel text + speech decoding on an
   explicit ``DecodingState`` (the one streaming contract: updated in place; rows batch with ``select`` /
-  ``cat`` / ``reset``); ``DecodingConfig`` / ``SamplingConfig`` its settings.
+  ``cat`` / ``reset``); ``DecodingConfig`` / ``SamplingConfig`` its settings; ``PromptPrefix``: a
+  prompt's first tokens (the system turn) computed once and reused by ``prefill``.
 - ``ops``: fused group / ungroup / sample kernels with pure-PyTorch references.
 
 Importing the package registers the model with transformers' Auto classes.
@@ -24,6 +25,7 @@ from .generation import (
     stream,
 )
 from .modeling import FunAudioChatForConditionalGeneration, FunAudioChatOutput
+from .prompt_cache import PromptPrefix
 from .register import register
 
 register()
@@ -35,6 +37,7 @@ __all__ = [
     "FunAudioChatForConditionalGeneration",
     "FunAudioChatOutput",
     "GenerateOutput",
+    "PromptPrefix",
     "DecodingConfig",
     "FunAudioChatGenerationMixin",
     "SamplingConfig",

@@ -39,6 +39,7 @@ from torch.profiler import record_function
 from . import fast_decode, ops
 from .hf_compat import cache_kwargs
 from .kv_cache import KVCache
+from .prompt_cache import PromptPrefix, srh_prompt_token
 from .speech_heads import SRHState
 
 if TYPE_CHECKING:  # only for annotations: generation never imports the model at run time
@@ -214,10 +215,16 @@ def _validate_prompt(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
 
 @torch.inference_mode()
 def prefill(
-    model: FunAudioChatForConditionalGeneration, inputs: dict, config: DecodingConfig | None = None
+    model: FunAudioChatForConditionalGeneration,
+    inputs: dict,
+    config: DecodingConfig | None = None,
+    prefix: PromptPrefix | None = None,
 ) -> tuple[DecodingState, StepOutput]:
     """Run the prompt (``input_ids``, ``attention_mask`` and the audio inputs of the processor) and take
-    the first step. Returns the new state and the first step's output."""
+    the first step. Returns the new state and the first step's output.
+
+    prefix: the prompt's first tokens computed already (``prompt_cache.PromptPrefix``; every row must
+    start with them, unpadded): only the rest of the prompt runs."""
     config = config or DecodingConfig()
     input_ids = inputs["input_ids"]
     attention_mask = inputs.get("attention_mask")
@@ -237,19 +244,24 @@ def prefill(
         inputs.get("text_attention_mask"),
     )
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    cache = KVCache.empty(model.language_model.config, batch, growing=config.fast_decode)
+    speech = model.audio_invert_tower is not None and not config.disable_speech
+    start = 0  # the first position to run
+    if prefix is not None:
+        prefix.check(input_ids, attention_mask, config.fast_decode, speech)
+        start = prefix.length
+        cache, srh = prefix.expand(batch)
+    else:
+        cache = KVCache.empty(model.language_model.config, batch, growing=config.fast_decode)
+        srh = model.audio_invert_tower.init_state(batch, device, config.fast_decode) if speech else None
     with record_function("llm"):
         out = model.language_model.model(
-            inputs_embeds=merged.inputs_embeds,
+            inputs_embeds=merged.inputs_embeds[:, start:],
             attention_mask=attention_mask,
-            position_ids=positions,
+            position_ids=positions[:, start:],
             **cache_kwargs(cache.cache),
             use_cache=True,
         )
     k = model.group_size
-    srh = None
-    if model.audio_invert_tower is not None and not config.disable_speech:
-        srh = model.audio_invert_tower.init_state(batch, device, growing_cache=config.fast_decode)
     state = DecodingState(
         sequences=input_ids.clone(),
         attention_mask=attention_mask.long().clone(),
@@ -268,7 +280,13 @@ def prefill(
         config=config,
     )
     step = _finish_step(
-        model, state, out.last_hidden_state, merged.text_embeds, positions, attention_mask, first=True
+        model,
+        state,
+        out.last_hidden_state,
+        merged.text_embeds[:, start:],
+        positions[:, start:],
+        attention_mask[:, start:],
+        first=True,
     )
     return state, step
 
@@ -302,15 +320,13 @@ def _finish_step(model, state, hidden, text_embeds, positions, new_mask, first: 
             picked.append(token)
             return token
 
-        prefix = None
+        prefix = srh_prompt_token(ac) if first else None
         if first and ac.srh_prompt_token == "pad":  # the prompt's previous tokens as in training: pad,
-            prefix, sampled = ac.pad_token_id, pick  # and the picks of a row already speaking
+            sampled = pick  # and the picks of a row already speaking
 
             def pick(logits: torch.Tensor, j: int) -> torch.Tensor:
                 return torch.where(state.speaking, sampled(logits, j), ac.pad_token_id)
 
-        elif first:
-            prefix = ac.bos_token_id
         group = model.audio_invert_tower.step(
             model.srh_conditioning(hidden, text_embeds),
             srh,
@@ -382,20 +398,27 @@ def decode_step(model: FunAudioChatForConditionalGeneration, state: DecodingStat
 
 
 def stream(
-    model: FunAudioChatForConditionalGeneration, inputs: dict, config: DecodingConfig | None = None
+    model: FunAudioChatForConditionalGeneration,
+    inputs: dict,
+    config: DecodingConfig | None = None,
+    prefix: PromptPrefix | None = None,
 ) -> Iterator[StepOutput]:
-    """Yield every 5 Hz step of the generation as soon as it is made."""
-    state, step = prefill(model, inputs, config)
+    """Yield every 5 Hz step of the generation as soon as it is made (``prefix``: see ``prefill``)."""
+    state, step = prefill(model, inputs, config, prefix)
     yield step
     while not bool(state.finished.all()):
         yield decode_step(model, state)
 
 
 def generate(
-    model: FunAudioChatForConditionalGeneration, inputs: dict, config: DecodingConfig | None = None
+    model: FunAudioChatForConditionalGeneration,
+    inputs: dict,
+    config: DecodingConfig | None = None,
+    prefix: PromptPrefix | None = None,
 ) -> GenerateOutput:
-    """Decode until every sequence has ended (``<|im_end|>``) or ``max_new_tokens`` steps were taken."""
-    state, _ = prefill(model, inputs, config)
+    """Decode until every sequence has ended (``<|im_end|>``) or ``max_new_tokens`` steps were taken
+    (``prefix``: the prompt's first tokens computed already, see ``prefill``)."""
+    state, _ = prefill(model, inputs, config, prefix)
     while not bool(state.finished.all()):
         decode_step(model, state)
     return GenerateOutput(
@@ -407,17 +430,23 @@ class FunAudioChatGenerationMixin:
     """Gives the model its decoding methods (the functions of this module); mixed into
     ``FunAudioChatForConditionalGeneration`` so that this module needs nothing from modeling."""
 
-    def generate(self, inputs: dict, config: DecodingConfig | None = None) -> GenerateOutput:
+    def generate(
+        self, inputs: dict, config: DecodingConfig | None = None, prefix: PromptPrefix | None = None
+    ) -> GenerateOutput:
         """Parallel text + speech decoding; ``inputs`` as produced by the processor (left-padded)."""
-        return generate(self, inputs, config)  # type: ignore[arg-type]
+        return generate(self, inputs, config, prefix)  # type: ignore[arg-type]
 
-    def stream(self, inputs: dict, config: DecodingConfig | None = None) -> Iterator[StepOutput]:
+    def stream(
+        self, inputs: dict, config: DecodingConfig | None = None, prefix: PromptPrefix | None = None
+    ) -> Iterator[StepOutput]:
         """Yield one ``StepOutput`` per 5 Hz step (text token + k speech tokens per sequence)."""
-        return stream(self, inputs, config)  # type: ignore[arg-type]
+        return stream(self, inputs, config, prefix)  # type: ignore[arg-type]
 
-    def prefill(self, inputs: dict, config: DecodingConfig | None = None) -> tuple[DecodingState, StepOutput]:
+    def prefill(
+        self, inputs: dict, config: DecodingConfig | None = None, prefix: PromptPrefix | None = None
+    ) -> tuple[DecodingState, StepOutput]:
         """The decoding state of a prompt and its first step (see ``prefill``)."""
-        return prefill(self, inputs, config)  # type: ignore[arg-type]
+        return prefill(self, inputs, config, prefix)  # type: ignore[arg-type]
 
     def decode_step(self, state: DecodingState) -> StepOutput:
         """One 5 Hz step of every row of ``state``, in place (see ``decode_step``)."""

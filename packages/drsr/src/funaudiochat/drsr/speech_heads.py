@@ -210,6 +210,40 @@ class SpeechRefinedHead(nn.Module):
             prev_token=torch.full((batch_size,), self.bos_token_id, dtype=torch.long, device=device),
         )
 
+    def _sub_frames(self, conditioning, positions, valid, fast: bool = False):
+        """``conditioning [B, S, D]`` -> its k sub-frames ``[B, S*k, D]`` (before the previous-token
+        embedding) with their positions ``k * p + j`` and validity, ``[B, S*k]`` each."""
+        k = self.group_size
+        b, s, _ = conditioning.shape
+        if fast and s == 1:  # one 5 Hz position: its k sub-frames from one split product
+            pre = fast_decode.linear(conditioning, self.pre_matching.weight) + self.pre_matching.bias
+        else:
+            pre = self.pre_matching(conditioning)
+        sub_positions = (positions.unsqueeze(-1) * k + torch.arange(k, device=positions.device)).view(b, -1)
+        return pre.view(b, s * k, self.hidden_size), sub_positions, valid.repeat_interleave(k, dim=1)
+
+    def fill(
+        self,
+        conditioning: torch.Tensor,
+        state: SRHState,
+        *,
+        positions: torch.Tensor,
+        valid: torch.Tensor,
+        prefix_token: int,
+    ) -> None:
+        """Run the SRH over ``S`` prompt positions whose speech nobody picks, every sub-frame fed
+        ``prefix_token``: their keys and values join ``state`` (in place). A ``step`` over these and later
+        positions computes the same for these (``prompt_cache``). Arguments as ``step``."""
+        b = conditioning.shape[0]
+        sub, sub_positions, sub_valid = self._sub_frames(conditioning, positions, valid)
+        prev = torch.full((b,), prefix_token, dtype=torch.long, device=conditioning.device)
+        mask = torch.cat([state.attention_mask, sub_valid], dim=1)
+        with record_function("srh_substep"):
+            self._decode(
+                sub + self.embed(prev)[:, None, :], mask, sub_positions, state.cache.cache, last=True
+            )
+        state.attention_mask = mask
+
     def step(
         self,
         conditioning: torch.Tensor,
@@ -235,13 +269,7 @@ class SpeechRefinedHead(nn.Module):
         sub-steps follow, each fed the token just picked."""
         k = self.group_size
         b, s, _ = conditioning.shape
-        if fast and s == 1:  # one 5 Hz position: its k sub-frames from one split product
-            pre = fast_decode.linear(conditioning, self.pre_matching.weight) + self.pre_matching.bias
-        else:
-            pre = self.pre_matching(conditioning)
-        sub = pre.view(b, s * k, self.hidden_size)
-        sub_positions = (positions.unsqueeze(-1) * k + torch.arange(k, device=positions.device)).view(b, -1)
-        sub_valid = valid.repeat_interleave(k, dim=1)
+        sub, sub_positions, sub_valid = self._sub_frames(conditioning, positions, valid, fast)
         first = s * k - (k - 1)
         prev = state.prev_token if prefix_token is None else torch.full_like(state.prev_token, prefix_token)
         x = sub[:, :first] + self.embed(prev)[:, None, :]
