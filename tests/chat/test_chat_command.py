@@ -34,11 +34,12 @@ def test_chat_answers_a_wav_with_text_audio_and_timing(question, tmp_path, capsy
     assert captured.out.strip()  # the text answer
 
 
-def test_streamed_output_equals_offline(question, tmp_path, capsys):
+@pytest.mark.parametrize("hops", [[], ["--hop", "4", "--hop-growth", "4", "--max-hop", "32"]])
+def test_streamed_output_equals_offline(question, tmp_path, capsys, hops):
     offline, live = tmp_path / "offline.wav", tmp_path / "stream.wav"
-    assert main(["chat", str(question), "--out", str(offline), *FAST]) == 0
+    assert main(["chat", str(question), "--out", str(offline), *FAST, *hops]) == 0
     first = capsys.readouterr().out
-    assert main(["chat", str(question), "--out", str(live), "--stream", *FAST]) == 0
+    assert main(["chat", str(question), "--out", str(live), "--stream", *FAST, *hops]) == 0
     second = capsys.readouterr().out
     assert first.strip() == second.strip()
     a, _ = sf.read(offline, dtype="int16")
@@ -110,6 +111,8 @@ def test_a_failure_midway_leaves_no_partial_file(question, tmp_path, capsys, mon
         (["--text", ""], "a request needs audio, or text that is not empty"),
         (["--text", "hi", "--speech-temperature", "-1"], "speech_temperature must be a number >= 0"),
         (["--text", "hi", "--model", "nowhere"], "nowhere: pipeline folder not found"),
+        (["--text", "hi", "--hop-growth", "2"], "hop_growth 2 needs max_hop_tokens"),
+        (["--text", "hi", "--hop", "0"], "hop_tokens must be >= 1"),
     ],
 )
 def test_chat_errors_are_clear(tmp_path, capsys, monkeypatch, args, message):

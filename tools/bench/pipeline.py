@@ -37,7 +37,7 @@ from funaudiochat.drsr.processing import FunAudioChatProcessor
 from funaudiochat.drsr.text_tokenizer import train_text_tokenizer
 from funaudiochat.vocoder import CausalFlowMatching, FlowConfig, HiFTConfig, HiFTGenerator
 from funaudiochat.vocoder.speakers import Speaker, SpeakerTable
-from funaudiochat.vocoder.token2wav import Token2Wav, check_hops
+from funaudiochat.vocoder.token2wav import Token2Wav
 from vocoder import build as build_vocoder  # tools/bench/vocoder.py, this folder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,8 +141,7 @@ def build_pipeline(
     with torch.no_grad():  # no <|im_end|> and no speech EOS: the reply runs to max_new_tokens
         pipe.model.language_model.lm_head.weight[ids.im_end] = 0
         pipe.model.audio_tower.embed_tokens.weight[pipe.model.config.audio_config.eos_token_id] = 0
-    check_hops(hop, growth, longest)
-    pipe.hop_tokens, pipe.hop_growth, pipe.max_hop_tokens = hop, growth, longest
+    pipe.set_hops(hop, growth, longest)
     return pipe
 
 

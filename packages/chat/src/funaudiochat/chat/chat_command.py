@@ -49,6 +49,9 @@ def add_parser(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=512, help="longest reply in 5 Hz steps")
     p.add_argument("--text-temperature", type=float, default=0.0, help="0: greedy text (default)")
     p.add_argument("--speech-temperature", type=float, default=0.8, help="default 0.8 (official)")
+    p.add_argument("--hop", type=int, default=15, help="speech codes per vocoder chunk (default 15)")
+    p.add_argument("--hop-growth", type=int, default=1, help="each later hop this many times longer")
+    p.add_argument("--max-hop", type=int, help="longest hop in codes (with --hop-growth > 1)")
     p.set_defaults(func=cmd_chat)
 
 
@@ -89,6 +92,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         pipe = random_pipeline(args.seed)
+    pipe.set_hops(args.hop, args.hop_growth, args.max_hop)
 
     with AudioOut(args.out) as out:
         if args.stream:

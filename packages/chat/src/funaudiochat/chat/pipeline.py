@@ -226,6 +226,11 @@ class Pipeline:
         reply.timings.total_s = time.perf_counter() - start
         yield Done(reply)
 
+    def set_hops(self, hop_tokens: int, hop_growth: int = 1, max_hop_tokens: int | None = None) -> None:
+        """The vocoder's hop schedule from now on (validated; arguments as the class's)."""
+        check_hops(hop_tokens, hop_growth, max_hop_tokens)
+        self.hop_tokens, self.hop_growth, self.max_hop_tokens = hop_tokens, hop_growth, max_hop_tokens
+
     def clear_prefix_cache(self) -> None:
         """Forget the computed system turns (after the model's weights changed)."""
         self._prefixes.clear()
