@@ -83,9 +83,9 @@ def test_malformed_history_and_tools_files_are_named(question, tmp_path, capsys,
 
 
 def test_a_failure_midway_leaves_no_partial_file(question, tmp_path, capsys, monkeypatch):
-    from funaudiochat.chat import pipeline as pipeline_module
+    from funaudiochat.chat import batch as batch_module
 
-    real_step = pipeline_module.decode_step
+    real_step = batch_module.decode_step
     calls = {"n": 0}
 
     def failing_step(model, state):
@@ -94,7 +94,7 @@ def test_a_failure_midway_leaves_no_partial_file(question, tmp_path, capsys, mon
             raise ValueError("simulated failure in the middle of the reply")
         return real_step(model, state)
 
-    monkeypatch.setattr(pipeline_module, "decode_step", failing_step)
+    monkeypatch.setattr(batch_module, "decode_step", failing_step)
     out = tmp_path / "answer.wav"
     assert main(["chat", str(question), "--out", str(out), "--stream", *FAST]) == 2
     assert "simulated failure" in capsys.readouterr().err

@@ -7,17 +7,8 @@
 - the ``funaudiochat`` command (``cli``).
 """
 
-from .pipeline import (
-    AudioChunk,
-    Done,
-    Pipeline,
-    Reply,
-    TextDelta,
-    Timings,
-    load_pipeline,
-    random_pipeline,
-    save_pipeline,
-)
+from .pipeline import Pipeline, load_pipeline, random_pipeline, save_pipeline
+from .replies import AudioChunk, Done, Reply, TextDelta, Timings
 from .request import MODES, Request, Sampling, Turn
 
 __all__ = [

@@ -57,7 +57,8 @@ def add_parser(sub) -> None:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from .loaders import demo_model_folder
-    from .pipeline import AudioChunk, Done, TextDelta, load_pipeline, random_pipeline
+    from .pipeline import load_pipeline, random_pipeline
+    from .replies import AudioChunk, Done, TextDelta
     from .request import Request, Sampling, history_from_json, read_json
 
     if args.out and args.mode != "s2s":

@@ -24,11 +24,11 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
-from funaudiochat.base.constants import SPEECH_CODES, VOCODER_SAMPLE_RATE
+from funaudiochat.base.constants import VOCODER_SAMPLE_RATE
 from funaudiochat.drsr import FunAudioChatForConditionalGeneration, PromptPrefix, decode_step, prefill
 from funaudiochat.drsr.generation import DecodingConfig
 from funaudiochat.drsr.processing import FunAudioChatProcessor, SpokenReply
@@ -37,70 +37,17 @@ from funaudiochat.drsr.prompts import (
     ASR_INSTRUCTION,
     DEFAULT_S2M_PROMPT,
     DEFAULT_S2T_PROMPT,
-    ToolCall,
     function_calling_prompt,
     parse_tool_calls,
 )
 from funaudiochat.tokenizer import SpeechTokenizer
 from funaudiochat.vocoder.token2wav import Token2Wav, check_hops
 
+from .batch import ReplyBatch, real_codes
 from .loaders import load_parts, random_parts, save_parts
+from .replies import Event, Reply, Timings
 from .request import Request
 from .voices import resolve_voice
-
-
-@dataclass
-class Timings:
-    """Seconds from the request's start: to the first text, to the first audio, to the end; ``audio_s`` is
-    the reply's audio length; ``rtf`` the real-time factor (total time / audio length)."""
-
-    first_text_s: float | None = None
-    first_audio_s: float | None = None
-    total_s: float = 0.0
-    audio_s: float = 0.0
-
-    @property
-    def rtf(self) -> float | None:
-        return self.total_s / self.audio_s if self.audio_s else None
-
-
-@dataclass
-class Reply:
-    """A reply: its ``text`` (special tokens dropped), ``tool_calls`` parsed from it, the generated
-    ``text_ids``, the 25 Hz ``speech_codes`` (0..6560; empty in text modes), the ``audio`` (float32, 24 kHz;
-    None in text modes) and the ``timings``."""
-
-    text: str
-    tool_calls: list[ToolCall]
-    text_ids: list[int]
-    speech_codes: torch.Tensor
-    audio: torch.Tensor | None
-    timings: Timings = field(default_factory=Timings)
-    sample_rate: int = VOCODER_SAMPLE_RATE
-
-
-@dataclass
-class TextDelta:
-    """New reply text (streaming)."""
-
-    text: str
-
-
-@dataclass
-class AudioChunk:
-    """New reply audio, float32 ``[samples]`` at 24 kHz (streaming)."""
-
-    samples: torch.Tensor
-
-
-@dataclass
-class Done:
-    """The end of a streamed reply, with the whole reply."""
-
-    reply: Reply
-
-
-Event = TextDelta | AudioChunk | Done
 
 
 class Pipeline:
@@ -175,56 +122,12 @@ class Pipeline:
         """Yield ``TextDelta`` and ``AudioChunk`` events as the reply is made, then ``Done`` with the reply
         (equal to what ``chat`` returns for the same request)."""
         request = self._request(request, fields)
-        start = time.perf_counter()
-        inputs = self._inputs([request])
-        speaker = resolve_voice(request.voice, self.vocoder.speakers, self.speech_tokenizer)
-        timings = Timings()
-        vocoder_state = None
-        if request.speaks:
-            vocoder_state = self.vocoder.init_state(
-                1,
-                speaker,
-                hop_tokens=self.hop_tokens,
-                context_tokens=None,
-                hop_growth=self.hop_growth,
-                max_hop_tokens=self.max_hop_tokens,
-            )
-        ids: list[int] = []
-        codes: list[torch.Tensor] = []
-        audio: list[torch.Tensor] = []
-        shown = ""
-
-        def vocode(new: torch.Tensor, finalize: bool = False) -> Iterator[AudioChunk]:
-            wave = self.vocoder.step([new], vocoder_state, finalize)[0]
-            if wave.numel():
-                timings.first_audio_s = timings.first_audio_s or time.perf_counter() - start
-                audio.append(wave)
-                yield AudioChunk(wave)
-
-        config = request.sampling.decoding(request.speaks)
-        state, step = prefill(self.model, inputs, config, self._prefix(inputs, config))
-        while True:
-            if not bool(step.finished[0]) or int(step.text_tokens[0]) != self._pad:
-                ids.append(int(step.text_tokens[0]))
-            text = self._visible_text(ids)
-            if text != shown and text.startswith(shown):
-                if timings.first_text_s is None:
-                    timings.first_text_s = time.perf_counter() - start
-                yield TextDelta(text[len(shown) :])
-                shown = text
-            if vocoder_state is not None and bool(step.speech_valid[0]):
-                new = _real_codes(step.speech_tokens[0])
-                codes.append(new)
-                yield from vocode(new)
-            if bool(state.finished.all()):
-                break
-            step = decode_step(self.model, state)
-        if vocoder_state is not None:
-            yield from vocode(torch.zeros(0, dtype=torch.long), finalize=True)
-        speech = (torch.cat(audio) if audio else torch.zeros(0)) if request.speaks else None
-        reply = self._reply(ids, _joined(codes), speech, timings)
-        reply.timings.total_s = time.perf_counter() - start
-        yield Done(reply)
+        batch = ReplyBatch(self)
+        for _, event in batch.add(request):
+            yield event
+        while batch.rows:
+            for _, event in batch.step():
+                yield event
 
     def set_hops(self, hop_tokens: int, hop_growth: int = 1, max_hop_tokens: int | None = None) -> None:
         """The vocoder's hop schedule from now on (validated; arguments as the class's)."""
@@ -297,7 +200,7 @@ class Pipeline:
         replies = []
         for row, (request, speaker) in enumerate(zip(requests, speakers, strict=True)):
             ids = [t for t in state.generated_text(row).tolist() if t != self._pad]
-            codes = _real_codes(state.speech[row])
+            codes = real_codes(state.speech[row])
             audio = None
             if request.speaks:
                 audio = self.vocoder.synthesize(
@@ -379,16 +282,6 @@ def _user_content(audio, text: str | None) -> list[dict[str, Any]]:
     if text:
         content.append({"type": "text", "text": text})
     return content
-
-
-def _real_codes(ids: torch.Tensor) -> torch.Tensor:
-    """The speech codes of a model output (the BOS delay, EOS and pad ids dropped), as a 1-D long tensor."""
-    ids = ids.reshape(-1).long().cpu()
-    return ids[(ids >= 0) & (ids < SPEECH_CODES)]
-
-
-def _joined(pieces: list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
 
 
 def load_pipeline(folder: str | os.PathLike, hop_tokens: int = 15) -> Pipeline:

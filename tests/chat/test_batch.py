@@ -1,0 +1,94 @@
+"""``ReplyBatch``: rows that join a running batch at different steps, or leave it early, each get the
+events they get alone (``Pipeline.stream`` is a batch of one)."""
+
+import pytest
+import torch
+from funaudiochat.chat import AudioChunk, Done, Request, Sampling, TextDelta, random_pipeline
+from funaudiochat.chat.batch import ReplyBatch
+
+from .test_pipeline import assert_same_reply
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return random_pipeline(0)
+
+
+@pytest.fixture(scope="module")
+def questions(tmp_path_factory, espeak):
+    folder = tmp_path_factory.mktemp("questions")
+    return [
+        espeak("What is the weather like today?", folder / "a.wav"),
+        espeak("Count from one to five.", folder / "b.wav"),
+    ]
+
+
+def requests(questions) -> list[Request]:
+    """Spoken and written questions of different lengths, seeded apart, sampled alike (one batch)."""
+    sampling = dict(max_new_tokens=14, text_temperature=0.8)
+    return [
+        Request(audio=questions[0], sampling=Sampling(seed=1, **sampling)),
+        Request(text="Say hello to everyone here.", sampling=Sampling(seed=2, **sampling)),
+        Request(audio=questions[1], sampling=Sampling(seed=3, **sampling)),
+        Request(audio=questions[0], text="Answer briefly.", sampling=Sampling(seed=4, **sampling)),
+    ]
+
+
+def assert_same_events(got: list, alone: list) -> None:
+    assert [type(e) for e in got] == [type(e) for e in alone]
+    for a, b in zip(got, alone, strict=True):
+        if isinstance(a, TextDelta):
+            assert a.text == b.text
+        elif isinstance(a, AudioChunk):
+            assert a.samples.shape == b.samples.shape
+            torch.testing.assert_close(a.samples, b.samples, rtol=0, atol=1e-5)
+        else:
+            assert_same_reply(a.reply, b.reply)
+
+
+def test_rows_joining_at_different_steps_get_what_they_get_alone(pipe, questions):
+    asked = requests(questions)
+    alone = [list(pipe.stream(r)) for r in asked]
+    batch, got = ReplyBatch(pipe), {i: [] for i in range(len(asked))}
+    joins = {0: [0], 2: [1, 2], 5: [3]}  # step -> rows that join before it
+    step = 0
+    while step in joins or step < max(joins) or batch.rows:
+        for i in joins.get(step, []):
+            for key, event in batch.add(asked[i], key=i):
+                got[key].append(event)
+        for key, event in batch.step():
+            got[key].append(event)
+        step += 1
+    for i in range(len(asked)):
+        assert isinstance(got[i][-1], Done)
+        assert_same_events(got[i], alone[i])
+    assert any(isinstance(e, AudioChunk) for e in got[0])
+
+
+def test_a_dropped_row_leaves_the_others_unchanged(pipe, questions):
+    asked = requests(questions)[:3]
+    alone = [list(pipe.stream(r)) for r in asked]
+    batch, got = ReplyBatch(pipe), {i: [] for i in range(3)}
+    for i, request in enumerate(asked):
+        for key, event in batch.add(request, key=i):
+            got[key].append(event)
+    for _ in range(4):
+        for key, event in batch.step():
+            got[key].append(event)
+    batch.drop([1])
+    assert [row.key for row in batch.rows] == [0, 2]
+    while batch.rows:
+        for key, event in batch.step():
+            got[key].append(event)
+    for i in (0, 2):
+        assert_same_events(got[i], alone[i])
+    assert not any(isinstance(e, Done) for e in got[1])
+
+
+def test_a_request_with_other_settings_needs_its_own_batch(pipe, questions):
+    batch = ReplyBatch(pipe)
+    batch.add(Request(text="Hi.", sampling=Sampling(max_new_tokens=8)))
+    with pytest.raises(ValueError, match="other settings than the batch"):
+        batch.add(Request(text="Hi.", sampling=Sampling(max_new_tokens=9)))
+    with pytest.raises(ValueError, match="other settings than the batch"):
+        batch.add(Request(text="Hi.", mode="s2t", sampling=Sampling(max_new_tokens=8)))
