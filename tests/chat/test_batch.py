@@ -2,11 +2,9 @@
 events they get alone (``Pipeline.stream`` is a batch of one)."""
 
 import pytest
-import torch
-from funaudiochat.chat import AudioChunk, Done, Request, Sampling, TextDelta, random_pipeline
+from funaudiochat.chat import AudioChunk, Done, Request, Sampling, random_pipeline
 from funaudiochat.chat.batch import ReplyBatch
-
-from .test_pipeline import assert_same_reply
+from reply_checks import assert_same_events
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +30,6 @@ def requests(questions) -> list[Request]:
         Request(audio=questions[1], sampling=Sampling(seed=3, **sampling)),
         Request(audio=questions[0], text="Answer briefly.", sampling=Sampling(seed=4, **sampling)),
     ]
-
-
-def assert_same_events(got: list, alone: list) -> None:
-    assert [type(e) for e in got] == [type(e) for e in alone]
-    for a, b in zip(got, alone, strict=True):
-        if isinstance(a, TextDelta):
-            assert a.text == b.text
-        elif isinstance(a, AudioChunk):
-            assert a.samples.shape == b.samples.shape
-            torch.testing.assert_close(a.samples, b.samples, rtol=0, atol=1e-5)
-        else:
-            assert_same_reply(a.reply, b.reply)
 
 
 def test_rows_joining_at_different_steps_get_what_they_get_alone(pipe, questions):

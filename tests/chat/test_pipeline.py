@@ -24,6 +24,7 @@ from funaudiochat.drsr import FunAudioChatForConditionalGeneration, PromptPrefix
 from funaudiochat.drsr.configuration import tiny_config_for
 from funaudiochat.drsr.processing import FunAudioChatProcessor
 from funaudiochat.drsr.prompts import ASR_INSTRUCTION, format_tool_call
+from reply_checks import assert_same_reply
 
 SHORT = Sampling(max_new_tokens=16)
 
@@ -47,16 +48,6 @@ def streamed(pipe, request):
     events = list(pipe.stream(request))
     assert isinstance(events[-1], Done) and not any(isinstance(e, Done) for e in events[:-1])
     return events, events[-1].reply
-
-
-def assert_same_reply(a, b, atol=1e-5):
-    assert a.text == b.text and a.text_ids == b.text_ids
-    assert torch.equal(a.speech_codes, b.speech_codes)
-    if a.audio is None:
-        assert b.audio is None
-    else:
-        assert a.audio.shape == b.audio.shape
-        torch.testing.assert_close(a.audio, b.audio, rtol=0, atol=atol)
 
 
 def test_offline_and_streamed_replies_are_the_same(pipe, question):

@@ -28,10 +28,9 @@ import torch
 from funaudiochat.base.constants import SPEECH_CODES
 from funaudiochat.base.streaming import StreamState
 from funaudiochat.drsr import decode_step, prefill
-from funaudiochat.drsr.generation import DecodingConfig
 
 from .replies import AudioChunk, Done, Event, TextDelta, Timings
-from .request import Request
+from .request import Request, Sampling
 from .voices import resolve_voice
 
 if TYPE_CHECKING:
@@ -44,9 +43,10 @@ def real_codes(ids: torch.Tensor) -> torch.Tensor:
     return ids[(ids >= 0) & (ids < SPEECH_CODES)]
 
 
-def batch_key(request: Request) -> DecodingConfig:
-    """The decoding setting a request shares with the other rows of its batch (all but the seed)."""
-    return replace(request.sampling.decoding(request.speaks), seed=0)
+def batch_key(request: Request) -> tuple[bool, Sampling]:
+    """The decoding setting a request shares with the other rows of its batch (hashable): whether it
+    speaks, and its sampling settings but the seed."""
+    return request.speaks, replace(request.sampling, seed=0)
 
 
 @dataclass
@@ -73,7 +73,7 @@ class ReplyBatch:
     def __init__(self, pipe: Pipeline):
         self.pipe = pipe
         self.rows: list[ReplyRow] = []
-        self.key: DecodingConfig | None = None
+        self.key: tuple[bool, Sampling] | None = None
         self._state = None  # DecodingState of the rows
         self._vocoder = None  # Token2Wav Cohorts of the rows (None when the rows do not speak)
 

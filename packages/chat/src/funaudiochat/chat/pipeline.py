@@ -43,7 +43,7 @@ from funaudiochat.drsr.prompts import (
 from funaudiochat.tokenizer import SpeechTokenizer
 from funaudiochat.vocoder.token2wav import Token2Wav, check_hops
 
-from .batch import ReplyBatch, real_codes
+from .batch import ReplyBatch, batch_key, real_codes
 from .loaders import load_parts, random_parts, save_parts
 from .replies import Event, Reply, Timings
 from .request import Request
@@ -179,8 +179,7 @@ class Pipeline:
         replies: list[Reply | None] = [None] * len(requests)
         groups: dict[Any, list[int]] = {}
         for i, request in enumerate(requests):  # one batch per decoding setting (seeds may differ)
-            key = (request.speaks, replace(request.sampling, seed=0))
-            groups.setdefault(key, []).append(i)
+            groups.setdefault(batch_key(request), []).append(i)
         for members in groups.values():
             for i, reply in zip(members, self._chat_batch([requests[i] for i in members]), strict=True):
                 replies[i] = reply

@@ -1,0 +1,218 @@
+"""``Engine``: the sessions of a server decoded together (continuous batching).
+
+One worker thread owns the pipeline. Each turn a session asks for is a job: the worker prefills it between
+5 Hz steps and joins it to the running ``ReplyBatch`` of its decoding setting (``batch.batch_key``); every
+loop steps each batch once, so the LLM, the SRH, the flow and HiFT run all sessions of a setting together,
+and sends each job's events to its sink. A finished job leaves its batch at the step that ends it; a
+cancelled one (barge-in, a closed socket) leaves at the next step; the others go on unchanged (each row
+gets what it gets alone). A job whose prefill fails (bad audio, too long a history) gets the error as its
+one event, and the worker goes on.
+
+Example:
+    >>> engine = Engine(pipe, max_jobs=16).start()
+    >>> async for event in engine.stream(Request(audio=pcm)):     # from an asyncio handler
+    ...     ...
+    >>> engine.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..batch import ReplyBatch, batch_key
+from ..pipeline import Pipeline
+from ..replies import Done, Event
+from ..request import Request
+
+
+class EngineBusy(RuntimeError):
+    """The engine holds ``max_jobs`` jobs already (a server answers 429 / an error frame)."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One request in the engine: its events go to ``sink`` (``TextDelta``, ``AudioChunk``, then ``Done``;
+    or one exception), called from the worker thread. ``id``: unique in the engine; ``submitted``:
+    ``time.perf_counter()`` when it came (the origin of its timings)."""
+
+    request: Request
+    sink: Callable[[Event | BaseException], None]
+    id: int = 0
+    submitted: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False
+    done: bool = False
+
+
+class Engine:
+    """Continuous batching of a pipeline's replies (see the module docstring).
+
+    pipe: the pipeline (the engine's worker is then its only user); max_jobs: jobs waiting or running at
+    once (more: ``EngineBusy``); idle_wait_s: how long the idle worker sleeps between looks for work."""
+
+    def __init__(self, pipe: Pipeline, max_jobs: int = 16, idle_wait_s: float = 0.05):
+        if max_jobs < 1:
+            raise ValueError(f"max_jobs must be >= 1, got {max_jobs}")
+        self.pipe = pipe
+        self.max_jobs = max_jobs
+        self.idle_wait_s = idle_wait_s
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pending: deque[Job] = deque()
+        self._running: dict[int, Job] = {}
+        self._batches: dict[Any, ReplyBatch] = {}
+        self._ids = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.steps = 0  # 5 Hz steps taken (all batches), for monitoring
+
+    # -- the callers' side (any thread) -------------------------------------------------------------------
+
+    @property
+    def load(self) -> int:
+        """Jobs waiting or running."""
+        with self._lock:
+            return len(self._pending) + len(self._running)
+
+    def submit(self, request: Request, sink: Callable[[Event | BaseException], None]) -> Job:
+        """Queue ``request``; its events go to ``sink`` from the worker thread. Raises ``EngineBusy`` when
+        ``max_jobs`` are in already."""
+        if not isinstance(request, Request):
+            raise ValueError(f"expected a Request, got {type(request).__name__}")
+        with self._lock:
+            if len(self._pending) + len(self._running) >= self.max_jobs:
+                raise EngineBusy(f"the server is busy: {self.max_jobs} replies are in the making; try again")
+            job = Job(request, sink, next(self._ids))
+            self._pending.append(job)
+        self._wake.set()
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """Stop making ``job``'s reply (no more events come); the other jobs go on unchanged."""
+        with self._lock:
+            job.cancelled = True
+        self._wake.set()
+
+    async def stream(self, request: Request) -> AsyncIterator[Event]:
+        """The events of ``request`` in an asyncio task; leaving the loop early cancels the job. Raises
+        the job's error (``ValueError`` for bad input) or ``EngineBusy``."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        job = self.submit(request, lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+        try:
+            while True:
+                event = await queue.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if isinstance(event, Done):
+                    return
+        finally:
+            if not job.done:
+                self.cancel(job)
+
+    def start(self) -> Engine:
+        """Run the worker thread (returns the engine)."""
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._work, name="funaudiochat-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the worker after its current step; unfinished jobs are dropped."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    # -- the worker's side --------------------------------------------------------------------------------
+
+    def run_once(self) -> bool:
+        """Admit the waiting jobs, drop the cancelled ones and step every batch once; returns whether any
+        job is still in the engine. (The worker thread calls this in a loop; a test may call it itself.)"""
+        self._drop_cancelled()
+        while True:
+            with self._lock:
+                job = self._pending.popleft() if self._pending else None
+            if job is None:
+                break
+            self._admit(job)
+        for key, batch in list(self._batches.items()):
+            try:
+                events = batch.step()
+            except Exception as error:  # a fault of the batch: its jobs end with the error, the rest go on
+                self._fail_batch(key, error)
+                continue
+            self.steps += 1
+            self._dispatch(events)
+            if not batch.rows:
+                del self._batches[key]
+        with self._lock:
+            return bool(self._pending or self._running)
+
+    def _work(self) -> None:
+        while not self._stopping:
+            if not self.run_once():
+                self._wake.wait(self.idle_wait_s)
+                self._wake.clear()
+
+    def _admit(self, job: Job) -> None:
+        if job.cancelled:
+            return
+        key = batch_key(job.request)
+        batch = self._batches.get(key) or ReplyBatch(self.pipe)
+        try:
+            events = batch.add(job.request, key=job.id, start=job.submitted)
+        except Exception as error:  # bad input of this request: it alone ends, with the reason
+            self._end(job, error)
+            return
+        self._batches[key] = batch
+        with self._lock:
+            self._running[job.id] = job
+        self._dispatch(events)
+
+    def _dispatch(self, events: list[tuple[Any, Event]]) -> None:
+        for job_id, event in events:
+            job = self._running.get(job_id)
+            if job is None or job.cancelled:
+                continue
+            if isinstance(event, Done):
+                self._end(job, event)
+            else:
+                job.sink(event)
+
+    def _end(self, job: Job, last: Event | BaseException) -> None:
+        with self._lock:
+            self._running.pop(job.id, None)
+            job.done = True
+        job.sink(last)
+
+    def _drop_cancelled(self) -> None:
+        with self._lock:
+            gone = [job for job in self._running.values() if job.cancelled]
+            for job in gone:
+                del self._running[job.id]
+                job.done = True
+            self._pending = deque(job for job in self._pending if not job.cancelled)
+        if not gone:
+            return
+        ids = [job.id for job in gone]
+        for key, batch in list(self._batches.items()):
+            batch.drop(ids)
+            if not batch.rows:
+                del self._batches[key]
+
+    def _fail_batch(self, key: Any, error: Exception) -> None:
+        batch = self._batches.pop(key)
+        for row in batch.rows:
+            job = self._running.get(row.key)
+            if job is not None:
+                self._end(job, RuntimeError(f"the reply failed: {error}"))

@@ -1,0 +1,106 @@
+"""The server's engine: jobs submitted at staggered times each get what they get alone (seeded), a
+cancelled job leaves the others unchanged, bad input ends only its own job, and a full engine says so."""
+
+import asyncio
+
+import pytest
+from funaudiochat.chat import AudioChunk, Done, Request, Sampling, TextDelta, random_pipeline
+from funaudiochat.chat.server.engine import Engine, EngineBusy
+from reply_checks import assert_same_events
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return random_pipeline(0)
+
+
+@pytest.fixture(scope="module")
+def questions(tmp_path_factory, espeak):
+    folder = tmp_path_factory.mktemp("questions")
+    return [
+        espeak("What is the weather like today?", folder / "a.wav"),
+        espeak("Count from one to five.", folder / "b.wav"),
+    ]
+
+
+def eight_requests(questions) -> list[Request]:
+    """Eight requests in two decoding settings (spoken answers, and text-only ones), seeded apart."""
+    out = []
+    for i in range(8):
+        mode = "s2t" if i % 4 == 3 else "s2s"
+        audio = questions[i % 2] if i % 3 else None
+        text = None if audio is not None else f"Tell me about the number {i}."
+        sampling = Sampling(seed=10 + i, max_new_tokens=12, text_temperature=0.7)
+        out.append(Request(audio=audio, text=text, mode=mode, sampling=sampling))
+    return out
+
+
+def test_staggered_jobs_each_get_what_they_get_alone(pipe, questions):
+    asked = eight_requests(questions)
+    alone = [list(pipe.stream(r)) for r in asked]
+    engine = Engine(pipe, max_jobs=8)
+    got = {i: [] for i in range(8)}
+    jobs = {}
+    for step in range(60):
+        if step % 2 == 0 and step // 2 < 8:  # a new job every other step
+            i = step // 2
+            jobs[i] = engine.submit(asked[i], got[i].append)
+        if not engine.run_once() and len(jobs) == 8:
+            break
+    for i in range(8):
+        assert isinstance(got[i][-1], Done), f"job {i} did not finish"
+        assert_same_events(got[i], alone[i])
+    assert engine.load == 0 and engine.steps > 0
+
+
+def test_a_cancelled_job_leaves_the_others_unchanged(pipe, questions):
+    asked = eight_requests(questions)[:3]
+    alone = [list(pipe.stream(r)) for r in asked]
+    engine = Engine(pipe)
+    got = {i: [] for i in range(3)}
+    jobs = [engine.submit(r, got[i].append) for i, r in enumerate(asked)]
+    for _ in range(4):
+        engine.run_once()
+    engine.cancel(jobs[1])
+    seen = len(got[1])
+    while engine.run_once():
+        pass
+    assert len(got[1]) == seen and not any(isinstance(e, Done) for e in got[1])
+    for i in (0, 2):
+        assert_same_events(got[i], alone[i])
+
+
+def test_bad_input_ends_only_its_own_job(pipe, questions, tmp_path):
+    engine = Engine(pipe)
+    good, bad = [], []
+    engine.submit(Request(audio=questions[0], sampling=Sampling(max_new_tokens=6)), good.append)
+    engine.submit(Request(audio=tmp_path / "missing.wav"), bad.append)
+    while engine.run_once():
+        pass
+    assert len(bad) == 1 and isinstance(bad[0], ValueError) and "missing.wav" in str(bad[0])
+    assert isinstance(good[-1], Done) and any(isinstance(e, TextDelta | AudioChunk) for e in good)
+
+
+def test_a_full_engine_says_so(pipe):
+    engine = Engine(pipe, max_jobs=2)
+    for _ in range(2):
+        engine.submit(Request(text="Hi."), lambda e: None)
+    with pytest.raises(EngineBusy, match="busy: 2 replies"):
+        engine.submit(Request(text="Hi."), lambda e: None)
+    with pytest.raises(ValueError, match="max_jobs must be >= 1"):
+        Engine(pipe, max_jobs=0)
+
+
+def test_the_worker_thread_streams_to_asyncio(pipe, questions):
+    request = Request(audio=questions[1], sampling=Sampling(max_new_tokens=8, seed=3))
+    alone = list(pipe.stream(request))
+    engine = Engine(pipe).start()
+
+    async def collect():
+        return [event async for event in engine.stream(request)]
+
+    try:
+        got = asyncio.run(collect())
+    finally:
+        engine.stop()
+    assert_same_events(got, alone)
