@@ -271,6 +271,8 @@ def test_bad_requests_are_named(fields, message):
         ({"repetition_penalty": 0}, "repetition_penalty must be a number > 0"),
         ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*63\)"),
         ({"max_new_tokens": 0}, "max_new_tokens must be an integer >= 1"),
+        ({"repetition_window": -2}, "repetition_window must be an integer >= 0"),
+        ({"sil_scale": 0.0}, "sil_scale must be a number > 0"),
     ],
 )
 def test_sampling_values_out_of_range_are_named(fields, message):

@@ -270,3 +270,33 @@ def test_srh_text_scale_weights_the_text_embedding_in_training_and_decoding(prom
     for bad in (-1.0, float("inf"), "big"):
         with pytest.raises(ValueError, match="srh_text_scale must be a finite number >= 0"):
             FunAudioChatConfig.tiny(srh_text_scale=bad)
+
+
+def test_repetition_window_limits_the_penalty_to_the_last_tokens():
+    """Token 3 leads by a little; it was said long ago (outside a window of 2) but not lately."""
+    from funaudiochat.drsr.generation import pick_tokens
+
+    logits = torch.tensor([[0.0, 0.0, 1.0, 1.2]])
+    history = torch.tensor([[3, 1, 0, -1]])
+    generators = [torch.Generator().manual_seed(0)]
+    penalised = SamplingConfig(do_sample=False, repetition_penalty=2.0)
+    windowed = SamplingConfig(do_sample=False, repetition_penalty=2.0, repetition_window=2)
+    assert int(pick_tokens(logits, history, penalised, generators)) == 2  # 3 was said: 1.2 / 2 < 1.0
+    assert int(pick_tokens(logits, history, windowed, generators)) == 3  # only 1 and 0 were said lately
+    with pytest.raises(ValueError, match="repetition_window must be >= 0"):
+        SamplingConfig(repetition_window=-1)
+
+
+def test_sil_scale_multiplies_the_silence_token_probability(prompts):
+    model = make_model()
+    sil = model.config.text_config.sil_index
+
+    def text(scale):
+        config = DecodingConfig(max_new_tokens=8, sil_scale=scale)
+        return generate(model, prompts[0], config).sequences[0, prompts[0]["input_ids"].shape[1] + 1 :]
+
+    assert (text(1e12) == sil).all()  # after the forced <|audio_bos|>, nothing but silence
+    assert not (text(1e-12) == sil).any()
+    assert not torch.equal(text(1e12), text(1.0))
+    with pytest.raises(ValueError, match="sil_scale must be > 0"):
+        DecodingConfig(sil_scale=0.0)

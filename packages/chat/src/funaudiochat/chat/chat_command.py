@@ -55,9 +55,25 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_chat)
 
 
-def cmd_chat(args: argparse.Namespace) -> int:
+def choose_pipeline(model: str | None, seed: int, command: str):
+    """The pipeline a command runs: the folder ``model``, else the shipped demo model, else (said on
+    stderr) a seeded tiny random one."""
     from .loaders import demo_model_folder
     from .pipeline import load_pipeline, random_pipeline
+
+    if model:
+        return load_pipeline(model)
+    if (demo := demo_model_folder()) is not None:
+        return load_pipeline(demo)
+    print(
+        f"funaudiochat {command}: no --model given; using a seeded tiny random pipeline (seed {seed}): "
+        "the answer is noise, the timing is real",
+        file=sys.stderr,
+    )
+    return random_pipeline(seed)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
     from .replies import AudioChunk, Done, TextDelta
     from .request import Request, Sampling, history_from_json, read_json
 
@@ -82,17 +98,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         sampling=sampling,
         history_speech=args.history_speech,
     )
-    if args.model:
-        pipe = load_pipeline(args.model)
-    elif (demo := demo_model_folder()) is not None:
-        pipe = load_pipeline(demo)
-    else:
-        print(
-            f"funaudiochat chat: no --model given; using a seeded tiny random pipeline (seed {args.seed}): "
-            "the answer is noise, the timing is real",
-            file=sys.stderr,
-        )
-        pipe = random_pipeline(args.seed)
+    pipe = choose_pipeline(args.model, args.seed, "chat")
     pipe.set_hops(args.hop, args.hop_growth, args.max_hop)
 
     with AudioOut(args.out) as out:

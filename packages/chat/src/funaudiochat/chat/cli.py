@@ -1,6 +1,7 @@
 """The ``funaudiochat`` command. Each subcommand is one function ``cmd_<name>`` plus its parser.
 
 funaudiochat chat question.wav --out answer.wav    # a spoken answer (chat_command.py)
+funaudiochat serve --model FOLDER                  # the streaming server (serve_command.py)
 funaudiochat import-official --fac FAC --cosyvoice CV3 --out FOLDER  (import_official.py)
 funaudiochat tokenize question.wav                 # print the 25 Hz speech codes
 funaudiochat tokenize question.wav --format npy --out codes.npy --weights tok.safetensors
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import chat_command, import_official
+from . import chat_command, import_official, serve_command
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
@@ -205,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     voc.add_argument("--max-hop", type=int, help="longest streaming hop in tokens (default 4 x --hop)")
     voc.set_defaults(func=cmd_vocode)
     chat_command.add_parser(sub)
+    serve_command.add_parser(sub)
     import_official.add_parser(sub)
     return parser
 

@@ -40,7 +40,9 @@ class Sampling:
 
     text_temperature / speech_temperature: >= 0; text_top_k / speech_top_k: >= 0 (0: off);
     text_top_p / speech_top_p: in (0, 1]; repetition_penalty: > 0, for speech (text: ``text_repetition``);
-    seed: an int (each request draws from its own generator); max_new_tokens: 5 Hz steps, >= 1."""
+    seed: an int (each request draws from its own generator); max_new_tokens: 5 Hz steps, >= 1;
+    repetition_window: the repetition penalties look at the last that many tokens of their stream (0: all,
+    the official setting); sil_scale: the text's ``<|sil|>`` probability times this (> 0; 1: unchanged)."""
 
     text_temperature: float = 0.0
     text_top_k: int = 0
@@ -52,9 +54,19 @@ class Sampling:
     repetition_penalty: float = 1.2
     seed: int = 0
     max_new_tokens: int = 512
+    repetition_window: int = 0
+    sil_scale: float = 1.0
 
     def __post_init__(self) -> None:
         problems = []
+        if not (isinstance(self.repetition_window, int) and self.repetition_window >= 0):
+            problems.append(
+                f"repetition_window must be an integer >= 0 (0: all), got {self.repetition_window!r}"
+            )
+        if not (
+            isinstance(self.sil_scale, int | float) and math.isfinite(self.sil_scale) and self.sil_scale > 0
+        ):
+            problems.append(f"sil_scale must be a number > 0 (1: unchanged), got {self.sil_scale!r}")
         for name in ("text_temperature", "speech_temperature"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
@@ -86,6 +98,7 @@ class Sampling:
             top_k=self.text_top_k,
             top_p=self.text_top_p,
             repetition_penalty=self.text_repetition,
+            repetition_window=self.repetition_window,
         )
         spoken = SamplingConfig(
             do_sample=self.speech_temperature > 0,
@@ -93,6 +106,7 @@ class Sampling:
             top_k=self.speech_top_k,
             top_p=self.speech_top_p,
             repetition_penalty=self.repetition_penalty,
+            repetition_window=self.repetition_window,
         )
         return DecodingConfig(
             max_new_tokens=self.max_new_tokens,
@@ -101,6 +115,7 @@ class Sampling:
             force_text_abos=speech,
             disable_speech=not speech,
             seed=self.seed,
+            sil_scale=self.sil_scale,
         )
 
 

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -51,8 +52,9 @@ class SamplingConfig:
     """How one stream (text or speech) picks its tokens.
 
     ``do_sample=False`` is argmax (after the repetition penalty, if not 1.0). Defaults are the official
-    speech settings (reference §4.4); ``ras_window > 0`` turns on CosyVoice's repetition-aware sampling.
-    """
+    speech settings (reference §4.4); ``ras_window > 0`` turns on CosyVoice's repetition-aware sampling;
+    ``repetition_window > 0`` limits the repetition penalty to the stream's last that many tokens (0: all
+    of them, the official setting)."""
 
     do_sample: bool = True
     temperature: float = 0.8
@@ -61,6 +63,13 @@ class SamplingConfig:
     repetition_penalty: float = 1.2
     ras_window: int = 0
     ras_tau: float = 0.1
+    repetition_window: int = 0
+
+    def __post_init__(self) -> None:
+        if self.repetition_window < 0:
+            raise ValueError(
+                f"repetition_window must be >= 0 (0: the whole history), got {self.repetition_window}"
+            )
 
 
 def _greedy_text() -> SamplingConfig:
@@ -84,10 +93,15 @@ class DecodingConfig:
     fast_decode: bool = True
     # the seed makes the generators of a prefill; configs that differ only in it decode a batch alike
     seed: int | list[int] = field(default=0, compare=False)
+    # the text's <|sil|> probability is multiplied by this before each pick (moshi's client calls it
+    # pad_mult; 1.0: unchanged)
+    sil_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not self.sil_scale > 0:
+            raise ValueError(f"sil_scale must be > 0 (1.0: unchanged), got {self.sil_scale}")
 
 
 @dataclass(kw_only=True)
@@ -170,6 +184,8 @@ def pick_tokens(
     with record_function("sampling"):
         if not cfg.do_sample and cfg.repetition_penalty == 1.0:
             return logits.argmax(-1)
+        if cfg.repetition_window and history.shape[1] > cfg.repetition_window:
+            history = _last_tokens(history, cfg.repetition_window)
         uniforms = _uniforms(generators, logits.device)
         return ops.sample(
             logits.float(),
@@ -182,6 +198,13 @@ def pick_tokens(
             ras_window=cfg.ras_window,
             ras_tau=cfg.ras_tau,
         )
+
+
+def _last_tokens(history: torch.Tensor, n: int) -> torch.Tensor:
+    """The last ``n`` real tokens of each row of ``history [B, H]`` (-1 = none, anywhere), -1 padded."""
+    real = history >= 0
+    rank = real.long().flip(-1).cumsum(-1).flip(-1)  # 1 for a row's last real token, 2 before it, ...
+    return history.masked_fill(~real | (rank > n), -1)
 
 
 def _eos_ids(text_config, device) -> torch.Tensor:
@@ -304,6 +327,8 @@ def _finish_step(model, state, hidden, text_embeds, positions, new_mask, first: 
     else:
         text_logits = head(hidden[:, -1]).float()
     text_history = state.sequences.masked_fill(state.attention_mask == 0, -1)
+    if config.sil_scale != 1.0:
+        text_logits[:, tc.sil_index] += math.log(config.sil_scale)
     text = pick_tokens(text_logits, text_history, config.text, state.generators)
     if first and config.force_text_abos:
         text = torch.full_like(text, tc.audio_bos_index)

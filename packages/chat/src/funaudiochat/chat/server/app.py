@@ -1,0 +1,58 @@
+"""The aiohttp application of ``funaudiochat serve``: the routes, the API key and the engine's lifetime.
+
+    >>> app = make_app(Engine(pipe), ServerConfig(port=8000))
+    >>> web.run_app(app, host="127.0.0.1", port=8000)
+
+Routes: ``GET /api/chat`` (also ``/api/simplex``, the path the official client opens) — the official
+WebSocket protocol (``official_ws``).
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+
+from ..request import Sampling
+from .config import ServerConfig
+from .engine import Engine
+from .keys import CONFIG, ENGINE, SAMPLING
+from .official_ws import official_chat
+
+
+def make_app(
+    engine: Engine, config: ServerConfig | None = None, sampling: Sampling | None = None
+) -> web.Application:
+    """The server's application; the engine's worker starts and stops with it.
+
+    engine: the sessions' engine (its pipeline answers); config: limits and the API key; sampling: the
+    sessions' default sampling settings (a client's query parameters change them per session)."""
+    config = config or ServerConfig()
+    app = web.Application(middlewares=[_api_key(config.api_key)], client_max_size=config.max_message_bytes)
+    app[ENGINE], app[CONFIG], app[SAMPLING] = engine, config, sampling or Sampling()
+    app.router.add_get("/api/chat", official_chat)
+    app.router.add_get("/api/simplex", official_chat)
+
+    async def lifetime(app: web.Application):
+        engine.start()
+        yield
+        engine.stop()
+
+    app.cleanup_ctx.append(lifetime)
+    return app
+
+
+def _api_key(key: str | None):
+    @web.middleware
+    async def check(request: web.Request, handler):
+        if key is not None:
+            given = request.headers.get("Authorization", "")
+            given = given[7:] if given.startswith("Bearer ") else request.query.get("api_key", "")
+            if not hmac.compare_digest(given.encode(), key.encode()):
+                raise web.HTTPUnauthorized(
+                    text='{"error": {"message": "a valid API key is needed: Authorization: Bearer <key>"}}',
+                    content_type="application/json",
+                )
+        return await handler(request)
+
+    return check
