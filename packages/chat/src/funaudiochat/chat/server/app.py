@@ -4,7 +4,8 @@
     >>> web.run_app(app, host="127.0.0.1", port=8000)
 
 Routes: ``GET /api/chat`` (also ``/api/simplex``, the path the official client opens) — the official
-WebSocket protocol (``official_ws``).
+WebSocket protocol (``official_ws``); ``POST /v1/chat/completions`` (``openai_chat``), ``POST
+/v1/audio/transcriptions`` and ``GET /v1/models`` (``openai_audio``) — OpenAI-compatible.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from .config import ServerConfig
 from .engine import Engine
 from .keys import CONFIG, ENGINE, SAMPLING
 from .official_ws import official_chat
+from .openai_audio import models, transcriptions
+from .openai_chat import REPLIES, SpokenReplies, chat_completions
 
 
 def make_app(
@@ -32,6 +35,10 @@ def make_app(
     app[ENGINE], app[CONFIG], app[SAMPLING] = engine, config, sampling or Sampling()
     app.router.add_get("/api/chat", official_chat)
     app.router.add_get("/api/simplex", official_chat)
+    app[REPLIES] = SpokenReplies()
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/audio/transcriptions", transcriptions)
+    app.router.add_get("/v1/models", models)
 
     async def lifetime(app: web.Application):
         engine.start()

@@ -14,7 +14,8 @@ class ServerConfig:
     idle_timeout_s: a WebSocket with no client message for this long is closed; ping_interval_s: an idle
     official-protocol session gets a ping this often (the official client closes after 30 s of
     silence); queue_size: a session's outgoing messages waiting to be sent, beyond which it is closed as
-    too slow; max_history_turns: earlier turns a session keeps (the official server keeps 8)."""
+    too slow; max_history_turns: earlier turns a session keeps (the official server keeps 8); model_name:
+    the model's name in the OpenAI-compatible endpoints."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -26,6 +27,7 @@ class ServerConfig:
     ping_interval_s: float = 10.0
     queue_size: int = 1024
     max_history_turns: int = 8
+    model_name: str = "fun-audio-chat"
 
     def __post_init__(self) -> None:
         problems = []
@@ -33,7 +35,7 @@ class ServerConfig:
             problems.append(f"port must lie in [0, 65536), got {self.port}")
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("host", "api_key", "port"):
+            if f.name in ("host", "api_key", "port", "model_name"):
                 continue
             if not isinstance(value, int | float) or value <= 0:
                 problems.append(f"{f.name} must be > 0, got {value!r}")
