@@ -5,7 +5,8 @@
 
 Routes: ``GET /api/chat`` (also ``/api/simplex``, the path the official client opens) — the official
 WebSocket protocol (``official_ws``); ``POST /v1/chat/completions`` (``openai_chat``), ``POST
-/v1/audio/transcriptions`` and ``GET /v1/models`` (``openai_audio``) — OpenAI-compatible.
+/v1/audio/transcriptions`` and ``GET /v1/models`` (``openai_audio``) and ``GET /v1/realtime`` (``realtime``)
+— OpenAI-compatible.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .keys import CONFIG, ENGINE, SAMPLING
 from .official_ws import official_chat
 from .openai_audio import models, transcriptions
 from .openai_chat import REPLIES, SpokenReplies, chat_completions
+from .realtime import realtime
 
 
 def make_app(
@@ -39,6 +41,7 @@ def make_app(
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/audio/transcriptions", transcriptions)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/realtime", realtime)
 
     async def lifetime(app: web.Application):
         engine.start()
@@ -55,6 +58,9 @@ def _api_key(key: str | None):
         if key is not None:
             given = request.headers.get("Authorization", "")
             given = given[7:] if given.startswith("Bearer ") else request.query.get("api_key", "")
+            for offered in request.headers.get("Sec-WebSocket-Protocol", "").split(","):  # browsers' way
+                if offered.strip().startswith("openai-insecure-api-key."):
+                    given = given or offered.strip()[len("openai-insecure-api-key.") :]
             if not hmac.compare_digest(given.encode(), key.encode()):
                 raise web.HTTPUnauthorized(
                     text='{"error": {"message": "a valid API key is needed: Authorization: Bearer <key>"}}',
