@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs whatever this checkout still lacks, and nothing else:
-#   - Debian packages espeak-ng, sox, libsndfile1 (speech synthesis for tests and the demo, audio I/O);
+#   - Debian packages espeak-ng, sox, libsndfile1 (speech synthesis for tests and the demo, audio I/O), and
+#     with "test" chromium (the browser test of the server's page);
 #   - .venv with torch==2.14.1 and torchaudio==2.11.0;
 #   - every package of the monorepo, editable, built with --no-build-isolation (funaudiochat-drsr compiles
 #     the kernels of csrc/: C++ always, CUDA when nvcc is found; a few minutes on 2 cores).
@@ -15,6 +16,9 @@ missing=()
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || missing+=(sox)
 ldconfig -p 2>/dev/null | grep -q 'libsndfile\.so' || missing+=(libsndfile1)
+if [ "$extra" = test ]; then
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
+fi
 if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}" >&2
   sudo_cmd=""

@@ -3,15 +3,19 @@
     >>> app = make_app(Engine(pipe), ServerConfig(port=8000))
     >>> web.run_app(app, host="127.0.0.1", port=8000)
 
-Routes: ``GET /api/chat`` (also ``/api/simplex``, the path the official client opens) — the official
-WebSocket protocol (``official_ws``); ``POST /v1/chat/completions`` (``openai_chat``), ``POST
-/v1/audio/transcriptions`` and ``GET /v1/models`` (``openai_audio``) and ``GET /v1/realtime`` (``realtime``)
-— OpenAI-compatible.
+Routes:
+
+- ``GET /api/chat`` (also ``/api/simplex``, the path the official client opens): the official WebSocket
+  protocol (``official_ws``);
+- ``GET /``: the built-in page (``page/index.html``);
+- OpenAI-compatible: ``POST /v1/chat/completions`` (``openai_chat``), ``POST /v1/audio/transcriptions`` and
+  ``GET /v1/models`` (``openai_audio``), ``GET /v1/realtime`` (``realtime``).
 """
 
 from __future__ import annotations
 
 import hmac
+from pathlib import Path
 
 from aiohttp import web
 
@@ -42,6 +46,7 @@ def make_app(
     app.router.add_post("/v1/audio/transcriptions", transcriptions)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/v1/realtime", realtime)
+    app.router.add_get("/", page)
 
     async def lifetime(app: web.Application):
         engine.start()
@@ -52,10 +57,18 @@ def make_app(
     return app
 
 
+PAGE = Path(__file__).with_name("page") / "index.html"
+
+
+async def page(request: web.Request) -> web.Response:
+    """The built-in page (no secrets in it: it loads without the API key and asks for it)."""
+    return web.Response(text=PAGE.read_text(encoding="utf-8"), content_type="text/html")
+
+
 def _api_key(key: str | None):
     @web.middleware
     async def check(request: web.Request, handler):
-        if key is not None:
+        if key is not None and request.path != "/":
             given = request.headers.get("Authorization", "")
             given = given[7:] if given.startswith("Bearer ") else request.query.get("api_key", "")
             for offered in request.headers.get("Sec-WebSocket-Protocol", "").split(","):  # browsers' way
