@@ -213,3 +213,33 @@ def test_an_api_key_is_required_when_set(serve, pipe):
     (status, body), handshake = asyncio.run(main())
     assert status == 401 and "API key" in body["error"]["message"]
     assert handshake == (Kind.HANDSHAKE, b"\x00\x00")
+
+
+def test_eight_staggered_sessions_each_get_what_they_get_alone(serve, pipe, question):
+    """Eight clients start 50 ms apart with their own seeds (their replies differ); one more hangs up
+    mid-answer. Each of the eight gets the reply it gets alone."""
+    url = start_server(serve, pipe)
+    heard = heard_by_server(question)
+    queries = [{"text_temperature": "0.9", "text_seed": str(100 + i)} for i in range(8)]
+    expected = [
+        pipe.chat(Request(audio=heard, sampling=sampling_from_query(q, SAMPLING))).text for q in queries
+    ]
+
+    async def client(http, query, delay, hang_up=False):
+        await asyncio.sleep(delay)
+        async with http.ws_connect(url + "/api/chat", params=query) as ws:
+            await receive(ws)
+            if hang_up:
+                await turn(ws, question, stop_at=Kind.TEXT)
+                return None
+            text, _, end = await turn(ws, question)
+            return text.strip()
+
+    async def main():
+        async with ClientSession() as http:
+            runs = [client(http, q, 0.05 * i) for i, q in enumerate(queries)]
+            runs.append(client(http, {"text_seed": "7"}, 0.12, hang_up=True))
+            return await asyncio.gather(*runs)
+
+    got = asyncio.run(main())
+    assert got[:8] == expected and len(set(expected)) > 1
