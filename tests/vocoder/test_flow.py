@@ -323,3 +323,43 @@ def test_streams_at_different_positions_join_and_reset_as_cohorts():
     got[1] += out[1:]
     for row, n in ((0, 30), (1, 28), (2, 17)):
         torch.testing.assert_close(torch.cat(got[row], dim=1), offline(row, n), rtol=0, atol=1e-5)
+
+
+def test_dit_step_many_equals_each_group_alone():
+    """Two groups of rows at different positions (their caches hold 7 and 12 frames) step together with 3
+    and 5 new frames: each group's velocity and cache are those of its own ``step``."""
+    import copy
+
+    torch.manual_seed(0)
+    dit = CausalFlowMatching(FlowConfig.tiny()).eval().decoder.estimator
+    spk = dit.input_embed.proj.in_features - 3 * 80
+
+    def frames(rows, n):
+        return [torch.randn(rows, 80, n) for _ in range(3)] + [torch.randn(rows, spk)]
+
+    caches = []
+    for rows, past in ((2, 7), (4, 12)):
+        cache = dit.init_cache(rows)  # rows: conditional and unconditional
+        x, mu, cond, s = frames(rows, past)
+        with torch.no_grad():
+            dit.step(x, mu, torch.full((rows,), 0.3), s, cond, cache)
+        caches.append(cache)
+    alone_caches = copy.deepcopy(caches)
+    new = [frames(2, 3), frames(4, 5)]
+    with torch.no_grad():
+        alone = [
+            dit.step(x, mu, torch.full((x.shape[0],), 0.6), s, cond, cache)
+            for (x, mu, cond, s), cache in zip(new, alone_caches, strict=True)
+        ]
+        padded = [[torch.nn.functional.pad(z, (0, 5 - z.shape[2])) for z in group[:3]] for group in new]
+        x, mu, cond = (torch.cat([group[i] for group in padded]) for i in range(3))
+        s = torch.cat([group[3] for group in new])
+        together = dit.step_many(x, mu, torch.full((6,), 0.6), s, cond, caches, [3, 5])
+    torch.testing.assert_close(together[:2, :, :3], alone[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(together[2:, :, :5], alone[1], rtol=0, atol=1e-5)
+    for got, want in zip(caches, alone_caches, strict=True):
+        assert got.position == want.position
+        for a, b in zip(got.conv, want.conv, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+        for a, b in zip(got.kv, want.kv, strict=True):
+            torch.testing.assert_close(a.live()[0], b.live()[0], rtol=0, atol=1e-5)

@@ -384,6 +384,16 @@ class Cohorts(StreamState):
                 out[r] = result[i]
         return out  # type: ignore[return-value]
 
+    def gather(self, outputs: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
+        """Per cohort its rows' outputs (``outputs[i]`` for ``groups[i]``, e.g. a ``[b, ...]`` tensor) -> one
+        output per batch row, in batch order (what ``run`` returns; for modules that step the cohorts
+        together, not one by one)."""
+        out: list[torch.Tensor | None] = [None] * self.batch_size
+        for result, members in zip(outputs, self.rows, strict=True):
+            for i, r in enumerate(members):
+                out[r] = result[i]
+        return out  # type: ignore[return-value]
+
     def _split_by_shape(self, shapes: list[tuple]) -> None:
         groups, rows = [], []
         for group, members in zip(self.groups, self.rows, strict=True):

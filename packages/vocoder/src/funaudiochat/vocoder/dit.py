@@ -105,7 +105,8 @@ class RotaryEmbedding(nn.Module):
 
 @dataclass
 class Rotary:
-    """The rotary turns ``exp(i angle)`` ``[T, R/2]`` (complex64): one per position and channel pair."""
+    """The rotary turns ``exp(i angle)`` ``[T, R/2]`` (complex64): one per position and channel pair; or
+    ``[B, T, R/2]`` when the rows of a batch are at different positions."""
 
     turn: torch.Tensor
 
@@ -120,7 +121,7 @@ def rotate_qk_(qkv: torch.Tensor, rope: Rotary) -> torch.Tensor:
     rot, inner = 2 * rope.turn.shape[-1], qkv.shape[-1] // 3
     head = qkv[..., : 2 * inner].unflatten(-1, (2, inner))[..., :rot]  # [B, T, 2, R]: q's and k's
     pairs = torch.view_as_complex(head.float().unflatten(-1, (rot // 2, 2)).contiguous())
-    head.copy_(torch.view_as_real(pairs * rope.turn[:, None]).flatten(-2))
+    head.copy_(torch.view_as_real(pairs * rope.turn.unsqueeze(-2)).flatten(-2))
     return qkv
 
 
@@ -289,6 +290,56 @@ class DiT(nn.Module):
         cache.position += x.shape[2]
         return velocity
 
+    def step_many(self, x, mu, t, spks, cond, caches: list[DiTCache], lengths: list[int]) -> torch.Tensor:
+        """The next frames of streams at different positions, in one run: rows ``x, mu, cond [R, C, N]``,
+        ``t [R]`` and ``spks [R, spk]`` hold each group's rows in turn (group g: the rows of ``caches[g]``,
+        its ``lengths[g]`` new frames first, then padding). Returns the velocity ``[R, mel, N]`` (padding
+        columns meaningless); each cache is updated in place as ``step`` updates it with its group's frames,
+        and each group's velocity equals ``step``'s to float rounding."""
+        x, mu, cond = x.transpose(1, 2), mu.transpose(1, 2), cond.transpose(1, 2)
+        n_max, sizes = x.shape[1], [cache.conv[0].shape[0] for cache in caches]
+        groups = list(zip(caches, sizes, lengths, strict=True))
+        embed = self.input_embed
+        h = embed.proj(torch.cat((x, cond, mu, spks.unsqueeze(1).expand(-1, n_max, -1)), dim=-1))
+        z = h.transpose(1, 2)
+        pos = embed.conv_pos_embed
+        for i, (conv, mish) in enumerate((pos.conv1, pos.conv2)):
+            z = torch.cat((torch.cat([cache.conv[i] for cache in caches]), z), dim=2)
+            start = 0
+            for cache, rows, n in groups:  # each group keeps the inputs its next frames need
+                cache.conv[i] = z[start : start + rows, :, n : n + pos.kernel_size - 1]
+                start += rows
+            z = mish(conv.convolve(z))
+        h = z.transpose(1, 2) + h
+        positions = torch.cat(
+            [
+                cache.position + torch.arange(n_max, device=x.device).expand(rows, -1)
+                for cache, rows, _ in groups
+            ]
+        )
+        angles = positions.unsqueeze(-1).to(self.rotary_embed.inv_freq) * self.rotary_embed.inv_freq
+        rope = Rotary(torch.polar(torch.ones_like(angles), angles))
+        longest = max(len(cache.kv[0]) if cache.kv else 0 for cache in caches)
+        keys_valid = torch.cat(
+            [
+                torch.cat(
+                    (
+                        torch.arange(longest, device=x.device) >= longest - len(cache.kv[0]),
+                        torch.arange(n_max, device=x.device) < n,
+                    )
+                ).expand(rows, -1)
+                for cache, rows, n in groups
+            ]
+        )
+        attn_mask = keys_valid[:, None, None, :]
+        modulations = self.modulations(t)
+        for index, (block, modulation) in enumerate(zip(self.transformer_blocks, modulations, strict=False)):
+            past = _RaggedPast([(cache.kv[index], rows, n) for cache, rows, n in groups], longest)
+            h, _ = block(h, modulation, attn_mask, rope, None, past)
+        for cache, _, n in groups:
+            cache.position += n
+        return self.proj_out(self.norm_out(h, modulations[-1])).transpose(1, 2)
+
     def _run(self, x, mu, t, spks, cond, attn_mask, valid, cache: DiTCache | None) -> torch.Tensor:
         """The estimator over ``x, mu, cond [B, C, T]``: a whole sequence (``cache`` None; ``attn_mask``
         ``[B, 1, T, T]`` and ``valid [B, T]`` or None) or the next frames of a stream after ``cache``."""
@@ -335,3 +386,23 @@ class DiT(nn.Module):
             conv=[param.new_zeros(batch_size, param.shape[1], pad) for _ in range(2)],
             kv=[KVBuffer(param.new_zeros(batch_size, heads, 0, dim_head)) for _ in self.transformer_blocks],
         )
+
+
+class _RaggedPast:
+    """The keys and values before the new frames of several groups of rows (``KVBuffer`` s of different
+    lengths, left-padded to ``longest``): ``extend`` returns them joined with the new ones (what
+    ``Attention`` attends to) and appends each group's real new frames to its buffer."""
+
+    def __init__(self, groups: list[tuple[KVBuffer, int, int]], longest: int):
+        self.groups, self.longest = groups, longest
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        past_k, past_v, start = [], [], 0
+        for buffer, rows, n in self.groups:
+            kept_k, kept_v = buffer.live()
+            pad = (0, 0, self.longest - kept_k.shape[2], 0)
+            past_k.append(F.pad(kept_k, pad))
+            past_v.append(F.pad(kept_v, pad))
+            buffer.extend(k[start : start + rows, :, :n], v[start : start + rows, :, :n])
+            start += rows
+        return torch.cat((torch.cat(past_k), k), dim=2), torch.cat((torch.cat(past_v), v), dim=2)

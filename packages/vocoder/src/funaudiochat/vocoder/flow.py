@@ -312,30 +312,51 @@ class CausalFlowMatching(nn.Module):
         rounding)."""
         if isinstance(state, Cohorts):
             rows = [torch.as_tensor(t).reshape(-1) for t in tokens]
-            return state.run(rows, lambda part, group: self._step_lockstep(part, group, finalize))
+            state.run(rows, lambda part, group: self.feed(part, group, finalize) or [None] * group.batch_size)
+            return state.gather(self.solve_ready(state.groups, finalize))
         return list(self._step_lockstep(tokens, state, finalize).unbind(0))
 
     def _step_lockstep(self, tokens: torch.Tensor, state: FlowState, finalize: bool) -> torch.Tensor:
         """``step`` for one lockstep state: tokens ``[B, n]`` -> mel ``[B, 80, m]``."""
+        self.feed(tokens, state, finalize)
+        return self.solve_ready([state], finalize)[0]
+
+    def feed(self, tokens: torch.Tensor, state: FlowState, finalize: bool) -> None:
+        """Queue the features of tokens ``[B, n]`` in one lockstep state (checked); ``solve_ready`` then
+        solves the chunks they complete."""
         if state.finished:
             raise ValueError("this flow stream is finalized; start a new one with init_state()")
         tokens = self._check_tokens(tokens, "tokens").to(self.input_embedding.weight.device)
         if tokens.shape[0] != state.batch_size:
             raise ValueError(f"tokens must be [B={state.batch_size}, n], got {list(tokens.shape)}")
         self._feed_tokens(tokens, state, finalize)
-        pieces = []
+
+    def solve_ready(self, states: list[FlowState], finalize: bool) -> list[torch.Tensor]:
+        """Solve every chunk the queued features of ``states`` complete (``finalize``: and what is left,
+        ending the streams) -> each state's mel ``[B, 80, m]``. Lockstep states at different positions (the
+        cohorts of a server's sessions) have their chunks solved together: one DiT run per Euler step for
+        all of them (``DiT.step_many``)."""
+        pieces: list[list[torch.Tensor]] = [[] for _ in states]
         while True:
-            first = state.frames == 0
-            need = state.chunk_size + (state.prompt_cond.shape[2] if first else 0)
-            ready = state.mu.shape[2]
-            if ready == 0 or (ready < need and not finalize):
+            ready = []
+            for i, state in enumerate(states):
+                need = state.chunk_size + (state.prompt_cond.shape[2] if state.frames == 0 else 0)
+                have = state.mu.shape[2]
+                if have and (have >= need or finalize):
+                    ready.append((i, min(need, have)))
+            if not ready:
                 break
-            pieces.append(self._solve_chunk(min(need, ready), state))
-            state.chunk_size = state.schedule.next_size(state.chunk_size)
-        state.finished = finalize
-        if not pieces:
-            return state.spks.new_zeros(state.batch_size, self.config.output_size, 0).float()
-        return torch.cat(pieces, dim=2)
+            for (i, _), mel in zip(
+                ready, self._solve_chunks([(states[i], n) for i, n in ready]), strict=True
+            ):
+                pieces[i].append(mel)
+                states[i].chunk_size = states[i].schedule.next_size(states[i].chunk_size)
+        out = []
+        for state, parts in zip(states, pieces, strict=True):
+            state.finished = finalize
+            empty = state.spks.new_zeros(state.batch_size, self.config.output_size, 0).float()
+            out.append(torch.cat(parts, dim=2) if parts else empty)
+        return out
 
     def _feed_tokens(self, tokens: torch.Tensor, state: FlowState, finalize: bool) -> None:
         """Token ids -> the mu frames they determine (pre-look-ahead layer, streamed), queued in the state."""
@@ -353,9 +374,9 @@ class CausalFlowMatching(nn.Module):
         mu = features.repeat_interleave(c.token_mel_ratio, dim=1).transpose(1, 2)
         state.mu = torch.cat((state.mu, mu), dim=2)
 
-    def _solve_chunk(self, n: int, state: FlowState) -> torch.Tensor:
-        """Solve the next ``n`` queued mu frames as one chunk (state updated in place); returns their mel
-        ``[B, 80, n']`` (prompt frames cut)."""
+    def _chunk_inputs(self, n: int, state: FlowState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Take the next ``n`` queued mu frames of ``state`` as a chunk: its noise ``x``, ``mu`` and ``cond``
+        ``[B, 80, n]`` (the caches trimmed to the chunk's context first)."""
         b, start = state.batch_size, state.frames
         mu, state.mu = state.mu[:, :, :n], state.mu[:, :, n:]
         # the noise is read by absolute frame, wrapping around past its end (a stream has no length limit)
@@ -368,21 +389,62 @@ class CausalFlowMatching(nn.Module):
         if state.context_chunks is not None and len(state.chunk_lengths) > state.context_chunks:
             state.chunk_lengths = state.chunk_lengths[len(state.chunk_lengths) - state.context_chunks :]
             state.caches = [cache.keep_last(sum(state.chunk_lengths)) for cache in state.caches]
-        decoder = self.decoder
-        mu_in, cond_in = torch.cat((mu, torch.zeros_like(mu))), torch.cat((cond, torch.zeros_like(cond)))
-        spks_in = torch.cat((state.spks, torch.zeros_like(state.spks)))
+        return x, mu, cond
 
-        def velocity(x, t, index):
-            v = decoder.estimator.step(
-                torch.cat((x, x)), mu_in, t.expand(2 * b), spks_in, cond_in, state.caches[index]
-            )
-            return decoder.guided(v)
-
-        t_span = decoder.time_span(len(state.caches), mu.device, mu.dtype)
-        mel = decoder.euler(x, t_span, velocity).float()
+    @staticmethod
+    def _chunk_done(state: FlowState, n: int, mel: torch.Tensor) -> torch.Tensor:
+        """Record a solved chunk of ``n`` frames; returns its mel without voice-prompt frames."""
+        start, n_prompt = state.frames, state.prompt_cond.shape[2]
         state.chunk_lengths = state.chunk_lengths + [n]
         state.frames = start + n
         return mel[:, :, max(0, n_prompt - start) :]
+
+    def _solve_chunks(self, items: list[tuple[FlowState, int]]) -> list[torch.Tensor]:
+        """Solve one chunk of each ``(state, frames)`` (all Euler steps, with guidance) against its caches;
+        several states run as one batch, their chunks right-padded to the longest."""
+        decoder = self.decoder
+        inputs = [self._chunk_inputs(n, state) for state, n in items]
+        steps = {len(state.caches) for state, _ in items}
+        if len(steps) > 1:
+            raise ValueError(
+                f"streams solved together need the same number of Euler steps, got {sorted(steps)}"
+            )
+        longest = max(n for _, n in items)
+
+        def padded(z: torch.Tensor) -> torch.Tensor:
+            return F.pad(z, (0, longest - z.shape[2]))
+
+        def both(
+            parts: list[torch.Tensor],
+        ) -> torch.Tensor:  # each group's conditional, then its unconditional rows
+            return torch.cat([z for part in parts for z in (part, torch.zeros_like(part))])
+
+        mu_in = both([padded(mu) for _, mu, _ in inputs])
+        cond_in = both([padded(cond) for _, _, cond in inputs])
+        spks_in = both([state.spks for state, _ in items])
+        sizes = [state.batch_size for state, _ in items]
+        single = len(items) == 1
+
+        def velocity(x, t, index):
+            parts = torch.split(x, sizes)
+            caches = [state.caches[index] for state, _ in items]
+            x_in = torch.cat([z for part in parts for z in (part, part)])
+            if single:
+                v = decoder.estimator.step(x_in, mu_in, t.expand(x_in.shape[0]), spks_in, cond_in, caches[0])
+            else:
+                lengths = [n for _, n in items]
+                v = decoder.estimator.step_many(
+                    x_in, mu_in, t.expand(x_in.shape[0]), spks_in, cond_in, caches, lengths
+                )
+            return torch.cat([decoder.guided(part) for part in torch.split(v, [2 * b for b in sizes])])
+
+        x = torch.cat([padded(x) for x, _, _ in inputs])
+        t_span = decoder.time_span(steps.pop(), x.device, x.dtype)
+        mel = decoder.euler(x, t_span, velocity).float()
+        return [
+            self._chunk_done(state, n, part[:, :, :n])
+            for (state, n), part in zip(items, torch.split(mel, sizes), strict=True)
+        ]
 
     # -- training -------------------------------------------------------------------------------------------
 

@@ -334,12 +334,15 @@ class Token2Wav:
                 f"Token2Wav.step takes the Cohorts made by init_state, got {type(state).__name__}"
             )
         rows = clean_token_rows(tokens, state.batch_size)
-        return state.run(rows, lambda part, group: self._step_lockstep(part, group, finalize))
-
-    def _step_lockstep(self, ids: torch.Tensor, state: Token2WavState, finalize: bool) -> torch.Tensor:
-        """One lockstep cohort: codes ``[b, n]`` -> audio ``[b, samples]``."""
-        mel = self.flow._step_lockstep(ids.to(self.flow.input_embedding.weight.device), state.flow, finalize)
-        return self.hift._step_lockstep(mel, state.hift, finalize).float().cpu()
+        device = self.flow.input_embedding.weight.device
+        # every cohort's codes queued, then the flow chunks of all cohorts solved together
+        state.run(rows, lambda part, group: self.flow.feed(part.to(device), group.flow, finalize) or part)
+        mels = self.flow.solve_ready([group.flow for group in state.groups], finalize)
+        waves = [
+            self.hift._step_lockstep(mel, group.hift, finalize).float().cpu()
+            for mel, group in zip(mels, state.groups, strict=True)
+        ]
+        return state.gather(waves)
 
     def stream(
         self,
