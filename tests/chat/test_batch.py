@@ -12,15 +12,6 @@ def pipe():
     return random_pipeline(0)
 
 
-@pytest.fixture(scope="module")
-def questions(tmp_path_factory, espeak):
-    folder = tmp_path_factory.mktemp("questions")
-    return [
-        espeak("What is the weather like today?", folder / "a.wav"),
-        espeak("Count from one to five.", folder / "b.wav"),
-    ]
-
-
 def requests(questions) -> list[Request]:
     """Spoken and written questions of different lengths, seeded apart, sampled alike (one batch)."""
     sampling = dict(max_new_tokens=14, text_temperature=0.8)

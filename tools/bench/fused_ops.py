@@ -36,15 +36,14 @@ eager in this setting, not of the kernel).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _results import write_json  # tools/bench/_results.py, this folder
 from funaudiochat.drsr import ops
 
 VOCAB = 6565
@@ -219,14 +218,6 @@ def bench_sample(repeats: int, quick: bool) -> list[dict]:
             times = best_times({"eager": eager, "fused": fused}, repeats * 5)
             rows.append(dict(op=f"sample {name}", shape=f"B={batch} V={VOCAB} H=300", **times))
     return rows
-
-
-def write_json(path: str, result: dict) -> None:
-    """Write the benchmark ``result`` to ``path`` (folders made as needed) and say so."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
 
 
 def goal_kind(op: str) -> str:

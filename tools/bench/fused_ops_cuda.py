@@ -17,8 +17,9 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
+from _results import write_json  # tools/bench/_results.py, this folder
 from funaudiochat.drsr import ops
-from fused_ops import GROUP, SAMPLE_SETTINGS, VOCAB, eager_group, eager_sample, eager_ungroup, write_json
+from fused_ops import GROUP, SAMPLE_SETTINGS, VOCAB, eager_group, eager_sample, eager_ungroup
 
 
 def median_ms(fns: dict[str, Callable[[], object]], repeats: int, iters: int) -> dict[str, float]:

@@ -11,11 +11,10 @@ baseline of each row is batch 1 offline, measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
+from _results import write_json  # tools/bench/_results.py, this folder
 from drsr_training import SRH, TEXT, VOCAB  # tools/bench/drsr_training.py, this folder
 from funaudiochat.drsr import (
     DecodingConfig,
@@ -120,10 +119,7 @@ def main() -> None:
             f"{r['speech_tokens_per_s']:>13.1f} "
             f"{r['ratio_vs_batch1_offline']:>13.2f}x {r['real_time_factor']:>11.1f}x"
         )
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_json(args.json, {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

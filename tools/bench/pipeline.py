@@ -24,12 +24,12 @@ costs <= 1.3x the offline one in total.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from _results import write_json  # tools/bench/_results.py, this folder
 from funaudiochat.chat import AudioChunk, Pipeline, Request, Sampling
 from funaudiochat.chat.loaders import RANDOM_CORPUS
 from funaudiochat.drsr import FunAudioChatConfig, FunAudioChatForConditionalGeneration
@@ -214,10 +214,7 @@ def main() -> None:
             f"{r['stream_over_offline']:>7.2f}x "
             f"{r['rtf_offline']:>8.2f} {r['rtf_stream']:>8.2f}"
         )
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_json(args.json, {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import socket
 import statistics
 import subprocess
@@ -38,6 +37,7 @@ import openai
 import soundfile as sf
 import torch
 import torchaudio
+from _results import write_json  # tools/bench/_results.py, this folder
 from aiohttp import web
 from funaudiochat.chat import Sampling
 from funaudiochat.chat.server.app import make_app
@@ -157,20 +157,18 @@ def main() -> None:
     lone = rows[0]
     what = args.model or f"random weights at the {args.size} sizes"
     print(f"server load ({what}, answers of {args.answer_steps} steps, {torch.get_num_threads()} threads)")
-    print(
-        f"{'sessions':>8} {'1st audio p50':>14} {'p95':>6} {'RTF p50':>8} {'RTF max':>8} {'audio s/s':>10} {'x lone':>7}"
-    )
+    header = ("sessions", "1st audio p50", "p95", "RTF p50", "RTF max", "audio s/s", "x lone")
+    widths = (8, 14, 6, 8, 8, 10, 7)
+    print(" ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)))
     for r in rows:
         r["throughput_vs_lone"] = r["throughput_audio_s_per_s"] / lone["throughput_audio_s_per_s"]
         r["first_audio_p95_vs_lone"] = r["first_audio_p95_s"] / lone["first_audio_p95_s"]
         print(
-            f"{r['sessions']:>8} {r['first_audio_p50_s']:>14.3f} {r['first_audio_p95_s']:>6.3f} {r['rtf_p50']:>8.2f} "
-            f"{r['rtf_max']:>8.2f} {r['throughput_audio_s_per_s']:>10.2f} {r['throughput_vs_lone']:>6.1f}x"
+            f"{r['sessions']:>8} {r['first_audio_p50_s']:>14.3f} {r['first_audio_p95_s']:>6.3f} "
+            f"{r['rtf_p50']:>8.2f} {r['rtf_max']:>8.2f} {r['throughput_audio_s_per_s']:>10.2f} "
+            f"{r['throughput_vs_lone']:>6.1f}x"
         )
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_json(args.json, {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

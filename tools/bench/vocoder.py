@@ -33,15 +33,14 @@ Goals (issue 4, demo size): RTF <= 0.1 offline, first chunk <= 150 ms, streaming
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _results import write_json  # tools/bench/_results.py, this folder
 from funaudiochat.vocoder import CausalFlowMatching, FlowConfig, HiFTConfig, HiFTGenerator
 from funaudiochat.vocoder.speakers import Speaker, SpeakerTable
 from funaudiochat.vocoder.token2wav import Token2Wav
@@ -263,10 +262,7 @@ def main() -> None:
                 f"{r['gemm_stream_s'] * 1e3:.0f} ms in a hop-{HOP} stream "
                 f"({r['gemm_over_offline']:.2f}x)"
             )
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_json(args.json, {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

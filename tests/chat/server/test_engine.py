@@ -14,15 +14,6 @@ def pipe():
     return random_pipeline(0)
 
 
-@pytest.fixture(scope="module")
-def questions(tmp_path_factory, espeak):
-    folder = tmp_path_factory.mktemp("questions")
-    return [
-        espeak("What is the weather like today?", folder / "a.wav"),
-        espeak("Count from one to five.", folder / "b.wav"),
-    ]
-
-
 def eight_requests(questions) -> list[Request]:
     """Eight requests in two decoding settings (spoken answers, and text-only ones), seeded apart."""
     out = []

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 import time
@@ -30,6 +31,16 @@ from ..batch import ReplyBatch, batch_key
 from ..pipeline import Pipeline
 from ..replies import Done, Event
 from ..request import Request
+
+
+async def cancel_task(task: asyncio.Task | None) -> bool:
+    """Cancel ``task`` (a session's reply in progress) and wait for it; returns whether it was running."""
+    if task is None or task.done():
+        return False
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return True
 
 
 class EngineBusy(RuntimeError):

@@ -25,7 +25,7 @@ from aiohttp import WSMsgType, web
 from ..replies import AudioChunk, Done, TextDelta
 from ..request import Request, Sampling, Turn
 from .config import ServerConfig
-from .engine import Engine, EngineBusy
+from .engine import Engine, EngineBusy, cancel_task
 from .keys import CONFIG, ENGINE, SAMPLING
 from .opus import OPUS_RATE, OpusIn, OpusOut
 from .protocol import (
@@ -227,12 +227,7 @@ class OfficialSession:
     async def _stop_answer(self) -> bool:
         """Cancel the reply in progress (if any); returns whether there was one."""
         task, self.answer = self.answer, None
-        if task is None or task.done():
-            return False
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return True
+        return await cancel_task(task)
 
     async def _reply(self, audio: np.ndarray) -> None:
         wave = torchaudio.functional.resample(torch.from_numpy(audio), OPUS_RATE, MODEL_RATE)

@@ -32,7 +32,7 @@ from aiohttp import WSMsgType, web
 
 from ..replies import AudioChunk, Done, TextDelta
 from ..request import Request, Turn
-from .engine import EngineBusy
+from .engine import EngineBusy, cancel_task
 from .keys import CONFIG, ENGINE, SAMPLING
 from .openai_common import encode_audio, pcm16_samples, sampling_from_body
 from .vad import SpeechDetector
@@ -433,12 +433,7 @@ class RealtimeSession:
 
     async def _cancel_response(self) -> bool:
         task, self.response = self.response, None
-        if task is None or task.done():
-            return False
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return True
+        return await cancel_task(task)
 
     async def _respond(self, request: Request) -> None:
         rid, iid = new_id("resp"), new_id("item")
