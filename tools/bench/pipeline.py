@@ -35,6 +35,7 @@ from funaudiochat.chat.loaders import RANDOM_CORPUS
 from funaudiochat.drsr import FunAudioChatConfig, FunAudioChatForConditionalGeneration
 from funaudiochat.drsr.processing import FunAudioChatProcessor
 from funaudiochat.drsr.text_tokenizer import train_text_tokenizer
+from funaudiochat.training.demo.model_stages import DEMO_SRH, demo_audio
 from funaudiochat.vocoder import CausalFlowMatching, FlowConfig, HiFTConfig, HiFTGenerator
 from funaudiochat.vocoder.speakers import Speaker, SpeakerTable
 from funaudiochat.vocoder.token2wav import Token2Wav
@@ -44,6 +45,14 @@ ROOT = Path(__file__).resolve().parents[2]
 QUESTION = ROOT / "examples" / "questions" / "four_times_five.wav"  # 2.1 s, bundled
 
 
+SRH_SIZE_FIELDS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "intermediate_size",
+)
 SIZES = {  # LLM, SRH, audio encoder
     "bench": (
         {
@@ -64,7 +73,7 @@ SIZES = {  # LLM, SRH, audio encoder
         },
         {"d_model": 256, "encoder_layers": 4, "encoder_attention_heads": 4, "encoder_ffn_dim": 1024},
     ),
-    "demo": (  # the demo model's (runs/<build>/package/config.json)
+    "demo": (  # the demo model's: its text LLM (recipes/text_lm.yaml), DEMO_SRH and DEMO_AUDIO
         {
             "hidden_size": 256,
             "num_hidden_layers": 4,
@@ -73,15 +82,8 @@ SIZES = {  # LLM, SRH, audio encoder
             "head_dim": 64,
             "intermediate_size": 768,
         },
-        {
-            "hidden_size": 128,
-            "num_hidden_layers": 3,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "head_dim": 32,
-            "intermediate_size": 384,
-        },
-        {"d_model": 128, "encoder_layers": 3, "encoder_attention_heads": 4, "encoder_ffn_dim": 512},
+        {k: v for k, v in DEMO_SRH.items() if k in SRH_SIZE_FIELDS},
+        demo_audio(),
     ),
 }
 
