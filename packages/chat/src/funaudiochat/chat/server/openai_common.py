@@ -77,8 +77,9 @@ def b64_audio(data: Any, what: str, max_seconds: float) -> torch.Tensor:
 
 
 def encode_audio(samples: torch.Tensor, fmt: str) -> bytes:
-    """24 kHz float32 samples -> ``fmt`` bytes (``AUDIO_OUT_FORMATS``; pcm16: raw little-endian 16-bit)."""
-    pcm = (samples.detach().cpu().clamp(-1, 1) * 32767).round().to(torch.int16).numpy()
+    """24 kHz float32 samples -> ``fmt`` bytes (``AUDIO_OUT_FORMATS``; pcm16: raw little-endian 16-bit).
+    In numpy: it runs on the event loop, beside the engine's torch threads."""
+    pcm = np.round(np.clip(samples.detach().cpu().numpy(), -1, 1) * 32767).astype(np.int16)
     if fmt == "pcm16":
         return pcm.astype("<i2").tobytes()
     out = io.BytesIO()

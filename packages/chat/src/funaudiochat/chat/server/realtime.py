@@ -386,7 +386,9 @@ class RealtimeSession:
                 system = " ".join(p["text"] for p in item["content"] if "text" in p)
             elif item["role"] == "user":
                 text = " ".join(p["text"] for p in item["content"] if "text" in p) or None
-                audio = model_audio(item["_audio"]) if "_audio" in item else None
+                if "_audio" in item and "_wave" not in item:  # resampled once, kept for later responses
+                    item["_wave"] = model_audio(item["_audio"])
+                audio = item.get("_wave")
                 turns.append(Turn("user", text=text, audio=audio))
             else:
                 reply = self.replies.get(item["id"])
