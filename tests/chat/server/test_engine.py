@@ -95,3 +95,18 @@ def test_the_worker_thread_streams_to_asyncio(pipe, questions):
     finally:
         engine.stop()
     assert_same_events(got, alone)
+
+
+def test_a_failing_sink_cancels_its_job_and_the_worker_goes_on(pipe, questions):
+    """A sink that raises (its client's event loop is gone) ends its own job only."""
+    engine = Engine(pipe)
+
+    def broken(event):
+        raise RuntimeError("Event loop is closed")
+
+    good = []
+    engine.submit(Request(audio=questions[0], sampling=Sampling(max_new_tokens=6)), broken)
+    engine.submit(Request(audio=questions[1], sampling=Sampling(max_new_tokens=6)), good.append)
+    while engine.run_once():
+        pass
+    assert isinstance(good[-1], Done) and engine.load == 0

@@ -243,3 +243,21 @@ def test_eight_staggered_sessions_each_get_what_they_get_alone(serve, pipe, ques
 
     got = asyncio.run(main())
     assert got[:8] == expected and len(set(expected)) > 1
+
+
+def test_a_client_that_does_not_keep_up_is_closed(serve, pipe, question):
+    url = start_server(serve, pipe, queue_size=1)  # no frame may wait
+
+    async def main():
+        async with ClientSession() as http, http.ws_connect(url + "/api/chat") as ws:
+            await ws.send_bytes(encode_control(Control.START))
+            for page in question:
+                await ws.send_bytes(encode(Kind.AUDIO, page))
+            await ws.send_bytes(encode_control(Control.END_TURN))
+            while True:
+                msg = await ws.receive(timeout=60)
+                if msg.type != WSMsgType.BINARY:
+                    return msg
+
+    last = asyncio.run(main())
+    assert last.type in (WSMsgType.CLOSE, WSMsgType.CLOSED) and last.extra == "client too slow"

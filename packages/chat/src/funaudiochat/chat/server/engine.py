@@ -198,13 +198,21 @@ class Engine:
             if isinstance(event, Done):
                 self._end(job, event)
             else:
-                job.sink(event)
+                self._deliver(job, event)
 
     def _end(self, job: Job, last: Event | BaseException) -> None:
         with self._lock:
             self._running.pop(job.id, None)
             job.done = True
-        job.sink(last)
+        self._deliver(job, last)
+
+    def _deliver(self, job: Job, event: Event | BaseException) -> None:
+        """Hand ``event`` to the job's sink; a sink that fails (its event loop closed: the client is gone)
+        cancels its job, and the worker goes on."""
+        try:
+            job.sink(event)
+        except Exception:
+            job.cancelled = True
 
     def _drop_cancelled(self) -> None:
         with self._lock:

@@ -101,6 +101,13 @@ async def official_chat(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+def drain(outbox: asyncio.Queue) -> None:
+    """Drop what waits in a session's outbox and end its sender (a client too slow to read)."""
+    while not outbox.empty():
+        outbox.get_nowait()
+    outbox.put_nowait(None)
+
+
 class OfficialSession:
     """One client's conversation (see the module docstring)."""
 
@@ -120,8 +127,7 @@ class OfficialSession:
         try:
             self.outbox.put_nowait(frame)
         except asyncio.QueueFull:  # the client does not read: close rather than hold the reply in memory
-            self.outbox = asyncio.Queue()
-            self.outbox.put_nowait(None)
+            drain(self.outbox)
             asyncio.get_running_loop().create_task(self.ws.close(message=b"client too slow"))
 
     async def _sender(self) -> None:

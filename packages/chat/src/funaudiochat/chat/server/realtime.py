@@ -34,6 +34,7 @@ from ..replies import AudioChunk, Done, TextDelta
 from ..request import Request, Turn
 from .engine import EngineBusy, cancel_task
 from .keys import CONFIG, ENGINE, SAMPLING
+from .official_ws import drain
 from .openai_common import encode_audio, pcm16_samples, sampling_from_body
 from .vad import SpeechDetector
 
@@ -109,12 +110,16 @@ class RealtimeSession:
         self.buffer = bytearray()
         self.vad = self._detector()
         self.response: asyncio.Task | None = None
-        self.outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=self.config.queue_size)
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
     def emit(self, kind: str, **fields: Any) -> None:
-        self.outbox.put_nowait(json.dumps({"type": kind, "event_id": new_id("event"), **fields}))
+        try:
+            self.outbox.put_nowait(json.dumps({"type": kind, "event_id": new_id("event"), **fields}))
+        except asyncio.QueueFull:  # the client does not read: close rather than hold the events in memory
+            drain(self.outbox)
+            asyncio.get_running_loop().create_task(self.ws.close(message=b"client too slow"))
 
     def error(self, err: Exception, event_id: str | None = None) -> None:
         code = getattr(err, "code", "invalid_value")
@@ -167,7 +172,8 @@ class RealtimeSession:
                     self.error(err, event_id)
         finally:
             await self._cancel_response()
-            self.outbox.put_nowait(None)
+            with contextlib.suppress(asyncio.QueueFull):
+                self.outbox.put_nowait(None)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sender, 5.0)
             await self.ws.close()
