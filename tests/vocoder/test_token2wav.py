@@ -239,3 +239,34 @@ def test_batched_streams_refuse_bad_input(t2w):
     with pytest.warns(UserWarning, match="dropped 2 special"):  # one per row: still lockstep
         out = t2w.step([[6562, 1, 2], [1, 6561, 2]], pair, finalize=True)
     assert [o.shape for o in out] == [(2 * 960,), (2 * 960,)] and len(pair.groups) == 1
+
+
+def test_staggered_sessions_share_their_flow_and_hift_runs(t2w, monkeypatch):
+    """Three sessions join 5 and 10 codes apart and then get 5 codes a step, as a server's sessions do:
+    their flow chunks and (past their first chunk) their HiFT steps run together, and each session's audio
+    equals its own stream's."""
+    import funaudiochat.vocoder.hift_batch as hift_batch
+
+    joined = []
+    original = hift_batch._step_joined
+    monkeypatch.setattr(hift_batch, "_step_joined", lambda *a: joined.append(len(a[2])) or original(*a))
+    g = torch.Generator().manual_seed(11)
+    codes = [torch.randint(0, 6561, (60,), generator=g) for _ in range(3)]
+    voices = [Speaker(torch.randn(192, generator=g)) for _ in range(3)]
+    state, got = None, {i: [] for i in range(3)}
+    for step in range(14):
+        for i in range(3):
+            if step == 2 * i:  # session i joins at step 2 i (10 codes after the one before)
+                fresh = t2w.init_state(1, voices[i], hop_tokens=5)
+                state = fresh if state is None else StreamState.cat([state, fresh])
+        rows = state.batch_size
+        pushes = [codes[i][5 * (step - 2 * i) : 5 * (step - 2 * i + 1)] for i in range(rows)]
+        for i, wave in enumerate(t2w.step(pushes, state)):
+            got[i].append(wave)
+    for i in range(3):
+        got[i] += t2w.step([codes[i][5 * (14 - 2 * i) :]], state.select([i]), finalize=True)
+    assert joined and max(joined) == 3  # HiFT stepped all three together
+    for i in range(3):
+        alone = t2w.stream(voices[i], hop_tokens=5)
+        own = torch.cat([alone.push(codes[i]), alone.finalize()])
+        torch.testing.assert_close(torch.cat(got[i]), own, rtol=0, atol=1e-5)

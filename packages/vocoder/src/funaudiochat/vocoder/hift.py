@@ -439,8 +439,11 @@ class HiFTGenerator(nn.Module):
             return state.run(list(mel), lambda part, group: self._step_lockstep(part, group, finalize))
         return list(self._step_lockstep(mel, state, finalize).unbind(0))
 
-    def _step_lockstep(self, mel: torch.Tensor, state: HiFTState, finalize: bool) -> torch.Tensor:
-        """``step`` for one lockstep state: mel ``[B, 80, n]`` -> waveform ``[B, m]``."""
+    def _step_lockstep(
+        self, mel: torch.Tensor, state: HiFTState, finalize: bool, starts: list[int] | None = None
+    ) -> torch.Tensor:
+        """``step`` for one lockstep state: mel ``[B, 80, n]`` -> waveform ``[B, m]``; ``starts``: each row's
+        own sample position (states joined by ``hift_batch``), instead of the state's shared one."""
         if state.finished:
             raise ValueError("this HiFT stream is finalized; start a new one with init_state()")
         cfg = self.config
@@ -453,9 +456,8 @@ class HiFTGenerator(nn.Module):
         with parametrize.cached():
             f0 = self.f0_predictor(mel.to(cfg.f0_dtype), finalize, state.context)
             started = state.source_samples > 0
-            source, phase = self.m_source(
-                f0, state.noise, state.source_samples, state.phase if started else None
-            )
+            position = state.source_samples if starts is None else starts
+            source, phase = self.m_source(f0, state.noise, position, state.phase if started else None)
             spec, stft_input = self._stream_stft(source.squeeze(-1), state, finalize)
             x = self._generate(mel, spec, state, finalize)
             wave, ola, envelope, position = self._stream_istft(x, state, finalize)

@@ -4,6 +4,7 @@ random parts (``SourceNoise``)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -92,12 +93,17 @@ class HarmonicSource(nn.Module):
         self.l_linear = nn.Linear(self.harmonics, 1)
 
     def forward(
-        self, f0: torch.Tensor, noise: SourceNoise, start: int = 0, phase: torch.Tensor | None = None
+        self,
+        f0: torch.Tensor,
+        noise: SourceNoise,
+        start: int | Sequence[int] = 0,
+        phase: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """f0 ``[B, T]`` (Hz per frame) -> ``(excitation [B, T * frame, 1], phase [B, H])``.
 
         ``start`` is the sample position of ``f0[:, 0]``'s first sample (the noise position; the initial
-        phases are added at sample 0 only, as the reference does); ``phase`` the accumulated per-frame
+        phases are added at sample 0 only, as the reference does), or one position per row (streams at
+        different positions stepped together; each > 0); ``phase`` the accumulated per-frame
         phase before ``start`` (streaming; ``None`` at the start). The returned phase carries on to the
         next call. The phase is accumulated in f0's dtype: a float64 f0 keeps a long stream's phase exact
         whichever way it is cut."""
@@ -107,7 +113,9 @@ class HarmonicSource(nn.Module):
             return self.l_linear.weight.new_zeros(b, 0, 1), carried
         multiples = torch.arange(1, self.harmonics + 1, device=f0.device, dtype=f0.dtype)
         per_frame = (f0[:, :, None] * multiples / self.sampling_rate) % 1  # [B, T, H] cycles per sample
-        if start == 0:
+        if not isinstance(start, int) and min(start) <= 0:
+            raise ValueError("per-row source positions are for streams past their start (each > 0)")
+        if isinstance(start, int) and start == 0:
             # the reference adds the initial phases to sample 0; its linear down-sampling reads sample 0
             # for frame 0 only when a frame is 1 or 2 samples long, weighted by 1 - (frame - 1) / 2
             reach = 0.5 * self.frame - 0.5
@@ -122,10 +130,16 @@ class HarmonicSource(nn.Module):
         amplitude = voiced * self.sigma + (1 - voiced) * self.alpha / 3  # [B, T, 1]
         weight = self.l_linear.weight
         harmonic = F.linear((sines * voiced).to(weight.dtype), weight)  # [B, T, 1]
-        noise_drive = F.linear(noise.noise(start, frames * self.frame).to(weight.dtype), weight)  # [L, 1]
+        length = frames * self.frame
+        if isinstance(start, int):
+            noise_drive = F.linear(noise.noise(start, length).to(weight.dtype), weight)[None]  # [1, L, 1]
+        else:
+            noise_drive = torch.stack(
+                [F.linear(noise.noise(s, length).to(weight.dtype), weight) for s in start]
+            )
         merged = torch.addcmul(
             harmonic.repeat_interleave(self.frame, dim=1) + self.l_linear.bias,
             amplitude.to(weight.dtype).repeat_interleave(self.frame, dim=1),
-            noise_drive[None],
+            noise_drive,
         )
         return torch.tanh(merged), end_phase

@@ -50,6 +50,7 @@ from funaudiochat.base.streaming import Cohorts, StreamState
 
 from .flow import CausalFlowMatching, ChunkPolicy, FlowConfig, FlowState
 from .hift import HiFTConfig, HiFTGenerator, HiFTState, SourceNoise
+from .hift_batch import step_together
 from .speakers import EMBEDDING_DIM, Speaker, SpeakerTable
 
 Voice = str | Speaker | torch.Tensor | None  # a table name, a speaker, a bare embedding, or the default
@@ -338,11 +339,8 @@ class Token2Wav:
         # every cohort's codes queued, then the flow chunks of all cohorts solved together
         state.run(rows, lambda part, group: self.flow.feed(part.to(device), group.flow, finalize) or part)
         mels = self.flow.solve_ready([group.flow for group in state.groups], finalize)
-        waves = [
-            self.hift._step_lockstep(mel, group.hift, finalize).float().cpu()
-            for mel, group in zip(mels, state.groups, strict=True)
-        ]
-        return state.gather(waves)
+        waves = step_together(self.hift, mels, [group.hift for group in state.groups], finalize)
+        return state.gather([wave.float().cpu() for wave in waves])
 
     def stream(
         self,
