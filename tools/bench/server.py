@@ -141,14 +141,22 @@ def main() -> None:
     parser.add_argument("--hop", type=int, default=15, help="vocoder hop (codes)")
     parser.add_argument("--hop-growth", type=int, default=1)
     parser.add_argument("--max-hop", type=int)
+    parser.add_argument(
+        "--audio-lead", type=float, default=1.0, help="ServerConfig.audio_lead_s (negative: no waiting)"
+    )
     parser.add_argument("--json", default="bench-results/server.json")
     args = parser.parse_args()
 
     pipe = build_pipeline(args.size, args.model, args.hop, args.hop_growth, args.max_hop)
     counts = [int(n) for n in args.sessions.split(",")]
     config = ServerConfig(max_sessions=max(counts))
+    lead = args.audio_lead if args.audio_lead >= 0 else None
     url = start_server(
-        make_app(Engine(pipe, max_jobs=max(counts)), config, Sampling(max_new_tokens=args.answer_steps))
+        make_app(
+            Engine(pipe, max_jobs=max(counts), audio_lead_s=lead),
+            config,
+            Sampling(max_new_tokens=args.answer_steps),
+        )
     )
     with tempfile.TemporaryDirectory() as folder:
         questions = spoken_questions(Path(folder))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
-from funaudiochat.base.constants import SPEECH_CODES
+from funaudiochat.base.constants import SPEECH_CODES, VOCODER_SAMPLE_RATE
 from funaudiochat.base.streaming import StreamState
 from funaudiochat.drsr import decode_step, prefill
 
@@ -41,6 +41,10 @@ def real_codes(ids: torch.Tensor) -> torch.Tensor:
     """The speech codes of a model output (the BOS delay, EOS and pad ids dropped), as a 1-D long tensor."""
     ids = ids.reshape(-1).long().cpu()
     return ids[(ids >= 0) & (ids < SPEECH_CODES)]
+
+
+def _joined(pieces: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
 
 
 def batch_key(request: Request) -> tuple[bool, Sampling]:
@@ -63,15 +67,29 @@ class ReplyRow:
     audio: list[torch.Tensor] = field(default_factory=list)
     shown: str = ""
     timings: Timings = field(default_factory=Timings)
+    waiting: list[torch.Tensor] = field(default_factory=list)  # codes not vocoded yet (audio_lead_s)
+    samples: int = 0  # audio samples made so far
+
+    def lead_s(self, now: float) -> float:
+        """Seconds of audio made beyond what a listener who started at the first audio has heard."""
+        if self.timings.first_audio_s is None:
+            return 0.0
+        return self.samples / VOCODER_SAMPLE_RATE - (now - self.start - self.timings.first_audio_s)
 
 
 class ReplyBatch:
     """Rows of replies decoded and vocoded together (see the module docstring).
 
-    pipe: the pipeline whose model, vocoder and hop schedule the rows use."""
+    pipe: the pipeline whose model, vocoder and hop schedule the rows use; audio_lead_s: a row whose audio
+    is this far ahead of real time keeps its new codes for later (None: every row's codes are vocoded at
+    once), so that the vocoder serves first the rows a listener would hear a gap in, a new session's first
+    audio above all. The audio is the same either way (the vocoder's chunks are counted in codes)."""
 
-    def __init__(self, pipe: Pipeline):
+    def __init__(self, pipe: Pipeline, audio_lead_s: float | None = None):
+        if audio_lead_s is not None and audio_lead_s < 0:
+            raise ValueError(f"audio_lead_s must be >= 0 or None, got {audio_lead_s}")
         self.pipe = pipe
+        self.audio_lead_s = audio_lead_s
         self.rows: list[ReplyRow] = []
         self.key: tuple[bool, Sampling] | None = None
         self._state = None  # DecodingState of the rows
@@ -145,8 +163,14 @@ class ReplyBatch:
                 events.append((row.key, TextDelta(text[len(row.shown) :])))
                 row.shown = text
             if row.speaks and bool(step.speech_valid[local]):
-                new_codes[i] = real_codes(step.speech_tokens[local])
-                row.codes.append(new_codes[i])
+                row.waiting.append(real_codes(step.speech_tokens[local]))
+                row.codes.append(row.waiting[-1])
+        now = time.perf_counter()
+        for i in indices:
+            row = self.rows[i]
+            if row.waiting and (self.audio_lead_s is None or row.lead_s(now) < self.audio_lead_s):
+                new_codes[i] = torch.cat(row.waiting)
+                row.waiting = []
         if new_codes:
             events += self._vocode(new_codes)
         ended = [i for i in indices if bool(self._state.finished[i])]
@@ -169,6 +193,7 @@ class ReplyBatch:
                 if row.timings.first_audio_s is None:
                     row.timings.first_audio_s = time.perf_counter() - row.start
                 row.audio.append(wave)
+                row.samples += wave.numel()
                 events.append((row.key, AudioChunk(wave)))
         return events
 
@@ -177,8 +202,8 @@ class ReplyBatch:
         events = []
         if self._vocoder is not None:  # the ended rows' streams (apart, when others go on) are finalized
             state = self._vocoder if len(ended) == len(self.rows) else self._vocoder.select(ended)
-            empty = [torch.zeros(0, dtype=torch.long)] * len(ended)
-            waves = self.pipe.vocoder.step(empty, state, finalize=True)
+            rest = [_joined(self.rows[i].waiting) for i in ended]  # codes still waiting, then the end
+            waves = self.pipe.vocoder.step(rest, state, finalize=True)
             events += self._audio_events(dict(zip(ended, waves, strict=True)))
         for i in ended:
             row = self.rows[i]

@@ -56,7 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sampling = Sampling(max_new_tokens=args.max_new_tokens)
     pipe = choose_pipeline(args.model, args.seed, "serve")
     pipe.set_hops(args.hop, args.hop_growth, args.max_hop)
-    app = make_app(Engine(pipe, max_jobs=config.max_sessions), config, sampling)
+    engine = Engine(pipe, max_jobs=config.max_sessions, audio_lead_s=config.audio_lead_s)
+    app = make_app(engine, config, sampling)
     print(f"funaudiochat serve: http://{config.host}:{config.port} (WebSocket /api/chat)", file=sys.stderr)
     web.run_app(app, host=config.host, port=config.port, print=None)
     return 0

@@ -15,7 +15,8 @@ class ServerConfig:
     official-protocol session gets a ping this often (the official client closes after 30 s of
     silence); queue_size: a session's outgoing messages waiting to be sent, beyond which it is closed as
     too slow; max_history_turns: earlier turns a session keeps (the official server keeps 8); model_name:
-    the model's name in the OpenAI-compatible endpoints."""
+    the model's name in the OpenAI-compatible endpoints; audio_lead_s: a reply whose audio is this far
+    ahead of real time lets the others (a new session's first audio) use the vocoder first."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -28,6 +29,7 @@ class ServerConfig:
     queue_size: int = 1024
     max_history_turns: int = 8
     model_name: str = "fun-audio-chat"
+    audio_lead_s: float = 1.0
 
     def __post_init__(self) -> None:
         problems = []

@@ -65,12 +65,17 @@ class Engine:
     """Continuous batching of a pipeline's replies (see the module docstring).
 
     pipe: the pipeline (the engine's worker is then its only user); max_jobs: jobs waiting or running at
-    once (more: ``EngineBusy``); idle_wait_s: how long the idle worker sleeps between looks for work."""
+    once (more: ``EngineBusy``); idle_wait_s: how long the idle worker sleeps between looks for work;
+    audio_lead_s: a reply whose audio is this far ahead of real time waits for the vocoder while others
+    (a new session's first audio) go first (``ReplyBatch``; None: no waiting)."""
 
-    def __init__(self, pipe: Pipeline, max_jobs: int = 16, idle_wait_s: float = 0.05):
+    def __init__(
+        self, pipe: Pipeline, max_jobs: int = 16, idle_wait_s: float = 0.05, audio_lead_s: float | None = None
+    ):
         if max_jobs < 1:
             raise ValueError(f"max_jobs must be >= 1, got {max_jobs}")
         self.pipe = pipe
+        self.audio_lead_s = audio_lead_s
         self.max_jobs = max_jobs
         self.idle_wait_s = idle_wait_s
         self._lock = threading.Lock()
@@ -179,7 +184,7 @@ class Engine:
         if job.cancelled:
             return
         key = batch_key(job.request)
-        batch = self._batches.get(key) or ReplyBatch(self.pipe)
+        batch = self._batches.get(key) or ReplyBatch(self.pipe, self.audio_lead_s)
         try:
             events = batch.add(job.request, key=job.id, start=job.submitted)
         except Exception as error:  # bad input of this request: it alone ends, with the reason
