@@ -50,8 +50,8 @@ def test_a_cancelled_job_leaves_the_others_unchanged(pipe, questions):
     engine = Engine(pipe)
     got = {i: [] for i in range(3)}
     jobs = [engine.submit(r, got[i].append) for i, r in enumerate(asked)]
-    for _ in range(4):
-        engine.run_once()
+    engine.run_once()  # each job to its first audio, and a step of the joined batch
+    assert got[1] and not any(isinstance(e, Done) for e in got[1])
     engine.cancel(jobs[1])
     seen = len(got[1])
     while engine.run_once():
@@ -110,3 +110,26 @@ def test_a_failing_sink_cancels_its_job_and_the_worker_goes_on(pipe, questions):
     while engine.run_once():
         pass
     assert isinstance(good[-1], Done) and engine.load == 0
+
+
+def test_a_new_job_gets_its_first_audio_in_one_loop_then_joins_the_batch(pipe, questions):
+    """A reply joining a running one is stepped in a batch of its own until its first audio (one loop of
+    the worker), then joins the other's batch; both still get what they get alone."""
+    asked = [
+        Request(audio=questions[0], sampling=Sampling(max_new_tokens=30, seed=1)),
+        Request(audio=questions[1], sampling=Sampling(max_new_tokens=30, seed=2)),
+    ]
+    alone = [list(pipe.stream(r)) for r in asked]
+    engine = Engine(pipe)
+    got = {0: [], 1: []}
+    engine.submit(asked[0], got[0].append)
+    for _ in range(3):
+        engine.run_once()
+    engine.submit(asked[1], got[1].append)
+    engine.run_once()
+    assert any(isinstance(e, AudioChunk) for e in got[1])
+    assert len(engine._batches) == 1 and len(next(iter(engine._batches.values())).rows) == 2
+    while engine.run_once():
+        pass
+    for i in (0, 1):
+        assert_same_events(got[i], alone[i])

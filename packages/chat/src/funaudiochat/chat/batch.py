@@ -137,6 +137,23 @@ class ReplyBatch:
             return []
         return self._after_step(decode_step(self.pipe.model, self._state))
 
+    def absorb(self, other: ReplyBatch) -> None:
+        """Take ``other``'s rows (of the same decoding setting) as this batch's last rows; ``other`` is left
+        empty. Their states join as a later session joins (``StreamState.cat``)."""
+        if not other.rows:
+            return
+        if not self.rows:
+            self._state, self._vocoder, self.key = other._state, other._vocoder, other.key
+        elif other.key != self.key:
+            raise ValueError("a batch can take the rows of a batch with the same decoding setting only")
+        else:
+            self._state = StreamState.cat([self._state, other._state])
+            self._vocoder = (
+                None if self._vocoder is None else StreamState.cat([self._vocoder, other._vocoder])
+            )
+        self.rows = self.rows + other.rows
+        other.rows, other._state, other._vocoder, other.key = [], None, None, None
+
     def drop(self, keys: list[Hashable]) -> None:
         """Take the rows named ``keys`` out of the batch (cancelled); the others go on unchanged."""
         gone = set(keys)

@@ -1,9 +1,11 @@
 """``Engine``: the sessions of a server decoded together (continuous batching).
 
 One worker thread owns the pipeline. Each turn a session asks for is a job: the worker prefills it between
-5 Hz steps and joins it to the running ``ReplyBatch`` of its decoding setting (``batch.batch_key``); every
-loop steps each batch once, so the LLM, the SRH, the flow and HiFT run all sessions of a setting together,
-and sends each job's events to its sink. A finished job leaves its batch at the step that ends it; a
+5 Hz steps in a batch of its own, steps that batch a few times per loop until the reply's first audio is
+out (a new session does not wait for the long steps of a full batch), then joins it to the running
+``ReplyBatch`` of its decoding setting (``batch.batch_key``); every loop steps each batch once, so the LLM,
+the SRH, the flow and HiFT run all sessions of a setting together, and sends each job's events to its
+sink. A finished job leaves its batch at the step that ends it; a
 cancelled one (barge-in, a closed socket) leaves at the next step; the others go on unchanged (each row
 gets what it gets alone). A job whose prefill fails (bad audio, too long a history) gets the error as its
 one event, and the worker goes on.
@@ -27,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..batch import ReplyBatch, batch_key
+from ..batch import ReplyBatch
 from ..pipeline import Pipeline
 from ..replies import Done, Event
 from ..request import Request
@@ -41,6 +43,12 @@ async def cancel_task(task: asyncio.Task | None) -> bool:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     return True
+
+
+def _first_audio_out(batch: ReplyBatch) -> bool:
+    """Whether a new reply's batch may join the others: each of its rows has given its first audio (or
+    speaks not at all)."""
+    return all(not row.speaks or row.timings.first_audio_s is not None for row in batch.rows)
 
 
 class EngineBusy(RuntimeError):
@@ -67,15 +75,24 @@ class Engine:
     pipe: the pipeline (the engine's worker is then its only user); max_jobs: jobs waiting or running at
     once (more: ``EngineBusy``); idle_wait_s: how long the idle worker sleeps between looks for work;
     audio_lead_s: a reply whose audio is this far ahead of real time waits for the vocoder while others
-    (a new session's first audio) go first (``ReplyBatch``; None: no waiting)."""
+    (a new session's first audio) go first (``ReplyBatch``; None: no waiting); warm_steps: steps a new
+    reply may take per loop, in its own batch, until its first audio (0: it joins the running batch at
+    once)."""
 
     def __init__(
-        self, pipe: Pipeline, max_jobs: int = 16, idle_wait_s: float = 0.05, audio_lead_s: float | None = None
+        self,
+        pipe: Pipeline,
+        max_jobs: int = 16,
+        idle_wait_s: float = 0.05,
+        audio_lead_s: float | None = None,
+        warm_steps: int = 4,
     ):
         if max_jobs < 1:
             raise ValueError(f"max_jobs must be >= 1, got {max_jobs}")
         self.pipe = pipe
         self.audio_lead_s = audio_lead_s
+        self.warm_steps = warm_steps
+        self._warming: list[ReplyBatch] = []  # new replies, each in its own batch until its first audio
         self.max_jobs = max_jobs
         self.idle_wait_s = idle_wait_s
         self._lock = threading.Lock()
@@ -161,6 +178,8 @@ class Engine:
             if job is None:
                 break
             self._admit(job)
+        for batch in list(self._warming):
+            self._warm(batch)
         for key, batch in list(self._batches.items()):
             try:
                 events = batch.step()
@@ -183,17 +202,40 @@ class Engine:
     def _admit(self, job: Job) -> None:
         if job.cancelled:
             return
-        key = batch_key(job.request)
-        batch = self._batches.get(key) or ReplyBatch(self.pipe, self.audio_lead_s)
+        batch = ReplyBatch(self.pipe, self.audio_lead_s)
         try:
             events = batch.add(job.request, key=job.id, start=job.submitted)
         except Exception as error:  # bad input of this request: it alone ends, with the reason
             self._end(job, error)
             return
-        self._batches[key] = batch
         with self._lock:
             self._running[job.id] = job
+        self._warming.append(batch)
         self._dispatch(events)
+
+    def _warm(self, batch: ReplyBatch) -> None:
+        """Step a new reply's own batch until its first audio (at most ``warm_steps`` times this loop),
+        then join it to the running batch of its setting."""
+        for _ in range(self.warm_steps):
+            if not batch.rows or _first_audio_out(batch):
+                break
+            try:
+                events = batch.step()
+            except Exception as error:
+                self._warming.remove(batch)
+                self._fail(batch, error)
+                return
+            self.steps += 1
+            self._dispatch(events)
+        if not batch.rows:
+            self._warming.remove(batch)
+        elif _first_audio_out(batch) or not self.warm_steps:
+            self._warming.remove(batch)
+            key = batch.key
+            if key in self._batches:
+                self._batches[key].absorb(batch)
+            else:
+                self._batches[key] = batch
 
     def _dispatch(self, events: list[tuple[Any, Event]]) -> None:
         for job_id, event in events:
@@ -229,13 +271,18 @@ class Engine:
         if not gone:
             return
         ids = [job.id for job in gone]
+        for batch in self._warming:
+            batch.drop(ids)
+        self._warming = [batch for batch in self._warming if batch.rows]
         for key, batch in list(self._batches.items()):
             batch.drop(ids)
             if not batch.rows:
                 del self._batches[key]
 
     def _fail_batch(self, key: Any, error: Exception) -> None:
-        batch = self._batches.pop(key)
+        self._fail(self._batches.pop(key), error)
+
+    def _fail(self, batch: ReplyBatch, error: Exception) -> None:
         for row in batch.rows:
             job = self._running.get(row.key)
             if job is not None:
