@@ -144,6 +144,7 @@ def main() -> None:
     parser.add_argument(
         "--audio-lead", type=float, default=1.0, help="ServerConfig.audio_lead_s (negative: no waiting)"
     )
+    parser.add_argument("--warm-steps", type=int, default=4, help="Engine.warm_steps (0: join at once)")
     parser.add_argument("--json", default="bench-results/server.json")
     args = parser.parse_args()
 
@@ -153,7 +154,7 @@ def main() -> None:
     lead = args.audio_lead if args.audio_lead >= 0 else None
     url = start_server(
         make_app(
-            Engine(pipe, max_jobs=max(counts), audio_lead_s=lead),
+            Engine(pipe, max_jobs=max(counts), audio_lead_s=lead, warm_steps=args.warm_steps),
             config,
             Sampling(max_new_tokens=args.answer_steps),
         )
