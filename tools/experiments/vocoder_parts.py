@@ -2,7 +2,7 @@
 flow and HiFT, each heard by pocketsphinx.
 
     python tools/experiments/vocoder_parts.py --model runs/demo6/package --run runs/demo6 \
-        [--limit 10] [--group heldout|train_a] [--out vocoder_parts.json]
+        [--limit 10] [--group heldout|train_a] [--flow-steps N] [--out vocoder_parts.json]
 
 For each held-out (or ``--group train_a``: training) question-answer pair with a spoken answer
 (``demo_eval.heldout_items``, at most ``--limit`` per task), pocketsphinx (``listen.Recognizer`` over the
@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="the demo build (corpus, speech)")
     parser.add_argument("--limit", type=int, default=10, help="pairs per task")
     parser.add_argument("--group", default="heldout", help="heldout, or train_a for training pairs")
+    parser.add_argument("--flow-steps", type=int, help="the flow's Euler steps (default: the folder's, 10)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -43,6 +44,10 @@ def main() -> None:
     items = [i for i in heldout_items(args.run, args.limit, group=args.group) if i.task in QA_TASKS]
     recognizer = Recognizer([p["answer"] for p in corpus_pairs(args.run / "corpus", SPLITS, QA_TASKS)])
     pipe = Pipeline.from_pretrained(args.model)
+    if args.flow_steps is not None:
+        if args.flow_steps < 1:
+            raise SystemExit(f"--flow-steps must be >= 1, got {args.flow_steps}")
+        pipe.vocoder.flow.config.n_timesteps = args.flow_steps
     # (1) and (3), as the evaluation measures them
     ceilings = speech_ceilings(pipe, items, recognizer)
     mel_of = MelSpectrogram()
