@@ -116,14 +116,15 @@ def random_pipeline(size: str) -> Pipeline:
 
 
 def demo_vocoder() -> Token2Wav:
-    """The demo model's flow and HiFT sizes, random weights, one random voice."""
+    """The demo model's flow (with the Euler steps it ships with) and HiFT sizes, random weights, one
+    random voice."""
+    from funaudiochat.training.demo.context import DemoSettings
     from funaudiochat.training.demo.vocoder_stages import DEMO_FLOW, DEMO_HIFT
 
     torch.manual_seed(0)
     voices = SpeakerTable({"v": Speaker(torch.randn(192))})
-    return Token2Wav(
-        CausalFlowMatching(FlowConfig(**DEMO_FLOW)), HiFTGenerator(HiFTConfig(**DEMO_HIFT)), voices
-    )
+    flow = FlowConfig(**DEMO_FLOW, n_timesteps=DemoSettings().flow_inference_steps)
+    return Token2Wav(CausalFlowMatching(flow), HiFTGenerator(HiFTConfig(**DEMO_HIFT)), voices)
 
 
 def build_pipeline(

@@ -328,6 +328,7 @@ def test_finishing_stages_fine_tune_train_the_vocoder_and_package_a_pipeline(pac
     assert "| `dpo` |" in card and "Fun-Audio-Chat demo model" in card
     pipe = Pipeline.from_pretrained(root / "package")
     assert pipe.vocoder.speakers.names == ["assistant"] and pipe.speech_tokenizer is not None
+    assert pipe.vocoder.flow.config.n_timesteps == DemoSettings().flow_inference_steps == 5
     reply = pipe.chat(text="What is two plus three?", mode="s2s")
     assert reply.audio is not None and reply.audio.ndim == 1
 

@@ -79,6 +79,7 @@ def run_package(build: StageContext) -> dict[str, Any]:
     model_folder = build.require("dpo", "package") / "run" / "model"
     processor = FunAudioChatProcessor.from_pretrained(build.require("text_tokenizer", "package"))
     flow = load_flow(build.require("vocoder_flow", "package") / "flow.safetensors")
+    flow.config.n_timesteps = build.settings.flow_inference_steps  # kept in flow.safetensors' config
     hift = load_hift(build.require("vocoder_hift", "package") / "hift.safetensors")
     tokenizer_path = build.require("speech_tokenizer", "package") / "speech_tokenizer.safetensors"
     model = FunAudioChatForConditionalGeneration.from_pretrained(str(model_folder)).to(torch.float32).eval()

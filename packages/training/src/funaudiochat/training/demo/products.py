@@ -31,6 +31,7 @@ RESTORED_FILE = "restored.json"
 ADDED_SETTINGS: dict[str, tuple[str, Any]] = {
     "text_lm_skills": ("text_lm", False),
     "audio_encoder_width": ("audio_encoder", 128),
+    "flow_inference_steps": ("package", 10),
 }
 
 
