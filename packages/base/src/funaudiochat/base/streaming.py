@@ -372,22 +372,25 @@ class Cohorts(StreamState):
         inputs: per row (a list of B tensors, or a tensor ``[B, ...]``), or None (no input). Rows of a cohort
         advance alike: when they get inputs of different shapes (a server pushing a different number of
         tokens to each session), the cohort is first split, for good, into cohorts of equal inputs."""
+        return self.gather([step(part, group) for part, group in self.parts(inputs)])
+
+    def parts(
+        self, inputs: Sequence[torch.Tensor] | torch.Tensor | None
+    ) -> list[tuple[torch.Tensor | None, StreamState]]:
+        """Each cohort with the stacked inputs of its rows (cohorts split first as ``run`` says): for modules
+        that feed every cohort, then step them together (``gather`` makes their outputs per row)."""
         if inputs is not None:
             if len(inputs) != self.batch_size:
                 raise ValueError(f"this batch has {self.batch_size} rows; got inputs for {len(inputs)}")
             self._split_by_shape([tuple(x.shape) for x in inputs])
-        out: list[torch.Tensor | None] = [None] * self.batch_size
-        for group, members in zip(self.groups, self.rows, strict=True):
-            part = None if inputs is None else torch.stack([inputs[r] for r in members])
-            result = step(part, group)
-            for i, r in enumerate(members):
-                out[r] = result[i]
-        return out  # type: ignore[return-value]
+        return [
+            (None if inputs is None else torch.stack([inputs[r] for r in members]), group)
+            for group, members in zip(self.groups, self.rows, strict=True)
+        ]
 
     def gather(self, outputs: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
         """Per cohort its rows' outputs (``outputs[i]`` for ``groups[i]``, e.g. a ``[b, ...]`` tensor) -> one
-        output per batch row, in batch order (what ``run`` returns; for modules that step the cohorts
-        together, not one by one)."""
+        output per batch row, in batch order (what ``run`` returns)."""
         out: list[torch.Tensor | None] = [None] * self.batch_size
         for result, members in zip(outputs, self.rows, strict=True):
             for i, r in enumerate(members):

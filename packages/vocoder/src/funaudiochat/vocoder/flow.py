@@ -312,7 +312,8 @@ class CausalFlowMatching(nn.Module):
         rounding)."""
         if isinstance(state, Cohorts):
             rows = [torch.as_tensor(t).reshape(-1) for t in tokens]
-            state.run(rows, lambda part, group: self.feed(part, group, finalize) or [None] * group.batch_size)
+            for part, group in state.parts(rows):
+                self.feed(part, group, finalize)
             return state.gather(self.solve_ready(state.groups, finalize))
         return list(self._step_lockstep(tokens, state, finalize).unbind(0))
 

@@ -337,7 +337,8 @@ class Token2Wav:
         rows = clean_token_rows(tokens, state.batch_size)
         device = self.flow.input_embedding.weight.device
         # every cohort's codes queued, then the flow chunks of all cohorts solved together
-        state.run(rows, lambda part, group: self.flow.feed(part.to(device), group.flow, finalize) or part)
+        for part, group in state.parts(rows):
+            self.flow.feed(part.to(device), group.flow, finalize)
         mels = self.flow.solve_ready([group.flow for group in state.groups], finalize)
         waves = step_together(self.hift, mels, [group.hift for group in state.groups], finalize)
         return state.gather([wave.float().cpu() for wave in waves])
