@@ -68,13 +68,13 @@ class ReplyRow:
     shown: str = ""
     timings: Timings = field(default_factory=Timings)
     waiting: list[torch.Tensor] = field(default_factory=list)  # codes not vocoded yet (audio_lead_s)
-    samples: int = 0  # audio samples made so far
 
     def lead_s(self, now: float) -> float:
         """Seconds of audio made beyond what a listener who started at the first audio has heard."""
         if self.timings.first_audio_s is None:
             return 0.0
-        return self.samples / VOCODER_SAMPLE_RATE - (now - self.start - self.timings.first_audio_s)
+        made = sum(piece.numel() for piece in self.audio) / VOCODER_SAMPLE_RATE
+        return made - (now - self.start - self.timings.first_audio_s)
 
 
 class ReplyBatch:
@@ -210,7 +210,6 @@ class ReplyBatch:
                 if row.timings.first_audio_s is None:
                     row.timings.first_audio_s = time.perf_counter() - row.start
                 row.audio.append(wave)
-                row.samples += wave.numel()
                 events.append((row.key, AudioChunk(wave)))
         return events
 
@@ -225,8 +224,7 @@ class ReplyBatch:
         for i in ended:
             row = self.rows[i]
             speech = (torch.cat(row.audio) if row.audio else torch.zeros(0)) if row.speaks else None
-            codes = torch.cat(row.codes) if row.codes else torch.zeros(0, dtype=torch.long)
-            reply = self.pipe._reply(row.ids, codes, speech, row.timings)
+            reply = self.pipe._reply(row.ids, _joined(row.codes), speech, row.timings)
             reply.timings.total_s = time.perf_counter() - row.start
             events.append((row.key, Done(reply)))
         self._keep([i for i in range(len(self.rows)) if i not in set(ended)])

@@ -181,14 +181,7 @@ class Engine:
         for batch in list(self._warming):
             self._warm(batch)
         for key, batch in list(self._batches.items()):
-            try:
-                events = batch.step()
-            except Exception as error:  # a fault of the batch: its jobs end with the error, the rest go on
-                self._fail_batch(key, error)
-                continue
-            self.steps += 1
-            self._dispatch(events)
-            if not batch.rows:
+            if not self._step(batch) or not batch.rows:
                 del self._batches[key]
         with self._lock:
             return bool(self._pending or self._running)
@@ -219,14 +212,9 @@ class Engine:
         for _ in range(self.warm_steps):
             if not batch.rows or _first_audio_out(batch):
                 break
-            try:
-                events = batch.step()
-            except Exception as error:
+            if not self._step(batch):
                 self._warming.remove(batch)
-                self._fail(batch, error)
                 return
-            self.steps += 1
-            self._dispatch(events)
         if not batch.rows:
             self._warming.remove(batch)
         elif _first_audio_out(batch) or not self.warm_steps:
@@ -236,6 +224,21 @@ class Engine:
                 self._batches[key].absorb(batch)
             else:
                 self._batches[key] = batch
+
+    def _step(self, batch: ReplyBatch) -> bool:
+        """One step of ``batch`` with its events sent; a fault of the batch ends its jobs with the error (the
+        other batches go on) and returns False."""
+        try:
+            events = batch.step()
+        except Exception as error:
+            for row in batch.rows:
+                job = self._running.get(row.key)
+                if job is not None:
+                    self._end(job, RuntimeError(f"the reply failed: {error}"))
+            return False
+        self.steps += 1
+        self._dispatch(events)
+        return True
 
     def _dispatch(self, events: list[tuple[Any, Event]]) -> None:
         for job_id, event in events:
@@ -278,12 +281,3 @@ class Engine:
             batch.drop(ids)
             if not batch.rows:
                 del self._batches[key]
-
-    def _fail_batch(self, key: Any, error: Exception) -> None:
-        self._fail(self._batches.pop(key), error)
-
-    def _fail(self, batch: ReplyBatch, error: Exception) -> None:
-        for row in batch.rows:
-            job = self._running.get(row.key)
-            if job is not None:
-                self._end(job, RuntimeError(f"the reply failed: {error}"))

@@ -14,7 +14,6 @@ wrong, and the session goes on; pings keep an idle session alive; a session sile
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -28,6 +27,7 @@ from .config import ServerConfig
 from .engine import Engine, EngineBusy, cancel_task
 from .keys import CONFIG, ENGINE, SAMPLING
 from .opus import OPUS_RATE, OpusIn, OpusOut
+from .outbox import Outbox
 from .protocol import (
     HANDSHAKE,
     PING,
@@ -101,13 +101,6 @@ async def official_chat(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def drain(outbox: asyncio.Queue) -> None:
-    """Drop what waits in a session's outbox and end its sender (a client too slow to read)."""
-    while not outbox.empty():
-        outbox.get_nowait()
-    outbox.put_nowait(None)
-
-
 class OfficialSession:
     """One client's conversation (see the module docstring)."""
 
@@ -118,41 +111,25 @@ class OfficialSession:
         self.recording: OpusIn | None = None
         self.pcm: list[np.ndarray] = []
         self.answer: asyncio.Task | None = None
-        self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=config.queue_size)
-        self.last_sent = 0.0
-
-    # -- sending: one task writes every frame, in order --------------------------------------------------
+        self.outbox: Outbox | None = None  # made when the session runs
 
     def send(self, frame: bytes) -> None:
-        try:
-            self.outbox.put_nowait(frame)
-        except asyncio.QueueFull:  # the client does not read: close rather than hold the reply in memory
-            drain(self.outbox)
-            asyncio.get_running_loop().create_task(self.ws.close(message=b"client too slow"))
-
-    async def _sender(self) -> None:
-        loop = asyncio.get_running_loop()
-        while (frame := await self.outbox.get()) is not None:
-            if self.ws.closed:
-                return
-            await self.ws.send_bytes(frame)
-            self.last_sent = loop.time()
+        self.outbox.put(frame)
 
     async def _pinger(self) -> None:
         loop = asyncio.get_running_loop()
         interval = self.config.ping_interval_s
         while True:
             await asyncio.sleep(min(interval, 1.0))
-            if loop.time() - self.last_sent >= interval:
+            if loop.time() - self.outbox.last_sent >= interval:
                 self.send(PING)
-                self.last_sent = loop.time()
+                self.outbox.last_sent = loop.time()
 
     # -- receiving ----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.last_sent = asyncio.get_running_loop().time()
+        self.outbox = Outbox(self.ws, self.config.queue_size)
         self.send(HANDSHAKE)
-        sender = asyncio.create_task(self._sender())
         pinger = asyncio.create_task(self._pinger())
         try:
             while True:
@@ -170,10 +147,7 @@ class OfficialSession:
         finally:
             await self._stop_answer()
             pinger.cancel()
-            with contextlib.suppress(asyncio.QueueFull):
-                self.outbox.put_nowait(None)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(sender, 5.0)
+            await self.outbox.close()
             await self.ws.close()
 
     async def handle(self, message: Message) -> None:

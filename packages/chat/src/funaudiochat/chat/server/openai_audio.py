@@ -7,41 +7,29 @@ import time
 
 from aiohttp import web
 
-from ..replies import Done
 from ..request import Request
-from .engine import EngineBusy
 from .keys import CONFIG, ENGINE, SAMPLING
-from .openai_common import MODEL_RATE, OpenAIError, read_audio
+from .openai_common import MODEL_RATE, OpenAIError, openai_errors, read_audio, whole_reply
 
 FORMATS = ("json", "text", "verbose_json")
 
 
+@openai_errors
 async def transcriptions(request: web.Request) -> web.Response:
     app = request.app
-    try:
-        if not request.content_type.startswith("multipart/"):
-            raise OpenAIError("send the audio as multipart/form-data with a 'file' field", param="file")
-        form = await request.post()
-        upload = form.get("file")
-        if upload is None or not hasattr(upload, "file"):
-            raise OpenAIError("the form needs a 'file' field with the audio", param="file")
-        fmt = str(form.get("response_format") or "json")
-        if fmt not in FORMATS:
-            raise OpenAIError(
-                f"response_format must be one of {list(FORMATS)}, got {fmt!r}", param="response_format"
-            )
-        wave = read_audio(upload.file.read(), "file", app[CONFIG].max_turn_seconds)
-        reply = None
-        asked = Request(audio=wave, mode="asr", sampling=app[SAMPLING])
-        async for event in app[ENGINE].stream(asked):
-            if isinstance(event, Done):
-                reply = event.reply
-    except EngineBusy as err:
-        return OpenAIError(str(err), status=429).response()
-    except OpenAIError as err:
-        return err.response()
-    except ValueError as err:
-        return OpenAIError(str(err)).response()
+    if not request.content_type.startswith("multipart/"):
+        raise OpenAIError("send the audio as multipart/form-data with a 'file' field", param="file")
+    form = await request.post()
+    upload = form.get("file")
+    if upload is None or not hasattr(upload, "file"):
+        raise OpenAIError("the form needs a 'file' field with the audio", param="file")
+    fmt = str(form.get("response_format") or "json")
+    if fmt not in FORMATS:
+        raise OpenAIError(
+            f"response_format must be one of {list(FORMATS)}, got {fmt!r}", param="response_format"
+        )
+    wave = read_audio(upload.file.read(), "file", app[CONFIG].max_turn_seconds)
+    reply = await whole_reply(app[ENGINE], Request(audio=wave, mode="asr", sampling=app[SAMPLING]))
     if fmt == "text":
         return web.Response(text=reply.text + "\n")
     if fmt == "json":

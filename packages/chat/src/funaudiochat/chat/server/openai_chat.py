@@ -33,7 +33,9 @@ from .openai_common import (
     b64_audio,
     encode_audio,
     json_body,
+    openai_errors,
     sampling_from_body,
+    whole_reply,
 )
 
 AUDIO_TTL_S = 3600  # how long a spoken reply's id can be named in a later request's history
@@ -181,23 +183,14 @@ def _completion(kind: str, model: str, choice: dict[str, Any], cid: str) -> dict
     return {"id": cid, "object": kind, "created": int(time.time()), "model": model, "choices": [choice]}
 
 
+@openai_errors
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     app = request.app
-    try:
-        body = await json_body(request)
-        pipe_request, fmt = chat_request(body, app)
-        if body.get("stream"):
-            return await _stream(request, body, pipe_request)
-        reply = None
-        async for event in app[ENGINE].stream(pipe_request):
-            if isinstance(event, Done):
-                reply = event.reply
-    except EngineBusy as err:
-        return OpenAIError(str(err), status=429).response()
-    except ValueError as err:
-        return OpenAIError(str(err)).response()
-    except OpenAIError as err:
-        return err.response()
+    body = await json_body(request)
+    pipe_request, fmt = chat_request(body, app)
+    if body.get("stream"):
+        return await _stream(request, body, pipe_request)
+    reply = await whole_reply(app[ENGINE], pipe_request)
     message: dict[str, Any] = {"role": "assistant", "content": None if fmt else reply.text}
     if fmt:
         audio_id, expires = app[REPLIES].keep(reply)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import json
 import math
@@ -17,7 +18,9 @@ import torchaudio
 from aiohttp import web
 from funaudiochat.base.constants import VOCODER_SAMPLE_RATE
 
-from ..request import Sampling
+from ..replies import Done, Reply
+from ..request import Request, Sampling
+from .engine import Engine, EngineBusy
 
 MODEL_RATE = 16000
 AUDIO_OUT_FORMATS = ("wav", "flac", "pcm16")
@@ -37,6 +40,32 @@ class OpenAIError(Exception):
 
     def response(self) -> web.Response:
         return web.json_response(self.body(), status=self.status)
+
+
+def openai_errors(handler):
+    """An endpoint whose refusals answer in OpenAI's shape: ``OpenAIError`` as it says, ``EngineBusy`` as
+    429, any other ``ValueError`` (bad input found deeper, e.g. by the pipeline) as 400."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except OpenAIError as err:
+            return err.response()
+        except EngineBusy as err:
+            return OpenAIError(str(err), status=429).response()
+        except ValueError as err:
+            return OpenAIError(str(err)).response()
+
+    return wrapped
+
+
+async def whole_reply(engine: Engine, request: Request) -> Reply:
+    """The reply to ``request`` once it is made (its streamed events are not needed)."""
+    async for event in engine.stream(request):
+        if isinstance(event, Done):
+            return event.reply
+    raise RuntimeError("the engine ended a reply without its Done event")
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:

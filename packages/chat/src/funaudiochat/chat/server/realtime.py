@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import uuid
 from typing import Any
@@ -34,8 +33,8 @@ from ..replies import AudioChunk, Done, TextDelta
 from ..request import Request, Turn
 from .engine import EngineBusy, cancel_task
 from .keys import CONFIG, ENGINE, SAMPLING
-from .official_ws import drain
 from .openai_common import encode_audio, pcm16_samples, sampling_from_body
+from .outbox import Outbox
 from .vad import SpeechDetector
 
 RATE = 24000
@@ -110,16 +109,12 @@ class RealtimeSession:
         self.buffer = bytearray()
         self.vad = self._detector()
         self.response: asyncio.Task | None = None
-        self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=self.config.queue_size)
+        self.outbox: Outbox | None = None  # made when the session runs
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
     def emit(self, kind: str, **fields: Any) -> None:
-        try:
-            self.outbox.put_nowait(json.dumps({"type": kind, "event_id": new_id("event"), **fields}))
-        except asyncio.QueueFull:  # the client does not read: close rather than hold the events in memory
-            drain(self.outbox)
-            asyncio.get_running_loop().create_task(self.ws.close(message=b"client too slow"))
+        self.outbox.put(json.dumps({"type": kind, "event_id": new_id("event"), **fields}))
 
     def error(self, err: Exception, event_id: str | None = None) -> None:
         code = getattr(err, "code", "invalid_value")
@@ -134,14 +129,8 @@ class RealtimeSession:
             },
         )
 
-    async def _sender(self) -> None:
-        while (text := await self.outbox.get()) is not None:
-            if self.ws.closed:
-                return
-            await self.ws.send_str(text)
-
     async def run(self) -> None:
-        sender = asyncio.create_task(self._sender())
+        self.outbox = Outbox(self.ws, self.config.queue_size)
         self.emit("session.created", session=self.session)
         try:
             while True:
@@ -172,10 +161,7 @@ class RealtimeSession:
                     self.error(err, event_id)
         finally:
             await self._cancel_response()
-            with contextlib.suppress(asyncio.QueueFull):
-                self.outbox.put_nowait(None)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(sender, 5.0)
+            await self.outbox.close()
             await self.ws.close()
 
     # -- client events -------------------------------------------------------------------------------------
