@@ -319,7 +319,7 @@ class DiT(nn.Module):
         )
         angles = positions.unsqueeze(-1).to(self.rotary_embed.inv_freq) * self.rotary_embed.inv_freq
         rope = Rotary(torch.polar(torch.ones_like(angles), angles))
-        longest = max(len(cache.kv[0]) if cache.kv else 0 for cache in caches)
+        longest = max(len(cache.kv[0]) for cache in caches)
         keys_valid = torch.cat(
             [
                 torch.cat(

@@ -75,8 +75,11 @@ def _step_joined(
     starts = [s.source_samples for s in states for _ in range(s.batch_size)]
     wave = hift._step_lockstep(torch.cat(mels), joined, False, starts=starts)
     sizes = [s.batch_size for s in states]
-    added = joined.source_samples - first.source_samples
-    for n, (state, rows) in enumerate(zip(states, _slices(sizes), strict=True)):
+    # every state advanced as far as the joined one (the same frames), each from its own position
+    samples = joined.source_samples - first.source_samples
+    istft = joined.istft_position - first.istft_position
+    frames = joined.main_frames - first.main_frames
+    for state, rows in zip(states, _slices(sizes), strict=True):
         state.context = {name: t[rows] for name, t in joined.context.items()}
         state.phase, state.stft_input, state.ola = (
             joined.phase[rows],
@@ -85,10 +88,9 @@ def _step_joined(
         )
         state.source_pending = [t[rows] for t in joined.source_pending]
         state.ola_envelope = joined.ola_envelope
-        state.istft_position += joined.istft_position - first.istft_position if n else 0
-        state.main_frames += joined.main_frames - first.main_frames if n else 0
-        state.source_samples += added
-    first.istft_position, first.main_frames = joined.istft_position, joined.main_frames
+        state.source_samples += samples
+        state.istft_position += istft
+        state.main_frames += frames
     return list(torch.split(wave, sizes))
 
 
