@@ -1,5 +1,7 @@
 """Parallel decoding: batched == single, streaming == offline, seeded sampling, speech/text endings, S2T."""
 
+import dataclasses
+
 import pytest
 import torch
 from funaudiochat.drsr import (
@@ -201,6 +203,25 @@ def test_bad_prompts(prompts, mutate, message):
         generate(model, p, DecodingConfig(max_new_tokens=2))
 
 
+def test_pad_prefill_group_in_one_pass_equals_sub_steps(prompts, monkeypatch):
+    """With the pad prompt token and nobody speaking, the prefill's speech group runs in the prompt's
+    pass (``fill``) instead of k sub-steps whose picks are all pad: the same replies, greedy, batched and
+    with the fast decoding path or without."""
+    import funaudiochat.drsr.generation as generation
+
+    model = make_model(eos_text_scale=2.0, eos_speech_scale=2.0)
+    model.config.audio_config.srh_prompt_token = "pad"
+    for fast in (True, False):
+        config = dataclasses.replace(GREEDY, fast_decode=fast)
+        folded = generate(model, batch_of(prompts), config)
+        monkeypatch.setattr(generation, "_prefill_group_is_pad", lambda ac, state: False)
+        stepped = generate(model, batch_of(prompts), config)
+        monkeypatch.undo()
+        assert torch.equal(folded.sequences, stepped.sequences)
+        for a, b in zip(folded.speech_ids, stepped.speech_ids, strict=True):
+            assert torch.equal(a, b)
+
+
 def test_bad_generation_config():
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
         DecodingConfig(max_new_tokens=0)
@@ -217,18 +238,17 @@ def test_pad_prompt_token_decodes_as_trained(prompts, tmp_path):
     model.config.audio_config.srh_prompt_token = "pad"
     pad = model.config.audio_config.pad_token_id
     calls = []
-    step = model.audio_invert_tower.step
+    fill = model.audio_invert_tower.fill
 
     def spy(*args, **kwargs):
-        group = step(*args, **kwargs)
-        calls.append((kwargs["prefix_token"], group))
-        return group
+        calls.append(kwargs["prefix_token"])
+        return fill(*args, **kwargs)
 
-    model.audio_invert_tower.step = spy
-    state, _ = prefill(model, prompts[0], GREEDY)
-    assert calls[0][0] == pad and (calls[0][1] == pad).all()
+    model.audio_invert_tower.fill = spy
+    state, first = prefill(model, prompts[0], GREEDY)
+    assert calls == [pad] and (first.speech_tokens == pad).all()
     assert (state.srh.prev_token == pad).all()
-    del model.audio_invert_tower.step
+    del model.audio_invert_tower.fill
     together = generate(model, batch_of(prompts), GREEDY)
     for i, p in enumerate(prompts):
         assert torch.equal(together.speech_ids[i], generate(model, p, GREEDY).speech_ids[0])

@@ -346,21 +346,31 @@ def _finish_step(model, state, hidden, text_embeds, positions, new_mask, first: 
             return token
 
         prefix = srh_prompt_token(ac) if first else None
-        if first and ac.srh_prompt_token == "pad":  # the prompt's previous tokens as in training: pad,
-            sampled = pick  # and the picks of a row already speaking
+        if first and _prefill_group_is_pad(ac, state):  # one pass with the prompt, no sub-steps
+            model.audio_invert_tower.fill(
+                model.srh_conditioning(hidden, text_embeds),
+                srh,
+                positions=positions,
+                valid=new_mask.long(),
+                prefix_token=ac.pad_token_id,
+            )
+            srh.prev_token = torch.full_like(srh.prev_token, ac.pad_token_id)
+        else:
+            if first and ac.srh_prompt_token == "pad":  # the prompt's previous tokens as in training: pad,
+                sampled = pick  # and the picks of a row already speaking
 
-            def pick(logits: torch.Tensor, j: int) -> torch.Tensor:
-                return torch.where(state.speaking, sampled(logits, j), ac.pad_token_id)
+                def pick(logits: torch.Tensor, j: int) -> torch.Tensor:
+                    return torch.where(state.speaking, sampled(logits, j), ac.pad_token_id)
 
-        group = model.audio_invert_tower.step(
-            model.srh_conditioning(hidden, text_embeds),
-            srh,
-            positions=positions,
-            valid=new_mask.long(),
-            pick=pick,
-            prefix_token=prefix,
-            fast=config.fast_decode,
-        )
+            group = model.audio_invert_tower.step(
+                model.srh_conditioning(hidden, text_embeds),
+                srh,
+                positions=positions,
+                valid=new_mask.long(),
+                pick=pick,
+                prefix_token=prefix,
+                fast=config.fast_decode,
+            )
 
     active = ~state.finished
     text = torch.where(active, text, torch.full_like(text, tc.pad_token_id))
@@ -383,6 +393,13 @@ def _finish_step(model, state, hidden, text_embeds, positions, new_mask, first: 
     state.speech = speech
     state.new_tokens = new_tokens
     return step
+
+
+def _prefill_group_is_pad(audio_config, state: DecodingState) -> bool:
+    """Whether every pick of the prefill's speech group is pad: the prompt shows the SRH pad
+    (``srh_prompt_token="pad"``) and no row speaks yet. Its sub-frames are then all fed pad and can run
+    in the prompt's pass, without sub-steps or sampling."""
+    return audio_config.srh_prompt_token == "pad" and not bool(state.speaking.any())
 
 
 @torch.inference_mode()
