@@ -5,10 +5,12 @@ docs/experiments/demo_model/README.md). As the audio encoder did with spliced qu
 learning sentences and learn words when it hears the same words in orders no training reply has. This
 writes the rows for that fit:
 
-    python tools/experiments/srh_spliced.py --run runs/demo6 --count 4000 --out runs/exp_srh/data
+    python tools/experiments/srh_spliced.py --run runs/demo6 --count 4000 --out runs/exp_srh/data \
+        [--sentences renumbered]
 
 ``OUT/spliced/``: ``--count`` sentences spliced from 2-4-word spans of the training questions and answers
-(``demo/spliced_speech.py``), spoken in the assistant voice at its speed; ``OUT/replies.jsonl``: the run's
+(``demo/spliced_speech.py``), or with ``--sentences renumbered`` training answers with other numbers in
+them (never a held-out answer), spoken in the assistant voice at its speed; ``OUT/replies.jsonl``: the run's
 spoken-reply rows (``RUN/pre_alignment/spoken_replies.jsonl``) followed by one row per spliced sentence,
 each a copy of a spoken-reply row (its question audio and prompt) whose reply is the spliced sentence with
 its codes from the run's speech tokenizer. The question does not ask for that reply: the rows are for a fit
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import random
 from pathlib import Path
 
@@ -29,6 +32,13 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="a demo build (runs/demo6)")
     parser.add_argument("--count", type=int, default=4000, help="spliced sentences")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--sentences",
+        choices=["spliced", "renumbered"],
+        default="spliced",
+        help="spliced: 2-4-word spans of training questions and answers; renumbered: training answers with "
+        "other numbers (never a held-out answer)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -36,13 +46,23 @@ def main() -> None:
     from funaudiochat.training.data import read_sharegpt, write_sharegpt
     from funaudiochat.training.data.synth import encode_files
     from funaudiochat.training.demo.speech_stages import ASSISTANT_SPEED, ASSISTANT_VOICE
-    from funaudiochat.training.demo.spliced_speech import speak_spliced
+    from funaudiochat.training.demo.spliced_speech import renumber_sentences, speak_sentences, speak_spliced
 
     corpus = args.run / "corpus"
     pairs = [corpus / "pairs_train.jsonl"]
-    lines = speak_spliced(
-        pairs, args.out / "spliced", args.count, [ASSISTANT_VOICE], [ASSISTANT_SPEED], args.seed
-    )
+    voices, speeds = [ASSISTANT_VOICE], [ASSISTANT_SPEED]
+    if args.sentences == "spliced":
+        lines = speak_spliced(pairs, args.out / "spliced", args.count, voices, speeds, args.seed)
+    else:
+        answers = [json.loads(line)["answer"] for line in pairs[0].read_text().splitlines() if line.strip()]
+        held_out = [
+            json.loads(line)["answer"]
+            for path in sorted(corpus.glob("pairs_heldout_*.jsonl"))
+            for line in path.read_text().splitlines()
+            if line.strip()
+        ]
+        sentences = renumber_sentences(answers, args.count, args.seed, exclude=held_out)
+        lines = speak_sentences(sentences, args.out / "spliced", voices, speeds, args.seed)
     tokenizer = SpeechTokenizer.from_safetensors(
         args.run / "speech_tokenizer" / "speech_tokenizer.safetensors"
     ).eval()

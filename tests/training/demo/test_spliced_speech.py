@@ -1,7 +1,8 @@
 """Spliced sentences: training words in new orders, from training text only."""
 
 import pytest
-from funaudiochat.training.demo.spliced_speech import SPAN_WORDS, SPANS, splice_sentences
+from funaudiochat.training.demo.number_words import number_to_words
+from funaudiochat.training.demo.spliced_speech import SPAN_WORDS, SPANS, renumber_sentences, splice_sentences
 
 TEXTS = ["What is two plus two?", "Add one to five.", "Is seven more than three?", "Say hello to Tuesday."]
 
@@ -22,3 +23,41 @@ def test_spliced_sentences_are_spans_of_the_training_sentences_and_seeded():
 def test_nothing_to_splice_is_an_error():
     with pytest.raises(ValueError, match="no training sentence of two words or more"):
         splice_sentences(["Hello.", ""], 3, seed=0)
+
+
+ANSWERS = [
+    "Two plus two is four.",
+    "Yes, seven is bigger than three.",
+    "Red.",
+    "Six times six is thirty six.",
+]
+
+
+def test_renumbered_sentences_keep_the_template_and_change_the_numbers():
+    from funaudiochat.training.demo.number_words import numbers_in
+
+    exclude = ["Two plus two is four."]
+    made = renumber_sentences(ANSWERS, 200, seed=1, exclude=exclude)
+    assert made == renumber_sentences(ANSWERS, 200, seed=1, exclude=exclude)
+    assert made != renumber_sentences(ANSWERS, 200, seed=2, exclude=exclude)
+    assert "Two plus two is four." not in made and "Red." not in made  # excluded; no number to change
+    for sentence in made:
+        numbers = numbers_in(sentence)
+        template = sentence
+        for n in sorted(set(numbers), key=lambda n: -len(number_to_words(n))):
+            words = number_to_words(n)
+            template = template.replace(words.capitalize(), "N").replace(words, "N")
+        assert template in {"N plus N is N.", "Yes, N is bigger than N.", "N times N is N."}, sentence
+        # a number of 0..20 is replaced by one of 0..20, a larger one (36) by one of 21..36
+        assert all(0 <= n <= 20 for n in numbers[:2])
+        assert 21 <= numbers[-1] <= 36 if "times" in sentence else 0 <= numbers[-1] <= 20
+    assert len(set(made)) > 150
+
+
+def test_nothing_to_renumber_is_an_error():
+    with pytest.raises(ValueError, match="no training sentence with a number"):
+        renumber_sentences(["Red.", "Say hello."], 3, seed=0)
+    with pytest.raises(ValueError, match="avoid the excluded"):
+        renumber_sentences(
+            ["Zero."], 5, seed=0, exclude=[number_to_words(n).capitalize() + "." for n in range(21)]
+        )

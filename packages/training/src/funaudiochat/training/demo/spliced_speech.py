@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
+
+from .number_words import _read_number, number_to_words
 
 SPAN_WORDS = (2, 4)  # words per span, inclusive
 SPANS = (2, 3)  # spans per sentence, inclusive
@@ -53,6 +56,64 @@ def splice_sentences(texts: Sequence[str], count: int, seed: int) -> list[str]:
     return out
 
 
+def renumber_sentences(texts: Sequence[str], count: int, seed: int, exclude: Sequence[str] = ()) -> list[str]:
+    """``count`` sentences, each a randomly chosen ``texts`` sentence with every number in it replaced by
+    a random one of the same kind (0..20 for 0..20; above, 21..the largest number of ``texts``), none of
+    them in ``exclude``.
+
+    The speaking head of the demo model says the right kind of reply with the wrong number
+    (``docs/experiments/demo_model``): these give it each reply template with many more numbers.
+
+    Example:
+        >>> renumber_sentences(["Two plus two is four."], 2, seed=0)
+        ['Thirteen plus one is eight.', 'Twelve plus nine is fifteen.']
+
+    Args:
+        texts: training sentences (those without a number are skipped).
+        count: how many sentences to make.
+        seed: the seed of every draw.
+        exclude: sentences never to make (e.g. the held-out answers), compared case-insensitively."""
+    pieces = [p for p in map(_number_pieces, texts) if any(isinstance(x, int) for x in p)]
+    if not pieces:
+        raise ValueError("no training sentence with a number written in words to renumber")
+    top = max(max(p for p in piece if isinstance(p, int)) for piece in pieces)
+    banned = {text.strip().lower() for text in exclude}
+    rng = random.Random(seed)
+    out: list[str] = []
+    for _ in range(count * 100):
+        if len(out) == count:
+            return out
+        said = "".join(
+            piece
+            if isinstance(piece, str)
+            else number_to_words(rng.randint(0, 20) if piece <= 20 else rng.randint(21, max(top, 21)))
+            for piece in rng.choice(pieces)
+        )
+        said = said[:1].upper() + said[1:]
+        if said.lower() not in banned:
+            out.append(said)
+    raise ValueError(f"only {len(out)} of {count} renumbered sentences avoid the excluded ones")
+
+
+def _number_pieces(text: str) -> list[str | int]:
+    """``text`` as its text pieces and, between them, the values of the numbers written in words."""
+    tokens = re.findall(r"[A-Za-z]+|[^A-Za-z]+", text)
+    pieces: list[str | int] = []
+    index = 0
+    while index < len(tokens):
+        run = [index]  # the words from here on joined by single spaces: where a number can run
+        while run[-1] + 2 < len(tokens) and tokens[run[-1] + 1] == " " and tokens[run[-1] + 2].isalpha():
+            run.append(run[-1] + 2)
+        read = _read_number([tokens[k].lower() for k in run], 0) if tokens[index].isalpha() else None
+        if read is None:
+            pieces.append(tokens[index])
+            index += 1
+        else:
+            pieces.append(read[0])
+            index = run[read[1] - 1] + 1
+    return pieces
+
+
 def speak_spliced(
     pairs_files: Sequence[Path],
     out: Path,
@@ -71,6 +132,21 @@ def speak_spliced(
         count: how many sentences.
         voices, speeds: espeak-ng voices and words-per-minute drawn per sentence.
         seed: the seed of the sentences and of the voice and speed draws."""
+    texts = []
+    for path in pairs_files:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                record = json.loads(line)
+                texts += [record["question"], record["answer"]]
+    return speak_sentences(splice_sentences(texts, count, seed), out, voices, speeds, seed)
+
+
+def speak_sentences(
+    sentences: Sequence[str], out: Path, voices: Sequence[str], speeds: Sequence[int], seed: int
+) -> list[dict[str, str]]:
+    """Speak ``sentences`` into ``out`` (``spliced_<i>.wav`` and ``manifest.jsonl``, built beside it and
+    renamed into place, kept when it is whole already); returns the manifest lines ``{"audio": absolute
+    path, "text": sentence}``. ``voices``, ``speeds``: drawn per sentence with ``seed``."""
     from funaudiochat.base.atomic import atomic_folder
 
     from ..data.synth import speak
@@ -78,16 +154,10 @@ def speak_spliced(
     manifest = out / "manifest.jsonl"
     if manifest.is_file():
         return [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line]
-    texts = []
-    for path in pairs_files:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                record = json.loads(line)
-                texts += [record["question"], record["answer"]]
     rng = random.Random(seed + 1)
     lines = []
     with atomic_folder(out) as staging:
-        for index, sentence in enumerate(splice_sentences(texts, count, seed)):
+        for index, sentence in enumerate(sentences):
             name = f"spliced_{index:05d}.wav"
             speak("espeak-ng", sentence, rng.choice(list(voices)), rng.choice(list(speeds)), staging / name)
             lines.append({"audio": str(out.resolve() / name), "text": sentence})
