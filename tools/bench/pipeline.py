@@ -15,7 +15,10 @@ vocoder fed hop by hop while the model speaks). Offline and stream take turns in
 medians of same-round ratios.
 
     python tools/bench/pipeline.py [--size bench|demo | --model FOLDER] [--hop 6 --hop-growth 4 --max-hop 96]
-        [--seconds 1,3,8] [--repeats 3] [--json bench-results/pipeline.json]
+        [--seconds 1,3,8] [--repeats 3] [--breakdown] [--json bench-results/pipeline.json]
+
+``--breakdown`` also times the parts of both schedules (wall seconds inside the audio encoder, the prompt's
+pass, the 5 Hz steps, the flow and HiFT), for the stream up to its first audio chunk.
 
 Goals (issue 11): for a 3 s answer the first audio comes >= 4x sooner than offline, and the streamed reply
 costs <= 1.3x the offline one in total.
@@ -24,6 +27,8 @@ costs <= 1.3x the offline one in total.
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -150,6 +155,75 @@ def streamed(pipe: Pipeline, request: Request) -> tuple[float, float, float]:
     return first, time.perf_counter() - start, samples / 24000
 
 
+PARTS = {  # label -> the functions timed by --breakdown, as (module, attribute path)
+    "prompt pass (with the audio encoder)": [
+        ("funaudiochat.chat.batch", "prefill"),
+        ("funaudiochat.chat.pipeline", "prefill"),
+    ],
+    "audio encoder": [("funaudiochat.drsr.modeling", "FunAudioChatForConditionalGeneration.encode_audio")],
+    "5 Hz steps": [("funaudiochat.chat.batch", "decode_step"), ("funaudiochat.chat.pipeline", "decode_step")],
+    "flow": [
+        ("funaudiochat.vocoder.flow", "CausalFlowMatching.inference"),
+        ("funaudiochat.vocoder.flow", "CausalFlowMatching.solve_ready"),
+    ],
+    "HiFT": [
+        ("funaudiochat.vocoder.hift", "HiFTGenerator.inference"),
+        ("funaudiochat.vocoder.hift", "HiFTGenerator._step_lockstep"),
+    ],
+}
+
+
+@contextlib.contextmanager
+def timed_parts(totals: dict[str, float]):
+    """Add the wall seconds spent in each of ``PARTS`` to ``totals`` while the block runs."""
+    import importlib
+
+    undo = []
+    targets = [(label, module, path) for label, where in PARTS.items() for module, path in where]
+    for label, module_name, path in targets:
+        owner = importlib.import_module(module_name)
+        *outer, name = path.split(".")
+        for part in outer:
+            owner = getattr(owner, part)
+        original = owner.__dict__[name] if name in vars(owner) else getattr(owner, name)
+
+        def timed(*args, _f=original, _label=label, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                totals[_label] += time.perf_counter() - start
+
+        setattr(owner, name, timed)
+        undo.append((owner, name, original))
+    try:
+        yield totals
+    finally:
+        for owner, name, original in reversed(undo):
+            setattr(owner, name, original)
+
+
+def first_audio(pipe: Pipeline, request: Request) -> None:
+    """Run a stream up to its first audio chunk."""
+    for event in pipe.stream(request):
+        if isinstance(event, AudioChunk):
+            return
+
+
+def breakdown(pipe: Pipeline, request: Request, repeats: int) -> dict[str, dict[str, float]]:
+    """Mean milliseconds per reply in each of ``PARTS`` and in all, offline and up to the first audio."""
+    result = {}
+    for schedule, run in (("offline", pipe.chat), ("stream to first audio", first_audio)):
+        totals: dict[str, float] = collections.defaultdict(float)
+        with timed_parts(totals):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                run(pipe, request) if run is first_audio else run(request)
+            totals["all"] = time.perf_counter() - start
+        result[schedule] = {label: 1000 * seconds / repeats for label, seconds in totals.items()}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -161,11 +235,12 @@ def main() -> None:
     parser.add_argument("--hop", type=int, default=15, help="vocoder hop in codes (first hop)")
     parser.add_argument("--hop-growth", type=int, default=1, help="each later hop this many times longer")
     parser.add_argument("--max-hop", type=int, help="longest hop in codes (with --hop-growth > 1)")
+    parser.add_argument("--breakdown", action="store_true", help="also time the parts of both schedules")
     parser.add_argument("--json", default="bench-results/pipeline.json")
     args = parser.parse_args()
 
     pipe = build_pipeline(args.size, args.model, args.hop, args.hop_growth, args.max_hop)
-    rows = []
+    rows, parts = [], {}
     for seconds in [float(s) for s in args.seconds.split(",")]:
         # the first step forces <|audio_bos|>; then 5 codes (0.2 s) a step
         request = Request(audio=QUESTION, sampling=Sampling(max_new_tokens=int(round(seconds * 5)) + 1))
@@ -194,6 +269,8 @@ def main() -> None:
                 "rtf_stream": min(stream_total) / audio_s,
             }
         )
+        if args.breakdown:
+            parts[f"{audio_s:.1f}"] = breakdown(pipe, request, args.repeats)
 
     hops = f"hop {args.hop}" + (f" x{args.hop_growth} up to {args.max_hop}" if args.hop_growth > 1 else "")
     what = args.model or f"random weights at the {args.size} sizes"
@@ -209,7 +286,14 @@ def main() -> None:
             f"{r['stream_over_offline']:>7.2f}x "
             f"{r['rtf_offline']:>8.2f} {r['rtf_stream']:>8.2f}"
         )
-    write_json(args.json, {"args": vars(args), "rows": rows})
+    for answer, schedules in parts.items():
+        print(f"where the time goes, {answer} s answer (ms per reply):")
+        labels = list(dict.fromkeys(label for times in schedules.values() for label in times))
+        print(f"  {'':38} " + " ".join(f"{name:>22}" for name in schedules))
+        for label in labels:
+            cells = " ".join(f"{times.get(label, 0.0):>22.1f}" for times in schedules.values())
+            print(f"  {label:38} {cells}")
+    write_json(args.json, {"args": vars(args), "rows": rows, "breakdown_ms": parts})
 
 
 if __name__ == "__main__":
