@@ -59,6 +59,39 @@ def test_relation_to_transformers_whisper_feature_extractor(speech_16k):
     assert default.shape == (128, 3000)
 
 
+def test_zeros_tail_is_the_official_processors_whisper_feature_extractor(speech_16k):
+    """``tail="zeros"`` gives what the official processor (and vLLM) feed the continuous encoder:
+    ``WhisperFeatureExtractor(feature_size=128)`` called with ``padding="max_length"`` (the audio followed
+    by zeros up to 30 s), its attention mask's ``ceil(len / 160)`` frames; for any length (the frames that
+    overhang the end differ from the reflect tail's), alone or batched."""
+    from transformers import WhisperFeatureExtractor
+
+    fe = WhisperFeatureExtractor(feature_size=128)
+    frontend = WhisperFrontend(tail="zeros")
+    wav = speech_16k[1]
+    cuts = [wav[: 160 * 90 + r] for r in (0, 1, 10, 39, 40, 155)] + [wav[:250], wav]
+    mel, lengths = frontend.batch(cuts)
+    for i, cut in enumerate(cuts):
+        ref = fe(
+            cut.numpy(),
+            sampling_rate=16000,
+            padding="max_length",
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        frames = int(ref["attention_mask"].sum())
+        assert int(lengths[i]) == frames == mel_frame_count(cut.shape[0], "zeros")
+        alone, _ = frontend(cut[None])
+        torch.testing.assert_close(
+            mel[i, :, :frames], ref["input_features"][0, :, :frames], rtol=0, atol=1e-5
+        )
+        torch.testing.assert_close(alone[0], mel[i, :, :frames], rtol=0, atol=1e-6)
+    reflect, _ = WhisperFrontend().batch([cuts[2]])
+    assert reflect.shape[-1] == 90 and (reflect[0, :, -1] - mel[2, :, 89]).abs().max() > 1e-3  # overhangs
+    with pytest.raises(ValueError, match="tail must be one of"):
+        WhisperFrontend(tail="mirror")
+
+
 def test_rejects_bad_shapes():
     frontend = WhisperFrontend()
     with pytest.raises(ValueError, match=r"waveforms must be \[batch, samples\]"):

@@ -17,7 +17,9 @@ its text, one token per 5 Hz slot (the model averages it in).
 
 Differences, on purpose: the log-mel is not padded to 30 s (the official ``WhisperFeatureExtractor`` call
 uses ``padding="max_length"``, i.e. 3000 frames, and truncates longer audio), because the encoder here
-takes lengths; it is padded to the longest audio of the batch, zero past each length. A placeholder wrapped
+takes lengths; it is padded to the longest audio of the batch, zero past each length. Each audio's frames
+are the official ones (``ceil(len / 160)`` of them, the last seeing the zeros after the audio:
+``WhisperFrontend(tail="zeros")``). A placeholder wrapped
 on one side only gets the missing side (the official code then adds neither). Audio shorter than one 40 ms
 speech frame is an error (the official code gives it zero slots). Audio comes in as waveforms or paths
 (the official JSON ``{"path", "token"}`` strings of the training data are for the training package).
@@ -117,7 +119,8 @@ class FunAudioChatProcessor:
     Args:
         tokenizer: the Qwen3 tokenizer of the checkpoint, or one from ``train_text_tokenizer``; it must hold
             the Fun-Audio-Chat special tokens (``special_token_ids`` raises otherwise).
-        frontend: the log-mel frontend (default ``WhisperFrontend()``, 128 bins).
+        frontend: the log-mel frontend (default ``WhisperFrontend(tail="zeros")``, 128 bins: the official
+            processor's ``WhisperFeatureExtractor`` frames).
         group_size: speech frames per LLM slot (5: 25 Hz -> 5 Hz).
         speech_pad_id: the speech-vocabulary pad id that fills ``speech_ids`` (6563).
         padding_side: ``"left"`` (default, for batched generation: every prompt ends at the last column) or
@@ -146,7 +149,7 @@ class FunAudioChatProcessor:
         _check_padding_side(padding_side)
         self.tokenizer = tokenizer
         self.token_ids = special_token_ids(tokenizer)
-        self.frontend = frontend if frontend is not None else WhisperFrontend()
+        self.frontend = frontend if frontend is not None else WhisperFrontend(tail="zeros")
         self.group_size = group_size
         self.speech_pad_id = speech_pad_id
         self.padding_side = padding_side

@@ -8,6 +8,13 @@ power spectrum, Slaney-normalised Slaney-scale mel filters (librosa's, built her
 Batches are exact: every item gets the frames it would get alone (its own reflect padding and its own
 maximum), and frames past an item's length are zero.
 
+Two ends of a signal (``tail``): ``"reflect"`` (the default) is the S3 tokenizer's, an utterance STFT'd
+alone: reflect padding at both ends and ``len // 160`` frames. ``"zeros"`` is Hugging Face's
+``WhisperFeatureExtractor`` called with ``padding="max_length"``, as the official processor (and vLLM)
+call it for the continuous encoder: the audio is followed by zeros (the 30 s padding), so the frames that
+overhang its end see zeros, there are ``ceil(len / 160)`` of them (the extractor's attention mask), and
+the maximum is taken over every frame that reaches the audio (the extractor's, over its 3000 frames).
+
 Example:
     >>> frontend = WhisperFrontend()
     >>> mel, mel_lengths = frontend(waves, wave_lengths)   # [B, 128, T], [B]
@@ -27,8 +34,15 @@ HOP_LENGTH = 160
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100
 
 
-def mel_frame_count(num_samples: int | torch.Tensor) -> int | torch.Tensor:
-    """Number of log-mel frames for ``num_samples`` samples at 16 kHz (the last STFT frame is dropped)."""
+TAILS = ("reflect", "zeros")
+
+
+def mel_frame_count(num_samples: int | torch.Tensor, tail: str = "reflect") -> int | torch.Tensor:
+    """Number of log-mel frames for ``num_samples`` samples at 16 kHz: ``num_samples // 160`` (``tail``
+    "reflect": the last STFT frame is dropped) or ``ceil(num_samples / 160)`` ("zeros": the Whisper
+    feature extractor's attention mask)."""
+    if tail == "zeros":
+        return -(-num_samples // HOP_LENGTH)
     return num_samples // HOP_LENGTH
 
 
@@ -60,12 +74,17 @@ class WhisperFrontend(nn.Module):
     """Batched Whisper log-mel spectrogram.
 
     ``forward(waveforms [B, N] float, lengths [B] long)`` returns ``(mel [B, n_mels, T], mel_lengths [B])``
-    with ``T = max(lengths) // 160`` and ``mel_lengths = lengths // 160``.
+    with ``mel_lengths = mel_frame_count(lengths, tail)`` and ``T = max(mel_lengths)``.
+
+    n_mels: mel bins (128); tail: "reflect" or "zeros", what follows the audio (module docstring).
     """
 
-    def __init__(self, n_mels: int = 128):
+    def __init__(self, n_mels: int = 128, tail: str = "reflect"):
         super().__init__()
+        if tail not in TAILS:
+            raise ValueError(f"tail must be one of {TAILS}, got {tail!r}")
         self.n_mels = n_mels
+        self.tail = tail
         self.register_buffer("mel_filters", slaney_mel_filters(n_mels), persistent=False)  # [n_mels, 201]
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
 
@@ -82,14 +101,19 @@ class WhisperFrontend(nn.Module):
             raise ValueError(f"lengths must lie in [0, {width}], got {lengths.tolist()}")
 
         pad = N_FFT // 2
-        framed = waveforms.new_zeros(batch, width + 2 * pad, dtype=torch.float32)
+        zeros = self.tail == "zeros"
+        # "zeros": frames up to one whole window past the end still reach the audio (and its maximum)
+        overhang = pad + 2 * HOP_LENGTH if zeros else 0
+        framed = waveforms.new_zeros(batch, width + 2 * pad + overhang, dtype=torch.float32)
         for i, n in enumerate(lengths.tolist()):
             if n == 0:
                 continue
             item = waveforms[i, :n].float().view(1, 1, n)
             # Reflect padding needs more samples than the pad; shorter inputs are zero-padded instead.
             mode = "reflect" if n > pad else "constant"
-            framed[i, : n + 2 * pad] = F.pad(item, (pad, pad), mode=mode).view(-1)
+            framed[i, : n + (1 if zeros else 2) * pad] = F.pad(
+                item, (pad, 0 if zeros else pad), mode=mode
+            ).view(-1)
         spec = torch.stft(
             framed, N_FFT, HOP_LENGTH, window=self.window.to(framed.device), center=False, return_complex=True
         )
@@ -97,16 +121,18 @@ class WhisperFrontend(nn.Module):
         mel = self.mel_filters.to(power.device) @ power
         log_mel = torch.clamp(mel, min=1e-10).log10()
 
-        mel_lengths = mel_frame_count(lengths)
-        frames = log_mel.shape[-1]
-        valid = torch.arange(frames).unsqueeze(0) < mel_lengths.unsqueeze(1)  # [B, T]
-        valid = valid.to(log_mel.device).unsqueeze(1)
+        mel_lengths = mel_frame_count(lengths, self.tail)
+        frames = int(mel_lengths.max()) if batch else 0
+        index = torch.arange(log_mel.shape[-1]).unsqueeze(0)
+        valid = (index < mel_lengths.unsqueeze(1)).to(log_mel.device).unsqueeze(1)  # [B, 1, T']
         if frames == 0:
-            return log_mel, mel_lengths
-        peak = log_mel.masked_fill(~valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
+            return log_mel[..., :0], mel_lengths
+        # the maximum: over the item's frames, or ("zeros") every frame whose window reaches its audio
+        reach = (index * HOP_LENGTH - pad < lengths.unsqueeze(1)).to(log_mel.device).unsqueeze(1)
+        peak = log_mel.masked_fill(~(reach if zeros else valid), float("-inf")).amax(dim=(1, 2), keepdim=True)
         log_mel = torch.maximum(log_mel, peak - 8.0)
         log_mel = (log_mel + 4.0) / 4.0
-        return log_mel.masked_fill(~valid, 0.0), mel_lengths
+        return log_mel.masked_fill(~valid, 0.0)[..., :frames], mel_lengths
 
     def batch(self, waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel of a list of 1-D waveforms: ``(mel [B, n_mels, T], mel_lengths [B])``."""
