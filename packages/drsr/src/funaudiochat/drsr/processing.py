@@ -306,10 +306,14 @@ class FunAudioChatProcessor:
     # -------------------------------------------------------------------------------------- save / load
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
-        """Write the tokenizer files and ``processor_config.json`` (group size, pad id, padding side)."""
+        """Write the tokenizer files, ``processor_config.json`` (group size, pad id, padding side) and what
+        vLLM reads besides (``serving_files``: ``preprocessor_config.json``, ``speech_tokenizer/``)."""
+        from .serving_files import write_serving_files
+
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(folder)
+        write_serving_files(folder, self.frontend.n_mels)
         config = {
             "processor_class": type(self).__name__,
             "audio_group_size": self.group_size,

@@ -8,8 +8,9 @@ Routes:
 - ``GET /api/chat`` (also ``/api/simplex``, the path the official client opens): the official WebSocket
   protocol (``official_ws``);
 - ``GET /``: the built-in page (``page/index.html``);
-- OpenAI-compatible: ``POST /v1/chat/completions`` (``openai_chat``), ``POST /v1/audio/transcriptions`` and
-  ``GET /v1/models`` (``openai_audio``), ``GET /v1/realtime`` (``realtime``).
+- OpenAI-compatible: ``POST /v1/chat/completions`` (``openai_chat``; text-only ones to vLLM when a vLLM URL is
+  given, ``vllm_backend``), ``POST /v1/audio/transcriptions`` and ``GET /v1/models`` (``openai_audio``),
+  ``GET /v1/realtime`` (``realtime``).
 """
 
 from __future__ import annotations
@@ -27,21 +28,29 @@ from .official_ws import official_chat
 from .openai_audio import models, transcriptions
 from .openai_chat import REPLIES, SpokenReplies, chat_completions
 from .realtime import realtime
+from .vllm_backend import VLLM, VLLMBackend
 
 
 def make_app(
-    engine: Engine, config: ServerConfig | None = None, sampling: Sampling | None = None
+    engine: Engine,
+    config: ServerConfig | None = None,
+    sampling: Sampling | None = None,
+    vllm_url: str | None = None,
 ) -> web.Application:
     """The server's application; the engine's worker starts and stops with it.
 
     engine: the sessions' engine (its pipeline answers); config: limits and the API key; sampling: the
-    sessions' default sampling settings (a client's query parameters change them per session)."""
+    sessions' default sampling settings (a client's query parameters change them per session); vllm_url:
+    a vLLM server's OpenAI base URL that answers the text-only chat completions (``vllm_backend``)."""
     config = config or ServerConfig()
     app = web.Application(middlewares=[_api_key(config.api_key)], client_max_size=config.max_message_bytes)
     app[ENGINE], app[CONFIG], app[SAMPLING] = engine, config, sampling or Sampling()
     app.router.add_get("/api/chat", official_chat)
     app.router.add_get("/api/simplex", official_chat)
     app[REPLIES] = SpokenReplies()
+    backend = VLLMBackend(vllm_url) if vllm_url else None
+    if backend is not None:
+        app[VLLM] = backend
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/audio/transcriptions", transcriptions)
     app.router.add_get("/v1/models", models)
@@ -52,6 +61,8 @@ def make_app(
         engine.start()
         yield
         engine.stop()
+        if backend is not None:
+            await backend.close()
 
     app.cleanup_ctx.append(lifetime)
     return app

@@ -10,6 +10,8 @@
   (spoken replies), ``tool_calls`` in OpenAI's shape; with ``stream: true``, server-sent events whose
   ``delta`` carries ``content`` or ``audio`` ``{id, transcript}`` / ``{id, data}`` (PCM16, 24 kHz) as the
   reply is made, then ``finish_reason`` and ``[DONE]``.
+
+With a vLLM backend (``vllm_backend``), text-only requests are answered by vLLM.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .openai_common import (
     sampling_from_body,
     whole_reply,
 )
+from .vllm_backend import VLLM
 
 AUDIO_TTL_S = 3600  # how long a spoken reply's id can be named in a later request's history
 KEPT_REPLIES = 1024
@@ -187,7 +190,10 @@ def _completion(kind: str, model: str, choice: dict[str, Any], cid: str) -> dict
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     app = request.app
     body = await json_body(request)
-    pipe_request, fmt = chat_request(body, app)
+    pipe_request, fmt = chat_request(body, app)  # checked here also when vLLM answers it
+    backend = app.get(VLLM)
+    if backend is not None and backend.takes(body):
+        return await backend.forward(request, body)
     if body.get("stream"):
         return await _stream(request, body, pipe_request)
     reply = await whole_reply(app[ENGINE], pipe_request)
