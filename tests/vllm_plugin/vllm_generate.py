@@ -1,7 +1,7 @@
 """Greedy tokens from vLLM for spoken questions: run by ``test_vllm_serving.py`` with the Python of the
 vLLM environment (``.venv-vllm``, built by ``tools/setup.sh test``), never imported by pytest.
 
-    .venv-vllm/bin/python tests/vllm/vllm_generate.py --model FOLDER --audio a.wav --audio b.wav \
+    .venv-vllm/bin/python tests/vllm_plugin/vllm_generate.py --model FOLDER --audio a.wav --audio b.wav \
         --max-tokens 16 --out tokens.json
 
 Writes ``{"generate": [[ids], ...], "chat": [[ids], ...]}``: one batch through ``LLM.generate`` (the chat
