@@ -34,6 +34,21 @@ def test_chat_answers_a_wav_with_text_audio_and_timing(question, tmp_path, capsy
     assert captured.out.strip()  # the text answer
 
 
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_quantized_weights_from_the_command_line(question, tmp_path, capsys, scheme, monkeypatch):
+    from funaudiochat.chat.pipeline import Pipeline
+
+    used = []
+    original = Pipeline.quantize
+    monkeypatch.setattr(Pipeline, "quantize", lambda self, s, g=32: used.append(s) or original(self, s, g))
+    out = tmp_path / "answer.wav"
+    assert main(["chat", str(question), "--out", str(out), "--quantize", scheme, *FAST]) == 0
+    assert used == [scheme] and sf.read(out)[0].shape[0] > 0
+    assert capsys.readouterr().out.strip()
+    with pytest.raises(SystemExit):
+        main(["chat", str(question), "--quantize", "int3"])
+
+
 @pytest.mark.parametrize("hops", [[], ["--hop", "4", "--hop-growth", "4", "--max-hop", "32"]])
 def test_streamed_output_equals_offline(question, tmp_path, capsys, hops):
     offline, live = tmp_path / "offline.wav", tmp_path / "stream.wav"

@@ -52,25 +52,39 @@ def add_parser(sub) -> None:
     p.add_argument("--hop", type=int, default=15, help="speech codes per vocoder chunk (default 15)")
     p.add_argument("--hop-growth", type=int, default=1, help="each later hop this many times longer")
     p.add_argument("--max-hop", type=int, help="longest hop in codes (with --hop-growth > 1)")
+    add_quantize_argument(p)
     p.set_defaults(func=cmd_chat)
 
 
-def choose_pipeline(model: str | None, seed: int, command: str):
+def choose_pipeline(model: str | None, seed: int, command: str, quantize: str | None = None):
     """The pipeline a command runs: the folder ``model``, else the shipped demo model, else (said on
-    stderr) a seeded tiny random one."""
+    stderr) a seeded tiny random one; ``quantize``: "int8" / "int4" weights for its LLM and SRH."""
     from .loaders import demo_model_folder
     from .pipeline import load_pipeline, random_pipeline
 
     if model:
-        return load_pipeline(model)
-    if (demo := demo_model_folder()) is not None:
-        return load_pipeline(demo)
-    print(
-        f"funaudiochat {command}: no --model given; using a seeded tiny random pipeline (seed {seed}): "
-        "the answer is noise, the timing is real",
-        file=sys.stderr,
+        pipe = load_pipeline(model)
+    elif (demo := demo_model_folder()) is not None:
+        pipe = load_pipeline(demo)
+    else:
+        print(
+            f"funaudiochat {command}: no --model given; using a seeded tiny random pipeline (seed {seed}): "
+            "the answer is noise, the timing is real",
+            file=sys.stderr,
+        )
+        pipe = random_pipeline(seed)
+    if quantize:
+        pipe.quantize(quantize)
+    return pipe
+
+
+def add_quantize_argument(parser) -> None:
+    """``--quantize int8|int4`` (shared by ``chat`` and ``serve``)."""
+    parser.add_argument(
+        "--quantize",
+        choices=["int8", "int4"],
+        help="weight-only int8 / int4 for the shared LLM and the SRH (CPU; docs/quantization.md)",
     )
-    return random_pipeline(seed)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -98,7 +112,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         sampling=sampling,
         history_speech=args.history_speech,
     )
-    pipe = choose_pipeline(args.model, args.seed, "chat")
+    pipe = choose_pipeline(args.model, args.seed, "chat", args.quantize)
     pipe.set_hops(args.hop, args.hop_growth, args.max_hop)
 
     with AudioOut(args.out) as out:

@@ -92,10 +92,25 @@ class Pipeline:
         self._prefixes: OrderedDict[tuple, PromptPrefix] = OrderedDict()
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, hop_tokens: int = 15, **options: Any) -> Pipeline:
+    def from_pretrained(
+        cls, folder: str | os.PathLike, hop_tokens: int = 15, quantize: str | None = None, **options: Any
+    ) -> Pipeline:
         """Load a pipeline folder (``loaders``: the files it holds; a missing or malformed one is named);
+        quantize: "int8" or "int4" weights for the shared LLM and the SRH (``quantize``), None: as saved;
         ``options``: ``hop_growth``, ``max_hop_tokens``, ``prefix_cache`` (see the class)."""
-        return cls(**vars(load_parts(folder)), hop_tokens=hop_tokens, **options)
+        pipe = cls(**vars(load_parts(folder)), hop_tokens=hop_tokens, **options)
+        if quantize is not None:
+            pipe.quantize(quantize)
+        return pipe
+
+    def quantize(self, scheme: str, group_size: int = 32) -> int:
+        """Weight-only ``scheme`` ("int8" or "int4", ``group_size`` inputs per int4 group) for the shared
+        LLM and the SRH, in place (``funaudiochat.drsr.quantization``); returns the layers replaced."""
+        from funaudiochat.drsr.quantization import quantize_weights
+
+        count = quantize_weights(self.model, scheme, group_size)
+        self.clear_prefix_cache()
+        return count
 
     @classmethod
     def random(cls, seed: int = 0, hop_tokens: int = 15) -> Pipeline:

@@ -15,6 +15,7 @@ import sys
 
 def add_parser(sub) -> None:
     """The ``serve`` subcommand's arguments."""
+    from .chat_command import add_quantize_argument
     from .server.config import ServerConfig
 
     d = ServerConfig()
@@ -37,6 +38,7 @@ def add_parser(sub) -> None:
         help="a vLLM server's OpenAI base URL (http://HOST:PORT/v1) that answers the text-only chat "
         "completions (docs/vllm.md); speech output stays here",
     )
+    add_quantize_argument(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -59,7 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         idle_timeout_s=args.idle_timeout,
     )
     sampling = Sampling(max_new_tokens=args.max_new_tokens)
-    pipe = choose_pipeline(args.model, args.seed, "serve")
+    pipe = choose_pipeline(args.model, args.seed, "serve", args.quantize)
     pipe.set_hops(args.hop, args.hop_growth, args.max_hop)
     engine = Engine(pipe, max_jobs=config.max_sessions, audio_lead_s=config.audio_lead_s)
     app = make_app(engine, config, sampling, args.vllm_url)

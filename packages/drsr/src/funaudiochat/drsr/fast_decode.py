@@ -30,11 +30,12 @@ from transformers.models.qwen3.modeling_qwen3 import Qwen3Model
 
 from .kv_cache import GrowingLayer
 from .ops.dispatch import choose_implementation
+from .quantization import is_quantized
 
 
 def supports(model: torch.nn.Module) -> bool:
-    """Whether ``decode_one`` computes what ``model`` would."""
-    if not isinstance(model, Qwen3Model) or model.training:
+    """Whether ``decode_one`` computes what ``model`` would (not with weight-only quantized layers)."""
+    if not isinstance(model, Qwen3Model) or model.training or is_quantized(model):
         return False
     config = model.config
     layer_types = getattr(config, "layer_types", None) or []
@@ -43,6 +44,15 @@ def supports(model: torch.nn.Module) -> bool:
         and not getattr(config, "attention_bias", False)
         and getattr(config, "hidden_act", "silu") == "silu"
     )
+
+
+def project(x: torch.Tensor, layer: torch.nn.Module) -> torch.Tensor:
+    """``layer(x)`` for the few rows of a decoding step: a plain ``nn.Linear`` through ``linear`` (its bias
+    added), any other layer (a weight-only quantized one) as it computes itself."""
+    if type(layer) is not torch.nn.Linear:
+        return layer(x)
+    y = linear(x, layer.weight)
+    return y if layer.bias is None else y + layer.bias
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -322,8 +322,8 @@ def _finish_step(model, state, hidden, text_embeds, positions, new_mask, first: 
     k = model.group_size
     batch = hidden.shape[0]
     head = model.language_model.lm_head
-    if config.fast_decode and not first and head.bias is None:
-        text_logits = fast_decode.linear(hidden[:, -1], head.weight).float()
+    if config.fast_decode and not first:
+        text_logits = fast_decode.project(hidden[:, -1], head).float()
     else:
         text_logits = head(hidden[:, -1]).float()
     text_history = state.sequences.masked_fill(state.attention_mask == 0, -1)

@@ -216,7 +216,7 @@ class SpeechRefinedHead(nn.Module):
         k = self.group_size
         b, s, _ = conditioning.shape
         if fast and s == 1:  # one 5 Hz position: its k sub-frames from one split product
-            pre = fast_decode.linear(conditioning, self.pre_matching.weight) + self.pre_matching.bias
+            pre = fast_decode.project(conditioning, self.pre_matching)
         else:
             pre = self.pre_matching(conditioning)
         sub_positions = (positions.unsqueeze(-1) * k + torch.arange(k, device=positions.device)).view(b, -1)
