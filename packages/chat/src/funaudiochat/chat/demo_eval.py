@@ -286,7 +286,8 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``eval_spoken_qa --model FOLDER --run RUN [--limit N] [--out FILE] [--card]``: evaluate, print the
+    """``eval_spoken_qa --model FOLDER --run RUN [--limit N] [--quantize int8|int4] [--out FILE] [--card]``:
+    evaluate, print the
     table, write the JSON (and with ``--card`` put the table into the model folder's README.md)."""
     import argparse
 
@@ -303,9 +304,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="JSON of every figure (default: print only)")
     parser.add_argument("--card", action="store_true", help="write the table into the model's README.md")
     parser.add_argument("--seed", type=int, default=0, help="seed of speech sampling")
+    parser.add_argument(
+        "--quantize",
+        choices=["int8", "int4"],
+        help="weight-only LLM and SRH of the model (the base text LM it is compared with stays float)",
+    )
     args = parser.parse_args(argv)
 
-    pipe = Pipeline.from_pretrained(args.model)
+    pipe = Pipeline.from_pretrained(args.model, quantize=args.quantize)
     items = heldout_items(args.run, args.limit)
     tools = json.loads((args.run / "corpus" / "tools.json").read_text())
     answers = [pair["answer"] for pair in corpus_pairs(args.run / "corpus", SPLITS, QA_TASKS)]
@@ -326,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print()
     results["seconds"] = time.perf_counter() - start
-    results["model"], results["limit"] = str(args.model), args.limit
+    results["model"], results["limit"], results["quantize"] = str(args.model), args.limit, args.quantize
     text = table(results)
     print(text)
     if args.out is not None:
