@@ -156,15 +156,45 @@ def test_unknown_logger_and_callback(speech_dir, capsys):
     assert "space after ':'" in capsys.readouterr().err
 
 
-def test_strategy_by_mapping_and_fsdp_needs_a_gpu():
+def test_strategy_by_mapping_and_fsdp1_needs_a_gpu():
     from lightning.pytorch.strategies import DDPStrategy
 
     made = cli.trainer_objects({"strategy": {"ddp": {"find_unused_parameters": True}}})
     assert isinstance(made["strategy"], DDPStrategy)
     with pytest.raises(cli.RecipeError, match="trainer.strategy as a mapping"):
         cli.trainer_objects({"strategy": {"horovod": {}}})
-    # Lightning 2.6 runs FSDP on GPUs only; on a CPU-only machine it says so (docs/training.md)
+    # Lightning 2.6 runs FSDP (FSDP1) on GPUs only; on a CPU-only machine it says so (docs/training.md)
     import lightning as L
 
     with pytest.raises(ValueError, match="requires a GPU accelerator"):
         L.Trainer(accelerator="cpu", devices=2, strategy="fsdp", logger=False)
+
+
+def test_fsdp2_is_data_parallel_over_every_device():
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    made = cli.trainer_objects({"strategy": "fsdp2", "devices": 2, "num_nodes": 2})["strategy"]
+    assert isinstance(made, ModelParallelStrategy)
+    assert (made._data_parallel_size, made._tensor_parallel_size) == (4, 1)
+    made = cli.trainer_objects({"strategy": {"fsdp2": {"save_distributed_checkpoint": False}}, "devices": 2})
+    assert made["strategy"]._data_parallel_size == 2 and not made["strategy"]._save_distributed_checkpoint
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_configs_are_valid_and_need_a_gpu(stage, tmp_path):
+    """The recipes' DeepSpeed configs parse and build Lightning's strategy (DeepSpeed itself imports on a
+    CPU); Lightning 2.6 then refuses to train with it without CUDA, which a test pins (docs/training.md)."""
+    pytest.importorskip("deepspeed")
+    import lightning as L
+    import torch
+    from lightning.pytorch.demos.boring_classes import BoringModel
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    config = RECIPES / "deepspeed" / f"zero{stage}.json"
+    made = cli.trainer_objects({"strategy": {"deepspeed": {"config": str(config)}}})["strategy"]
+    assert isinstance(made, DeepSpeedStrategy) and made.config["zero_optimization"]["stage"] == stage
+    trainer = L.Trainer(
+        accelerator="cpu", strategy=made, max_steps=1, logger=False, enable_checkpointing=False
+    )
+    with pytest.raises(RuntimeError, match="only supported on CUDA GPUs"):
+        trainer.fit(BoringModel(), torch.utils.data.DataLoader(torch.randn(4, 32), batch_size=2))

@@ -220,6 +220,41 @@ def test_ddp_two_processes_equals_one_process_with_the_same_global_batch(spoken,
     assert_same_training(tmp_path / "ddp" / "model", tmp_path / "one" / "model", start)
 
 
+def test_fsdp2_two_processes_follows_ddp(spoken, tmp_path):
+    """FSDP2 (``trainer.strategy=fsdp2``: every decoder layer sharded with ``fully_shard`` over 2 CPU
+    processes, gloo) against DDP on the same 2 processes and data: the same loss at every step, and the
+    same trained model once the shards are gathered for the export."""
+    import subprocess
+
+    data, start = spoken
+
+    def run(root, strategy):
+        argv = [
+            sys.executable,
+            "-m",
+            "funaudiochat.training.cli",
+            "fit",
+            "--config",
+            str(RECIPES / "pre_alignment.yaml"),
+            *overrides(data, start, root, 4),
+            "model.lr=3e-3",
+            "data.max_batch_size=1",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            f"trainer.strategy={strategy}",
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert ("sharded over 2 ranks" in done.stdout + done.stderr) == (strategy == "fsdp2")
+        return losses(root)
+
+    sharded = run(tmp_path / "fsdp2", "fsdp2")
+    replicated = run(tmp_path / "ddp", "ddp_find_unused_parameters_true")
+    assert len(sharded) == len(replicated) == 4
+    assert sharded == pytest.approx(replicated, rel=1e-4, abs=1e-5)
+    assert_same_training(tmp_path / "fsdp2" / "model", tmp_path / "ddp" / "model", start)
+
+
 def spoken_preferences(data: Path, path: Path) -> list[dict]:
     """Preference pairs from the spoken data (rejected: another question's spoken answer), the tasks
     robustness and empathy taking turns; written to ``path`` as JSONL; returns the records."""

@@ -20,7 +20,9 @@ A recipe has these sections, merged in order (later files and overrides win):
     ckpt_path: a Lightning checkpoint to resume from (``last``: the newest one), optional
 Three ``trainer`` keys take names instead of objects:
     strategy:  a Lightning name (``ddp``, ``ddp_find_unused_parameters_true``, ``fsdp``,
-               ``deepspeed_stage_2``) or ``{ddp|fsdp|deepspeed: {...}}`` with the strategy's arguments, e.g.
+               ``deepspeed_stage_2``), ``fsdp2`` (Lightning's ``ModelParallelStrategy``: parameters sharded
+               with ``fully_shard`` over the data-parallel ranks, CPUs included; the LLM stages shard each
+               decoder layer) or ``{ddp|fsdp|fsdp2|deepspeed: {...}}`` with the strategy's arguments, e.g.
                ``{deepspeed: {config: packages/training/recipes/deepspeed/zero3.json}}`` (GPUs)
     logger:    false, or a list of ``csv`` / ``tensorboard`` (written under ``default_root_dir``)
     callbacks: a list of ``progress`` (rich progress bar), ``lr_monitor``, or ``{checkpoint: {...}}`` with
@@ -154,7 +156,7 @@ def _check_kwargs(target: Any, kwargs: dict[str, Any], section: str) -> None:
 
 
 LOGGERS = ("csv", "tensorboard")
-STRATEGIES = ("ddp", "fsdp", "deepspeed")
+STRATEGIES = ("ddp", "fsdp", "fsdp2", "deepspeed")
 CALLBACKS = ("progress", "lr_monitor", "checkpoint")
 
 
@@ -195,6 +197,8 @@ def trainer_objects(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
     if "callbacks" in kwargs:
         kwargs["callbacks"] = made_callbacks
     strategy = kwargs.get("strategy")
+    if strategy == "fsdp2":
+        strategy = {"fsdp2": {}}
     if isinstance(strategy, dict):
         if len(strategy) != 1 or next(iter(strategy)) not in STRATEGIES:
             raise RecipeError(
@@ -206,8 +210,13 @@ def trainer_objects(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
         cls = {
             "ddp": strategies.DDPStrategy,
             "fsdp": strategies.FSDPStrategy,
+            "fsdp2": strategies.ModelParallelStrategy,
             "deepspeed": strategies.DeepSpeedStrategy,
         }
+        if name == "fsdp2":  # data parallel with sharded parameters (fully_shard), no tensor parallelism
+            devices, nodes = kwargs.get("devices", 1), kwargs.get("num_nodes", 1)
+            world = devices * nodes if isinstance(devices, int) and isinstance(nodes, int) else "auto"
+            options = {"data_parallel_size": world, "tensor_parallel_size": 1, **(options or {})}
         kwargs["strategy"] = cls[name](**(options or {}))
     plugins = kwargs.get("plugins") or []
     kwargs["plugins"] = [*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()]

@@ -45,6 +45,7 @@ from funaudiochat.base.rng import seeded
 from funaudiochat.drsr import FunAudioChatConfig, FunAudioChatForConditionalGeneration
 from funaudiochat.drsr.configuration import tiny_config_for  # noqa: F401  (re-exported for recipes and tests)
 from funaudiochat.drsr.processing import PROCESSOR_CONFIG_NAME
+from lightning.pytorch.utilities import rank_zero_info
 
 from ..errors import UserInputError
 from ..optim import adamw_with_schedule
@@ -315,6 +316,21 @@ class SpeechLLMModule(L.LightningModule):
             raise ValueError("every parameter is frozen: nothing would learn")
         self._forward_args = set(inspect.signature(self.model.forward).parameters) - {"kwargs"}
         self._batch_checked = False
+        self._sharded = False
+
+    def configure_model(self) -> None:
+        """With ``trainer.strategy=fsdp2`` (a device mesh from Lightning), shard the model (``sharding``)."""
+        mesh = getattr(self, "_device_mesh", None)
+        if mesh is None or self._sharded:
+            return
+        if self.hparams.lora is not None:
+            raise UserInputError("lora with trainer.strategy=fsdp2 is not supported; use ddp")
+        from .sharding import shard_model
+
+        mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+        units = shard_model(self.model, mesh)
+        self._sharded = True
+        rank_zero_info(f"fsdp2: {units} decoder layers and the model's root sharded over {mesh.size()} ranks")
 
     # -- data agreement -------------------------------------------------------------------------------------
 
@@ -379,15 +395,17 @@ class SpeechLLMModule(L.LightningModule):
 
     # -- export ---------------------------------------------------------------------------------------------
 
-    def export(self, directory: str | os.PathLike) -> Path:
-        """Write the model in the official layout (LoRA adapters merged into the LLM first)."""
+    def export(
+        self, directory: str | os.PathLike, model: FunAudioChatForConditionalGeneration | None = None
+    ) -> Path:
+        """Write the model (or ``model``: the same weights unsharded) in the official layout (LoRA adapters
+        merged into the LLM first)."""
+        model = model or self.model
         if self.hparams.lora is not None:
-            merge_lora(self.model.language_model)
+            merge_lora(model.language_model)
         spec = self.hparams.model
         source = spec if isinstance(spec, (str, os.PathLike)) else dict(spec).get("pretrained")
-        return save_checkpoint_atomic(
-            self.model, directory, companions=[source, self._data_processor_folder()]
-        )
+        return save_checkpoint_atomic(model, directory, companions=[source, self._data_processor_folder()])
 
     def _data_processor_folder(self) -> str | None:
         """The processor folder of the trainer's datamodule (``data.processor``), if any: the export's
@@ -397,5 +415,16 @@ class SpeechLLMModule(L.LightningModule):
         return hparams.get("processor") if hparams is not None else None
 
     def on_train_end(self) -> None:
-        if self.hparams.export_dir is not None and self.trainer.is_global_zero:
+        if self.hparams.export_dir is None:
+            return
+        if self._sharded:  # every rank gathers; rank 0 exports an unsharded copy
+            from .sharding import full_state_dict
+
+            state = full_state_dict(self.model)
+            if self.trainer.is_global_zero:
+                whole = FunAudioChatForConditionalGeneration(self.model.config)
+                whole.load_state_dict(state)
+                self.export(self.hparams.export_dir, whole)
+            return
+        if self.trainer.is_global_zero:
             self.export(self.hparams.export_dir)
