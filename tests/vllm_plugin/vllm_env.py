@@ -50,38 +50,16 @@ def save_checkpoint(folder: Path, questions: list[torch.Tensor]) -> tuple[list[P
     project's greedy tokens for them as one batch (a row that ended is cut after its end token).
     Returns (the WAV paths, the tokens)."""
     from funaudiochat.chat.loaders import RANDOM_CORPUS
-    from funaudiochat.drsr import (
-        DecodingConfig,
-        FunAudioChatConfig,
-        FunAudioChatForConditionalGeneration,
-        generate,
-    )
+    from funaudiochat.drsr import DecodingConfig, FunAudioChatForConditionalGeneration, generate
+    from funaudiochat.drsr.configuration import tiny_config_for
     from funaudiochat.drsr.processing import FunAudioChatProcessor
     from funaudiochat.drsr.text_tokenizer import train_text_tokenizer
 
     processor = FunAudioChatProcessor(train_text_tokenizer(RANDOM_CORPUS, vocab_size=320))
     ids = processor.token_ids
-    text = {
-        "hidden_size": 64,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "head_dim": 32,
-        "audio_bos_index": ids.audio_bos_index,
-        "audio_eos_index": ids.audio_eos_index,
-        "sil_index": ids.sil_index,
-        "bos_token_id": None,
-        "eos_token_id": ids.im_end,
-        "pad_token_id": ids.pad,
-    }
-    config = FunAudioChatConfig.tiny(
-        vocab_size=len(processor.tokenizer),
-        text_overrides=text,
-        audio_token_index=ids.audio_token_index,
-        d_model=64,
-        encoder_attention_heads=2,
-        encoder_ffn_dim=128,
-        output_dim=64,
-    )
+    sizes = {"hidden_size": 64, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32}
+    audio = {"d_model": 64, "encoder_attention_heads": 2, "encoder_ffn_dim": 128, "output_dim": 64}
+    config = tiny_config_for(processor, text_overrides=sizes, **audio)
     torch.manual_seed(0)
     model = FunAudioChatForConditionalGeneration(config).eval()
     model.save_pretrained(folder)

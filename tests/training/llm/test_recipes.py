@@ -194,65 +194,42 @@ def test_ddp_two_processes_equals_one_process_with_the_same_global_batch(spoken,
     """DDP over 2 CPU processes (gloo), one conversation per process and step, against one process that
     accumulates the same two conversations per step: both average the two per-conversation losses, so
     the trained models agree."""
+    data, start = spoken
+    ddp, one = tmp_path / "ddp", tmp_path / "one"
+    fit_pre_alignment(
+        data, start, ddp, "trainer.devices=2", "trainer.strategy=ddp_find_unused_parameters_true"
+    )
+    fit_pre_alignment(data, start, one, "trainer.devices=1", "trainer.accumulate_grad_batches=2")
+    assert_same_training(ddp / "model", one / "model", start)
+
+
+def fit_pre_alignment(data: Path, start: Path, root: Path, *extra: str) -> str:
+    """Four pre-alignment steps of one conversation per process and step, in a process of its own (the
+    ``funaudiochat-train`` command); returns what it printed."""
     import subprocess
 
-    data, start = spoken
-
-    def run(root, *extra):
-        argv = [
-            sys.executable,
-            "-m",
-            "funaudiochat.training.cli",
-            "fit",
-            "--config",
-            str(RECIPES / "pre_alignment.yaml"),
-            *overrides(data, start, root, 4),
-            "model.lr=3e-3",
-            "data.max_batch_size=1",
-            "trainer.accelerator=cpu",
-            *extra,
-        ]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-
-    run(tmp_path / "ddp", "trainer.devices=2", "trainer.strategy=ddp_find_unused_parameters_true")
-    run(tmp_path / "one", "trainer.devices=1", "trainer.accumulate_grad_batches=2", "trainer.max_steps=4")
-    assert_same_training(tmp_path / "ddp" / "model", tmp_path / "one" / "model", start)
+    argv = [sys.executable, "-m", "funaudiochat.training.cli", "fit"]
+    argv += ["--config", str(RECIPES / "pre_alignment.yaml"), *overrides(data, start, root, 4)]
+    argv += ["model.lr=3e-3", "data.max_batch_size=1", "trainer.accelerator=cpu", *extra]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
 
 
 def test_fsdp2_two_processes_follows_ddp(spoken, tmp_path):
     """FSDP2 (``trainer.strategy=fsdp2``: every decoder layer sharded with ``fully_shard`` over 2 CPU
     processes, gloo) against DDP on the same 2 processes and data: the same loss at every step, and the
     same trained model once the shards are gathered for the export."""
-    import subprocess
-
     data, start = spoken
-
-    def run(root, strategy):
-        argv = [
-            sys.executable,
-            "-m",
-            "funaudiochat.training.cli",
-            "fit",
-            "--config",
-            str(RECIPES / "pre_alignment.yaml"),
-            *overrides(data, start, root, 4),
-            "model.lr=3e-3",
-            "data.max_batch_size=1",
-            "trainer.accelerator=cpu",
-            "trainer.devices=2",
-            f"trainer.strategy={strategy}",
-        ]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert ("sharded over 2 ranks" in done.stdout + done.stderr) == (strategy == "fsdp2")
-        return losses(root)
-
-    sharded = run(tmp_path / "fsdp2", "fsdp2")
-    replicated = run(tmp_path / "ddp", "ddp_find_unused_parameters_true")
-    assert len(sharded) == len(replicated) == 4
-    assert sharded == pytest.approx(replicated, rel=1e-4, abs=1e-5)
-    assert_same_training(tmp_path / "fsdp2" / "model", tmp_path / "ddp" / "model", start)
+    sharded, replicated = tmp_path / "fsdp2", tmp_path / "ddp"
+    said = fit_pre_alignment(data, start, sharded, "trainer.devices=2", "trainer.strategy=fsdp2")
+    assert "sharded over 2 ranks" in said
+    fit_pre_alignment(
+        data, start, replicated, "trainer.devices=2", "trainer.strategy=ddp_find_unused_parameters_true"
+    )
+    assert len(losses(sharded)) == len(losses(replicated)) == 4
+    assert losses(sharded) == pytest.approx(losses(replicated), rel=1e-4, abs=1e-5)
+    assert_same_training(sharded / "model", replicated / "model", start)
 
 
 def spoken_preferences(data: Path, path: Path) -> list[dict]:

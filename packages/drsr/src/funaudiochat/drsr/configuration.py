@@ -304,13 +304,14 @@ class FunAudioChatConfig(PretrainedConfig):
         )
 
 
-def tiny_config_for(processor, **overrides) -> FunAudioChatConfig:
+def tiny_config_for(processor, text_overrides: dict | None = None, **overrides) -> FunAudioChatConfig:
     """``FunAudioChatConfig.tiny`` whose vocabulary and special ids are those of ``processor``'s text
-    tokenizer and whose ``group_size`` is the processor's (tests, the demo model); ``overrides`` go to
-    ``FunAudioChatConfig.tiny``."""
+    tokenizer and whose ``group_size`` is the processor's (tests, the demo model); ``text_overrides``
+    change the LLM's sizes, ``overrides`` go to ``FunAudioChatConfig.tiny``."""
     ids = processor.token_ids
     overrides.setdefault("group_size", processor.group_size)
     text = {
+        **(text_overrides or {}),
         "audio_bos_index": ids.audio_bos_index,
         "audio_eos_index": ids.audio_eos_index,
         "sil_index": ids.sil_index,
