@@ -85,6 +85,31 @@ def test_forward_losses_and_logits_match_the_official_code(official):
     torch.testing.assert_close(recomputed, out.speech_loss, rtol=0, atol=1e-5)
 
 
+def test_prev_code_transform_acts_in_training_only(official):
+    """``prev_code_transform`` (training augmentation) sees the SRH's previous-token ids in train mode
+    and changes the speech loss; in eval mode it is not called."""
+    g = load_file(GOLDEN / "forward.safetensors")
+    seen = []
+
+    def shift(prev):
+        seen.append(prev.clone())
+        return torch.where((prev >= 0) & (prev < 6561), 0, prev)  # every real code becomes code 0
+
+    official.prev_code_transform = shift
+    try:
+        with torch.no_grad():
+            plain = official(**{k: g[k].clone() for k in FORWARD_KEYS})
+            assert not seen
+            official.train()
+            shifted = official(**{k: g[k].clone() for k in FORWARD_KEYS})
+    finally:
+        official.eval()
+        official.prev_code_transform = None
+    assert len(seen) == 1 and ((seen[0] >= 0) & (seen[0] < 6561)).any()
+    assert (shifted.speech_loss - plain.speech_loss).abs() > 1e-4
+    torch.testing.assert_close(shifted.text_loss, plain.text_loss, rtol=0, atol=1e-5)
+
+
 def test_speech_logits_without_speech_targets_match_the_official_code(official):
     """``return_speech_logits=True`` when nothing in the batch has speech targets, against the official
     code (golden README: srh_no_speech_targets). Without speech labels (a text-only batch; user audio with

@@ -110,6 +110,9 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
         self.audio_invert_tower = SpeechRefinedHead(audio) if audio.enable_audio_invert_tower else None
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.group_size = audio.group_size
+        # training only: a function applied to the SRH's previous-token ids [B, S*k] before the teacher-
+        # forced forward (e.g. ``funaudiochat.training.llm.code_noise.NeighbourNoise``); None: as they are
+        self.prev_code_transform = None
         self.post_init()
         self._tie_speech_head()
 
@@ -363,6 +366,8 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
             if speech_labels is not None:
                 prev = speech_labels.masked_fill(speech_labels == ignore, cfg.audio_config.pad_token_id)
                 prev = torch.roll(prev, shifts=-(k - 1), dims=1)
+                if self.training and self.prev_code_transform is not None:
+                    prev = self.prev_code_transform(prev)
             if has_speech_targets:
                 targets = F.pad(speech_labels, (0, k), value=ignore)[:, k:]
                 if not return_speech_logits:  # the loss alone: logits where there are targets

@@ -281,6 +281,8 @@ class SpeechLLMModule(L.LightningModule):
         lr, min_lr_ratio, schedule, warmup_steps, total_steps, weight_decay, betas: AdamW and its schedule
             (``schedule``: constant, linear, cosine, inverse_sqrt; ``total_steps`` defaults to the trainer's).
         export_dir: where ``save_pretrained`` writes the trained model at the end of ``fit`` (None: not).
+        prev_code_noise: share of the SRH's previous codes replaced by FSQ neighbours while training
+            (``code_noise``; 0: none).
     """
 
     def __init__(
@@ -296,12 +298,17 @@ class SpeechLLMModule(L.LightningModule):
         weight_decay: float = 0.0,
         betas: Sequence[float] = (0.9, 0.999),
         export_dir: str | None = None,
+        prev_code_noise: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         self.model = build_model(model).train()
+        if prev_code_noise:
+            from .code_noise import NeighbourNoise
+
+            self.model.prev_code_transform = NeighbourNoise(prev_code_noise)
         names = [n for n, _ in self.model.named_parameters()]
         for item in freeze:
             if not any(n == item or n.startswith(item + ".") for n in names):
