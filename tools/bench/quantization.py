@@ -34,8 +34,7 @@ from _results import write_json  # tools/bench/_results.py, this folder
 from funaudiochat.chat import Pipeline
 from funaudiochat.chat.loaders import demo_model_folder
 from funaudiochat.drsr import DecodingConfig, SamplingConfig, generate
-from funaudiochat.drsr.quantization import quantize_weights, weight_bytes
-from torch import nn
+from funaudiochat.drsr.quantization import quantizable_layers, quantize_weights, weight_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTIONS = sorted((ROOT / "examples" / "questions").glob("*.wav"))
@@ -62,8 +61,9 @@ def greedy(model, inputs: dict, steps: int):
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    n = max(len(a), len(b))
-    return float((a[: min(len(a), len(b))] == b[: min(len(a), len(b))]).sum()) / n if n else 1.0
+    """Share of positions of the longer of ``a`` and ``b`` where both hold the same token."""
+    common, longest = min(len(a), len(b)), max(len(a), len(b))
+    return float((a[:common] == b[:common]).sum()) / longest if longest else 1.0
 
 
 def paper_table() -> list[dict]:
@@ -72,12 +72,7 @@ def paper_table() -> list[dict]:
 
     with torch.device("meta"):
         model = FunAudioChatForConditionalGeneration(FunAudioChatConfig())
-    tied = {id(model.get_input_embeddings().weight), id(model.audio_invert_tower.lm_head.weight)}
-    quantizable = 0
-    for root in (model.language_model, model.audio_invert_tower):
-        for module in root.modules():
-            if type(module) is nn.Linear and id(module.weight) not in tied:
-                quantizable += module.weight.numel()
+    quantizable = sum(layer.weight.numel() for _, _, layer in quantizable_layers(model))
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     rest = total - quantizable
     rows = []

@@ -20,10 +20,13 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
 BITS = {"int8": 8, "int4": 4}
+GROUP_SIZES = (32, 64, 128, 256)  # inputs per int4 group that torch's CPU packing takes
 QUANTIZED_ATTR = "_funaudiochat_quantized"  # set on every module whose layers were replaced
 
 
@@ -31,7 +34,7 @@ class WeightOnlyLinear(nn.Module):
     """``linear`` with its weight quantized (module docstring); the bias, if any, stays as it was.
 
     linear: the layer to replace (weight ``[N, K]``); scheme: "int8" or "int4"; group_size: inputs per
-    int4 group (32, 64, 128 or 256; ``K`` must be a multiple)."""
+    int4 group (one of ``GROUP_SIZES``; ``K`` must be a multiple, ``N`` a multiple of 8)."""
 
     def __init__(self, linear: nn.Linear, scheme: str, group_size: int = 32):
         super().__init__()
@@ -47,13 +50,12 @@ class WeightOnlyLinear(nn.Module):
             )
             self.register_buffer("scales", scale.to(torch.bfloat16))
         else:
-            if group_size not in (32, 64, 128, 256) or self.in_features % group_size:
+            _check_group_size(group_size)
+            if not int4_fits(linear, group_size):
                 raise ValueError(
-                    f"int4 group_size must be 32, 64, 128 or 256 and divide the input size "
-                    f"{self.in_features}, got {group_size}"
+                    f"int4 needs an output size divisible by 8 and an input size divisible by the group "
+                    f"size {group_size}, got {self.out_features} x {self.in_features}"
                 )
-            if self.out_features % 8:
-                raise ValueError(f"int4 needs an output size divisible by 8, got {self.out_features}")
             groups = weight.view(self.out_features, -1, group_size)
             low, high = groups.amin(-1), groups.amax(-1)
             scale = ((high - low) / 15).clamp(min=1e-12)
@@ -119,28 +121,46 @@ def quantize_weights(model: nn.Module, scheme: str, group_size: int = 32) -> int
     steps aside for quantized modules)."""
     if scheme not in BITS:
         raise ValueError(f"quantize must be one of {sorted(BITS)}, got {scheme!r}")
-    if scheme == "int4" and group_size not in (32, 64, 128, 256):
-        raise ValueError(f"int4 group_size must be 32, 64, 128 or 256, got {group_size}")
+    if scheme == "int4":
+        _check_group_size(group_size)
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise ValueError("weight-only int8/int4 runs on the CPU here; move the model to the CPU first")
     model.eval()
+    layers = list(quantizable_layers(model))
+    for parent, name, child in layers:
+        fits = scheme == "int8" or int4_fits(child, group_size)
+        setattr(parent, name, WeightOnlyLinear(child, scheme if fits else "int8", group_size))
+    for root in _roots(model):
+        for module in root.modules():
+            setattr(module, QUANTIZED_ATTR, True)
+    setattr(model, QUANTIZED_ATTR, scheme)
+    return len(layers)
+
+
+def quantizable_layers(model: nn.Module) -> Iterator[tuple[nn.Module, str, nn.Linear]]:
+    """``(parent, name, layer)`` of every ``nn.Linear`` that ``quantize_weights`` replaces: those of the
+    shared LLM and the SRH whose weight is not tied to an embedding table (works on the meta device)."""
     tied = {id(model.get_input_embeddings().weight)} if hasattr(model, "get_input_embeddings") else set()
     srh = getattr(model, "audio_invert_tower", None)
     if srh is not None:
         tied.add(id(srh.lm_head.weight))
-    roots = [getattr(model, "language_model", None), srh]
-    count = 0
-    for root in [r for r in roots if r is not None]:
+    for root in _roots(model):
         for parent in list(root.modules()):
             for name, child in list(parent.named_children()):
                 if type(child) is nn.Linear and id(child.weight) not in tied:
-                    fits = scheme == "int8" or int4_fits(child, group_size)
-                    setattr(parent, name, WeightOnlyLinear(child, scheme if fits else "int8", group_size))
-                    count += 1
-        for module in root.modules():
-            setattr(module, QUANTIZED_ATTR, True)
-    setattr(model, QUANTIZED_ATTR, scheme)
-    return count
+                    yield parent, name, child
+
+
+def _roots(model: nn.Module) -> list[nn.Module]:
+    """The shared LLM and the SRH of ``model`` (those it has)."""
+    parts = (getattr(model, "language_model", None), getattr(model, "audio_invert_tower", None))
+    return [part for part in parts if part is not None]
+
+
+def _check_group_size(group_size: int) -> None:
+    if group_size not in GROUP_SIZES:
+        allowed = ", ".join(map(str, GROUP_SIZES[:-1])) + f" or {GROUP_SIZES[-1]}"
+        raise ValueError(f"int4 group_size must be {allowed}, got {group_size}")
 
 
 def is_quantized(module: nn.Module) -> bool:
