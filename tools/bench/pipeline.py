@@ -213,12 +213,16 @@ def first_audio(pipe: Pipeline, request: Request) -> None:
 def breakdown(pipe: Pipeline, request: Request, repeats: int) -> dict[str, dict[str, float]]:
     """Mean milliseconds per reply in each of ``PARTS`` and in all, offline and up to the first audio."""
     result = {}
-    for schedule, run in (("offline", pipe.chat), ("stream to first audio", first_audio)):
+    schedules = {
+        "offline": lambda: pipe.chat(request),
+        "stream to first audio": lambda: first_audio(pipe, request),
+    }
+    for schedule, run in schedules.items():
         totals: dict[str, float] = collections.defaultdict(float)
         with timed_parts(totals):
             start = time.perf_counter()
             for _ in range(repeats):
-                run(pipe, request) if run is first_audio else run(request)
+                run()
             totals["all"] = time.perf_counter() - start
         result[schedule] = {label: 1000 * seconds / repeats for label, seconds in totals.items()}
     return result

@@ -128,8 +128,10 @@ class WhisperFrontend(nn.Module):
         if frames == 0:
             return log_mel[..., :0], mel_lengths
         # the maximum: over the item's frames, or ("zeros") every frame whose window reaches its audio
-        reach = (index * HOP_LENGTH - pad < lengths.unsqueeze(1)).to(log_mel.device).unsqueeze(1)
-        peak = log_mel.masked_fill(~(reach if zeros else valid), float("-inf")).amax(dim=(1, 2), keepdim=True)
+        counted = valid
+        if zeros:
+            counted = (index * HOP_LENGTH - pad < lengths.unsqueeze(1)).to(log_mel.device).unsqueeze(1)
+        peak = log_mel.masked_fill(~counted, float("-inf")).amax(dim=(1, 2), keepdim=True)
         log_mel = torch.maximum(log_mel, peak - 8.0)
         log_mel = (log_mel + 4.0) / 4.0
         return log_mel.masked_fill(~valid, 0.0)[..., :frames], mel_lengths

@@ -21,8 +21,6 @@ from aiohttp import web
 
 from .openai_common import OpenAIError
 
-VLLM = web.AppKey("vllm", object)  # the application's VLLMBackend, when one is configured
-
 
 class VLLMBackend:
     """A vLLM OpenAI-compatible server at ``base_url`` (e.g. ``http://127.0.0.1:8001/v1``)."""
@@ -90,3 +88,6 @@ class VLLMBackend:
             raise OpenAIError(
                 f"the vLLM backend at {self.base_url} is unreachable ({err})", status=502, kind="server_error"
             ) from err
+
+
+VLLM = web.AppKey("vllm", VLLMBackend)  # the application's backend, when one is configured

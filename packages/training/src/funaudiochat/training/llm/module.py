@@ -424,14 +424,13 @@ class SpeechLLMModule(L.LightningModule):
     def on_train_end(self) -> None:
         if self.hparams.export_dir is None:
             return
-        if self._sharded:  # every rank gathers; rank 0 exports an unsharded copy
+        whole = None  # the model itself, or with sharded weights (fsdp2) an unsharded copy on rank 0
+        if self._sharded:
             from .sharding import full_state_dict
 
-            state = full_state_dict(self.model)
+            state = full_state_dict(self.model)  # every rank takes part in the gathering
             if self.trainer.is_global_zero:
                 whole = FunAudioChatForConditionalGeneration(self.model.config)
                 whole.load_state_dict(state)
-                self.export(self.hparams.export_dir, whole)
-            return
         if self.trainer.is_global_zero:
-            self.export(self.hparams.export_dir)
+            self.export(self.hparams.export_dir, whole)
