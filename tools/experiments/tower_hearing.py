@@ -36,7 +36,9 @@ def load_tower(tower: Path, text_lm: Path):
     learnt = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)["state_dict"]
     head = TokenCTCHead(read_llm_input_embeddings(text_lm))
     prefix = "token_head."
-    head.load_state_dict({k.removeprefix(prefix): v for k, v in learnt.items() if k.startswith(prefix)})
+    state = {k.removeprefix(prefix): v for k, v in learnt.items() if k.startswith(prefix)}
+    state.setdefault("log_scale", head.log_scale.detach())  # runs from before the learnt scale: 1
+    head.load_state_dict(state)
     return encoder.eval(), head.eval(), int(metadata.get("group_size", 5))
 
 

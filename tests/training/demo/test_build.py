@@ -107,6 +107,8 @@ TINY = dict(
     text_lm_size="tiny",
     audio_encoder_steps=2,
     audio_encoder_spliced=3,
+    audio_encoder_width=128,
+    tower_match_steps=2,
     listening_steps=2,
     pre_alignment_steps=2,
 )
@@ -210,7 +212,7 @@ def test_conversations_stage_can_place_reply_words_at_their_speech(spoken, tmp_p
 
 @pytest.fixture(scope="module")
 def with_audio_encoder(with_text_lm, spoken):
-    DemoBuild(with_text_lm, DemoSettings(**TINY), log=lambda _: None).run(["audio_encoder"])
+    DemoBuild(with_text_lm, DemoSettings(**TINY), log=lambda _: None).run(["audio_encoder", "tower_match"])
     return with_text_lm
 
 
@@ -238,6 +240,30 @@ def test_audio_encoder_stage_trains_the_tower_the_speech_model_starts_from(with_
     assert not torch.equal(fresh.continuous_audio_tower.proj.weight, weights["proj.weight"])
 
 
+def test_tower_match_stage_fine_tunes_the_tower_the_speech_model_starts_from(with_audio_encoder, tmp_path):
+    import shutil
+
+    import torch
+    from funaudiochat.base.weights import read_safetensors
+
+    root = with_audio_encoder
+    record = json.loads((root / "tower_match" / "stage.json").read_text())
+    assert record["steps"] == 2
+    matched, metadata = read_safetensors(root / "tower_match" / "audio_encoder.safetensors")
+    before, _ = read_safetensors(root / "audio_encoder" / "audio_encoder.safetensors")
+    assert metadata["grouped_output"] == "llm_input_embeddings" and set(matched) == set(before)
+    assert any(not torch.equal(matched[name], tensor) for name, tensor in before.items())
+    hparams = next((root / "tower_match" / "run").rglob("hparams.yaml")).read_text()
+    assert "embed_weight: 1.0" in hparams and "token_logit_scale: 20.0" in hparams
+    # with no steps the tower is passed on as it is
+    copy = tmp_path / "copy"
+    for stage in ("audio_encoder", "text_lm"):
+        shutil.copytree(root / stage, copy / stage)
+    DemoBuild(copy, DemoSettings(**{**TINY, "tower_match_steps": 0}), log=lambda _: None).run(["tower_match"])
+    passed, _ = read_safetensors(copy / "tower_match" / "audio_encoder.safetensors")
+    assert all(torch.equal(passed[name], tensor) for name, tensor in before.items())
+
+
 def test_the_towers_width_is_a_setting_the_model_and_the_tower_agree_on(with_text_lm):
     from funaudiochat.training.demo.model_stages import audio_encoder_shape, demo_audio, demo_model_spec
     from funaudiochat.training.llm.module import build_model
@@ -248,7 +274,7 @@ def test_the_towers_width_is_a_setting_the_model_and_the_tower_agree_on(with_tex
     spec = demo_model_spec(text_lm, with_text_lm / "text_tokenizer", 0, audio_width=32)
     model = build_model(spec)
     assert model.config.audio_config.d_model == 32 and model.config.audio_config.encoder_ffn_dim == 128
-    assert audio_encoder_shape(text_lm)["d_model"] == DemoSettings().audio_encoder_width == 128
+    assert audio_encoder_shape(text_lm)["d_model"] == 128 and DemoSettings().audio_encoder_width == 256
     with pytest.raises(ValueError, match="audio_encoder_width must be"):
         demo_audio(30)
 
@@ -280,7 +306,7 @@ def test_pre_alignment_stage_starts_from_the_text_llm_and_exports(with_audio_enc
     assert record["listening"]["rows"] == len(listening) > 0
     for line in map(json.loads, listening):
         assert line["system"] == DEFAULT_S2T_PROMPT and len(line["audio"]) == 1
-    encoder, _ = read_safetensors(root / "audio_encoder" / "audio_encoder.safetensors")
+    encoder, _ = read_safetensors(root / "tower_match" / "audio_encoder.safetensors")
     tower = model.continuous_audio_tower.state_dict()
     assert any(not torch.equal(tower[name], tensor) for name, tensor in encoder.items())
     # the demo recipe's models decode with the prompt's previous speech tokens as trained

@@ -82,7 +82,7 @@ def test_a_setting_added_later_counts_at_its_old_value_in_records_made_before_it
     _save(saved, "corpus", old, ["seed"])
     _save(saved, "text_tokenizer", old, ["text_vocab_size"], ["tokenizer.json"])
     _save(saved, "text_lm", old, ["seed", "text_lm_steps"], ["model/config.json"])
-    same = DemoBuild(tmp_path / "run", log=lambda _: None)
+    same = DemoBuild(tmp_path / "run", DemoSettings(text_lm_skills=False), log=lambda _: None)
     assert restore_products(same, saved) == {"text_tokenizer": "restored", "text_lm": "restored"}
     skilled = DemoBuild(tmp_path / "skilled", DemoSettings(text_lm_skills=True), log=lambda _: None)
     assert restore_products(skilled, saved) == {

@@ -124,3 +124,73 @@ def test_a_text_lm_of_another_width_or_without_embeddings_is_refused(text_lm, tm
         AudioEncoderModule(encoder=TINY_TOWER, char_weight=0.0, token_weight=0.0)
     with pytest.raises(ValueError, match="leaves no loss without text_lm"):
         AudioEncoderModule(encoder=TINY_TOWER, char_weight=0.0)
+
+
+def test_the_group_labels_follow_the_best_path_through_the_transcript():
+    from funaudiochat.training.llm.audio_encoder import ctc_group_labels
+
+    # 5 groups, classes 0 (blank), 1, 2: the frames favour 1 1 blank 2 2, the transcript is [1, 2]
+    favoured = torch.tensor([1, 1, 0, 2, 2])
+    log_probs = torch.full((2, 5, 3), -5.0)
+    log_probs[0, torch.arange(5), favoured] = -0.1
+    log_probs[1] = log_probs[0]
+    targets = torch.tensor([[1, 2], [2, 2]])
+    labels = ctc_group_labels(log_probs, torch.tensor([5, 2]), targets, torch.tensor([2, 2]))
+    assert labels[0].tolist() == [1, 1, 0, 2, 2]
+    assert labels[1] is None  # [2, 2] needs a blank between: 3 groups, only 2 valid
+
+
+def test_the_embedding_match_is_zero_on_target_and_relative_otherwise():
+    from funaudiochat.training.llm.audio_encoder import embedding_match_loss
+
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    labels = [torch.tensor([1, 0, 2]), None]
+    on_target = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]], [[9.0, 9.0]] * 3])
+    assert float(embedding_match_loss(on_target, labels, embeddings)) == 0.0
+    off = on_target.clone()
+    off[0, 1] = torch.tensor([0.0, 1.0])  # the blank group should be 0: error 1 over target norms 1 + 4
+    assert float(embedding_match_loss(off, labels, embeddings)) == pytest.approx(0.2)
+    assert embedding_match_loss(on_target, [None, None], embeddings) is None
+
+
+def test_the_embedding_match_pulls_the_groups_onto_the_embeddings(
+    said, text_lm, tmp_path, recorder, quiet_trainer
+):
+    from funaudiochat.training.llm.audio_encoder import read_tower
+
+    torch.manual_seed(0)
+    start = tmp_path / "start.safetensors"
+    first_tower = AudioEncoderModule(encoder={**TINY_TOWER, "output_dim": 64})
+    first_tower.export(start)
+    data = TokenizerDataModule(train=str(said), units="chars", batch_size=4, shuffle=False, cache_audio=True)
+    module = AudioEncoderModule(
+        encoder={**TINY_TOWER, "output_dim": 64},
+        lr=3e-3,
+        warmup_steps=0,
+        text_lm=str(text_lm),
+        embed_weight=1.0,
+        token_logit_scale=10.0,
+        init_weights=str(start),
+    )
+    for name, tensor in first_tower.encoder.state_dict().items():
+        assert torch.equal(module.encoder.state_dict()[name], tensor), name
+    assert float(module.token_head.log_scale.detach().exp()) == pytest.approx(10.0)
+    losses = recorder("train/embed_loss")
+    L.Trainer(max_steps=40, callbacks=[losses], **quiet_trainer).fit(module, datamodule=data)
+    first, last = losses.values["train/embed_loss"][0], losses.values["train/embed_loss"][-1]
+    assert last < 0.5 * first, (first, last)
+
+    wide = AudioEncoderModule(encoder={**TINY_TOWER, "d_model": 48, "output_dim": 64})
+    wide.export(tmp_path / "wide.safetensors")
+    with pytest.raises(ValueError, match="wide.safetensors: a tower of another shape.*d_model"):
+        read_tower(tmp_path / "wide.safetensors", module.config)
+
+
+def test_bad_embedding_match_settings_are_refused(text_lm):
+    with pytest.raises(ValueError, match="embed_weight must be >= 0 and, when > 0, needs text_lm"):
+        AudioEncoderModule(encoder=TINY_TOWER, embed_weight=1.0)
+    tower = {**TINY_TOWER, "output_dim": 64}
+    with pytest.raises(ValueError, match="embed_weight must be >= 0"):
+        AudioEncoderModule(encoder=tower, text_lm=str(text_lm), embed_weight=-1.0)
+    with pytest.raises(ValueError, match="logit_scale must be > 0"):
+        AudioEncoderModule(encoder=tower, text_lm=str(text_lm), token_logit_scale=0)

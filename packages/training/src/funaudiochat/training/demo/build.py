@@ -41,6 +41,9 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
   and sentences spliced from their text (``spliced_speech``) with CTC on characters and on the LLM's
   tokens (the ``audio_encoder`` recipe): the stand-in for the pretrained Whisper encoder the official
   model starts from -> ``audio_encoder/audio_encoder.safetensors``;
+- ``tower_match``: that tower fine-tuned with the embedding match as well (``tower_match_steps``), its 5 Hz
+  groups pulled onto the text LLM's embeddings of the words they hold, which the frozen LLM reads as it
+  reads text -> ``tower_match/audio_encoder.safetensors``;
 - ``conversations``: the training examples in the official sharegpt layout, per task as the pipeline
   prompts them: question-answering pairs as S2S (``DEFAULT_S2M_PROMPT``; the answer's text and codes)
   and, the clean rendition once more, as S2T (``DEFAULT_S2T_PROMPT``; the answer's text), the noisy one
@@ -49,7 +52,7 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
   S2T function calling (``function_calling_prompt(TOOLS)``, the call as text):
   ``conversations/train.jsonl`` (both spoken renditions) and ``heldout.jsonl``;
 - ``pre_alignment``: the speech model (``demo_model_spec``: the text LLM's sizes and weights, the audio
-  encoder of ``audio_encoder``, an SRH) trained with the LLM frozen (the ``pre_alignment`` recipe) in two
+  encoder of ``tower_match``, an SRH) trained with the LLM frozen (the ``pre_alignment`` recipe) in two
   fits: the listening path on the spoken questions answered in text (``listening_steps``, ->
   ``pre_alignment/listen/model``), then the speech output on the spoken replies, exported to
   ``pre_alignment/run/model``;
@@ -79,7 +82,7 @@ from typing import Any
 
 from .context import DemoSettings
 from .finetune_stages import run_core_cocktail, run_dpo
-from .model_stages import run_audio_encoder, run_pre_alignment
+from .model_stages import run_audio_encoder, run_pre_alignment, run_tower_match
 from .package_stage import run_package
 from .products import (
     DONE_FILE,
@@ -264,6 +267,12 @@ STAGES: dict[str, DemoStage] = {
         needs=("corpus", "speech", "text_lm"),
         products=("audio_encoder.safetensors",),
     ),
+    "tower_match": DemoStage(
+        run_tower_match,
+        "the tower's 5 Hz groups pulled onto the text LLM's embeddings of the words they hold",
+        needs=("audio_encoder", "text_lm"),
+        products=("audio_encoder.safetensors",),
+    ),
     "conversations": DemoStage(
         run_conversations,
         "training conversations: S2S answers, S2T transcripts and calls",
@@ -272,7 +281,7 @@ STAGES: dict[str, DemoStage] = {
     "pre_alignment": DemoStage(
         run_pre_alignment,
         "the listening path, then the SRH, learn with the text LLM frozen",
-        needs=("text_lm", "text_tokenizer", "conversations", "audio_encoder"),
+        needs=("text_lm", "text_tokenizer", "conversations", "tower_match"),
         products=("run/model",),
     ),
     "core_cocktail": DemoStage(

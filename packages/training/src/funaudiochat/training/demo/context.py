@@ -22,14 +22,17 @@ class DemoSettings:
     text_lm_size: "demo" (the recipe's sizes) or "tiny" (tests).
     knowledge_per_content: phrasings of each content item the text LLM learns (``corpus.knowledge_pairs``).
     text_lm_skills: the text LLM also learns tool calls and copying a sentence under the ASR instruction
-        (``text_stages.text_lm_pairs``), as a pretrained LLM could before it hears speech (an experiment:
-        the recipe's model was made without).
+        (``text_stages.text_lm_pairs``), as a pretrained LLM could before it hears speech (without it the
+        model's tool calls were never well formed: runs/demo6 against runs/demo7).
     audio_encoder_steps: CTC training steps of the continuous audio tower (the Whisper stand-in; 12000
         with the spliced sentences: held-out token error 27.0 % at 6000, 24.3 % at 12000).
     audio_encoder_width: the towers' ``d_model`` (``model_stages.demo_audio``; held-out 5 Hz token error
         of the continuous tower at 12000 steps: 24.3 % at 128, 20.6 % at 256, which trains 1.6x slower).
     audio_encoder_spliced: spliced training sentences the tower also hears (``spliced_speech``: the
         training words in new orders, against learning the training sentences by heart; 0: none).
+    tower_match_steps / tower_match_weight / tower_match_logit_scale / tower_match_lr: the ``tower_match``
+        stage's fine-tuning of the tower with the embedding match (``llm.audio_encoder``; 0 steps: the
+        tower as it is), its weight, the token CTC's logit scale at the start and the peak learning rate.
     listening_steps / listening_lr: pre-alignment's first fit: the listening path (tower, adapter) taught,
         the text LLM frozen, to make spoken questions read as written ones (0: none; held-out S2T 23.8 %
         at 1200 steps, 25.6 % at 2400).
@@ -62,10 +65,14 @@ class DemoSettings:
     text_lm_steps: int = 9000
     text_lm_size: str = "demo"
     knowledge_per_content: int = 3
-    text_lm_skills: bool = False
+    text_lm_skills: bool = True
     audio_encoder_steps: int = 12000
     audio_encoder_spliced: int = 6000
-    audio_encoder_width: int = 128
+    audio_encoder_width: int = 256
+    tower_match_steps: int = 4000
+    tower_match_weight: float = 1.0
+    tower_match_logit_scale: float = 20.0
+    tower_match_lr: float = 5e-4
     listening_steps: int = 2400
     listening_lr: float = 3e-4
     pre_alignment_steps: int = 400

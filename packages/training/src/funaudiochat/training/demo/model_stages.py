@@ -140,6 +140,43 @@ def run_audio_encoder(build: StageContext) -> dict[str, Any]:
     }
 
 
+def run_tower_match(build: StageContext) -> dict[str, Any]:
+    """The tower of ``audio_encoder`` fine-tuned with the embedding match (``llm.audio_encoder``): its 5 Hz
+    groups pulled onto the text LLM's embeddings of the words they hold, which the frozen LLM reads far
+    better than the token CTC's long vectors. With ``tower_match_steps`` = 0 the tower is copied as is."""
+    import shutil
+
+    tower = build.require("audio_encoder", "tower_match")
+    text_lm = build.require("text_lm", "tower_match") / "model"
+    out = build.folder("tower_match")
+    out.mkdir(parents=True, exist_ok=True)
+    settings = build.settings
+    weights = out / "audio_encoder.safetensors"
+    if settings.tower_match_steps == 0:
+        if not weights.exists():
+            from funaudiochat.base.atomic import atomic_path
+
+            with atomic_path(weights) as tmp:
+                shutil.copyfile(tower / "audio_encoder.safetensors", tmp)
+        return {"steps": 0, "weights": str(weights)}
+    shape = audio_encoder_shape(text_lm, settings.audio_encoder_width)
+    overrides = [
+        f"data.train={tower / 'utterances.jsonl'}",
+        f"trainer.max_steps={settings.tower_match_steps}",
+        f"model.init_weights={tower / 'audio_encoder.safetensors'}",
+        f"model.embed_weight={settings.tower_match_weight}",
+        f"model.token_logit_scale={settings.tower_match_logit_scale}",
+        f"model.lr={settings.tower_match_lr}",
+        f"model.export_path={weights}",
+        f"model.text_lm={text_lm}",
+        "data.speed_perturb=[0.9,1.0,1.1]",
+        f"seed={settings.seed}",
+        *(f"model.encoder.{key}={value}" for key, value in shape.items()),
+    ]
+    fit_recipe("audio_encoder", out / "run", overrides, product=weights)
+    return {"steps": settings.tower_match_steps, "weights": str(weights)}
+
+
 # pre-alignment's frozen modules: the LLM and the listening path (tower, continuous adapter)
 LISTENING_FROZEN_MODULES = (
     "language_model",
@@ -200,7 +237,7 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
     text_lm = build.require("text_lm", "pre_alignment") / "model"
     processor = build.require("text_tokenizer", "pre_alignment")
     conversations = build.require("conversations", "pre_alignment")
-    audio_encoder = build.require("audio_encoder", "pre_alignment") / "audio_encoder.safetensors"
+    audio_encoder = build.require("tower_match", "pre_alignment") / "audio_encoder.safetensors"
     out = build.folder("pre_alignment")
     out.mkdir(parents=True, exist_ok=True)
     settings = build.settings

@@ -17,9 +17,15 @@ in it (the LLM then reads speech like text):
     [L, D] at 25 Hz -> mean of each group of 5 -> g [ceil(L/5), D] -> logits [g.b + c, g @ E^T]
       -> CTC over the transcript's text tokens (blank = the learnt vector b and bias c)
 
-The loss is ``char_weight * char CTC + token_weight * token CTC``. The export then says so in its
-metadata (``grouped_output = "llm_input_embeddings"``) and ``build_model`` starts the adapter's
-``continual_output_matching`` as the identity, keeping the groups in that space.
+The loss is ``char_weight * char CTC + token_weight * token CTC + embed_weight * embedding match``. The
+token CTC alone rewards long group vectors pointing towards the word's embedding, which the LLM reads far
+worse than the embedding itself (``docs/experiments/demo_model/README.md``). The embedding match pulls each
+group onto what the LLM reads for text: the embedding of the token the group holds on the token CTC's best
+path through the transcript (``ctc_group_labels``), and zero for a blank group; its figure is the squared
+error over the targets' squared norm. With it the token CTC reads the shorter groups at a learnt scale
+(``token_logit_scale`` is its start). The export then says so in its metadata (``grouped_output =
+"llm_input_embeddings"``) and ``build_model`` starts the adapter's ``continual_output_matching`` as the
+identity, keeping the groups in that space.
 
 The data are those of the tokenizer stage (``TokenizerDataModule``: audio with transcripts, characters or
 phonemes). At the end of ``fit`` the tower is written to ``export_path`` (safetensors, the tower's own
@@ -33,6 +39,7 @@ Example (recipe ``packages/training/recipes/audio_encoder.yaml``):
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict
 from typing import Any
@@ -78,21 +85,89 @@ def group_mean(hidden: torch.Tensor, lengths: torch.Tensor, size: int) -> tuple[
 
 
 class TokenCTCHead(nn.Module):
-    """Logits of grouped features against a frozen text-embedding table, with a learnt blank.
+    """Logits of grouped features against a frozen text-embedding table, with a learnt blank and a learnt
+    scale: ``[g.b + c, s * g @ E^T]``.
 
     Args:
         embeddings: ``[V, D]`` the LLM's input embeddings (kept frozen, not saved in checkpoints).
+        logit_scale: the scale ``s`` at the start (learnt in log space).
     ``forward(g [B, G, D]) -> [B, G, V + 1]`` (class 0 is the blank, token id ``i`` is class ``i + 1``)."""
 
-    def __init__(self, embeddings: torch.Tensor):
+    def __init__(self, embeddings: torch.Tensor, logit_scale: float = 1.0):
         super().__init__()
+        if logit_scale <= 0:
+            raise ValueError(f"logit_scale must be > 0, got {logit_scale}")
         self.register_buffer("embeddings", embeddings, persistent=False)
         self.blank = nn.Parameter(torch.zeros(embeddings.shape[1]))
         self.blank_bias = nn.Parameter(torch.zeros(()))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(logit_scale)))
 
     def forward(self, grouped: torch.Tensor) -> torch.Tensor:
         blank = grouped @ self.blank + self.blank_bias
-        return torch.cat([blank[..., None], grouped @ self.embeddings.T], dim=-1)
+        tokens = self.log_scale.exp() * (grouped @ self.embeddings.T)
+        return torch.cat([blank[..., None], tokens], dim=-1)
+
+
+def ctc_group_labels(
+    log_probs: torch.Tensor, groups: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor
+) -> list[torch.Tensor | None]:
+    """The CTC class of every group on the best path through each transcript (Viterbi forced alignment).
+
+    log_probs: ``[B, G, C]`` group log-probabilities (class 0 the blank); groups: valid groups ``[B]``;
+    targets: ``[B, U]`` transcript classes (no blanks), target_lengths: ``[B]``.
+    Returns one ``[groups[i]]`` long tensor of classes per row, or None for a row too short for its
+    transcript (no path exists)."""
+    from torchaudio.functional import forced_align
+
+    labels: list[torch.Tensor | None] = []
+    for row in range(log_probs.shape[0]):
+        n, u = int(groups[row]), int(target_lengths[row])
+        target = targets[row, :u]
+        repeats = int((target[1:] == target[:-1]).sum()) if u > 1 else 0
+        if u == 0 or n < u + repeats:
+            labels.append(None)
+            continue
+        path, _ = forced_align(
+            log_probs[row : row + 1, :n].detach().float().cpu(), target[None].cpu(), blank=0
+        )
+        labels.append(path[0].to(log_probs.device))
+    return labels
+
+
+def embedding_match_loss(
+    grouped: torch.Tensor, labels: list[torch.Tensor | None], embeddings: torch.Tensor
+) -> torch.Tensor | None:
+    """Squared error of each group against its target (``embeddings[class - 1]``, zero for the blank),
+    summed over the valid groups of the rows with labels, over the targets' summed squared norm.
+
+    grouped: ``[B, G, D]``; labels: ``ctc_group_labels``'s; embeddings: ``[V, D]``. None when no row has
+    labels (or every label is the blank)."""
+    errors, norms = [], []
+    for row, label in enumerate(labels):
+        if label is None:
+            continue
+        target = embeddings[(label - 1).clamp(min=0)] * (label > 0)[:, None].to(embeddings.dtype)
+        errors.append((grouped[row, : len(label)].float() - target).pow(2).sum())
+        norms.append(target.pow(2).sum())
+    if not errors or float(sum(norms)) == 0.0:
+        return None
+    return sum(errors) / sum(norms)
+
+
+def read_tower(path: str | os.PathLike, config: AudioEncoderConfig) -> dict[str, torch.Tensor]:
+    """The state dict of a tower written by ``AudioEncoderModule.export``, checked to have ``config``'s
+    shape (a ``ValueError`` naming the file and both shapes otherwise)."""
+    from funaudiochat.base.weights import read_safetensors
+
+    state, metadata = read_safetensors(path)
+    if metadata.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"{path}: not an audio-encoder export (format {metadata.get('format')!r})")
+    saved = json.loads(metadata.get("config", "{}"))
+    wanted = json.loads(json.dumps(asdict(config)))
+    differ = {k: (v, saved.get(k)) for k, v in wanted.items() if saved.get(k) != v}
+    if differ:
+        raise ValueError(f"{path}: a tower of another shape; (this run, the file): {differ}")
+    return state
 
 
 class AudioEncoderModule(CTCVocabulary, L.LightningModule):
@@ -107,6 +182,10 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
         text_lm: a text LLM folder (tokenizer + safetensors) for the 5 Hz token CTC, or ``None`` (chars only).
         group_size: 25 Hz frames per group (the model's ``group_size``, 5).
         char_weight, token_weight: the weights of the two CTC losses (``token_weight`` needs ``text_lm``).
+        embed_weight: the weight of the embedding match (needs ``token_weight`` > 0: it follows the token
+            CTC's path); 0 leaves it out.
+        token_logit_scale: the token CTC's logit scale at the start (1: the plain dot product).
+        init_weights: a tower (``export``'s safetensors, the same shape) to start from, or ``None``.
         export_path: where ``fit`` writes the tower (``.safetensors``), or ``None`` for nowhere.
     """
 
@@ -126,6 +205,9 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
         group_size: int = 5,
         char_weight: float = 1.0,
         token_weight: float = 1.0,
+        embed_weight: float = 0.0,
+        token_logit_scale: float = 1.0,
+        init_weights: str | None = None,
         export_path: str | None = None,
     ):
         super().__init__()
@@ -139,11 +221,18 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
                 f"need group_size >= 1 and non-negative weights, not both 0; got group_size={group_size}, "
                 f"char_weight={char_weight}, token_weight={token_weight}"
             )
+        if embed_weight < 0 or (embed_weight > 0 and (text_lm is None or token_weight == 0)):
+            raise ValueError(
+                f"embed_weight must be >= 0 and, when > 0, needs text_lm and token_weight > 0 (the match "
+                f"follows the token CTC's path); got embed_weight={embed_weight}, token_weight={token_weight}"
+            )
         if text_lm is None and char_weight == 0:
             raise ValueError("char_weight=0 leaves no loss without text_lm (the token CTC needs a text LLM)")
         self.save_hyperparameters()
         self.config = build_config(AudioEncoderConfig, encoder or {})
         self.encoder = ContinuousAudioEncoder(self.config)
+        if init_weights is not None:
+            self.encoder.load_state_dict(read_tower(init_weights, self.config))
         self.text_tokenizer = None
         self.token_head: TokenCTCHead | None = None
         if text_lm is not None:
@@ -156,7 +245,7 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
                     f"output_dim is {self.config.output_dim} (they must be equal)"
                 )
             self.text_tokenizer = AutoTokenizer.from_pretrained(text_lm)
-            self.token_head = TokenCTCHead(embeddings)
+            self.token_head = TokenCTCHead(embeddings, token_logit_scale)
         self.vocabulary: Vocabulary | None = None
         self.head: nn.Linear | None = None
         if vocabulary is not None:
@@ -202,6 +291,12 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
                 self, batch, log_probs, groups, split, policy, targets, name="token_loss", rate_hz=rate
             )
             terms += [] if token is None else [hp.token_weight * token]
+            if hp.embed_weight > 0:
+                labels = ctc_group_labels(log_probs, groups, *targets)
+                match = embedding_match_loss(grouped, labels, self.token_head.embeddings)
+                if match is not None:
+                    self.log(f"{split}/embed_loss", match, batch_size=len(batch["text"]))
+                    terms.append(hp.embed_weight * match)
         if not terms:
             return None
         loss = sum(terms)
