@@ -201,12 +201,17 @@ def test_a_voice_clip_prompts_the_vocoder(pipe, question, clip):
     assert_same_reply(reply, streamed(pipe, request)[1])
 
 
-def test_a_saved_folder_loads_into_the_same_pipeline(pipe, question, tmp_path):
+def test_a_saved_folder_loads_into_the_same_pipeline(pipe, question, tmp_path, capfd):
+    from transformers.utils import logging as hf_logging
+
     folder = save_pipeline(pipe, tmp_path / "pipe")
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "flow.safetensors", "hift.safetensors", "speech_tokenizer_v3.safetensors"} <= names
     assert "README.md" in names and not [n for n in tmp_path.iterdir() if n.name.startswith(".tmp-")]
+    capfd.readouterr()
     loaded = load_pipeline(folder)
+    # quietly: no "Loading weights" bar, and transformers' own setting is left as it was
+    assert "Loading weights" not in capfd.readouterr().err and hf_logging.is_progress_bar_enabled()
     request = Request(audio=question, sampling=SHORT)
     assert_same_reply(pipe.chat(request), loaded.chat(request))
     save_pipeline(pipe, folder)  # replacing an existing folder

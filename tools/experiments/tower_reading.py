@@ -3,6 +3,8 @@ held-out spoken questions (S2T, greedy, scored by key as ``tools/eval_spoken_qa.
 question's place in its text prompt taken by the tower's 5 Hz groups, read four ways:
 
 - ``text``: the written question (the LLM's own accuracy: the ceiling);
+- ``transcript``: the tower's greedy token-CTC transcript (repeats merged, blanks dropped) as text: a
+  cascade of recogniser and LLM;
 - ``tokens``: each group replaced by the input embedding of its greedy token-CTC class, a blank group by
   zeros (what a tower that outputs exactly the embeddings of the words it hears would give);
 - ``groups``: the groups as they are (what the model's adapter passes on at its identity start);
@@ -25,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tower_hearing import load_tower  # noqa: E402
 
-WAYS = ("text", "tokens", "groups", "least_squares")
+WAYS = ("text", "transcript", "tokens", "groups", "least_squares")
 
 
 def heard_groups(encoder, head, group_size: int, audio: str):
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from funaudiochat.chat.demo_eval import heldout_items, key_score
     from funaudiochat.training.demo.text_stages import QA_TASKS
+    from funaudiochat.training.tokenizer import greedy_decode
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(1)
@@ -127,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     for item in items:
         grouped, classes = heard_groups(encoder, head, group_size, item.audio)
         answers["text"].append(reader.answer(item.question))
+        heard = [c - 1 for c in greedy_decode(classes.tolist())]
+        answers["transcript"].append(reader.answer(reader.tokenizer.decode(heard)))
         answers["tokens"].append(reader.answer(token_embeddings(classes, table)))
         answers["groups"].append(reader.answer(grouped))
         answers["least_squares"].append(reader.answer(grouped @ matrix))

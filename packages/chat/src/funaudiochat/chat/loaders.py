@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,8 @@ def load_parts(folder: str | os.PathLike) -> Parts:
         raise ValueError(f"{root}: pipeline folder not found")
     check_folder(root)
     try:
-        model = FunAudioChatForConditionalGeneration.from_pretrained(str(root))
+        with quiet_loading():
+            model = FunAudioChatForConditionalGeneration.from_pretrained(str(root))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{root}: the model (config.json + *.safetensors) cannot be loaded: {err}") from err
     processor = FunAudioChatProcessor.from_pretrained(root)
@@ -72,6 +74,21 @@ def load_parts(folder: str | os.PathLike) -> Parts:
     if (root / SPEECH_TOKENIZER).is_file():
         tokenizer = SpeechTokenizer.from_safetensors(root / SPEECH_TOKENIZER).eval()
     return Parts(model, processor, vocoder, tokenizer)
+
+
+@contextmanager
+def quiet_loading():
+    """Hide transformers' per-file "Loading weights" progress bar (a pipeline loads in well under a second;
+    the bar would be the first thing a `funaudiochat chat` user sees), restoring its setting after."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def demo_model_folder() -> Path | None:
