@@ -85,6 +85,13 @@ def text_lm(tmp_path_factory):
     return folder
 
 
+def token_ctc_fit(said, text_lm, **settings):
+    """The data and a tiny tower (width 64, the text LLM's) with the token CTC and ``settings``."""
+    data = TokenizerDataModule(train=str(said), units="chars", batch_size=4, shuffle=False, cache_audio=True)
+    tower = {**TINY_TOWER, "output_dim": 64}
+    return data, AudioEncoderModule(encoder=tower, lr=3e-3, warmup_steps=0, text_lm=str(text_lm), **settings)
+
+
 def test_the_groups_learn_to_be_the_llm_embeddings_of_the_words_said(
     said, text_lm, tmp_path, recorder, quiet_trainer
 ):
@@ -92,14 +99,7 @@ def test_the_groups_learn_to_be_the_llm_embeddings_of_the_words_said(
 
     torch.manual_seed(0)
     export = tmp_path / "tower.safetensors"
-    data = TokenizerDataModule(train=str(said), units="chars", batch_size=4, shuffle=False, cache_audio=True)
-    module = AudioEncoderModule(
-        encoder={**TINY_TOWER, "output_dim": 64},
-        lr=3e-3,
-        warmup_steps=0,
-        text_lm=str(text_lm),
-        export_path=str(export),
-    )
+    data, module = token_ctc_fit(said, text_lm, export_path=str(export))
     losses = recorder("train/token_loss")
     L.Trainer(max_steps=40, callbacks=[losses], **quiet_trainer).fit(module, datamodule=data)
     first, last = losses.values["train/token_loss"][0], losses.values["train/token_loss"][-1]
@@ -162,15 +162,8 @@ def test_the_embedding_match_pulls_the_groups_onto_the_embeddings(
     start = tmp_path / "start.safetensors"
     first_tower = AudioEncoderModule(encoder={**TINY_TOWER, "output_dim": 64})
     first_tower.export(start)
-    data = TokenizerDataModule(train=str(said), units="chars", batch_size=4, shuffle=False, cache_audio=True)
-    module = AudioEncoderModule(
-        encoder={**TINY_TOWER, "output_dim": 64},
-        lr=3e-3,
-        warmup_steps=0,
-        text_lm=str(text_lm),
-        embed_weight=1.0,
-        token_logit_scale=10.0,
-        init_weights=str(start),
+    data, module = token_ctc_fit(
+        said, text_lm, embed_weight=1.0, token_logit_scale=10.0, init_weights=str(start)
     )
     for name, tensor in first_tower.encoder.state_dict().items():
         assert torch.equal(module.encoder.state_dict()[name], tensor), name

@@ -103,6 +103,23 @@ def audio_encoder_shape(text_lm_folder: Path, audio_width: int = DEMO_AUDIO["d_m
     return {"num_mel_bins": 128, **demo_audio(audio_width), "output_dim": width}
 
 
+def tower_fit_overrides(train: Path, steps: int, weights: Path, text_lm: Path, settings) -> list[str]:
+    """The ``audio_encoder`` recipe's overrides both tower stages share: the utterance manifest ``train``,
+    ``steps``, the export ``weights``, the ``text_lm`` folder, the tower's shape and the seed."""
+    shape = audio_encoder_shape(text_lm, settings.audio_encoder_width)
+    return [
+        f"data.train={train}",
+        f"trainer.max_steps={steps}",
+        f"model.export_path={weights}",
+        f"model.text_lm={text_lm}",
+        # speed perturbation changes tempo and pitch: more voices than the 14 training ones, for the
+        # held-out voices the tower must understand
+        "data.speed_perturb=[0.9,1.0,1.1]",
+        f"seed={settings.seed}",
+        *(f"model.encoder.{key}={value}" for key, value in shape.items()),
+    ]
+
+
 def run_audio_encoder(build: StageContext) -> dict[str, Any]:
     from .speech_stages import QUESTION_SPEEDS, TRAIN_VOICES, write_utterances
     from .spliced_speech import speak_spliced
@@ -119,18 +136,9 @@ def run_audio_encoder(build: StageContext) -> dict[str, Any]:
         spliced = speak_spliced(train, out / "spliced", n, TRAIN_VOICES, QUESTION_SPEEDS, settings.seed)
     count = write_utterances(speech, out / "utterances.jsonl", extra=spliced)
     weights = out / "audio_encoder.safetensors"
-    shape = audio_encoder_shape(text_lm, settings.audio_encoder_width)
-    overrides = [
-        f"data.train={out / 'utterances.jsonl'}",
-        f"trainer.max_steps={build.settings.audio_encoder_steps}",
-        f"model.export_path={weights}",
-        f"model.text_lm={text_lm}",
-        # speed perturbation changes tempo and pitch: more voices than the 14 training ones, for the
-        # held-out voices the tower must understand
-        "data.speed_perturb=[0.9,1.0,1.1]",
-        f"seed={build.settings.seed}",
-        *(f"model.encoder.{key}={value}" for key, value in shape.items()),
-    ]
+    overrides = tower_fit_overrides(
+        out / "utterances.jsonl", settings.audio_encoder_steps, weights, text_lm, settings
+    )
     fit_recipe("audio_encoder", out / "run", overrides, product=weights)
     return {
         "utterances": count,
@@ -159,19 +167,14 @@ def run_tower_match(build: StageContext) -> dict[str, Any]:
             with atomic_path(weights) as tmp:
                 shutil.copyfile(tower / "audio_encoder.safetensors", tmp)
         return {"steps": 0, "weights": str(weights)}
-    shape = audio_encoder_shape(text_lm, settings.audio_encoder_width)
     overrides = [
-        f"data.train={tower / 'utterances.jsonl'}",
-        f"trainer.max_steps={settings.tower_match_steps}",
+        *tower_fit_overrides(
+            tower / "utterances.jsonl", settings.tower_match_steps, weights, text_lm, settings
+        ),
         f"model.init_weights={tower / 'audio_encoder.safetensors'}",
         f"model.embed_weight={settings.tower_match_weight}",
         f"model.token_logit_scale={settings.tower_match_logit_scale}",
         f"model.lr={settings.tower_match_lr}",
-        f"model.export_path={weights}",
-        f"model.text_lm={text_lm}",
-        "data.speed_perturb=[0.9,1.0,1.1]",
-        f"seed={settings.seed}",
-        *(f"model.encoder.{key}={value}" for key, value in shape.items()),
     ]
     fit_recipe("audio_encoder", out / "run", overrides, product=weights)
     return {"steps": settings.tower_match_steps, "weights": str(weights)}
