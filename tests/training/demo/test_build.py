@@ -405,6 +405,12 @@ def test_saved_products_let_a_new_run_skip_training_where_the_settings_agree(pac
     record = json.loads((root / "text_lm" / "stage.json").read_text())
     assert record["restored"]["trained_seconds"] == text_lm["seconds"]
     assert restore_products(build, saved)["text_lm"] == "done already"
+    # the model card gives a restored stage the seconds it took to train, not the copy's
+    from funaudiochat.training.demo.package_stage import stage_seconds
+
+    trained = f"{text_lm['seconds']:.0f} (trained in an earlier run, restored)"
+    assert stage_seconds(build, "text_lm", 0.2) == trained
+    assert stage_seconds(build, "corpus", 0.2) == "0"
     # forced, a restored stage trains after all
     build.run(["text_lm"], force=True)
     assert (root / "text_lm" / "run").exists()

@@ -115,6 +115,15 @@ def parameter_counts(parts) -> dict[str, int]:
     return counts
 
 
+def stage_seconds(build: StageContext, name: str, seconds: float) -> str:
+    """A stage's row in the card: its seconds in this run, or, for a stage whose products were restored
+    from another run (``stage.json``'s ``restored``), the seconds they took to train there."""
+    record_path = build.folder(name) / "stage.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    trained = (record.get("restored") or {}).get("trained_seconds")
+    return f"{seconds:.0f}" if trained is None else f"{trained:.0f} (trained in an earlier run, restored)"
+
+
 def model_card(build: StageContext, parts) -> str:
     """The card's text: what the model is, its data, sizes and recipe, the seconds of each stage."""
     from .speech_stages import ASSISTANT_SPEED, ASSISTANT_VOICE
@@ -125,7 +134,9 @@ def model_card(build: StageContext, parts) -> str:
     stats = json.loads((build.folder("corpus") / "stats.json").read_text())
     text = parts.model.config.text_config
     counts = parameter_counts(parts)
-    rows = "".join(f"| `{name}` | {seconds:.0f} |\n" for name, seconds in timings.items())
+    rows = "".join(
+        f"| `{name}` | {stage_seconds(build, name, seconds)} |\n" for name, seconds in timings.items()
+    )
     sizes = "".join(f"| {name} | {n / 1e6:.2f} M |\n" for name, n in counts.items())
     settings = {f.name: getattr(build.settings, f.name) for f in dataclasses.fields(DemoSettings)}
     return f"""# Fun-Audio-Chat demo model
