@@ -89,3 +89,22 @@ def test_a_setting_added_later_counts_at_its_old_value_in_records_made_before_it
         "text_tokenizer": "restored",
         "text_lm": "not restored: the settings differ in ['text_lm_skills']",
     }
+
+
+def test_a_stage_restored_twice_keeps_the_seconds_of_the_run_that_trained_it(tmp_path):
+    base = vars(DemoSettings())
+    saved = tmp_path / "saved"
+    _save(saved, "corpus", base, ["seed"])
+    _save(saved, "text_tokenizer", base, ["text_vocab_size"], ["tokenizer.json"])
+    _save(saved, "text_lm", base, ["seed", "text_lm_steps"], ["model/config.json"])
+    record = json.loads((saved / "text_lm" / "stage.json").read_text())
+    record["restored"] = {"from": "an older build", "trained_seconds": 3000.0}  # a copy there too
+    (saved / "text_lm" / "stage.json").write_text(json.dumps(record))
+    build = DemoBuild(tmp_path / "run", log=lambda _: None)
+    restore_products(build, saved)
+    markers = {
+        name: json.loads((tmp_path / "run" / name / "restored.json").read_text())
+        for name in ("text_lm", "text_tokenizer")
+    }
+    assert markers["text_lm"]["trained_seconds"] == 3000.0
+    assert markers["text_tokenizer"]["trained_seconds"] == 1.0

@@ -145,7 +145,9 @@ def restore_products(build, folder: Path) -> dict[str, str]:
             destination = target / path.relative_to(folder / name)
             if not destination.exists():
                 _copy(path, destination)
-        marker = {"from": str(folder.resolve()), "trained_seconds": records[name].get("seconds")}
+        # a stage restored there too keeps the seconds of the run that trained it
+        trained = (records[name].get("restored") or {}).get("trained_seconds", records[name].get("seconds"))
+        marker = {"from": str(folder.resolve()), "trained_seconds": trained}
         atomic_write_text(target / RESTORED_FILE, json.dumps(marker) + "\n")
         outcome[name] = "restored"
     return outcome
