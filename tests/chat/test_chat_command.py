@@ -135,3 +135,13 @@ def test_chat_errors_are_clear(tmp_path, capsys, monkeypatch, args, message):
     assert main(["chat", *args]) == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.glob("*.wav"))
+
+
+def test_with_a_shipped_demo_model_chat_answers_with_it(question, tmp_path, capsys, monkeypatch):
+    folder = save_pipeline(random_pipeline(5), tmp_path / "demo_model")
+    assert main(["chat", str(question), "--model", str(folder), "--out", str(tmp_path / "a.wav"), *FAST]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("funaudiochat.chat.loaders.DEMO_MODEL", folder)
+    assert main(["chat", str(question), "--out", str(tmp_path / "b.wav"), *FAST]) == 0
+    assert "seeded tiny random pipeline" not in capsys.readouterr().err
+    assert (sf.read(tmp_path / "a.wav")[0] == sf.read(tmp_path / "b.wav")[0]).all()  # that folder's answer

@@ -1,0 +1,108 @@
+"""Ship a demo build's pipeline folder as the package's embedded default model
+(``packages/chat/src/funaudiochat/chat/demo_model/``, what ``funaudiochat chat`` uses with no ``--model``).
+
+    python tools/ship_demo_model.py --package runs/demo/package --eval runs/demo_eval.json
+
+The folder is loaded as a pipeline and checked against the 40 MiB limit; the evaluation of
+``tools/eval_spoken_qa.py --out`` (``--eval``) becomes the model card's table; the bundled spoken questions
+(``examples/questions``) are answered (greedy text, speech seed 0, as ``tests/chat/test_demo_model.py`` asks
+them) and what the model said and what the independent recogniser heard are kept in
+``bundled_answers.json``: the record the end-to-end regression test compares with. The shipped folder is
+replaced as a whole (atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+QUESTIONS = ROOT / "examples" / "questions"
+BUNDLED_ANSWERS = "bundled_answers.json"
+
+
+def bundled_answers(folder: Path) -> list[dict]:
+    """The pipeline in ``folder`` asked the bundled questions: each question's file, words and key with the
+    text answer, whether it holds the key, and what the recogniser hears in the spoken answer."""
+    from funaudiochat.chat import Pipeline, Request, Sampling
+    from funaudiochat.training.demo.corpus import build_corpus, contains_key
+    from funaudiochat.training.demo.listen import Recognizer
+
+    pipe = Pipeline.from_pretrained(folder)
+    items = [json.loads(line) for line in (QUESTIONS / "questions.jsonl").read_text().splitlines() if line]
+    requests = [Request(audio=QUESTIONS / i["audio"], mode="s2s", sampling=Sampling(seed=0)) for i in items]
+    replies = pipe.chat(requests)
+    answers = sorted({pair.answer for pair in build_corpus(0) if pair.task not in ("tool", "asr")})
+    recognizer = Recognizer(answers)
+    rows = []
+    for item, reply in zip(items, replies, strict=True):
+        heard = recognizer.transcribe(reply.audio, reply.sample_rate)
+        rows.append(
+            {
+                "audio": item["audio"],
+                "question": item["question"],
+                "key": item["key"],
+                "text": reply.text,
+                "text_right": contains_key(reply.text, item["key"]),
+                "heard": heard,
+                "heard_right": contains_key(heard, item["key"]),
+            }
+        )
+    return rows
+
+
+def standing(results: dict) -> str:
+    """The card's opening paragraph on how far the model is from the demo's goals."""
+    s2t, s2s = 100 * results["s2t"]["accuracy"], 100 * results["s2s"]["accuracy"]
+    return (
+        f"**Where it stands:** it answers {s2t:.0f} % of held-out spoken questions right in text, and an "
+        f"independent recogniser hears the right answer in {s2s:.0f} % of its spoken ones; the goals are "
+        "90 % and 80 % (the evaluation below).\n\n"
+    )
+
+
+def evaluation(results: dict) -> str:
+    """The card's evaluation section: the table of ``eval_spoken_qa.py``'s ``results`` and its command."""
+    from funaudiochat.chat.demo_eval import table
+
+    limit = results["limit"]
+    command = f"python tools/eval_spoken_qa.py --model <this folder> --run <its run> --limit {limit}"
+    intro = f"Held-out phrasings and contents in voices training never heard (`{command}`):"
+    return f"## Evaluation\n{intro}\n\n{table(results)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--package", type=Path, required=True, help="a demo build's package/ folder")
+    parser.add_argument("--eval", type=Path, required=True, help="its eval_spoken_qa.py --out JSON")
+    args = parser.parse_args(argv)
+    from funaudiochat.base.atomic import atomic_folder
+    from funaudiochat.chat.loaders import DEMO_MODEL
+    from funaudiochat.training.demo.package_stage import MAX_PACKAGE_BYTES, folder_bytes
+
+    size = folder_bytes(args.package)
+    if size > MAX_PACKAGE_BYTES:
+        raise SystemExit(
+            f"{args.package}: {size / 2**20:.1f} MiB, more than the {MAX_PACKAGE_BYTES >> 20} MiB allowed"
+        )
+    results = json.loads(args.eval.read_text(encoding="utf-8"))
+    with atomic_folder(DEMO_MODEL) as staging:
+        # the package stage's own record (stage.json) stays in the run folder
+        shutil.copytree(
+            args.package, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("stage.json")
+        )
+        card = (staging / "README.md").read_text(encoding="utf-8").split("## Evaluation", 1)[0]
+        title, _, rest = card.partition("\n\n")
+        (staging / "README.md").write_text(f"{title}\n\n{standing(results)}{rest}{evaluation(results)}")
+        rows = bundled_answers(staging)
+        (staging / BUNDLED_ANSWERS).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    for row in rows:
+        print(f"{row['question']} -> {row['text']!r} (heard {row['heard']!r})")
+    print(f"shipped {args.package} ({size / 2**20:.1f} MiB) to {DEMO_MODEL}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
