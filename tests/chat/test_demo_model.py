@@ -48,7 +48,11 @@ def heard(answered):
 @pytest.mark.xfail(strict=True, reason=BELOW_GOAL)
 def test_bundled_questions_get_the_right_text_answers(answered):
     _, items, replies = answered
-    wrong = [(i["question"], r.text) for i, r in zip(items, replies, strict=True) if not contains_key(r.text, i["key"])]
+    wrong = [
+        (i["question"], r.text)
+        for i, r in zip(items, replies, strict=True)
+        if not contains_key(r.text, i["key"])
+    ]
     assert not wrong
 
 
