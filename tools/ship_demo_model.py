@@ -24,33 +24,26 @@ BUNDLED_ANSWERS = "bundled_answers.json"
 
 
 def bundled_answers(folder: Path) -> list[dict]:
-    """The pipeline in ``folder`` asked the bundled questions: each question's file, words and key with the
-    text answer, whether it holds the key, and what the recogniser hears in the spoken answer."""
-    from funaudiochat.chat import Pipeline, Request, Sampling
-    from funaudiochat.training.demo.corpus import build_corpus, contains_key
-    from funaudiochat.training.demo.listen import Recognizer
+    """The pipeline in ``folder`` asked the bundled questions (``demo_eval.bundled_replies``): each
+    question's file, words and key with the text answer, whether it holds the key, and what the
+    recogniser hears in the spoken answer."""
+    from funaudiochat.chat import Pipeline
+    from funaudiochat.chat.demo_eval import bundled_replies
+    from funaudiochat.training.demo.corpus import contains_key
 
-    pipe = Pipeline.from_pretrained(folder)
-    items = [json.loads(line) for line in (QUESTIONS / "questions.jsonl").read_text().splitlines() if line]
-    requests = [Request(audio=QUESTIONS / i["audio"], mode="s2s", sampling=Sampling(seed=0)) for i in items]
-    replies = pipe.chat(requests)
-    answers = sorted({pair.answer for pair in build_corpus(0) if pair.task not in ("tool", "asr")})
-    recognizer = Recognizer(answers)
-    rows = []
-    for item, reply in zip(items, replies, strict=True):
-        heard = recognizer.transcribe(reply.audio, reply.sample_rate)
-        rows.append(
-            {
-                "audio": item["audio"],
-                "question": item["question"],
-                "key": item["key"],
-                "text": reply.text,
-                "text_right": contains_key(reply.text, item["key"]),
-                "heard": heard,
-                "heard_right": contains_key(heard, item["key"]),
-            }
-        )
-    return rows
+    items, replies, heard = bundled_replies(Pipeline.from_pretrained(folder), QUESTIONS)
+    return [
+        {
+            "audio": item["audio"],
+            "question": item["question"],
+            "key": item["key"],
+            "text": reply.text,
+            "text_right": contains_key(reply.text, item["key"]),
+            "heard": said,
+            "heard_right": contains_key(said, item["key"]),
+        }
+        for item, reply, said in zip(items, replies, heard, strict=True)
+    ]
 
 
 def standing(results: dict) -> str:

@@ -13,9 +13,10 @@ import json
 from pathlib import Path
 
 import pytest
-from funaudiochat.chat import Pipeline, Request, Sampling
+from funaudiochat.chat import Pipeline
+from funaudiochat.chat.demo_eval import bundled_replies
 from funaudiochat.chat.loaders import demo_model_folder
-from funaudiochat.training.demo.corpus import build_corpus, contains_key
+from funaudiochat.training.demo.corpus import contains_key
 
 QUESTIONS = Path(__file__).resolve().parents[2] / "examples" / "questions"
 BELOW_GOAL = "issue 12: the shipped demo model is below the goals (S2T >= 90 %, S2S >= 80 %; see its card)"
@@ -23,31 +24,17 @@ BELOW_GOAL = "issue 12: the shipped demo model is below the goals (S2T >= 90 %, 
 
 @pytest.fixture(scope="module")
 def answered():
+    """``(folder, items, replies, heard)``: the shipped model asked the bundled questions."""
     folder = demo_model_folder()
     if folder is None:
         pytest.skip("this copy of the package has no demo model (funaudiochat/chat/demo_model)")
-    pipe = Pipeline.from_pretrained(folder)
-    items = [json.loads(line) for line in (QUESTIONS / "questions.jsonl").read_text().splitlines()]
-    requests = [
-        Request(audio=QUESTIONS / item["audio"], mode="s2s", sampling=Sampling(seed=0)) for item in items
-    ]
-    return folder, items, pipe.chat(requests)
-
-
-@pytest.fixture(scope="module")
-def heard(answered):
     pytest.importorskip("pocketsphinx")
-    from funaudiochat.training.demo.listen import Recognizer
-
-    _, _, replies = answered
-    answers = sorted({pair.answer for pair in build_corpus(0) if pair.task not in ("tool", "asr")})
-    recognizer = Recognizer(answers)
-    return [recognizer.transcribe(r.audio, r.sample_rate) for r in replies]
+    return folder, *bundled_replies(Pipeline.from_pretrained(folder), QUESTIONS)
 
 
 @pytest.mark.xfail(strict=True, reason=BELOW_GOAL)
 def test_bundled_questions_get_the_right_text_answers(answered):
-    _, items, replies = answered
+    _, items, replies, _ = answered
     wrong = [
         (i["question"], r.text)
         for i, r in zip(items, replies, strict=True)
@@ -57,14 +44,14 @@ def test_bundled_questions_get_the_right_text_answers(answered):
 
 
 @pytest.mark.xfail(strict=True, reason=BELOW_GOAL)
-def test_an_independent_recogniser_hears_the_spoken_answers(answered, heard):
-    _, items, _ = answered
+def test_an_independent_recogniser_hears_the_spoken_answers(answered):
+    _, items, _, heard = answered
     missed = [(i["key"], h) for i, h in zip(items, heard, strict=True) if not contains_key(h, i["key"])]
     assert not missed
 
 
-def test_the_shipped_model_answers_as_it_did_when_it_was_shipped(answered, heard):
-    folder, items, replies = answered
+def test_the_shipped_model_answers_as_it_did_when_it_was_shipped(answered):
+    folder, items, replies, heard = answered
     record = json.loads((folder / "bundled_answers.json").read_text(encoding="utf-8"))
     assert [row["audio"] for row in record] == [item["audio"] for item in items]
     assert [r.text for r in replies] == [row["text"] for row in record]

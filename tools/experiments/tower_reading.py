@@ -65,40 +65,26 @@ class Reader:
 
     def __init__(self, model, tokenizer):
         from funaudiochat.drsr.prompts import DEFAULT_S2T_PROMPT
-        from funaudiochat.training.llm.text_lm import ENDOFTEXT, IM_END, prompt_ids, prompt_text
+        from funaudiochat.training.llm.text_lm import prompt_text
 
         marker = "<<QUESTION>>"
         before, after = prompt_text(tokenizer, marker, DEFAULT_S2T_PROMPT).split(marker)
         self.model, self.tokenizer = model, tokenizer
         self.before = tokenizer(before, add_special_tokens=False).input_ids
         self.after = tokenizer(after, add_special_tokens=False).input_ids
-        self.prompt_ids = prompt_ids
-        vocab = tokenizer.get_vocab()
-        self.stop = {vocab[t] for t in (IM_END, ENDOFTEXT) if t in vocab}
 
     def answer(self, question, max_new_tokens: int = 40) -> str:
         """``question``: text (the training prompt as it is) or embeddings ``[N, D]`` in its place."""
         import torch
-        from funaudiochat.drsr.hf_compat import cache_kwargs, output_cache
+        from funaudiochat.training.llm.text_lm import generate_answer, greedy_reply
 
+        if isinstance(question, str):
+            return generate_answer(self.model, self.tokenizer, question, max_new_tokens=max_new_tokens)
         embed = self.model.get_input_embeddings()
         with torch.no_grad():
-            if isinstance(question, str):
-                ids = self.prompt_ids(self.tokenizer, question)
-                inputs = embed(torch.tensor(ids))
-            else:
-                parts = (embed(torch.tensor(self.before)), question, embed(torch.tensor(self.after)))
-                inputs = torch.cat(parts)
-            out = self.model(inputs_embeds=inputs[None], use_cache=True)
-            answer: list[int] = []
-            for _ in range(max_new_tokens):
-                token = int(out.logits[0, -1].argmax())
-                if token in self.stop:
-                    break
-                answer.append(token)
-                step = torch.tensor([[token]])
-                out = self.model(input_ids=step, **cache_kwargs(output_cache(out)), use_cache=True)
-        return self.tokenizer.decode(answer, skip_special_tokens=True).strip()
+            parts = (embed(torch.tensor(self.before)), question, embed(torch.tensor(self.after)))
+            prompt = {"inputs_embeds": torch.cat(parts)[None]}
+        return greedy_reply(self.model, self.tokenizer, prompt, max_new_tokens)
 
 
 def main(argv: list[str] | None = None) -> int:

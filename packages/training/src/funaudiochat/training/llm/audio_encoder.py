@@ -52,7 +52,7 @@ from torch import nn
 from ..config import build_config
 from ..optim import adamw_with_schedule, check_optimizer_args
 from ..tokenizer.ctc_loss import SHORT_POLICIES, CTCVocabulary, ctc_batch_loss
-from ..tokenizer.ctc_targets import Vocabulary
+from ..tokenizer.ctc_targets import Vocabulary, ctc_min_frames
 from ..weights import save_safetensors_atomic
 
 WEIGHTS_FORMAT = "funaudiochat-audio-encoder"
@@ -123,8 +123,7 @@ def ctc_group_labels(
     for row in range(log_probs.shape[0]):
         n, u = int(groups[row]), int(target_lengths[row])
         target = targets[row, :u]
-        repeats = int((target[1:] == target[:-1]).sum()) if u > 1 else 0
-        if u == 0 or n < u + repeats:
+        if u == 0 or n < ctc_min_frames(target.tolist()):
             labels.append(None)
             continue
         path, _ = forced_align(
@@ -152,22 +151,6 @@ def embedding_match_loss(
     if not errors or float(sum(norms)) == 0.0:
         return None
     return sum(errors) / sum(norms)
-
-
-def read_tower(path: str | os.PathLike, config: AudioEncoderConfig) -> dict[str, torch.Tensor]:
-    """The state dict of a tower written by ``AudioEncoderModule.export``, checked to have ``config``'s
-    shape (a ``ValueError`` naming the file and both shapes otherwise)."""
-    from funaudiochat.base.weights import read_safetensors
-
-    state, metadata = read_safetensors(path)
-    if metadata.get("format") != WEIGHTS_FORMAT:
-        raise ValueError(f"{path}: not an audio-encoder export (format {metadata.get('format')!r})")
-    saved = json.loads(metadata.get("config", "{}"))
-    wanted = json.loads(json.dumps(asdict(config)))
-    differ = {k: (v, saved.get(k)) for k, v in wanted.items() if saved.get(k) != v}
-    if differ:
-        raise ValueError(f"{path}: a tower of another shape; (this run, the file): {differ}")
-    return state
 
 
 class AudioEncoderModule(CTCVocabulary, L.LightningModule):
@@ -232,7 +215,10 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
         self.config = build_config(AudioEncoderConfig, encoder or {})
         self.encoder = ContinuousAudioEncoder(self.config)
         if init_weights is not None:
-            self.encoder.load_state_dict(read_tower(init_weights, self.config))
+            from funaudiochat.base.weights import load_state_dict_strict, read_safetensors
+
+            state, _ = read_safetensors(init_weights)
+            load_state_dict_strict(self.encoder, state, f"init_weights {init_weights}")
         self.text_tokenizer = None
         self.token_head: TokenCTCHead | None = None
         if text_lm is not None:

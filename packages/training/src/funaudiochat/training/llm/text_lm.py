@@ -153,16 +153,27 @@ def generate_answer(
     max_new_tokens: int = 64,
 ) -> str:
     """Greedy answer of a Hugging Face causal LM to ``question`` (the training prompt, ``prompt_ids``):
-    stops at ``<|im_end|>`` / ``<|endoftext|>`` or after ``max_new_tokens``; returns the decoded text
-    without special tokens, stripped. The model runs in eval mode and is put back as it was."""
+    ``greedy_reply`` of that prompt."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt_ids(tokenizer, question, system)], device=device)
+    return greedy_reply(model, tokenizer, {"input_ids": ids}, max_new_tokens)
+
+
+@torch.no_grad()
+def greedy_reply(
+    model: torch.nn.Module, tokenizer, prompt: dict[str, torch.Tensor], max_new_tokens: int
+) -> str:
+    """Greedy continuation of a Hugging Face causal LM after ``prompt`` (its forward's ``input_ids [1, S]``
+    or ``inputs_embeds [1, S, D]``): stops at ``<|im_end|>`` / ``<|endoftext|>`` or after ``max_new_tokens``;
+    returns the decoded text without special tokens, stripped. The model runs in eval mode and is put back
+    as it was."""
     vocab = tokenizer.get_vocab()
     stop = {vocab[t] for t in (IM_END, ENDOFTEXT) if t in vocab}
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        ids = torch.tensor([prompt_ids(tokenizer, question, system)], device=device)
-        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        out = model(**prompt, use_cache=True, logits_to_keep=1)
         answer: list[int] = []
         for _ in range(max_new_tokens):
             token = int(out.logits[0, -1].argmax())
