@@ -5,7 +5,9 @@ The server runs in this process (a thread) with a pipeline at the demo model's s
 random weights, the end tokens off so every answer has ``--answer-steps`` 5 Hz steps) or a saved folder
 (``--model``). Each session is a real client (``openai``'s ``AsyncOpenAI(...).realtime.connect``): it
 appends an espeak-ng question (PCM16, 24 kHz), commits, asks for a response and reads the audio deltas.
-Sessions start ``--stagger`` seconds apart. For each N:
+Sessions start ``--stagger`` seconds apart. The clients run in a process of their own (``--clients-in-process``:
+in the server's, where their event parsing competes with the engine for the interpreter lock), as remote
+clients would; they still share the two cores. For each N:
 
 - first audio: seconds from ``response.create`` to the first ``response.output_audio.delta``, p50 / p95;
 - RTF: a session's seconds from ``response.create`` to ``response.done`` over its answer's audio seconds
@@ -24,6 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import concurrent.futures
+import contextlib
+import multiprocessing
 import socket
 import statistics
 import subprocess
@@ -42,7 +47,7 @@ from aiohttp import web
 from funaudiochat.chat import Sampling
 from funaudiochat.chat.server.app import make_app
 from funaudiochat.chat.server.config import ServerConfig
-from funaudiochat.chat.server.engine import Engine
+from funaudiochat.chat.server.engine import Engine, one_torch_thread, reserve_cores_for_engine
 from pipeline import build_pipeline  # tools/bench/pipeline.py, this folder
 
 QUESTIONS = [
@@ -72,6 +77,7 @@ def start_server(app: web.Application) -> str:
     ready = threading.Event()
 
     def run():
+        one_torch_thread()  # the engine's worker holds the OpenMP team (funaudiochat.chat.server.engine)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         runner = web.AppRunner(app)
@@ -129,6 +135,11 @@ async def load(url: str, questions: list[bytes], n: int, stagger: float) -> dict
     }
 
 
+def run_load(url: str, questions: list[bytes], n: int, stagger: float) -> dict:
+    """One round of ``n`` sessions (``load``), run to its end; the entry point of the client process."""
+    return asyncio.run(load(url, questions, n, stagger))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", default="1,4,16", help="concurrent sessions per round")
@@ -145,8 +156,21 @@ def main() -> None:
         "--audio-lead", type=float, default=1.0, help="ServerConfig.audio_lead_s (negative: no waiting)"
     )
     parser.add_argument("--warm-steps", type=int, default=4, help="Engine.warm_steps (0: join at once)")
+    parser.add_argument("--threads", type=int, help="torch threads of the engine (default: one per core)")
+    parser.add_argument(
+        "--shared-cores",
+        action="store_true",
+        help="build the pipeline with all threads in the main thread too (two OpenMP teams: the engine's "
+        "kernels slow down; see funaudiochat.chat.server.engine)",
+    )
+    parser.add_argument(
+        "--clients-in-process", action="store_true", help="run the clients in the server's process"
+    )
     parser.add_argument("--json", default="bench-results/server.json")
     args = parser.parse_args()
+    threads = args.threads or torch.get_num_threads()
+    if not args.shared_cores:
+        reserve_cores_for_engine(threads)
 
     pipe = build_pipeline(args.size, args.model, args.hop, args.hop_growth, args.max_hop)
     counts = [int(n) for n in args.sessions.split(",")]
@@ -154,18 +178,29 @@ def main() -> None:
     lead = args.audio_lead if args.audio_lead >= 0 else None
     url = start_server(
         make_app(
-            Engine(pipe, max_jobs=max(counts), audio_lead_s=lead, warm_steps=args.warm_steps),
+            Engine(pipe, max(counts), audio_lead_s=lead, warm_steps=args.warm_steps, threads=threads),
             config,
             Sampling(max_new_tokens=args.answer_steps),
         )
     )
     with tempfile.TemporaryDirectory() as folder:
         questions = spoken_questions(Path(folder))
-    asyncio.run(load(url, questions, 1, 0.0))  # warm-up
-    rows = [asyncio.run(load(url, questions, n, args.stagger)) for n in counts]
+    with contextlib.ExitStack() as stack:
+        if args.clients_in_process:
+            rounds = run_load
+        else:
+            clients = stack.enter_context(
+                concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            )
+
+            def rounds(*round_args):
+                return clients.submit(run_load, *round_args).result()
+
+        rounds(url, questions, 1, 0.0)  # warm-up (and the client process's imports)
+        rows = [rounds(url, questions, n, args.stagger) for n in counts]
     lone = rows[0]
     what = args.model or f"random weights at the {args.size} sizes"
-    print(f"server load ({what}, answers of {args.answer_steps} steps, {torch.get_num_threads()} threads)")
+    print(f"server load ({what}, answers of {args.answer_steps} steps, {threads} engine threads)")
     header = ("sessions", "1st audio p50", "p95", "RTF p50", "RTF max", "audio s/s", "x lone")
     widths = (8, 14, 6, 8, 8, 10, 7)
     print(" ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)))

@@ -2,10 +2,13 @@
 cancelled job leaves the others unchanged, bad input ends only its own job, and a full engine says so."""
 
 import asyncio
+import threading
+import time
 
 import pytest
+import torch
 from funaudiochat.chat import AudioChunk, Done, Request, Sampling, TextDelta, random_pipeline
-from funaudiochat.chat.server.engine import Engine, EngineBusy
+from funaudiochat.chat.server.engine import Engine, EngineBusy, reserve_cores_for_engine
 from reply_checks import assert_same_events
 
 
@@ -133,3 +136,55 @@ def test_a_new_job_gets_its_first_audio_in_one_loop_then_joins_the_batch(pipe, q
         pass
     for i in (0, 1):
         assert_same_events(got[i], alone[i])
+
+
+def test_the_worker_runs_torch_on_the_threads_it_is_given(pipe):
+    """``Engine(threads=...)``: the worker thread (where sinks are called) runs torch on that many threads,
+    whatever the thread that made the engine uses."""
+    seen = []
+    engine = Engine(pipe, threads=1).start()
+    try:
+        job = engine.submit(
+            Request(text="Hi.", sampling=Sampling(max_new_tokens=2)),
+            lambda e: seen.append((torch.get_num_threads(), threading.current_thread().name)),
+        )
+        for _ in range(600):
+            if job.done:
+                break
+            time.sleep(0.05)
+    finally:
+        engine.stop()
+    assert seen and all(count == 1 and name == "funaudiochat-engine" for count, name in seen)
+    with pytest.raises(ValueError, match="threads must be >= 1 or None, got 0"):
+        Engine(pipe, threads=0)
+
+
+def test_reserving_the_cores_keeps_a_thread_to_one_torch_thread():
+    """``reserve_cores_for_engine`` returns the count to give the engine and leaves its thread on one torch
+    thread, also after another thread sets a larger count (as the engine's worker does)."""
+    out = {}
+
+    def server_thread():
+        out["before"] = torch.get_num_threads()
+        out["engine"] = reserve_cores_for_engine(None)
+        other = threading.Thread(target=torch.set_num_threads, args=(2,))
+        other.start()
+        other.join()
+        out["after"] = torch.get_num_threads()
+
+    worker = threading.Thread(target=server_thread)
+    worker.start()
+    worker.join()
+    assert out["engine"] == out["before"] and out["after"] == 1
+    assert reserve_cores_for_engine_in_a_thread(3) == 3
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        reserve_cores_for_engine(0)
+
+
+def reserve_cores_for_engine_in_a_thread(threads: int) -> int:
+    """``reserve_cores_for_engine(threads)`` in a thread of its own (it changes its thread's torch count)."""
+    out = []
+    worker = threading.Thread(target=lambda: out.append(reserve_cores_for_engine(threads)))
+    worker.start()
+    worker.join()
+    return out[0]

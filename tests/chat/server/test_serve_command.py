@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import torch
 from aiohttp import ClientSession
 from funaudiochat.chat.cli import main
 from funaudiochat.chat.server.protocol import Kind
@@ -49,3 +50,7 @@ def test_bad_settings_are_named(capsys):
     assert "port must lie in [0, 65536)" in capsys.readouterr().err
     assert main(["serve", "--max-sessions", "0"]) == 2
     assert "max_sessions must be > 0" in capsys.readouterr().err
+    threads = torch.get_num_threads()
+    assert main(["serve", "--threads", "0"]) == 2
+    assert "engine_threads must be a whole number >= 1 or None, got 0" in capsys.readouterr().err
+    assert torch.get_num_threads() == threads  # refused before this thread was kept to one torch thread

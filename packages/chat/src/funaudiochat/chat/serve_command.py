@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--max-hop", type=int, help="longest hop in codes (with --hop-growth > 1)")
     p.add_argument("--seed", type=int, default=0, help="the random pipeline's seed")
     p.add_argument(
+        "--threads", type=int, help="torch threads of the decoding engine (default: one per core)"
+    )
+    p.add_argument(
         "--vllm-url",
         help="a vLLM server's OpenAI base URL (http://HOST:PORT/v1) that answers the text-only chat "
         "completions (docs/vllm.md); speech output stays here",
@@ -49,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .request import Sampling
     from .server.app import make_app
     from .server.config import ServerConfig
-    from .server.engine import Engine
+    from .server.engine import Engine, reserve_cores_for_engine
 
     config = ServerConfig(
         host=args.host,
@@ -59,11 +62,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_turn_seconds=args.max_turn_seconds,
         max_message_bytes=args.max_message_bytes,
         idle_timeout_s=args.idle_timeout,
+        engine_threads=args.threads,
     )
+    # before the model loads: this thread (the event loop's) must not keep an OpenMP team beside the engine's
+    threads = reserve_cores_for_engine(config.engine_threads)
     sampling = Sampling(max_new_tokens=args.max_new_tokens)
     pipe = choose_pipeline(args.model, args.seed, "serve", args.quantize)
     pipe.set_hops(args.hop, args.hop_growth, args.max_hop)
-    engine = Engine(pipe, max_jobs=config.max_sessions, audio_lead_s=config.audio_lead_s)
+    engine = Engine(pipe, config.max_sessions, audio_lead_s=config.audio_lead_s, threads=threads)
     app = make_app(engine, config, sampling, args.vllm_url)
     print(f"funaudiochat serve: http://{config.host}:{config.port} (WebSocket /api/chat)", file=sys.stderr)
     web.run_app(app, host=config.host, port=config.port, print=None)

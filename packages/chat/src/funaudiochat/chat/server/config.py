@@ -16,7 +16,8 @@ class ServerConfig:
     silence); queue_size: a session's outgoing messages waiting to be sent, beyond which it is closed as
     too slow; max_history_turns: earlier turns a session keeps (the official server keeps 8); model_name:
     the model's name in the OpenAI-compatible endpoints; audio_lead_s: a reply whose audio is this far
-    ahead of real time lets the others (a new session's first audio) use the vocoder first."""
+    ahead of real time lets the others (a new session's first audio) use the vocoder first; engine_threads:
+    torch threads of the decoding engine (None: one per core; ``engine.reserve_cores_for_engine``)."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -30,6 +31,7 @@ class ServerConfig:
     max_history_turns: int = 8
     model_name: str = "fun-audio-chat"
     audio_lead_s: float = 1.0
+    engine_threads: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -38,6 +40,10 @@ class ServerConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("host", "api_key", "port", "model_name"):
+                continue
+            if f.name == "engine_threads":
+                if value is not None and (not isinstance(value, int) or value < 1):
+                    problems.append(f"engine_threads must be a whole number >= 1 or None, got {value!r}")
                 continue
             if not isinstance(value, int | float) or value <= 0:
                 problems.append(f"{f.name} must be > 0, got {value!r}")

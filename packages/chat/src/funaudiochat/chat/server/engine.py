@@ -15,6 +15,14 @@ Example:
     >>> async for event in engine.stream(Request(audio=pcm)):     # from an asyncio handler
     ...     ...
     >>> engine.stop()
+
+Threads: torch's CPU kernels run in parallel through OpenMP, and libgomp lets its idle workers spin (ready
+for the next parallel region) only while the process holds no more OpenMP threads than cores. Each thread
+that runs a parallel region keeps a team of workers, so a main thread that loaded the model with N threads
+and an engine thread that decodes with N more oversubscribe the cores: the workers then sleep between
+regions and every small kernel waits for one to wake (the demo-size pipeline took 2.4x as long in such a
+thread). A server therefore gives torch's parallelism to the engine alone: ``reserve_cores_for_engine``
+first thing in the main thread, and ``Engine(threads=...)``.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from ..batch import ReplyBatch
 from ..pipeline import Pipeline
@@ -49,6 +59,27 @@ def _first_audio_out(batch: ReplyBatch) -> bool:
     """Whether a new reply's batch may join the others: each of its rows has given its first audio (or
     speaks not at all)."""
     return all(not row.speaks or row.timings.first_audio_s is not None for row in batch.rows)
+
+
+def one_torch_thread() -> None:
+    """Run the calling thread's torch kernels on one thread (no OpenMP team of its own), also after an
+    engine sets its count: a thread takes torch's last count set anywhere at its first parallel call, so
+    this call makes that first call now."""
+    torch.set_num_threads(1)
+    torch.get_num_threads()
+
+
+def reserve_cores_for_engine(threads: int | None = None) -> int:
+    """Keep the calling thread to one torch thread (``one_torch_thread``), so that the engine's worker
+    holds the process's only OpenMP team (see the module docstring); returns the threads to give the
+    engine (``threads``, or torch's count before the call: one per core by default). Call it in the main
+    thread before the model is loaded: a thread that already ran a parallel region keeps its team. Another
+    thread that runs torch (an event loop of its own) calls ``one_torch_thread`` first."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    engine_threads = threads or torch.get_num_threads()
+    one_torch_thread()
+    return engine_threads
 
 
 class EngineBusy(RuntimeError):
@@ -77,7 +108,7 @@ class Engine:
     audio_lead_s: a reply whose audio is this far ahead of real time waits for the vocoder while others
     (a new session's first audio) go first (``ReplyBatch``; None: no waiting); warm_steps: steps a new
     reply may take per loop, in its own batch, until its first audio (0: it joins the running batch at
-    once)."""
+    once); threads: torch threads of the worker (None: as torch has them; see ``reserve_cores_for_engine``)."""
 
     def __init__(
         self,
@@ -86,9 +117,13 @@ class Engine:
         idle_wait_s: float = 0.05,
         audio_lead_s: float | None = None,
         warm_steps: int = 4,
+        threads: int | None = None,
     ):
         if max_jobs < 1:
             raise ValueError(f"max_jobs must be >= 1, got {max_jobs}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        self.threads = threads
         self.pipe = pipe
         self.audio_lead_s = audio_lead_s
         self.warm_steps = warm_steps
@@ -187,6 +222,8 @@ class Engine:
             return bool(self._pending or self._running)
 
     def _work(self) -> None:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)  # this thread's OpenMP team
         while not self._stopping:
             if not self.run_once():
                 self._wake.wait(self.idle_wait_s)
