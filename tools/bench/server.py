@@ -5,9 +5,11 @@ The server runs in this process (a thread) with a pipeline at the demo model's s
 random weights, the end tokens off so every answer has ``--answer-steps`` 5 Hz steps) or a saved folder
 (``--model``). Each session is a real client (``openai``'s ``AsyncOpenAI(...).realtime.connect``): it
 appends an espeak-ng question (PCM16, 24 kHz), commits, asks for a response and reads the audio deltas.
-Sessions start ``--stagger`` seconds apart. The clients run in a process of their own (``--clients-in-process``:
-in the server's, where their event parsing competes with the engine for the interpreter lock), as remote
-clients would; they still share the two cores. For each N:
+Sessions start ``--stagger`` seconds apart. The clients run in a process of their own, as remote clients
+would (``--clients-in-process``: in the server's, where their event parsing competes with the engine for
+the interpreter lock); they still share the cores. The main thread keeps to one torch thread before the
+pipeline is built and the engine's worker takes the cores, as ``funaudiochat serve`` does
+(``--shared-cores``: the main thread builds with all of them, leaving a second OpenMP team). For each N:
 
 - first audio: seconds from ``response.create`` to the first ``response.output_audio.delta``, p50 / p95;
 - RTF: a session's seconds from ``response.create`` to ``response.done`` over its answer's audio seconds

@@ -33,9 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--hop-growth", type=int, default=1, help="each later hop this many times longer")
     p.add_argument("--max-hop", type=int, help="longest hop in codes (with --hop-growth > 1)")
     p.add_argument("--seed", type=int, default=0, help="the random pipeline's seed")
-    p.add_argument(
-        "--threads", type=int, help="torch threads of the decoding engine (default: one per core)"
-    )
+    p.add_argument("--threads", type=int, help="torch threads of the decoding engine (default: one per core)")
     p.add_argument(
         "--vllm-url",
         help="a vLLM server's OpenAI base URL (http://HOST:PORT/v1) that answers the text-only chat "

@@ -108,7 +108,8 @@ class Engine:
     audio_lead_s: a reply whose audio is this far ahead of real time waits for the vocoder while others
     (a new session's first audio) go first (``ReplyBatch``; None: no waiting); warm_steps: steps a new
     reply may take per loop, in its own batch, until its first audio (0: it joins the running batch at
-    once); threads: torch threads of the worker (None: as torch has them; see ``reserve_cores_for_engine``)."""
+    once); threads: torch threads of the worker (None: as torch has them; see
+    ``reserve_cores_for_engine``)."""
 
     def __init__(
         self,
