@@ -180,14 +180,22 @@ def test_sigkill_then_resume_continues_the_loss_curve(spoken, tmp_path):
 
 
 def assert_same_training(ddp_model: Path, one_model: Path, start: Path) -> None:
-    """The two exported models moved away from ``start`` and agree on every weight that moved."""
+    """The two exported models moved away from ``start`` and agree on every weight that moved, each to 1 %
+    of the largest move in its tensor (at least 1e-5).
+
+    Adam divides each gradient by its running size, so an element whose gradient is near zero moves by a
+    step's worth of noise when the two runs sum their gradients in another order (2026-12-05, transformers
+    5.25: one element of 4096 in ``audio_tower.output_matching.weight`` 1.9e-5 apart, the tensor moved by
+    up to 8e-3, the mean difference 7e-9). A tensor left unsynchronised or mis-gathered differs by about
+    as much as it moved."""
     ddp = FunAudioChatForConditionalGeneration.from_pretrained(ddp_model).state_dict()
     one = FunAudioChatForConditionalGeneration.from_pretrained(one_model).state_dict()
     original = FunAudioChatForConditionalGeneration.from_pretrained(start).state_dict()
     moved = [k for k in one if not torch.equal(one[k], original[k])]
     assert moved, "training changed nothing"
     for key in moved:
-        torch.testing.assert_close(ddp[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+        largest_move = float((one[key] - original[key]).abs().max())
+        torch.testing.assert_close(ddp[key], one[key], rtol=0, atol=max(1e-5, 0.01 * largest_move), msg=key)
 
 
 def test_ddp_two_processes_equals_one_process_with_the_same_global_batch(spoken, tmp_path):
