@@ -138,7 +138,18 @@ def test_a_new_job_gets_its_first_audio_in_one_loop_then_joins_the_batch(pipe, q
         assert_same_events(got[i], alone[i])
 
 
-def test_the_worker_runs_torch_on_the_threads_it_is_given(pipe):
+@pytest.fixture
+def torch_default_threads():
+    """Put back torch's count for new threads afterwards (a thread's first parallel call takes the count
+    last set anywhere), from a throwaway thread so that this one keeps its own."""
+    count = torch.get_num_threads()
+    yield
+    restore = threading.Thread(target=torch.set_num_threads, args=(count,))
+    restore.start()
+    restore.join()
+
+
+def test_the_worker_runs_torch_on_the_threads_it_is_given(pipe, torch_default_threads):
     """``Engine(threads=...)``: the worker thread (where sinks are called) runs torch on that many threads,
     whatever the thread that made the engine uses."""
     seen = []
@@ -159,7 +170,7 @@ def test_the_worker_runs_torch_on_the_threads_it_is_given(pipe):
         Engine(pipe, threads=0)
 
 
-def test_reserving_the_cores_keeps_a_thread_to_one_torch_thread():
+def test_reserving_the_cores_keeps_a_thread_to_one_torch_thread(torch_default_threads):
     """``reserve_cores_for_engine`` returns the count to give the engine and leaves its thread on one torch
     thread, also after another thread sets a larger count (as the engine's worker does)."""
     out = {}
