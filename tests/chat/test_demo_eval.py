@@ -1,5 +1,6 @@
 """The demo evaluation's scoring: word error rate over lower-case words, accuracy per task and split."""
 
+import pytest
 from funaudiochat.chat.demo_eval import HeldOutItem, _score, word_error_rate
 
 
@@ -69,3 +70,12 @@ def test_the_speech_ceilings_hear_the_vocoder_and_the_reference_audio(tmp_path):
     assert out["vocoder_round_trip"]["n"] == 1 and out["vocoder_round_trip"]["accuracy"] == 1.0
     assert out["reference_speech"]["n"] == 1 and out["reference_speech"]["accuracy"] == 1.0
     assert heard.calls == [VOCODER_SAMPLE_RATE, 16000]
+
+
+def test_bad_speech_sampling_is_refused_before_anything_loads(tmp_path, capsys):
+    from funaudiochat.chat.demo_eval import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(tmp_path / "absent"), "--run", str(tmp_path), "--speech-temperature", "-1"])
+    assert exit_info.value.code == 2
+    assert "speech_temperature must be a number >= 0, got -1.0" in capsys.readouterr().err

@@ -28,6 +28,7 @@ Accuracies are reported overall and per task and split. ``limit`` takes the firs
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -157,14 +158,15 @@ def evaluate(
     base_lm: Path | None = None,
     timing_items: int = 5,
     progress: Callable[[int], None] = lambda n: None,
-    seed: int = 0,
+    sampling=None,
 ) -> dict[str, Any]:
     """Every metric of the module docstring for ``pipe`` on ``items``; ``recognizer``: a
     ``listen.Recognizer`` (None: no S2S transcripts); ``base_lm``: the text LLM's folder (None: no base
-    text accuracy)."""
+    text accuracy); ``sampling``: every request's ``Sampling`` (None: the defaults, the official speech
+    sampling)."""
     from funaudiochat.chat import Request, Sampling
 
-    sampling = Sampling(seed=seed)
+    sampling = sampling or Sampling()
     qa = [i for i in items if i.task in QA_TASKS]
     asr = [i for i in items if i.task == "asr"]
     calls = [i for i in items if i.task == "tool"]
@@ -310,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     from funaudiochat.base.atomic import atomic_write_text
-    from funaudiochat.chat import Pipeline
+    from funaudiochat.chat import Pipeline, Sampling
     from funaudiochat.training.demo.listen import Recognizer
 
     parser = argparse.ArgumentParser(prog="eval_spoken_qa", description=__doc__.splitlines()[0])
@@ -322,12 +324,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="JSON of every figure (default: print only)")
     parser.add_argument("--card", action="store_true", help="write the table into the model's README.md")
     parser.add_argument("--seed", type=int, default=0, help="seed of speech sampling")
+    official = Sampling()
+    parser.add_argument(
+        "--speech-temperature",
+        type=float,
+        default=official.speech_temperature,
+        help=f"speech sampling temperature (default {official.speech_temperature}, official; 0: argmax)",
+    )
+    parser.add_argument(
+        "--speech-top-p", type=float, default=official.speech_top_p, help="speech nucleus (default official)"
+    )
+    parser.add_argument(
+        "--speech-top-k", type=int, default=official.speech_top_k, help="speech top-k (0: off)"
+    )
+    parser.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=official.repetition_penalty,
+        help="speech repetition penalty (default official)",
+    )
     parser.add_argument(
         "--quantize",
         choices=["int8", "int4"],
         help="weight-only LLM and SRH of the model (the base text LM it is compared with stays float)",
     )
     args = parser.parse_args(argv)
+    try:
+        sampling = Sampling(
+            seed=args.seed,
+            speech_temperature=args.speech_temperature,
+            speech_top_p=args.speech_top_p,
+            speech_top_k=args.speech_top_k,
+            repetition_penalty=args.repetition_penalty,
+        )
+    except ValueError as error:
+        parser.error(str(error))
 
     pipe = Pipeline.from_pretrained(args.model, quantize=args.quantize)
     items = heldout_items(args.run, args.limit)
@@ -346,11 +377,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\r{done[0]}/{total} requests, {time.perf_counter() - start:.0f} s", end="", flush=True)
 
     results = evaluate(
-        pipe, items, tools, recognizer, args.run / "text_lm" / "model", progress=progress, seed=args.seed
+        pipe, items, tools, recognizer, args.run / "text_lm" / "model", progress=progress, sampling=sampling
     )
     print()
     results["seconds"] = time.perf_counter() - start
     results["model"], results["limit"], results["quantize"] = str(args.model), args.limit, args.quantize
+    results["sampling"] = dataclasses.asdict(sampling)
     text = table(results)
     print(text)
     if args.out is not None:
