@@ -3,8 +3,10 @@
 ``run_concurrently(commands, needs, jobs, log_dir)`` is how ``DemoBuild.run(jobs=N)`` runs the demo
 recipe's stages: a command starts once every command it needs has exited with 0, at most ``jobs`` run at
 once, and ready ones start in the order of ``commands``. Each process gets ``cpu_count // jobs`` OpenMP and
-MKL threads (so concurrent torch processes do not fight over the cores) and writes its stdout and stderr to
-``log_dir/<name>.log``. A failure starts nothing new: the running ones finish, then ``StagesFailed``."""
+MKL threads (so concurrent torch processes do not fight over the cores), or every core when it starts with
+nothing else running and every command still to run needs it (the recipe's tail: nothing can start beside
+it, so a core would idle), and writes its stdout and stderr to ``log_dir/<name>.log``. A failure starts
+nothing new: the running ones finish, then ``StagesFailed``."""
 
 from __future__ import annotations
 
@@ -25,6 +27,15 @@ class StagesFailed(RuntimeError):
 def threads_per_job(jobs: int) -> int:
     """The OpenMP/MKL threads each of ``jobs`` concurrent processes gets: the cores shared out, at least 1."""
     return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def dependents(needs: Mapping[str, Collection[str]], order: Sequence[str]) -> dict[str, set[str]]:
+    """Each command of ``order`` -> the commands that need it, directly or through others."""
+    out: dict[str, set[str]] = {name: set() for name in order}
+    for name in reversed(order):  # a command's needs come before it, so its dependents are complete here
+        for need in needs.get(name, ()):
+            out[need] |= {name} | out[name]
+    return out
 
 
 def run_concurrently(
@@ -51,8 +62,7 @@ def run_concurrently(
             raise ValueError(f"{name!r} needs {later}, which are not commands before it in {order}")
     log_dir.mkdir(parents=True, exist_ok=True)
     log_paths = {name: log_dir / f"{name}.log" for name in order}
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_job(jobs))}
-    env["MKL_NUM_THREADS"] = env["OMP_NUM_THREADS"]
+    needed_by = dependents(needs, order)
     pending, finished, failed = list(order), set(), []
     running: dict[str, tuple[subprocess.Popen, float]] = {}
     took: dict[str, float] = {}
@@ -61,10 +71,13 @@ def run_concurrently(
             ready = [] if failed else [name for name in pending if set(needs.get(name, ())) <= finished]
             for name in ready[: jobs - len(running)]:
                 pending.remove(name)
+                alone = not running and set(pending) <= needed_by[name]  # nothing can start beside it
+                threads = str(os.cpu_count() or 1) if alone else str(threads_per_job(jobs))
+                env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
                 with open(log_paths[name], "w") as out:  # the child keeps its own copy of the file
                     process = subprocess.Popen(commands[name], stdout=out, stderr=subprocess.STDOUT, env=env)
                 running[name] = (process, time.perf_counter())
-                log(f"[{name}] started (log: {log_paths[name]})")
+                log(f"[{name}] started, {threads} thread(s) (log: {log_paths[name]})")
             if not running:
                 break  # a failure left the pending ones unstarted
             time.sleep(POLL_SECONDS)

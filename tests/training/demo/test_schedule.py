@@ -1,0 +1,43 @@
+"""``schedule.run_concurrently`` with plain commands: a command gets every core only when it starts with
+nothing else running and nothing left to run that could start beside it; ``dependents``."""
+
+import os
+import sys
+
+from funaudiochat.training.demo.schedule import dependents, run_concurrently, threads_per_job
+
+# a command that writes the OpenMP threads it was given to its log
+SAY_THREADS = [sys.executable, "-c", "import os; print(os.environ['OMP_NUM_THREADS'])"]
+ALL_CORES = str(os.cpu_count() or 1)
+SHARED = str(threads_per_job(2))
+
+
+def threads_given(tmp_path, names, needs) -> dict[str, str]:
+    run_concurrently({name: SAY_THREADS for name in names}, needs, 2, tmp_path, log=lambda _: None)
+    return {name: (tmp_path / f"{name}.log").read_text().strip() for name in names}
+
+
+def test_dependents_are_transitive():
+    needs = {"b": ["a"], "c": ["b"], "d": ["a"], "e": []}
+    assert dependents(needs, ["a", "b", "c", "d", "e"]) == {
+        "a": {"b", "c", "d"},
+        "b": {"c"},
+        "c": set(),
+        "d": set(),
+        "e": set(),
+    }
+
+
+def test_the_tail_of_the_graph_gets_every_core(tmp_path):
+    """``first`` and ``side`` start together and share the cores; ``tail`` needs both and starts alone
+    with only its dependent left, which also runs alone."""
+    needs = {"tail": ["first", "side"], "last": ["tail"]}
+    said = threads_given(tmp_path, ["first", "side", "tail", "last"], needs)
+    assert said == {"first": SHARED, "side": SHARED, "tail": ALL_CORES, "last": ALL_CORES}
+
+
+def test_a_command_that_starts_alone_shares_when_others_could_start_beside_it(tmp_path):
+    """``root`` starts alone and everything left needs it: every core. Then ``b`` and ``c`` (neither needs
+    the other) share them."""
+    said = threads_given(tmp_path, ["root", "b", "c"], {"b": ["root"], "c": ["root"]})
+    assert said == {"root": ALL_CORES, "b": SHARED, "c": SHARED}
