@@ -40,3 +40,15 @@ def test_text_and_spoken_replies_give_one_text_answered_row_per_question_audio(t
     write_sharegpt(tmp_path / "asr.jsonl", [transcribe])
     with pytest.raises(ValueError, match="no spoken question is answered in text"):
         write_listening_rows(tmp_path / "asr.jsonl", tmp_path / "none.jsonl")
+
+
+def test_a_word_aligned_spoken_reply_is_answered_in_plain_text(tmp_path):
+    """The ``<|sil|>`` of the word-aligned layout (``reply_alignment="words"``) are for the speech slots only:
+    the listening rows teach the frozen text LLM's answer, which it writes whole."""
+    from funaudiochat.training.demo.reply_alignment import SIL
+
+    aligned = f"{SIL}Seven{SIL} plus three{SIL}{SIL} is ten."
+    write_sharegpt(tmp_path / "train.jsonl", [_asked("/a/q.wav", aligned, DEFAULT_S2M_PROMPT, spoken=True)])
+    assert write_listening_rows(tmp_path / "train.jsonl", tmp_path / "rows.jsonl") == 1
+    (row,) = read_sharegpt(tmp_path / "rows.jsonl", check_audio=False)
+    assert row.turns[1].content == "Seven plus three is ten."

@@ -24,14 +24,16 @@ def one_token_per_letter_pair(piece: str) -> int:
 
 
 def test_aligned_text_places_each_word_at_its_slot():
-    # slots are 0.2 s; "seven" (2 tokens) fills slots 0-1, "plus" is wanted at slot 3 (0.61 s), "three" at
-    # slot 3 too but "plus" (2 tokens) fills 3-4, so "three" follows at 5-6; "is" at 1.65 s -> slot 8
+    # slots are 0.2 s and a word sits one slot after its speech's (the slot predicting the group its first
+    # code is in, after the two BOS groups): "seven" (2 tokens) fills slots 1-2, "plus" is wanted at slot 4
+    # (0.61 s), "three" at slot 4 too but "plus" (2 tokens) fills 4-5, so "three" follows at 6-7; "is" at
+    # 1.65 s -> slot 9
     text = aligned_text("Seven plus three is", [0.0, 0.61, 0.65, 1.65], one_token_per_letter_pair)
-    assert text == "Seven" + SIL + " plus three" + SIL * 1 + " is"
+    assert text == SIL + "Seven" + SIL + " plus three" + SIL + " is"
 
 
-def test_aligned_text_without_gaps_is_the_text():
-    assert aligned_text("one two", [0.0, 0.1], lambda p: 1) == "one two"
+def test_aligned_text_without_gaps_is_the_text_one_slot_late():
+    assert aligned_text("one two", [0.0, 0.1], lambda p: 1) == SIL + "one two"
 
 
 def test_aligned_text_refuses_a_wrong_number_of_starts():

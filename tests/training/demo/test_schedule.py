@@ -41,3 +41,37 @@ def test_a_command_that_starts_alone_shares_when_others_could_start_beside_it(tm
     the other) share them."""
     said = threads_given(tmp_path, ["root", "b", "c"], {"b": ["root"], "c": ["root"]})
     assert said == {"root": ALL_CORES, "b": SHARED, "c": SHARED}
+
+
+def test_sigterm_to_the_scheduler_stops_the_running_commands(tmp_path):
+    """A build stopped with SIGTERM leaves no stage process running on in its run folder."""
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = [
+        sys.executable,
+        "-c",
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)",
+    ]
+    scheduler = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from pathlib import Path; from funaudiochat.training.demo.schedule import run_concurrently;"
+            f"run_concurrently({{'slow': {child!r}}}, {{}}, 1, Path({str(tmp_path / 'logs')!r}))",
+        ]
+    )
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child_pid = int(pid_file.read_text())
+    scheduler.send_signal(signal.SIGTERM)
+    assert scheduler.wait(timeout=30) != 0
+    try:
+        os.kill(child_pid, 0)
+    except ProcessLookupError:
+        return  # the command was terminated with its scheduler
+    os.kill(child_pid, signal.SIGKILL)
+    raise AssertionError(f"the command (pid {child_pid}) outlived its scheduler")

@@ -203,12 +203,20 @@ def write_spoken_replies(conversations: Path, out: Path) -> int:
     return len(spoken)
 
 
+def plain_reply(text: str) -> str:
+    """A spoken reply's text without the ``<|sil|>`` of the word-aligned layout (``reply_alignment``)."""
+    from .reply_alignment import SIL
+
+    return " ".join(text.replace(SIL, " ").split())
+
+
 def write_listening_rows(conversations: Path, out: Path) -> int:
     """Write the spoken questions of the sharegpt file ``conversations`` answered in text as the text LLM
     was taught (``DEFAULT_S2T_PROMPT``, the question's audio alone, a text reply) to ``out`` (atomically);
     returns how many. A question answered in speech (``DEFAULT_S2M_PROMPT``) is taken too, its reply's
-    text as the answer: the same questions in other voices and noise, which the listening path must hear
-    alike. Each question audio is taken once. Transcription and tool calls are left out: the frozen text
+    text as the answer (without the ``<|sil|>`` of a word-aligned reply: the text LLM writes its answers
+    whole): the same questions in other voices and noise, which the listening path must hear alike. Each
+    question audio is taken once. Transcription and tool calls are left out: the frozen text
     LLM never learnt to write them. Raises ValueError when there are none."""
     from funaudiochat.drsr.prompts import DEFAULT_S2M_PROMPT, DEFAULT_S2T_PROMPT
 
@@ -223,7 +231,7 @@ def write_listening_rows(conversations: Path, out: Path) -> int:
         if c.system == DEFAULT_S2T_PROMPT and not c.assistant_speech:
             row = c
         elif c.system == DEFAULT_S2M_PROMPT and len(c.assistant_speech) == 1:
-            answer = Turn("assistant", c.assistant_speech[0].text)
+            answer = Turn("assistant", plain_reply(c.assistant_speech[0].text))
             row = Conversation([c.turns[0], answer], [question], DEFAULT_S2T_PROMPT, dict(c.extra))
         else:
             continue

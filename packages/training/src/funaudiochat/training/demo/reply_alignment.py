@@ -1,20 +1,21 @@
-"""Word-aligned reply text for spoken answers: each word's text token sits at the 5 Hz slot where its speech
-starts, with ``<|sil|>`` between (the "inner monologue" layout of moshi, here inside the official data
+"""Word-aligned reply text for spoken answers: each word's text token sits at the 5 Hz slot that starts saying
+it, with ``<|sil|>`` between (the "inner monologue" layout of moshi, here inside the official data
 format: the reply text of an assistant audio entry simply contains the ``<|sil|>`` tokens).
 
 Why: in the official layout the reply text fills the first slots, one token per slot, and runs ahead of its
 speech (a five-word answer's text has ended before its second word is heard). The speech head is then told
 *which word to say now* only through the LLM's state, and the demo model's small head did not learn to read
-it there: free-running it said the right kind of answer with the wrong numbers. Aligned, the text token of
-the slot is the word about to be spoken (two slots ahead, the speech delay), so the head's conditioning
-``h + E_text`` names it directly. Measured on the demo model, it did not help: the head free-running still
-said other words (``docs/experiments/demo_model/README.md``), so the recipe's default stays official.
+it there: free-running it picked the most common word onset and said the word that follows it in training.
+Aligned, each word's token sits at the slot whose SRH conditioning ``h + s * E_text`` predicts the word's
+first codes (the speech row opens with two BOS groups; the hidden state at slot p predicts group p + 1).
+With the text read 20x louder (``srh_text_scale``) a new head free-running said 45 % of held-out replies word
+for word against 0 % in the official layout (``docs/experiments/demo_model/README.md``, 2026-12-05).
 
     import soundfile as sf
     from funaudiochat.training.demo.reply_alignment import WordAligner, aligned_text
     audio, rate = sf.read("answer.wav", dtype="float32")
     starts = WordAligner().word_starts(audio, rate, "Seven plus three is ten.")  # seconds, one per word
-    aligned_text("Seven plus three is ten.", starts, count_tokens)              # "Seven<|sil|> plus..."
+    aligned_text("Seven plus three is ten.", starts, count_tokens)  # "<|sil|>Seven<|sil|> plus..."
 
 Word starts come from pocketsphinx forced alignment (its US English model and CMUdict, in the wheel); where
 it cannot align an answer, ``proportional_starts`` spreads the words over the speech by their letters.
@@ -33,16 +34,20 @@ from .listen import EXTRA_PRONUNCIATIONS, SAMPLE_RATE, pcm16, words_of
 
 CODE_RATE = 25  # speech codes per second
 GROUP_SIZE = 5  # codes per LLM slot (5 Hz)
+DELAY_GROUPS = 2  # the speech row's BOS delay (10 codes), in slots
 
 
 def aligned_text(text: str, starts: Sequence[float], count_tokens: Callable[[str], int]) -> str:
-    """``text`` with ``<|sil|>`` inserted so that each word starts at the slot of its speech.
+    """``text`` with ``<|sil|>`` inserted so that each word's token sits at the slot whose SRH conditioning
+    says the word's first codes.
 
     text: the reply, words separated by spaces (punctuation stays with its word).
     starts: seconds from the start of the reply's speech, one per whitespace-separated piece of ``text``.
     count_tokens: the number of text tokens of a piece as tokenized in context (" seven" after a space).
-    A word is placed at slot ``int(start * 25) // 5`` or, when the words before it still fill that slot,
-    right after them; the text never moves earlier than its speech.
+    The speech row opens with ``DELAY_GROUPS`` groups of BOS and the hidden state at slot p predicts speech
+    group p + 1, so the code at ``c = start * 25`` is predicted at slot ``DELAY_GROUPS - 1 + c // 5``: the
+    word goes there or, when the words before it still fill that slot, right after them; the text never
+    moves earlier than that slot.
     """
     pieces = text.split()
     if len(pieces) != len(starts):
@@ -52,7 +57,7 @@ def aligned_text(text: str, starts: Sequence[float], count_tokens: Callable[[str
     for i, (piece, start) in enumerate(zip(pieces, starts, strict=True)):
         if start < 0:
             raise ValueError(f"start times must be >= 0, got {start} for {piece!r}")
-        wanted = int(round(start * CODE_RATE, 6)) // GROUP_SIZE
+        wanted = DELAY_GROUPS - 1 + int(round(start * CODE_RATE, 6)) // GROUP_SIZE
         if wanted > slot:
             out.append(SIL * (wanted - slot))
             slot = wanted

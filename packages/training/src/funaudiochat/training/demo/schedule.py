@@ -6,12 +6,16 @@ once, and ready ones start in the order of ``commands``. Each process gets ``cpu
 MKL threads (so concurrent torch processes do not fight over the cores), or every core when it starts with
 nothing else running and every command still to run needs it (the recipe's tail: nothing can start beside
 it, so a core would idle), and writes its stdout and stderr to ``log_dir/<name>.log``. A failure starts
-nothing new: the running ones finish, then ``StagesFailed``."""
+nothing new: the running ones finish, then ``StagesFailed``. Ctrl-C or a SIGTERM to the scheduling process
+terminates the running commands before it exits, so none is left training in the run folder beside a
+build started again."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
@@ -48,7 +52,8 @@ def run_concurrently(
     """Run every command of ``commands`` (name -> argv) and return each one's seconds, in ``commands`` order.
 
     ``needs[name]`` names the commands that must have exited with 0 before ``name`` starts; each must come
-    before ``name`` in ``commands``. On Ctrl-C (or any error here) the running processes are terminated.
+    before ``name`` in ``commands``. On Ctrl-C, SIGTERM (when called from the main thread) or any error here
+    the running processes are terminated.
 
     Raises:
         ValueError: ``jobs`` < 1, or a need that is not an earlier command.
@@ -66,6 +71,8 @@ def run_concurrently(
     pending, finished, failed = list(order), set(), []
     running: dict[str, tuple[subprocess.Popen, float]] = {}
     took: dict[str, float] = {}
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     try:
         while pending or running:
             ready = [] if failed else [name for name in pending if set(needs.get(name, ())) <= finished]
@@ -94,10 +101,17 @@ def run_concurrently(
                     log(f"[{name}] FAILED (exit code {process.returncode}, see {log_paths[name]})")
     finally:
         _stop([process for process, _ in running.values()])
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if failed:
         logs = ", ".join(f"{name!r} (log: {log_paths[name]})" for name in failed)
         raise StagesFailed(f"stage(s) failed: {logs}; not started: {pending or 'none'}")
     return {name: took[name] for name in order}
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM handler: unwind as Ctrl-C does, so that the running commands are terminated."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:

@@ -1,0 +1,132 @@
+"""A new Speech Refined Head for a trained pipeline: the head and the speech-token table drawn again and the
+speaking fit of pre-alignment run on them alone, so that one choice about the head (its table, the text
+layout it is trained on, how loud the text embedding is in its conditioning) is compared with all else
+equal. Measure the result with ``srh_free_run.py``.
+
+    python tools/experiments/srh_refit.py --model packages/chat/src/funaudiochat/chat/demo_model \
+        --conversations runs/demo/conversations --processor runs/demo/text_tokenizer \
+        [--table random|fsq] [--text-scale 20] [--steps 600] --out runs/exp_srh/NAME
+    python tools/experiments/srh_free_run.py --model runs/exp_srh/NAME/pipeline \
+        --conversations runs/demo/conversations/heldout.jsonl --rows 20 --out FILE
+
+Steps: the pipeline's model with a freshly initialised SRH (``audio_invert_tower``) and its speech-token
+table (``audio_tower.embed_tokens``, tied to the head) redrawn at std 0.3 (the recipe's
+``speech_embedding_std``), ``audio_config.srh_text_scale`` set to ``--text-scale``, is written to
+``OUT/start``; ``funaudiochat-train fit`` of the pre-alignment recipe then trains the SRH and the speech
+grouping on the spoken replies of ``CONVERSATIONS/train.jsonl`` (the LLM and the listening path frozen, lr
+1e-3, as the recipe's speaking fit) into ``OUT/fit``; ``OUT/pipeline`` is the pipeline folder with that
+model. ``--conversations`` may hold another reply layout than the one the LLM was trained on (e.g. made with
+``train_demo.py --stage conversations --set reply_alignment=words``): the frozen LLM then reads a layout it
+never saw, and only the head learns it.
+
+``--table fsq``: the table's code rows are built from the speech tokenizer's FSQ digits (each code is 8
+ternary digits, ``funaudiochat.tokenizer.speech_tokenizer``): one random vector per (digit, level), summed,
+plus a per-code part holding ``1 - --fsq-share`` of the variance. Codes one digit apart then start close,
+and the tied head's logits are nearly a sum over digits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+SPEECH_EMBEDDING_STD = 0.3  # DemoSettings.speech_embedding_std
+
+
+def fsq_table(codes: int, width: int, std: float, share: float):
+    """``[codes, width]`` rows: per FSQ digit and level a vector, summed over a code's digits (``share`` of
+    the variance ``std**2``), plus an independent part per code (the rest)."""
+    import torch
+    from funaudiochat.tokenizer.speech_tokenizer import FSQ_DIMS, FSQ_LEVELS
+
+    ids = torch.arange(codes)
+    digits = torch.stack([(ids // FSQ_LEVELS**i) % FSQ_LEVELS for i in range(FSQ_DIMS)], -1)
+    per_level = torch.randn(FSQ_DIMS, FSQ_LEVELS, width) * (std * (share / FSQ_DIMS) ** 0.5)
+    structured = per_level[torch.arange(FSQ_DIMS)[None, :], digits].sum(1)
+    return structured + torch.randn(codes, width) * std * (1 - share) ** 0.5
+
+
+def make_start(model_folder: Path, out: Path, table: str, text_scale: float, share: float, seed: int) -> None:
+    """The model of ``model_folder`` with a fresh SRH and speech table, saved to ``out``."""
+    import torch
+    from funaudiochat.drsr.modeling import FunAudioChatForConditionalGeneration
+    from funaudiochat.drsr.speech_heads import SpeechRefinedHead
+    from funaudiochat.tokenizer.speech_tokenizer import CODEBOOK_SIZE
+
+    model = FunAudioChatForConditionalGeneration.from_pretrained(model_folder)
+    model.config.audio_config.srh_text_scale = text_scale
+    torch.manual_seed(seed)  # the head, then the table, from the global generator
+    head = SpeechRefinedHead(model.config.audio_config)
+    head.apply(model._init_weights)
+    model.audio_invert_tower = head
+    weight = model.audio_tower.embed_tokens.weight
+    with torch.no_grad():
+        weight.normal_(0.0, SPEECH_EMBEDDING_STD)
+        if table == "fsq":
+            weight[:CODEBOOK_SIZE] = fsq_table(CODEBOOK_SIZE, weight.shape[1], SPEECH_EMBEDDING_STD, share)
+        weight[model.config.audio_config.pad_token_id].zero_()
+    model._tie_speech_head()
+    model.save_pretrained(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", type=Path, required=True, help="a pipeline folder (the shipped demo model)"
+    )
+    parser.add_argument("--conversations", type=Path, required=True, help="folder with train.jsonl")
+    parser.add_argument("--processor", type=Path, required=True, help="the run's text_tokenizer folder")
+    parser.add_argument("--table", choices=("random", "fsq"), default="random")
+    parser.add_argument("--fsq-share", type=float, default=0.8, help="variance share of the FSQ digits")
+    parser.add_argument("--text-scale", type=float, default=1.0, help="audio_config.srh_text_scale")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
+    if not 0.0 <= args.fsq_share <= 1.0:
+        parser.error(f"--fsq-share must lie in [0, 1], got {args.fsq_share}")
+    if not (args.conversations / "train.jsonl").is_file():
+        parser.error(f"{args.conversations}/train.jsonl does not exist")
+
+    from funaudiochat.training.demo.model_stages import LISTENING_FROZEN, write_spoken_replies
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = args.out / "start"
+    if not (start / "model.safetensors").exists():
+        make_start(args.model, start, args.table, args.text_scale, args.fsq_share, args.seed)
+    spoken = args.out / "spoken_replies.jsonl"
+    if not spoken.exists():
+        write_spoken_replies(args.conversations / "train.jsonl", spoken)
+    fit = args.out / "fit"
+    if not (fit / "model").exists():
+        recipe = Path(__file__).resolve().parents[2] / "packages/training/recipes/pre_alignment.yaml"
+        command = [
+            sys.executable, "-m", "funaudiochat.training.cli", "fit", "--config", str(recipe),
+            f"model.model={start}", f"data.train={spoken}", f"data.processor={args.processor}",
+            f"trainer.max_steps={args.steps}", f"model.lr={args.lr}", "model.warmup_steps=50",
+            f"model.freeze={LISTENING_FROZEN}", f"trainer.default_root_dir={fit}", f"seed={args.seed}",
+        ]  # fmt: skip
+        subprocess.run(command, check=True)
+    pipeline = args.out / "pipeline"
+    staging = args.out / ".pipeline.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(args.model, staging)
+    for name in ("model.safetensors", "config.json"):
+        shutil.copy2(fit / "model" / name, staging / name)
+    shutil.rmtree(pipeline, ignore_errors=True)
+    staging.rename(pipeline)
+    record = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    (args.out / "refit.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    print(f"pipeline with the refitted head: {pipeline}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
