@@ -121,6 +121,22 @@ def test_independent_stages_overlap_and_a_dependent_one_waits_for_them(recipe):
     assert build.run(["left", "right", "joined"], jobs=2) == {}, "done stages are skipped"
 
 
+def test_restored_stages_run_here_first_and_leave_the_cores_to_the_rest(recipe):
+    """A stage whose products were restored only checks them: run in this process before the graph, it does
+    not share the cores with a long stage that would start beside it (which would keep part of them)."""
+    from funaudiochat.training.demo.products import RESTORED_FILE
+
+    recipe.SLEEP = 0.2
+    build = fake_build(recipe)
+    build.folder("left").mkdir(parents=True)
+    (build.folder("left") / RESTORED_FILE).write_text("{}")
+    took = build.run(["left", "right"], jobs=2)
+    assert set(took) == {"left", "right"}
+    assert record(build, "left")["pid"] == os.getpid() and record(build, "left")["restored"] == {}
+    assert record(build, "right")["pid"] != os.getpid()
+    assert record(build, "right")["omp_threads"] == str(os.cpu_count()), "right started alone"
+
+
 def test_one_job_runs_the_stages_in_this_process_one_after_the_other(recipe):
     recipe.SLEEP = 0.2  # the stages run here; sleeping longer proves nothing more
     build = fake_build(recipe)

@@ -148,7 +148,8 @@ class DemoBuild:
         """Run ``names`` (default: every stage) and return the seconds of each stage run now.
 
         ``jobs`` = 1: one after the other in recipe order, in this process. ``jobs`` > 1: up to ``jobs`` at
-        once, each in its own process, a stage as soon as its ``needs`` are done (``schedule``).
+        once, each in its own process, a stage as soon as its ``needs`` are done (``schedule``); stages
+        whose products were restored and whose needs are done run in this process first.
 
         Raises:
             ValueError: ``jobs`` < 1, an unknown stage; with ``jobs`` > 1 also (before anything starts) a
@@ -168,21 +169,38 @@ class DemoBuild:
                 self.log(f"[{name}] done already ({self.folder(name)})")
                 continue
             todo.append(name)
+        took: dict[str, float] = {}
         if jobs > 1:
-            return self._run_concurrently(todo, force, jobs)
-        took = {}
+            # stages whose products were restored only check them (seconds): run here first, so that none
+            # shares the cores with a long stage starting beside it and keeps it to part of them
+            for name in list(todo):  # recipe order: a restored stage's restored needs run before it
+                if self._restored_and_ready(name, todo, force):
+                    took[name] = self._run_here(name, force)
+                    todo.remove(name)
+            return {**took, **self._run_concurrently(todo, force, jobs)}
         for name in todo:
-            self.log(f"[{name}] {self.stages[name].description}")
-            if force:
-                remove_products(self.folder(name), self.stages[name].products)
-            start = time.perf_counter()
-            view = copy.copy(self)  # the stage sees the settings through a recorder of what it reads
-            view.settings = reads = SettingsReads(self.settings)
-            record = self.stages[name].run(view)
-            took[name] = time.perf_counter() - start
-            self._mark_done(name, took[name], {**record, "settings_read": sorted(reads.names)})
-            self.log(f"[{name}] finished in {took[name]:.1f} s")
+            took[name] = self._run_here(name, force)
         return took
+
+    def _restored_and_ready(self, name: str, todo: list[str], force: bool) -> bool:
+        """Whether stage ``name`` holds restored products (``products.restore_products``) and needs no stage
+        of ``todo`` before it (not with ``force``: a forced stage trains again)."""
+        restored = (self.folder(name) / RESTORED_FILE).is_file()
+        return restored and not force and not any(need in todo for need in self.stages[name].needs)
+
+    def _run_here(self, name: str, force: bool) -> float:
+        """Run stage ``name`` in this process, mark it done and return its seconds."""
+        self.log(f"[{name}] {self.stages[name].description}")
+        if force:
+            remove_products(self.folder(name), self.stages[name].products)
+        start = time.perf_counter()
+        view = copy.copy(self)  # the stage sees the settings through a recorder of what it reads
+        view.settings = reads = SettingsReads(self.settings)
+        record = self.stages[name].run(view)
+        seconds = time.perf_counter() - start
+        self._mark_done(name, seconds, {**record, "settings_read": sorted(reads.names)})
+        self.log(f"[{name}] finished in {seconds:.1f} s")
+        return seconds
 
     def _run_concurrently(self, todo: list[str], force: bool, jobs: int) -> dict[str, float]:
         """``todo`` (in recipe order) run by ``schedule.run_concurrently``, each as ``stage_command``."""
