@@ -34,17 +34,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-SPEECH_EMBEDDING_STD = 0.3  # DemoSettings.speech_embedding_std
-
 
 def fsq_table(codes: int, width: int, std: float, share: float):
     """``[codes, width]`` rows: per FSQ digit and level a vector, summed over a code's digits (``share`` of
     the variance ``std**2``), plus an independent part per code (the rest)."""
     import torch
-    from funaudiochat.tokenizer.speech_tokenizer import FSQ_DIMS, FSQ_LEVELS
+    from funaudiochat.tokenizer.speech_tokenizer import FSQ_DIMS, FSQ_LEVELS, codes_to_levels
 
-    ids = torch.arange(codes)
-    digits = torch.stack([(ids // FSQ_LEVELS**i) % FSQ_LEVELS for i in range(FSQ_DIMS)], -1)
+    digits = codes_to_levels(torch.arange(codes))  # [codes, FSQ_DIMS]
     per_level = torch.randn(FSQ_DIMS, FSQ_LEVELS, width) * (std * (share / FSQ_DIMS) ** 0.5)
     structured = per_level[torch.arange(FSQ_DIMS)[None, :], digits].sum(1)
     return structured + torch.randn(codes, width) * std * (1 - share) ** 0.5
@@ -56,19 +53,21 @@ def make_start(model_folder: Path, out: Path, table: str, text_scale: float, sha
     from funaudiochat.drsr.modeling import FunAudioChatForConditionalGeneration
     from funaudiochat.drsr.speech_heads import SpeechRefinedHead
     from funaudiochat.tokenizer.speech_tokenizer import CODEBOOK_SIZE
+    from funaudiochat.training.demo.context import DemoSettings
+    from funaudiochat.training.llm.module import init_speech_embeddings
 
+    std = DemoSettings().speech_embedding_std  # the recipe's
     model = FunAudioChatForConditionalGeneration.from_pretrained(model_folder)
     model.config.audio_config.srh_text_scale = text_scale
     torch.manual_seed(seed)  # the head, then the table, from the global generator
     head = SpeechRefinedHead(model.config.audio_config)
     head.apply(model._init_weights)
     model.audio_invert_tower = head
-    weight = model.audio_tower.embed_tokens.weight
-    with torch.no_grad():
-        weight.normal_(0.0, SPEECH_EMBEDDING_STD)
-        if table == "fsq":
-            weight[:CODEBOOK_SIZE] = fsq_table(CODEBOOK_SIZE, weight.shape[1], SPEECH_EMBEDDING_STD, share)
-        weight[model.config.audio_config.pad_token_id].zero_()
+    init_speech_embeddings(model, std)
+    if table == "fsq":  # the code rows only: the special ids (pad: zero) keep their draw
+        weight = model.audio_tower.embed_tokens.weight
+        with torch.no_grad():
+            weight[:CODEBOOK_SIZE] = fsq_table(CODEBOOK_SIZE, weight.shape[1], std, share)
     model._tie_speech_head()
     model.save_pretrained(out)
 
