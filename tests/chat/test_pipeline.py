@@ -338,3 +338,37 @@ def test_pipeline_folders_with_missing_or_malformed_files_are_refused(pipe, tmp_
     (folder / "config.json").unlink()
     with pytest.raises(ValueError, match=r"config.json: missing"):
         load_pipeline(folder)
+
+
+def test_planned_speech_says_the_text_only_reply(pipe, question, tmp_path):
+    """With ``plan_speech`` a spoken reply's text is the S2T reply's, written in its own time with
+    ``<|sil|>`` between (the model's choice; cut where its speech ends), offline as streamed, alone as in
+    a batch; a folder whose generation config asks for it loads with it on."""
+    planner = Pipeline(pipe.model, pipe.processor, pipe.vocoder, pipe.speech_tokenizer, plan_speech=True)
+    assert not pipe.plan_speech  # a model without the setting does not plan
+    sampling = Sampling(max_new_tokens=24, seed=5)
+    request = Request(audio=question, sampling=sampling)
+    written = pipe.chat(Request(audio=question, mode="s2t", sampling=sampling))
+    free = pipe.chat(request)
+    planned = planner.chat(request)
+    tc = pipe.model.config.text_config
+    said = [t for t in planned.text_ids[1:] if t not in (tc.sil_index, tc.audio_eos_index, tc.eos_token_id)]
+    assert planned.text_ids[0] == tc.audio_bos_index and len(said) >= 3
+    assert said == written.text_ids[: len(said)]
+    assert free.text_ids[1 : len(said) + 1] != said  # the random model does not write it by itself
+    assert_same_reply(planned, streamed(planner, request)[1])
+    other = Request(text="One, two, three.", sampling=Sampling(max_new_tokens=12, seed=2))
+    for reply, alone in zip(planner.chat([request, other]), [request, other], strict=True):
+        assert_same_reply(reply, planner.chat(alone))
+    assert_same_reply(planner.chat(Request(audio=question, mode="s2t", sampling=sampling)), written)
+
+    pipe.model.generation_config.plan_speech = True
+    try:
+        folder = save_pipeline(pipe, tmp_path / "planned")
+    finally:
+        del pipe.model.generation_config.plan_speech
+    loaded = load_pipeline(folder)
+    assert loaded.plan_speech and not Pipeline.from_pretrained(folder, plan_speech=False).plan_speech
+    assert_same_reply(loaded.chat(request), planned)
+    with pytest.raises(ValueError, match="plan_speech must be True, False or None"):
+        Pipeline(pipe.model, pipe.processor, pipe.vocoder, plan_speech="yes")

@@ -9,7 +9,9 @@ from funaudiochat.drsr import (
     FunAudioChatConfig,
     FunAudioChatForConditionalGeneration,
     SamplingConfig,
+    decode_step,
     generate,
+    prefill,
     stream,
 )
 
@@ -320,3 +322,52 @@ def test_sil_scale_multiplies_the_silence_token_probability(prompts):
     assert not torch.equal(text(1e12), text(1.0))
     with pytest.raises(ValueError, match="sil_scale must be > 0"):
         DecodingConfig(sil_scale=0.0)
+
+
+def test_a_plan_holds_the_spoken_text_to_its_tokens_in_order(prompts):
+    """While speaking, a planned row writes only ``<|sil|>`` or the plan's next token, every plan token
+    once and in order, then ``<|sil|>``; the model still picks where each goes (a row whose ``<|sil|>`` is
+    made likelier waits longer) and an unplanned row of the same batch decodes as it does alone."""
+    model = make_model()
+    tc = model.config.text_config
+    sil = tc.sil_index
+    plan = torch.tensor([40, 41, 42, 43])
+    config = DecodingConfig(max_new_tokens=14)
+
+    def planned_text(cfg):
+        state, _ = prefill(model, prompts[0], cfg, plan=[plan])
+        while not bool(state.finished.all()):
+            decode_step(model, state)
+        return state.generated_text(0).tolist()
+
+    text = planned_text(config)
+    assert text[0] == tc.audio_bos_index
+    spoken = [t for t in text[1:] if t not in (tc.audio_eos_index, tc.eos_token_id, PAD)]
+    assert set(spoken) <= {sil, *plan.tolist()}
+    assert [t for t in spoken if t != sil] == plan.tolist()
+    free = generate(model, prompts[0], config).sequences[0, prompts[0]["input_ids"].shape[1] :].tolist()
+    assert free != text  # the random model does not say the plan by itself
+    sooner = planned_text(dataclasses.replace(config, sil_scale=1e-3))
+    assert [t for t in sooner if t != sil][:5] == [tc.audio_bos_index, *plan.tolist()]
+    assert sooner.index(40) < text.index(40)  # the silence weight moved the words, not the plan
+
+    both = batch_of([prompts[0], prompts[1]])
+    state, _ = prefill(model, both, dataclasses.replace(config, seed=[0, 0]), plan=[plan, None])
+    while not bool(state.finished.all()):
+        decode_step(model, state)
+    alone = generate(model, prompts[1], config)
+    assert state.generated_text(0).tolist() == text
+    assert [t for t in state.generated_text(1).tolist() if t != PAD] == generated(alone, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "plan, message",
+    [
+        ([torch.tensor([1, 2])] * 2, "one entry per sequence"),
+        ([torch.tensor([[1]])], "1-D list of text ids"),
+        ([torch.tensor([10**6])], "1-D list of text ids"),
+    ],
+)
+def test_bad_plans(prompts, plan, message):
+    with pytest.raises(ValueError, match=message):
+        prefill(make_model(), prompts[0], DecodingConfig(max_new_tokens=2), plan=plan)

@@ -306,9 +306,9 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``eval_spoken_qa --model FOLDER --run RUN [--limit N] [--quantize int8|int4] [--out FILE] [--card]``:
-    evaluate, print the
-    table, write the JSON (and with ``--card`` put the table into the model folder's README.md)."""
+    """``eval_spoken_qa --model FOLDER --run RUN [--limit N] [--quantize int8|int4] [--plan-speech on|off]
+    [--out FILE] [--card]``: evaluate, print the table, write the JSON (and with ``--card`` put the table
+    into the model folder's README.md)."""
     import argparse
 
     from funaudiochat.base.atomic import atomic_write_text
@@ -348,6 +348,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=["int8", "int4"],
         help="weight-only LLM and SRH of the model (the base text LM it is compared with stays float)",
     )
+    parser.add_argument(
+        "--plan-speech",
+        choices=["folder", "on", "off"],
+        default="folder",
+        help="write a spoken reply's text first and say it (Pipeline's plan_speech; default: the folder's)",
+    )
     args = parser.parse_args(argv)
     try:
         sampling = Sampling(
@@ -360,7 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
 
-    pipe = Pipeline.from_pretrained(args.model, quantize=args.quantize)
+    plan_speech = {"folder": None, "on": True, "off": False}[args.plan_speech]
+    pipe = Pipeline.from_pretrained(args.model, quantize=args.quantize, plan_speech=plan_speech)
     items = heldout_items(args.run, args.limit)
     tools = json.loads((args.run / "corpus" / "tools.json").read_text())
     answers = [pair["answer"] for pair in corpus_pairs(args.run / "corpus", SPLITS, QA_TASKS)]
@@ -383,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["seconds"] = time.perf_counter() - start
     results["model"], results["limit"], results["quantize"] = str(args.model), args.limit, args.quantize
     results["sampling"] = dataclasses.asdict(sampling)
+    results["plan_speech"] = pipe.plan_speech
     text = table(results)
     print(text)
     if args.out is not None:

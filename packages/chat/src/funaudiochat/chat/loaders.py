@@ -4,6 +4,7 @@
 A pipeline folder (file names follow the official release where it has one)::
 
     config.json, model*.safetensors    the dual-resolution model, official layout (vLLM reads these too)
+    generation_config.json             decoding defaults (optional; ``plan_speech``: see ``Pipeline``)
     tokenizer.json, tokenizer_config.json, ..., processor_config.json
                                        the text tokenizer and the processor settings
     flow.safetensors, hift.safetensors the vocoder (CosyVoice3 layouts; sizes in the metadata)
@@ -36,6 +37,7 @@ from funaudiochat.vocoder.speakers import SpeakerTable
 from funaudiochat.vocoder.token2wav import Token2Wav
 
 CONFIG = "config.json"
+GENERATION_CONFIG = "generation_config.json"
 FLOW = "flow.safetensors"
 HIFT = "hift.safetensors"
 SPEAKERS = "spk2info.safetensors"
@@ -67,6 +69,7 @@ def load_parts(folder: str | os.PathLike) -> Parts:
             model = FunAudioChatForConditionalGeneration.from_pretrained(str(root))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{root}: the model (config.json + *.safetensors) cannot be loaded: {err}") from err
+    model.generation_config.plan_speech = read_plan_speech(root / GENERATION_CONFIG)
     processor = FunAudioChatProcessor.from_pretrained(root)
     speakers = SpeakerTable.load(root / SPEAKERS) if (root / SPEAKERS).is_file() else None
     vocoder = Token2Wav(load_flow(root / FLOW), load_hift(root / HIFT), speakers)
@@ -89,6 +92,20 @@ def quiet_loading():
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def read_plan_speech(path: Path) -> bool:
+    """``plan_speech`` of a folder's ``generation_config.json`` (False when the file or the key is absent;
+    transformers' own loading drops keys it does not know)."""
+    if not path.is_file():
+        return False
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("plan_speech", False)
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise ValueError(f"{path}: not a JSON object ({err})") from err
+    if not isinstance(value, bool):
+        raise ValueError(f"{path}: plan_speech must be true or false, got {value!r}")
+    return value
 
 
 def demo_model_folder() -> Path | None:

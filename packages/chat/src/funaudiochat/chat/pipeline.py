@@ -60,7 +60,10 @@ class Pipeline:
     (the first audio as early, then fewer and cheaper vocoder runs; ``Token2Wav.init_state``);
     prefix_cache: how many system turns to keep computed (``PromptPrefix``: a request whose system turn
     was seen runs only the rest of its prompt; 0: none). The kept states belong to the weights as they
-    are: after changing them, call ``clear_prefix_cache``."""
+    are: after changing them, call ``clear_prefix_cache``. plan_speech: a spoken reply's text is written
+    first, as the text-only (S2T) reply to the same request, and the spoken pass then says that text (its
+    text held to it, ``prefill``'s ``plan``): the spoken answer is as right as the written one; None: the
+    model folder's choice (``plan_speech`` in its ``generation_config.json``; False when absent)."""
 
     def __init__(
         self,
@@ -72,6 +75,7 @@ class Pipeline:
         hop_growth: int = 1,
         max_hop_tokens: int | None = None,
         prefix_cache: int = 8,
+        plan_speech: bool | None = None,
     ):
         check_hops(hop_tokens, hop_growth, max_hop_tokens)
         if prefix_cache < 0:
@@ -90,6 +94,11 @@ class Pipeline:
         self.max_hop_tokens = max_hop_tokens
         self.prefix_cache = prefix_cache
         self._prefixes: OrderedDict[tuple, PromptPrefix] = OrderedDict()
+        if plan_speech is None:
+            plan_speech = getattr(model.generation_config, "plan_speech", False)
+        if not isinstance(plan_speech, bool):
+            raise ValueError(f"plan_speech must be True, False or None (the folder's), got {plan_speech!r}")
+        self.plan_speech = plan_speech
 
     @classmethod
     def from_pretrained(
@@ -207,7 +216,8 @@ class Pipeline:
         config = replace(
             requests[0].sampling.decoding(requests[0].speaks), seed=[r.sampling.seed for r in requests]
         )
-        state, step = prefill(self.model, inputs, config, self._prefix(inputs, config))
+        plan = self.plans(requests)
+        state, step = prefill(self.model, inputs, config, self._prefix(inputs, config), plan)
         first_text = time.perf_counter() - start
         while not bool(state.finished.all()):
             decode_step(self.model, state)
@@ -231,6 +241,26 @@ class Pipeline:
             reply.timings.total_s = total
             reply.timings.first_audio_s = total if reply.audio is not None else None
         return replies
+
+    def plans(self, requests: list[Request]) -> list[torch.Tensor | None] | None:
+        """The planned text of each spoken request (its S2T reply's ids, the end token dropped), or None
+        when the pipeline does not plan speech or no request speaks."""
+        if not self.plan_speech or not any(r.speaks for r in requests):
+            return None
+        written = [replace(r, mode="s2t") for r in requests]
+        inputs = self._inputs(written)
+        config = replace(written[0].sampling.decoding(False), seed=[r.sampling.seed for r in written])
+        state, _ = prefill(self.model, inputs, config, self._prefix(inputs, config))
+        while not bool(state.finished.all()):
+            decode_step(self.model, state)
+        eos = self.model.config.text_config.eos_token_id
+        ends = set(eos) if isinstance(eos, list | tuple) else {eos}
+        plans: list[torch.Tensor | None] = []
+        for row, request in enumerate(requests):
+            ids = [t for t in state.generated_text(row).tolist() if t != self._pad]
+            cut = next((i for i, t in enumerate(ids) if t in ends), len(ids))
+            plans.append(torch.tensor(ids[:cut], dtype=torch.long) if request.speaks else None)
+        return plans
 
     def _reply(self, ids: list[int], codes: torch.Tensor, audio, timings: Timings) -> Reply:
         text = self._visible_text(ids)

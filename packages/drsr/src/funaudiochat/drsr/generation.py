@@ -96,8 +96,13 @@ class DecodingConfig:
     # the text's <|sil|> probability is multiplied by this before each pick (moshi's client calls it
     # pad_mult; 1.0: unchanged)
     sil_scale: float = 1.0
+    # a planned reply (``prefill``'s ``plan``) writes at most this many <|sil|> in a row before its next
+    # planned token (then that token is forced): the demo model's aligned replies never wait longer than 3
+    plan_max_silence: int = 3
 
     def __post_init__(self) -> None:
+        if self.plan_max_silence < 0:
+            raise ValueError(f"plan_max_silence must be >= 0, got {self.plan_max_silence}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not self.sil_scale > 0:
@@ -114,8 +119,9 @@ class DecodingState(StreamState):
     values (left-padded like the mask); ``srh`` the SRH's state (None without speech);
     ``last_speech [B, k]`` the speech group to feed next (meaningful where ``has_speech``);
     ``speaking`` / ``finished [B]``; ``new_tokens [B]`` steps taken per row; ``speech`` per row the 1-D
-    tensor of generated speech ids; ``generators`` one seeded ``torch.Generator`` per row; ``config`` the
-    settings every row of the batch shares.
+    tensor of generated speech ids; ``generators`` one seeded ``torch.Generator`` per row; ``plan`` per row
+    the text still to say of a planned spoken reply (see ``prefill``; None: the text is free); ``config``
+    the settings every row of the batch shares.
     """
 
     sequences: torch.Tensor = ragged(dim=1, side="left", fill=0)
@@ -130,6 +136,7 @@ class DecodingState(StreamState):
     new_tokens: torch.Tensor = row()
     speech: list[torch.Tensor] = per_row()
     generators: list[torch.Generator] = per_row()
+    plan: list[torch.Tensor | None] = per_row()
     config: DecodingConfig = shared(default_factory=lambda: DecodingConfig())
 
     def generated_text(self, index: int) -> torch.Tensor:
@@ -242,12 +249,18 @@ def prefill(
     inputs: dict,
     config: DecodingConfig | None = None,
     prefix: PromptPrefix | None = None,
+    plan: list[torch.Tensor | None] | None = None,
 ) -> tuple[DecodingState, StepOutput]:
     """Run the prompt (``input_ids``, ``attention_mask`` and the audio inputs of the processor) and take
     the first step. Returns the new state and the first step's output.
 
     prefix: the prompt's first tokens computed already (``prompt_cache.PromptPrefix``; every row must
-    start with them, unpadded): only the rest of the prompt runs."""
+    start with them, unpadded): only the rest of the prompt runs.
+    plan: per row, the text ids its spoken reply says (1-D, no end token; None: free text), written
+    beforehand (a text-only reply to the same question): while the row speaks, its text may only be
+    ``<|sil|>`` or the plan's next token, and ``<|sil|>`` once the plan is written, so the model decides
+    when each word comes (waiting at most ``config.plan_max_silence`` slots) and its speech what it
+    sounds like, but not what is said; its speech does not end (speech EOS) before the plan is written."""
     config = config or DecodingConfig()
     input_ids = inputs["input_ids"]
     attention_mask = inputs.get("attention_mask")
@@ -299,6 +312,7 @@ def prefill(
         finished=torch.zeros(batch, dtype=torch.bool, device=device),
         speech=[input_ids.new_zeros(0) for _ in range(batch)],
         generators=_generators(config.seed, batch),
+        plan=_check_plan(plan, batch, model.config.text_config.vocab_size),
         new_tokens=torch.zeros(batch, dtype=torch.long, device=device),
         config=config,
     )
@@ -329,6 +343,9 @@ def _finish_step(model, state, hidden, text_embeds, positions, new_mask, first: 
     text_history = state.sequences.masked_fill(state.attention_mask == 0, -1)
     if config.sil_scale != 1.0:
         text_logits[:, tc.sil_index] += math.log(config.sil_scale)
+    planned = [b for b, p in enumerate(state.plan) if p is not None and bool(state.speaking[b])]
+    if planned:
+        text_logits = _hold_to_plan(text_logits, state, planned, tc.sil_index)
     text = pick_tokens(text_logits, text_history, config.text, state.generators)
     if first and config.force_text_abos:
         text = torch.full_like(text, tc.audio_bos_index)
@@ -338,8 +355,12 @@ def _finish_step(model, state, hidden, text_embeds, positions, new_mask, first: 
     if srh is not None:
         history = list(state.speech)
         picked: list[torch.Tensor] = []
+        unsaid = [b for b, p in enumerate(state.plan) if p is not None and p.numel()]
 
         def pick(logits: torch.Tensor, j: int) -> torch.Tensor:
+            if unsaid:  # a planned reply's speech ends only once its text is written
+                logits = logits.clone()
+                logits[unsaid, ac.eos_token_id] = torch.finfo(logits.dtype).min
             rows = [torch.cat([history[b], *[p[b : b + 1] for p in picked]]) for b in range(batch)]
             token = pick_tokens(logits, _pad_histories(rows, logits.device), config.speech, state.generators)
             picked.append(token)
@@ -392,7 +413,47 @@ def _finish_step(model, state, hidden, text_embeds, positions, new_mask, first: 
     state.finished = finished
     state.speech = speech
     state.new_tokens = new_tokens
+    for b in planned:
+        plan = state.plan[b]
+        if plan.numel() and int(text[b]) == int(plan[0]):
+            state.plan[b] = plan[1:]
     return step
+
+
+def _check_plan(plan: list[torch.Tensor | None] | None, batch: int, vocab: int) -> list[torch.Tensor | None]:
+    """``plan`` as one entry per row (1-D long tensors on the CPU, or None), checked."""
+    if plan is None:
+        return [None] * batch
+    if len(plan) != batch:
+        raise ValueError(f"plan must have one entry per sequence ({batch}), got {len(plan)}")
+    rows = []
+    for i, p in enumerate(plan):
+        if p is None:
+            rows.append(None)
+            continue
+        p = torch.as_tensor(p, dtype=torch.long).cpu()
+        if p.ndim != 1 or (p.numel() and (p.min() < 0 or p.max() >= vocab)):
+            raise ValueError(f"plan[{i}] must be a 1-D list of text ids in [0, {vocab}), got {p.tolist()!r}")
+        rows.append(p)
+    return rows
+
+
+def _hold_to_plan(logits: torch.Tensor, state: DecodingState, rows: list[int], sil: int) -> torch.Tensor:
+    """``logits [B, V]`` with, in ``rows``, every token but ``<|sil|>`` and the plan's next token at -inf,
+    and ``<|sil|>`` too after ``plan_max_silence`` of them in a row."""
+    allowed = torch.zeros_like(logits, dtype=torch.bool)
+    wait = state.config.plan_max_silence
+    for b in rows:
+        plan = state.plan[b]
+        if not plan.numel():
+            allowed[b, sil] = True
+            continue
+        allowed[b, int(plan[0])] = True
+        recent = state.generated_text(b)[-wait:] if wait else state.generated_text(b)[:0]
+        if not (wait and recent.numel() == wait and bool((recent == sil).all())):
+            allowed[b, sil] = True
+    keep = allowed.any(-1, keepdim=True)  # rows outside ``rows`` unchanged
+    return torch.where(allowed | ~keep, logits, torch.finfo(logits.dtype).min)
 
 
 def _prefill_group_is_pad(audio_config, state: DecodingState) -> bool:
@@ -444,9 +505,11 @@ def stream(
     inputs: dict,
     config: DecodingConfig | None = None,
     prefix: PromptPrefix | None = None,
+    plan: list[torch.Tensor | None] | None = None,
 ) -> Iterator[StepOutput]:
-    """Yield every 5 Hz step of the generation as soon as it is made (``prefix``: see ``prefill``)."""
-    state, step = prefill(model, inputs, config, prefix)
+    """Yield every 5 Hz step of the generation as soon as it is made (``prefix``, ``plan``: see
+    ``prefill``)."""
+    state, step = prefill(model, inputs, config, prefix, plan)
     yield step
     while not bool(state.finished.all()):
         yield decode_step(model, state)
@@ -457,10 +520,12 @@ def generate(
     inputs: dict,
     config: DecodingConfig | None = None,
     prefix: PromptPrefix | None = None,
+    plan: list[torch.Tensor | None] | None = None,
 ) -> GenerateOutput:
     """Decode until every sequence has ended (``<|im_end|>``) or ``max_new_tokens`` steps were taken
-    (``prefix``: the prompt's first tokens computed already, see ``prefill``)."""
-    state, _ = prefill(model, inputs, config, prefix)
+    (``prefix``: the prompt's first tokens computed already; ``plan``: the text of spoken replies; see
+    ``prefill``)."""
+    state, _ = prefill(model, inputs, config, prefix, plan)
     while not bool(state.finished.all()):
         decode_step(model, state)
     return GenerateOutput(
@@ -473,22 +538,34 @@ class FunAudioChatGenerationMixin:
     ``FunAudioChatForConditionalGeneration`` so that this module needs nothing from modeling."""
 
     def generate(
-        self, inputs: dict, config: DecodingConfig | None = None, prefix: PromptPrefix | None = None
+        self,
+        inputs: dict,
+        config: DecodingConfig | None = None,
+        prefix: PromptPrefix | None = None,
+        plan: list[torch.Tensor | None] | None = None,
     ) -> GenerateOutput:
         """Parallel text + speech decoding; ``inputs`` as produced by the processor (left-padded)."""
-        return generate(self, inputs, config, prefix)  # type: ignore[arg-type]
+        return generate(self, inputs, config, prefix, plan)  # type: ignore[arg-type]
 
     def stream(
-        self, inputs: dict, config: DecodingConfig | None = None, prefix: PromptPrefix | None = None
+        self,
+        inputs: dict,
+        config: DecodingConfig | None = None,
+        prefix: PromptPrefix | None = None,
+        plan: list[torch.Tensor | None] | None = None,
     ) -> Iterator[StepOutput]:
         """Yield one ``StepOutput`` per 5 Hz step (text token + k speech tokens per sequence)."""
-        return stream(self, inputs, config, prefix)  # type: ignore[arg-type]
+        return stream(self, inputs, config, prefix, plan)  # type: ignore[arg-type]
 
     def prefill(
-        self, inputs: dict, config: DecodingConfig | None = None, prefix: PromptPrefix | None = None
+        self,
+        inputs: dict,
+        config: DecodingConfig | None = None,
+        prefix: PromptPrefix | None = None,
+        plan: list[torch.Tensor | None] | None = None,
     ) -> tuple[DecodingState, StepOutput]:
         """The decoding state of a prompt and its first step (see ``prefill``)."""
-        return prefill(self, inputs, config, prefix)  # type: ignore[arg-type]
+        return prefill(self, inputs, config, prefix, plan)  # type: ignore[arg-type]
 
     def decode_step(self, state: DecodingState) -> StepOutput:
         """One 5 Hz step of every row of ``state``, in place (see ``decode_step``)."""
