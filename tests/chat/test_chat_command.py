@@ -145,3 +145,26 @@ def test_with_a_shipped_demo_model_chat_answers_with_it(question, tmp_path, caps
     assert main(["chat", str(question), "--out", str(tmp_path / "b.wav"), *FAST]) == 0
     assert "seeded tiny random pipeline" not in capsys.readouterr().err
     assert (sf.read(tmp_path / "a.wav")[0] == sf.read(tmp_path / "b.wav")[0]).all()  # that folder's answer
+
+
+def test_plan_speech_from_the_command_line(question, tmp_path, capsys, monkeypatch):
+    """``--plan-speech`` / ``--no-plan-speech`` set the pipeline's choice; without either the folder's
+    stands (the random pipeline: off). The planned answer's text is the S2T answer's."""
+    from funaudiochat.chat.pipeline import Pipeline
+
+    seen = []
+    original = Pipeline.plans
+
+    def spy(self, requests):
+        seen.append(self.plan_speech)
+        return original(self, requests)
+
+    monkeypatch.setattr(Pipeline, "plans", spy)
+    written = main(["chat", str(question), "--mode", "s2t", *FAST]) == 0 and capsys.readouterr().out
+    for flag, planned in [([], False), (["--plan-speech"], True), (["--no-plan-speech"], False)]:
+        seen.clear()
+        assert main(["chat", str(question), "--out", str(tmp_path / "a.wav"), *FAST, *flag]) == 0
+        said = capsys.readouterr().out
+        assert seen == [planned]
+        if planned:  # the spoken pass writes the plan's text (cut where its speech ends)
+            assert said.strip() and written.strip().startswith(said.strip())

@@ -183,30 +183,35 @@ def test_conversations_stage_lays_out_each_task_as_the_pipeline_prompts_it(spoke
             assert "<tools>" in conv.system and "<tool_call>" in conv.turns[1].content and not speaks
 
 
-def test_conversations_stage_can_place_reply_words_at_their_speech(spoken, tmp_path):
+def test_conversations_stage_places_reply_words_at_their_speech_or_as_officially(spoken, tmp_path):
     import shutil
 
     from funaudiochat.training.data import AssistantSpeech, read_sharegpt
     from funaudiochat.training.demo.reply_alignment import SIL
 
-    root = tmp_path / "demo"
-    for stage in ("corpus", "text_tokenizer", "speech", "speech_tokenizer"):
-        (root / stage).parent.mkdir(parents=True, exist_ok=True)
-        (root / stage).symlink_to(spoken / stage)
-    settings = DemoSettings(text_vocab_size=400, pairs_per_file=2, reply_alignment="words")
-    DemoBuild(root, settings, log=lambda _: None).run(["conversations"])
-    record = json.loads((root / "conversations" / "stage.json").read_text())["reply_alignment"]
+    assert DemoSettings().reply_alignment == "words"  # the recipe's layout; the fixture's
+    record = json.loads((spoken / "conversations" / "stage.json").read_text())["reply_alignment"]
     assert record["kind"] == "words"
     tasks = json.loads((spoken / "conversations" / "stage.json").read_text())["conversations"]["train"]
     answers = sum(n for task, n in tasks.items() if task not in ("asr", "tool") and "_" not in task)
     assert record["train"]["aligned"] + record["train"]["proportional"] == answers > 0  # spoken answers
-    official = read_sharegpt(spoken / "conversations" / "train.jsonl")
-    for plain, aligned in zip(official, read_sharegpt(root / "conversations" / "train.jsonl"), strict=True):
+    root = tmp_path / "demo"
+    for stage in ("corpus", "text_tokenizer", "speech", "speech_tokenizer"):
+        (root / stage).parent.mkdir(parents=True, exist_ok=True)
+        (root / stage).symlink_to(spoken / stage)
+    settings = DemoSettings(text_vocab_size=400, pairs_per_file=2, reply_alignment="official")
+    DemoBuild(root, settings, log=lambda _: None).run(["conversations"])
+    official = read_sharegpt(root / "conversations" / "train.jsonl")
+    said = 0
+    for plain, aligned in zip(official, read_sharegpt(spoken / "conversations" / "train.jsonl"), strict=True):
         for a, b in zip(plain.audios, aligned.audios, strict=True):
             if isinstance(a, AssistantSpeech) and a.codes is not None:
+                assert SIL not in a.text and SIL in b.text
                 assert b.text.replace(SIL, "") == a.text and (b.codes == a.codes).all()
+                said += 1
             else:
                 assert b == a
+    assert said == answers
     shutil.rmtree(root)
 
 
@@ -352,9 +357,11 @@ def test_finishing_stages_fine_tune_train_the_vocoder_and_package_a_pipeline(pac
     assert 0 < package["bytes"] <= 40 * 2**20
     card = (root / "package" / "README.md").read_text()
     assert "| `dpo` |" in card and "Fun-Audio-Chat demo model" in card
+    assert "spoken replies are planned (`plan_speech`" in card
     pipe = Pipeline.from_pretrained(root / "package")
     assert pipe.vocoder.speakers.names == ["assistant"] and pipe.speech_tokenizer is not None
     assert pipe.vocoder.flow.config.n_timesteps == DemoSettings().flow_inference_steps == 5
+    assert pipe.plan_speech is DemoSettings().plan_speech is True  # generation_config.json's
     reply = pipe.chat(text="What is two plus three?", mode="s2s")
     assert reply.audio is not None and reply.audio.ndim == 1
 

@@ -52,13 +52,20 @@ def add_parser(sub) -> None:
     p.add_argument("--hop", type=int, default=15, help="speech codes per vocoder chunk (default 15)")
     p.add_argument("--hop-growth", type=int, default=1, help="each later hop this many times longer")
     p.add_argument("--max-hop", type=int, help="longest hop in codes (with --hop-growth > 1)")
-    add_quantize_argument(p)
+    add_pipeline_arguments(p)
     p.set_defaults(func=cmd_chat)
 
 
-def choose_pipeline(model: str | None, seed: int, command: str, quantize: str | None = None):
+def choose_pipeline(
+    model: str | None,
+    seed: int,
+    command: str,
+    quantize: str | None = None,
+    plan_speech: bool | None = None,
+):
     """The pipeline a command runs: the folder ``model``, else the shipped demo model, else (said on
-    stderr) a seeded tiny random one; ``quantize``: "int8" / "int4" weights for its LLM and SRH."""
+    stderr) a seeded tiny random one; ``quantize``: "int8" / "int4" weights for its LLM and SRH;
+    ``plan_speech``: the pipeline's ``plan_speech`` (None: the folder's)."""
     from .loaders import demo_model_folder
     from .pipeline import load_pipeline, random_pipeline
 
@@ -75,15 +82,25 @@ def choose_pipeline(model: str | None, seed: int, command: str, quantize: str | 
         pipe = random_pipeline(seed)
     if quantize:
         pipe.quantize(quantize)
+    if plan_speech is not None:
+        pipe.plan_speech = plan_speech
     return pipe
 
 
-def add_quantize_argument(parser) -> None:
-    """``--quantize int8|int4`` (shared by ``chat`` and ``serve``)."""
+def add_pipeline_arguments(parser) -> None:
+    """``--quantize int8|int4`` and ``--plan-speech`` / ``--no-plan-speech`` (shared by ``chat`` and
+    ``serve``)."""
     parser.add_argument(
         "--quantize",
         choices=["int8", "int4"],
         help="weight-only int8 / int4 for the shared LLM and the SRH (CPU; docs/quantization.md)",
+    )
+    parser.add_argument(
+        "--plan-speech",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write a spoken reply's text first, then say it (default: the model folder's choice; the "
+        "demo model's is on)",
     )
 
 
@@ -112,7 +129,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         sampling=sampling,
         history_speech=args.history_speech,
     )
-    pipe = choose_pipeline(args.model, args.seed, "chat", args.quantize)
+    pipe = choose_pipeline(args.model, args.seed, "chat", args.quantize, args.plan_speech)
     pipe.set_hops(args.hop, args.hop_growth, args.max_hop)
 
     with AudioOut(args.out) as out:

@@ -15,7 +15,7 @@ import sys
 
 def add_parser(sub) -> None:
     """The ``serve`` subcommand's arguments."""
-    from .chat_command import add_quantize_argument
+    from .chat_command import add_pipeline_arguments
     from .server.config import ServerConfig
 
     d = ServerConfig()
@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
         help="a vLLM server's OpenAI base URL (http://HOST:PORT/v1) that answers the text-only chat "
         "completions (docs/vllm.md); speech output stays here",
     )
-    add_quantize_argument(p)
+    add_pipeline_arguments(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -65,7 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # before the model loads: this thread (the event loop's) must not keep an OpenMP team beside the engine's
     threads = reserve_cores_for_engine(config.engine_threads)
     sampling = Sampling(max_new_tokens=args.max_new_tokens)
-    pipe = choose_pipeline(args.model, args.seed, "serve", args.quantize)
+    pipe = choose_pipeline(args.model, args.seed, "serve", args.quantize, args.plan_speech)
     pipe.set_hops(args.hop, args.hop_growth, args.max_hop)
     engine = Engine(pipe, config.max_sessions, audio_lead_s=config.audio_lead_s, threads=threads)
     app = make_app(engine, config, sampling, args.vllm_url)

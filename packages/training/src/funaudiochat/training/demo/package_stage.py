@@ -1,9 +1,10 @@
 """The last stage of the demo recipe: the trained parts joined into one pipeline folder (``package/``).
 
-The folder is what ``funaudiochat.chat.Pipeline.from_pretrained`` loads (``chat.loaders``): the DPO model,
-the processor, the flow and HiFT, a speaker table of one speaker (``assistant``: the pseudo x-vector the
-vocoder stages trained with), the speech tokenizer, and a model card (``README.md``) with the data, the
-sizes, the recipe and the seconds of each stage; ``tools/eval_spoken_qa.py`` adds its tables to the card.
+The folder is what ``funaudiochat.chat.Pipeline.from_pretrained`` loads (``chat.loaders``): the DPO model
+(its ``generation_config.json`` with ``plan_speech``), the processor, the flow and HiFT, a speaker table of
+one speaker (``assistant``: the pseudo x-vector the vocoder stages trained with), the speech tokenizer,
+and a model card (``README.md``) with the data, the sizes, the recipe and the seconds of each stage;
+``tools/eval_spoken_qa.py`` adds its tables to the card.
 The model and the flow are stored in float16 (``store_half``: the loaders build float32 modules and cast
 on load; replies are unchanged on the demo model's bundled questions), the whole folder checked against
 ``MAX_PACKAGE_BYTES``.
@@ -83,6 +84,7 @@ def run_package(build: StageContext) -> dict[str, Any]:
     hift = load_hift(build.require("vocoder_hift", "package") / "hift.safetensors")
     tokenizer_path = build.require("speech_tokenizer", "package") / "speech_tokenizer.safetensors"
     model = FunAudioChatForConditionalGeneration.from_pretrained(str(model_folder)).to(torch.float32).eval()
+    model.generation_config.plan_speech = build.settings.plan_speech  # the pipeline's decoding default
     speakers = SpeakerTable({ASSISTANT_SPEAKER: Speaker(pseudo_speaker_embedding(ASSISTANT_SPEAKER, 0))})
     parts = Parts(
         model=model,
@@ -124,6 +126,11 @@ def stage_seconds(build: StageContext, name: str, seconds: float) -> str:
     return f"{seconds:.0f}" if trained is None else f"{trained:.0f} (trained in an earlier run, restored)"
 
 
+PLANNED_SPEECH = """ Its spoken replies are planned (`plan_speech` in
+`generation_config.json`): the text-only reply is written first and the spoken reply says it, the model
+placing each word."""
+
+
 def model_card(build: StageContext, parts) -> str:
     """The card's text: what the model is, its data, sizes and recipe, the seconds of each stage."""
     from .speech_stages import ASSISTANT_SPEED, ASSISTANT_VOICE
@@ -139,6 +146,7 @@ def model_card(build: StageContext, parts) -> str:
     )
     sizes = "".join(f"| {name} | {n / 1e6:.2f} M |\n" for name, n in counts.items())
     settings = {f.name: getattr(build.settings, f.name) for f in dataclasses.fields(DemoSettings)}
+    planned = PLANNED_SPEECH if settings["plan_speech"] else ""
     return f"""# Fun-Audio-Chat demo model
 
 A small spoken assistant trained on this machine by the project's own recipe (`tools/train_demo.py`), on
@@ -146,7 +154,7 @@ speech synthesised with espeak-ng: it answers spoken questions about arithmetic 
 comparisons, simple facts (colours, animal sounds, opposites, days, months, legs) and short
 instructions, in text and speech; transcribes speech (ASR mode); and calls two tools (`set_timer`,
 `get_weather`). It is the project's embedded default and the proof that the recipe trains a model that
-listens and talks; it knows nothing beyond its closed vocabulary.
+listens and talks; it knows nothing beyond its closed vocabulary.{planned}
 
     funaudiochat chat question.wav --out answer.wav        # this folder is the default --model
 

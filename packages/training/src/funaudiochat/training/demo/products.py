@@ -32,6 +32,7 @@ ADDED_SETTINGS: dict[str, tuple[str, Any]] = {
     "text_lm_skills": ("text_lm", False),
     "audio_encoder_width": ("audio_encoder", 128),
     "flow_inference_steps": ("package", 10),
+    "plan_speech": ("package", False),
 }
 
 
