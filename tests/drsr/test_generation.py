@@ -360,6 +360,33 @@ def test_a_plan_holds_the_spoken_text_to_its_tokens_in_order(prompts):
     assert [t for t in state.generated_text(1).tolist() if t != PAD] == generated(alone, 0, 0)
 
 
+def test_a_plan_is_written_however_long_the_model_would_wait_and_speech_ends_after_it(prompts):
+    """After ``plan_max_silence`` ``<|sil|>`` in a row the plan's next token is forced (0: never), and the
+    speech EOS, which this model says early, waits until the plan is written."""
+    model = make_model()
+    with torch.no_grad():  # the speech EOS wins from the first groups on
+        model.audio_invert_tower.lm_head.weight[model.config.audio_config.eos_token_id] *= -30
+    tc = model.config.text_config
+    sil, plan = tc.sil_index, torch.tensor([40, 41, 42])
+
+    def planned(plan, **settings):
+        config = DecodingConfig(max_new_tokens=30, sil_scale=1e12, **settings)
+        state, _ = prefill(model, prompts[0], config, plan=plan)
+        while not bool(state.finished.all()):
+            decode_step(model, state)
+        return state.generated_text(0).tolist()
+
+    free = planned(None)
+    assert free[:5] == [tc.audio_bos_index, sil, sil, sil, tc.audio_eos_index]  # the speech ends early
+    text = planned([plan])
+    assert text[:13] == [tc.audio_bos_index, sil, sil, sil, 40, sil, sil, sil, 41, sil, sil, sil, 42]
+    assert text.index(tc.audio_eos_index) == 13  # the speech ends as soon as the plan is written
+    assert planned([plan], plan_max_silence=2)[:7] == [tc.audio_bos_index, sil, sil, 40, sil, sil, 41]
+    assert set(planned([plan], plan_max_silence=0)[1:]) == {sil}  # no limit: the model waits for ever
+    with pytest.raises(ValueError, match="plan_max_silence must be >= 0"):
+        DecodingConfig(plan_max_silence=-1)
+
+
 @pytest.mark.parametrize(
     "plan, message",
     [

@@ -97,7 +97,8 @@ class DecodingConfig:
     # pad_mult; 1.0: unchanged)
     sil_scale: float = 1.0
     # a planned reply (``prefill``'s ``plan``) writes at most this many <|sil|> in a row before its next
-    # planned token (then that token is forced): the demo model's aligned replies never wait longer than 3
+    # planned token (then that token is forced; 0: no limit): the demo model's aligned training replies
+    # never wait longer than 3
     plan_max_silence: int = 3
 
     def __post_init__(self) -> None:
