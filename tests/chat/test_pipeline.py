@@ -278,6 +278,8 @@ def test_bad_requests_are_named(fields, message):
         ({"max_new_tokens": 0}, "max_new_tokens must be an integer >= 1"),
         ({"repetition_window": -2}, "repetition_window must be an integer >= 0"),
         ({"sil_scale": 0.0}, "sil_scale must be a number > 0"),
+        ({"plan_max_silence": -1}, "plan_max_silence must be an integer >= 0"),
+        ({"plan_max_silence": 1.5}, "plan_max_silence must be an integer >= 0"),
     ],
 )
 def test_sampling_values_out_of_range_are_named(fields, message):
@@ -361,6 +363,15 @@ def test_planned_speech_says_the_text_only_reply(pipe, question, tmp_path):
     for reply, alone in zip(planner.chat([request, other]), [request, other], strict=True):
         assert_same_reply(reply, planner.chat(alone))
     assert_same_reply(planner.chat(Request(audio=question, mode="s2t", sampling=sampling)), written)
+
+    def layout(**settings) -> str:  # "w" a planned word, "s" a <|sil|>, up to the last word
+        waiting = Sampling(max_new_tokens=40, seed=5, sil_scale=1e6, **settings)  # the model would wait
+        ids = planner.chat(Request(audio=question, sampling=waiting)).text_ids[1:]
+        ends = (tc.audio_eos_index, tc.eos_token_id)
+        return "".join("s" if t == tc.sil_index else "w" for t in ids if t not in ends).rstrip("s")
+
+    assert layout().startswith("sssw") and "ssss" not in layout()
+    assert layout(plan_max_silence=1).startswith("swsw") and "ss" not in layout(plan_max_silence=1)
 
     pipe.model.generation_config.plan_speech = True
     try:

@@ -349,6 +349,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="weight-only LLM and SRH of the model (the base text LM it is compared with stays float)",
     )
     parser.add_argument(
+        "--sil-scale",
+        type=float,
+        default=official.sil_scale,
+        help="the text's <|sil|> probability times this",
+    )
+    parser.add_argument(
+        "--plan-max-silence",
+        type=int,
+        default=official.plan_max_silence,
+        help=f"planned replies: most steps between words (default {official.plan_max_silence}; 0: no limit)",
+    )
+    parser.add_argument(
         "--plan-speech",
         choices=["folder", "on", "off"],
         default="folder",
@@ -362,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             speech_top_p=args.speech_top_p,
             speech_top_k=args.speech_top_k,
             repetition_penalty=args.repetition_penalty,
+            sil_scale=args.sil_scale,
+            plan_max_silence=args.plan_max_silence,
         )
     except ValueError as error:
         parser.error(str(error))

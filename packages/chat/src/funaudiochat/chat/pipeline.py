@@ -249,7 +249,9 @@ class Pipeline:
             return None
         written = [replace(r, mode="s2t") for r in requests]
         inputs = self._inputs(written)
-        config = replace(written[0].sampling.decoding(False), seed=[r.sampling.seed for r in written])
+        config = replace(  # the silence weight belongs to the spoken pass, where the words get their places
+            written[0].sampling.decoding(False), seed=[r.sampling.seed for r in written], sil_scale=1.0
+        )
         state, _ = prefill(self.model, inputs, config, self._prefix(inputs, config))
         while not bool(state.finished.all()):
             decode_step(self.model, state)

@@ -42,7 +42,9 @@ class Sampling:
     text_top_p / speech_top_p: in (0, 1]; repetition_penalty: > 0, for speech (text: ``text_repetition``);
     seed: an int (each request draws from its own generator); max_new_tokens: 5 Hz steps, >= 1;
     repetition_window: the repetition penalties look at the last that many tokens of their stream (0: all,
-    the official setting); sil_scale: the text's ``<|sil|>`` probability times this (> 0; 1: unchanged)."""
+    the official setting); sil_scale: the text's ``<|sil|>`` probability times this (> 0; 1: unchanged);
+    plan_max_silence: a planned spoken reply (``Pipeline``'s ``plan_speech``) waits at most this many 5 Hz
+    steps between its words (>= 0; 0: no limit)."""
 
     text_temperature: float = 0.0
     text_top_k: int = 0
@@ -56,9 +58,18 @@ class Sampling:
     max_new_tokens: int = 512
     repetition_window: int = 0
     sil_scale: float = 1.0
+    plan_max_silence: int = 3
 
     def __post_init__(self) -> None:
         problems = []
+        if not (
+            isinstance(self.plan_max_silence, int)
+            and not isinstance(self.plan_max_silence, bool)
+            and self.plan_max_silence >= 0
+        ):
+            problems.append(
+                f"plan_max_silence must be an integer >= 0 (0: no limit), got {self.plan_max_silence!r}"
+            )
         if not (isinstance(self.repetition_window, int) and self.repetition_window >= 0):
             problems.append(
                 f"repetition_window must be an integer >= 0 (0: all), got {self.repetition_window!r}"
@@ -116,6 +127,7 @@ class Sampling:
             disable_speech=not speech,
             seed=self.seed,
             sil_scale=self.sil_scale,
+            plan_max_silence=self.plan_max_silence,
         )
 
 
