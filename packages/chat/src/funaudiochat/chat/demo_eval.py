@@ -305,6 +305,17 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# the Sampling fields the command line sets: (field, type, what it is; the default is Sampling's, official)
+SAMPLING_OPTIONS = (
+    ("speech_temperature", float, "speech sampling temperature (0: argmax)"),
+    ("speech_top_p", float, "speech nucleus"),
+    ("speech_top_k", int, "speech top-k (0: off)"),
+    ("repetition_penalty", float, "speech repetition penalty"),
+    ("sil_scale", float, "the text's <|sil|> probability times this"),
+    ("plan_max_silence", int, "planned replies: most 5 Hz steps between words (0: no limit)"),
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``eval_spoken_qa --model FOLDER --run RUN [--limit N] [--quantize int8|int4] [--plan-speech on|off]
     [--out FILE] [--card]``: evaluate, print the table, write the JSON (and with ``--card`` put the table
@@ -324,41 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="JSON of every figure (default: print only)")
     parser.add_argument("--card", action="store_true", help="write the table into the model's README.md")
     parser.add_argument("--seed", type=int, default=0, help="seed of speech sampling")
-    official = Sampling()
-    parser.add_argument(
-        "--speech-temperature",
-        type=float,
-        default=official.speech_temperature,
-        help=f"speech sampling temperature (default {official.speech_temperature}, official; 0: argmax)",
-    )
-    parser.add_argument(
-        "--speech-top-p", type=float, default=official.speech_top_p, help="speech nucleus (default official)"
-    )
-    parser.add_argument(
-        "--speech-top-k", type=int, default=official.speech_top_k, help="speech top-k (0: off)"
-    )
-    parser.add_argument(
-        "--repetition-penalty",
-        type=float,
-        default=official.repetition_penalty,
-        help="speech repetition penalty (default official)",
-    )
     parser.add_argument(
         "--quantize",
         choices=["int8", "int4"],
         help="weight-only LLM and SRH of the model (the base text LM it is compared with stays float)",
-    )
-    parser.add_argument(
-        "--sil-scale",
-        type=float,
-        default=official.sil_scale,
-        help="the text's <|sil|> probability times this",
-    )
-    parser.add_argument(
-        "--plan-max-silence",
-        type=int,
-        default=official.plan_max_silence,
-        help=f"planned replies: most steps between words (default {official.plan_max_silence}; 0: no limit)",
     )
     parser.add_argument(
         "--plan-speech",
@@ -366,17 +346,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="folder",
         help="write a spoken reply's text first and say it (Pipeline's plan_speech; default: the folder's)",
     )
+    official = Sampling()
+    for name, kind, what in SAMPLING_OPTIONS:
+        default = getattr(official, name)
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=kind, default=default, help=f"{what} (default {default})")
     args = parser.parse_args(argv)
     try:
-        sampling = Sampling(
-            seed=args.seed,
-            speech_temperature=args.speech_temperature,
-            speech_top_p=args.speech_top_p,
-            speech_top_k=args.speech_top_k,
-            repetition_penalty=args.repetition_penalty,
-            sil_scale=args.sil_scale,
-            plan_max_silence=args.plan_max_silence,
-        )
+        sampling = Sampling(seed=args.seed, **{name: getattr(args, name) for name, _, _ in SAMPLING_OPTIONS})
     except ValueError as error:
         parser.error(str(error))
 
