@@ -383,3 +383,7 @@ def test_planned_speech_says_the_text_only_reply(pipe, question, tmp_path):
     assert_same_reply(loaded.chat(request), planned)
     with pytest.raises(ValueError, match="plan_speech must be True, False or None"):
         Pipeline(pipe.model, pipe.processor, pipe.vocoder, plan_speech="yes")
+    settings = folder / "generation_config.json"
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "plan_speech": "yes"}))
+    with pytest.raises(ValueError, match="generation_config.json: plan_speech must be true or false"):
+        load_pipeline(folder)
