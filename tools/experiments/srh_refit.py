@@ -113,16 +113,15 @@ def main(argv=None) -> int:
             f"model.freeze={LISTENING_FROZEN}", f"trainer.default_root_dir={fit}", f"seed={args.seed}",
         ]  # fmt: skip
         subprocess.run(command, check=True)
+    from funaudiochat.base.atomic import atomic_folder, atomic_write_text
+
     pipeline = args.out / "pipeline"
-    staging = args.out / ".pipeline.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(args.model, staging)
-    for name in ("model.safetensors", "config.json"):
-        shutil.copy2(fit / "model" / name, staging / name)
-    shutil.rmtree(pipeline, ignore_errors=True)
-    staging.rename(pipeline)
+    with atomic_folder(pipeline) as staging:
+        shutil.copytree(args.model, staging, dirs_exist_ok=True)
+        for name in ("model.safetensors", "config.json"):
+            shutil.copy2(fit / "model" / name, staging / name)
     record = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    (args.out / "refit.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(args.out / "refit.json", json.dumps(record, indent=1) + "\n")
     print(f"pipeline with the refitted head: {pipeline}")
     return 0
 
