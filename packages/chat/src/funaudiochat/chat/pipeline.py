@@ -255,13 +255,10 @@ class Pipeline:
         state, _ = prefill(self.model, inputs, config, self._prefix(inputs, config))
         while not bool(state.finished.all()):
             decode_step(self.model, state)
-        eos = self.model.config.text_config.eos_token_id
-        ends = set(eos) if isinstance(eos, list | tuple) else {eos}
         plans: list[torch.Tensor | None] = []
         for row, request in enumerate(requests):
-            ids = [t for t in state.generated_text(row).tolist() if t != self._pad]
-            cut = next((i for i, t in enumerate(ids) if t in ends), len(ids))
-            plans.append(torch.tensor(ids[:cut], dtype=torch.long) if request.speaks else None)
+            ids = self._before_end([t for t in state.generated_text(row).tolist() if t != self._pad])
+            plans.append(torch.tensor(ids, dtype=torch.long) if request.speaks else None)
         return plans
 
     def _reply(self, ids: list[int], codes: torch.Tensor, audio, timings: Timings) -> Reply:
@@ -274,12 +271,16 @@ class Pipeline:
             timings.audio_s = audio.numel() / VOCODER_SAMPLE_RATE
         return Reply(text.strip(), calls, ids, codes, audio, timings)
 
+    def _before_end(self, ids: list[int]) -> list[int]:
+        """``ids`` up to their first end token (``text_config.eos_token_id``: one id or a list)."""
+        eos = self.model.config.text_config.eos_token_id
+        ends = set(eos) if isinstance(eos, list | tuple) else {eos}
+        return ids[: next((i for i, t in enumerate(ids) if t in ends), len(ids))]
+
     def _visible_text(self, ids: list[int]) -> str:
         """The text of ``ids`` up to the end token, special tokens dropped; a trailing incomplete UTF-8
         character (a byte-level token cut mid-character) is held back."""
-        eos = self.model.config.text_config.eos_token_id
-        ends = [i for i, t in enumerate(ids) if t == eos]
-        text = self.processor.tokenizer.decode(ids[: ends[0]] if ends else ids, skip_special_tokens=True)
+        text = self.processor.tokenizer.decode(self._before_end(ids), skip_special_tokens=True)
         return text.rstrip("\ufffd")
 
     def prompt(self, request: Request) -> tuple[str, list[Any]]:
