@@ -62,14 +62,6 @@ class Sampling:
 
     def __post_init__(self) -> None:
         problems = []
-        if not (
-            isinstance(self.plan_max_silence, int)
-            and not isinstance(self.plan_max_silence, bool)
-            and self.plan_max_silence >= 0
-        ):
-            problems.append(
-                f"plan_max_silence must be an integer >= 0 (0: no limit), got {self.plan_max_silence!r}"
-            )
         if not (isinstance(self.repetition_window, int) and self.repetition_window >= 0):
             problems.append(
                 f"repetition_window must be an integer >= 0 (0: all), got {self.repetition_window!r}"
@@ -82,7 +74,7 @@ class Sampling:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 problems.append(f"{name} must be a number >= 0, got {value!r}")
-        for name in ("text_top_k", "speech_top_k"):
+        for name in ("text_top_k", "speech_top_k", "plan_max_silence"):
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
                 problems.append(f"{name} must be an integer >= 0 (0: off), got {value!r}")
