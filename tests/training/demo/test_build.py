@@ -157,6 +157,38 @@ def test_text_lm_stage_with_skills_learns_tool_calls_and_copying(with_text_lm, t
     assert (tmp_path / "text_lm" / "model" / "config.json").is_file()
 
 
+def test_text_lm_copy_stage_continues_the_llm_with_copy_pairs_its_embeddings_frozen(with_text_lm, tmp_path):
+    import shutil
+
+    import torch
+    from funaudiochat.base.weights import read_safetensors
+    from funaudiochat.drsr.prompts import ASR_INSTRUCTION
+
+    for stage in ("corpus", "text_tokenizer", "text_lm"):
+        shutil.copytree(with_text_lm / stage, tmp_path / stage)
+    settings = DemoSettings(**TINY, text_lm_copy_steps=3, text_lm_copies=20)
+    DemoBuild(tmp_path, settings, log=lambda _: None).run(["text_lm_copy"])
+    learned = [
+        json.loads(line) for line in (tmp_path / "text_lm_copy" / "pairs.jsonl").read_text().splitlines()
+    ]
+    copies = [r for r in learned if r["task"] == "copy"]
+    assert len(copies) == 20 and all(r["question"] == f"{r['answer']} {ASR_INSTRUCTION}" for r in copies)
+    assert len(learned) > 1000  # the text LLM's own pairs too, so it keeps what it knows
+    record = json.loads((tmp_path / "text_lm_copy" / "stage.json").read_text())
+    assert (
+        record["steps"] == 3 and 0.0 <= record["copied"]["accuracy"] <= 1.0 and record["copied"]["sentences"]
+    )
+    before, _ = read_safetensors(tmp_path / "text_lm" / "model" / "model.safetensors")
+    after, _ = read_safetensors(tmp_path / "text_lm_copy" / "model" / "model.safetensors")
+    assert torch.equal(after["model.embed_tokens.weight"], before["model.embed_tokens.weight"])
+    assert not torch.equal(after["lm_head.weight"], before["lm_head.weight"])
+    # 0 steps: the text LLM as it is
+    shutil.rmtree(tmp_path / "text_lm_copy")
+    DemoBuild(tmp_path, DemoSettings(**TINY, text_lm_copy_steps=0), log=lambda _: None).run(["text_lm_copy"])
+    copied, _ = read_safetensors(tmp_path / "text_lm_copy" / "model" / "model.safetensors")
+    assert all(torch.equal(copied[name], tensor) for name, tensor in before.items())
+
+
 def test_conversations_stage_lays_out_each_task_as_the_pipeline_prompts_it(spoken):
     from funaudiochat.drsr.prompts import ASR_INSTRUCTION, DEFAULT_S2M_PROMPT, DEFAULT_S2T_PROMPT
     from funaudiochat.training.data import AssistantSpeech, read_sharegpt
@@ -217,7 +249,8 @@ def test_conversations_stage_places_reply_words_at_their_speech_or_as_officially
 
 @pytest.fixture(scope="module")
 def with_audio_encoder(with_text_lm, spoken):
-    DemoBuild(with_text_lm, DemoSettings(**TINY), log=lambda _: None).run(["audio_encoder", "tower_match"])
+    stages = ["text_lm_copy", "audio_encoder", "tower_match"]
+    DemoBuild(with_text_lm, DemoSettings(**TINY), log=lambda _: None).run(stages)
     return with_text_lm
 
 

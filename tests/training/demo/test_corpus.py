@@ -294,3 +294,27 @@ def test_the_text_llm_learns_tool_calls_and_copying_only_when_asked():
         (p.content, p.question) for p in build_corpus(0) if p.split == "heldout_phrasing" and p.task == "tool"
     }
     assert held_out and not held_out & {(r["content"], r["question"]) for r in calls}
+
+
+def test_copy_pairs_are_spliced_training_sentences_copied_under_the_asr_instruction():
+    from funaudiochat.drsr.prompts import ASR_INSTRUCTION
+    from funaudiochat.training.demo.corpus import build_corpus
+    from funaudiochat.training.demo.text_stages import text_lm_pairs
+    from funaudiochat.training.demo.tool_calls import TOOLS
+
+    skilled = text_lm_pairs(0, 2, TOOLS, skills=True)
+    copied = text_lm_pairs(0, 2, TOOLS, skills=True, copies=50)
+    assert copied[: len(skilled)] == skilled and len(copied) == len(skilled) + 50
+    copies = copied[len(skilled) :]
+    assert {r["task"] for r in copies} == {"copy"}
+    assert all(r["question"] == f"{r['answer']} {ASR_INSTRUCTION}" for r in copies)
+    assert len({r["answer"] for r in copies}) > 45  # new sentences, not a few repeated
+    train_words = {
+        w.strip(".,?!").lower() for p in build_corpus(0) if p.split == "train" for w in p.question.split()
+    }
+    train_words |= {
+        w.strip(".,?!").lower() for p in build_corpus(0) if p.split == "train" for w in p.answer.split()
+    }
+    assert all(w.strip(".,?!").lower() in train_words for r in copies for w in r["answer"].split())
+    assert copied == text_lm_pairs(0, 2, TOOLS, skills=True, copies=50)  # seeded
+    assert text_lm_pairs(0, 2, TOOLS, skills=False, copies=50) == text_lm_pairs(0, 2, TOOLS)

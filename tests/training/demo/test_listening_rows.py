@@ -1,4 +1,4 @@
-"""Pre-alignment's listening rows: every spoken question once, answered in text."""
+"""Pre-alignment's listening rows: every spoken question once, answered in text (and transcribed)."""
 
 import numpy as np
 import pytest
@@ -52,3 +52,38 @@ def test_a_word_aligned_spoken_reply_is_answered_in_plain_text(tmp_path):
     assert write_listening_rows(tmp_path / "train.jsonl", tmp_path / "rows.jsonl") == 1
     (row,) = read_sharegpt(tmp_path / "rows.jsonl", check_audio=False)
     assert row.turns[1].content == "Seven plus three is ten."
+
+
+def test_transcripts_add_the_transcription_rows_and_the_sentences_each_audio_once(tmp_path):
+    """``transcripts=True``: the conversations' transcription rows join, and each given sentence becomes a
+    transcription row of its audio (frames from the wav's length), so the listening path also learns to
+    deliver what was said, whatever the phrasing."""
+    import soundfile
+    from funaudiochat.drsr.prompts import ASR_INSTRUCTION
+
+    def transcribe(path, words):
+        turns = [Turn("user", AUDIO_TEMPLATE + ASR_INSTRUCTION), Turn("assistant", words)]
+        return Conversation(turns, [UserAudio(path, 25)], DEFAULT_S2T_PROMPT)
+
+    rows = [
+        _asked("/a/q1.wav", "Two.", DEFAULT_S2T_PROMPT),
+        transcribe("/a/q1.wav", "What is one plus one?"),  # the same audio, another kind of row: kept
+        transcribe("/a/q1.wav", "What is one plus one?"),  # the same row again: taken once
+        transcribe("/a/s.wav", "I like red."),
+    ]
+    write_sharegpt(tmp_path / "train.jsonl", rows)
+    wav = tmp_path / "spliced_0.wav"
+    soundfile.write(wav, np.zeros(22050), 22050)  # one second: 25 frames
+    sentences = [{"audio": str(wav), "text": "Red plus one."}]
+    assert write_listening_rows(tmp_path / "train.jsonl", tmp_path / "plain.jsonl") == 1
+    count = write_listening_rows(tmp_path / "train.jsonl", tmp_path / "rows.jsonl", True, sentences)
+    assert count == 4
+    listening = read_sharegpt(tmp_path / "rows.jsonl", check_audio=False)
+    assert [(c.turns[0].content, c.turns[1].content) for c in listening] == [
+        (AUDIO_TEMPLATE, "Two."),
+        (AUDIO_TEMPLATE + ASR_INSTRUCTION, "What is one plus one?"),
+        (AUDIO_TEMPLATE + ASR_INSTRUCTION, "I like red."),
+        (AUDIO_TEMPLATE + ASR_INSTRUCTION, "Red plus one."),
+    ]
+    assert listening[-1].user_audios[0].num_frames == 25
+    assert all(c.system == DEFAULT_S2T_PROMPT and not c.assistant_speech for c in listening)

@@ -190,6 +190,45 @@ def test_model_and_data_must_share_the_tokenizer(corpus, tmp_path):
         trainer.fit(module, datamodule=data)
 
 
+def test_a_fit_continues_from_an_export_with_frozen_embeddings(corpus, tmp_path):
+    """``init_weights`` starts from an export (its folder or its safetensors file) instead of random
+    weights; ``freeze`` keeps the named parameters where they were while the rest learns; a wrong shape
+    or an unknown prefix is a clear error."""
+    train, tokenizer_dir = corpus
+    first = TextLMModule(tokenizer=str(tokenizer_dir), llm={"preset": "tiny"}, init_seed=1)
+    first.export(tmp_path / "first")
+    module = TextLMModule(
+        tokenizer=str(tokenizer_dir),
+        llm={"preset": "tiny"},
+        lr=3e-3,
+        init_weights=str(tmp_path / "first"),
+        freeze=["model.embed_tokens"],
+    )
+    before = {name: p.detach().clone() for name, p in module.model.named_parameters()}
+    for name, param in first.model.named_parameters():
+        torch.testing.assert_close(before[name], param.detach())
+    data = TextChatDataModule(train=str(train), tokenizer=str(tokenizer_dir), batch_size=8)
+    trainer = L.Trainer(
+        max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu"
+    )
+    trainer.fit(module, datamodule=data)
+    after = dict(module.model.named_parameters())
+    torch.testing.assert_close(after["model.embed_tokens.weight"], before["model.embed_tokens.weight"])
+    assert not torch.equal(after["lm_head.weight"], before["lm_head.weight"])
+    assert not torch.equal(
+        after["model.layers.0.mlp.up_proj.weight"], before["model.layers.0.mlp.up_proj.weight"]
+    )
+    file = tmp_path / "first" / "model.safetensors"
+    again = TextLMModule(tokenizer=str(tokenizer_dir), llm={"preset": "tiny"}, init_weights=str(file))
+    torch.testing.assert_close(again.model.lm_head.weight, first.model.lm_head.weight)
+    with pytest.raises(ValueError, match="model.freeze: 'model.embeddings' names no parameter"):
+        TextLMModule(tokenizer=str(tokenizer_dir), llm={"preset": "tiny"}, freeze=["model.embeddings"])
+    with pytest.raises(ValueError, match="init_weights"):
+        TextLMModule(
+            tokenizer=str(tokenizer_dir), llm={"preset": "tiny", "hidden_size": 32}, init_weights=str(file)
+        )
+
+
 def test_every_bad_line_is_reported_with_its_number(tmp_path):
     bad = tmp_path / "pairs.jsonl"
     lines = [

@@ -19,7 +19,8 @@ Every held-out pair of the run (``speech/heldout``: the held-out phrasings and c
   them) through the pipeline's vocoder, heard by the same recogniser: the ceiling of S2S that the vocoder
   sets; and the recogniser on the reference answer audio itself (espeak-ng): its own ceiling;
 - **text**: the held-out phrasings as text, to the final model (``s2t`` mode) and to the base text LLM
-  (``text_lm/model``): the knowledge kept;
+  the speech model started from (``text_lm_copy/model``, or ``text_lm/model`` in runs made before that
+  stage): the knowledge kept;
 - **timing**: a few S2S replies streamed one at a time: time to first audio and the real-time factor.
 
 Accuracies are reported overall and per task and split. ``limit`` takes the first pairs of each task
@@ -374,9 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         done[0] += n
         print(f"\r{done[0]}/{total} requests, {time.perf_counter() - start:.0f} s", end="", flush=True)
 
-    results = evaluate(
-        pipe, items, tools, recognizer, args.run / "text_lm" / "model", progress=progress, sampling=sampling
-    )
+    base = args.run / "text_lm_copy" / "model"
+    base = base if base.is_dir() else args.run / "text_lm" / "model"
+    results = evaluate(pipe, items, tools, recognizer, base, progress=progress, sampling=sampling)
+    results["text_base_model"] = str(base)
     print()
     results["seconds"] = time.perf_counter() - start
     results["model"], results["limit"], results["quantize"] = str(args.model), args.limit, args.quantize

@@ -27,6 +27,9 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
   stages never see), each in ``knowledge_per_content`` training phrasings (``corpus.knowledge_pairs``),
   never in a held-out phrasing; its greedy answers to the held-out phrasings are scored by
   their keys (``corpus.contains_key``): the text accuracy the later stages must keep;
+- ``text_lm_copy``: that LLM continued with copy pairs as well (``text_lm_copy_steps``; input embeddings
+  frozen), as a pretrained LLM can copy any sentence, which transcription needs -> ``text_lm_copy/model``,
+  the LLM the speech model starts from (the towers read ``text_lm``'s embeddings, the same);
 - ``speech``: every pair spoken with espeak-ng (``funaudiochat-synth``): the training pairs twice (two
   seeded draws of voice and speed from ``TRAIN_VOICES`` x ``QUESTION_SPEEDS``, the second with noise at
   ``NOISE_SNR_DB``) into ``speech/train_a`` and ``speech/train_b``, the held-out pairs (phrasings and
@@ -101,7 +104,7 @@ from .speech_stages import (
     run_speech,
     run_speech_tokenizer,
 )
-from .text_stages import run_corpus, run_text_lm, run_text_tokenizer
+from .text_stages import run_corpus, run_text_lm, run_text_lm_copy, run_text_tokenizer
 from .vocoder_stages import run_vocoder_flow, run_vocoder_hift
 
 __all__ = ["ASSISTANT_VOICE", "EVAL_VOICES", "STAGES", "TRAIN_VOICES", "DemoBuild", "DemoSettings", "main"]
@@ -268,6 +271,12 @@ STAGES: dict[str, DemoStage] = {
         needs=("corpus", "text_tokenizer"),
         products=("model",),
     ),
+    "text_lm_copy": DemoStage(
+        run_text_lm_copy,
+        "the text LLM continued with copy pairs (input embeddings frozen): it copies any sentence",
+        needs=("corpus", "text_lm"),
+        products=("model",),
+    ),
     "speech": DemoStage(
         run_speech,
         "questions and answers spoken by espeak-ng (training and held-out voices)",
@@ -299,7 +308,7 @@ STAGES: dict[str, DemoStage] = {
     "pre_alignment": DemoStage(
         run_pre_alignment,
         "the listening path, then the SRH, learn with the text LLM frozen",
-        needs=("text_lm", "text_tokenizer", "conversations", "tower_match"),
+        needs=("corpus", "text_lm_copy", "text_tokenizer", "conversations", "tower_match"),
         products=("run/model",),
     ),
     "core_cocktail": DemoStage(

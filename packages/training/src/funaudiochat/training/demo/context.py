@@ -24,6 +24,11 @@ class DemoSettings:
     text_lm_skills: the text LLM also learns tool calls and copying a sentence under the ASR instruction
         (``text_stages.text_lm_pairs``), as a pretrained LLM could before it hears speech (without it the
         model's tool calls were never well formed: runs/demo6 against runs/demo7).
+    text_lm_copy_steps / text_lm_copies / text_lm_copy_lr: the ``text_lm_copy`` stage: the text LLM
+        continued for that many steps on its pairs plus that many copy pairs of spliced sentences
+        (``text_stages.text_lm_pairs``), so that it copies any sentence, as transcription needs (the
+        ``text_lm`` skills alone copied 0 of 94 held-out sentences), at that peak learning rate (0
+        steps: the text LLM as it is).
     audio_encoder_steps: CTC training steps of the continuous audio tower (the Whisper stand-in; 12000
         with the spliced sentences: held-out token error 27.0 % at 6000, 24.3 % at 12000).
     audio_encoder_width: the towers' ``d_model`` (``model_stages.demo_audio``; held-out 5 Hz token error
@@ -36,6 +41,8 @@ class DemoSettings:
     listening_steps / listening_lr: pre-alignment's first fit: the listening path (tower, adapter) taught,
         the text LLM frozen, to make spoken questions read as written ones (0: none; held-out S2T 23.8 %
         at 1200 steps, 25.6 % at 2400).
+    listening_transcripts: the listening fit also transcribes: the conversations' transcription rows and
+        the tower's spliced sentences (``model_stages.write_listening_rows``).
     pre_alignment_steps / pre_alignment_lr: steps and peak learning rate of pre-alignment's speech-output
         fit (the SRH starts from scratch here, hence 10x the recipe's 1e-4).
     speech_embedding_std: the initial scale of the speech-token table (``build_model``'s
@@ -74,6 +81,9 @@ class DemoSettings:
     text_lm_size: str = "demo"
     knowledge_per_content: int = 3
     text_lm_skills: bool = True
+    text_lm_copy_steps: int = 0
+    text_lm_copies: int = 12000
+    text_lm_copy_lr: float = 1e-3
     audio_encoder_steps: int = 12000
     audio_encoder_spliced: int = 6000
     audio_encoder_width: int = 256
@@ -83,6 +93,7 @@ class DemoSettings:
     tower_match_lr: float = 5e-4
     listening_steps: int = 2400
     listening_lr: float = 3e-4
+    listening_transcripts: bool = False
     pre_alignment_steps: int = 400
     pre_alignment_lr: float = 1e-3
     speech_embedding_std: float = 0.3

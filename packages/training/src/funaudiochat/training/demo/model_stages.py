@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,20 +121,31 @@ def tower_fit_overrides(train: Path, steps: int, weights: Path, text_lm: Path, s
     ]
 
 
-def run_audio_encoder(build: StageContext) -> dict[str, Any]:
-    from .speech_stages import QUESTION_SPEEDS, TRAIN_VOICES, write_utterances
+def spliced_utterances(build: StageContext, by: str) -> list[dict[str, str]]:
+    """The ``audio_encoder`` stage's spliced sentences (``audio_encoder_spliced`` of them, spoken into
+    ``audio_encoder/spliced``; spoken again, the same, when that stage was restored without them) as
+    manifest lines ``{"audio", "text"}``; ``by`` names the stage that reads them."""
+    from .speech_stages import QUESTION_SPEEDS, TRAIN_VOICES
     from .spliced_speech import speak_spliced
+
+    settings = build.settings
+    if settings.audio_encoder_spliced == 0:
+        return []
+    corpus = build.require("corpus", by)
+    train = [corpus / "pairs_train.jsonl", corpus / "tools_train.jsonl"]
+    out = build.folder("audio_encoder") / "spliced"
+    n = settings.audio_encoder_spliced
+    return speak_spliced(train, out, n, TRAIN_VOICES, QUESTION_SPEEDS, settings.seed)
+
+
+def run_audio_encoder(build: StageContext) -> dict[str, Any]:
+    from .speech_stages import write_utterances
 
     speech = build.require("speech", "audio_encoder")
     text_lm = build.require("text_lm", "audio_encoder") / "model"
-    corpus = build.require("corpus", "audio_encoder")
     out = build.folder("audio_encoder")
     settings = build.settings
-    spliced = []
-    if settings.audio_encoder_spliced > 0:
-        train = [corpus / "pairs_train.jsonl", corpus / "tools_train.jsonl"]
-        n = settings.audio_encoder_spliced
-        spliced = speak_spliced(train, out / "spliced", n, TRAIN_VOICES, QUESTION_SPEEDS, settings.seed)
+    spliced = spliced_utterances(build, "audio_encoder")
     count = write_utterances(speech, out / "utterances.jsonl", extra=spliced)
     weights = out / "audio_encoder.safetensors"
     overrides = tower_fit_overrides(
@@ -210,42 +222,61 @@ def plain_reply(text: str) -> str:
     return " ".join(text.replace(SIL, " ").split())
 
 
-def write_listening_rows(conversations: Path, out: Path) -> int:
+def write_listening_rows(
+    conversations: Path, out: Path, transcripts: bool = False, sentences: Sequence[dict[str, str]] = ()
+) -> int:
     """Write the spoken questions of the sharegpt file ``conversations`` answered in text as the text LLM
     was taught (``DEFAULT_S2T_PROMPT``, the question's audio alone, a text reply) to ``out`` (atomically);
     returns how many. A question answered in speech (``DEFAULT_S2M_PROMPT``) is taken too, its reply's
     text as the answer (without the ``<|sil|>`` of a word-aligned reply: the text LLM writes its answers
     whole): the same questions in other voices and noise, which the listening path must hear alike. Each
-    question audio is taken once. Transcription and tool calls are left out: the frozen text
-    LLM never learnt to write them. Raises ValueError when there are none."""
-    from funaudiochat.drsr.prompts import DEFAULT_S2M_PROMPT, DEFAULT_S2T_PROMPT
+    question audio is taken once per reply kind. Tool calls are left out.
+
+    Args:
+        conversations: the recipe's training conversations (sharegpt JSONL).
+        out: the rows' file.
+        transcripts: also the transcription rows (audio + ``ASR_INSTRUCTION`` -> the words), which a text
+            LLM that learnt to copy under that instruction (``text_lm_skills``) writes from the words it
+            reads: a target that is the audio's own content, whatever the phrasing.
+        sentences: more audio to transcribe, manifest lines ``{"audio": wav path, "text": its words}``
+            (the tower's spliced sentences: training words in new orders)."""
+    import soundfile
+    from funaudiochat.drsr.prompts import ASR_INSTRUCTION, DEFAULT_S2M_PROMPT, DEFAULT_S2T_PROMPT
 
     from ..data import read_sharegpt, write_sharegpt
-    from ..data.records import AUDIO_TEMPLATE, Conversation, Turn
+    from ..data.records import AUDIO_TEMPLATE, Conversation, Turn, UserAudio
 
     rows, heard = [], set()
     for c in read_sharegpt(conversations, check_audio=False):
-        if [t.content for t in c.turns if t.role == "user"] != [AUDIO_TEMPLATE] or len(c.turns) != 2:
+        if len(c.turns) != 2 or c.turns[0].role != "user" or len(c.user_audios) != 1:
             continue
-        question = c.user_audios[0]
-        if c.system == DEFAULT_S2T_PROMPT and not c.assistant_speech:
-            row = c
-        elif c.system == DEFAULT_S2M_PROMPT and len(c.assistant_speech) == 1:
+        question, asked = c.user_audios[0], c.turns[0].content
+        if asked == AUDIO_TEMPLATE and c.system == DEFAULT_S2T_PROMPT and not c.assistant_speech:
+            row, kind = c, "answer"
+        elif asked == AUDIO_TEMPLATE and c.system == DEFAULT_S2M_PROMPT and len(c.assistant_speech) == 1:
             answer = Turn("assistant", plain_reply(c.assistant_speech[0].text))
             row = Conversation([c.turns[0], answer], [question], DEFAULT_S2T_PROMPT, dict(c.extra))
+            kind = "answer"
+        elif transcripts and asked == AUDIO_TEMPLATE + ASR_INSTRUCTION and not c.assistant_speech:
+            row, kind = c, "transcript"
         else:
             continue
-        if question.path not in heard:
-            heard.add(question.path)
+        if (question.path, kind) not in heard:
+            heard.add((question.path, kind))
             rows.append(row)
     if not rows:
         raise ValueError(f"{conversations}: no spoken question is answered in text")
+    for sentence in sentences:
+        frames = int(soundfile.info(sentence["audio"]).duration * 25)
+        turns = [Turn("user", AUDIO_TEMPLATE + ASR_INSTRUCTION), Turn("assistant", sentence["text"])]
+        audio = UserAudio(sentence["audio"], max(frames, 1), ref_text=sentence["text"])
+        rows.append(Conversation(turns, [audio], DEFAULT_S2T_PROMPT))
     write_sharegpt(out, rows)
     return len(rows)
 
 
 def run_pre_alignment(build: StageContext) -> dict[str, Any]:
-    text_lm = build.require("text_lm", "pre_alignment") / "model"
+    text_lm = build.require("text_lm_copy", "pre_alignment") / "model"
     processor = build.require("text_tokenizer", "pre_alignment")
     conversations = build.require("conversations", "pre_alignment")
     audio_encoder = build.require("tower_match", "pre_alignment") / "audio_encoder.safetensors"
@@ -268,7 +299,11 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
         # the listening path (tower, continuous adapter) learns to say the question so that the frozen
         # text LLM answers it as it answers the question written (the official pre-alignment trains the
         # encoder and adapter with the LLM frozen)
-        rows = write_listening_rows(conversations / "train.jsonl", out / "listening_rows.jsonl")
+        transcripts = settings.listening_transcripts
+        sentences = spliced_utterances(build, "pre_alignment") if transcripts else []
+        rows = write_listening_rows(
+            conversations / "train.jsonl", out / "listening_rows.jsonl", transcripts, sentences
+        )
         listen = out / "listen"
         overrides = [
             f"data.train={out / 'listening_rows.jsonl'}",

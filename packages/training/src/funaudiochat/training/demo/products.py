@@ -33,6 +33,7 @@ ADDED_SETTINGS: dict[str, tuple[str, Any]] = {
     "audio_encoder_width": ("audio_encoder", 128),
     "flow_inference_steps": ("package", 10),
     "plan_speech": ("package", False),
+    "listening_transcripts": ("pre_alignment", False),
 }
 
 

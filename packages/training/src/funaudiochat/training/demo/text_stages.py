@@ -92,7 +92,9 @@ def run_text_tokenizer(build: StageContext) -> dict[str, Any]:
 SKILL_TASKS = ("tool", "asr")  # what a pretrained LLM can do besides knowing: call tools, copy text
 
 
-def text_lm_pairs(seed: int, per_content: int, tools: list[dict], skills: bool = False) -> list[dict]:
+def text_lm_pairs(
+    seed: int, per_content: int, tools: list[dict], skills: bool = False, copies: int = 0
+) -> list[dict]:
     """The text LLM's training pairs: ``knowledge_pairs`` of ``QA_TASKS`` and, with ``skills``, of
     ``SKILL_TASKS`` too, in the text form of their speech rows (``speech_stages.conversation_for``): a tool
     request answered with its ``<tool_call>`` under the function-calling system prompt of ``tools``, and
@@ -102,10 +104,23 @@ def text_lm_pairs(seed: int, per_content: int, tools: list[dict], skills: bool =
 
     Args:
         seed: the corpus seed (held-out phrasings stay out). per_content: phrasings per content item.
-        tools: the tool schemas (``corpus/tools.json``). skills: include the skill tasks."""
+        tools: the tool schemas (``corpus/tools.json``). skills: include the skill tasks.
+        copies: with ``skills``, that many more copy pairs (task ``"copy"``) of sentences spliced from the
+            training split's questions and answers (``spliced_speech.splice_sentences``, seeded by
+            ``seed + 1``): sentences no pair has, so the LLM learns to copy any words, not a list of
+            sentences (the 100-odd transcription sentences alone were learnt by heart: a held-out one
+            came back as another)."""
     from funaudiochat.drsr.prompts import ASR_INSTRUCTION, format_tool_call, function_calling_prompt
 
+    from .corpus import build_corpus
+    from .spliced_speech import splice_sentences
+
     records = knowledge_pairs(seed, QA_TASKS + (SKILL_TASKS if skills else ()), per_content)
+    if skills and copies > 0:
+        texts = [text for p in build_corpus(seed) if p.split == "train" for text in (p.question, p.answer)]
+        for sentence in splice_sentences(texts, copies, seed + 1):
+            question = f"{sentence} {ASR_INSTRUCTION}"
+            records.append({"question": question, "answer": sentence, "content": "copy", "task": "copy"})
     calling = function_calling_prompt(tools)
     for record in records:
         if record["task"] == "tool":
@@ -149,3 +164,72 @@ def run_text_lm(build: StageContext) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(out / "model")
     heldout = corpus_pairs(corpus, ["heldout_phrasing"])[: settings.pairs_per_file]
     return {"train_pairs": len(train), "heldout": text_accuracy(model, tokenizer, heldout)}
+
+
+def run_text_lm_copy(build: StageContext) -> dict[str, Any]:
+    """The text LLM of ``text_lm`` continued for ``text_lm_copy_steps`` on its own pairs plus
+    ``text_lm_copies`` copy pairs (``text_lm_pairs``), its input embeddings frozen: the speech stages'
+    tower is trained against those embeddings and stays valid. With 0 steps the LLM is copied as is."""
+    import shutil
+
+    from funaudiochat.base.atomic import atomic_folder, atomic_write_text
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    corpus = build.require("corpus", "text_lm_copy")
+    base = build.require("text_lm", "text_lm_copy") / "model"
+    out = build.folder("text_lm_copy")
+    out.mkdir(parents=True, exist_ok=True)
+    settings = build.settings
+    model = out / "model"
+    if settings.text_lm_copy_steps == 0:
+        if not model.exists():
+            with atomic_folder(model) as staging:
+                shutil.copytree(base, staging, dirs_exist_ok=True)
+        return {"steps": 0, "model": str(model)}
+    if not settings.text_lm_skills:
+        raise ValueError("text_lm_copy_steps > 0 continues the skills of text_lm_skills=true; set both")
+    tools = json.loads((corpus / "tools.json").read_text(encoding="utf-8"))
+    train = text_lm_pairs(settings.seed, settings.knowledge_per_content, tools, True, settings.text_lm_copies)
+    atomic_write_text(out / "pairs.jsonl", "".join(json.dumps(r) + "\n" for r in train))
+    overrides = [
+        f"data.train={out / 'pairs.jsonl'}",
+        f"data.tokenizer={base}",
+        "data.max_length=1024",
+        f"trainer.max_steps={settings.text_lm_copy_steps}",
+        f"model.lr={settings.text_lm_copy_lr}",
+        f"model.init_weights={base}",
+        "model.freeze=[model.embed_tokens]",
+        f"model.export_dir={model}",
+        f"seed={settings.seed}",
+    ]
+    if settings.text_lm_size == "tiny":
+        tiny = dict(hidden_size=64, num_hidden_layers=2, head_dim=16, intermediate_size=128)
+        overrides += [f"model.llm.{key}={value}" for key, value in tiny.items()]
+    fit_recipe("text_lm", out / "run", overrides, product=model)
+    llm = AutoModelForCausalLM.from_pretrained(model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    heldout = corpus_pairs(corpus, ["heldout_phrasing"])[: settings.pairs_per_file]
+    sentences = corpus_pairs(corpus, ["heldout_phrasing", "heldout_content"], ("asr",))
+    return {
+        "steps": settings.text_lm_copy_steps,
+        "train_pairs": len(train),
+        "heldout": text_accuracy(llm, tokenizer, heldout),
+        "copied": copy_accuracy(llm, tokenizer, sentences[: settings.pairs_per_file]),
+    }
+
+
+def copy_accuracy(model, tokenizer, pairs: Sequence[dict]) -> dict[str, Any]:
+    """How often a causal LM copies a held-out sentence under the ASR instruction word for word (greedy;
+    ``pairs``: corpus records of the "asr" task, whose ``answer`` is the sentence)."""
+    import torch
+    from funaudiochat.drsr.prompts import ASR_INSTRUCTION
+
+    from ..llm.text_lm import generate_answer
+
+    right = []
+    with torch.no_grad():
+        for pair in pairs:
+            sentence = pair["answer"].strip()
+            got = generate_answer(model, tokenizer, f"{sentence} {ASR_INSTRUCTION}", max_new_tokens=48)
+            right.append(got.strip() == sentence)
+    return {"accuracy": sum(right) / max(1, len(right)), "sentences": len(right)}

@@ -292,6 +292,10 @@ class TextLMModule(L.LightningModule):
         lr, min_lr_ratio, schedule, warmup_steps, total_steps, weight_decay, betas: AdamW and its per-step
             schedule (``optim.adamw_with_schedule``; ``total_steps`` None: the trainer's).
         export_dir: where the model and the tokenizer are written at the end of ``fit`` (None: not).
+        init_weights: a model to continue from instead of random weights: an ``export``'s folder (its
+            ``model.safetensors``) or a safetensors file, of the same shape (None: random, ``init_seed``).
+        freeze: parameter-name prefixes that do not learn (``["model.embed_tokens"]``: the input
+            embeddings stay where speech parts trained against them expect them).
     """
 
     def __init__(
@@ -307,6 +311,8 @@ class TextLMModule(L.LightningModule):
         weight_decay: float = 0.0,
         betas: Sequence[float] = (0.9, 0.999),
         export_dir: str | None = None,
+        init_weights: str | None = None,
+        freeze: Sequence[str] = (),
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -314,6 +320,18 @@ class TextLMModule(L.LightningModule):
         self.tokenizer = load_tokenizer(tokenizer, "model.tokenizer")
         self.size = build_config(TextLMConfig, llm)
         self.model = build_text_lm(self.size, self.tokenizer, init_seed).train()
+        if init_weights is not None:
+            from funaudiochat.base.weights import load_state_dict_strict, read_safetensors
+
+            path = Path(init_weights)
+            state, _ = read_safetensors(path / "model.safetensors" if path.is_dir() else path)
+            load_state_dict_strict(self.model, state, f"model.init_weights {init_weights}")
+        names = [name for name, _ in self.model.named_parameters()]
+        for prefix in freeze:
+            if not any(n == prefix or n.startswith(prefix + ".") for n in names):
+                raise ValueError(f"model.freeze: {prefix!r} names no parameter (e.g. {names[0]!r})")
+        for name, param in self.model.named_parameters():
+            param.requires_grad = not any(name == f or name.startswith(f + ".") for f in freeze)
 
     def setup(self, stage: str) -> None:
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -341,7 +359,8 @@ class TextLMModule(L.LightningModule):
         self._step(batch, "val")
 
     def configure_optimizers(self):
-        return adamw_with_schedule(self, list(self.model.parameters()), self.hparams)
+        learning = [p for p in self.model.parameters() if p.requires_grad]
+        return adamw_with_schedule(self, learning, self.hparams)
 
     def export(self, directory: str | os.PathLike) -> Path:
         """``save_pretrained`` of the model (safetensors) and the tokenizer into ``directory``, atomically."""
