@@ -4,7 +4,10 @@
 tokenizer), such as pre-alignment's listening fit, which has no vocoder yet.
 
     python tools/experiments/listening_s2t.py --model runs/demo/pre_alignment/listen/model --run runs/demo \
-        [--limit 40] [--questions heldout|train] [--out s2t.json]
+        [--limit 40] [--questions heldout|train] [--transcribe] [--out s2t.json]
+
+``--transcribe`` also asks for transcripts (``asr`` mode) of the same questions and of the held-out
+transcription sentences: word error rates against their words.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, required=True, help="the demo run folder (speech, corpus)")
     parser.add_argument("--limit", type=int, default=40, help="questions per task at most")
     parser.add_argument("--questions", choices=("heldout", "train"), default="heldout")
+    parser.add_argument("--transcribe", action="store_true", help="also the word error rate of transcripts")
     parser.add_argument("--out", type=Path, help="write the results here (JSON)")
     args = parser.parse_args(argv)
     import torch
     from funaudiochat.chat import Pipeline, Request, Sampling
-    from funaudiochat.chat.demo_eval import heldout_items, key_score, replies_of
+    from funaudiochat.chat.demo_eval import heldout_items, key_score, replies_of, word_error_rate
     from funaudiochat.chat.loaders import random_parts
     from funaudiochat.drsr import FunAudioChatForConditionalGeneration
     from funaudiochat.drsr.processing import FunAudioChatProcessor
@@ -48,8 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     result["examples"] = [
         {"question": i.question, "answer": r.text} for i, r in list(zip(items, replies, strict=True))[:8]
     ]
-    result["seconds"] = round(time.perf_counter() - start, 1)
     print(f"S2T {args.questions}: {100 * result['accuracy']:.1f} % (n={result['n']}) {result['per_task']}")
+    if args.transcribe:
+        sentences = [i for i in heldout_items(args.run, args.limit, group) if i.task == "asr"]
+        for name, asked, words in (
+            ("questions", items, [i.question for i in items]),
+            ("sentences", sentences, [i.answer for i in sentences]),
+        ):
+            asr = [Request(audio=i.audio, mode="asr", sampling=Sampling(seed=0)) for i in asked]
+            heard = [r.text for r in replies_of(pipe, asr)]
+            result[f"asr_wer_{name}"] = word_error_rate(heard, words)
+            result[f"asr_n_{name}"] = len(asked)
+            pairs = list(zip(words, heard, strict=True))[:5]
+            result[f"asr_examples_{name}"] = [{"said": w, "heard": h} for w, h in pairs]
+            print(f"ASR word error rate, {name}: {100 * result[f'asr_wer_{name}']:.1f} % (n={len(asked)})")
+    result["seconds"] = round(time.perf_counter() - start, 1)
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -27,7 +27,8 @@ class DemoSettings:
     text_lm_copy_steps / text_lm_copies / text_lm_copy_lr: the ``text_lm_copy`` stage: the text LLM
         continued for that many steps on its pairs plus that many copy pairs of spliced sentences
         (``text_stages.text_lm_pairs``), so that it copies any sentence, as transcription needs (the
-        ``text_lm`` skills alone copied 0 of 94 held-out sentences), at that peak learning rate (0
+        ``text_lm`` skills alone copy 29 % of the 94 held-out transcription sentences word for word
+        and 98 % of the training ones: they were learnt by heart), at that peak learning rate (0
         steps: the text LLM as it is).
     audio_encoder_steps: CTC training steps of the continuous audio tower (the Whisper stand-in; 12000
         with the spliced sentences: held-out token error 27.0 % at 6000, 24.3 % at 12000).
@@ -42,7 +43,8 @@ class DemoSettings:
         the text LLM frozen, to make spoken questions read as written ones (0: none; held-out S2T 23.8 %
         at 1200 steps, 25.6 % at 2400).
     listening_transcripts: the listening fit also transcribes: the conversations' transcription rows and
-        the tower's spliced sentences (``model_stages.write_listening_rows``).
+        the tower's spliced sentences (``model_stages.write_listening_rows``). Off: held-out S2T of the
+        listening model 9 % with them against 39 % without (copy-trained LLM; n = 100).
     pre_alignment_steps / pre_alignment_lr: steps and peak learning rate of pre-alignment's speech-output
         fit (the SRH starts from scratch here, hence 10x the recipe's 1e-4).
     speech_embedding_std: the initial scale of the speech-token table (``build_model``'s

@@ -108,8 +108,8 @@ def text_lm_pairs(
         copies: with ``skills``, that many more copy pairs (task ``"copy"``) of sentences spliced from the
             training split's questions and answers (``spliced_speech.splice_sentences``, seeded by
             ``seed + 1``): sentences no pair has, so the LLM learns to copy any words, not a list of
-            sentences (the 100-odd transcription sentences alone were learnt by heart: a held-out one
-            came back as another)."""
+            sentences (from the transcription pairs alone it copied 98 % of those sentences and 29 % of
+            held-out ones: "She wore a grey hat." came back as "School starts in Madrid.")."""
     from funaudiochat.drsr.prompts import ASR_INSTRUCTION, format_tool_call, function_calling_prompt
 
     from .corpus import build_corpus
