@@ -105,6 +105,8 @@ TINY = dict(
     tokenizer_steps=2,
     text_lm_steps=4,
     text_lm_size="tiny",
+    text_lm_copy_steps=2,
+    text_lm_copies=20,
     audio_encoder_steps=2,
     audio_encoder_spliced=3,
     audio_encoder_width=128,
@@ -166,7 +168,7 @@ def test_text_lm_copy_stage_continues_the_llm_with_copy_pairs_its_embeddings_fro
 
     for stage in ("corpus", "text_tokenizer", "text_lm"):
         shutil.copytree(with_text_lm / stage, tmp_path / stage)
-    settings = DemoSettings(**TINY, text_lm_copy_steps=3, text_lm_copies=20)
+    settings = DemoSettings(**{**TINY, "text_lm_copy_steps": 3})
     DemoBuild(tmp_path, settings, log=lambda _: None).run(["text_lm_copy"])
     learned = [
         json.loads(line) for line in (tmp_path / "text_lm_copy" / "pairs.jsonl").read_text().splitlines()
@@ -184,7 +186,9 @@ def test_text_lm_copy_stage_continues_the_llm_with_copy_pairs_its_embeddings_fro
     assert not torch.equal(after["lm_head.weight"], before["lm_head.weight"])
     # 0 steps: the text LLM as it is
     shutil.rmtree(tmp_path / "text_lm_copy")
-    DemoBuild(tmp_path, DemoSettings(**TINY, text_lm_copy_steps=0), log=lambda _: None).run(["text_lm_copy"])
+    DemoBuild(tmp_path, DemoSettings(**{**TINY, "text_lm_copy_steps": 0}), log=lambda _: None).run(
+        ["text_lm_copy"]
+    )
     copied, _ = read_safetensors(tmp_path / "text_lm_copy" / "model" / "model.safetensors")
     assert all(torch.equal(copied[name], tensor) for name, tensor in before.items())
 
@@ -326,8 +330,8 @@ def test_pre_alignment_stage_starts_from_the_text_llm_and_exports(with_audio_enc
     DemoBuild(root, DemoSettings(**TINY), log=lambda _: None).run(["pre_alignment"])
     record = json.loads((root / "pre_alignment" / "stage.json").read_text())
     model = FunAudioChatForConditionalGeneration.from_pretrained(record["model"])
-    text_lm = AutoModelForCausalLM.from_pretrained(root / "text_lm" / "model")
-    # the LLM was frozen: it is still the text LLM, weight for weight
+    text_lm = AutoModelForCausalLM.from_pretrained(root / "text_lm_copy" / "model")
+    # the LLM was frozen: it is still the text LLM it started from, weight for weight
     for name, tensor in text_lm.state_dict().items():
         assert torch.equal(model.language_model.state_dict()[name], tensor), name
     assert model.config.audio_config.output_dim == text_lm.config.hidden_size
