@@ -121,17 +121,16 @@ def tower_fit_overrides(train: Path, steps: int, weights: Path, text_lm: Path, s
     ]
 
 
-def spliced_utterances(build: StageContext, by: str) -> list[dict[str, str]]:
+def spliced_utterances(build: StageContext, corpus: Path) -> list[dict[str, str]]:
     """The ``audio_encoder`` stage's spliced sentences (``audio_encoder_spliced`` of them, spoken into
     ``audio_encoder/spliced``; spoken again, the same, when that stage was restored without them) as
-    manifest lines ``{"audio", "text"}``; ``by`` names the stage that reads them."""
+    manifest lines ``{"audio", "text"}``, spliced from the training pairs of the ``corpus`` folder."""
     from .speech_stages import QUESTION_SPEEDS, TRAIN_VOICES
     from .spliced_speech import speak_spliced
 
     settings = build.settings
     if settings.audio_encoder_spliced == 0:
         return []
-    corpus = build.require("corpus", by)
     train = [corpus / "pairs_train.jsonl", corpus / "tools_train.jsonl"]
     out = build.folder("audio_encoder") / "spliced"
     n = settings.audio_encoder_spliced
@@ -145,7 +144,7 @@ def run_audio_encoder(build: StageContext) -> dict[str, Any]:
     text_lm = build.require("text_lm", "audio_encoder") / "model"
     out = build.folder("audio_encoder")
     settings = build.settings
-    spliced = spliced_utterances(build, "audio_encoder")
+    spliced = spliced_utterances(build, build.require("corpus", "audio_encoder"))
     count = write_utterances(speech, out / "utterances.jsonl", extra=spliced)
     weights = out / "audio_encoder.safetensors"
     overrides = tower_fit_overrides(
@@ -277,6 +276,7 @@ def write_listening_rows(
 
 def run_pre_alignment(build: StageContext) -> dict[str, Any]:
     text_lm = build.require("text_lm_copy", "pre_alignment") / "model"
+    corpus = build.require("corpus", "pre_alignment")
     processor = build.require("text_tokenizer", "pre_alignment")
     conversations = build.require("conversations", "pre_alignment")
     audio_encoder = build.require("tower_match", "pre_alignment") / "audio_encoder.safetensors"
@@ -300,7 +300,7 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
         # text LLM answers it as it answers the question written (the official pre-alignment trains the
         # encoder and adapter with the LLM frozen)
         transcripts = settings.listening_transcripts
-        sentences = spliced_utterances(build, "pre_alignment") if transcripts else []
+        sentences = spliced_utterances(build, corpus) if transcripts else []
         rows = write_listening_rows(
             conversations / "train.jsonl", out / "listening_rows.jsonl", transcripts, sentences
         )
