@@ -131,6 +131,16 @@ def text_lm_pairs(
     return records
 
 
+# the LLM of FunAudioChatConfig.tiny (tests)
+TINY_TEXT_LM = dict(hidden_size=64, num_hidden_layers=2, head_dim=16, intermediate_size=128)
+
+
+def size_overrides(size: str) -> list[str]:
+    """The ``text_lm`` recipe's overrides for ``text_lm_size``: none for "demo" (the recipe's sizes), the
+    ``TINY_TEXT_LM`` fields for "tiny"."""
+    return [f"model.llm.{key}={value}" for key, value in TINY_TEXT_LM.items()] if size == "tiny" else []
+
+
 def run_text_lm(build: StageContext) -> dict[str, Any]:
     from funaudiochat.base.atomic import atomic_write_text
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -156,9 +166,7 @@ def run_text_lm(build: StageContext) -> dict[str, Any]:
     ]
     if settings.text_lm_skills:  # the function-calling prompt alone is ~450 tokens (the recipe allows 512)
         overrides.append("data.max_length=1024")
-    if settings.text_lm_size == "tiny":  # the LLM of FunAudioChatConfig.tiny (tests)
-        tiny = dict(hidden_size=64, num_hidden_layers=2, head_dim=16, intermediate_size=128)
-        overrides += [f"model.llm.{key}={value}" for key, value in tiny.items()]
+    overrides += size_overrides(settings.text_lm_size)
     fit_recipe("text_lm", out / "run", overrides, product=out / "model")
     model = AutoModelForCausalLM.from_pretrained(out / "model").eval()
     tokenizer = AutoTokenizer.from_pretrained(out / "model")
@@ -202,9 +210,7 @@ def run_text_lm_copy(build: StageContext) -> dict[str, Any]:
         f"model.export_dir={model}",
         f"seed={settings.seed}",
     ]
-    if settings.text_lm_size == "tiny":
-        tiny = dict(hidden_size=64, num_hidden_layers=2, head_dim=16, intermediate_size=128)
-        overrides += [f"model.llm.{key}={value}" for key, value in tiny.items()]
+    overrides += size_overrides(settings.text_lm_size)
     fit_recipe("text_lm", out / "run", overrides, product=model)
     llm = AutoModelForCausalLM.from_pretrained(model).eval()
     tokenizer = AutoTokenizer.from_pretrained(model)
