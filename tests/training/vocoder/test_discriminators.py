@@ -1,5 +1,7 @@
 """Discriminator shapes, and the GAN and reconstruction losses at their known optima."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from funaudiochat.training.vocoder import (
@@ -10,6 +12,7 @@ from funaudiochat.training.vocoder import (
     feature_matching_loss,
     generator_adversarial_loss,
 )
+from funaudiochat.training.vocoder.discriminators import _OneChannelConv, conv_channels_last
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,40 @@ def test_gradients_reach_the_wave(disc):
     logits, features = disc(wave)
     generator_adversarial_loss(logits).backward()
     assert torch.isfinite(wave.grad).all() and wave.grad.abs().sum() > 0
+
+
+def test_channels_last_is_the_same_discriminator():
+    """The channels-last path (the default) gives the plain NCHW path's logits, features and gradients."""
+    torch.manual_seed(0)
+    fast = VocoderDiscriminator(DiscriminatorConfig.tiny())
+    plain = VocoderDiscriminator(replace(DiscriminatorConfig.tiny(), channels_last=False))
+    plain.load_state_dict(fast.state_dict())
+    wave = torch.randn(2, 4801) * 0.1
+    grads = []
+    for d in (fast, plain):
+        x = wave.clone().requires_grad_()
+        logits, features = d(x)
+        loss = generator_adversarial_loss(logits) + sum(f.square().mean() for fs in features for f in fs)
+        loss.backward()
+        grads.append((logits, features, x.grad, [p.grad for p in d.parameters()]))
+    (l1, f1, x1, p1), (l2, f2, x2, p2) = grads
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(l1, l2, strict=True))
+    pairs = [(a, b) for fa, fb in zip(f1, f2, strict=True) for a, b in zip(fa, fb, strict=True)]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in pairs)
+    assert torch.allclose(x1, x2, rtol=1e-4, atol=1e-7) and x1.abs().sum() > 0
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(p1, p2, strict=True))
+    assert f1[5][1].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize(("kernel", "stride", "padding"), [((3, 9), 1, (1, 4)), ((5, 1), (3, 1), (2, 0))])
+@pytest.mark.parametrize("height", [10, 11, 12])  # strides that end on, before and past the last row
+def test_one_channel_conv_gradients(kernel, stride, padding, height):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 3, kernel, stride, padding).double()
+    x = torch.randn(2, 1, height, 7, dtype=torch.double, requires_grad=True)
+    assert torch.equal(conv_channels_last(conv, x), conv(x))
+    run = lambda x, w, b: _OneChannelConv.apply(x, w, b, conv.stride, conv.padding, conv.dilation)  # noqa: E731
+    assert torch.autograd.gradcheck(run, (x, conv.weight, conv.bias))
 
 
 def test_lsgan_optima():
