@@ -106,6 +106,23 @@ def test_buckets_group_similar_durations_and_epochs_differ():
     assert list(sampler) != batches
 
 
+def test_sort_by_orders_the_buckets_and_durations_still_bound_a_batch():
+    # equal durations, two lengths: bucketing by length keeps the 10 long examples out of the short batches
+    lengths = [500.0 if i % 20 == 0 else 60.0 + i % 7 for i in range(200)]
+    durations = [2.0] * 200
+    by_length = DurationBucketSampler(durations, max_seconds=20, num_buckets=20, seed=1, sort_by=lengths)
+    batches = list(by_length)
+    assert sorted(i for b in batches for i in b) == list(range(200))
+    assert all(len(b) <= 10 for b in batches)  # max_seconds=20 still bounds 2 s examples
+    mixed = [b for b in batches if len({lengths[i] == 500.0 for i in b}) > 1]
+    assert mixed == []
+    by_seconds = DurationBucketSampler(durations, max_seconds=20, num_buckets=20, seed=1)
+    assert any(len({lengths[i] == 500.0 for i in b}) > 1 for b in by_seconds)
+    assert by_length.fingerprint() != by_seconds.fingerprint()
+    with pytest.raises(ValueError, match="one finite number per example"):
+        DurationBucketSampler(durations, max_seconds=20, sort_by=lengths[:-1])
+
+
 def test_state_from_another_dataset_is_refused():
     a = DurationBucketSampler([1.0, 2.0, 3.0], max_batch_size=2)
     b = DurationBucketSampler([1.0, 2.0, 4.0], max_batch_size=2)

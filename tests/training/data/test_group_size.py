@@ -266,3 +266,20 @@ def test_model_and_data_group_sizes_must_agree(k1_checkpoint, processor, tmp_pat
 
     with pytest.raises(ValueError, match="data.group_size must be an integer >= 1"):
         SpokenChatDataModule(train=str(train), processor=str(folder), group_size=0)
+
+
+def test_bucketing_by_tokens_sorts_on_the_input_ids_lengths(k1_checkpoint):
+    folder, train = k1_checkpoint
+    data = SpokenChatDataModule(train=str(train), processor=str(folder), max_batch_size=2, bucket_by="tokens")
+    data.setup("fit")
+    sampler = data._sampler(data.train_set, shuffle=True)
+    lengths = [int(data.train_set[i].input_ids.shape[0]) for i in range(len(data.train_set))]
+    assert data.train_set.lengths == lengths and sampler.sort_by.tolist() == lengths
+    by_seconds = SpokenChatDataModule(train=str(train), processor=str(folder), max_batch_size=2)
+    by_seconds.setup("fit")
+    assert (
+        by_seconds._sampler(by_seconds.train_set, shuffle=True).sort_by.tolist()
+        == by_seconds.train_set.durations
+    )
+    with pytest.raises(ValueError, match=r"data.bucket_by must be one of \['seconds', 'tokens'\]"):
+        SpokenChatDataModule(train=str(train), processor=str(folder), bucket_by="frames")

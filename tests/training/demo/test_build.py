@@ -142,20 +142,25 @@ def test_text_lm_stage_trains_exports_and_scores_the_heldout_pairs(with_text_lm)
     assert AutoModelForCausalLM.from_pretrained(root / "text_lm" / "model").config.hidden_size == 64
 
 
-def test_text_lm_stage_with_skills_learns_tool_calls_and_copying(with_text_lm, tmp_path):
+def test_text_lm_stage_with_skills_learns_tool_calls_and_copying_from_the_start(with_text_lm, tmp_path):
     import shutil
 
     from funaudiochat.drsr.prompts import ASR_INSTRUCTION
 
     for stage in ("corpus", "text_tokenizer"):
         shutil.copytree(with_text_lm / stage, tmp_path / stage)
-    DemoBuild(tmp_path, DemoSettings(**TINY, text_lm_skills=True), log=lambda _: None).run(["text_lm"])
+    settings = DemoSettings(**TINY, text_lm_skills=True, text_lm_copies_from_start=True, text_lm_buckets=3)
+    DemoBuild(tmp_path, settings, log=lambda _: None).run(["text_lm"])
     learned = [json.loads(line) for line in (tmp_path / "text_lm" / "pairs.jsonl").read_text().splitlines()]
     calls = [r for r in learned if r["task"] == "tool"]
     assert calls and all(r["answer"].startswith("<tool_call>") and "# Tools" in r["system"] for r in calls)
     assert any(r["task"] == "asr" and r["question"].endswith(ASR_INSTRUCTION) for r in learned)
+    copies = [r for r in learned if r["task"] == "copy"]  # text_lm_copies, from the first step
+    assert len(copies) == 20 and all(r["question"] == f"{r['answer']} {ASR_INSTRUCTION}" for r in copies)
     record = json.loads((tmp_path / "text_lm" / "stage.json").read_text())
     assert record["settings"]["text_lm_skills"] is True and record["train_pairs"] == len(learned)
+    assert {"text_lm_copies_from_start", "text_lm_buckets"} <= set(record["settings_read"])
+    assert "num_buckets: 3" in (tmp_path / "text_lm" / "run" / "config.yaml").read_text()
     assert (tmp_path / "text_lm" / "model" / "config.json").is_file()
 
 

@@ -2,8 +2,9 @@
 
 Each epoch (a pure function of ``seed``, ``epoch`` and the durations):
 
-1. examples are sorted by duration (seconds; for conversations: user audio + assistant speech) and cut into
-   ``num_buckets`` buckets of (nearly) equal count;
+1. examples are sorted by duration (seconds; for conversations: user audio + assistant speech), or by
+   ``sort_by`` when given (e.g. token counts: what a padded batch costs), and cut into ``num_buckets``
+   buckets of (nearly) equal count;
 2. each bucket is shuffled and packed greedily into batches: an example joins the open batch while the
    batch's total stays within ``max_seconds`` and its size within ``max_batch_size``; an example longer
    than ``max_seconds`` on its own becomes a batch of one;
@@ -42,6 +43,9 @@ class DurationBucketSampler(Sampler[list[int]]):
 
     Args:
         durations: seconds per example (``>= 0``, finite).
+        sort_by: one number per example that orders the buckets instead of the durations (None: the
+            durations), e.g. tokens per example, so a batch pads to a similar length; ``max_seconds``
+            still bounds the durations.
         max_seconds: most total seconds in a batch (None: no limit).
         max_batch_size: most examples in a batch (None: no limit). At least one limit is required.
         num_buckets: duration buckets (1: no bucketing, only packing).
@@ -62,10 +66,19 @@ class DurationBucketSampler(Sampler[list[int]]):
         seed: int = 0,
         num_replicas: int | None = None,
         rank: int | None = None,
+        sort_by: Sequence[float] | None = None,
     ):
         self.durations = np.asarray(durations, dtype=np.float64).reshape(-1)
         if self.durations.size and (not np.isfinite(self.durations).all() or (self.durations < 0).any()):
             raise ValueError("durations must be finite and >= 0 (seconds)")
+        self.sort_by = self.durations
+        if sort_by is not None:
+            self.sort_by = np.asarray(sort_by, dtype=np.float64).reshape(-1)
+        if self.sort_by.shape != self.durations.shape or not np.isfinite(self.sort_by).all():
+            raise ValueError(
+                f"sort_by must hold one finite number per example ({self.durations.size}), "
+                f"got {self.sort_by.size} values"
+            )
         if max_seconds is None and max_batch_size is None:
             raise ValueError(
                 "give max_seconds and/or max_batch_size; with neither a batch would be everything"
@@ -123,7 +136,7 @@ class DurationBucketSampler(Sampler[list[int]]):
 
     def _plan(self, epoch: int) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, epoch])
-        order = np.argsort(self.durations, kind="stable")
+        order = np.argsort(self.sort_by, kind="stable")
         buckets = [b for b in np.array_split(order, min(self.num_buckets, max(1, order.size))) if b.size]
         batches: list[list[int]] = []
         for bucket in buckets:
@@ -186,8 +199,10 @@ class DurationBucketSampler(Sampler[list[int]]):
     # ---------------------------------------------------------------------------------------- resume
 
     def fingerprint(self) -> str:
-        """Hash of the durations and every setting that shapes the batches."""
+        """Hash of the durations, the sort keys and every setting that shapes the batches."""
         digest = hashlib.sha256(self.durations.tobytes())
+        if self.sort_by is not self.durations:
+            digest.update(self.sort_by.tobytes())
         settings = (self.max_seconds, self.max_batch_size, self.num_buckets, self.shuffle, self.seed)
         digest.update(repr((settings, self.num_replicas, self.rank)).encode())
         return digest.hexdigest()

@@ -47,6 +47,7 @@ class SpokenChatDataset(Dataset):
         self.conversations = list(conversations)
         self.encoder = encoder
         self.codes_cache = codes_cache
+        self._lengths: list[int] | None = None
         if codes_cache is None:
             lacking = [c.source or str(i) for i, c in enumerate(self.conversations) if c.needs_codes]
             if lacking:
@@ -66,6 +67,19 @@ class SpokenChatDataset(Dataset):
         """Seconds of speech per example (user audio + assistant speech), for bucketing."""
         return [c.duration for c in self.conversations]
 
+    @property
+    def lengths(self) -> list[int]:
+        """``input_ids`` length per example (no audio is read; missing codes are computed first, through
+        ``codes_cache``), for bucketing by what a padded batch costs."""
+        if self._lengths is None:
+            self._fill_codes()
+            self._lengths = [self.encoder.sequence_length(conv) for conv in self.conversations]
+        return self._lengths
+
+    def _fill_codes(self) -> None:
+        if self.codes_cache is not None and any(c.needs_codes for c in self.conversations):
+            self.conversations = self.codes_cache.fill(self.conversations)
+
     def conversation(self, index: int) -> Conversation:
         """Example ``index`` with every assistant speech tokenized."""
         conv = self.conversations[index]
@@ -78,8 +92,7 @@ class SpokenChatDataset(Dataset):
         return self.encoder.encode(self.conversation(index))
 
     def _check_lengths(self, max_length: int) -> None:
-        if self.codes_cache is not None and any(c.needs_codes for c in self.conversations):
-            self.conversations = self.codes_cache.fill(self.conversations)
+        self._fill_codes()
         problems = []
         for i, conv in enumerate(self.conversations):
             length = self.encoder.sequence_length(conv)

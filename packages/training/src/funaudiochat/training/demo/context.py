@@ -24,6 +24,10 @@ class DemoSettings:
     text_lm_skills: the text LLM also learns tool calls and copying a sentence under the ASR instruction
         (``text_stages.text_lm_pairs``), as a pretrained LLM could before it hears speech (without it the
         model's tool calls were never well formed: runs/demo6 against runs/demo7).
+    text_lm_buckets: length buckets of the text LLM's batches (``data.num_buckets``; the tool calls'
+        ~450-token system prompt padded 28 % of a batch's tokens at 8 buckets, 13 % at 40).
+    text_lm_copies_from_start: ``text_lm`` trains on the ``text_lm_copies`` copy pairs from its first
+        step, instead of (or before) the ``text_lm_copy`` stage continuing it with them.
     text_lm_copy_steps / text_lm_copies / text_lm_copy_lr: the ``text_lm_copy`` stage: the text LLM
         continued for that many steps on its pairs plus that many copy pairs of spliced sentences
         (``text_stages.text_lm_pairs``), so that it copies any sentence, as transcription needs (the
@@ -84,6 +88,8 @@ class DemoSettings:
     text_lm_size: str = "demo"
     knowledge_per_content: int = 3
     text_lm_skills: bool = True
+    text_lm_buckets: int = 8
+    text_lm_copies_from_start: bool = False
     text_lm_copy_steps: int = 5000
     text_lm_copies: int = 12000
     text_lm_copy_lr: float = 1e-3

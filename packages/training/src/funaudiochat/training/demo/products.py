@@ -34,6 +34,8 @@ ADDED_SETTINGS: dict[str, tuple[str, Any]] = {
     "flow_inference_steps": ("package", 10),
     "plan_speech": ("package", False),
     "listening_transcripts": ("pre_alignment", False),
+    "text_lm_buckets": ("text_lm", 8),
+    "text_lm_copies_from_start": ("text_lm", False),
 }
 
 

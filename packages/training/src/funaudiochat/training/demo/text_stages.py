@@ -154,13 +154,18 @@ def run_text_lm(build: StageContext) -> dict[str, Any]:
     # phrasings, and never a held-out phrasing
     tools = json.loads((corpus / "tools.json").read_text(encoding="utf-8"))
     settings = build.settings
-    train = text_lm_pairs(settings.seed, settings.knowledge_per_content, tools, settings.text_lm_skills)
+    if settings.text_lm_copies_from_start and not settings.text_lm_skills:
+        raise ValueError("text_lm_copies_from_start adds to the skills of text_lm_skills=true; set both")
+    copies = settings.text_lm_copies if settings.text_lm_copies_from_start else 0
+    skills = settings.text_lm_skills
+    train = text_lm_pairs(settings.seed, settings.knowledge_per_content, tools, skills, copies)
     lines = "".join(json.dumps(r) + "\n" for r in train)  # question, answer, content, task[, system]
     atomic_write_text(out / "pairs.jsonl", lines)
     overrides = [
         f"data.train={out / 'pairs.jsonl'}",
         f"data.tokenizer={tokenizer_folder}",
         f"trainer.max_steps={settings.text_lm_steps}",
+        f"data.num_buckets={settings.text_lm_buckets}",
         f"model.export_dir={out / 'model'}",
         f"seed={settings.seed}",
     ]
@@ -204,6 +209,7 @@ def run_text_lm_copy(build: StageContext) -> dict[str, Any]:
         f"data.tokenizer={base}",
         "data.max_length=1024",
         f"trainer.max_steps={settings.text_lm_copy_steps}",
+        f"data.num_buckets={settings.text_lm_buckets}",
         f"model.lr={settings.text_lm_copy_lr}",
         f"model.init_weights={base}",
         "model.freeze=[model.embed_tokens]",

@@ -4,7 +4,9 @@
 ``format: auto`` tells them apart by the first line's keys). Everything is validated when the data module
 is set up, so a bad file stops the run before the first step with every problem listed. Batches come from
 a ``DurationBucketSampler`` (at most ``max_seconds`` of audio and ``max_batch_size`` conversations per
-batch; shuffled per epoch from ``seed``; split across DDP ranks), so recipes set
+batch; buckets of similar audio seconds, or with ``bucket_by: tokens`` of similar ``input_ids`` lengths,
+so that a long system prompt, such as the function-calling one, does not pad a batch of short chats to its
+length; shuffled per epoch from ``seed``; split across DDP ranks), so recipes set
 ``trainer.use_distributed_sampler: false``. The sampler's position is part of Lightning's checkpoint: a
 resumed run continues the epoch with the batches it had not seen.
 
@@ -40,6 +42,7 @@ from ..data import (
 from ..datamodule import BucketedDataModule
 
 FORMATS = ("auto", "sharegpt", "manifest")
+BUCKET_BY = ("seconds", "tokens")
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -112,10 +115,13 @@ class SpokenChatDataModule(BucketedDataModule):
         speech_tokenizer: str | None = None,
         codes_cache: str | None = None,
         group_size: int | None = None,
+        bucket_by: str = "seconds",
     ):
         super().__init__()
         if format not in FORMATS:
             raise ValueError(f"data.format must be one of {list(FORMATS)}, got {format!r}")
+        if bucket_by not in BUCKET_BY:
+            raise ValueError(f"data.bucket_by must be one of {list(BUCKET_BY)}, got {bucket_by!r}")
         if max_seconds is None and max_batch_size is None:
             raise ValueError("give data.max_seconds or data.max_batch_size (or both) to bound a batch")
         check_group_size(group_size)
@@ -174,4 +180,5 @@ class SpokenChatDataModule(BucketedDataModule):
             seed=h.seed,
             num_replicas=replicas,
             rank=rank,
+            sort_by=dataset.lengths if h.bucket_by == "tokens" else None,
         )
