@@ -73,7 +73,8 @@ def conv_channels_last(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     oneDNN runs these narrow (4-32 channel) convolutions and their gradients 2-3x as fast channels-last
     on a CPU. A one-channel input is the same in both layouts, so oneDNN would pick the slow one for the
     layer and its gradient; ``_OneChannelConv`` keeps its output and gradients channels-last instead."""
-    if x.shape[1] == 1 and conv.groups == 1 and conv.padding_mode == "zeros":
+    plain = conv.groups == 1 and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+    if x.shape[1] == 1 and plain:
         return _OneChannelConv.apply(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
     return conv(x).contiguous(memory_format=torch.channels_last)
 
