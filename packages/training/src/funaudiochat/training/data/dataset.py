@@ -92,10 +92,9 @@ class SpokenChatDataset(Dataset):
         return self.encoder.encode(self.conversation(index))
 
     def _check_lengths(self, max_length: int) -> None:
-        self._fill_codes()
+        lengths = self.lengths  # fills any missing codes first
         problems = []
-        for i, conv in enumerate(self.conversations):
-            length = self.encoder.sequence_length(conv)
+        for i, (conv, length) in enumerate(zip(self.conversations, lengths, strict=True)):
             if length > max_length:
                 problems.append(
                     Problem(
