@@ -82,6 +82,24 @@ def test_hift_items(speech_dir):
     assert padded.shape == (480_000,) and (padded[-24000:] == 0).all()
 
 
+def test_cache_audio_reads_each_file_once(speech_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "speech"
+    shutil.copytree(speech_dir, copy)
+    kwargs = {"task": "hift", "segment_frames": 20, "random_crop": False}
+    cached = VocoderDataModule(train=copy, cache_audio=True, **kwargs)
+    plain = VocoderDataModule(train=copy, **kwargs)
+    cached.setup()
+    plain.setup()
+    first = [cached.train_set[i]["speech"] for i in range(4)]
+    assert all(torch.equal(a, plain.train_set[i]["speech"]) for i, a in enumerate(first))
+    shutil.rmtree(copy)  # the cached set no longer needs the files; the other one does
+    assert all(torch.equal(a, cached.train_set[i]["speech"]) for i, a in enumerate(first))
+    with pytest.raises(ValueError, match="not found"):
+        plain.train_set[0]
+
+
 def test_collate_pads_with_lengths():
     examples = [
         {"utt": "a", "embedding": torch.zeros(192), "speech_token": torch.tensor([1, 2, 3])},
