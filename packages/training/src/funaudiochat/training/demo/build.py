@@ -253,6 +253,9 @@ class DemoStage:
     products: tuple[str, ...] = ()
 
 
+# The recipe's order is also the priority of ``--jobs N``: of the stages ready to start, the earliest goes
+# first. The tower's two stages come before ``text_lm_copy``: after ``text_lm`` they are the longer way to
+# ``pre_alignment``, and the vocoders, last, fill the cores the chain leaves idle.
 STAGES: dict[str, DemoStage] = {
     "corpus": DemoStage(
         run_corpus,
@@ -269,12 +272,6 @@ STAGES: dict[str, DemoStage] = {
         run_text_lm,
         "the text LLM trained on the question-answering pairs (the Qwen3 stand-in)",
         needs=("corpus", "text_tokenizer"),
-        products=("model",),
-    ),
-    "text_lm_copy": DemoStage(
-        run_text_lm_copy,
-        "the text LLM continued with copy pairs (input embeddings frozen): it copies any sentence",
-        needs=("corpus", "text_lm"),
         products=("model",),
     ),
     "speech": DemoStage(
@@ -299,6 +296,12 @@ STAGES: dict[str, DemoStage] = {
         "the tower's 5 Hz groups pulled onto the text LLM's embeddings of the words they hold",
         needs=("audio_encoder", "text_lm"),
         products=("audio_encoder.safetensors",),
+    ),
+    "text_lm_copy": DemoStage(
+        run_text_lm_copy,
+        "the text LLM continued with copy pairs (input embeddings frozen): it copies any sentence",
+        needs=("corpus", "text_lm"),
+        products=("model",),
     ),
     "conversations": DemoStage(
         run_conversations,
