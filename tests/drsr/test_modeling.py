@@ -179,6 +179,21 @@ def test_srh_in_place_ungroup_trains_like_the_out_of_place_op(monkeypatch):
             torch.testing.assert_close(grad, want_grads[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
+def test_training_forward_under_bf16_autocast_is_close_to_float32():
+    """Mixed-precision training (``trainer.precision=bf16-mixed``): the SRH's bf16 pre_matching output
+    meets the float32 speech table in ops.ungroup_; the loss stays close to the float32 one."""
+    model = FunAudioChatForConditionalGeneration.from_pretrained(GOLDEN / "tiny_official").train()
+    g = load_file(GOLDEN / "forward.safetensors")
+    torch.manual_seed(0)
+    want = model(**{k: g[k].clone() for k in FORWARD_KEYS}).loss
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model(**{k: g[k].clone() for k in FORWARD_KEYS}).loss
+    got.backward()
+    assert torch.isfinite(got) and abs(float(got) - float(want)) < 0.02 * abs(float(want))
+    assert model.audio_invert_tower.pre_matching.weight.grad.dtype == torch.float32
+
+
 def test_speech_loss_from_target_positions_only_equals_the_full_logits():
     """By default the SRH head runs only where there are speech targets (and its decoder stops after the
     last one): the loss, the per-row log-probabilities and every gradient equal those of the full logits."""

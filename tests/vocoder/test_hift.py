@@ -46,6 +46,16 @@ def test_lengths(hift):
     assert source.shape == (2, 1, 480 * 27) and wave.shape == (2, 480 * (30 - 3 - 4 - 1))
 
 
+def test_inverse_stft_takes_bf16_frames(hift):
+    """Mixed-precision training hands the inverse STFT bf16 frames; it computes in float32."""
+    n = hift.config.istft_n_fft // 2 + 1
+    magnitude, phase = torch.rand(1, n, 12) * 2, torch.rand(1, n, 12) * 6 - 3
+    want = hift._istft(magnitude, phase)
+    got = hift._istft(magnitude.bfloat16(), phase.bfloat16())
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert (got - want).abs().max() < 0.05 * want.abs().max()
+
+
 def test_prefix_run_equals_the_start_of_the_full_run(hift):
     """Causal: what a prefix yields (finalize=False) is final; it equals the full run's first samples."""
     torch.manual_seed(1)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from funaudiochat.drsr.processing import FunAudioChatProcessor
 from funaudiochat.drsr.prompts import format_tool_call
 from funaudiochat.training.demo.build import STAGES, DemoBuild, DemoSettings, main
@@ -140,6 +141,13 @@ def test_text_lm_stage_trains_exports_and_scores_the_heldout_pairs(with_text_lm)
     assert all(r["content"] in contents for r in qa)
     assert not any(r["question"] in questions for r in qa if r["split"] == "heldout_phrasing")
     assert AutoModelForCausalLM.from_pretrained(root / "text_lm" / "model").config.hidden_size == 64
+    # trained at the build's precision (bf16 autocast where the CPU has it), exported in float32
+    config = yaml.safe_load((root / "text_lm" / "run" / "config.yaml").read_text())
+    assert config["trainer"]["precision"] == record["settings"]["precision"] == DemoSettings().precision
+    from safetensors import safe_open
+
+    with safe_open(root / "text_lm" / "model" / "model.safetensors", "pt") as weights:
+        assert {weights.get_slice(name).get_dtype() for name in weights.keys()} == {"F32"}
 
 
 def test_text_lm_stage_with_skills_learns_tool_calls_and_copying_from_the_start(with_text_lm, tmp_path):
@@ -421,6 +429,9 @@ def test_settings_can_be_changed_from_the_command_line():
     assert settings_with(DemoSettings(), ["reply_alignment=words"]).reply_alignment == "words"
     with pytest.raises(ValueError, match=r"reply_alignment must be one of \['official', 'words'\]"):
         settings_with(DemoSettings(), ["reply_alignment=moshi"])
+    assert settings_with(DemoSettings(), ["precision=32-true"]).precision == "32-true"
+    with pytest.raises(ValueError, match=r"precision must be one of \['32-true', 'bf16-mixed'\]"):
+        settings_with(DemoSettings(), ["precision=16-mixed"])
 
 
 def test_saved_products_let_a_new_run_skip_training_where_the_settings_agree(packaged, tmp_path):

@@ -84,6 +84,22 @@ def test_one_channel_conv_gradients(kernel, stride, padding, height):
     assert torch.autograd.gradcheck(run, (x, conv.weight, conv.bias))
 
 
+def test_one_channel_conv_under_bf16_autocast_gives_float32_gradients():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 3, (5, 1), (3, 1), (2, 0))
+    x = torch.randn(2, 1, 12, 4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv_channels_last(conv, x)
+    assert out.dtype == torch.bfloat16
+    out.float().square().sum().backward()
+    got = [x.grad, conv.weight.grad, conv.bias.grad]
+    assert [g.dtype for g in got] == [torch.float32] * 3
+    x.grad = conv.weight.grad = conv.bias.grad = None
+    conv(x).square().sum().backward()
+    want = [x.grad, conv.weight.grad, conv.bias.grad]
+    assert all(torch.allclose(a, b, rtol=0.05, atol=0.05) for a, b in zip(got, want, strict=True))
+
+
 def test_lsgan_optima():
     ones = [torch.ones(2, 7), torch.ones(2, 3)]
     zeros = [torch.zeros(2, 7), torch.zeros(2, 3)]

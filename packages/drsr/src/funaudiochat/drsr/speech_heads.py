@@ -192,6 +192,8 @@ class SpeechRefinedHead(nn.Module):
             attention_mask = None if attention_mask is None else attention_mask[:, :s]
             positions = None if positions is None else positions[:, : s * k]
         u = self.pre_matching(conditioning)
+        if u.dtype != self.lm_head.weight.dtype:  # autocast ran the Linear in bf16/fp16: add in the table's
+            u = u.to(self.lm_head.weight.dtype)
         if prev_ids is None:  # the k-way split alone
             x = u.view(b, u.shape[1] * k, -1)
         else:

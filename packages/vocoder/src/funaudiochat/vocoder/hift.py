@@ -318,7 +318,7 @@ class HiFTGenerator(nn.Module):
 
     def _istft(self, magnitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         n_fft, hop = self.config.istft_n_fft, self.config.istft_hop_len
-        magnitude = magnitude.clamp(max=1e2)
+        magnitude, phase = magnitude.float().clamp(max=1e2), phase.float()  # no bf16 complex (autocast)
         spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
         return torch.istft(spec, n_fft, hop, n_fft, window=self.stft_window)
 

@@ -129,7 +129,7 @@ def run_core_cocktail(build: StageContext) -> dict[str, Any]:
         f"trainer.max_steps={sum(steps)}",
         f"seed={settings.seed}",
     ]
-    fit_recipe("core_cocktail", run, overrides, product=run / "model")
+    fit_recipe("core_cocktail", run, overrides, product=run / "model", precision=build.settings.precision)
     return {
         "steps": list(steps),
         "alpha": settings.cocktail_alpha,
@@ -162,7 +162,9 @@ def run_dpo(build: StageContext) -> dict[str, Any]:
         f"trainer.max_steps={settings.dpo_steps}",
         f"seed={settings.seed}",
     ]
-    fit_recipe("dpo", out / "run", overrides, product=out / "run" / "model")
+    fit_recipe(
+        "dpo", out / "run", overrides, product=out / "run" / "model", precision=build.settings.precision
+    )
     return {
         "pairs": dict(Counter(r["kind"] for r in rows)),
         "steps": settings.dpo_steps,

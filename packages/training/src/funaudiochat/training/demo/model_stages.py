@@ -152,7 +152,7 @@ def run_audio_encoder(build: StageContext) -> dict[str, Any]:
     overrides = tower_fit_overrides(
         out / "utterances.jsonl", settings.audio_encoder_steps, weights, text_lm, settings
     )
-    fit_recipe("audio_encoder", out / "run", overrides, product=weights)
+    fit_recipe("audio_encoder", out / "run", overrides, product=weights, precision=build.settings.precision)
     return {
         "utterances": count,
         "spliced": len(spliced),
@@ -189,7 +189,7 @@ def run_tower_match(build: StageContext) -> dict[str, Any]:
         f"model.token_logit_scale={settings.tower_match_logit_scale}",
         f"model.lr={settings.tower_match_lr}",
     ]
-    fit_recipe("audio_encoder", out / "run", overrides, product=weights)
+    fit_recipe("audio_encoder", out / "run", overrides, product=weights, precision=build.settings.precision)
     return {"steps": settings.tower_match_steps, "weights": str(weights)}
 
 
@@ -316,7 +316,14 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
             f"model.freeze={LISTENING_LEARNS}",
             f"seed={settings.seed}",
         ]
-        fit_recipe("pre_alignment", listen, overrides, start, product=listen / "model")
+        fit_recipe(
+            "pre_alignment",
+            listen,
+            overrides,
+            start,
+            product=listen / "model",
+            precision=build.settings.precision,
+        )
         record["listening"] = {
             "steps": settings.listening_steps,
             "rows": rows,
@@ -339,7 +346,9 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
         f"model.freeze={LISTENING_FROZEN}",
         f"seed={settings.seed}",
     ]
-    fit_recipe("pre_alignment", run, overrides, start, product=run / "model")
+    fit_recipe(
+        "pre_alignment", run, overrides, start, product=run / "model", precision=build.settings.precision
+    )
     return {
         **record,
         "steps": settings.pre_alignment_steps,

@@ -24,11 +24,23 @@ from typing import Any
 
 DONE_FILE = "stage.json"
 RESTORED_FILE = "restored.json"
-# Settings added after builds were saved, each with the stage that reads it and the value that stage's
-# code behaved as before (the old default): a saved record of that stage that does not know the field
+# Settings added after builds were saved, each with the stage (or stages) that read it and the value their
+# code behaved as before (the old default): a saved record of such a stage that does not know the field
 # counts as having read it at that value, so a build that sets it otherwise retrains the stage and
 # everything after it instead of restoring products made without it.
-ADDED_SETTINGS: dict[str, tuple[str, Any]] = {
+TRAINING_STAGES = (
+    "text_lm",
+    "text_lm_copy",
+    "speech_tokenizer",
+    "audio_encoder",
+    "tower_match",
+    "pre_alignment",
+    "core_cocktail",
+    "dpo",
+    "vocoder_hift",
+    "vocoder_flow",
+)
+ADDED_SETTINGS: dict[str, tuple[str | tuple[str, ...], Any]] = {
     "text_lm_skills": ("text_lm", False),
     "audio_encoder_width": ("audio_encoder", 128),
     "flow_inference_steps": ("package", 10),
@@ -36,6 +48,7 @@ ADDED_SETTINGS: dict[str, tuple[str, Any]] = {
     "listening_transcripts": ("pre_alignment", False),
     "text_lm_buckets": ("text_lm", 8),
     "text_lm_copies_from_start": ("text_lm", False),
+    "precision": (TRAINING_STAGES, "32-true"),
 }
 
 
@@ -99,8 +112,9 @@ def settings_read(records: Mapping[str, dict], stages: Mapping[str, Any], name: 
         field: {json.dumps(record["settings"].get(field))}
         for field in record.get("settings_read", record["settings"])
     }
-    for field, (stage, before) in ADDED_SETTINGS.items():
-        if stage == name and field not in record["settings"]:
+    for field, (readers, before) in ADDED_SETTINGS.items():
+        readers = (readers,) if isinstance(readers, str) else readers
+        if name in readers and field not in record["settings"]:
             fields[field] = {json.dumps(before)}
     for need in stages[name].needs:
         for field, values in settings_read(records, stages, need).items():

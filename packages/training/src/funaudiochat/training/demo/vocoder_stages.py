@@ -60,7 +60,9 @@ def run_vocoder_hift(build: StageContext) -> dict[str, Any]:
     extra = {"data": {"segment_frames": HIFT_SEGMENT_FRAMES}}
     if build.settings.vocoder_size != "tiny":
         extra["model"] = {"hift": DEMO_HIFT}
-    fit_recipe("vocoder_hift", out / "run", overrides, extra, product=weights)
+    fit_recipe(
+        "vocoder_hift", out / "run", overrides, extra, product=weights, precision=build.settings.precision
+    )
     return {"answers": answers, "steps": build.settings.hift_steps, "weights": str(weights)}
 
 
@@ -78,5 +80,7 @@ def run_vocoder_flow(build: StageContext) -> dict[str, Any]:
         "data.cache_audio=true",
     ]
     extra = None if build.settings.vocoder_size == "tiny" else {"model": {"flow": DEMO_FLOW}}
-    fit_recipe("vocoder_flow", out / "run", overrides, extra, product=weights)
+    fit_recipe(
+        "vocoder_flow", out / "run", overrides, extra, product=weights, precision=build.settings.precision
+    )
     return {"answers": answers, "steps": build.settings.flow_steps, "weights": str(weights)}

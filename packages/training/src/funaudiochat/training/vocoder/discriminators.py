@@ -96,6 +96,10 @@ class _OneChannelConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding, dilation = ctx.geometry
         grad = grad.contiguous(memory_format=torch.channels_last)
+        # under autocast the forward ran in bf16/fp16: the gradients are computed in that dtype, returned
+        # in the inputs' own
+        x_dtype, w_dtype = x.dtype, weight.dtype
+        x, weight = x.to(grad.dtype), weight.to(grad.dtype)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             made = [
@@ -106,7 +110,7 @@ class _OneChannelConv(torch.autograd.Function):
                 for i in range(2)
             ]
             extra = [x.shape[2 + i] - made[i] for i in range(2)]  # rows a stride skipped at the end
-            grad_x = F.conv_transpose2d(grad, weight, None, stride, padding, extra, 1, dilation)
+            grad_x = F.conv_transpose2d(grad, weight, None, stride, padding, extra, 1, dilation).to(x_dtype)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             _, grad_w, grad_b = torch.ops.aten.convolution_backward(
                 grad,
@@ -121,6 +125,8 @@ class _OneChannelConv(torch.autograd.Function):
                 1,
                 [False, ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]],
             )
+        grad_w = None if grad_w is None else grad_w.to(w_dtype)
+        grad_b = None if grad_b is None else grad_b.to(w_dtype)
         return grad_x, grad_w, grad_b, None, None, None
 
 
