@@ -210,3 +210,13 @@ def test_needs_are_the_stages_a_stage_requires_and_come_before_it(name):
     assert sorted(stage.needs) == sorted({needed for needed, _ in calls})
     earlier = list(STAGES)[: list(STAGES).index(name)]
     assert all(need in earlier for need in stage.needs)
+
+
+def test_the_recipe_order_starts_the_longer_way_first():
+    """``--jobs N`` starts ready stages in the recipe's order: after ``text_lm`` the tower's two stages (the
+    longer way to ``pre_alignment``) before ``text_lm_copy``; the vocoders after the speech model's chain."""
+    order = list(STAGES)
+    assert order.index("audio_encoder") < order.index("tower_match") < order.index("text_lm_copy")
+    assert max(order.index(name) for name in ("pre_alignment", "core_cocktail", "dpo")) < min(
+        order.index("vocoder_hift"), order.index("vocoder_flow")
+    )
