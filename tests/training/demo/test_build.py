@@ -141,9 +141,9 @@ def test_text_lm_stage_trains_exports_and_scores_the_heldout_pairs(with_text_lm)
     assert all(r["content"] in contents for r in qa)
     assert not any(r["question"] in questions for r in qa if r["split"] == "heldout_phrasing")
     assert AutoModelForCausalLM.from_pretrained(root / "text_lm" / "model").config.hidden_size == 64
-    # trained at the build's precision (bf16 autocast where the CPU has it), exported in float32
+    # trained at the language-model stages' precision, exported in float32
     config = yaml.safe_load((root / "text_lm" / "run" / "config.yaml").read_text())
-    assert config["trainer"]["precision"] == record["settings"]["precision"] == DemoSettings().precision
+    assert config["trainer"]["precision"] == record["settings"]["llm_precision"] == "32-true"
     from safetensors import safe_open
 
     with safe_open(root / "text_lm" / "model" / "model.safetensors", "pt") as weights:
@@ -284,6 +284,13 @@ def test_audio_encoder_stage_trains_the_tower_the_speech_model_starts_from(with_
     utterances = [json.loads(line) for line in (root / "audio_encoder" / "utterances.jsonl").open()]
     assert len(utterances) == record["utterances"]
     assert all(Path(u["audio"]).is_file() and "spliced_" in u["audio"] for u in utterances[-3:])
+    config = yaml.safe_load((root / "audio_encoder" / "run" / "config.yaml").read_text())
+    assert (
+        config["trainer"]["precision"]
+        == record["settings"]["tower_precision"]
+        == DemoSettings().tower_precision
+    )
+    assert config["data"]["cache_audio"] is True
     weights, _ = read_safetensors(record["weights"])
     spec = demo_model_spec(root / "text_lm" / "model", root / "text_tokenizer", 0, record["weights"])
     tower = build_model(spec).continuous_audio_tower.state_dict()
@@ -429,9 +436,9 @@ def test_settings_can_be_changed_from_the_command_line():
     assert settings_with(DemoSettings(), ["reply_alignment=words"]).reply_alignment == "words"
     with pytest.raises(ValueError, match=r"reply_alignment must be one of \['official', 'words'\]"):
         settings_with(DemoSettings(), ["reply_alignment=moshi"])
-    assert settings_with(DemoSettings(), ["precision=32-true"]).precision == "32-true"
-    with pytest.raises(ValueError, match=r"precision must be one of \['32-true', 'bf16-mixed'\]"):
-        settings_with(DemoSettings(), ["precision=16-mixed"])
+    assert settings_with(DemoSettings(), ["tower_precision=32-true"]).tower_precision == "32-true"
+    with pytest.raises(ValueError, match=r"llm_precision must be one of \['32-true', 'bf16-mixed'\]"):
+        settings_with(DemoSettings(), ["llm_precision=16-mixed"])
 
 
 def test_saved_products_let_a_new_run_skip_training_where_the_settings_agree(packaged, tmp_path):

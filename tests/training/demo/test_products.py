@@ -5,7 +5,9 @@ import json
 import pytest
 from funaudiochat.training.demo.build import STAGES, DemoBuild, DemoSettings, main
 from funaudiochat.training.demo.products import (
-    TRAINING_STAGES,
+    LLM_STAGES,
+    TOWER_STAGES,
+    VOCODER_STAGES,
     SettingsReads,
     restore_products,
     settings_read,
@@ -97,27 +99,35 @@ def test_a_setting_added_later_counts_at_its_old_value_in_records_made_before_it
 
 
 def test_precision_added_later_counts_as_float32_for_every_training_stage(tmp_path):
-    old = {k: v for k, v in vars(DemoSettings()).items() if k != "precision"}
+    old = {k: v for k, v in vars(DemoSettings()).items() if not k.endswith("_precision")}
     saved = tmp_path / "saved"
     _save(saved, "corpus", old, ["seed"])
     _save(saved, "text_tokenizer", old, ["text_vocab_size"], ["tokenizer.json"])
     _save(saved, "text_lm", old, ["seed", "text_lm_steps"], ["model/config.json"])
     _save(saved, "speech", old, ["seed"])
     _save(saved, "vocoder_hift", old, ["hift_steps"], ["hift.safetensors"])
-    fp32 = DemoBuild(tmp_path / "fp32", DemoSettings(precision="32-true"), log=lambda _: None)
-    assert set(restore_products(fp32, saved).values()) == {"restored"}
-    bf16 = DemoBuild(tmp_path / "bf16", DemoSettings(precision="bf16-mixed"), log=lambda _: None)
-    differ = "not restored: the settings differ in ['precision']"
-    assert restore_products(bf16, saved) == {
-        "text_tokenizer": "restored",
-        "text_lm": differ,
-        "vocoder_hift": differ,
+    fp32 = DemoSettings(llm_precision="32-true", tower_precision="32-true", vocoder_precision="32-true")
+    assert set(restore_products(DemoBuild(tmp_path / "fp32", fp32, log=print), saved).values()) == {
+        "restored"
     }
+    bf16_llm = DemoSettings(
+        llm_precision="bf16-mixed", tower_precision="32-true", vocoder_precision="32-true"
+    )
+    assert restore_products(DemoBuild(tmp_path / "llm", bf16_llm, log=print), saved) == {
+        "text_tokenizer": "restored",
+        "text_lm": "not restored: the settings differ in ['llm_precision']",
+        "vocoder_hift": "restored",
+    }
+    bf16_vocoder = DemoSettings(llm_precision="32-true", vocoder_precision="bf16-mixed")
+    assert restore_products(DemoBuild(tmp_path / "voc", bf16_vocoder, log=print), saved)["vocoder_hift"] == (
+        "not restored: the settings differ in ['vocoder_precision']"
+    )
 
 
-def test_the_training_stages_are_those_with_trained_products():
+def test_each_training_stage_has_one_precision_setting():
     trained = {name for name, stage in STAGES.items() if stage.products} - {"text_tokenizer"}
-    assert set(TRAINING_STAGES) == trained
+    groups = [*LLM_STAGES, *TOWER_STAGES, *VOCODER_STAGES]
+    assert sorted(groups) == sorted(trained)
 
 
 def test_a_stage_restored_twice_keeps_the_seconds_of_the_run_that_trained_it(tmp_path):

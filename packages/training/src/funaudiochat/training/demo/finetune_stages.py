@@ -129,7 +129,7 @@ def run_core_cocktail(build: StageContext) -> dict[str, Any]:
         f"trainer.max_steps={sum(steps)}",
         f"seed={settings.seed}",
     ]
-    fit_recipe("core_cocktail", run, overrides, product=run / "model", precision=build.settings.precision)
+    fit_recipe("core_cocktail", run, overrides, product=run / "model", precision=build.settings.llm_precision)
     return {
         "steps": list(steps),
         "alpha": settings.cocktail_alpha,
@@ -163,7 +163,7 @@ def run_dpo(build: StageContext) -> dict[str, Any]:
         f"seed={settings.seed}",
     ]
     fit_recipe(
-        "dpo", out / "run", overrides, product=out / "run" / "model", precision=build.settings.precision
+        "dpo", out / "run", overrides, product=out / "run" / "model", precision=build.settings.llm_precision
     )
     return {
         "pairs": dict(Counter(r["kind"] for r in rows)),

@@ -152,7 +152,9 @@ def run_audio_encoder(build: StageContext) -> dict[str, Any]:
     overrides = tower_fit_overrides(
         out / "utterances.jsonl", settings.audio_encoder_steps, weights, text_lm, settings
     )
-    fit_recipe("audio_encoder", out / "run", overrides, product=weights, precision=build.settings.precision)
+    fit_recipe(
+        "audio_encoder", out / "run", overrides, product=weights, precision=build.settings.tower_precision
+    )
     return {
         "utterances": count,
         "spliced": len(spliced),
@@ -189,7 +191,9 @@ def run_tower_match(build: StageContext) -> dict[str, Any]:
         f"model.token_logit_scale={settings.tower_match_logit_scale}",
         f"model.lr={settings.tower_match_lr}",
     ]
-    fit_recipe("audio_encoder", out / "run", overrides, product=weights, precision=build.settings.precision)
+    fit_recipe(
+        "audio_encoder", out / "run", overrides, product=weights, precision=build.settings.tower_precision
+    )
     return {"steps": settings.tower_match_steps, "weights": str(weights)}
 
 
@@ -322,7 +326,7 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
             overrides,
             start,
             product=listen / "model",
-            precision=build.settings.precision,
+            precision=build.settings.llm_precision,
         )
         record["listening"] = {
             "steps": settings.listening_steps,
@@ -347,7 +351,7 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
         f"seed={settings.seed}",
     ]
     fit_recipe(
-        "pre_alignment", run, overrides, start, product=run / "model", precision=build.settings.precision
+        "pre_alignment", run, overrides, start, product=run / "model", precision=build.settings.llm_precision
     )
     return {
         **record,

@@ -28,18 +28,9 @@ RESTORED_FILE = "restored.json"
 # code behaved as before (the old default): a saved record of such a stage that does not know the field
 # counts as having read it at that value, so a build that sets it otherwise retrains the stage and
 # everything after it instead of restoring products made without it.
-TRAINING_STAGES = (
-    "text_lm",
-    "text_lm_copy",
-    "speech_tokenizer",
-    "audio_encoder",
-    "tower_match",
-    "pre_alignment",
-    "core_cocktail",
-    "dpo",
-    "vocoder_hift",
-    "vocoder_flow",
-)
+LLM_STAGES = ("text_lm", "text_lm_copy", "pre_alignment", "core_cocktail", "dpo")
+TOWER_STAGES = ("audio_encoder", "tower_match")
+VOCODER_STAGES = ("speech_tokenizer", "vocoder_hift", "vocoder_flow")
 ADDED_SETTINGS: dict[str, tuple[str | tuple[str, ...], Any]] = {
     "text_lm_skills": ("text_lm", False),
     "audio_encoder_width": ("audio_encoder", 128),
@@ -48,7 +39,9 @@ ADDED_SETTINGS: dict[str, tuple[str | tuple[str, ...], Any]] = {
     "listening_transcripts": ("pre_alignment", False),
     "text_lm_buckets": ("text_lm", 8),
     "text_lm_copies_from_start": ("text_lm", False),
-    "precision": (TRAINING_STAGES, "32-true"),
+    "llm_precision": (LLM_STAGES, "32-true"),
+    "tower_precision": (TOWER_STAGES, "32-true"),
+    "vocoder_precision": (VOCODER_STAGES, "32-true"),
 }
 
 

@@ -162,7 +162,7 @@ def run_speech_tokenizer(build: StageContext) -> dict[str, Any]:
             f"seed={build.settings.seed}",
         ],
         product=weights,
-        precision=build.settings.precision,
+        precision=build.settings.vocoder_precision,
     )
     counts = {group: recode_answers(speech / group, out / "data" / group, weights) for group in SPEECH_GROUPS}
     return {"utterances": count, "steps": build.settings.tokenizer_steps, "recoded": counts}

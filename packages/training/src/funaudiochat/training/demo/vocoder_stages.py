@@ -61,7 +61,12 @@ def run_vocoder_hift(build: StageContext) -> dict[str, Any]:
     if build.settings.vocoder_size != "tiny":
         extra["model"] = {"hift": DEMO_HIFT}
     fit_recipe(
-        "vocoder_hift", out / "run", overrides, extra, product=weights, precision=build.settings.precision
+        "vocoder_hift",
+        out / "run",
+        overrides,
+        extra,
+        product=weights,
+        precision=build.settings.vocoder_precision,
     )
     return {"answers": answers, "steps": build.settings.hift_steps, "weights": str(weights)}
 
@@ -81,6 +86,11 @@ def run_vocoder_flow(build: StageContext) -> dict[str, Any]:
     ]
     extra = None if build.settings.vocoder_size == "tiny" else {"model": {"flow": DEMO_FLOW}}
     fit_recipe(
-        "vocoder_flow", out / "run", overrides, extra, product=weights, precision=build.settings.precision
+        "vocoder_flow",
+        out / "run",
+        overrides,
+        extra,
+        product=weights,
+        precision=build.settings.vocoder_precision,
     )
     return {"answers": answers, "steps": build.settings.flow_steps, "weights": str(weights)}
