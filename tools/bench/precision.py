@@ -7,7 +7,8 @@ under a ``lightning.Trainer`` (CPU) twice from the same weights: ``precision="32
 each round trains ``--steps`` steps of one precision and then of the other (the order alternates by
 round); a callback times each training step, the first of each fit untimed. Printed and written per stage:
 each precision's median step time and the paired ratio, the median over rounds of (float32 round median
-/ bf16 round median), and the last loss of each (they should be close).
+/ bf16 round median), and the last loss of each (they should be close; "n/a" for HiFT, whose step
+returns none).
 
 bf16 pays only where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX; the JSON records whether
 this one does); elsewhere autocast emulates it and is slower than float32. Run it alone: a second busy
@@ -125,10 +126,10 @@ def main() -> None:
         row = bench_stage(stage, args.rounds, args.steps)
         rows.append(row)
         ms = {p: 1e3 * s for p, s in row["median_step_s"].items()}
-        loss = row["last_loss"]
+        loss = {p: "n/a" if v is None else f"{v:.4g}" for p, v in row["last_loss"].items()}
         print(
             f"{stage:<15}{ms['32-true']:>10.0f}{ms['bf16-mixed']:>10.0f}{row['ratio_fp32_over_bf16']:>7.2f}x"
-            f"   {loss['32-true']:.4g} / {loss['bf16-mixed']:.4g}"
+            f"   {loss['32-true']} / {loss['bf16-mixed']}"
         )
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     result = {
