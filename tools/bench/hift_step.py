@@ -19,32 +19,17 @@ import argparse
 import copy
 import logging
 import statistics
-import time
 import warnings
 
 import lightning as L
 import torch
 from _results import write_json  # tools/bench/_results.py, this folder
+from _step_timer import StepTimer  # tools/bench/_step_timer.py
 from funaudiochat.training.demo.vocoder_stages import DEMO_HIFT, HIFT_SEGMENT_FRAMES
 from funaudiochat.training.vocoder.hift_module import HiFTModule
 
 VARIANTS = {"channels_last": True, "nchw": False}
 BATCH = 8
-
-
-class StepTimer(L.Callback):
-    """Seconds of each training batch (both optimizers' steps), the first one left out."""
-
-    def __init__(self):
-        self.seconds: list[float] = []
-        self._start = 0.0
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if batch_idx > 0:
-            self.seconds.append(time.perf_counter() - self._start)
 
 
 def synthetic_batch(frames: int) -> dict[str, torch.Tensor]:

@@ -24,35 +24,16 @@ import argparse
 import copy
 import logging
 import statistics
-import time
 import warnings
 
 import lightning as L
 import torch
 from _results import write_json  # tools/bench/_results.py, this folder
+from _step_timer import StepTimer  # tools/bench/_step_timer.py
 from _training_stages import FULL, STAGE_ORDER, build_batch, recipe_settings
 from funaudiochat.training.stages import STAGES
 
 PRECISIONS = ("32-true", "bf16-mixed")
-
-
-class StepTimer(L.Callback):
-    """Seconds of each training batch (every optimizer's step), the first one left out."""
-
-    def __init__(self):
-        self.seconds: list[float] = []
-        self.loss: float | None = None
-        self._start = 0.0
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if batch_idx > 0:
-            self.seconds.append(time.perf_counter() - self._start)
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor):
-            self.loss = float(loss)
 
 
 def train_steps(module: L.LightningModule, batch, steps: int, precision: str, extra: dict, stage: str):
