@@ -95,9 +95,9 @@ class DemoSettings:
         "bf16-mixed": weights and optimizer in float32, matrix products and convolutions in bfloat16
         autocast) of the language-model stages (``text_lm``, ``text_lm_copy``, ``pre_alignment``,
         ``core_cocktail``, ``dpo``), of the tower's (``audio_encoder``, ``tower_match``) and of the speaking
-        path's (``speech_tokenizer``, ``vocoder_hift``, ``vocoder_flow``). A step under bf16 autocast
-        against float32, two threads, this machine's AMX: text LLM 1.35x, tower 1.5x, flow 1.36x, HiFT
-        1.2x, pre-alignment 1.2x, Core-Cocktail 1.23x (``docs/training.md``). The text LLM trained in bf16
+        path's (``speech_tokenizer``, ``vocoder_hift``, ``vocoder_flow``). A step under bf16 autocast runs
+        1.2-1.5x as fast as in float32 on this machine's AMX (``tools/bench/precision.py``,
+        ``docs/training.md``); the tower trained so hears as well. The text LLM trained in bf16
         answered 71.2 % of its held-out phrasings against 78.6 % in float32 (one run each; it copied as
         well), so the language-model stages stay in float32; ``default_precision()`` is bf16 only where
         the CPU has it natively."""
