@@ -8,6 +8,7 @@ import yaml
 from funaudiochat.drsr.processing import FunAudioChatProcessor
 from funaudiochat.drsr.prompts import format_tool_call
 from funaudiochat.training.demo.build import STAGES, DemoBuild, DemoSettings, main
+from funaudiochat.training.demo.context import default_precision
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +144,7 @@ def test_text_lm_stage_trains_exports_and_scores_the_heldout_pairs(with_text_lm)
     assert AutoModelForCausalLM.from_pretrained(root / "text_lm" / "model").config.hidden_size == 64
     # trained at the language-model stages' precision, exported in float32
     config = yaml.safe_load((root / "text_lm" / "run" / "config.yaml").read_text())
-    assert config["trainer"]["precision"] == record["settings"]["llm_precision"] == "32-true"
+    assert config["trainer"]["precision"] == record["settings"]["llm_precision"] == default_precision()
     from safetensors import safe_open
 
     with safe_open(root / "text_lm" / "model" / "model.safetensors", "pt") as weights:

@@ -41,6 +41,7 @@ from funaudiochat.base.constants import TOKENIZER_SAMPLE_RATE
 from funaudiochat.tokenizer import WhisperFrontend, load_audio
 from torch.utils.data import Dataset
 
+from ..data.kept_audio import KeptAudio
 from ..datamodule import SimpleDataModule
 from .ctc_targets import UNITS, TranscriptTargets, Vocabulary
 from .mel_augment import MelAugment
@@ -156,19 +157,17 @@ class TokenizerDataset(Dataset):
         self.noise_prob = noise_prob
         self.cache_audio = cache_audio
         self.mel_augment = mel_augment
-        self._cache: dict[int, torch.Tensor] = {}
+        self._audio = KeptAudio(self._read, keep=cache_audio)
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def _read(self, index: int) -> torch.Tensor:
+        return load_audio(self.items[index].path, SAMPLE_RATE, max_seconds=self.max_seconds)
+
     def load(self, index: int) -> torch.Tensor:
-        """Item ``index`` as 16 kHz mono float32 ``[N]`` (before augmentation)."""
-        if index in self._cache:
-            return self._cache[index]
-        wave = load_audio(self.items[index].path, SAMPLE_RATE, max_seconds=self.max_seconds)
-        if self.cache_audio:
-            self._cache[index] = wave
-        return wave
+        """Item ``index`` as 16 kHz mono float32 ``[N]`` (before augmentation; kept if ``cache_audio``)."""
+        return self._audio(index)
 
     def augment(self, wave: torch.Tensor) -> torch.Tensor:
         if self.speed_factors:

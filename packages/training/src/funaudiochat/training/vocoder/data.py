@@ -39,6 +39,7 @@ from funaudiochat.vocoder.mel import MelConfig, MelSpectrogram
 from torch.utils.data import Dataset
 
 from ..config import build_config
+from ..data.kept_audio import KeptAudio
 from ..datamodule import SimpleDataModule
 from .pitch import PitchConfig, PitchTracker
 
@@ -164,21 +165,18 @@ class VocoderDataset(Dataset):
         self.max_seconds = max_seconds
         self.random_crop = random_crop
         self.cache_audio = cache_audio
-        self._cache: dict[int, torch.Tensor] = {}
+        self._audio = KeptAudio(self._read, keep=cache_audio)
         self._embeddings: dict[str, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def _read(self, index: int) -> torch.Tensor:
+        return load_audio(self.items[index].path, self.mel.config.sample_rate, max_seconds=self.max_seconds)
+
     def load(self, index: int) -> torch.Tensor:
-        """Item ``index`` as 24 kHz (the mel's rate) mono float32 ``[L]``."""
-        if index in self._cache:
-            return self._cache[index]
-        item = self.items[index]
-        wave = load_audio(item.path, self.mel.config.sample_rate, max_seconds=self.max_seconds)
-        if self.cache_audio:
-            self._cache[index] = wave
-        return wave
+        """Item ``index`` as 24 kHz (the mel's rate) mono float32 ``[L]`` (kept if ``cache_audio``)."""
+        return self._audio(index)
 
     def embedding(self, speaker: str) -> torch.Tensor:
         if speaker not in self._embeddings:
