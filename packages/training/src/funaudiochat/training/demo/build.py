@@ -8,7 +8,8 @@ A stage is skipped when its folder holds ``stage.json`` (written last, with the 
 seconds), so a killed run resumes at the first unfinished stage; ``--stage`` runs only the named stages
 (their inputs must be done), ``--force`` redoes them. Quick stages build their folder in a temporary
 folder renamed into place (``funaudiochat.base.atomic.atomic_folder``); Lightning stages resume from their
-own checkpoints. ``timings.json`` in the run folder collects every stage's seconds. ``--jobs N`` runs up to
+own checkpoints. A stage's seconds are those of all its attempts (``stage_clock``: a killed attempt loses
+at most 30 s of its record); ``timings.json`` in the run folder collects every stage's seconds. ``--jobs N`` runs up to
 N stages at once, each in its own process (log: ``logs/<stage>.log``) as soon as the stages it ``needs``
 are done (``schedule``): the vocoders train beside the LLM chain. ``--save-products DIR`` keeps what the
 finished stages trained, and ``--restore-products DIR`` gives it to another run folder, which then trains
@@ -77,7 +78,6 @@ import dataclasses
 import fcntl
 import json
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +104,7 @@ from .speech_stages import (
     run_speech,
     run_speech_tokenizer,
 )
+from .stage_clock import StageClock, clock_file, forget_attempts
 from .text_stages import run_corpus, run_text_lm, run_text_lm_copy, run_text_tokenizer
 from .vocoder_stages import run_vocoder_flow, run_vocoder_hift
 
@@ -196,13 +197,16 @@ class DemoBuild:
         self.log(f"[{name}] {self.stages[name].description}")
         if force:
             remove_products(self.folder(name), self.stages[name].products)
-        start = time.perf_counter()
+            forget_attempts(clock_file(self.root, name))
         view = copy.copy(self)  # the stage sees the settings through a recorder of what it reads
         view.settings = reads = SettingsReads(self.settings)
-        record = self.stages[name].run(view)
-        seconds = time.perf_counter() - start
-        self._mark_done(name, seconds, {**record, "settings_read": sorted(reads.names)})
-        self.log(f"[{name}] finished in {seconds:.1f} s")
+        with StageClock(clock_file(self.root, name)) as clock:
+            record = self.stages[name].run(view)
+        seconds = clock.seconds
+        record = {**record, "attempts": clock.attempts, "settings_read": sorted(reads.names)}
+        self._mark_done(name, seconds, record)
+        resumed = f" over {clock.attempts} attempts" if clock.attempts > 1 else ""
+        self.log(f"[{name}] finished in {seconds:.1f} s{resumed}")
         return seconds
 
     def _run_concurrently(self, todo: list[str], force: bool, jobs: int) -> dict[str, float]:
