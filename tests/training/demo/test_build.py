@@ -414,7 +414,7 @@ def test_finishing_stages_fine_tune_train_the_vocoder_and_package_a_pipeline(pac
     package = json.loads((root / "package" / "stage.json").read_text())
     assert 0 < package["bytes"] <= 40 * 2**20
     card = (root / "package" / "README.md").read_text()
-    assert "| `dpo` |" in card and "Fun-Audio-Chat demo model" in card
+    assert "| `dpo` |" in card and "| total |" in card and "Fun-Audio-Chat demo model" in card
     assert "spoken replies are planned (`plan_speech`" in card
     pipe = Pipeline.from_pretrained(root / "package")
     assert pipe.vocoder.speakers.names == ["assistant"] and pipe.speech_tokenizer is not None
@@ -474,11 +474,14 @@ def test_saved_products_let_a_new_run_skip_training_where_the_settings_agree(pac
     assert record["restored"]["trained_seconds"] == text_lm["seconds"]
     assert restore_products(build, saved)["text_lm"] == "done already"
     # the model card gives a restored stage the seconds it took to train, not the copy's
-    from funaudiochat.training.demo.package_stage import stage_seconds
+    from funaudiochat.training.demo.package_stage import stage_seconds, total_row
 
     trained = f"{text_lm['seconds']:.0f} (trained in an earlier run, restored)"
     assert stage_seconds(build, "text_lm", 0.2) == trained
     assert stage_seconds(build, "corpus", 0.2) == "0"
+    assert total_row(build, {"text_lm": 0.2, "corpus": 0.2}) == (
+        f"| total | {text_lm['seconds'] + 0.2:.0f} ({(text_lm['seconds'] + 0.2) / 3600:.2f} h) |\n"
+    )
     # forced, a restored stage trains after all
     build.run(["text_lm"], force=True)
     assert (root / "text_lm" / "run").exists()

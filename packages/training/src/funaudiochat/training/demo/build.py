@@ -9,11 +9,12 @@ seconds), so a killed run resumes at the first unfinished stage; ``--stage`` run
 (their inputs must be done), ``--force`` redoes them. Quick stages build their folder in a temporary
 folder renamed into place (``funaudiochat.base.atomic.atomic_folder``); Lightning stages resume from their
 own checkpoints. A stage's seconds are those of all its attempts (``stage_clock``: a killed attempt loses
-at most 30 s of its record); ``timings.json`` in the run folder collects every stage's seconds. ``--jobs N`` runs up to
-N stages at once, each in its own process (log: ``logs/<stage>.log``) as soon as the stages it ``needs``
-are done (``schedule``): the vocoders train beside the LLM chain. ``--save-products DIR`` keeps what the
-finished stages trained, and ``--restore-products DIR`` gives it to another run folder, which then trains
-only what it lacks (``products``): how a build continues in a later session on a fresh machine.
+at most 30 s of its record); ``timings.json`` in the run folder collects every stage's seconds.
+``--jobs N`` runs up to N stages at once, each in its own process (log: ``logs/<stage>.log``) as soon as
+the stages it ``needs`` are done (``schedule``): the vocoders train beside the LLM chain.
+``--save-products DIR`` keeps what the finished stages trained, and ``--restore-products DIR`` gives it to
+another run folder, which then trains only what it lacks (``products``): how a build continues in a later
+session on a fresh machine.
 
 The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``model_stages``,
 ``finetune_stages``, ``vocoder_stages`` and ``package_stage``, what they share in ``context``:

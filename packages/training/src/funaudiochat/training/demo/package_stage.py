@@ -117,13 +117,33 @@ def parameter_counts(parts) -> dict[str, int]:
     return counts
 
 
-def stage_seconds(build: StageContext, name: str, seconds: float) -> str:
-    """A stage's row in the card: its seconds in this run, or, for a stage whose products were restored
-    from another run (``stage.json``'s ``restored``), the seconds they took to train there."""
+def _stage_record(build: StageContext, name: str) -> dict:
     record_path = build.folder(name) / "stage.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    trained = (record.get("restored") or {}).get("trained_seconds")
-    return f"{seconds:.0f}" if trained is None else f"{trained:.0f} (trained in an earlier run, restored)"
+    return json.loads(record_path.read_text()) if record_path.is_file() else {}
+
+
+def trained_seconds(build: StageContext, name: str, seconds: float) -> float:
+    """The seconds stage ``name`` took to train: ``seconds`` (this run's), or, for a stage whose products
+    were restored from another run (``stage.json``'s ``restored``), the seconds it took there."""
+    trained = (_stage_record(build, name).get("restored") or {}).get("trained_seconds")
+    return seconds if trained is None else float(trained)
+
+
+def stage_seconds(build: StageContext, name: str, seconds: float) -> str:
+    """A stage's row in the card: ``trained_seconds``, saying whether it was restored and how many
+    attempts it took when more than one (``stage_clock``)."""
+    record = _stage_record(build, name)
+    text = f"{trained_seconds(build, name, seconds):.0f}"
+    if record.get("restored"):
+        return f"{text} (trained in an earlier run, restored)"
+    attempts = record.get("attempts", 1)
+    return f"{text} ({attempts} attempts)" if attempts > 1 else text
+
+
+def total_row(build: StageContext, timings: dict[str, float]) -> str:
+    """The card's last row: every stage's ``trained_seconds`` added up, also in hours."""
+    total = sum(trained_seconds(build, name, seconds) for name, seconds in timings.items())
+    return f"| total | {total:.0f} ({total / 3600:.2f} h) |\n"
 
 
 PLANNED_SPEECH = """ Its spoken replies are planned (`plan_speech` in
@@ -143,7 +163,7 @@ def model_card(build: StageContext, parts) -> str:
     counts = parameter_counts(parts)
     rows = "".join(
         f"| `{name}` | {stage_seconds(build, name, seconds)} |\n" for name, seconds in timings.items()
-    )
+    ) + total_row(build, timings)
     sizes = "".join(f"| {name} | {n / 1e6:.2f} M |\n" for name, n in counts.items())
     settings = {f.name: getattr(build.settings, f.name) for f in dataclasses.fields(DemoSettings)}
     planned = PLANNED_SPEECH if settings["plan_speech"] else ""
