@@ -1,7 +1,14 @@
 """The demo evaluation's scoring: word error rate over lower-case words, accuracy per task and split."""
 
 import pytest
-from funaudiochat.chat.demo_eval import HeldOutItem, _score, word_error_rate
+from funaudiochat.chat.demo_eval import (
+    HeldOutItem,
+    _score,
+    clustered_standard_error,
+    spread_by_phrasing,
+    table,
+    word_error_rate,
+)
 
 
 def test_word_error_rate_counts_edits_over_reference_words():
@@ -23,6 +30,52 @@ def test_scores_are_split_by_task_and_split():
     assert score["accuracy"] == 2 / 3 and score["n"] == 3
     assert score["per_task"] == {"arithmetic": 0.5, "fact": 1.0}
     assert score["per_split"] == {"heldout_content": 0.0, "heldout_phrasing": 1.0}
+
+
+def _phrased(task, phrasing, index):
+    return HeldOutItem(
+        f"{task}.{phrasing}.{index}", task, "heldout_phrasing", "q.wav", "q", "a", ("a",), phrasing=phrasing
+    )
+
+
+def test_a_limit_takes_each_task_evenly_from_its_phrasings():
+    # the manifest's order: all of one phrasing first, as ids sort
+    items = [_phrased("arithmetic", "add", i) for i in range(10)]
+    items += [_phrased("arithmetic", "mul", i) for i in range(10)]
+    items += [_phrased("arithmetic", "sub", i) for i in range(2)]
+    items += [_phrased("fact", "colour", i) for i in range(3)]
+    chosen = spread_by_phrasing(items, limit=7)
+    counts = {}
+    for item in chosen:
+        counts[(item.task, item.phrasing)] = counts.get((item.task, item.phrasing), 0) + 1
+    assert counts == {
+        ("arithmetic", "add"): 3,
+        ("arithmetic", "mul"): 2,
+        ("arithmetic", "sub"): 2,
+        ("fact", "colour"): 3,
+    }
+    assert chosen == [item for item in items if item in chosen], "the manifest's order is kept"
+    assert spread_by_phrasing(items, limit=7) == chosen, "seeded"
+    assert spread_by_phrasing(items, limit=7, seed=1) != chosen
+    assert len(spread_by_phrasing(items, limit=100)) == len(items)
+
+
+def test_standard_error_is_clustered_by_phrasing():
+    # two phrasings, one always right and one always wrong: the pairs agree within a phrasing
+    clusters = [[True] * 10, [False] * 10]
+    # mean 0.5; each cluster's summed residual is +-5; sqrt(2 / 1 * 50) / 20 = 0.5
+    assert clustered_standard_error(clusters) == pytest.approx(0.5)
+    # the same 20 answers mixed within phrasings spread far less
+    assert clustered_standard_error([[True, False] * 5, [True, False] * 5]) == pytest.approx(0.0)
+    assert clustered_standard_error([[True, False]]) != clustered_standard_error([[True, False]])  # NaN
+    items = [_phrased("fact", "colour", 0), _phrased("fact", "colour", 1), _phrased("fact", "sound", 0)]
+    score = _score(items, [True, True, False])
+    assert score["phrasings"] == 2 and score["per_phrasing"] == {"fact:colour": 1.0, "fact:sound": 0.0}
+    assert score["se_by_phrasing"] == pytest.approx(clustered_standard_error([[True, True], [False]]))
+    row = next(
+        line for line in table({"s2t": score, "asr_wer": 0.5, "asr_n": 2}).splitlines() if "S2T" in line
+    )
+    assert f"66.7 ± {100 * score['se_by_phrasing']:.1f} % (n=3, 2 phrasings)" in row
 
 
 class _HeardLength:

@@ -23,8 +23,9 @@ Every held-out pair of the run (``speech/heldout``: the held-out phrasings and c
   stage): the knowledge kept;
 - **timing**: a few S2S replies streamed one at a time: time to first audio and the real-time factor.
 
-Accuracies are reported overall and per task and split. ``limit`` takes the first pairs of each task
-(seeded order: the manifest's, sorted by id), for quick runs.
+Accuracies are reported overall and per task, split and phrasing, with a standard error clustered by
+phrasing (the table's ``±``). ``limit`` takes that many pairs of each task, in turn from each of its
+phrasings (``spread_by_phrasing``), for quick runs.
 """
 
 from __future__ import annotations
@@ -60,22 +61,21 @@ class HeldOutItem:
     tool_call: dict | None = field(default=None, hash=False)
     answer_codes: tuple[int, ...] = field(default=(), hash=False)
     answer_audio: str = ""
+    phrasing: str = ""
 
 
 def heldout_items(run: Path, limit: int | None = None, group: str = "heldout") -> list[HeldOutItem]:
-    """The spoken held-out pairs of a demo run folder (``limit``: at most this many per task); ``group``
-    another speech group instead (``"train_a"``: the training pairs in training voices)."""
+    """The spoken held-out pairs of a demo run folder (``limit``: at most this many per task, taken evenly
+    from its phrasings: ``spread_by_phrasing``); ``group`` another speech group instead (``"train_a"``:
+    the training pairs in training voices)."""
     from funaudiochat.training.data import read_manifest
 
     records = {r["id"]: r for r in corpus_pairs(run / "corpus", SPLITS, TASKS)}
-    items, per_task = [], {}
     # the speech_tokenizer stage's copy: its answer codes are the trained tokenizer's (the speech stage's
     # own manifest predates that tokenizer)
+    items = []
     for entry in read_manifest(run / "speech_tokenizer" / "data" / group / "manifest.jsonl"):
         record = records[entry.id]
-        if limit is not None and per_task.get(record["task"], 0) >= limit:
-            continue
-        per_task[record["task"]] = per_task.get(record["task"], 0) + 1
         items.append(
             HeldOutItem(
                 entry.id,
@@ -88,9 +88,35 @@ def heldout_items(run: Path, limit: int | None = None, group: str = "heldout") -
                 record["tool_call"],
                 tuple(int(c) for c in entry.answer_codes) if entry.answer_codes is not None else (),
                 str(entry.answer_audio),
+                record["phrasing"],
             )
         )
-    return items
+    return items if limit is None else spread_by_phrasing(items, limit)
+
+
+def spread_by_phrasing(items: Sequence[HeldOutItem], limit: int, seed: int = 0) -> list[HeldOutItem]:
+    """At most ``limit`` items per task, taken in turn from each of its phrasings (each phrasing's items
+    in a seeded shuffle), in ``items``' order. Held-out accuracy is won or lost per phrasing (a small LLM
+    either reads a new phrasing or not), so the first pairs of the manifest, all of one or two phrasings,
+    would measure only those."""
+    import random
+
+    by_task: dict[str, dict[str, list[int]]] = {}
+    for index, item in enumerate(items):
+        by_task.setdefault(item.task, {}).setdefault(item.phrasing, []).append(index)
+    chosen: set[int] = set()
+    for task, phrasings in by_task.items():
+        queues = []
+        for phrasing, indices in sorted(phrasings.items()):
+            random.Random(f"{seed}:{task}:{phrasing}").shuffle(indices)
+            queues.append(indices)
+        taken = 0
+        while taken < limit and any(queues):
+            for queue in queues:
+                if queue and taken < limit:
+                    chosen.add(queue.pop(0))
+                    taken += 1
+    return [item for index, item in enumerate(items) if index in chosen]
 
 
 def word_error_rate(hypotheses: Sequence[str], references: Sequence[str]) -> float:
@@ -102,21 +128,39 @@ def word_error_rate(hypotheses: Sequence[str], references: Sequence[str]) -> flo
 
 
 def _score(items: Sequence[HeldOutItem], right: Sequence[bool]) -> dict[str, Any]:
-    """Accuracy overall, per task and per split."""
+    """Accuracy overall, per task, per split and per phrasing, with its standard error over phrasings
+    (``se_by_phrasing``, clustered: pairs of one phrasing are right or wrong together, so the pairs are
+    not independent samples and ``n`` alone overstates the precision)."""
 
     def share(selected: list[bool]) -> float:
         return sum(selected) / len(selected) if selected else float("nan")
 
-    per_task, per_split = {}, {}
+    per_task, per_split, per_phrasing = {}, {}, {}
     for item, ok in zip(items, right, strict=True):
         per_task.setdefault(item.task, []).append(ok)
         per_split.setdefault(item.split, []).append(ok)
+        per_phrasing.setdefault(f"{item.task}:{item.phrasing}", []).append(ok)
     return {
         "accuracy": share(list(right)),
         "n": len(right),
+        "phrasings": len(per_phrasing),
+        "se_by_phrasing": clustered_standard_error(list(per_phrasing.values())),
         "per_task": {k: share(v) for k, v in sorted(per_task.items())},
         "per_split": {k: share(v) for k, v in sorted(per_split.items())},
+        "per_phrasing": {k: share(v) for k, v in sorted(per_phrasing.items())},
     }
+
+
+def clustered_standard_error(clusters: Sequence[Sequence[bool]]) -> float:
+    """Standard error of the share of right answers over all pairs, the pairs grouped in ``clusters``
+    (the cluster-robust sandwich estimator with the G / (G - 1) correction; NaN under two clusters)."""
+    n = sum(len(c) for c in clusters)
+    if len(clusters) < 2 or n == 0:
+        return float("nan")
+    mean = sum(sum(c) for c in clusters) / n
+    spread = sum((sum(c) - mean * len(c)) ** 2 for c in clusters)
+    g = len(clusters)
+    return (g / (g - 1) * spread) ** 0.5 / n
 
 
 def key_score(items: Sequence[HeldOutItem], texts: Sequence[str]) -> dict[str, Any]:
@@ -285,7 +329,14 @@ def table(results: dict[str, Any]) -> str:
     """The headline figures as a Markdown table (the model card's and the issue's)."""
 
     def pct(name: str) -> str:
-        return f"{100 * results[name]['accuracy']:.1f} % (n={results[name]['n']})" if name in results else "-"
+        if name not in results:
+            return "-"
+        score = results[name]
+        se = score.get("se_by_phrasing")
+        if se is None or se != se:  # older results, or one phrasing: no spread over phrasings
+            return f"{100 * score['accuracy']:.1f} % (n={score['n']})"
+        spread = f"n={score['n']}, {score['phrasings']} phrasings"
+        return f"{100 * score['accuracy']:.1f} ± {100 * se:.1f} % ({spread})"
 
     timing = results.get("timing", {})
     rows = [
