@@ -59,9 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name or not folder:
             parser.error(f"--model wants NAME=FOLDER, got {given!r}")
         models[name] = Path(folder)
-    import torch
     from funaudiochat.chat.demo_eval import key_score
-    from funaudiochat.training.llm.text_lm import generate_answer
+    from funaudiochat.training.demo.text_stages import greedy_replies
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     items = phrasing_items(args.run / "corpus")
@@ -69,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, folder in models.items():
         model = AutoModelForCausalLM.from_pretrained(folder).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        with torch.no_grad():
-            replies = [generate_answer(model, tokenizer, i.question, max_new_tokens=48) for i in items]
+        replies = greedy_replies(model, tokenizer, [i.question for i in items])
         scores[name] = {"model": str(folder), **key_score(items, replies)}
     print(table(scores))
     if args.out is not None:

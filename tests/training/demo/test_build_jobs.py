@@ -145,6 +145,24 @@ def test_one_job_runs_the_stages_in_this_process_one_after_the_other(recipe):
     assert record(build, "left")["pid"] == os.getpid() and not (build.root / "logs").exists()
 
 
+def test_the_command_line_with_one_job_runs_each_stage_in_a_process_of_its_own(recipe, capfd):
+    """``--jobs 1`` (the default): one after the other, but each stage in a new process with every core, its
+    output on the console; a long process that had run the tower's stages slowed the later ones 2-3x."""
+    recipe.SLEEP = 0.2
+    root = Path(recipe.__file__).parent / "run"
+    argv = ["--out", str(root), "--stage", "left", "--stage", "right"]
+    assert main(argv, stages=recipe.STAGES, stage_command=(sys.executable, recipe.__file__)) == 0
+    build = fake_build(recipe)
+    assert interval(build, "left")[1] <= interval(build, "right")[0], "one after the other"
+    pids = {record(build, name)["pid"] for name in ("left", "right")}
+    assert len(pids) == 2 and os.getpid() not in pids, "each in a process of its own"
+    assert {record(build, name)["omp_threads"] for name in ("left", "right")} == {str(os.cpu_count())}
+    output = capfd.readouterr().out
+    assert "[left] started" in output and "its output below" in output
+    assert "[right] finished in" in output, "the child's own lines reach the console"
+    assert not (root / "logs").exists()
+
+
 def test_a_failed_stage_starts_nothing_new_and_is_named_with_its_log(recipe):
     lines = []
     build = fake_build(recipe, lines=lines)

@@ -255,12 +255,12 @@ def evaluate(
     )
     results["text_final"] = key_score(phrasings, [r.text for r in texts])
     if base_lm is not None:
-        from funaudiochat.training.llm.text_lm import generate_answer
+        from funaudiochat.training.demo.text_stages import greedy_replies
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model = AutoModelForCausalLM.from_pretrained(base_lm).eval()
         tokenizer = AutoTokenizer.from_pretrained(base_lm)
-        answers = [generate_answer(model, tokenizer, i.question, max_new_tokens=48) for i in phrasings]
+        answers = greedy_replies(model, tokenizer, [i.question for i in phrasings])
         results["text_base"] = key_score(phrasings, answers)
     results["timing"] = streamed_timing(pipe, qa[:timing_items], sampling)
     return results

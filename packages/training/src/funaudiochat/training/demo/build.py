@@ -11,7 +11,9 @@ folder renamed into place (``funaudiochat.base.atomic.atomic_folder``); Lightnin
 own checkpoints. A stage's seconds are those of all its attempts (``stage_clock``: a killed attempt loses
 at most 30 s of its record); ``timings.json`` in the run folder collects every stage's seconds.
 ``--jobs N`` runs up to N stages at once, each in its own process (log: ``logs/<stage>.log``) as soon as
-the stages it ``needs`` are done (``schedule``): the vocoders train beside the LLM chain.
+the stages it ``needs`` are done (``schedule``): the vocoders train beside the LLM chain. ``--jobs 1`` (the
+default) runs them one after the other, each in its own process too (output to the console): one process
+that had run the tower's stages ran the later stages 2-3x slower (``docs/demo_model.md``).
 ``--save-products DIR`` keeps what the finished stages trained, and ``--restore-products DIR`` gives it to
 another run folder, which then trains only what it lacks (``products``): how a build continues in a later
 session on a fresh machine.
@@ -113,7 +115,7 @@ __all__ = ["ASSISTANT_VOICE", "EVAL_VOICES", "STAGES", "TRAIN_VOICES", "DemoBuil
 
 TIMINGS_FILE = "timings.json"
 LOG_FOLDER = "logs"
-# runs ``main`` in a new process: how ``DemoBuild.run(jobs > 1)`` runs each stage
+# runs ``main`` in a new process: how ``DemoBuild.run(jobs > 1 or processes=True)`` runs each stage
 STAGE_COMMAND = (sys.executable, "-m", "funaudiochat.training.demo.build")
 
 
@@ -149,12 +151,16 @@ class DemoBuild:
             )
         return self.folder(stage)
 
-    def run(self, names: Sequence[str] | None = None, force: bool = False, jobs: int = 1) -> dict[str, float]:
+    def run(
+        self, names: Sequence[str] | None = None, force: bool = False, jobs: int = 1, processes: bool = False
+    ) -> dict[str, float]:
         """Run ``names`` (default: every stage) and return the seconds of each stage run now.
 
-        ``jobs`` = 1: one after the other in recipe order, in this process. ``jobs`` > 1: up to ``jobs`` at
-        once, each in its own process, a stage as soon as its ``needs`` are done (``schedule``); stages
-        whose products were restored and whose needs are done run in this process first.
+        ``jobs`` = 1: one after the other in recipe order, in this process (with ``processes``, each in its
+        own process, its output to this one's, unless only one stage is to run). ``jobs`` > 1: up to
+        ``jobs`` at once, each in its own process, a stage as soon as its ``needs`` are done
+        (``schedule``). In a new process, stages whose products were restored and whose needs are done run
+        in this process first.
 
         Raises:
             ValueError: ``jobs`` < 1, an unknown stage; with ``jobs`` > 1 also (before anything starts) a
@@ -175,14 +181,14 @@ class DemoBuild:
                 continue
             todo.append(name)
         took: dict[str, float] = {}
-        if jobs > 1:
+        if jobs > 1 or (processes and len(todo) > 1):
             # stages whose products were restored only check them (seconds): run here first, so that none
             # shares the cores with a long stage starting beside it and keeps it to part of them
             for name in list(todo):  # recipe order: a restored stage's restored needs run before it
                 if self._restored_and_ready(name, todo, force):
                     took[name] = self._run_here(name, force)
                     todo.remove(name)
-            return {**took, **self._run_concurrently(todo, force, jobs)}
+            return {**took, **self._run_concurrently(todo, force, jobs, logs=jobs > 1)}
         for name in todo:
             took[name] = self._run_here(name, force)
         return took
@@ -210,8 +216,9 @@ class DemoBuild:
         self.log(f"[{name}] finished in {seconds:.1f} s{resumed}")
         return seconds
 
-    def _run_concurrently(self, todo: list[str], force: bool, jobs: int) -> dict[str, float]:
-        """``todo`` (in recipe order) run by ``schedule.run_concurrently``, each as ``stage_command``."""
+    def _run_concurrently(self, todo: list[str], force: bool, jobs: int, logs: bool) -> dict[str, float]:
+        """``todo`` (in recipe order) run by ``schedule.run_concurrently``, each as ``stage_command``; their
+        output to ``logs/<stage>.log`` (``logs``) or to this process's."""
         for name in todo:
             for need in self.stages[name].needs:
                 if need not in todo:
@@ -225,7 +232,8 @@ class DemoBuild:
             for name in todo
         }
         needs = {name: [need for need in self.stages[name].needs if need in todo] for name in todo}
-        return run_concurrently(commands, needs, jobs, self.root / LOG_FOLDER, self.log)
+        log_dir = self.root / LOG_FOLDER if logs else None
+        return run_concurrently(commands, needs, jobs, log_dir, self.log)
 
     def _mark_done(self, name: str, seconds: float, record: dict[str, Any]) -> None:
         """Write the stage's ``stage.json`` and add its seconds to ``timings.json`` (locked: stages may run
@@ -418,8 +426,8 @@ def main(
         type=at_least_one,
         default=1,
         metavar="N",
-        help="run up to N stages at once, each in its own process once its inputs are done (default 1: "
-        "one after the other); the logs go to OUT/logs/<stage>.log",
+        help="run up to N stages at once, each in its own process once its inputs are done, their logs in "
+        "OUT/logs/<stage>.log (default 1: one after the other, each in its own process, output here)",
     )
     parser.add_argument("--seed", type=int, default=DemoSettings.seed)
     parser.add_argument(
@@ -457,7 +465,7 @@ def main(
         if args.restore_products is not None:
             for name, outcome in restore_products(build, args.restore_products).items():
                 build.log(f"[{name}] {outcome}")
-        build.run(args.stage, force=args.force, jobs=args.jobs)
+        build.run(args.stage, force=args.force, jobs=args.jobs, processes=True)
     except ValueError as error:
         parser.exit(2, f"train_demo: {error}\n")
     except StagesFailed as error:

@@ -122,10 +122,12 @@ def _stage_record(build: StageContext, name: str) -> dict:
     return json.loads(record_path.read_text()) if record_path.is_file() else {}
 
 
-def trained_seconds(build: StageContext, name: str, seconds: float) -> float:
+def trained_seconds(build: StageContext, name: str, seconds: float, record: dict | None = None) -> float:
     """The seconds stage ``name`` took to train: ``seconds`` (this run's), or, for a stage whose products
-    were restored from another run (``stage.json``'s ``restored``), the seconds it took there."""
-    trained = (_stage_record(build, name).get("restored") or {}).get("trained_seconds")
+    were restored from another run (``stage.json``'s ``restored``), the seconds it took there. ``record``:
+    the stage's ``stage.json`` when read already."""
+    record = _stage_record(build, name) if record is None else record
+    trained = (record.get("restored") or {}).get("trained_seconds")
     return seconds if trained is None else float(trained)
 
 
@@ -133,7 +135,7 @@ def stage_seconds(build: StageContext, name: str, seconds: float) -> str:
     """A stage's row in the card: ``trained_seconds``, saying whether it was restored and how many
     attempts it took when more than one (``stage_clock``)."""
     record = _stage_record(build, name)
-    text = f"{trained_seconds(build, name, seconds):.0f}"
+    text = f"{trained_seconds(build, name, seconds, record):.0f}"
     if record.get("restored"):
         return f"{text} (trained in an earlier run, restored)"
     attempts = record.get("attempts", 1)

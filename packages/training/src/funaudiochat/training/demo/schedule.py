@@ -5,8 +5,9 @@ recipe's stages: a command starts once every command it needs has exited with 0,
 once, and ready ones start in the order of ``commands``. Each process gets ``cpu_count // jobs`` OpenMP and
 MKL threads (so concurrent torch processes do not fight over the cores), or every core when it starts with
 nothing else running and every command still to run needs it (the recipe's tail: nothing can start beside
-it, so a core would idle), and writes its stdout and stderr to ``log_dir/<name>.log``. A failure starts
-nothing new: the running ones finish, then ``StagesFailed``. Ctrl-C or a SIGTERM to the scheduling process
+it, so a core would idle), and writes its stdout and stderr to ``log_dir/<name>.log`` (``log_dir=None``:
+to this process's own, as ``--jobs 1`` does). A failure starts nothing new: the running ones finish, then
+``StagesFailed``. Ctrl-C or a SIGTERM to the scheduling process
 terminates the running commands before it exits, so none is left training in the run folder beside a
 build started again."""
 
@@ -46,14 +47,15 @@ def run_concurrently(
     commands: Mapping[str, Sequence[str]],
     needs: Mapping[str, Collection[str]],
     jobs: int,
-    log_dir: Path,
+    log_dir: Path | None,
     log: Callable[[str], None] = print,
 ) -> dict[str, float]:
     """Run every command of ``commands`` (name -> argv) and return each one's seconds, in ``commands`` order.
 
     ``needs[name]`` names the commands that must have exited with 0 before ``name`` starts; each must come
-    before ``name`` in ``commands``. On Ctrl-C, SIGTERM (when called from the main thread) or any error here
-    the running processes are terminated.
+    before ``name`` in ``commands``. ``log_dir``: where each command's output goes (``<name>.log``), or
+    ``None`` for this process's stdout and stderr. On Ctrl-C, SIGTERM (when called from the main thread) or
+    any error here the running processes are terminated.
 
     Raises:
         ValueError: ``jobs`` < 1, or a need that is not an earlier command.
@@ -65,8 +67,9 @@ def run_concurrently(
         later = [need for need in needs.get(name, ()) if need not in order[: order.index(name)]]
         if later:
             raise ValueError(f"{name!r} needs {later}, which are not commands before it in {order}")
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_paths = {name: log_dir / f"{name}.log" for name in order}
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    log_paths = {name: log_dir / f"{name}.log" if log_dir is not None else None for name in order}
     needed_by = dependents(needs, order)
     pending, finished, failed = list(order), set(), []
     running: dict[str, tuple[subprocess.Popen, float]] = {}
@@ -81,10 +84,9 @@ def run_concurrently(
                 alone = not running and set(pending) <= needed_by[name]  # nothing can start beside it
                 threads = str(os.cpu_count() or 1) if alone else str(threads_per_job(jobs))
                 env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-                with open(log_paths[name], "w") as out:  # the child keeps its own copy of the file
-                    process = subprocess.Popen(commands[name], stdout=out, stderr=subprocess.STDOUT, env=env)
-                running[name] = (process, time.perf_counter())
-                log(f"[{name}] started, {threads} thread(s) (log: {log_paths[name]})")
+                running[name] = (_start(commands[name], env, log_paths[name]), time.perf_counter())
+                output = f"log: {log_paths[name]}" if log_paths[name] is not None else "its output below"
+                log(f"[{name}] started, {threads} thread(s) ({output})")
             if not running:
                 break  # a failure left the pending ones unstarted
             time.sleep(POLL_SECONDS)
@@ -98,15 +100,23 @@ def run_concurrently(
                     log(f"[{name}] finished in {took[name]:.1f} s")
                 else:
                     failed.append(name)
-                    log(f"[{name}] FAILED (exit code {process.returncode}, see {log_paths[name]})")
+                    log(f"[{name}] FAILED (exit code {process.returncode}, see {log_paths[name] or 'above'})")
     finally:
         _stop([process for process, _ in running.values()])
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)
     if failed:
-        logs = ", ".join(f"{name!r} (log: {log_paths[name]})" for name in failed)
+        logs = ", ".join(f"{name!r} (log: {log_paths[name] or 'its output above'})" for name in failed)
         raise StagesFailed(f"stage(s) failed: {logs}; not started: {pending or 'none'}")
     return {name: took[name] for name in order}
+
+
+def _start(argv: Sequence[str], env: dict[str, str], log_path: Path | None) -> subprocess.Popen:
+    """``argv`` started with ``env``, its stdout and stderr to ``log_path`` (else this process's)."""
+    if log_path is None:
+        return subprocess.Popen(argv, env=env)
+    with open(log_path, "w") as out:  # the child keeps its own copy of the file
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 def _interrupt(signum, frame) -> None:

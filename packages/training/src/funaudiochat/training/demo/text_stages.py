@@ -21,18 +21,24 @@ def corpus_pairs(corpus_folder: Path, splits: Sequence[str], tasks: Sequence[str
     return [r for r in records if r["split"] in splits and r["task"] in tasks]
 
 
-def text_accuracy(model, tokenizer, pairs: Sequence[dict]) -> dict[str, Any]:
-    """Greedy text answers of a causal LM to ``pairs`` scored by their keys: overall and per task."""
+def greedy_replies(model, tokenizer, questions: Sequence[str]) -> list[str]:
+    """A causal LM's greedy reply (at most 48 tokens) to each of ``questions``, as the stages score it."""
     import torch
 
     from ..llm.text_lm import generate_answer
+
+    with torch.no_grad():
+        return [generate_answer(model, tokenizer, question, max_new_tokens=48) for question in questions]
+
+
+def text_accuracy(model, tokenizer, pairs: Sequence[dict]) -> dict[str, Any]:
+    """``greedy_replies`` to ``pairs`` scored by their keys: overall and per task."""
     from .corpus import contains_key
 
     right: dict[str, list[bool]] = {}
-    with torch.no_grad():
-        for pair in pairs:
-            answer = generate_answer(model, tokenizer, pair["question"], max_new_tokens=48)
-            right.setdefault(pair["task"], []).append(contains_key(answer, pair["key"]))
+    replies = greedy_replies(model, tokenizer, [pair["question"] for pair in pairs])
+    for pair, reply in zip(pairs, replies, strict=True):
+        right.setdefault(pair["task"], []).append(contains_key(reply, pair["key"]))
     every = [ok for oks in right.values() for ok in oks]
     return {
         "accuracy": sum(every) / max(1, len(every)),
@@ -235,15 +241,9 @@ def run_text_lm_copy(build: StageContext) -> dict[str, Any]:
 def copy_accuracy(model, tokenizer, pairs: Sequence[dict]) -> dict[str, Any]:
     """How often a causal LM copies a held-out sentence under the ASR instruction word for word (greedy;
     ``pairs``: corpus records of the "asr" task, whose ``answer`` is the sentence)."""
-    import torch
     from funaudiochat.drsr.prompts import ASR_INSTRUCTION
 
-    from ..llm.text_lm import generate_answer
-
-    right = []
-    with torch.no_grad():
-        for pair in pairs:
-            sentence = pair["answer"].strip()
-            got = generate_answer(model, tokenizer, f"{sentence} {ASR_INSTRUCTION}", max_new_tokens=48)
-            right.append(got.strip() == sentence)
+    sentences = [pair["answer"].strip() for pair in pairs]
+    copies = greedy_replies(model, tokenizer, [f"{sentence} {ASR_INSTRUCTION}" for sentence in sentences])
+    right = [copy.strip() == sentence for copy, sentence in zip(copies, sentences, strict=True)]
     return {"accuracy": sum(right) / max(1, len(right)), "sentences": len(right)}
