@@ -318,3 +318,36 @@ def test_copy_pairs_are_spliced_training_sentences_copied_under_the_asr_instruct
     assert all(w.strip(".,?!").lower() in train_words for r in copies for w in r["answer"].split())
     assert copied == text_lm_pairs(0, 2, TOOLS, skills=True, copies=50)  # seeded
     assert text_lm_pairs(0, 2, TOOLS, skills=False, copies=50) == text_lm_pairs(0, 2, TOOLS)
+
+
+def test_tool_repeats_teach_every_tool_content_in_every_training_phrasing():
+    from collections import Counter
+
+    from funaudiochat.drsr.prompts import format_tool_call, function_calling_prompt
+    from funaudiochat.training.demo.corpus import build_corpus
+    from funaudiochat.training.demo.corpus import held_out as held_out_of
+    from funaudiochat.training.demo.text_stages import text_lm_pairs
+    from funaudiochat.training.demo.tool_calls import TOOLS, tool_families
+
+    skilled = text_lm_pairs(0, 2, TOOLS, skills=True)
+    repeated = text_lm_pairs(0, 2, TOOLS, skills=True, tool_repeats=3)
+    assert repeated[: len(skilled)] == skilled
+    extra = repeated[len(skilled) :]
+    assert {r["task"] for r in extra} == {"tool"}
+    assert all(r["system"] == function_calling_prompt(TOOLS) for r in extra)
+    held_out = {(p.content, p.question) for p in build_corpus(0) if p.split == "heldout_phrasing"}
+    trained = Counter((r["content"], r["question"]) for r in extra)
+    assert not held_out & set(trained), "never a held-out phrasing"
+    assert set(trained.values()) == {3}, "each pair that many times"
+    contents = {c.id for family in tool_families() for c in family.contents}
+    assert {content for content, _ in trained} == contents, "held-out contents too, as every fact"
+    # each content in every phrasing its family keeps for training (far more than the knowledge pairs' 2)
+    for family in tool_families():
+        kept = len(family.templates) - len(held_out_of(family, 0)[0])
+        phrasings = Counter(content for content, _ in trained if content.startswith(family.name))
+        assert set(phrasings.values()) == {kept} and kept > 2
+    for record in extra:  # the answer is the content's own call (the training pairs' tool_call)
+        (family,) = [f for f in tool_families() if record["content"].startswith(f.name)]
+        (content,) = [c for c in family.contents if c.id == record["content"]]
+        assert record["answer"] == format_tool_call(content.tool_call["name"], content.tool_call["arguments"])
+    assert text_lm_pairs(0, 2, TOOLS, tool_repeats=3) == text_lm_pairs(0, 2, TOOLS), "skills only"

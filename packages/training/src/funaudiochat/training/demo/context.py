@@ -47,6 +47,11 @@ class DemoSettings:
         and 98 % of the training ones: they were learnt by heart; 43 % after 5000 steps), at that peak
         learning rate (0 steps: the text LLM as it is). The whole model from it, n = 200: S2T 50.0 %
         against 35.5 %, S2S 26.5 % against 21.5 % (``eval_2026-12-05_copy_llm_limit50.json``).
+    text_lm_copy_tools: the ``text_lm_copy`` stage also learns every tool content (held-out ones included,
+        as it knows every fact) in every training phrasing, that many times over (``text_lm_pairs``'s
+        ``tool_repeats``; 0: only its ``knowledge_per_content`` pairs). With the 129 tool pairs alone (1 %
+        of its pairs) the copy-trained LLM wrote the right call for 7 of 19 of its own training requests
+        (the format always, the city or the minutes mostly not: "Check the weather in Madrid" -> Chicago).
     audio_encoder_steps: CTC training steps of the continuous audio tower (the Whisper stand-in; 12000
         with the spliced sentences: held-out token error 27.0 % at 6000, 24.3 % at 12000).
     audio_encoder_width: the towers' ``d_model`` (``model_stages.demo_audio``; held-out 5 Hz token error
@@ -116,6 +121,7 @@ class DemoSettings:
     text_lm_copy_steps: int = 5000
     text_lm_copies: int = 12000
     text_lm_copy_lr: float = 1e-3
+    text_lm_copy_tools: int = 0
     audio_encoder_steps: int = 12000
     audio_encoder_spliced: int = 6000
     audio_encoder_width: int = 256

@@ -99,7 +99,12 @@ SKILL_TASKS = ("tool", "asr")  # what a pretrained LLM can do besides knowing: c
 
 
 def text_lm_pairs(
-    seed: int, per_content: int, tools: list[dict], skills: bool = False, copies: int = 0
+    seed: int,
+    per_content: int,
+    tools: list[dict],
+    skills: bool = False,
+    copies: int = 0,
+    tool_repeats: int = 0,
 ) -> list[dict]:
     """The text LLM's training pairs: ``knowledge_pairs`` of ``QA_TASKS`` and, with ``skills``, of
     ``SKILL_TASKS`` too, in the text form of their speech rows (``speech_stages.conversation_for``): a tool
@@ -115,7 +120,10 @@ def text_lm_pairs(
             training split's questions and answers (``spliced_speech.splice_sentences``, seeded by
             ``seed + 1``): sentences no pair has, so the LLM learns to copy any words, not a list of
             sentences (from the transcription pairs alone it copied 98 % of those sentences and 29 % of
-            held-out ones: "She wore a grey hat." came back as "School starts in Madrid.")."""
+            held-out ones: "She wore a grey hat." came back as "School starts in Madrid.").
+        tool_repeats: with ``skills``, every tool content in every training phrasing, that many times
+            over (the city or the minutes has to be copied from the request into the call, which the
+            ``per_content`` pairs, 1 % of them, did not teach)."""
     from funaudiochat.drsr.prompts import ASR_INSTRUCTION, format_tool_call, function_calling_prompt
 
     from .corpus import build_corpus
@@ -127,6 +135,12 @@ def text_lm_pairs(
         for sentence in splice_sentences(texts, copies, seed + 1):
             question = f"{sentence} {ASR_INSTRUCTION}"
             records.append({"question": question, "answer": sentence, "content": "copy", "task": "copy"})
+    if skills and tool_repeats > 0:
+        from .tool_calls import tool_families
+
+        phrasings = max(len(family.templates) for family in tool_families())
+        every_phrasing = knowledge_pairs(seed, ("tool",), per_content=phrasings)
+        records += [json.loads(json.dumps(r)) for _ in range(tool_repeats) for r in every_phrasing]
     calling = function_calling_prompt(tools)
     for record in records:
         if record["task"] == "tool":
@@ -210,7 +224,14 @@ def run_text_lm_copy(build: StageContext) -> dict[str, Any]:
     if not settings.text_lm_skills:
         raise ValueError("text_lm_copy_steps > 0 continues the skills of text_lm_skills=true; set both")
     tools = json.loads((corpus / "tools.json").read_text(encoding="utf-8"))
-    train = text_lm_pairs(settings.seed, settings.knowledge_per_content, tools, True, settings.text_lm_copies)
+    train = text_lm_pairs(
+        settings.seed,
+        settings.knowledge_per_content,
+        tools,
+        True,
+        settings.text_lm_copies,
+        settings.text_lm_copy_tools,
+    )
     atomic_write_text(out / "pairs.jsonl", "".join(json.dumps(r) + "\n" for r in train))
     overrides = [
         f"data.train={out / 'pairs.jsonl'}",
