@@ -182,7 +182,9 @@ def test_text_lm_copy_stage_continues_the_llm_with_copy_pairs_its_embeddings_fro
 
     for stage in ("corpus", "text_tokenizer", "text_lm"):
         shutil.copytree(with_text_lm / stage, tmp_path / stage)
-    settings = DemoSettings(**{**TINY, "text_lm_copy_steps": 3})
+    from funaudiochat.training.demo.text_stages import text_lm_pairs
+
+    settings = DemoSettings(**{**TINY, "text_lm_copy_steps": 3, "text_lm_copy_tools": 2})
     DemoBuild(tmp_path, settings, log=lambda _: None).run(["text_lm_copy"])
     learned = [
         json.loads(line) for line in (tmp_path / "text_lm_copy" / "pairs.jsonl").read_text().splitlines()
@@ -190,7 +192,11 @@ def test_text_lm_copy_stage_continues_the_llm_with_copy_pairs_its_embeddings_fro
     copies = [r for r in learned if r["task"] == "copy"]
     assert len(copies) == 20 and all(r["question"] == f"{r['answer']} {ASR_INSTRUCTION}" for r in copies)
     assert len(learned) > 1000  # the text LLM's own pairs too, so it keeps what it knows
+    tools = json.loads((tmp_path / "corpus" / "tools.json").read_text())
+    args = (settings.seed, settings.knowledge_per_content, tools, True, 20)
+    assert len(learned) == len(text_lm_pairs(*args, tool_repeats=2)) > len(text_lm_pairs(*args))
     record = json.loads((tmp_path / "text_lm_copy" / "stage.json").read_text())
+    assert "text_lm_copy_tools" in record["settings_read"]
     assert (
         record["steps"] == 3 and 0.0 <= record["copied"]["accuracy"] <= 1.0 and record["copied"]["sentences"]
     )
