@@ -21,14 +21,13 @@ def corpus_pairs(corpus_folder: Path, splits: Sequence[str], tasks: Sequence[str
     return [r for r in records if r["split"] in splits and r["task"] in tasks]
 
 
-def greedy_replies(model, tokenizer, questions: Sequence[str]) -> list[str]:
-    """A causal LM's greedy reply (at most 48 tokens) to each of ``questions``, as the stages score it."""
-    import torch
+def greedy_replies(model, tokenizer, questions: Sequence[str], system: str | None = None) -> list[str]:
+    """A causal LM's greedy reply (at most 48 tokens) to each of ``questions``, as the stages score it;
+    ``system``: the system prompt (None: the text prompt the text LLM is trained with)."""
+    from ..llm.text_lm import DEFAULT_S2T_PROMPT, generate_answer
 
-    from ..llm.text_lm import generate_answer
-
-    with torch.no_grad():
-        return [generate_answer(model, tokenizer, question, max_new_tokens=48) for question in questions]
+    system = DEFAULT_S2T_PROMPT if system is None else system
+    return [generate_answer(model, tokenizer, q, system=system, max_new_tokens=48) for q in questions]
 
 
 def text_accuracy(model, tokenizer, pairs: Sequence[dict]) -> dict[str, Any]:
