@@ -2,9 +2,10 @@
 training): the end-to-end regression test of the README's main job.
 
 Two kinds of check. The issue's goal: every text answer holds the expected words and an independent
-recogniser (pocketsphinx, ``funaudiochat.training.demo.listen``) hears them in the spoken answer; the
-shipped model falls short of it (its card's evaluation), so those tests are expected failures, strict: a
-model that meets the goal makes them pass and the marks must go. And the regression check: the model
+recogniser (pocketsphinx, ``funaudiochat.training.demo.listen``) hears them in the spoken answer. The
+shipped model writes the four right answers (since 2026-12-06) but is not heard in all of them, and is
+short of the goals on held-out questions (its card's evaluation), so the hearing test is an expected
+failure, strict: a model that meets it makes it pass and the mark must go. And the regression check: the model
 answers, in text and in speech as the recogniser hears it, exactly as it did when it was shipped
 (``bundled_answers.json``, written by ``tools/ship_demo_model.py``), so a change anywhere on the path from
 the audio file to the spoken answer that changes a reply is seen."""
@@ -32,7 +33,6 @@ def answered():
     return folder, *bundled_replies(Pipeline.from_pretrained(folder), QUESTIONS)
 
 
-@pytest.mark.xfail(strict=True, reason=BELOW_GOAL)
 def test_bundled_questions_get_the_right_text_answers(answered):
     _, items, replies, _ = answered
     wrong = [
