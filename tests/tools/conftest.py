@@ -22,16 +22,19 @@ ROOT = Path(__file__).resolve().parents[2]
 @contextmanager
 def tool_module(relative: str) -> Iterator[ModuleType]:
     """The script ``ROOT / relative`` imported as a module (registered in ``sys.modules`` while in use, so
-    its dataclasses and pickling work), removed again afterwards."""
+    its dataclasses and pickling work; its folder on ``sys.path``, as when it runs, so it imports its
+    ``_helpers``), removed again afterwards."""
     path = ROOT / relative
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
+    sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)
         yield module
     finally:
         sys.modules.pop(spec.name, None)
+        sys.path.remove(str(path.parent))
 
 
 @pytest.fixture(scope="session")

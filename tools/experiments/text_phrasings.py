@@ -9,8 +9,9 @@ per phrasing, with the standard error clustered by phrasing; several text LLMs o
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from _text_models import add_model_arguments, load_text_lm, named_models, write_results  # this folder
 
 
 def phrasing_items(corpus: Path) -> list:
@@ -47,34 +48,20 @@ def table(scores: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=Path, required=True, help="the demo run folder (its corpus)")
-    parser.add_argument(
-        "--model", action="append", required=True, metavar="NAME=FOLDER", help="a text LLM (repeatable)"
-    )
-    parser.add_argument("--out", type=Path, help="write the results here (JSON)")
+    add_model_arguments(parser)
     args = parser.parse_args(argv)
-    models = {}
-    for given in args.model:
-        name, sep, folder = given.partition("=")
-        if not sep or not name or not folder:
-            parser.error(f"--model wants NAME=FOLDER, got {given!r}")
-        models[name] = Path(folder)
+    models = named_models(parser, args.model)
     from funaudiochat.chat.demo_eval import key_score
     from funaudiochat.training.demo.text_stages import greedy_replies
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     items = phrasing_items(args.run / "corpus")
     scores = {}
     for name, folder in models.items():
-        model = AutoModelForCausalLM.from_pretrained(folder).eval()
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model, tokenizer = load_text_lm(folder)
         replies = greedy_replies(model, tokenizer, [i.question for i in items])
         scores[name] = {"model": str(folder), **key_score(items, replies)}
     print(table(scores))
-    if args.out is not None:
-        from funaudiochat.base.atomic import atomic_write_text
-
-        atomic_write_text(args.out, json.dumps(scores, indent=2) + "\n")
+    write_results(args.out, scores)
     return 0
 
 

@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from _text_models import add_model_arguments, load_text_lm, named_models, write_results  # this folder
+
 SPLITS = ("train", "heldout_phrasing", "heldout_content")
 
 
@@ -78,32 +80,21 @@ def table(scores: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=Path, required=True, help="the demo run folder (its corpus)")
-    parser.add_argument(
-        "--model", action="append", required=True, metavar="NAME=FOLDER", help="a text LLM (repeatable)"
-    )
+    add_model_arguments(parser)
     parser.add_argument("--every", type=int, default=6, help="ask every N-th training request (default 6)")
-    parser.add_argument("--out", type=Path, help="write the results here (JSON)")
     args = parser.parse_args(argv)
     if args.every < 1:
         parser.error(f"--every wants a whole number >= 1, got {args.every}")
-    models = {}
-    for given in args.model:
-        name, sep, folder = given.partition("=")
-        if not sep or not name or not folder:
-            parser.error(f"--model wants NAME=FOLDER, got {given!r}")
-        models[name] = Path(folder)
+    models = named_models(parser, args.model)
     from funaudiochat.drsr.prompts import function_calling_prompt
     from funaudiochat.training.demo.text_stages import greedy_replies
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     corpus = args.run / "corpus"
     system = function_calling_prompt(json.loads((corpus / "tools.json").read_text(encoding="utf-8")))
     requests = tool_requests(corpus, args.every)
     scores = {}
     for name, folder in models.items():
-        model = AutoModelForCausalLM.from_pretrained(folder).eval()
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model, tokenizer = load_text_lm(folder)
         replies = greedy_replies(model, tokenizer, [r["question"] for r in requests], system)
         outcomes = [scored(r, reply) for r, reply in zip(requests, replies, strict=True)]
         examples = [
@@ -113,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         ][:20]
         scores[name] = {"model": str(folder), **summary(requests, outcomes), "wrong_examples": examples}
     print(table(scores))
-    if args.out is not None:
-        from funaudiochat.base.atomic import atomic_write_text
-
-        atomic_write_text(args.out, json.dumps(scores, indent=2) + "\n")
+    write_results(args.out, scores)
     return 0
 
 
