@@ -159,8 +159,8 @@ class DemoBuild:
         ``jobs`` = 1: one after the other in recipe order, in this process (with ``processes``, each in its
         own process, its output to this one's, unless only one stage is to run). ``jobs`` > 1: up to
         ``jobs`` at once, each in its own process, a stage as soon as its ``needs`` are done
-        (``schedule``). In a new process, stages whose products were restored and whose needs are done run
-        in this process first.
+        (``schedule``). When the stages run in processes of their own, those whose products were restored
+        and whose needs are done run in this one first (they only check their products).
 
         Raises:
             ValueError: ``jobs`` < 1, an unknown stage; with ``jobs`` > 1 also (before anything starts) a
