@@ -1,8 +1,9 @@
 """Do text LLMs write the right tool call? Each model's greedy reply to the corpus's tool requests, written
 (not spoken), under the function-calling system prompt of the corpus's tools, as the pipeline prompts a
 request with tools: right when the reply parses (``prompts.parse_tool_calls``) to exactly one call of the
-request's function with its arguments, as ``demo_eval`` scores spoken requests. Per split (the training
-requests every ``--every``-th) and per phrasing; the format alone (one call of the right function) too.
+request's function with its arguments (``demo_eval.exact_call``, as the evaluation scores spoken
+requests). Per split (the training requests every ``--every``-th) and per phrasing; the format alone (one
+call of the right function) too.
 
     python tools/experiments/text_tool_calls.py --run runs/demo \\
         --model copy=runs/demo/text_lm_copy/model [--model other=FOLDER] [--every 6] [--out F]
@@ -33,6 +34,7 @@ def tool_requests(corpus: Path, every: int = 1) -> list[dict]:
 def scored(request: dict, reply: str) -> dict:
     """``request``'s outcome for ``reply``: ``format`` (one call of the right function) and ``right``
     (its arguments too), with the parsed calls (or the parse error) for reading."""
+    from funaudiochat.chat.demo_eval import exact_call
     from funaudiochat.drsr.prompts import parse_tool_calls
 
     try:
@@ -41,7 +43,7 @@ def scored(request: dict, reply: str) -> dict:
         return {"format": False, "right": False, "calls": str(error)}
     expected = request["tool_call"]
     shaped = len(calls) == 1 and calls[0].name == expected["name"]
-    right = shaped and calls[0].arguments == expected["arguments"]
+    right = exact_call(calls, expected)
     return {"format": shaped, "right": right, "calls": [[c.name, c.arguments] for c in calls]}
 
 

@@ -168,6 +168,13 @@ def key_score(items: Sequence[HeldOutItem], texts: Sequence[str]) -> dict[str, A
     return _score(items, [contains_key(t, i.key) for t, i in zip(texts, items, strict=True)])
 
 
+def exact_call(calls: Sequence, expected: dict) -> bool:
+    """Whether ``calls`` (``ToolCall``s) is one call of ``expected["name"]`` with its ``"arguments"``."""
+    if len(calls) != 1:
+        return False
+    return calls[0].name == expected["name"] and calls[0].arguments == expected["arguments"]
+
+
 def replies_of(pipe, requests: list, progress: Callable[[int], None] = lambda n: None) -> list:
     """``pipe.chat`` of ``requests`` in batches of ``BATCH``, calling ``progress(batch size)`` after each."""
     replies = []
@@ -238,12 +245,7 @@ def evaluate(
     called = replies_of(
         pipe, [Request(audio=i.audio, mode="s2t", tools=tools, sampling=sampling) for i in calls], progress
     )
-    exact = [
-        len(r.tool_calls) == 1
-        and r.tool_calls[0].name == i.tool_call["name"]
-        and r.tool_calls[0].arguments == i.tool_call["arguments"]
-        for r, i in zip(called, calls, strict=True)
-    ]
+    exact = [exact_call(r.tool_calls, i.tool_call) for r, i in zip(called, calls, strict=True)]
     results["tools"] = _score(calls, exact)
 
     if recognizer is not None:
