@@ -59,7 +59,9 @@ def test_a_stage_without_its_inputs_says_what_to_run(tmp_path, capsys):
 def spoken(built):
     root, _, _ = built
     settings = DemoSettings(text_vocab_size=400, pairs_per_file=2, tokenizer_steps=2)
-    DemoBuild(root, settings, log=lambda _: None).run(["speech", "speech_tokenizer", "conversations"])
+    DemoBuild(root, settings, log=lambda _: None).run(
+        ["speech", "practice_speech", "speech_tokenizer", "conversations"]
+    )
     return root
 
 
@@ -194,9 +196,13 @@ def test_text_lm_copy_stage_continues_the_llm_with_copy_pairs_its_embeddings_fro
     assert len(learned) > 1000  # the text LLM's own pairs too, so it keeps what it knows
     tools = json.loads((tmp_path / "corpus" / "tools.json").read_text())
     args = (settings.seed, settings.knowledge_per_content, tools, True, 20)
-    assert len(learned) == len(text_lm_pairs(*args, tool_repeats=2)) > len(text_lm_pairs(*args))
+    with_tools = text_lm_pairs(*args, tool_repeats=2, practice=settings.text_lm_copy_practice)
+    assert (
+        len(learned) == len(with_tools) > len(text_lm_pairs(*args, practice=settings.text_lm_copy_practice))
+    )
+    assert len(with_tools) > len(text_lm_pairs(*args, tool_repeats=2)) and settings.text_lm_copy_practice
     record = json.loads((tmp_path / "text_lm_copy" / "stage.json").read_text())
-    assert "text_lm_copy_tools" in record["settings_read"]
+    assert {"text_lm_copy_tools", "text_lm_copy_practice"} <= set(record["settings_read"])
     assert (
         record["steps"] == 3 and 0.0 <= record["copied"]["accuracy"] <= 1.0 and record["copied"]["sentences"]
     )
@@ -239,6 +245,38 @@ def test_conversations_stage_lays_out_each_task_as_the_pipeline_prompts_it(spoke
             assert "<tools>" in conv.system and "<tool_call>" in conv.turns[1].content and not speaks
 
 
+def test_spoken_practice_questions_are_answered_in_text_in_the_training_conversations(spoken, tmp_path):
+    import soundfile
+    from funaudiochat.drsr.prompts import DEFAULT_S2T_PROMPT
+    from funaudiochat.training.data import read_sharegpt
+    from funaudiochat.training.data.records import AUDIO_TEMPLATE
+    from funaudiochat.training.demo.corpus import build_corpus
+
+    assert json.loads((spoken / "practice_speech" / "stage.json").read_text())["questions"] == 0  # default
+    root = tmp_path / "demo"
+    for stage in ("corpus", "text_tokenizer", "speech", "speech_tokenizer"):
+        (root / stage).parent.mkdir(parents=True, exist_ok=True)
+        (root / stage).symlink_to(spoken / stage)
+    settings = DemoSettings(text_vocab_size=400, pairs_per_file=2, spoken_practice=3)
+    DemoBuild(root, settings, log=lambda _: None).run(["practice_speech", "conversations"])
+    practice = [
+        json.loads(line) for line in (root / "practice_speech" / "practice.jsonl").read_text().splitlines()
+    ]
+    assert len(practice) == 3
+    corpus_questions = {pair.question for pair in build_corpus(0)}
+    for record in practice:
+        assert record["question"] not in corpus_questions  # a wording the corpus never asks
+        assert soundfile.info(record["audio"]).duration > 0.3
+    record = json.loads((root / "conversations" / "stage.json").read_text())["conversations"]["train"]
+    assert record["practice_s2t"] == 3
+    asked = {r["question"] for r in practice}
+    rows = [c for c in read_sharegpt(root / "conversations" / "train.jsonl") if c.audios[0].ref_text in asked]
+    assert [(c.turns[1].content, c.audios[0].ref_text) for c in rows] == [
+        (r["answer"], r["question"]) for r in practice
+    ]
+    assert all(c.system == DEFAULT_S2T_PROMPT and c.turns[0].content == AUDIO_TEMPLATE for c in rows)
+
+
 def test_conversations_stage_places_reply_words_at_their_speech_or_as_officially(spoken, tmp_path):
     import shutil
 
@@ -252,7 +290,7 @@ def test_conversations_stage_places_reply_words_at_their_speech_or_as_officially
     answers = sum(n for task, n in tasks.items() if task not in ("asr", "tool") and "_" not in task)
     assert record["train"]["aligned"] + record["train"]["proportional"] == answers > 0  # spoken answers
     root = tmp_path / "demo"
-    for stage in ("corpus", "text_tokenizer", "speech", "speech_tokenizer"):
+    for stage in ("corpus", "text_tokenizer", "speech", "practice_speech", "speech_tokenizer"):
         (root / stage).parent.mkdir(parents=True, exist_ok=True)
         (root / stage).symlink_to(spoken / stage)
     settings = DemoSettings(text_vocab_size=400, pairs_per_file=2, reply_alignment="official")

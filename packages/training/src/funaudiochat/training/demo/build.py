@@ -33,13 +33,16 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
   their keys (``corpus.contains_key``): the text accuracy the later stages must keep;
 - ``text_lm_copy``: that LLM continued with copy pairs as well (``text_lm_copy_steps``; input embeddings
   frozen), as a pretrained LLM can copy any sentence, which transcription needs -> ``text_lm_copy/model``,
-  the LLM the speech model starts from (the towers read ``text_lm``'s embeddings, the same);
+  the LLM the speech model starts from (the towers read ``text_lm``'s embeddings, the same); it also
+  learns practice phrasings (``text_lm_copy_practice``, ``practice``: more wordings than the corpus');
 - ``speech``: every pair spoken with espeak-ng (``funaudiochat-synth``): the training pairs twice (two
   seeded draws of voice and speed from ``TRAIN_VOICES`` x ``QUESTION_SPEEDS``, the second with noise at
   ``NOISE_SNR_DB``) into ``speech/train_a`` and ``speech/train_b``, the held-out pairs (phrasings and
   contents) in ``EVAL_VOICES``, which training never hears, into ``speech/heldout``; answers always in
   ``ASSISTANT_VOICE``. Answer codes come from the tiny random tokenizer here; the speech-tokenizer stage
   trains the real one and re-codes them;
+- ``practice_speech``: ``spoken_practice`` practice questions of the training contents spoken in the
+  training voices (``practice.practice_questions``) -> ``practice_speech/practice.jsonl``;
 - ``speech_tokenizer``: the speech tokenizer (the ``tokenizer`` recipe: FSQ codes trained with CTC on
   phonemes) on every training question and answer, then every answer re-coded with it: the data of the
   later stages is ``speech_tokenizer/data/<group>/`` (``manifest.jsonl`` and sharegpt ``train.jsonl``).
@@ -56,8 +59,8 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
   and, the clean rendition once more, as S2T (``DEFAULT_S2T_PROMPT``; the answer's text), the noisy one
   transcribed (``ASR_INSTRUCTION``; the question's words); transcription
   as S2T (the question audio followed by ``ASR_INSTRUCTION``, the transcript as text); tool requests as
-  S2T function calling (``function_calling_prompt(TOOLS)``, the call as text):
-  ``conversations/train.jsonl`` (both spoken renditions) and ``heldout.jsonl``;
+  S2T function calling (``function_calling_prompt(TOOLS)``, the call as text); the spoken practice
+  questions as S2T: ``conversations/train.jsonl`` (both spoken renditions) and ``heldout.jsonl``;
 - ``pre_alignment``: the speech model (``demo_model_spec``: the text LLM's sizes and weights, the audio
   encoder of ``tower_match``, an SRH) trained with the LLM frozen (the ``pre_alignment`` recipe) in two
   fits: the listening path on the spoken questions answered in text (``listening_steps``, ->
@@ -104,6 +107,7 @@ from .speech_stages import (
     EVAL_VOICES,
     TRAIN_VOICES,
     run_conversations,
+    run_practice_speech,
     run_speech,
     run_speech_tokenizer,
 )
@@ -292,6 +296,11 @@ STAGES: dict[str, DemoStage] = {
         "questions and answers spoken by espeak-ng (training and held-out voices)",
         needs=("corpus",),
     ),
+    "practice_speech": DemoStage(
+        run_practice_speech,
+        "practice questions (new wordings of training contents) spoken in the training voices",
+        needs=(),
+    ),
     "speech_tokenizer": DemoStage(
         run_speech_tokenizer,
         "speech tokenizer trained on the spoken corpus; answers re-coded with it",
@@ -319,7 +328,7 @@ STAGES: dict[str, DemoStage] = {
     "conversations": DemoStage(
         run_conversations,
         "training conversations: S2S answers, S2T transcripts and calls",
-        needs=("corpus", "speech_tokenizer", "text_tokenizer"),
+        needs=("corpus", "speech_tokenizer", "text_tokenizer", "practice_speech"),
     ),
     "pre_alignment": DemoStage(
         run_pre_alignment,

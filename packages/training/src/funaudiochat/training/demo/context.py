@@ -55,6 +55,12 @@ class DemoSettings:
         At 6 (2031 of 24282 pairs, a copy step 0.25 s against 0.195) written held-out requests came out
         right 83 % against 56 % (phrasings) and 59 % against 35 % (contents), spoken ones 4 of 35 against
         2 (``text_tool_calls_2026-12-06.json``, ``eval_2026-12-06_copy_tools6_limit50.json``).
+    text_lm_copy_practice: the ``text_lm_copy`` stage also learns each compare, fact and instruction item
+        in that many practice phrasings of each kind (``practice``: more templates, and lead-ins and tails
+        around them; 0: none), so that the LLM reads phrasings it never met (``docs/demo_model.md``).
+    spoken_practice: practice questions of the training contents spoken in the training voices
+        (``practice_speech``) and answered in text in the training conversations: the listening fit and
+        Core-Cocktail hear new wordings too (0: none).
     audio_encoder_steps: CTC training steps of the continuous audio tower (the Whisper stand-in; 12000
         with the spliced sentences: held-out token error 27.0 % at 6000, 24.3 % at 12000).
     audio_encoder_width: the towers' ``d_model`` (``model_stages.demo_audio``; held-out 5 Hz token error
@@ -125,6 +131,8 @@ class DemoSettings:
     text_lm_copies: int = 12000
     text_lm_copy_lr: float = 1e-3
     text_lm_copy_tools: int = 6
+    text_lm_copy_practice: int = 2
+    spoken_practice: int = 0
     audio_encoder_steps: int = 12000
     audio_encoder_spliced: int = 6000
     audio_encoder_width: int = 256

@@ -159,14 +159,21 @@ def family_pairs(family: Family, seed: int) -> list[QAPair]:
     return pairs
 
 
-def knowledge_pairs(seed: int, tasks: Sequence[str], per_content: int) -> list[dict[str, Any]]:
+def knowledge_pairs(
+    seed: int, tasks: Sequence[str], per_content: int, practice: int = 0
+) -> list[dict[str, Any]]:
     """What the text LLM knows before it hears speech (the stand-in for a pretrained LLM's knowledge):
     every content item of ``tasks``' families, held-out contents included, each phrased in
     ``per_content`` of its family's training templates (a seeded draw; never a held-out phrasing), and
     each arithmetic item as well in ``per_content`` of ``arithmetic.framed_templates`` (any whose question
     is that of a held-out phrasing left out), as ``{"question", "answer", "content", "task"}`` records
     (and ``"tool_call"`` for a tool's content). A held-out phrasing then asks for a content the LLM knows
-    in other words, which is what the phrasing split measures."""
+    in other words, which is what the phrasing split measures. With ``practice``, each item of a family
+    with practice phrasings (``practice.practice_templates``: the compare, fact and instruction tasks) is
+    also phrased in ``practice`` of its extra templates and ``practice`` of its wrapped ones (a draw of its
+    own, so the pairs without practice are the same)."""
+    from .practice import practice_templates
+
     records = []
     for family in all_families():
         if family.task not in tasks:
@@ -179,9 +186,13 @@ def knowledge_pairs(seed: int, tasks: Sequence[str], per_content: int) -> list[d
             t.question.lower() for t in family.templates if family.phrasing_id(t) in phrasings_out
         ]
         framed = [t for t in framed if t.question.lower() not in held_questions]
+        extras, wrapped = practice_templates(family, phrasings_out) if practice > 0 else ([], [])
+        practice_rng = random.Random(f"demo-corpus:{seed}:practice:{family.name}")
         for content in family.contents:
             chosen = rng.sample(templates, min(per_content, len(templates)))
             chosen += rng.sample(framed, min(per_content, len(framed)))
+            chosen += practice_rng.sample(extras, min(practice, len(extras)))
+            chosen += practice_rng.sample(wrapped, min(practice, len(wrapped)))
             for template in chosen:
                 question, answer = template.fill(content)
                 record = {"question": question, "answer": answer, "content": content.id, "task": family.task}

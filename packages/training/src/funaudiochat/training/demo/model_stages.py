@@ -245,11 +245,11 @@ def write_listening_rows(
             reads: a target that is the audio's own content, whatever the phrasing.
         sentences: more audio to transcribe, manifest lines ``{"audio": wav path, "text": its words}``
             (the tower's spliced sentences: training words in new orders)."""
-    import soundfile
     from funaudiochat.drsr.prompts import ASR_INSTRUCTION, DEFAULT_S2M_PROMPT, DEFAULT_S2T_PROMPT
 
     from ..data import read_sharegpt, write_sharegpt
-    from ..data.records import AUDIO_TEMPLATE, Conversation, Turn, UserAudio
+    from ..data.records import AUDIO_TEMPLATE, Conversation, Turn
+    from .speech_stages import spoken_question
 
     rows, heard = [], set()
     for c in read_sharegpt(conversations, check_audio=False):
@@ -272,9 +272,8 @@ def write_listening_rows(
     if not rows:
         raise ValueError(f"{conversations}: no spoken question is answered in text")
     for sentence in sentences:
-        frames = int(soundfile.info(sentence["audio"]).duration * 25)
         turns = [Turn("user", AUDIO_TEMPLATE + ASR_INSTRUCTION), Turn("assistant", sentence["text"])]
-        audio = UserAudio(sentence["audio"], max(frames, 1), ref_text=sentence["text"])
+        audio = spoken_question(sentence["audio"], sentence["text"])
         rows.append(Conversation(turns, [audio], DEFAULT_S2T_PROMPT))
     write_sharegpt(out, rows)
     return len(rows)

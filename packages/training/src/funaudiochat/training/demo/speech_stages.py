@@ -103,6 +103,57 @@ def run_speech(build: StageContext) -> dict[str, Any]:
     }
 
 
+def run_practice_speech(build: StageContext) -> dict[str, Any]:
+    """``spoken_practice`` practice questions (``practice.practice_questions``: new wordings of training
+    contents) spoken in the training voices -> ``practice_speech/audio/`` and ``practice.jsonl`` lines
+    ``{"id", "question", "answer", "audio"}`` (none at 0), which ``conversations`` answers in text."""
+    from funaudiochat.base.atomic import atomic_write_text
+
+    from .practice import practice_questions
+    from .spliced_speech import speak_sentences
+
+    out, settings = build.folder("practice_speech"), build.settings
+    out.mkdir(parents=True, exist_ok=True)
+    records = practice_questions(settings.seed, settings.spoken_practice)
+    if records:
+        questions = [record["question"] for record in records]
+        spoken = speak_sentences(
+            questions, out / "audio", TRAIN_VOICES, QUESTION_SPEEDS, settings.seed, "practice"
+        )
+        records = [{**record, "audio": line["audio"]} for record, line in zip(records, spoken, strict=True)]
+    atomic_write_text(out / "practice.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    return {"questions": len(records)}
+
+
+def spoken_question(audio: str | Path, text: str):
+    """The ``UserAudio`` of a spoken question or sentence: the file ``audio`` (its 25 Hz frame count read
+    from it), its words ``text`` as ``ref_text``."""
+    import soundfile
+
+    from ..data.records import UserAudio
+
+    frames = int(soundfile.info(str(audio)).duration * 25)
+    return UserAudio(str(audio), max(frames, 1), ref_text=text)
+
+
+def practice_conversations(practice: Path) -> list:
+    """The S2T training conversations of the ``practice_speech`` folder ``practice``: each spoken practice
+    question answered in text (``DEFAULT_S2T_PROMPT``), as the text LLM answers it written."""
+    from funaudiochat.drsr.prompts import DEFAULT_S2T_PROMPT
+
+    from ..data import Conversation, Turn
+    from ..data.records import AUDIO_TEMPLATE
+
+    conversations = []
+    for line in (practice / "practice.jsonl").read_text(encoding="utf-8").splitlines():
+        if line:
+            record = json.loads(line)
+            turns = [Turn("user", AUDIO_TEMPLATE), Turn("assistant", record["answer"])]
+            audio = spoken_question(record["audio"], record["question"])
+            conversations.append(Conversation(turns, [audio], DEFAULT_S2T_PROMPT, source=record["id"]))
+    return conversations
+
+
 def recode_answers(source: Path, out: Path, tokenizer_path: Path) -> int:
     """The manifest of ``source`` with every answer re-coded by the speech tokenizer at
     ``tokenizer_path``, written (manifest.jsonl and sharegpt train.jsonl, audio paths absolute) into
@@ -241,6 +292,10 @@ def run_conversations(build: StageContext) -> dict[str, Any]:
                         continue
                     conversations.append(conversation_for(entry, record, tools, reply))
                     counts[name][record["task"] if reply == "s2s" else f"{record['task']}_{reply}"] += 1
+            if name == "train":
+                practice = practice_conversations(build.require("practice_speech", "conversations"))
+                conversations += practice
+                counts[name]["practice_s2t"] += len(practice)
             if count_tokens is not None:
                 alignment[name] = align_replies(conversations, count_tokens)
             write_sharegpt(staging / f"{name}.jsonl", conversations)

@@ -142,9 +142,14 @@ def speak_spliced(
 
 
 def speak_sentences(
-    sentences: Sequence[str], out: Path, voices: Sequence[str], speeds: Sequence[int], seed: int
+    sentences: Sequence[str],
+    out: Path,
+    voices: Sequence[str],
+    speeds: Sequence[int],
+    seed: int,
+    prefix: str = "spliced",
 ) -> list[dict[str, str]]:
-    """Speak ``sentences`` into ``out`` (``spliced_<i>.wav`` and ``manifest.jsonl``, built beside it and
+    """Speak ``sentences`` into ``out`` (``<prefix>_<i>.wav`` and ``manifest.jsonl``, built beside it and
     renamed into place, kept when it is whole already); returns the manifest lines ``{"audio": absolute
     path, "text": sentence}``. ``voices``, ``speeds``: drawn per sentence with ``seed``."""
     from funaudiochat.base.atomic import atomic_folder
@@ -158,7 +163,7 @@ def speak_sentences(
     lines = []
     with atomic_folder(out) as staging:
         for index, sentence in enumerate(sentences):
-            name = f"spliced_{index:05d}.wav"
+            name = f"{prefix}_{index:05d}.wav"
             speak("espeak-ng", sentence, rng.choice(list(voices)), rng.choice(list(speeds)), staging / name)
             lines.append({"audio": str(out.resolve() / name), "text": sentence})
         text = "".join(json.dumps(line) + "\n" for line in lines)

@@ -104,6 +104,7 @@ def text_lm_pairs(
     skills: bool = False,
     copies: int = 0,
     tool_repeats: int = 0,
+    practice: int = 0,
 ) -> list[dict]:
     """The text LLM's training pairs: ``knowledge_pairs`` of ``QA_TASKS`` and, with ``skills``, of
     ``SKILL_TASKS`` too, in the text form of their speech rows (``speech_stages.conversation_for``): a tool
@@ -122,13 +123,14 @@ def text_lm_pairs(
             held-out ones: "She wore a grey hat." came back as "School starts in Madrid.").
         tool_repeats: with ``skills``, every tool content in every training phrasing, that many times
             over (the city or the minutes has to be copied from the request into the call, which the
-            ``per_content`` pairs, 1 % of them, did not teach)."""
+            ``per_content`` pairs, 1 % of them, did not teach).
+        practice: practice phrasings of each kind per content item (``corpus.knowledge_pairs``)."""
     from funaudiochat.drsr.prompts import ASR_INSTRUCTION, format_tool_call, function_calling_prompt
 
     from .corpus import build_corpus
     from .spliced_speech import splice_sentences
 
-    records = knowledge_pairs(seed, QA_TASKS + (SKILL_TASKS if skills else ()), per_content)
+    records = knowledge_pairs(seed, QA_TASKS + (SKILL_TASKS if skills else ()), per_content, practice)
     if skills and copies > 0:
         texts = [text for p in build_corpus(seed) if p.split == "train" for text in (p.question, p.answer)]
         for sentence in splice_sentences(texts, copies, seed + 1):
@@ -230,6 +232,7 @@ def run_text_lm_copy(build: StageContext) -> dict[str, Any]:
         True,
         settings.text_lm_copies,
         settings.text_lm_copy_tools,
+        settings.text_lm_copy_practice,
     )
     atomic_write_text(out / "pairs.jsonl", "".join(json.dumps(r) + "\n" for r in train))
     overrides = [
