@@ -275,6 +275,14 @@ def test_spoken_practice_questions_are_answered_in_text_in_the_training_conversa
         (r["answer"], r["question"]) for r in practice
     ]
     assert all(c.system == DEFAULT_S2T_PROMPT and c.turns[0].content == AUDIO_TEMPLATE for c in rows)
+    # forced with another count: those questions are spoken, not the audio of the last run
+    settings = DemoSettings(text_vocab_size=400, pairs_per_file=2, spoken_practice=2)
+    DemoBuild(root, settings, log=lambda _: None).run(["practice_speech"], force=True)
+    again = [
+        json.loads(line) for line in (root / "practice_speech" / "practice.jsonl").read_text().splitlines()
+    ]
+    assert [r["question"] for r in again] == [r["question"] for r in practice[:2]] and len(again) == 2
+    assert len(list((root / "practice_speech" / "audio").glob("*.wav"))) == 2
 
 
 def test_conversations_stage_places_reply_words_at_their_speech_or_as_officially(spoken, tmp_path):
