@@ -42,7 +42,7 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
   ``ASSISTANT_VOICE``. Answer codes come from the tiny random tokenizer here; the speech-tokenizer stage
   trains the real one and re-codes them;
 - ``practice_speech``: ``spoken_practice`` practice questions of the training contents spoken in the
-  training voices (``practice.practice_questions``) -> ``practice_speech/practice.jsonl``;
+  training voices (``corpus.practice_questions``) -> ``practice_speech/practice.jsonl``;
 - ``speech_tokenizer``: the speech tokenizer (the ``tokenizer`` recipe: FSQ codes trained with CTC on
   phonemes) on every training question and answer, then every answer re-coded with it: the data of the
   later stages is ``speech_tokenizer/data/<group>/`` (``manifest.jsonl`` and sharegpt ``train.jsonl``).

@@ -44,6 +44,7 @@ from typing import Any
 from .arithmetic import OPERATION_WORDS, arithmetic_families, compare_families, framed_templates
 from .facts import fact_families, instruction_families
 from .family import TASKS, Family, words_of
+from .practice import practice_templates
 from .tool_calls import TOOLS, tool_families
 from .transcripts import asr_families
 
@@ -172,8 +173,6 @@ def knowledge_pairs(
     with practice phrasings (``practice.practice_templates``: the compare, fact and instruction tasks) is
     also phrased in ``practice`` of its extra templates and ``practice`` of its wrapped ones (a draw of its
     own, so the pairs without practice are the same)."""
-    from .practice import practice_templates
-
     records = []
     for family in all_families():
         if family.task not in tasks:
@@ -199,6 +198,32 @@ def knowledge_pairs(
                 if content.tool_call is not None:
                     record["tool_call"] = json.loads(json.dumps(content.tool_call))
                 records.append(record)
+    return records
+
+
+def practice_questions(seed: int, count: int) -> list[dict[str, str]]:
+    """``count`` practice questions of the training contents, as ``{"id", "question", "answer"}`` records:
+    what the speech model may hear in the training conversations besides the corpus' phrasings. Drawn
+    (seeded) from each family with practice phrasings in turn, so each has its share, half of them in its
+    extra templates and half wrapped; a held-out content
+    never (the held-out speech stays unheard). Fewer when there are not that many."""
+    rng = random.Random(f"demo-corpus:{seed}:spoken-practice")
+    pools = []
+    for family in all_families():
+        phrasings_out, contents_out = held_out(family, seed)
+        extras, wrapped = practice_templates(family, phrasings_out)
+        for templates in (extras, wrapped):  # half in the extra templates, half wrapped
+            pairs = [(t, c) for c in family.contents if c.id not in contents_out for t in templates]
+            if pairs:
+                pools.append(rng.sample(pairs, len(pairs)))
+    records: list[dict[str, str]] = []
+    while len(records) < count and any(pools):
+        for pool in pools:
+            if pool and len(records) < count:
+                template, content = pool.pop()
+                question, answer = template.fill(content)
+                record_id = f"practice.{content.id}.{template.name}".replace(":", ".")
+                records.append({"id": record_id, "question": question, "answer": answer})
     return records
 
 

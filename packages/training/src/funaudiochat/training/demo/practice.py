@@ -241,33 +241,3 @@ def practice_templates(
             if not _holds(question, held):
                 wrapped.append(Template(f"wrap_{w}_{template.name}", question, template.answer))
     return extras, wrapped
-
-
-def practice_questions(seed: int, count: int) -> list[dict[str, str]]:
-    """``count`` practice questions of the training contents, as ``{"id", "question", "answer"}`` records:
-    what the speech model may hear in the training conversations besides the corpus' phrasings. Drawn
-    (seeded) from each family with practice phrasings in turn, so each has its share, half of them in its
-    extra templates and half wrapped; a held-out content
-    never (the held-out speech stays unheard). Fewer when there are not that many."""
-    import random
-
-    from .corpus import all_families, held_out
-
-    rng = random.Random(f"demo-corpus:{seed}:spoken-practice")
-    pools = []
-    for family in all_families():
-        phrasings_out, contents_out = held_out(family, seed)
-        extras, wrapped = practice_templates(family, phrasings_out)
-        for templates in (extras, wrapped):  # half in the extra templates, half wrapped
-            pairs = [(t, c) for c in family.contents if c.id not in contents_out for t in templates]
-            if pairs:
-                pools.append(rng.sample(pairs, len(pairs)))
-    records: list[dict[str, str]] = []
-    while len(records) < count and any(pools):
-        for pool in pools:
-            if pool and len(records) < count:
-                template, content = pool.pop()
-                question, answer = template.fill(content)
-                record_id = f"practice.{content.id}.{template.name}".replace(":", ".")
-                records.append({"id": record_id, "question": question, "answer": answer})
-    return records

@@ -104,14 +104,14 @@ def run_speech(build: StageContext) -> dict[str, Any]:
 
 
 def run_practice_speech(build: StageContext) -> dict[str, Any]:
-    """``spoken_practice`` practice questions (``practice.practice_questions``: new wordings of training
+    """``spoken_practice`` practice questions (``corpus.practice_questions``: new wordings of training
     contents) spoken in the training voices -> ``practice_speech/audio/`` and ``practice.jsonl`` lines
     ``{"id", "question", "answer", "audio"}`` (none at 0), which ``conversations`` answers in text."""
     import shutil
 
     from funaudiochat.base.atomic import atomic_write_text
 
-    from .practice import practice_questions
+    from .corpus import practice_questions
     from .spliced_speech import speak_sentences
 
     out, settings = build.folder("practice_speech"), build.settings
