@@ -205,8 +205,8 @@ def practice_questions(seed: int, count: int) -> list[dict[str, str]]:
     """``count`` practice questions of the training contents, as ``{"id", "question", "answer"}`` records:
     what the speech model may hear in the training conversations besides the corpus' phrasings. Drawn
     (seeded) from each family with practice phrasings in turn, so each has its share, half of them in its
-    extra templates and half wrapped; a held-out content
-    never (the held-out speech stays unheard). Fewer when there are not that many."""
+    extra templates and half wrapped; never a held-out content (the held-out speech stays unheard).
+    Fewer when there are not that many."""
     rng = random.Random(f"demo-corpus:{seed}:spoken-practice")
     pools = []
     for family in all_families():

@@ -107,8 +107,6 @@ def run_practice_speech(build: StageContext) -> dict[str, Any]:
     """``spoken_practice`` practice questions (``corpus.practice_questions``: new wordings of training
     contents) spoken in the training voices -> ``practice_speech/audio/`` and ``practice.jsonl`` lines
     ``{"id", "question", "answer", "audio"}`` (none at 0), which ``conversations`` answers in text."""
-    import shutil
-
     from funaudiochat.base.atomic import atomic_write_text
 
     from .corpus import practice_questions
@@ -119,14 +117,6 @@ def run_practice_speech(build: StageContext) -> dict[str, Any]:
     records = practice_questions(settings.seed, settings.spoken_practice)
     if records:
         questions = [record["question"] for record in records]
-        manifest = out / "audio" / "manifest.jsonl"
-        said = (
-            [json.loads(line)["text"] for line in manifest.read_text().splitlines()]
-            if manifest.is_file()
-            else []
-        )
-        if said and said != questions:  # spoken for other settings: speak these instead
-            shutil.rmtree(out / "audio")
         spoken = speak_sentences(
             questions, out / "audio", TRAIN_VOICES, QUESTION_SPEEDS, settings.seed, "practice"
         )

@@ -150,15 +150,18 @@ def speak_sentences(
     prefix: str = "spliced",
 ) -> list[dict[str, str]]:
     """Speak ``sentences`` into ``out`` (``<prefix>_<i>.wav`` and ``manifest.jsonl``, built beside it and
-    renamed into place, kept when it is whole already); returns the manifest lines ``{"audio": absolute
-    path, "text": sentence}``. ``voices``, ``speeds``: drawn per sentence with ``seed``."""
+    renamed into place; kept when it is whole already and says these sentences, replaced when it says
+    others); returns the manifest lines ``{"audio": absolute path, "text": sentence}``. ``voices``,
+    ``speeds``: drawn per sentence with ``seed``."""
     from funaudiochat.base.atomic import atomic_folder
 
     from ..data.synth import speak
 
     manifest = out / "manifest.jsonl"
     if manifest.is_file():
-        return [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line]
+        kept = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line]
+        if [line["text"] for line in kept] == list(sentences):
+            return kept
     rng = random.Random(seed + 1)
     lines = []
     with atomic_folder(out) as staging:
