@@ -147,3 +147,39 @@ def test_a_stage_restored_twice_keeps_the_seconds_of_the_run_that_trained_it(tmp
     }
     assert markers["text_lm"]["trained_seconds"] == 3000.0
     assert markers["text_tokenizer"]["trained_seconds"] == 1.0
+
+
+def test_the_card_names_the_stages_trained_with_other_settings_than_the_runs(tmp_path):
+    from funaudiochat.training.demo.package_stage import other_settings
+
+    old = {k: v for k, v in vars(DemoSettings()).items() if not k.endswith("_precision")}
+    saved = tmp_path / "saved"
+    _save(saved, "corpus", old, ["seed"])
+    _save(saved, "text_tokenizer", old, ["text_vocab_size"], ["tokenizer.json"])
+    _save(saved, "text_lm", old, ["seed", "text_lm_steps"], ["model/config.json"])
+    fp32 = DemoSettings(llm_precision="32-true")
+    restored = DemoBuild(tmp_path / "run", fp32, log=print)
+    assert restore_products(restored, saved)["text_lm"] == "restored"
+    marker = json.loads((tmp_path / "run" / "text_lm" / "restored.json").read_text())
+    # what the saved stage read, its precision (added later) at the float32 it trained in
+    assert marker["settings"] == {
+        "seed": 0,
+        "text_lm_steps": old["text_lm_steps"],
+        "llm_precision": "32-true",
+    }
+    # the run goes on in bfloat16 (as `tools/train_demo.py` without --set): its restored stage did not
+    for name, read in (("text_lm", ["llm_precision"]), ("text_lm_copy", ["llm_precision", "seed"])):
+        record = {"stage": name, "seconds": 1.0, "settings": vars(fp32), "settings_read": read}
+        if name == "text_lm":
+            record["restored"] = marker
+        else:
+            record["settings"] = dict(vars(fp32), llm_precision="bf16-mixed")
+        (tmp_path / "run" / name).mkdir(exist_ok=True)
+        (tmp_path / "run" / name / "stage.json").write_text(json.dumps(record))
+    later = DemoBuild(tmp_path / "run", DemoSettings(llm_precision="bf16-mixed"), log=print)
+    lines = other_settings(later, ["corpus", "text_lm", "text_lm_copy", "dpo"])
+    assert lines.splitlines()[2:] == ['- `text_lm`: `llm_precision="32-true"`']
+    assert other_settings(restored, ["text_lm", "text_lm_copy"]).splitlines()[2:] == [
+        '- `text_lm_copy`: `llm_precision="bf16-mixed"`'
+    ]
+    assert other_settings(later, ["corpus"]) == ""

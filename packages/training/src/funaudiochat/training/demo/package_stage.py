@@ -148,6 +148,31 @@ def total_row(build: StageContext, timings: dict[str, float]) -> str:
     return f"| total | {total:.0f} ({total / 3600:.2f} h) |\n"
 
 
+def other_settings(build: StageContext, names) -> str:
+    """The card's lines for the stages of ``names`` that trained with settings other than the run's (a
+    restored stage trained in another run, a stage trained before a ``--set`` changed): each stage with
+    the fields that differ and the values it read (``products.own_settings``); empty when none did."""
+    from .products import own_settings
+
+    current = vars(build.settings)
+    lines = []
+    for name in names:
+        record = _stage_record(build, name)
+        if not record:
+            continue
+        own = own_settings(record, name)
+        differ = {
+            field: value for field, value in own.items() if field in current and value != current[field]
+        }
+        if differ:
+            lines.append(
+                f"- `{name}`: " + ", ".join(f"`{f}={json.dumps(v)}`" for f, v in sorted(differ.items()))
+            )
+    if not lines:
+        return ""
+    return "\nStages trained with other settings than these:\n" + "\n".join(lines) + "\n"
+
+
 PLANNED_SPEECH = """ Its spoken replies are planned (`plan_speech` in
 `generation_config.json`): the text-only reply is written first and the spoken reply says it, the model
 placing each word."""
@@ -198,7 +223,7 @@ Shared LLM: Qwen3, hidden {text.hidden_size}, {text.num_hidden_layers} layers, v
 |---|---|
 {rows}
 Settings: `{json.dumps(settings)}`
-
+{other_settings(build, timings)}
 ## Evaluation
 Run `python tools/eval_spoken_qa.py --model <this folder> --run runs/demo`; its table is added here.
 """

@@ -102,19 +102,29 @@ def settings_read(records: Mapping[str, dict], stages: Mapping[str, Any], name: 
 
     Raises:
         KeyError: a stage on the way has no record."""
-    record = records[name]
-    fields = {
-        field: {json.dumps(record["settings"].get(field))}
-        for field in record.get("settings_read", record["settings"])
-    }
-    for field, (readers, before) in ADDED_SETTINGS.items():
-        readers = (readers,) if isinstance(readers, str) else readers
-        if name in readers and field not in record["settings"]:
-            fields[field] = {json.dumps(before)}
+    fields = {field: {json.dumps(value)} for field, value in own_settings(records[name], name).items()}
     for need in stages[name].needs:
         for field, values in settings_read(records, stages, need).items():
             fields.setdefault(field, set()).update(values)
     return fields
+
+
+def own_settings(record: dict, name: str) -> dict[str, Any]:
+    """The settings stage ``name`` read as it trained, from its ``stage.json`` ``record``: those of the run
+    that trained it when its products were restored (the marker's ``settings``), else the fields its run
+    recorded in ``settings_read`` (every field when it recorded none), with ``ADDED_SETTINGS`` at their old
+    value for a record from before a field existed (also for a restored stage whose marker predates
+    ``settings``: its run's are the best known)."""
+    restored = record.get("restored") or {}
+    if "settings" in restored:
+        return dict(restored["settings"])
+    settings = record["settings"]
+    own = {field: settings.get(field) for field in record.get("settings_read", settings)}
+    for field, (readers, before) in ADDED_SETTINGS.items():
+        readers = (readers,) if isinstance(readers, str) else readers
+        if name in readers and field not in settings:
+            own[field] = before
+    return own
 
 
 def restore_products(build, folder: Path) -> dict[str, str]:
@@ -160,7 +170,11 @@ def restore_products(build, folder: Path) -> dict[str, str]:
                 _copy(path, destination)
         # a stage restored there too keeps the seconds of the run that trained it
         trained = (records[name].get("restored") or {}).get("trained_seconds", records[name].get("seconds"))
-        marker = {"from": str(folder.resolve()), "trained_seconds": trained}
+        marker = {
+            "from": str(folder.resolve()),
+            "trained_seconds": trained,
+            "settings": own_settings(records[name], name),
+        }
         atomic_write_text(target / RESTORED_FILE, json.dumps(marker) + "\n")
         outcome[name] = "restored"
     return outcome
