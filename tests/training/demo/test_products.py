@@ -98,7 +98,7 @@ def test_a_setting_added_later_counts_at_its_old_value_in_records_made_before_it
     }
 
 
-def test_precision_added_later_counts_as_float32_for_every_training_stage(tmp_path):
+def test_a_stage_trained_at_another_precision_is_restored_and_its_marker_says_which(tmp_path):
     old = {k: v for k, v in vars(DemoSettings()).items() if not k.endswith("_precision")}
     saved = tmp_path / "saved"
     _save(saved, "corpus", old, ["seed"])
@@ -106,22 +106,20 @@ def test_precision_added_later_counts_as_float32_for_every_training_stage(tmp_pa
     _save(saved, "text_lm", old, ["seed", "text_lm_steps"], ["model/config.json"])
     _save(saved, "speech", old, ["seed"])
     _save(saved, "vocoder_hift", old, ["hift_steps"], ["hift.safetensors"])
-    fp32 = DemoSettings(llm_precision="32-true", tower_precision="32-true", vocoder_precision="32-true")
-    assert set(restore_products(DemoBuild(tmp_path / "fp32", fp32, log=print), saved).values()) == {
+    bf16 = DemoSettings(
+        llm_precision="bf16-mixed", tower_precision="bf16-mixed", vocoder_precision="bf16-mixed"
+    )
+    assert set(restore_products(DemoBuild(tmp_path / "bf16", bf16, log=print), saved).values()) == {
         "restored"
     }
-    bf16_llm = DemoSettings(
-        llm_precision="bf16-mixed", tower_precision="32-true", vocoder_precision="32-true"
-    )
-    assert restore_products(DemoBuild(tmp_path / "llm", bf16_llm, log=print), saved) == {
-        "text_tokenizer": "restored",
-        "text_lm": "not restored: the settings differ in ['llm_precision']",
-        "vocoder_hift": "restored",
-    }
-    bf16_vocoder = DemoSettings(llm_precision="32-true", vocoder_precision="bf16-mixed")
-    assert restore_products(DemoBuild(tmp_path / "voc", bf16_vocoder, log=print), saved)["vocoder_hift"] == (
-        "not restored: the settings differ in ['vocoder_precision']"
-    )
+    # saved before the precisions existed: trained in float32
+    for name, field in (("text_lm", "llm_precision"), ("vocoder_hift", "vocoder_precision")):
+        marker = json.loads((tmp_path / "bf16" / name / "restored.json").read_text())
+        assert marker["settings"][field] == "32-true"
+    # what a stage learns still counts
+    assert restore_products(DemoBuild(tmp_path / "steps", DemoSettings(hift_steps=1), log=print), saved)[
+        "vocoder_hift"
+    ] == ("not restored: the settings differ in ['hift_steps']")
 
 
 def test_each_training_stage_has_one_precision_setting():

@@ -31,6 +31,9 @@ RESTORED_FILE = "restored.json"
 LLM_STAGES = ("text_lm", "text_lm_copy", "pre_alignment", "core_cocktail", "dpo")
 TOWER_STAGES = ("audio_encoder", "tower_match")
 VOCODER_STAGES = ("speech_tokenizer", "vocoder_hift", "vocoder_flow")
+# How a stage computes, not what it learns: a product trained at another precision is restored all the
+# same; its marker keeps the precision it trained at, which the model card names (``other_settings``).
+COMPUTE_SETTINGS = ("llm_precision", "tower_precision", "vocoder_precision")
 ADDED_SETTINGS: dict[str, tuple[str | tuple[str, ...], Any]] = {
     "text_lm_skills": ("text_lm", False),
     "audio_encoder_width": ("audio_encoder", 128),
@@ -129,7 +132,8 @@ def own_settings(record: dict, name: str) -> dict[str, Any]:
 
 def restore_products(build, folder: Path) -> dict[str, str]:
     """Copy the products saved in ``folder`` (``save_products``) into the unfinished stages of ``build``
-    whose recorded settings agree with ``build.settings`` on every field they and their inputs read.
+    whose recorded settings agree with ``build.settings`` on every field they and their inputs read, but
+    for ``COMPUTE_SETTINGS`` (the marker ``restored.json`` keeps the stage's own, ``own_settings``).
 
     Returns each saved stage's outcome: ``"restored"`` or why it was not ("done already", the settings
     that differ, an input stage missing from ``folder``).
@@ -159,7 +163,11 @@ def restore_products(build, folder: Path) -> dict[str, str]:
         except KeyError as missing:
             outcome[name] = f"not restored: its input stage {missing.args[0]!r} is not in {folder}"
             continue
-        differ = sorted(f for f, values in fields.items() if values != {json.dumps(current.get(f))})
+        differ = sorted(
+            f
+            for f, values in fields.items()
+            if f not in COMPUTE_SETTINGS and values != {json.dumps(current.get(f))}
+        )
         if differ:
             outcome[name] = f"not restored: the settings differ in {differ}"
             continue
