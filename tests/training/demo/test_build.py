@@ -283,6 +283,31 @@ def test_spoken_practice_questions_are_answered_in_text_in_the_training_conversa
     ]
     assert [r["question"] for r in again] == [r["question"] for r in practice[:2]] and len(again) == 2
     assert len(list((root / "practice_speech" / "audio").glob("*.wav"))) == 2
+    # in more voices: the same questions spoken again, each voice a training one or one of the more
+    from funaudiochat.training.demo.speech_stages import (
+        ASSISTANT_VOICE,
+        EVAL_VOICES,
+        PRACTICE_VOICES,
+        TRAIN_VOICES,
+    )
+
+    for more, outcome in (
+        (len(PRACTICE_VOICES), None),
+        (len(PRACTICE_VOICES) + 1, "must be 0 to 10, got 11"),
+    ):
+        settings = DemoSettings(
+            text_vocab_size=400, pairs_per_file=2, spoken_practice=40, spoken_practice_voices=more
+        )
+        build = DemoBuild(root, settings, log=lambda _: None)
+        if outcome:
+            with pytest.raises(ValueError, match=f"spoken_practice_voices {outcome}"):
+                build.run(["practice_speech"], force=True)
+            continue
+        build.run(["practice_speech"], force=True)
+    manifest = (root / "practice_speech" / "audio" / "manifest.jsonl").read_text().splitlines()
+    voices = {json.loads(line)["voice"] for line in manifest}
+    assert voices <= set(TRAIN_VOICES + PRACTICE_VOICES) and voices & set(PRACTICE_VOICES)
+    assert not set(PRACTICE_VOICES) & set(EVAL_VOICES + (ASSISTANT_VOICE,) + TRAIN_VOICES)
 
 
 def test_conversations_stage_places_reply_words_at_their_speech_or_as_officially(spoken, tmp_path):

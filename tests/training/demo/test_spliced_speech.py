@@ -61,3 +61,28 @@ def test_nothing_to_renumber_is_an_error():
         renumber_sentences(
             ["Zero."], 5, seed=0, exclude=[number_to_words(n).capitalize() + "." for n in range(21)]
         )
+
+
+def test_spoken_sentences_are_kept_only_when_said_alike(tmp_path):
+    from funaudiochat.training.demo.spliced_speech import speak_sentences
+
+    out = tmp_path / "audio"
+    first = speak_sentences(["one two", "three"], out, ["en-us"], [150], seed=0)
+    assert [(line["text"], line["voice"], line["speed"]) for line in first] == [
+        ("one two", "en-us", 150),
+        ("three", "en-us", 150),
+    ]
+    said = (out / "spliced_00000.wav").read_bytes()
+    (out / "marker").touch()  # gone when the folder is spoken again (it is replaced as a whole)
+    assert speak_sentences(["one two", "three"], out, ["en-us"], [150], seed=0) == first
+    assert (out / "marker").exists()
+    for voices, speeds, sentences in (
+        (["en-gb"], [150], ["one two", "three"]),
+        (["en-gb"], [190], ["one two"]),
+    ):
+        again = speak_sentences(sentences, out, voices, speeds, seed=0)
+        assert not (out / "marker").exists()
+        assert [(line["voice"], line["speed"]) for line in again] == [(voices[0], speeds[0])] * len(sentences)
+        assert sorted(path.name for path in out.glob("*.wav"))[-1] == f"spliced_{len(sentences) - 1:05d}.wav"
+        (out / "marker").touch()
+    assert (out / "spliced_00000.wav").read_bytes() != said

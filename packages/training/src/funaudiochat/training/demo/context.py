@@ -61,6 +61,8 @@ class DemoSettings:
     spoken_practice: practice questions of the training contents spoken in the training voices
         (``practice_speech``) and answered in text in the training conversations: the listening fit and
         Core-Cocktail hear new wordings too (0: none).
+    spoken_practice_voices: the practice questions are also spoken in that many more voices
+        (``speech_stages.PRACTICE_VOICES``: neither training nor held-out voices; 0: the training ones only).
     audio_encoder_steps: CTC training steps of the continuous audio tower (the Whisper stand-in; 12000
         with the spliced sentences: held-out token error 27.0 % at 6000, 24.3 % at 12000).
     audio_encoder_width: the towers' ``d_model`` (``model_stages.demo_audio``; held-out 5 Hz token error
@@ -133,6 +135,7 @@ class DemoSettings:
     text_lm_copy_tools: int = 6
     text_lm_copy_practice: int = 2
     spoken_practice: int = 0
+    spoken_practice_voices: int = 0
     audio_encoder_steps: int = 12000
     audio_encoder_spliced: int = 6000
     audio_encoder_width: int = 256

@@ -44,6 +44,7 @@ ADDED_SETTINGS: dict[str, tuple[str | tuple[str, ...], Any]] = {
     "text_lm_copies_from_start": ("text_lm", False),
     "text_lm_copy_tools": ("text_lm_copy", 0),
     "text_lm_copy_practice": ("text_lm_copy", 0),
+    "spoken_practice_voices": ("practice_speech", 0),
     "llm_precision": (LLM_STAGES, "32-true"),
     "tower_precision": (TOWER_STAGES, "32-true"),
     "vocoder_precision": (VOCODER_STAGES, "32-true"),

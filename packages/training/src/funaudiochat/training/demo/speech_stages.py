@@ -35,6 +35,20 @@ EVAL_VOICES = ("en-us+m7", "en-gb+f1", "en-029+f2", "en-gb-x-gbcwmd", "en-gb-sco
 # The assistant voice is the one the independent recogniser hears best (it caps the S2S score): of seven
 # US voices at 160 words/min, en-us+f5 (89 %) and en-us+f2 (89.5 %) against en-us+f3's 71 %
 # (tools/experiments/assistant_voice.py, docs/experiments/demo_model/README.md); f2 speaks training questions.
+# more voices for the practice questions only (``spoken_practice_voices``): other accents and variants,
+# none a training, held-out or assistant voice, nor of the held-out voices' variants m1, m7 and f1
+PRACTICE_VOICES = (
+    "en-us-nyc",
+    "en-gb+m4",
+    "en-029+f3",
+    "en-us+m6",
+    "en-gb-x-rp+m8",
+    "en-gb-scotland+f4",
+    "en-gb-x-gbclan+f5",
+    "en-us+klatt4",
+    "en-029+m2",
+    "en-us-nyc+m2",
+)
 ASSISTANT_VOICE = "en-us+f5"
 ASSISTANT_SPEED = 160
 QUESTION_SPEEDS = (130, 150, 170, 190)
@@ -105,21 +119,24 @@ def run_speech(build: StageContext) -> dict[str, Any]:
 
 def run_practice_speech(build: StageContext) -> dict[str, Any]:
     """``spoken_practice`` practice questions (``corpus.practice_questions``: new wordings of training
-    contents) spoken in the training voices -> ``practice_speech/audio/`` and ``practice.jsonl`` lines
-    ``{"id", "question", "answer", "audio"}`` (none at 0), which ``conversations`` answers in text."""
+    contents) spoken in the training voices and ``spoken_practice_voices`` more (``PRACTICE_VOICES``) ->
+    ``practice_speech/audio/`` and ``practice.jsonl`` lines ``{"id", "question", "answer", "audio"}``
+    (none at 0), which ``conversations`` answers in text."""
     from funaudiochat.base.atomic import atomic_write_text
 
     from .corpus import practice_questions
     from .spliced_speech import speak_sentences
 
     out, settings = build.folder("practice_speech"), build.settings
+    more = settings.spoken_practice_voices
+    if not 0 <= more <= len(PRACTICE_VOICES):
+        raise ValueError(f"spoken_practice_voices must be 0 to {len(PRACTICE_VOICES)}, got {more}")
     out.mkdir(parents=True, exist_ok=True)
     records = practice_questions(settings.seed, settings.spoken_practice)
     if records:
         questions = [record["question"] for record in records]
-        spoken = speak_sentences(
-            questions, out / "audio", TRAIN_VOICES, QUESTION_SPEEDS, settings.seed, "practice"
-        )
+        voices = TRAIN_VOICES + PRACTICE_VOICES[:more]
+        spoken = speak_sentences(questions, out / "audio", voices, QUESTION_SPEEDS, settings.seed, "practice")
         records = [{**record, "audio": line["audio"]} for record, line in zip(records, spoken, strict=True)]
     atomic_write_text(out / "practice.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     return {"questions": len(records)}

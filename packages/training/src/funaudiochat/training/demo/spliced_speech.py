@@ -124,7 +124,7 @@ def speak_spliced(
 ) -> list[dict[str, str]]:
     """Speak ``count`` spliced sentences of the questions and answers in ``pairs_files`` (corpus JSONL)
     into ``out`` (``spliced_<i>.wav``, built beside it and renamed into place, kept when it is whole
-    already); returns the manifest lines ``{"audio": absolute path, "text": sentence}``.
+    already); returns the manifest lines (``speak_sentences``).
 
     Args:
         pairs_files: corpus pair files of the training split (``"question"`` and ``"answer"`` fields).
@@ -148,27 +148,30 @@ def speak_sentences(
     speeds: Sequence[int],
     seed: int,
     prefix: str = "spliced",
-) -> list[dict[str, str]]:
+) -> list[dict]:
     """Speak ``sentences`` into ``out`` (``<prefix>_<i>.wav`` and ``manifest.jsonl``, built beside it and
-    renamed into place; kept when it is whole already and says these sentences, replaced when it says
-    others); returns the manifest lines ``{"audio": absolute path, "text": sentence}``. ``voices``,
-    ``speeds``: drawn per sentence with ``seed``."""
+    renamed into place; kept when it is whole already and says these sentences in the voices and speeds
+    drawn now, replaced otherwise); returns the manifest lines ``{"audio": absolute path, "text": sentence,
+    "voice", "speed"}``. ``voices``, ``speeds``: drawn per sentence with ``seed``."""
     from funaudiochat.base.atomic import atomic_folder
 
     from ..data.synth import speak
 
+    rng = random.Random(seed + 1)
+    plan = [(sentence, rng.choice(list(voices)), rng.choice(list(speeds))) for sentence in sentences]
     manifest = out / "manifest.jsonl"
     if manifest.is_file():
         kept = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line]
-        if [line["text"] for line in kept] == list(sentences):
+        if [(line["text"], line.get("voice"), line.get("speed")) for line in kept] == plan:
             return kept
-    rng = random.Random(seed + 1)
     lines = []
     with atomic_folder(out) as staging:
-        for index, sentence in enumerate(sentences):
+        for index, (sentence, voice, speed) in enumerate(plan):
             name = f"{prefix}_{index:05d}.wav"
-            speak("espeak-ng", sentence, rng.choice(list(voices)), rng.choice(list(speeds)), staging / name)
-            lines.append({"audio": str(out.resolve() / name), "text": sentence})
+            speak("espeak-ng", sentence, voice, speed, staging / name)
+            lines.append(
+                {"audio": str(out.resolve() / name), "text": sentence, "voice": voice, "speed": speed}
+            )
         text = "".join(json.dumps(line) + "\n" for line in lines)
         (staging / "manifest.jsonl").write_text(text, encoding="utf-8")
     return lines
