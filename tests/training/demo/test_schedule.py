@@ -4,11 +4,11 @@ nothing else running and nothing left to run that could start beside it; ``depen
 import os
 import sys
 
-from funaudiochat.training.demo.schedule import dependents, run_concurrently, threads_per_job
+from funaudiochat.training.demo.schedule import dependents, run_concurrently, threads_per_job, usable_cores
 
 # a command that writes the OpenMP threads it was given to its log
 SAY_THREADS = [sys.executable, "-c", "import os; print(os.environ['OMP_NUM_THREADS'])"]
-ALL_CORES = str(os.cpu_count() or 1)
+ALL_CORES = str(usable_cores())
 SHARED = str(threads_per_job(2))
 
 
@@ -41,6 +41,16 @@ def test_a_command_that_starts_alone_shares_when_others_could_start_beside_it(tm
     the other) share them."""
     said = threads_given(tmp_path, ["root", "b", "c"], {"b": ["root"], "c": ["root"]})
     assert said == {"root": ALL_CORES, "b": SHARED, "c": SHARED}
+
+
+def test_omp_num_threads_given_to_the_build_is_all_it_shares_out(tmp_path, monkeypatch):
+    """A build started with ``OMP_NUM_THREADS=1`` (beside other work) gives no stage more than that."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    said = threads_given(tmp_path, ["first", "side", "tail"], {"tail": ["first", "side"]})
+    assert said == {"first": "1", "side": "1", "tail": "1"}
+    for junk in ("", "0", "two"):
+        monkeypatch.setenv("OMP_NUM_THREADS", junk)
+        assert usable_cores() == (os.cpu_count() or 1)
 
 
 def test_sigterm_to_the_scheduler_stops_the_running_commands(tmp_path):

@@ -2,8 +2,9 @@
 
 ``run_concurrently(commands, needs, jobs, log_dir)`` is how ``DemoBuild.run(jobs=N)`` runs the demo
 recipe's stages: a command starts once every command it needs has exited with 0, at most ``jobs`` run at
-once, and ready ones start in the order of ``commands``. Each process gets ``cpu_count // jobs`` OpenMP and
-MKL threads (so concurrent torch processes do not fight over the cores), or every core when it starts with
+once, and ready ones start in the order of ``commands``. Each process gets ``cores // jobs`` OpenMP and
+MKL threads (so concurrent torch processes do not fight over the cores; ``cores``: ``OMP_NUM_THREADS``
+when this process has it, else every core), or all those cores when it starts with
 nothing else running and every command still to run needs it (the recipe's tail: nothing can start beside
 it, so a core would idle), and writes its stdout and stderr to ``log_dir/<name>.log`` (``log_dir=None``:
 to this process's own, as ``--jobs 1`` does). A failure starts nothing new: the running ones finish, then
@@ -29,9 +30,17 @@ class StagesFailed(RuntimeError):
     """One or more commands of ``run_concurrently`` exited with a non-zero code."""
 
 
+def usable_cores() -> int:
+    """The cores the commands may use: ``OMP_NUM_THREADS`` when this process was given it (a build sharing
+    the machine with other work), else every core."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    return int(given) if given.isdigit() and int(given) > 0 else os.cpu_count() or 1
+
+
 def threads_per_job(jobs: int) -> int:
-    """The OpenMP/MKL threads each of ``jobs`` concurrent processes gets: the cores shared out, at least 1."""
-    return max(1, (os.cpu_count() or 1) // jobs)
+    """The OpenMP/MKL threads each of ``jobs`` concurrent processes gets: ``usable_cores`` shared out, at
+    least 1."""
+    return max(1, usable_cores() // jobs)
 
 
 def dependents(needs: Mapping[str, Collection[str]], order: Sequence[str]) -> dict[str, set[str]]:
@@ -82,7 +91,7 @@ def run_concurrently(
             for name in ready[: jobs - len(running)]:
                 pending.remove(name)
                 alone = not running and set(pending) <= needed_by[name]  # nothing can start beside it
-                threads = str(os.cpu_count() or 1) if alone else str(threads_per_job(jobs))
+                threads = str(usable_cores()) if alone else str(threads_per_job(jobs))
                 env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
                 running[name] = (_start(commands[name], env, log_paths[name]), time.perf_counter())
                 output = f"log: {log_paths[name]}" if log_paths[name] is not None else "its output below"
