@@ -4,7 +4,10 @@
 tokenizer), such as pre-alignment's listening fit, which has no vocoder yet.
 
     python tools/experiments/listening_s2t.py --model runs/demo/pre_alignment/listen/model --run runs/demo \
-        [--limit 40] [--questions heldout|train] [--transcribe] [--out s2t.json]
+        [--limit 40] [--questions heldout|train|train_heldout_voices] [--transcribe] [--out s2t.json]
+
+``--questions train_heldout_voices``: the training questions spoken in the held-out voices (spoken into the
+run folder the first time, ``speech_stages.speak_training_in_heldout_voices``): what the voices alone cost.
 
 ``--transcribe`` also asks for transcripts (``asr`` mode) of the same questions and of the held-out
 transcription sentences: word error rates against their words.
@@ -23,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="a model folder (official layout)")
     parser.add_argument("--run", type=Path, required=True, help="the demo run folder (speech, corpus)")
     parser.add_argument("--limit", type=int, default=40, help="questions per task at most")
-    parser.add_argument("--questions", choices=("heldout", "train"), default="heldout")
+    parser.add_argument(
+        "--questions", choices=("heldout", "train", "train_heldout_voices"), default="heldout"
+    )
     parser.add_argument("--transcribe", action="store_true", help="also the word error rate of transcripts")
     parser.add_argument("--out", type=Path, help="write the results here (JSON)")
     args = parser.parse_args(argv)
@@ -39,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     model = FunAudioChatForConditionalGeneration.from_pretrained(args.model).float().eval()
     # S2T never reaches the vocoder: a random one stands in
     pipe = Pipeline(model, FunAudioChatProcessor.from_pretrained(args.model), random_parts().vocoder)
-    group = "heldout" if args.questions == "heldout" else "train_a"
+    group = {"heldout": "heldout", "train": "train_a"}.get(args.questions, args.questions)
+    if args.questions == "train_heldout_voices":
+        from funaudiochat.training.demo.speech_stages import speak_training_in_heldout_voices
+
+        speak_training_in_heldout_voices(args.run, group)
     items = [i for i in heldout_items(args.run, args.limit, group) if i.task in QA_TASKS]
     start = time.perf_counter()
     requests = [Request(audio=i.audio, mode="s2t", sampling=Sampling(seed=0)) for i in items]

@@ -310,6 +310,22 @@ def test_spoken_practice_questions_are_answered_in_text_in_the_training_conversa
     assert not set(PRACTICE_VOICES) & set(EVAL_VOICES + (ASSISTANT_VOICE,) + TRAIN_VOICES)
 
 
+def test_training_questions_in_the_heldout_voices_are_a_speech_group_the_evaluation_reads(spoken, tmp_path):
+    from funaudiochat.chat.demo_eval import heldout_items
+    from funaudiochat.training.demo.speech_stages import EVAL_VOICES, speak_training_in_heldout_voices
+
+    root = tmp_path / "demo"
+    (root / "speech_tokenizer" / "data").mkdir(parents=True)
+    (root / "corpus").symlink_to(spoken / "corpus")
+    folder = speak_training_in_heldout_voices(root, limit=3)
+    items = heldout_items(root, None, "train_heldout_voices")
+    assert len(items) == 3 and {item.split for item in items} == {"train"}
+    voices = [json.loads(line)["question"][0] for line in (folder / "voices.jsonl").read_text().splitlines()]
+    assert voices and set(voices) <= set(EVAL_VOICES)
+    speak_training_in_heldout_voices(root, limit=5)  # there already: kept
+    assert len(heldout_items(root, None, "train_heldout_voices")) == 3
+
+
 def test_conversations_stage_places_reply_words_at_their_speech_or_as_officially(spoken, tmp_path):
     import shutil
 

@@ -117,6 +117,20 @@ def run_speech(build: StageContext) -> dict[str, Any]:
     }
 
 
+def speak_training_in_heldout_voices(
+    run: Path, group: str = "train_heldout_voices", limit: int | None = None
+) -> Path:
+    """The training pairs of a demo run folder spoken in the held-out voices (``EVAL_VOICES``) as the
+    speech group ``group`` (``run/speech_tokenizer/data/<group>/``, where ``demo_eval.heldout_items`` reads
+    groups; kept when it is there): known questions in new voices, which tell the voices' share of the
+    held-out errors from the new phrasings' and contents'. ``limit``: the first that many pairs only.
+    Returns the group's folder."""
+    out = Path(run) / "speech_tokenizer" / "data" / group
+    if not (out / "manifest.jsonl").is_file():
+        _speak([Path(run) / "corpus" / "pairs_train.jsonl"], out, EVAL_VOICES, 7, None, limit)
+    return out
+
+
 def run_practice_speech(build: StageContext) -> dict[str, Any]:
     """``spoken_practice`` practice questions (``corpus.practice_questions``: new wordings of training
     contents) spoken in the training voices and ``spoken_practice_voices`` more (``PRACTICE_VOICES``) ->
