@@ -21,6 +21,24 @@ import time
 from pathlib import Path
 
 
+def per_voice(run: Path, group: str, items: list, texts: list[str]) -> dict[str, float]:
+    """Accuracy per question voice (the speech group's ``voices.jsonl``), worst first."""
+    from funaudiochat.training.demo.corpus import contains_key
+
+    folder = run / "speech_tokenizer" / "data" / group
+    if not (folder / "voices.jsonl").is_file():
+        folder = run / "speech" / group  # (groups the speech stage spoke keep it there)
+    voices = {}
+    for line in (folder / "voices.jsonl").read_text(encoding="utf-8").splitlines():
+        if line:
+            record = json.loads(line)
+            voices[record["id"]] = record["question"][0]
+    right: dict[str, list[bool]] = {}
+    for item, text in zip(items, texts, strict=True):
+        right.setdefault(voices[item.id], []).append(contains_key(text, item.key))
+    return dict(sorted(((v, sum(r) / len(r)) for v, r in right.items()), key=lambda pair: pair[1]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="a model folder (official layout)")
@@ -58,10 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         "questions": args.questions,
         **key_score(items, [r.text for r in replies]),
     }
+    result["per_voice"] = per_voice(args.run, group, items, [r.text for r in replies])
     result["examples"] = [
         {"question": i.question, "answer": r.text} for i, r in list(zip(items, replies, strict=True))[:8]
     ]
     print(f"S2T {args.questions}: {100 * result['accuracy']:.1f} % (n={result['n']}) {result['per_task']}")
+    print(
+        "per voice: "
+        + ", ".join(f"{voice} {100 * share:.0f} %" for voice, share in result["per_voice"].items())
+    )
     if args.transcribe:
         sentences = [i for i in heldout_items(args.run, args.limit, group) if i.task == "asr"]
         for name, asked, words in (
