@@ -23,16 +23,13 @@ from pathlib import Path
 
 def per_voice(run: Path, group: str, items: list, texts: list[str]) -> dict[str, float]:
     """Accuracy per question voice (the speech group's ``voices.jsonl``), worst first."""
+    from funaudiochat.training.data.synth import question_voices
     from funaudiochat.training.demo.corpus import contains_key
 
     folder = run / "speech_tokenizer" / "data" / group
     if not (folder / "voices.jsonl").is_file():
         folder = run / "speech" / group  # (groups the speech stage spoke keep it there)
-    voices = {}
-    for line in (folder / "voices.jsonl").read_text(encoding="utf-8").splitlines():
-        if line:
-            record = json.loads(line)
-            voices[record["id"]] = record["question"][0]
+    voices = question_voices(folder)
     right: dict[str, list[bool]] = {}
     for item, text in zip(items, texts, strict=True):
         right.setdefault(voices[item.id], []).append(contains_key(text, item.key))

@@ -86,12 +86,12 @@ def speak_in_training_voices(heldout: Path, out: Path, limit: int) -> Path:
 
 
 def hearing(encoder, head, group_size: int, tokenizer, group: Path, limit: int) -> dict:
+    from funaudiochat.training.data.synth import question_voices
     from funaudiochat.training.tokenizer import edit_distance
 
     rows = [json.loads(line) for line in (group / "manifest.jsonl").read_text().splitlines() if line]
     rows = pick(rows, limit)
-    lines = (group / "voices.jsonl").read_text().splitlines()
-    voice_of = {json.loads(line)["id"]: json.loads(line)["question"][0] for line in lines if line}
+    voice_of = question_voices(group)
     errors = tokens = exact = 0
     per_voice: dict[str, list[int]] = {}
     examples = []

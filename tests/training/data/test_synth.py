@@ -38,6 +38,8 @@ def test_two_pairs_end_to_end(pairs, tmp_path, capsys):
         assert user.ref_text == entry.text and user.path == entry.audio and Path(user.path).is_file()
         assert answer.delay == 10 and np.array_equal(answer.codes, entry.answer_codes)
         assert answer.ref_path == entry.answer_audio and sf.info(answer.ref_path).samplerate == 22050
+    voices = synth.question_voices(out)
+    assert list(voices) == ["qa00002", "qa00004"] and set(voices.values()) <= {"en-us", "en-gb+f3"}
     record = json.loads((out / "train.jsonl").read_text().splitlines()[0])
     assert list(record) == ["system", "messages", "audio"] and all(
         isinstance(a, str) for a in record["audio"]

@@ -117,6 +117,12 @@ def read_pairs(path: Path) -> list[Pair]:
     return pairs
 
 
+def question_voices(folder: Path) -> dict[str, str]:
+    """Each pair's question voice, by pair id, from the ``voices.jsonl`` this tool wrote into ``folder``."""
+    lines = (Path(folder) / "voices.jsonl").read_text(encoding="utf-8").splitlines()
+    return {record["id"]: record["question"][0] for record in map(json.loads, filter(None, lines))}
+
+
 def speak(espeak: str, text: str, voice: str, speed: int, out: Path) -> None:
     """``espeak-ng -v voice -s speed -w out --stdin`` with ``text`` on stdin."""
     result = subprocess.run(
