@@ -87,3 +87,24 @@ def test_transcripts_add_the_transcription_rows_and_the_sentences_each_audio_onc
     ]
     assert listening[-1].user_audios[0].num_frames == 25
     assert all(c.system == DEFAULT_S2T_PROMPT and not c.assistant_speech for c in listening)
+
+
+def test_questions_in_more_voices_are_answered_in_text_but_tool_requests_are_left_out(tmp_path):
+    """``questions`` (``voice_questions``: the training questions in more voices) join as S2T rows answered
+    with the corpus answer; tool requests and transcriptions stay out as in the conversations' rows."""
+    import soundfile
+
+    write_sharegpt(tmp_path / "train.jsonl", [_asked("/a/q1.wav", "Two.", DEFAULT_S2T_PROMPT)])
+    wav = tmp_path / "voice_0.wav"
+    soundfile.write(wav, np.zeros(16000 * 2), 16000)  # two seconds: 50 frames
+    questions = [
+        {"audio": str(wav), "text": "What is one plus one?", "answer": "Two.", "task": "arithmetic"},
+        {"audio": str(wav), "text": "Set a timer.", "answer": "Okay.", "task": "tool"},
+        {"audio": str(wav), "text": "Write this down.", "answer": "Write this down.", "task": "asr"},
+    ]
+    count = write_listening_rows(tmp_path / "train.jsonl", tmp_path / "rows.jsonl", questions=questions)
+    assert count == 2
+    _, voiced = read_sharegpt(tmp_path / "rows.jsonl", check_audio=False)
+    assert (voiced.turns[0].content, voiced.turns[1].content) == (AUDIO_TEMPLATE, "Two.")
+    assert voiced.system == DEFAULT_S2T_PROMPT and voiced.user_audios[0].num_frames == 50
+    assert voiced.user_audios[0].ref_text == "What is one plus one?"

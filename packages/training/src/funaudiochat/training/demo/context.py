@@ -71,6 +71,13 @@ class DemoSettings:
         of the continuous tower at 12000 steps: 24.3 % at 128, 20.6 % at 256, which trains 1.6x slower).
     audio_encoder_spliced: spliced training sentences the tower also hears (``spliced_speech``: the
         training words in new orders, against learning the training sentences by heart; 0: none).
+    listening_voices: the listening path also hears the training questions in that many more voices
+        (``speech_stages.LISTENING_VOICES``: 270 other variants of the training accents and New York's,
+        never a held-out voice, accent or variant; 0: none), each question ``listening_voice_rounds``
+        times in a voice drawn for it: the tower trains on them (and its spliced sentences are spoken in
+        those voices too) and the listening fit answers them. The listening fit answered its own training
+        questions 98.5 % of the time in the training voices and 58.5 % in the held-out ones
+        (``docs/experiments/demo_model/README.md``, "what the voices cost").
     tower_match_steps / tower_match_weight / tower_match_logit_scale / tower_match_lr: the ``tower_match``
         stage's fine-tuning of the tower with the embedding match (``llm.audio_encoder``; 0 steps: the
         tower as it is), its weight, the token CTC's logit scale at the start and the peak learning rate.
@@ -140,6 +147,8 @@ class DemoSettings:
     spoken_practice_voices: int = 0
     audio_encoder_steps: int = 12000
     audio_encoder_spliced: int = 6000
+    listening_voices: int = 0
+    listening_voice_rounds: int = 2
     audio_encoder_width: int = 256
     tower_match_steps: int = 4000
     tower_match_weight: float = 1.0

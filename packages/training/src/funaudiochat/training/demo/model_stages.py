@@ -123,11 +123,23 @@ def tower_fit_overrides(train: Path, steps: int, weights: Path, text_lm: Path, s
     ]
 
 
+def question_voices(settings) -> tuple[str, ...]:
+    """The voices the listening path's extra speech is drawn from: the training voices and the first
+    ``listening_voices`` of ``speech_stages.LISTENING_VOICES``."""
+    from .speech_stages import LISTENING_VOICES, TRAIN_VOICES
+
+    more = settings.listening_voices
+    if not 0 <= more <= len(LISTENING_VOICES):
+        raise ValueError(f"listening_voices must be 0 to {len(LISTENING_VOICES)}, got {more}")
+    return TRAIN_VOICES + LISTENING_VOICES[:more]
+
+
 def spliced_utterances(build: StageContext, corpus: Path) -> list[dict[str, str]]:
     """The ``audio_encoder`` stage's spliced sentences (``audio_encoder_spliced`` of them, spoken into
-    ``audio_encoder/spliced``; spoken again, the same, when that stage was restored without them) as
-    manifest lines ``{"audio", "text"}``, spliced from the training pairs of the ``corpus`` folder."""
-    from .speech_stages import QUESTION_SPEEDS, TRAIN_VOICES
+    ``audio_encoder/spliced`` in ``question_voices``; spoken again, the same, when that stage was restored
+    without them) as manifest lines ``{"audio", "text"}``, spliced from the training pairs of the
+    ``corpus`` folder."""
+    from .speech_stages import QUESTION_SPEEDS
     from .spliced_speech import speak_spliced
 
     settings = build.settings
@@ -136,7 +148,33 @@ def spliced_utterances(build: StageContext, corpus: Path) -> list[dict[str, str]
     train = [corpus / "pairs_train.jsonl", corpus / "tools_train.jsonl"]
     out = build.folder("audio_encoder") / "spliced"
     n = settings.audio_encoder_spliced
-    return speak_spliced(train, out, n, TRAIN_VOICES, QUESTION_SPEEDS, settings.seed)
+    return speak_spliced(train, out, n, question_voices(settings), QUESTION_SPEEDS, settings.seed)
+
+
+def voice_questions(build: StageContext, corpus: Path) -> list[dict[str, str]]:
+    """The training questions of the ``corpus`` folder (every task's) spoken
+    ``listening_voice_rounds`` times each in voices drawn from ``LISTENING_VOICES[:listening_voices]``
+    (none when that is 0), into ``audio_encoder/voices`` (spoken again, the same, when that stage was
+    restored without them): manifest lines ``{"audio", "text", "answer", "task"}``, ``answer`` the
+    corpus answer. The tower hears them all; the listening fit answers the question-answering ones."""
+    from .family import TASKS
+    from .speech_stages import LISTENING_VOICES, QUESTION_SPEEDS, TRAIN_VOICES
+    from .spliced_speech import speak_sentences
+    from .text_stages import corpus_pairs
+
+    settings = build.settings
+    more = len(question_voices(settings)) - len(TRAIN_VOICES)  # (checks the setting)
+    if more == 0:
+        return []
+    records = corpus_pairs(corpus, ("train",), TASKS) * settings.listening_voice_rounds
+    questions = [record["question"] for record in records]
+    out = build.folder("audio_encoder") / "voices"
+    voices = LISTENING_VOICES[:more]
+    spoken = speak_sentences(questions, out, voices, QUESTION_SPEEDS, settings.seed + 2, "voice")
+    return [
+        {**line, "answer": record["answer"], "task": record["task"]}
+        for line, record in zip(spoken, records, strict=True)
+    ]
 
 
 def run_audio_encoder(build: StageContext) -> dict[str, Any]:
@@ -146,8 +184,10 @@ def run_audio_encoder(build: StageContext) -> dict[str, Any]:
     text_lm = build.require("text_lm", "audio_encoder") / "model"
     out = build.folder("audio_encoder")
     settings = build.settings
-    spliced = spliced_utterances(build, build.require("corpus", "audio_encoder"))
-    count = write_utterances(speech, out / "utterances.jsonl", extra=spliced)
+    corpus = build.require("corpus", "audio_encoder")
+    spliced = spliced_utterances(build, corpus)
+    voiced = voice_questions(build, corpus)
+    count = write_utterances(speech, out / "utterances.jsonl", extra=spliced + voiced)
     weights = out / "audio_encoder.safetensors"
     overrides = tower_fit_overrides(
         out / "utterances.jsonl", settings.audio_encoder_steps, weights, text_lm, settings
@@ -158,6 +198,7 @@ def run_audio_encoder(build: StageContext) -> dict[str, Any]:
     return {
         "utterances": count,
         "spliced": len(spliced),
+        "voice_questions": len(voiced),
         "steps": settings.audio_encoder_steps,
         "weights": str(weights),
     }
@@ -228,7 +269,11 @@ def plain_reply(text: str) -> str:
 
 
 def write_listening_rows(
-    conversations: Path, out: Path, transcripts: bool = False, sentences: Sequence[dict[str, str]] = ()
+    conversations: Path,
+    out: Path,
+    transcripts: bool = False,
+    sentences: Sequence[dict[str, str]] = (),
+    questions: Sequence[dict[str, str]] = (),
 ) -> int:
     """Write the spoken questions of the sharegpt file ``conversations`` answered in text as the text LLM
     was taught (``DEFAULT_S2T_PROMPT``, the question's audio alone, a text reply) to ``out`` (atomically);
@@ -244,12 +289,16 @@ def write_listening_rows(
             LLM that learnt to copy under that instruction (``text_lm_skills``) writes from the words it
             reads: a target that is the audio's own content, whatever the phrasing.
         sentences: more audio to transcribe, manifest lines ``{"audio": wav path, "text": its words}``
-            (the tower's spliced sentences: training words in new orders)."""
+            (the tower's spliced sentences: training words in new orders).
+        questions: more spoken questions to answer, lines ``{"audio", "text": the question, "answer",
+            "task"}`` (``voice_questions``: the training questions in more voices); only those of the
+            question-answering tasks are taken."""
     from funaudiochat.drsr.prompts import ASR_INSTRUCTION, DEFAULT_S2M_PROMPT, DEFAULT_S2T_PROMPT
 
     from ..data import read_sharegpt, write_sharegpt
     from ..data.records import AUDIO_TEMPLATE, Conversation, Turn
     from .speech_stages import spoken_question
+    from .text_stages import QA_TASKS
 
     rows, heard = [], set()
     for c in read_sharegpt(conversations, check_audio=False):
@@ -275,6 +324,11 @@ def write_listening_rows(
         turns = [Turn("user", AUDIO_TEMPLATE + ASR_INSTRUCTION), Turn("assistant", sentence["text"])]
         audio = spoken_question(sentence["audio"], sentence["text"])
         rows.append(Conversation(turns, [audio], DEFAULT_S2T_PROMPT))
+    for question in questions:
+        if question["task"] in QA_TASKS:
+            turns = [Turn("user", AUDIO_TEMPLATE), Turn("assistant", question["answer"])]
+            audio = spoken_question(question["audio"], question["text"])
+            rows.append(Conversation(turns, [audio], DEFAULT_S2T_PROMPT))
     write_sharegpt(out, rows)
     return len(rows)
 
@@ -306,8 +360,9 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
         # encoder and adapter with the LLM frozen)
         transcripts = settings.listening_transcripts
         sentences = spliced_utterances(build, corpus) if transcripts else []
+        voiced = voice_questions(build, corpus)
         rows = write_listening_rows(
-            conversations / "train.jsonl", out / "listening_rows.jsonl", transcripts, sentences
+            conversations / "train.jsonl", out / "listening_rows.jsonl", transcripts, sentences, voiced
         )
         listen = out / "listen"
         overrides = [

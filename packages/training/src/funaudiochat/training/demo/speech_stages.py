@@ -51,6 +51,26 @@ PRACTICE_VOICES = (
 )
 ASSISTANT_VOICE = "en-us+f5"
 ASSISTANT_SPEED = 160
+# many more voices for the listening path (``listening_voices``): the accents of the training voices and New
+# York's, each with 40 variants (``espeak-ng --voices=variant``; an unknown variant silently falls back to
+# the accent's own voice). Never the held-out accent (West Midlands), a held-out variant (m1, m7, f1),
+# a held-out, training or assistant voice. Ordered variant by variant: the first N share out the accents.
+LISTENING_ACCENTS = (
+    *("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-029", "en-us-nyc"),
+)
+LISTENING_VARIANTS = (
+    *("m2", "m3", "m4", "m5", "m6", "m8", "f2", "f3", "f4"),
+    *("klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6"),
+    *("adam", "Alex", "Andy", "Annie", "antonio", "aunty", "belinda", "benjamin", "boris", "caleb"),
+    *("david", "ed", "edward", "gustave", "iven", "john", "linda", "max", "michel", "pablo"),
+    *("paul", "quincy", "rob", "robert", "steph"),
+)
+LISTENING_VOICES = tuple(
+    voice
+    for variant in LISTENING_VARIANTS
+    for accent in LISTENING_ACCENTS
+    if (voice := f"{accent}+{variant}") not in (*TRAIN_VOICES, *EVAL_VOICES, ASSISTANT_VOICE)
+)
 QUESTION_SPEEDS = (130, 150, 170, 190)
 NOISE_SNR_DB = 20.0
 
