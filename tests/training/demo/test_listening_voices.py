@@ -50,7 +50,7 @@ def test_voice_questions_speak_every_training_question_in_the_extra_voices(tmp_p
     records = [
         {"split": "train", "task": "arithmetic", "question": "What is two plus two?", "answer": "Four."},
         {"split": "train", "task": "tool", "question": "Set a timer for one minute.", "answer": "Okay."},
-        {"split": "heldout_phrasing", "task": "fact", "question": "Which colour is grass?", "answer": "Green."},
+        {"split": "heldout_phrasing", "task": "fact", "question": "Grass is?", "answer": "Green."},
     ]
     (corpus / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert voice_questions(_build(tmp_path), corpus) == []
