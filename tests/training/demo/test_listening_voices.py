@@ -65,3 +65,7 @@ def test_voice_questions_speak_every_training_question_in_the_extra_voices(tmp_p
     folder = (tmp_path / "audio_encoder" / "voices").resolve()
     assert all(Path(line["audio"]).is_file() and Path(line["audio"]).parent == folder for line in lines)
     assert voice_questions(build, corpus) == lines  # spoken once: kept while the plan is the same
+    small = _build(tmp_path, listening_voices=2, listening_voice_rounds=1, pairs_per_file=1)
+    records.insert(1, {"split": "train", "task": "arithmetic", "question": "One plus one?", "answer": "Two."})
+    (corpus / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert [line["text"] for line in voice_questions(small, corpus)] == [r["question"] for r in records[::2]]

@@ -152,11 +152,12 @@ def spliced_utterances(build: StageContext, corpus: Path) -> list[dict[str, str]
 
 
 def voice_questions(build: StageContext, corpus: Path) -> list[dict[str, str]]:
-    """The training questions of the ``corpus`` folder (every task's) spoken
-    ``listening_voice_rounds`` times each in voices drawn from ``LISTENING_VOICES[:listening_voices]``
-    (none when that is 0), into ``audio_encoder/voices`` (spoken again, the same, when that stage was
-    restored without them): manifest lines ``{"audio", "text", "answer", "task"}``, ``answer`` the
-    corpus answer. The tower hears them all; the listening fit answers the question-answering ones."""
+    """The training questions of the ``corpus`` folder (every task's; the first ``pairs_per_file`` of each
+    when that is set) spoken ``listening_voice_rounds`` times each in voices drawn from
+    ``LISTENING_VOICES[:listening_voices]`` (none when that is 0), into ``audio_encoder/voices`` (spoken
+    again, the same, when that stage was restored without them): manifest lines ``{"audio", "text",
+    "answer", "task"}``, ``answer`` the corpus answer. The tower hears them all; the listening fit
+    answers the question-answering ones."""
     from .family import TASKS
     from .speech_stages import LISTENING_VOICES, QUESTION_SPEEDS, TRAIN_VOICES
     from .spliced_speech import speak_sentences
@@ -166,7 +167,11 @@ def voice_questions(build: StageContext, corpus: Path) -> list[dict[str, str]]:
     more = len(question_voices(settings)) - len(TRAIN_VOICES)  # (checks the setting)
     if more == 0:
         return []
-    records = corpus_pairs(corpus, ("train",), TASKS) * settings.listening_voice_rounds
+    records = corpus_pairs(corpus, ("train",), TASKS)
+    limit = settings.pairs_per_file
+    if limit is not None:  # a small build (as the speech stage): the first that many of each task
+        records = [r for task in TASKS for r in [r for r in records if r["task"] == task][:limit]]
+    records = records * settings.listening_voice_rounds
     questions = [record["question"] for record in records]
     out = build.folder("audio_encoder") / "voices"
     voices = LISTENING_VOICES[:more]
