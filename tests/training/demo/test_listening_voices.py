@@ -69,3 +69,29 @@ def test_voice_questions_speak_every_training_question_in_the_extra_voices(tmp_p
     records.insert(1, {"split": "train", "task": "arithmetic", "question": "One plus one?", "answer": "Two."})
     (corpus / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert [line["text"] for line in voice_questions(small, corpus)] == [r["question"] for r in records[::2]]
+
+
+def test_core_cocktail_conversations_gain_the_voice_questions_answered_in_text(tmp_path):
+    """``cocktail_voice_questions``: the conversations as they are, then each question-answering training
+    question in the more voices answered in text (tool requests stay out)."""
+    from funaudiochat.drsr.prompts import DEFAULT_S2T_PROMPT
+    from funaudiochat.training.data import read_sharegpt, write_sharegpt
+    from funaudiochat.training.data.records import AUDIO_TEMPLATE, Conversation, Turn, UserAudio
+    from funaudiochat.training.demo.finetune_stages import write_voice_conversations
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    records = [
+        {"split": "train", "task": "fact", "question": "What colour is snow?", "answer": "Snow is white."},
+        {"split": "train", "task": "tool", "question": "Set a timer for one minute.", "answer": "Okay."},
+    ]
+    (corpus / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    turns = [Turn("user", AUDIO_TEMPLATE), Turn("assistant", "Two.")]
+    first = Conversation(turns, [UserAudio("/a/q.wav", 25)], DEFAULT_S2T_PROMPT)
+    write_sharegpt(tmp_path / "train.jsonl", [first])
+    build = _build(tmp_path, listening_voices=1, listening_voice_rounds=1)
+    build.require = lambda stage, by: tmp_path / stage
+    assert write_voice_conversations(build, tmp_path / "train.jsonl", tmp_path / "out.jsonl") == 1
+    kept, voiced = read_sharegpt(tmp_path / "out.jsonl", check_audio=False)
+    assert kept.turns[1].content == "Two." and voiced.turns[1].content == "Snow is white."
+    assert voiced.user_audios[0].ref_text == "What colour is snow?" and voiced.system == DEFAULT_S2T_PROMPT

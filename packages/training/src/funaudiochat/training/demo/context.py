@@ -100,6 +100,8 @@ class DemoSettings:
         merge weight (1.0: plain fine-tuning, no merge).
     cocktail_lr: stage 1's peak learning rate (stage 2 runs at a tenth; the recipe's 1e-4 suits a
         pretrained 8B, a small LLM trained from scratch moves at more).
+    cocktail_voice_questions: Core-Cocktail also trains on the training questions in the more voices of
+        ``listening_voices`` answered in text (nothing when that is 0), not only the listening fit.
     dpo_pairs / dpo_steps / dpo_lr: preference pairs drawn, steps and learning rate of DPO.
     hift_steps / flow_steps: generator steps of HiFT and steps of the flow (HiFT on the true mel of
         held-out answers, heard: 45 % after 1000 steps, 60 % after 1500 (n = 20); 69.5 % after 2000,
@@ -165,6 +167,7 @@ class DemoSettings:
     cocktail_stage2_steps: int = 300
     cocktail_alpha: float = 0.5
     cocktail_lr: float = 5e-4
+    cocktail_voice_questions: bool = False
     dpo_pairs: int = 600
     dpo_steps: int = 60
     dpo_lr: float = 5e-6

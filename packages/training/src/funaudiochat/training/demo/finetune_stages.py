@@ -18,6 +18,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -110,16 +111,32 @@ def _reply_text(conversation) -> str:
     return reply.text if isinstance(reply, AssistantSpeech) else conversation.turns[-1].content
 
 
+def write_voice_conversations(build: StageContext, conversations: Path, out: Path) -> int:
+    """The training conversations of ``conversations`` and, after them, the question-answering training
+    questions in more voices (``model_stages.voice_questions``) answered in text, written to ``out``
+    (atomically); returns how many of those were added."""
+    from ..data import read_sharegpt, write_sharegpt
+    from .model_stages import answered_in_text, voice_questions
+
+    rows = answered_in_text(voice_questions(build, build.require("corpus", "core_cocktail")))
+    write_sharegpt(out, read_sharegpt(conversations, check_audio=False) + rows)
+    return len(rows)
+
+
 def run_core_cocktail(build: StageContext) -> dict[str, Any]:
     start = build.require("pre_alignment", "core_cocktail") / "run" / "model"
     processor = build.require("text_tokenizer", "core_cocktail")
     conversations = build.require("conversations", "core_cocktail")
     settings = build.settings
     run = build.folder("core_cocktail") / "run"
+    train, voiced = conversations / "train.jsonl", 0
+    if settings.cocktail_voice_questions and settings.listening_voices > 0:
+        train = build.folder("core_cocktail") / "train.jsonl"
+        voiced = write_voice_conversations(build, conversations / "train.jsonl", train)
     steps = (settings.cocktail_stage1_steps, settings.cocktail_stage2_steps)
     overrides = [
         f"model.model={start}",
-        f"data.train={conversations / 'train.jsonl'}",
+        f"data.train={train}",
         f"data.processor={processor}",
         f"model.stage1_steps={steps[0]}",
         f"model.stage2_steps={steps[1]}",
@@ -132,6 +149,7 @@ def run_core_cocktail(build: StageContext) -> dict[str, Any]:
     fit_recipe("core_cocktail", run, overrides, product=run / "model", precision=build.settings.llm_precision)
     return {
         "steps": list(steps),
+        "voice_questions": voiced,
         "alpha": settings.cocktail_alpha,
         "lr": settings.cocktail_lr,
         "model": str(run / "model"),

@@ -182,6 +182,24 @@ def voice_questions(build: StageContext, corpus: Path) -> list[dict[str, str]]:
     ]
 
 
+def answered_in_text(questions: Sequence[dict[str, str]]) -> list:
+    """The S2T training conversations of the question-answering ``questions`` (``voice_questions`` lines):
+    each spoken question (``DEFAULT_S2T_PROMPT``, its audio alone) answered with its corpus answer."""
+    from funaudiochat.drsr.prompts import DEFAULT_S2T_PROMPT
+
+    from ..data.records import AUDIO_TEMPLATE, Conversation, Turn
+    from .speech_stages import spoken_question
+    from .text_stages import QA_TASKS
+
+    rows = []
+    for question in questions:
+        if question["task"] in QA_TASKS:
+            turns = [Turn("user", AUDIO_TEMPLATE), Turn("assistant", question["answer"])]
+            audio = spoken_question(question["audio"], question["text"])
+            rows.append(Conversation(turns, [audio], DEFAULT_S2T_PROMPT))
+    return rows
+
+
 def run_audio_encoder(build: StageContext) -> dict[str, Any]:
     from .speech_stages import write_utterances
 
@@ -303,7 +321,6 @@ def write_listening_rows(
     from ..data import read_sharegpt, write_sharegpt
     from ..data.records import AUDIO_TEMPLATE, Conversation, Turn
     from .speech_stages import spoken_question
-    from .text_stages import QA_TASKS
 
     rows, heard = [], set()
     for c in read_sharegpt(conversations, check_audio=False):
@@ -329,11 +346,7 @@ def write_listening_rows(
         turns = [Turn("user", AUDIO_TEMPLATE + ASR_INSTRUCTION), Turn("assistant", sentence["text"])]
         audio = spoken_question(sentence["audio"], sentence["text"])
         rows.append(Conversation(turns, [audio], DEFAULT_S2T_PROMPT))
-    for question in questions:
-        if question["task"] in QA_TASKS:
-            turns = [Turn("user", AUDIO_TEMPLATE), Turn("assistant", question["answer"])]
-            audio = spoken_question(question["audio"], question["text"])
-            rows.append(Conversation(turns, [audio], DEFAULT_S2T_PROMPT))
+    rows += answered_in_text(questions)
     write_sharegpt(out, rows)
     return len(rows)
 
