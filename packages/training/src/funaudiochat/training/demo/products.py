@@ -46,6 +46,7 @@ ADDED_SETTINGS: dict[str, tuple[str | tuple[str, ...], Any]] = {
     "text_lm_copy_practice": ("text_lm_copy", 0),
     "spoken_practice_voices": ("practice_speech", 0),
     "listening_voices": (("audio_encoder", "pre_alignment"), 0),
+    "cocktail_voice_questions": ("core_cocktail", False),
     "llm_precision": (LLM_STAGES, "32-true"),
     "tower_precision": (TOWER_STAGES, "32-true"),
     "vocoder_precision": (VOCODER_STAGES, "32-true"),
