@@ -159,22 +159,22 @@ def voice_questions(build: StageContext, corpus: Path) -> list[dict[str, str]]:
     "answer", "task"}``, ``answer`` the corpus answer. The tower hears them all; the listening fit
     answers the question-answering ones."""
     from .family import TASKS
-    from .speech_stages import LISTENING_VOICES, QUESTION_SPEEDS, TRAIN_VOICES
+    from .speech_stages import QUESTION_SPEEDS, TRAIN_VOICES
     from .spliced_speech import speak_sentences
     from .text_stages import corpus_pairs
 
     settings = build.settings
-    more = len(question_voices(settings)) - len(TRAIN_VOICES)  # (checks the setting)
-    if more == 0:
+    voices = question_voices(settings)[len(TRAIN_VOICES) :]
+    if not voices:
         return []
     records = corpus_pairs(corpus, ("train",), TASKS)
     limit = settings.pairs_per_file
-    if limit is not None:  # a small build (as the speech stage): the first that many of each task
-        records = [r for task in TASKS for r in [r for r in records if r["task"] == task][:limit]]
+    if limit is not None:  # a small build (tests): the first that many of each task
+        by_task = {task: [r for r in records if r["task"] == task][:limit] for task in TASKS}
+        records = [record for task in TASKS for record in by_task[task]]
     records = records * settings.listening_voice_rounds
     questions = [record["question"] for record in records]
     out = build.folder("audio_encoder") / "voices"
-    voices = LISTENING_VOICES[:more]
     spoken = speak_sentences(questions, out, voices, QUESTION_SPEEDS, settings.seed + 2, "voice")
     return [
         {**line, "answer": record["answer"], "task": record["task"]}
@@ -183,21 +183,12 @@ def voice_questions(build: StageContext, corpus: Path) -> list[dict[str, str]]:
 
 
 def answered_in_text(questions: Sequence[dict[str, str]]) -> list:
-    """The S2T training conversations of the question-answering ``questions`` (``voice_questions`` lines):
-    each spoken question (``DEFAULT_S2T_PROMPT``, its audio alone) answered with its corpus answer."""
-    from funaudiochat.drsr.prompts import DEFAULT_S2T_PROMPT
-
-    from ..data.records import AUDIO_TEMPLATE, Conversation, Turn
-    from .speech_stages import spoken_question
+    """The S2T training conversations (``speech_stages.text_answered``) of the question-answering
+    ``questions`` (``voice_questions`` lines), each answered with its corpus answer."""
+    from .speech_stages import text_answered
     from .text_stages import QA_TASKS
 
-    rows = []
-    for question in questions:
-        if question["task"] in QA_TASKS:
-            turns = [Turn("user", AUDIO_TEMPLATE), Turn("assistant", question["answer"])]
-            audio = spoken_question(question["audio"], question["text"])
-            rows.append(Conversation(turns, [audio], DEFAULT_S2T_PROMPT))
-    return rows
+    return [text_answered(q["audio"], q["text"], q["answer"]) for q in questions if q["task"] in QA_TASKS]
 
 
 def run_audio_encoder(build: StageContext) -> dict[str, Any]:

@@ -55,9 +55,8 @@ ASSISTANT_SPEED = 160
 # York's, each with 40 variants (``espeak-ng --voices=variant``; an unknown variant silently falls back to
 # the accent's own voice). Never the held-out accent (West Midlands), a held-out variant (m1, m7, f1),
 # a held-out, training or assistant voice. Ordered variant by variant: the first N share out the accents.
-LISTENING_ACCENTS = (
-    *("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-029", "en-us-nyc"),
-)
+LISTENING_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-029")
+LISTENING_ACCENTS += ("en-us-nyc",)
 LISTENING_VARIANTS = (
     *("m2", "m3", "m4", "m5", "m6", "m8", "f2", "f3", "f4"),
     *("klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6"),
@@ -187,22 +186,26 @@ def spoken_question(audio: str | Path, text: str):
     return UserAudio(str(audio), max(frames, 1), ref_text=text)
 
 
-def practice_conversations(practice: Path) -> list:
-    """The S2T training conversations of the ``practice_speech`` folder ``practice``: each spoken practice
-    question answered in text (``DEFAULT_S2T_PROMPT``), as the text LLM answers it written."""
+def text_answered(audio: str | Path, question: str, answer: str, source: str = ""):
+    """The S2T training ``Conversation`` of a spoken question: its audio alone (``DEFAULT_S2T_PROMPT``),
+    answered in text with ``answer`` as the text LLM answers it written. ``question``: its words."""
     from funaudiochat.drsr.prompts import DEFAULT_S2T_PROMPT
 
     from ..data import Conversation, Turn
     from ..data.records import AUDIO_TEMPLATE
 
-    conversations = []
-    for line in (practice / "practice.jsonl").read_text(encoding="utf-8").splitlines():
-        if line:
-            record = json.loads(line)
-            turns = [Turn("user", AUDIO_TEMPLATE), Turn("assistant", record["answer"])]
-            audio = spoken_question(record["audio"], record["question"])
-            conversations.append(Conversation(turns, [audio], DEFAULT_S2T_PROMPT, source=record["id"]))
-    return conversations
+    turns = [Turn("user", AUDIO_TEMPLATE), Turn("assistant", answer)]
+    return Conversation(turns, [spoken_question(audio, question)], DEFAULT_S2T_PROMPT, source=source)
+
+
+def practice_conversations(practice: Path) -> list:
+    """The S2T training conversations of the ``practice_speech`` folder ``practice``: each spoken practice
+    question answered in text (``text_answered``)."""
+    lines = (practice / "practice.jsonl").read_text(encoding="utf-8").splitlines()
+    return [
+        text_answered(r["audio"], r["question"], r["answer"], source=r["id"])
+        for r in map(json.loads, filter(None, lines))
+    ]
 
 
 def recode_answers(source: Path, out: Path, tokenizer_path: Path) -> int:
