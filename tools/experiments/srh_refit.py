@@ -19,6 +19,10 @@ model. ``--conversations`` may hold another reply layout than the one the LLM wa
 ``train_demo.py --stage conversations --set reply_alignment=words``): the frozen LLM then reads a layout it
 never saw, and only the head learns it.
 
+``--head keep``: the pipeline's own head and table are trained on instead of drawn again (``--table`` and
+``--text-scale`` then do not apply): how much more a trained model's head gains from more of the speaking
+fit alone.
+
 ``--table fsq``: the table's code rows are built from the speech tokenizer's FSQ digits (each code is 8
 ternary digits, ``funaudiochat.tokenizer.speech_tokenizer``): one random vector per (digit, level), summed,
 plus a per-code part holding ``1 - --fsq-share`` of the variance. Codes one digit apart then start close,
@@ -47,8 +51,11 @@ def fsq_table(codes: int, width: int, std: float, share: float):
     return structured + torch.randn(codes, width) * std * (1 - share) ** 0.5
 
 
-def make_start(model_folder: Path, out: Path, table: str, text_scale: float, share: float, seed: int) -> None:
-    """The model of ``model_folder`` with a fresh SRH and speech table, saved to ``out``."""
+def make_start(
+    model_folder: Path, out: Path, table: str, text_scale: float, share: float, seed: int, keep: bool = False
+) -> None:
+    """The model of ``model_folder`` with a fresh SRH and speech table (``keep``: its own), saved to
+    ``out``."""
     import torch
     from funaudiochat.drsr.modeling import FunAudioChatForConditionalGeneration
     from funaudiochat.drsr.speech_heads import SpeechRefinedHead
@@ -58,6 +65,9 @@ def make_start(model_folder: Path, out: Path, table: str, text_scale: float, sha
 
     std = DemoSettings().speech_embedding_std  # the recipe's
     model = FunAudioChatForConditionalGeneration.from_pretrained(model_folder)
+    if keep:
+        model.save_pretrained(out)
+        return
     model.config.audio_config.srh_text_scale = text_scale
     torch.manual_seed(seed)  # the head, then the table, from the global generator
     head = SpeechRefinedHead(model.config.audio_config)
@@ -79,6 +89,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--conversations", type=Path, required=True, help="folder with train.jsonl")
     parser.add_argument("--processor", type=Path, required=True, help="the run's text_tokenizer folder")
+    parser.add_argument(
+        "--head", choices=("new", "keep"), default="new", help="draw the head again or train on"
+    )
     parser.add_argument("--table", choices=("random", "fsq"), default="random")
     parser.add_argument("--fsq-share", type=float, default=0.8, help="variance share of the FSQ digits")
     parser.add_argument("--text-scale", type=float, default=1.0, help="audio_config.srh_text_scale")
@@ -99,7 +112,15 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     start = args.out / "start"
     if not (start / "model.safetensors").exists():
-        make_start(args.model, start, args.table, args.text_scale, args.fsq_share, args.seed)
+        make_start(
+            args.model,
+            start,
+            args.table,
+            args.text_scale,
+            args.fsq_share,
+            args.seed,
+            keep=args.head == "keep",
+        )
     spoken = args.out / "spoken_replies.jsonl"
     if not spoken.exists():
         write_spoken_replies(args.conversations / "train.jsonl", spoken)

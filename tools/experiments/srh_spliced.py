@@ -13,9 +13,10 @@ writes the rows for that fit:
 them (never a held-out answer), spoken in the assistant voice at its speed; ``OUT/replies.jsonl``: the run's
 spoken-reply rows (``RUN/pre_alignment/spoken_replies.jsonl``) followed by one row per spliced sentence,
 each a copy of a spoken-reply row (its question audio and prompt) whose reply is the spliced sentence with
-its codes from the run's speech tokenizer. The question does not ask for that reply: the rows are for a fit
-in which only the SRH and the speech grouping learn (LLM and listening frozen), so what the head learns is
-to say the text it is given.
+its codes from the run's speech tokenizer (and, when the run's replies are word-aligned,
+``reply_alignment="words"``, its text aligned to its speech as the conversations stage aligns them). The
+question does not ask for that reply: the rows are for a fit in which only the SRH and the speech grouping
+learn (LLM and listening frozen), so what the head learns is to say the text it is given.
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    from funaudiochat.drsr.text_tokenizer import SIL_TOKEN
     from funaudiochat.tokenizer import SpeechTokenizer
     from funaudiochat.training.data import read_sharegpt, write_sharegpt
     from funaudiochat.training.data.synth import encode_files
-    from funaudiochat.training.demo.speech_stages import ASSISTANT_SPEED, ASSISTANT_VOICE
+    from funaudiochat.training.demo.reply_alignment import align_replies
+    from funaudiochat.training.demo.speech_stages import ASSISTANT_SPEED, ASSISTANT_VOICE, token_counter
     from funaudiochat.training.demo.spliced_speech import renumber_sentences, speak_sentences, speak_spliced
 
     corpus = args.run / "corpus"
@@ -69,7 +72,7 @@ def main() -> None:
     codes = encode_files(tokenizer, [line["audio"] for line in lines])
     spoken = read_sharegpt(args.run / "pre_alignment" / "spoken_replies.jsonl", check_audio=False)
     rng = random.Random(args.seed)
-    rows = list(spoken)
+    added = []
     for line, reply_codes in zip(lines, codes, strict=True):
         template = rng.choice(spoken)
         reply = template.assistant_speech[0]
@@ -86,8 +89,11 @@ def main() -> None:
             else audio
             for audio in template.audios
         ]
-        rows.append(dataclasses.replace(template, audios=audios))
-    write_sharegpt(args.out / "replies.jsonl", rows)
+        added.append(dataclasses.replace(template, audios=audios))
+    if any(SIL_TOKEN in row.assistant_speech[0].text for row in spoken):
+        counts = align_replies(added, token_counter(args.run / "text_tokenizer"))
+        print(f"spliced replies aligned to their words: {counts}")
+    write_sharegpt(args.out / "replies.jsonl", [*spoken, *added])
     print(f"{len(spoken)} spoken replies + {len(lines)} spliced -> {args.out / 'replies.jsonl'}")
 
 

@@ -578,3 +578,33 @@ def test_saved_products_let_a_new_run_skip_training_where_the_settings_agree(pac
     # forced, a restored stage trains after all
     build.run(["text_lm"], force=True)
     assert (root / "text_lm" / "run").exists()
+
+
+def test_speech_polish_fits_the_speech_output_again_after_dpo_and_is_what_the_package_holds(
+    packaged, tmp_path
+):
+    import shutil
+
+    import torch
+    from funaudiochat.training.demo.finetune_stages import final_model
+    from safetensors.torch import load_file
+
+    assert DemoSettings().speech_polish_steps == 0
+    assert final_model(packaged / "dpo") == packaged / "dpo" / "run" / "model"  # not polished
+    root = tmp_path / "run"
+    shutil.copytree(packaged, root, symlinks=True, ignore=shutil.ignore_patterns("dpo", "package"))
+    settings = DemoSettings(**TINY_FINISH, speech_polish_steps=1, speech_polish_lr=1.0)
+    DemoBuild(root, settings, log=lambda _: None).run(["dpo", "package"])
+    record = json.loads((root / "dpo" / "stage.json").read_text())
+    polished = root / "dpo" / "polish" / "model"
+    assert final_model(root / "dpo") == polished
+    assert record["speech_polish_steps"] == 1 and record["model"] == str(polished)
+    before = load_file(root / "dpo" / "run" / "model" / "model.safetensors")
+    after = load_file(polished / "model.safetensors")
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    # the speech output learnt (the head, the speech table tied to it); the LLM and the listening path did not
+    assert changed and all(name.startswith(("audio_invert_tower.", "audio_tower.")) for name in changed)
+    shipped = load_file(root / "package" / "model.safetensors")  # half precision
+    assert shipped.keys() == after.keys()
+    assert all(torch.equal(shipped[name], after[name].to(shipped[name].dtype)) for name in after)
+    assert any(not torch.equal(shipped[name], before[name].to(shipped[name].dtype)) for name in changed)

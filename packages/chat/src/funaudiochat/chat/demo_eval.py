@@ -184,10 +184,11 @@ def replies_of(pipe, requests: list, progress: Callable[[int], None] = lambda n:
     return replies
 
 
-def bundled_replies(pipe, questions: Path) -> tuple[list[dict], list, list[str]]:
+def bundled_replies(pipe, questions: Path, seed: int = 0) -> tuple[list[dict], list, list[str]]:
     """The bundled spoken questions (``questions/questions.jsonl``: ``audio``, ``question``, ``key`` per
-    line) asked as the README's main job asks them (S2S, speech seed 0): the items, the replies and what
-    the independent recogniser (``listen.Recognizer`` over the corpus's spoken answers) hears in each."""
+    line) asked as the README's main job asks them (S2S, speech seed ``seed``; the job's is 0): the items,
+    the replies and what the independent recogniser (``listen.Recognizer`` over the corpus's spoken
+    answers) hears in each."""
     from funaudiochat.chat import Request, Sampling
     from funaudiochat.training.demo.corpus import build_corpus
     from funaudiochat.training.demo.listen import Recognizer
@@ -195,7 +196,7 @@ def bundled_replies(pipe, questions: Path) -> tuple[list[dict], list, list[str]]
     lines = (Path(questions) / "questions.jsonl").read_text(encoding="utf-8").splitlines()
     items = [json.loads(line) for line in lines if line]
     requests = [
-        Request(audio=Path(questions) / i["audio"], mode="s2s", sampling=Sampling(seed=0)) for i in items
+        Request(audio=Path(questions) / i["audio"], mode="s2s", sampling=Sampling(seed=seed)) for i in items
     ]
     replies = pipe.chat(requests)
     recognizer = Recognizer(sorted({p.answer for p in build_corpus(0) if p.task not in ("tool", "asr")}))

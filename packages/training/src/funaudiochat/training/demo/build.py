@@ -70,6 +70,7 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
   stage 1, the LLM merged with the text LLM at ``cocktail_alpha``, stage 2) -> ``core_cocktail/run/model``;
 - ``dpo``: multi-task DPO on preference pairs made from the training conversations
   (``finetune_stages.preference_rows``: wrong answers, truncated and garbled speech) -> ``dpo/run/model``;
+  with ``speech_polish_steps`` then the speaking fit once more -> ``dpo/polish/model``;
 - ``vocoder_hift`` / ``vocoder_flow``: HiFT and flow matching trained on the training answers (the
   assistant's voice; ``vocoder_stages``), the flow on the trained speech tokenizer's codes;
 - ``package``: everything joined into one pipeline folder with a model card (``package_stage``): the
@@ -346,7 +347,7 @@ STAGES: dict[str, DemoStage] = {
         run_dpo,
         "multi-task DPO: right answers over wrong, truncated and garbled ones",
         needs=("core_cocktail", "text_tokenizer", "conversations"),
-        products=("run/model",),
+        products=("run/model", "polish/model"),
     ),
     "vocoder_hift": DemoStage(
         run_vocoder_hift,

@@ -103,6 +103,11 @@ class DemoSettings:
     cocktail_voice_questions: Core-Cocktail also trains on the training questions in the more voices of
         ``listening_voices`` answered in text (nothing when that is 0), not only the listening fit.
     dpo_pairs / dpo_steps / dpo_lr: preference pairs drawn, steps and learning rate of DPO.
+    speech_polish_steps / speech_polish_lr: the ``dpo`` stage then runs pre-alignment's speaking fit (SRH
+        and speech grouping; LLM and listening frozen) that many more steps at that peak learning rate (0:
+        none; ``finetune_stages.polish_speech``). 800 at 3e-4 on a model with ``cocktail_voice_questions``
+        (``tools/experiments/srh_refit.py --head keep``): held-out S2S heard 31.0 % against 28.0 %, S2T
+        unchanged (``eval_2026-12-06_srh_polish800_limit50.json``).
     hift_steps / flow_steps: generator steps of HiFT and steps of the flow (HiFT on the true mel of
         held-out answers, heard: 45 % after 1000 steps, 60 % after 1500 (n = 20); 69.5 % after 2000,
         81.0 % after 4000, 79.0 % after 6000 (n = 200); HiFT runs beside the critical path with --jobs 2,
@@ -171,6 +176,8 @@ class DemoSettings:
     dpo_pairs: int = 600
     dpo_steps: int = 60
     dpo_lr: float = 5e-6
+    speech_polish_steps: int = 0
+    speech_polish_lr: float = 3e-4
     hift_steps: int = 4000
     flow_steps: int = 4000
     vocoder_size: str = "demo"

@@ -9,6 +9,10 @@ kinds of wrong ones, built from the training conversations by ``preference_rows`
 - ``garbled`` ("robustness"): the right text with its speech codes shuffled in 5-code blocks;
 - ``wrong_text`` ("instruction_following"): for the text-only replies (transcripts, tool calls), another
   conversation's reply under the same system prompt.
+
+With ``speech_polish_steps`` the ``dpo`` stage then runs pre-alignment's speaking fit once more on the DPO
+model (the SRH and the speech grouping learn, the LLM and the listening path frozen; ``dpo/polish/model``):
+the head has shared every Core-Cocktail batch with text-only rows. ``final_model`` is the stage's model.
 """
 
 from __future__ import annotations
@@ -156,6 +160,35 @@ def run_core_cocktail(build: StageContext) -> dict[str, Any]:
     }
 
 
+def final_model(dpo_folder: Path) -> Path:
+    """The model a ``dpo`` stage folder ends with: the polished one when it was polished, else DPO's."""
+    polished = dpo_folder / "polish" / "model"
+    return polished if polished.exists() else dpo_folder / "run" / "model"
+
+
+def polish_speech(build: StageContext, model: Path, conversations: Path, processor: Path, out: Path) -> Path:
+    """Pre-alignment's speaking fit for ``speech_polish_steps`` on ``model`` (the spoken replies of
+    ``conversations``, a sharegpt file; the LLM and the listening path frozen) into ``out/model``, which it
+    returns."""
+    from .model_stages import LISTENING_FROZEN, write_spoken_replies
+
+    settings = build.settings
+    spoken = out / "spoken_replies.jsonl"
+    write_spoken_replies(conversations, spoken)
+    overrides = [
+        f"model.model={model}",
+        f"data.train={spoken}",
+        f"data.processor={processor}",
+        f"trainer.max_steps={settings.speech_polish_steps}",
+        f"model.lr={settings.speech_polish_lr}",
+        "model.warmup_steps=50",
+        f"model.freeze={LISTENING_FROZEN}",
+        f"seed={settings.seed}",
+    ]
+    fit_recipe("pre_alignment", out, overrides, product=out / "model", precision=settings.llm_precision)
+    return out / "model"
+
+
 def run_dpo(build: StageContext) -> dict[str, Any]:
     from funaudiochat.base.atomic import atomic_write_text
 
@@ -164,7 +197,8 @@ def run_dpo(build: StageContext) -> dict[str, Any]:
 
     start = build.require("core_cocktail", "dpo") / "run" / "model"
     processor = build.require("text_tokenizer", "dpo")
-    conversations = read_sharegpt(build.require("conversations", "dpo") / "train.jsonl")
+    conversations_file = build.require("conversations", "dpo") / "train.jsonl"
+    conversations = read_sharegpt(conversations_file)
     settings, out = build.settings, build.folder("dpo")
     rows = preference_rows(conversations, settings.dpo_pairs, settings.seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,8 +217,12 @@ def run_dpo(build: StageContext) -> dict[str, Any]:
     fit_recipe(
         "dpo", out / "run", overrides, product=out / "run" / "model", precision=build.settings.llm_precision
     )
+    model = out / "run" / "model"
+    if settings.speech_polish_steps > 0:
+        model = polish_speech(build, model, conversations_file, processor, out / "polish")
     return {
         "pairs": dict(Counter(r["kind"] for r in rows)),
         "steps": settings.dpo_steps,
-        "model": str(out / "run" / "model"),
+        "speech_polish_steps": settings.speech_polish_steps,
+        "model": str(model),
     }

@@ -75,9 +75,10 @@ def run_package(build: StageContext) -> dict[str, Any]:
     from funaudiochat.vocoder.token2wav import Token2Wav
 
     from ..vocoder.data import pseudo_speaker_embedding
+    from .finetune_stages import final_model
     from .vocoder_stages import ASSISTANT_SPEAKER
 
-    model_folder = build.require("dpo", "package") / "run" / "model"
+    model_folder = final_model(build.require("dpo", "package"))
     processor = FunAudioChatProcessor.from_pretrained(build.require("text_tokenizer", "package"))
     flow = load_flow(build.require("vocoder_flow", "package") / "flow.safetensors")
     flow.config.n_timesteps = build.settings.flow_inference_steps  # kept in flow.safetensors' config

@@ -335,7 +335,7 @@ def run_conversations(build: StageContext) -> dict[str, Any]:
     alignment: dict[str, dict[str, int]] = {}
     count_tokens = None
     if build.settings.reply_alignment == "words":
-        count_tokens = _token_counter(build.require("text_tokenizer", "conversations"))
+        count_tokens = token_counter(build.require("text_tokenizer", "conversations"))
     with atomic_folder(build.folder("conversations")) as staging:
         for name, members in groups.items():
             conversations = []
@@ -359,7 +359,7 @@ def run_conversations(build: StageContext) -> dict[str, Any]:
     return result
 
 
-def _token_counter(folder: Path):
+def token_counter(folder: Path):
     """The number of text tokens of a piece of reply text, by the text tokenizer in ``folder``."""
     from funaudiochat.drsr.processing import FunAudioChatProcessor
 
