@@ -374,10 +374,13 @@ def test_audio_encoder_stage_trains_the_tower_the_speech_model_starts_from(with_
     root = with_audio_encoder
     record = json.loads((root / "audio_encoder" / "stage.json").read_text())
     assert record["steps"] == 2 and record["utterances"] > record["spliced"] == 3
-    # the spliced sentences are spoken and in the tower's manifest, after the training speech
+    # the spliced sentences are spoken and in the tower's manifest, as are the training questions in the
+    # recipe's more voices (``listening_voices``)
     utterances = [json.loads(line) for line in (root / "audio_encoder" / "utterances.jsonl").open()]
     assert len(utterances) == record["utterances"]
-    assert all(Path(u["audio"]).is_file() and "spliced_" in u["audio"] for u in utterances[-3:])
+    assert all(Path(u["audio"]).is_file() for u in utterances)
+    assert sum("spliced_" in u["audio"] for u in utterances) == 3
+    assert any("/voices/" in u["audio"] for u in utterances) == (DemoSettings().listening_voices > 0)
     config = yaml.safe_load((root / "audio_encoder" / "run" / "config.yaml").read_text())
     assert (
         config["trainer"]["precision"]
@@ -475,6 +478,7 @@ TINY_FINISH = dict(
     cocktail_stage2_steps=1,
     dpo_pairs=6,
     dpo_steps=1,
+    speech_polish_steps=0,
     hift_steps=1,
     flow_steps=1,
     vocoder_size="tiny",
@@ -589,11 +593,10 @@ def test_speech_polish_fits_the_speech_output_again_after_dpo_and_is_what_the_pa
     from funaudiochat.training.demo.finetune_stages import final_model
     from safetensors.torch import load_file
 
-    assert DemoSettings().speech_polish_steps == 0
     assert final_model(packaged / "dpo") == packaged / "dpo" / "run" / "model"  # not polished
     root = tmp_path / "run"
     shutil.copytree(packaged, root, symlinks=True, ignore=shutil.ignore_patterns("dpo", "package"))
-    settings = DemoSettings(**TINY_FINISH, speech_polish_steps=1, speech_polish_lr=1.0)
+    settings = DemoSettings(**{**TINY_FINISH, "speech_polish_steps": 1, "speech_polish_lr": 1.0})
     DemoBuild(root, settings, log=lambda _: None).run(["dpo", "package"])
     record = json.loads((root / "dpo" / "stage.json").read_text())
     polished = root / "dpo" / "polish" / "model"

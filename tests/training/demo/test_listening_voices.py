@@ -34,7 +34,7 @@ def test_the_extra_voices_are_real_variants_and_keep_every_heldout_voice_out():
 
 
 def test_question_voices_are_the_training_ones_and_the_first_extra_ones():
-    assert question_voices(DemoSettings()) == TRAIN_VOICES
+    assert question_voices(DemoSettings(listening_voices=0)) == TRAIN_VOICES
     assert question_voices(DemoSettings(listening_voices=3)) == TRAIN_VOICES + LISTENING_VOICES[:3]
     with pytest.raises(ValueError, match="listening_voices must be 0 to 270, got 271"):
         question_voices(DemoSettings(listening_voices=271))
@@ -53,7 +53,7 @@ def test_voice_questions_speak_every_training_question_in_the_extra_voices(tmp_p
         {"split": "heldout_phrasing", "task": "fact", "question": "Grass is?", "answer": "Green."},
     ]
     (corpus / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert voice_questions(_build(tmp_path), corpus) == []
+    assert voice_questions(_build(tmp_path, listening_voices=0), corpus) == []
     assert not (tmp_path / "audio_encoder").exists()
 
     build = _build(tmp_path, listening_voices=2, listening_voice_rounds=3)
