@@ -181,3 +181,23 @@ def test_the_card_names_the_stages_trained_with_other_settings_than_the_runs(tmp
         '- `text_lm_copy`: `llm_precision="bf16-mixed"`'
     ]
     assert other_settings(later, ["corpus"]) == ""
+
+
+def test_a_fit_that_resumes_its_finished_checkpoint_and_exports_nothing_says_so(tmp_path, monkeypatch):
+    """``--force`` keeps a stage's Lightning checkpoints (so that more steps go on from them); one that had
+    run every step trains nothing and exports nothing, which must not pass for a finished stage."""
+    import funaudiochat.training.cli as cli
+    from funaudiochat.training.demo.context import fit_recipe
+
+    calls = []
+    monkeypatch.setattr(cli, "fit", lambda configs, overrides: calls.append(overrides))
+    run = tmp_path / "run"
+    (run / "logs" / "version_0" / "checkpoints").mkdir(parents=True)
+    checkpoint = run / "logs" / "version_0" / "checkpoints" / "step=60.ckpt"
+    checkpoint.write_bytes(b"")
+    with pytest.raises(RuntimeError, match=r"exported no .*model \(it resumed .*step=60.ckpt"):
+        fit_recipe("dpo", run, ["trainer.max_steps=60"], product=run / "model")
+    assert f"ckpt_path={checkpoint}" in calls[0]
+    (run / "model").mkdir()  # what a fit that trained exports: then nothing is said, nothing is fitted again
+    fit_recipe("dpo", run, ["trainer.max_steps=60"], product=run / "model")
+    assert len(calls) == 1

@@ -227,7 +227,10 @@ def fit_recipe(
     model spec), resuming from its newest checkpoint when it has one. Nothing is trained when ``product``
     (the file or folder the fit exports, written atomically) exists already: an earlier fit made it, or
     it was restored from a saved build (``products``). ``precision``: ``trainer.precision`` (None: the
-    recipe's)."""
+    recipe's).
+
+    Raises:
+        RuntimeError: the fit ended without ``product`` (it resumed a checkpoint that had run every step)."""
     import yaml
 
     from ..cli import fit
@@ -248,3 +251,10 @@ def fit_recipe(
     if checkpoints:  # the newest (a new run logs into a new version folder, so "last" would not find it)
         overrides.append(f"ckpt_path={checkpoints[-1]}")
     fit(configs, overrides)
+    if product is not None and not product.exists():
+        # Lightning resumed a checkpoint at its last step: nothing trained, so nothing was exported
+        resumed = f" (it resumed {checkpoints[-1]}, which had run every step)" if checkpoints else ""
+        raise RuntimeError(
+            f"the {recipe} fit in {run_dir} exported no {product}{resumed}: delete {run_dir} to train it "
+            "again, or give it more steps to go on from there"
+        )
