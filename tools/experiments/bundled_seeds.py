@@ -19,9 +19,9 @@ from pathlib import Path
 QUESTIONS = Path(__file__).resolve().parents[2] / "examples" / "questions"
 
 
-def heard_per_seed(folder: Path, seeds: int) -> dict[str, list[bool]]:
+def heard_per_seed(folder: Path, seeds: int, recognizer) -> dict[str, list[bool]]:
     """For the pipeline in ``folder``: per bundled question (its first key word), whether each seed's
-    spoken answer was heard holding the key."""
+    spoken answer was heard holding the key by ``recognizer`` (``demo_eval.bundled_recognizer``)."""
     from funaudiochat.chat import Pipeline
     from funaudiochat.chat.demo_eval import bundled_replies
     from funaudiochat.training.demo.corpus import contains_key
@@ -29,7 +29,7 @@ def heard_per_seed(folder: Path, seeds: int) -> dict[str, list[bool]]:
     pipe = Pipeline.from_pretrained(folder)
     heard: dict[str, list[bool]] = {}
     for seed in range(seeds):
-        items, _, said = bundled_replies(pipe, QUESTIONS, seed=seed)
+        items, _, said = bundled_replies(pipe, QUESTIONS, seed=seed, recognizer=recognizer)
         for item, words in zip(items, said, strict=True):
             heard.setdefault(item["key"][0], []).append(contains_key(words, item["key"]))
     return heard
@@ -49,9 +49,12 @@ def main(argv=None) -> int:
         if not sep or not name or not Path(folder).is_dir():
             parser.error(f"--model takes NAME=FOLDER with an existing folder, got {spec!r}")
         models[name] = Path(folder)
+    from funaudiochat.chat.demo_eval import bundled_recognizer
+
+    recognizer = bundled_recognizer()
     results = {}
     for name, folder in models.items():
-        heard = heard_per_seed(folder, args.seeds)
+        heard = heard_per_seed(folder, args.seeds, recognizer)
         results[name] = {"model": str(folder), "heard": {k: sum(v) for k, v in heard.items()}, "seeds": heard}
         counts = ", ".join(f"{key} {sum(v)}/{args.seeds}" for key, v in heard.items())
         print(f"{name}: {counts}; seed 0 all heard: {all(v[0] for v in heard.values())}", flush=True)

@@ -184,14 +184,23 @@ def replies_of(pipe, requests: list, progress: Callable[[int], None] = lambda n:
     return replies
 
 
-def bundled_replies(pipe, questions: Path, seed: int = 0) -> tuple[list[dict], list, list[str]]:
-    """The bundled spoken questions (``questions/questions.jsonl``: ``audio``, ``question``, ``key`` per
-    line) asked as the README's main job asks them (S2S, speech seed ``seed``; the job's is 0): the items,
-    the replies and what the independent recogniser (``listen.Recognizer`` over the corpus's spoken
-    answers) hears in each."""
-    from funaudiochat.chat import Request, Sampling
+def bundled_recognizer():
+    """The independent recogniser the bundled answers are heard with: ``listen.Recognizer`` over the
+    corpus's spoken answers."""
     from funaudiochat.training.demo.corpus import build_corpus
     from funaudiochat.training.demo.listen import Recognizer
+
+    return Recognizer(sorted({p.answer for p in build_corpus(0) if p.task not in ("tool", "asr")}))
+
+
+def bundled_replies(
+    pipe, questions: Path, seed: int = 0, recognizer=None
+) -> tuple[list[dict], list, list[str]]:
+    """The bundled spoken questions (``questions/questions.jsonl``: ``audio``, ``question``, ``key`` per
+    line) asked as the README's main job asks them (S2S, speech seed ``seed``; the job's is 0): the items,
+    the replies and what the independent recogniser (``recognizer``; None: ``bundled_recognizer()``)
+    hears in each."""
+    from funaudiochat.chat import Request, Sampling
 
     lines = (Path(questions) / "questions.jsonl").read_text(encoding="utf-8").splitlines()
     items = [json.loads(line) for line in lines if line]
@@ -199,7 +208,7 @@ def bundled_replies(pipe, questions: Path, seed: int = 0) -> tuple[list[dict], l
         Request(audio=Path(questions) / i["audio"], mode="s2s", sampling=Sampling(seed=seed)) for i in items
     ]
     replies = pipe.chat(requests)
-    recognizer = Recognizer(sorted({p.answer for p in build_corpus(0) if p.task not in ("tool", "asr")}))
+    recognizer = recognizer or bundled_recognizer()
     return items, replies, [recognizer.transcribe(r.audio, r.sample_rate) for r in replies]
 
 

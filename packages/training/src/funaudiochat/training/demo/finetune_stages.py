@@ -167,25 +167,16 @@ def final_model(dpo_folder: Path) -> Path:
 
 
 def polish_speech(build: StageContext, model: Path, conversations: Path, processor: Path, out: Path) -> Path:
-    """Pre-alignment's speaking fit for ``speech_polish_steps`` on ``model`` (the spoken replies of
-    ``conversations``, a sharegpt file; the LLM and the listening path frozen) into ``out/model``, which it
-    returns."""
-    from .model_stages import LISTENING_FROZEN, write_spoken_replies
+    """Pre-alignment's speaking fit (``model_stages.speaking_fit``) for ``speech_polish_steps`` at
+    ``speech_polish_lr`` on ``model``, from the spoken replies of ``conversations`` (a sharegpt file), into
+    ``out/model``, which it returns."""
+    from .model_stages import speaking_fit
 
     settings = build.settings
+    start = {"model": {"model": str(model)}}
     spoken = out / "spoken_replies.jsonl"
-    write_spoken_replies(conversations, spoken)
-    overrides = [
-        f"model.model={model}",
-        f"data.train={spoken}",
-        f"data.processor={processor}",
-        f"trainer.max_steps={settings.speech_polish_steps}",
-        f"model.lr={settings.speech_polish_lr}",
-        "model.warmup_steps=50",
-        f"model.freeze={LISTENING_FROZEN}",
-        f"seed={settings.seed}",
-    ]
-    fit_recipe("pre_alignment", out, overrides, product=out / "model", precision=settings.llm_precision)
+    steps, lr = settings.speech_polish_steps, settings.speech_polish_lr
+    speaking_fit(build, start, conversations, processor, spoken, out, steps, lr)
     return out / "model"
 
 

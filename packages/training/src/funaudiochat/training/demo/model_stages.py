@@ -342,6 +342,42 @@ def write_listening_rows(
     return len(rows)
 
 
+def speaking_fit(
+    build: StageContext,
+    start: dict,
+    conversations: Path,
+    processor: Path,
+    spoken: Path,
+    run: Path,
+    steps: int,
+    lr: float,
+) -> int:
+    """Pre-alignment's speaking fit: the speech output (SRH, speech grouping) of the model ``start`` (a
+    recipe section, ``{"model": {"model": ...}}``) learns ``steps`` steps at peak ``lr`` on the spoken
+    replies of the sharegpt file ``conversations`` (written to ``spoken``; ``processor``: the text
+    tokenizer's folder), the LLM and the listening path frozen, in ``run`` (exported to ``run/model``).
+    Returns how many spoken replies it trained on."""
+    # with the LLM and the listening path frozen only spoken replies train anything (the SRH and the
+    # speech grouping): the text-only replies would be half of every batch's compute for nothing
+    rows = write_spoken_replies(conversations, spoken)
+    overrides = [
+        f"data.train={spoken}",
+        f"data.processor={processor}",
+        f"trainer.max_steps={steps}",
+        f"model.lr={lr}",
+        "model.warmup_steps=50",
+        # the listening path stays as it is (its groups are the LLM's input embeddings): the frozen LLM
+        # cannot yet write the answers of S2S rows, whose loss would only pull the groups away from what
+        # it reads; here the speech output (SRH, speech grouping) learns
+        f"model.freeze={LISTENING_FROZEN}",
+        f"seed={build.settings.seed}",
+    ]
+    fit_recipe(
+        "pre_alignment", run, overrides, start, product=run / "model", precision=build.settings.llm_precision
+    )
+    return rows
+
+
 def run_pre_alignment(build: StageContext) -> dict[str, Any]:
     text_lm = build.require("text_lm_copy", "pre_alignment") / "model"
     corpus = build.require("corpus", "pre_alignment")
@@ -397,24 +433,15 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
             "model": str(listen / "model"),
         }
         start = {"model": {"model": str(listen / "model")}}
-    # with the LLM and the listening path frozen only spoken replies train anything (the SRH and the
-    # speech grouping): the text-only replies would be half of every batch's compute for nothing
-    spoken = out / "spoken_replies.jsonl"
-    rows = write_spoken_replies(conversations / "train.jsonl", spoken)
-    overrides = [
-        f"data.train={spoken}",
-        f"data.processor={processor}",
-        f"trainer.max_steps={settings.pre_alignment_steps}",
-        f"model.lr={settings.pre_alignment_lr}",
-        "model.warmup_steps=50",
-        # the listening path stays as it is (its groups are the LLM's input embeddings): the frozen LLM
-        # cannot yet write the answers of S2S rows, whose loss would only pull the groups away from what
-        # it reads; here the speech output (SRH, speech grouping) learns
-        f"model.freeze={LISTENING_FROZEN}",
-        f"seed={settings.seed}",
-    ]
-    fit_recipe(
-        "pre_alignment", run, overrides, start, product=run / "model", precision=build.settings.llm_precision
+    rows = speaking_fit(
+        build,
+        start,
+        conversations / "train.jsonl",
+        processor,
+        out / "spoken_replies.jsonl",
+        run,
+        settings.pre_alignment_steps,
+        settings.pre_alignment_lr,
     )
     return {
         **record,

@@ -55,8 +55,15 @@ ASSISTANT_SPEED = 160
 # York's, each with 40 variants (``espeak-ng --voices=variant``; an unknown variant silently falls back to
 # the accent's own voice). Never the held-out accent (West Midlands), a held-out variant (m1, m7, f1),
 # a held-out, training or assistant voice. Ordered variant by variant: the first N share out the accents.
-LISTENING_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-029")
-LISTENING_ACCENTS += ("en-us-nyc",)
+LISTENING_ACCENTS = (
+    "en-us",
+    "en-gb",
+    "en-gb-scotland",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",
+    "en-029",
+    "en-us-nyc",
+)
 LISTENING_VARIANTS = (
     *("m2", "m3", "m4", "m5", "m6", "m8", "f2", "f3", "f4"),
     *("klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6"),
