@@ -98,6 +98,26 @@ def test_a_setting_added_later_counts_at_its_old_value_in_records_made_before_it
     }
 
 
+def test_a_setting_added_later_counts_at_its_old_value_in_a_restored_marker_made_before_it(tmp_path):
+    # a stage restored by a run from before the field existed: its marker names the settings it was
+    # trained with, without the field; a run with the field at another value than its old one trains it
+    base = {k: v for k, v in vars(DemoSettings()).items() if k != "text_lm_skills"}
+    saved = tmp_path / "saved"
+    _save(saved, "corpus", base, ["seed"])
+    _save(saved, "text_tokenizer", base, ["text_vocab_size"], ["tokenizer.json"])
+    _save(saved, "text_lm", base, ["seed", "text_lm_steps"], ["model/config.json"])
+    record = json.loads((saved / "text_lm" / "stage.json").read_text())
+    marker_settings = {"seed": base["seed"], "text_lm_steps": base["text_lm_steps"]}
+    record["restored"] = {"from": "an older build", "trained_seconds": 9.0, "settings": marker_settings}
+    (saved / "text_lm" / "stage.json").write_text(json.dumps(record))
+    same = DemoBuild(tmp_path / "run", DemoSettings(text_lm_skills=False), log=lambda _: None)
+    assert restore_products(same, saved)["text_lm"] == "restored"
+    skilled = DemoBuild(tmp_path / "skilled", DemoSettings(text_lm_skills=True), log=lambda _: None)
+    assert restore_products(skilled, saved)["text_lm"] == (
+        "not restored: the settings differ in ['text_lm_skills']"
+    )
+
+
 def test_a_stage_trained_at_another_precision_is_restored_and_its_marker_says_which(tmp_path):
     old = {k: v for k, v in vars(DemoSettings()).items() if not k.endswith("_precision")}
     saved = tmp_path / "saved"

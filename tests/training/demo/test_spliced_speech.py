@@ -2,7 +2,13 @@
 
 import pytest
 from funaudiochat.training.demo.number_words import number_to_words
-from funaudiochat.training.demo.spliced_speech import SPAN_WORDS, SPANS, renumber_sentences, splice_sentences
+from funaudiochat.training.demo.spliced_speech import (
+    SPAN_WORDS,
+    SPANS,
+    WORDS_PUT_IN,
+    renumber_sentences,
+    splice_sentences,
+)
 
 TEXTS = ["What is two plus two?", "Add one to five.", "Is seven more than three?", "Say hello to Tuesday."]
 
@@ -18,6 +24,37 @@ def test_spliced_sentences_are_spans_of_the_training_sentences_and_seeded():
         assert SPANS[0] * SPAN_WORDS[0] <= len(said) <= SPANS[1] * SPAN_WORDS[1]
     assert any("Tuesday" in sentence for sentence in made)  # a name keeps its capital
     assert len(set(made)) > 40 and len(set(made) - set(TEXTS)) > 40  # new orders, seldom a training one
+
+
+def test_common_words_go_in_at_span_boundaries_and_leave_the_spans_as_they_were():
+    plain = splice_sentences(TEXTS, 40, seed=3)
+    more = splice_sentences(TEXTS, 40, seed=3, words=["zebra", "quietly"], word_weights=[3.0, 1.0])
+    assert more == splice_sentences(TEXTS, 40, seed=3, words=["zebra", "quietly"], word_weights=[3.0, 1.0])
+    counts = {"zebra": 0, "quietly": 0}
+    for before, after in zip(plain, more, strict=True):
+        said = after[:-1].split()
+        put_in = [w for w in said if w.lower() in counts]
+        assert len(put_in) == WORDS_PUT_IN and after[-1] == before[-1]
+        for word in put_in:
+            counts[word.lower()] += 1
+        # taking the words out again gives the sentence spliced without them
+        kept = " ".join(w for w in said if w.lower() not in counts)
+        assert kept.lower() == before[:-1].lower()
+    assert counts["zebra"] > counts["quietly"] > 0  # drawn by their weights
+    with pytest.raises(ValueError, match="word_weights has 1 weights for 2 words"):
+        splice_sentences(TEXTS, 3, seed=0, words=["a", "b"], word_weights=[1.0])
+
+
+def test_common_words_are_the_most_frequent_plain_english_words():
+    from funaudiochat.training.demo.english_words import common_words
+
+    words, weights = common_words(300)
+    assert len(words) == len(weights) == 300 and len(set(words)) == 300
+    assert words[:3] == ["the", "to", "and"] and "when" in words
+    assert all(w.isalpha() and w.isascii() and w.islower() for w in words)
+    assert weights[0] > weights[-1] > 0
+    with pytest.raises(ValueError, match="count must be 1 to 20000"):
+        common_words(0)
 
 
 def test_nothing_to_splice_is_an_error():

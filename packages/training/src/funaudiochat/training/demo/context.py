@@ -71,6 +71,10 @@ class DemoSettings:
         of the continuous tower at 12000 steps: 24.3 % at 128, 20.6 % at 256, which trains 1.6x slower).
     audio_encoder_spliced: spliced training sentences the tower also hears (``spliced_speech``: the
         training words in new orders, against learning the training sentences by heart; 0: none).
+    audio_encoder_words: > 0: each spliced sentence also says two of this many most common English words
+        (``english_words``: wordfreq's list, not the corpus's), so that the tower, the stand-in for
+        Whisper, hears words no training sentence has (a held-out phrasing's "when" was heard as
+        "again"); 0: the training words only.
     listening_voices: the listening path also hears the training questions in that many more voices
         (``speech_stages.LISTENING_VOICES``: 270 other variants of the training accents and New York's,
         never a held-out voice, accent or variant; 0: none), each question ``listening_voice_rounds``
@@ -156,6 +160,7 @@ class DemoSettings:
     spoken_practice_voices: int = 0
     audio_encoder_steps: int = 12000
     audio_encoder_spliced: int = 6000
+    audio_encoder_words: int = 0
     listening_voices: int = 270
     listening_voice_rounds: int = 2
     audio_encoder_width: int = 256

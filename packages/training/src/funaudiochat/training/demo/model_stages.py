@@ -138,7 +138,8 @@ def spliced_utterances(build: StageContext, corpus: Path) -> list[dict[str, str]
     """The ``audio_encoder`` stage's spliced sentences (``audio_encoder_spliced`` of them, spoken into
     ``audio_encoder/spliced`` in ``question_voices``; spoken again, the same, when that stage was restored
     without them) as manifest lines ``{"audio", "text"}``, spliced from the training pairs of the
-    ``corpus`` folder."""
+    ``corpus`` folder, each with two of the ``audio_encoder_words`` most common English words when
+    that is > 0."""
     from .speech_stages import QUESTION_SPEEDS
     from .spliced_speech import speak_spliced
 
@@ -148,7 +149,8 @@ def spliced_utterances(build: StageContext, corpus: Path) -> list[dict[str, str]
     train = [corpus / "pairs_train.jsonl", corpus / "tools_train.jsonl"]
     out = build.folder("audio_encoder") / "spliced"
     n = settings.audio_encoder_spliced
-    return speak_spliced(train, out, n, question_voices(settings), QUESTION_SPEEDS, settings.seed)
+    voices = question_voices(settings)
+    return speak_spliced(train, out, n, voices, QUESTION_SPEEDS, settings.seed, settings.audio_encoder_words)
 
 
 def voice_questions(build: StageContext, corpus: Path) -> list[dict[str, str]]:

@@ -48,6 +48,7 @@ ADDED_SETTINGS: dict[str, tuple[str | tuple[str, ...], Any]] = {
     "listening_voices": (("audio_encoder", "pre_alignment"), 0),
     "cocktail_voice_questions": ("core_cocktail", False),
     "speech_polish_steps": ("dpo", 0),
+    "audio_encoder_words": ("audio_encoder", 0),
     "llm_precision": (LLM_STAGES, "32-true"),
     "tower_precision": (TOWER_STAGES, "32-true"),
     "vocoder_precision": (VOCODER_STAGES, "32-true"),
@@ -121,12 +122,13 @@ def own_settings(record: dict, name: str) -> dict[str, Any]:
     that trained it when its products were restored (the marker's ``settings``), else the fields its run
     recorded in ``settings_read`` (every field when it recorded none), with ``ADDED_SETTINGS`` at their old
     value for a record from before a field existed (also for a restored stage whose marker predates
-    ``settings``: its run's are the best known)."""
-    restored = record.get("restored") or {}
+    ``settings``: its run's are the best known; and for a marker made by a run from before a field
+    existed)."""
+    restored, settings = record.get("restored") or {}, record["settings"]
     if "settings" in restored:
-        return dict(restored["settings"])
-    settings = record["settings"]
-    own = {field: settings.get(field) for field in record.get("settings_read", settings)}
+        own = dict(restored["settings"])
+    else:
+        own = {field: settings.get(field) for field in record.get("settings_read", settings)}
     for field, (readers, before) in ADDED_SETTINGS.items():
         readers = (readers,) if isinstance(readers, str) else readers
         if name in readers and field not in settings:

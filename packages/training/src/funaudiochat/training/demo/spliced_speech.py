@@ -21,27 +21,44 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from .english_words import common_words
 from .number_words import _read_number, number_to_words
 
 SPAN_WORDS = (2, 4)  # words per span, inclusive
 SPANS = (2, 3)  # spans per sentence, inclusive
+WORDS_PUT_IN = 2  # words of ``splice_sentences``'s ``words`` in each sentence (when it has any)
 
 
-def splice_sentences(texts: Sequence[str], count: int, seed: int) -> list[str]:
+def splice_sentences(
+    texts: Sequence[str],
+    count: int,
+    seed: int,
+    words: Sequence[str] = (),
+    word_weights: Sequence[float] | None = None,
+) -> list[str]:
     """``count`` sentences, each the spans of ``SPANS`` randomly chosen ``texts`` joined (module docstring);
-    the first letter upper-case, ending in "." or "?" (the ending of the last span's sentence).
+    the first letter upper-case, ending in "." or "?" (the ending of the last span's sentence). With
+    ``words``, each sentence also gets ``WORDS_PUT_IN`` of them, drawn by ``word_weights``, each at a span
+    boundary (its start and end included); the spans are those drawn without ``words``.
 
     Args:
         texts: training sentences (at least two words each are used; shorter ones are skipped).
         count: how many sentences to make.
-        seed: the seed of every draw."""
+        seed: the seed of every draw.
+        words: words to put into the sentences (``english_words.common_words``), or none.
+        word_weights: the weight of each of ``words`` for drawing (None: equal)."""
     sentences = [text.split() for text in texts if len(text.split()) >= 2]
     if not sentences:
         raise ValueError("no training sentence of two words or more to splice")
+    if word_weights is not None and len(word_weights) != len(words):
+        raise ValueError(f"word_weights has {len(word_weights)} weights for {len(words)} words")
     rng = random.Random(seed)
+    extra = random.Random(f"{seed}:words")  # its own draws: the spans stay those drawn without words
+    pool = list(words)
     out = []
     for _ in range(count):
-        words: list[str] = []
+        said_words: list[str] = []
+        boundaries = [0]
         for _ in range(rng.randint(*SPANS)):
             sentence = rng.choice(sentences)
             size = min(rng.randint(*SPAN_WORDS), len(sentence))
@@ -49,9 +66,13 @@ def splice_sentences(texts: Sequence[str], count: int, seed: int) -> list[str]:
             span = [word.strip(".,?!") for word in sentence[start : start + size]]
             if start == 0 and span[0] != "I":  # a sentence's capital, not a name's
                 span[0] = span[0].lower()
-            words += span
+            said_words += span
+            boundaries.append(len(said_words))
+        if words:
+            for at in sorted(extra.choices(boundaries, k=WORDS_PUT_IN), reverse=True):
+                said_words.insert(at, extra.choices(pool, weights=word_weights)[0])
         ending = "?" if sentence[-1].endswith("?") else "."
-        said = " ".join(word for word in words if word)
+        said = " ".join(word for word in said_words if word)
         out.append(said[:1].upper() + said[1:] + ending)
     return out
 
@@ -121,6 +142,7 @@ def speak_spliced(
     voices: Sequence[str],
     speeds: Sequence[int],
     seed: int,
+    common: int = 0,
 ) -> list[dict[str, str]]:
     """Speak ``count`` spliced sentences of the questions and answers in ``pairs_files`` (corpus JSONL)
     into ``out`` (``spliced_<i>.wav``, built beside it and renamed into place, kept when it is whole
@@ -131,14 +153,18 @@ def speak_spliced(
         out: the folder of the audio and of its ``manifest.jsonl``.
         count: how many sentences.
         voices, speeds: espeak-ng voices and words-per-minute drawn per sentence.
-        seed: the seed of the sentences and of the voice and speed draws."""
+        seed: the seed of the sentences and of the voice and speed draws.
+        common: > 0: each sentence also says ``WORDS_PUT_IN`` of the ``common`` most frequent English words
+            (``english_words.common_words``); 0: training words only."""
     texts = []
     for path in pairs_files:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 record = json.loads(line)
                 texts += [record["question"], record["answer"]]
-    return speak_sentences(splice_sentences(texts, count, seed), out, voices, speeds, seed)
+    words, weights = common_words(common) if common > 0 else ([], None)
+    sentences = splice_sentences(texts, count, seed, words, weights)
+    return speak_sentences(sentences, out, voices, speeds, seed)
 
 
 def speak_sentences(
