@@ -132,3 +132,36 @@ def test_bad_speech_sampling_is_refused_before_anything_loads(tmp_path, capsys):
         main(["--model", str(tmp_path / "absent"), "--run", str(tmp_path), "--speech-temperature", "-1"])
     assert exit_info.value.code == 2
     assert "speech_temperature must be a number >= 0, got -1.0" in capsys.readouterr().err
+
+
+class _EchoAnswers:
+    """A pipeline stand-in whose text reply to a written question is ``answers[question]``."""
+
+    def __init__(self, answers):
+        self.answers, self.asked = answers, []
+
+    def chat(self, requests):
+        from types import SimpleNamespace
+
+        self.asked += [(r.text, r.mode) for r in requests]
+        return [SimpleNamespace(text=self.answers[r.text]) for r in requests]
+
+
+def test_text_knowledge_asks_the_written_held_out_phrasings_only():
+    from funaudiochat.chat.demo_eval import text_knowledge
+
+    def item(id, task, split, question, key):
+        return HeldOutItem(id, task, split, "q.wav", question, "", (key,), phrasing=id.split(".")[0])
+
+    items = [
+        item("p1.a", "arithmetic", "heldout_phrasing", "What is two and two?", "four"),
+        item("p2.a", "fact", "heldout_phrasing", "Sky colour?", "blue"),
+        item("c1.a", "fact", "heldout_content", "Grass colour?", "green"),  # a content: not asked
+        item("t1.a", "asr", "heldout_phrasing", "Write this down.", "down"),  # not a QA task
+    ]
+    pipe = _EchoAnswers({"What is two and two?": "Two and two is four.", "Sky colour?": "Red."})
+    out = text_knowledge(pipe, items)
+    assert pipe.asked == [("What is two and two?", "s2t"), ("Sky colour?", "s2t")]
+    assert out["text_final"]["n"] == 2 and out["text_final"]["accuracy"] == 0.5
+    assert out["text_final"]["per_task"] == {"arithmetic": 1.0, "fact": 0.0}
+    assert "text_base" not in out  # no base LLM given

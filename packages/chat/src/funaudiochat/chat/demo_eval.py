@@ -261,11 +261,36 @@ def evaluate(
     if recognizer is not None:
         results.update(speech_ceilings(pipe, qa, recognizer))
 
-    phrasings = [i for i in qa if i.split == "heldout_phrasing"]
+    results.update(text_knowledge(pipe, qa, base_lm, sampling, progress))
+    results["timing"] = streamed_timing(pipe, qa[:timing_items], sampling)
+    return results
+
+
+def base_text_lm(run: Path) -> Path:
+    """The text LLM a demo run's speech model started from: ``text_lm_copy``'s, else ``text_lm``'s."""
+    copied = Path(run) / "text_lm_copy" / "model"
+    return copied if copied.is_dir() else Path(run) / "text_lm" / "model"
+
+
+def text_knowledge(
+    pipe,
+    items: Sequence[HeldOutItem],
+    base_lm: Path | None = None,
+    sampling=None,
+    progress: Callable[[int], None] = lambda n: None,
+) -> dict[str, Any]:
+    """The text knowledge kept: ``"text_final"``, ``pipe``'s text replies to the written questions of the
+    held-out phrasings among ``items``, and ``"text_base"``, the greedy replies of the text LLM
+    ``base_lm`` (None: left out), each scored as ``key_score``; ``sampling``: the requests' (None: the
+    defaults)."""
+    from funaudiochat.chat import Request, Sampling
+
+    sampling = sampling or Sampling()
+    phrasings = [i for i in items if i.task in QA_TASKS and i.split == "heldout_phrasing"]
     texts = replies_of(
         pipe, [Request(text=i.question, mode="s2t", sampling=sampling) for i in phrasings], progress
     )
-    results["text_final"] = key_score(phrasings, [r.text for r in texts])
+    results = {"text_final": key_score(phrasings, [r.text for r in texts])}
     if base_lm is not None:
         from funaudiochat.training.demo.text_stages import greedy_replies
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -274,7 +299,6 @@ def evaluate(
         tokenizer = AutoTokenizer.from_pretrained(base_lm)
         answers = greedy_replies(model, tokenizer, [i.question for i in phrasings])
         results["text_base"] = key_score(phrasings, answers)
-    results["timing"] = streamed_timing(pipe, qa[:timing_items], sampling)
     return results
 
 
@@ -438,8 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         done[0] += n
         print(f"\r{done[0]}/{total} requests, {time.perf_counter() - start:.0f} s", end="", flush=True)
 
-    base = args.run / "text_lm_copy" / "model"
-    base = base if base.is_dir() else args.run / "text_lm" / "model"
+    base = base_text_lm(args.run)
     results = evaluate(pipe, items, tools, recognizer, base, progress=progress, sampling=sampling)
     results["text_base_model"] = str(base)
     print()

@@ -71,7 +71,7 @@ class DemoSettings:
         of the continuous tower at 12000 steps: 24.3 % at 128, 20.6 % at 256, which trains 1.6x slower).
     audio_encoder_spliced: spliced training sentences the tower also hears (``spliced_speech``: the
         training words in new orders, against learning the training sentences by heart; 0: none).
-    audio_encoder_words: > 0: each spliced sentence also says two of this many most common English words
+    audio_encoder_words: > 0: each spliced sentence also says three of this many most common English words
         (``english_words``: wordfreq's list, not the corpus's), so that the tower, the stand-in for
         Whisper, hears words no training sentence has (a held-out phrasing's "when" was heard as
         "again"); 0: the training words only.

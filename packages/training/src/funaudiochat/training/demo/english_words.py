@@ -5,7 +5,7 @@ tower hears only the corpus's training sentences, so a held-out phrasing with a 
 has is lost before the LLM reads it ("What do you get when you add zero and ten?" was heard as "What do
 you get again you add zero and ten?": no training sentence says "when"). ``common_words`` gives the most
 frequent words of English by wordfreq's word lists (a general list, independent of the corpus and of its
-held-out split); ``spliced_speech.splice_sentences(..., words=)`` puts two of them into each spliced
+held-out split); ``spliced_speech.splice_sentences(..., words=)`` puts three of them into each spliced
 sentence, so the tower hears them among the training words.
 
     >>> words, weights = common_words(100)
@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 WORD = re.compile(r"[a-z]+")  # the letters the tower's character CTC writes (apostrophes left out)
-FREQUENCY_POWER = 0.5  # draws weighted by frequency ** 0.5: common words often, rare ones still drawn
+FREQUENCY_POWER = 0.25  # draws weighted by frequency ** 0.25: the commonest words a little more often
 
 
 def common_words(count: int) -> tuple[list[str], list[float]]:

@@ -138,7 +138,7 @@ def spliced_utterances(build: StageContext, corpus: Path) -> list[dict[str, str]
     """The ``audio_encoder`` stage's spliced sentences (``audio_encoder_spliced`` of them, spoken into
     ``audio_encoder/spliced`` in ``question_voices``; spoken again, the same, when that stage was restored
     without them) as manifest lines ``{"audio", "text"}``, spliced from the training pairs of the
-    ``corpus`` folder, each with two of the ``audio_encoder_words`` most common English words when
+    ``corpus`` folder, each with three of the ``audio_encoder_words`` most common English words when
     that is > 0."""
     from .speech_stages import QUESTION_SPEEDS
     from .spliced_speech import speak_spliced

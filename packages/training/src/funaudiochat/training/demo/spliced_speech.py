@@ -26,7 +26,7 @@ from .number_words import _read_number, number_to_words
 
 SPAN_WORDS = (2, 4)  # words per span, inclusive
 SPANS = (2, 3)  # spans per sentence, inclusive
-WORDS_PUT_IN = 2  # words of ``splice_sentences``'s ``words`` in each sentence (when it has any)
+WORDS_PUT_IN = 3  # words of ``splice_sentences``'s ``words`` in each sentence (when it has any)
 
 
 def splice_sentences(
