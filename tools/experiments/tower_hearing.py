@@ -85,14 +85,30 @@ def speak_in_training_voices(heldout: Path, out: Path, limit: int) -> Path:
     return out
 
 
-def hearing(encoder, head, group_size: int, tokenizer, group: Path, limit: int) -> dict:
+def training_words(run: Path) -> set[str]:
+    """Every word (lower case) of the training questions and answers of a demo run's corpus."""
+    from funaudiochat.training.demo.corpus import words_of
+
+    known: set[str] = set()
+    for name in ("pairs_train.jsonl", "tools_train.jsonl"):
+        for line in (run / "corpus" / name).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                record = json.loads(line)
+                known.update(words_of(record["question"]) + words_of(record["answer"]))
+    return known
+
+
+def hearing(encoder, head, group_size: int, tokenizer, group: Path, limit: int, known: set[str]) -> dict:
+    """Token error, exact transcripts and per-voice error of the tower on ``group``, and how many of the
+    words no training sentence has (not in ``known``) its transcripts hold."""
     from funaudiochat.training.data.synth import question_voices
+    from funaudiochat.training.demo.corpus import words_of
     from funaudiochat.training.tokenizer import edit_distance
 
     rows = [json.loads(line) for line in (group / "manifest.jsonl").read_text().splitlines() if line]
     rows = pick(rows, limit)
     voice_of = question_voices(group)
-    errors = tokens = exact = 0
+    errors = tokens = exact = new_words = new_heard = 0
     per_voice: dict[str, list[int]] = {}
     examples = []
     for row in rows:
@@ -102,11 +118,17 @@ def hearing(encoder, head, group_size: int, tokenizer, group: Path, limit: int) 
         errors, tokens, exact = errors + wrong, tokens + len(said), exact + (wrong == 0)
         counts = per_voice.setdefault(voice_of[row["id"]], [0, 0])
         counts[0], counts[1] = counts[0] + wrong, counts[1] + len(said)
+        heard_text = tokenizer.decode(heard)
+        new = [word for word in words_of(row["text"]) if word not in known]
+        new_words += len(new)
+        new_heard += sum(word in words_of(heard_text) for word in new)
         if len(examples) < 8:
-            examples.append({"said": row["text"], "heard": tokenizer.decode(heard)})
+            examples.append({"said": row["text"], "heard": heard_text})
     return {
         "token_error_rate": round(errors / tokens, 4),
         "exact": round(exact / len(rows), 4),
+        "new_words": new_words,
+        "new_words_heard": new_heard,
         "n": len(rows),
         "per_voice": {voice: round(e / t, 4) for voice, (e, t) in sorted(per_voice.items())},
         "examples": examples,
@@ -129,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     encoder, head, group_size = load_tower(tower, args.run / "text_lm" / "model")
     tokenizer = AutoTokenizer.from_pretrained(args.run / "text_lm" / "model")
     results = {"tower": str(tower)}
+    known = training_words(args.run)
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.groups.split(","):
             if name == "heldout_in_training_voices":
@@ -136,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                 group = speak_in_training_voices(heldout, Path(scratch) / name, args.limit)
             else:
                 group = args.run / "speech" / name
-            results[name] = hearing(encoder, head, group_size, tokenizer, group, args.limit)
-            print(name, results[name]["token_error_rate"], results[name]["exact"], flush=True)
+            results[name] = found = hearing(encoder, head, group_size, tokenizer, group, args.limit, known)
+            words = f"new words heard {found['new_words_heard']} of {found['new_words']}"
+            print(name, found["token_error_rate"], found["exact"], words, flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
     return 0
