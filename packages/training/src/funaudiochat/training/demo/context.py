@@ -74,7 +74,8 @@ class DemoSettings:
     audio_encoder_words: > 0: each spliced sentence also says three of this many most common English words
         (``english_words``: wordfreq's list, not the corpus's), so that the tower, the stand-in for
         Whisper, hears words no training sentence has (a held-out phrasing's "when" was heard as
-        "again"); 0: the training words only.
+        "again"); 0: the training words only. At 700 it heard none of them in the held-out questions
+        (``docs/experiments/demo_model/README.md``, "Common English words for the tower").
     listening_voices: the listening path also hears the training questions in that many more voices
         (``speech_stages.LISTENING_VOICES``: 270 other variants of the training accents and New York's,
         never a held-out voice, accent or variant; 0: none), each question ``listening_voice_rounds``
