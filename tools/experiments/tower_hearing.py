@@ -88,14 +88,11 @@ def speak_in_training_voices(heldout: Path, out: Path, limit: int) -> Path:
 def training_words(run: Path) -> set[str]:
     """Every word (lower case) of the training questions and answers of a demo run's corpus."""
     from funaudiochat.training.demo.corpus import words_of
+    from funaudiochat.training.demo.family import TASKS
+    from funaudiochat.training.demo.text_stages import corpus_pairs
 
-    known: set[str] = set()
-    for name in ("pairs_train.jsonl", "tools_train.jsonl"):
-        for line in (run / "corpus" / name).read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                record = json.loads(line)
-                known.update(words_of(record["question"]) + words_of(record["answer"]))
-    return known
+    records = corpus_pairs(run / "corpus", ("train",), TASKS)
+    return {word for r in records for word in words_of(r["question"]) + words_of(r["answer"])}
 
 
 def hearing(encoder, head, group_size: int, tokenizer, group: Path, limit: int, known: set[str]) -> dict:
@@ -121,7 +118,8 @@ def hearing(encoder, head, group_size: int, tokenizer, group: Path, limit: int, 
         heard_text = tokenizer.decode(heard)
         new = [word for word in words_of(row["text"]) if word not in known]
         new_words += len(new)
-        new_heard += sum(word in words_of(heard_text) for word in new)
+        heard_words = set(words_of(heard_text))
+        new_heard += sum(word in heard_words for word in new)
         if len(examples) < 8:
             examples.append({"said": row["text"], "heard": heard_text})
     return {
