@@ -149,6 +149,27 @@ def test_tiny_model_trains_on_a_collated_batch(conversations, encoder, processor
     assert grad is not None and grad.abs().sum() > 0
 
 
+def test_a_written_conversation_trains_beside_spoken_ones(conversations, encoder, processor, tiny_model):
+    """A conversation with no audio at all (a written question answered in text: Core-Cocktail's text
+    replay) shares a batch with spoken ones; its reply is learnt, and no speech rows are made for it."""
+    written = Conversation(
+        [Turn("user", "What is two plus three?"), Turn("assistant", "Five.")],
+        [],
+        system=SYSTEM,
+        source="text",
+    )
+    item = encoder.encode(written)
+    batch = Collator.for_processor(processor)([encoder.encode(c) for c in conversations] + [item])
+    assert batch["input_ids"].shape[0] == 3
+    labels = batch["labels"][2]
+    learnt = processor.tokenizer.decode(labels[labels >= 0])
+    assert "Five." in learnt and "two plus three" not in learnt
+    tiny_model.zero_grad()
+    out = tiny_model(**model_inputs(batch))
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+
+
 def test_dataset_sampler_loader_end_to_end(conversations, encoder, processor, tiny_model):
     dataset = SpokenChatDataset(conversations * 3, encoder)
     sampler = DurationBucketSampler(dataset.durations, max_seconds=12.0, max_batch_size=4, seed=1)

@@ -476,6 +476,7 @@ TINY_FINISH = dict(
     TINY,
     cocktail_stage1_steps=1,
     cocktail_stage2_steps=1,
+    cocktail_text_pairs=4,
     dpo_pairs=6,
     dpo_steps=1,
     speech_polish_steps=0,
@@ -497,6 +498,8 @@ def test_finishing_stages_fine_tune_train_the_vocoder_and_package_a_pipeline(pac
     from funaudiochat.chat import Pipeline
 
     root = packaged
+    cocktail = json.loads((root / "core_cocktail" / "stage.json").read_text())
+    assert cocktail["text_pairs"] == 4
     dpo = json.loads((root / "dpo" / "stage.json").read_text())
     # spoken replies take the three kinds in turn; a text reply with no other reply to borrow is skipped
     spoken = sum(dpo["pairs"].get(kind, 0) for kind in ("wrong", "truncated", "garbled"))

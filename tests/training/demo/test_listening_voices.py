@@ -77,7 +77,7 @@ def test_core_cocktail_conversations_gain_the_voice_questions_answered_in_text(t
     from funaudiochat.drsr.prompts import DEFAULT_S2T_PROMPT
     from funaudiochat.training.data import read_sharegpt, write_sharegpt
     from funaudiochat.training.data.records import AUDIO_TEMPLATE, Conversation, Turn, UserAudio
-    from funaudiochat.training.demo.finetune_stages import write_voice_conversations
+    from funaudiochat.training.demo.finetune_stages import cocktail_conversations
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -91,7 +91,8 @@ def test_core_cocktail_conversations_gain_the_voice_questions_answered_in_text(t
     write_sharegpt(tmp_path / "train.jsonl", [first])
     build = _build(tmp_path, listening_voices=1, listening_voice_rounds=1)
     build.require = lambda stage, by: tmp_path / stage
-    assert write_voice_conversations(build, tmp_path / "train.jsonl", tmp_path / "out.jsonl") == 1
+    added = cocktail_conversations(build, tmp_path / "train.jsonl", tmp_path / "out.jsonl")
+    assert added == {"voice_questions": 1, "text_pairs": 0}
     kept, voiced = read_sharegpt(tmp_path / "out.jsonl", check_audio=False)
     assert kept.turns[1].content == "Two." and voiced.turns[1].content == "Snow is white."
     assert voiced.user_audios[0].ref_text == "What colour is snow?" and voiced.system == DEFAULT_S2T_PROMPT

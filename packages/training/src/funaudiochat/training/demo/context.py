@@ -108,6 +108,9 @@ class DemoSettings:
     cocktail_voice_questions: Core-Cocktail also trains on the training questions in the more voices of
         ``listening_voices`` answered in text (nothing when that is 0), not only the listening fit
         (held-out S2T 64.5 % against 59.0 %: ``eval_2026-12-06_cocktail_voice_questions_limit50.json``).
+    cocktail_text_pairs: Core-Cocktail also trains on that many of the text LLM's own question-answering
+        training pairs, written and answered in text under the text prompt (``finetune_stages.replayed_text``:
+        the knowledge the merge is to keep, rehearsed; 0: none).
     dpo_pairs / dpo_steps / dpo_lr: preference pairs drawn, steps and learning rate of DPO.
     speech_polish_steps / speech_polish_lr: the ``dpo`` stage then runs pre-alignment's speaking fit (SRH
         and speech grouping; LLM and listening frozen) that many more steps at that peak learning rate (0:
@@ -181,6 +184,7 @@ class DemoSettings:
     cocktail_alpha: float = 0.5
     cocktail_lr: float = 5e-4
     cocktail_voice_questions: bool = True
+    cocktail_text_pairs: int = 0
     dpo_pairs: int = 600
     dpo_steps: int = 60
     dpo_lr: float = 5e-6

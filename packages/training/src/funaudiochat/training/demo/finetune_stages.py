@@ -115,16 +115,52 @@ def _reply_text(conversation) -> str:
     return reply.text if isinstance(reply, AssistantSpeech) else conversation.turns[-1].content
 
 
-def write_voice_conversations(build: StageContext, conversations: Path, out: Path) -> int:
-    """The training conversations of ``conversations`` and, after them, the question-answering training
-    questions in more voices (``model_stages.voice_questions``) answered in text, written to ``out``
-    (atomically); returns how many of those were added."""
-    from ..data import read_sharegpt, write_sharegpt
+def voice_rows(build: StageContext) -> list:
+    """The question-answering training questions in more voices (``model_stages.voice_questions``)
+    answered in text (``model_stages.answered_in_text``)."""
     from .model_stages import answered_in_text, voice_questions
 
-    rows = answered_in_text(voice_questions(build, build.require("corpus", "core_cocktail")))
-    write_sharegpt(out, read_sharegpt(conversations, check_audio=False) + rows)
-    return len(rows)
+    return answered_in_text(voice_questions(build, build.require("corpus", "core_cocktail")))
+
+
+def replayed_text(build: StageContext, count: int) -> list:
+    """``count`` of the text LLM's own question-answering training pairs (``corpus.knowledge_pairs`` of
+    ``QA_TASKS`` with the text LLM's phrasings per content and practice phrasings, as ``text_lm_copy``
+    learnt them; a draw seeded by ``seed``), each a
+    text-only ``Conversation``: the written question answered in text under the text prompt the text LLM
+    learnt them with (``DEFAULT_S2T_PROMPT``, also the one a written question to the speech model gets)."""
+    from funaudiochat.drsr.prompts import DEFAULT_S2T_PROMPT
+
+    from ..data import Conversation, Turn
+    from .corpus import knowledge_pairs
+    from .text_stages import QA_TASKS
+
+    settings = build.settings
+    pairs = knowledge_pairs(
+        settings.seed, QA_TASKS, settings.knowledge_per_content, settings.text_lm_copy_practice
+    )
+    if count > len(pairs):
+        raise ValueError(
+            f"cocktail_text_pairs={count}: the text LLM has {len(pairs)} question-answering pairs"
+        )
+    chosen = random.Random(f"demo-cocktail:{settings.seed}:text").sample(pairs, count)
+    return [
+        Conversation([Turn("user", p["question"]), Turn("assistant", p["answer"])], [], DEFAULT_S2T_PROMPT)
+        for p in chosen
+    ]
+
+
+def cocktail_conversations(build: StageContext, conversations: Path, out: Path) -> dict[str, int]:
+    """Core-Cocktail's training file ``out`` (written atomically): the conversations of ``conversations``,
+    then, with ``cocktail_voice_questions``, ``voice_rows``, then, with ``cocktail_text_pairs``,
+    ``replayed_text``; returns how many rows of each were added."""
+    from ..data import read_sharegpt, write_sharegpt
+
+    settings = build.settings
+    voiced = voice_rows(build) if settings.cocktail_voice_questions and settings.listening_voices > 0 else []
+    texts = replayed_text(build, settings.cocktail_text_pairs) if settings.cocktail_text_pairs > 0 else []
+    write_sharegpt(out, read_sharegpt(conversations, check_audio=False) + voiced + texts)
+    return {"voice_questions": len(voiced), "text_pairs": len(texts)}
 
 
 def run_core_cocktail(build: StageContext) -> dict[str, Any]:
@@ -133,10 +169,8 @@ def run_core_cocktail(build: StageContext) -> dict[str, Any]:
     conversations = build.require("conversations", "core_cocktail")
     settings = build.settings
     run = build.folder("core_cocktail") / "run"
-    train, voiced = conversations / "train.jsonl", 0
-    if settings.cocktail_voice_questions and settings.listening_voices > 0:
-        train = build.folder("core_cocktail") / "train.jsonl"
-        voiced = write_voice_conversations(build, conversations / "train.jsonl", train)
+    train = build.folder("core_cocktail") / "train.jsonl"
+    added = cocktail_conversations(build, conversations / "train.jsonl", train)
     steps = (settings.cocktail_stage1_steps, settings.cocktail_stage2_steps)
     overrides = [
         f"model.model={start}",
@@ -153,7 +187,7 @@ def run_core_cocktail(build: StageContext) -> dict[str, Any]:
     fit_recipe("core_cocktail", run, overrides, product=run / "model", precision=build.settings.llm_precision)
     return {
         "steps": list(steps),
-        "voice_questions": voiced,
+        **added,
         "alpha": settings.cocktail_alpha,
         "lr": settings.cocktail_lr,
         "model": str(run / "model"),

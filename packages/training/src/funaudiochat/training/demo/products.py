@@ -47,6 +47,7 @@ ADDED_SETTINGS: dict[str, tuple[str | tuple[str, ...], Any]] = {
     "spoken_practice_voices": ("practice_speech", 0),
     "listening_voices": (("audio_encoder", "pre_alignment"), 0),
     "cocktail_voice_questions": ("core_cocktail", False),
+    "cocktail_text_pairs": ("core_cocktail", 0),
     "speech_polish_steps": ("dpo", 0),
     "audio_encoder_words": ("audio_encoder", 0),
     "llm_precision": (LLM_STAGES, "32-true"),
