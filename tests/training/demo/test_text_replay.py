@@ -1,4 +1,4 @@
-"""Core-Cocktail's text replay (``cocktail_text_pairs``): the text LLM's own pairs, written, in its batches."""
+"""Core-Cocktail's text replay (``cocktail_text_pairs``): the text LLM's own pairs, in its batches."""
 
 import json
 from types import SimpleNamespace
