@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
             words = f"new words heard {found['new_words_heard']} of {found['new_words']}"
             print(name, found["token_error_rate"], found["exact"], words, flush=True)
     if args.out:
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        from funaudiochat.base.atomic import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(results, indent=1) + "\n")
     return 0
 
 

@@ -126,9 +126,9 @@ def voice_rows(build: StageContext) -> list:
 def replayed_text(build: StageContext, count: int) -> list:
     """``count`` of the text LLM's own question-answering training pairs (``corpus.knowledge_pairs`` of
     ``QA_TASKS`` with the text LLM's phrasings per content and practice phrasings, as ``text_lm_copy``
-    learnt them; a draw seeded by ``seed``), each a
-    text-only ``Conversation``: the written question answered in text under the text prompt the text LLM
-    learnt them with (``DEFAULT_S2T_PROMPT``, also the one a written question to the speech model gets)."""
+    learnt them; a draw seeded by ``seed``), each a text-only ``Conversation``: the written question
+    answered in text under the text prompt the text LLM learnt them with (``DEFAULT_S2T_PROMPT``, also the
+    one a written question to the speech model gets)."""
     from funaudiochat.drsr.prompts import DEFAULT_S2T_PROMPT
 
     from ..data import Conversation, Turn
