@@ -3,6 +3,7 @@
     python tools/train_demo.py [--out runs/demo] [--stage NAME ...] [--seed 0] [--force] [--set NAME=VALUE]
                                [--jobs N] [--restore-products DIR]
     python tools/train_demo.py --out runs/demo --save-products DIR
+    python tools/train_demo.py --out runs/repro --compare-products DIR
 
 A stage is skipped when its folder holds ``stage.json`` (written last, with the stage's settings and its
 seconds), so a killed run resumes at the first unfinished stage; ``--stage`` runs only the named stages
@@ -16,7 +17,8 @@ default) runs them one after the other, each in its own process too (output to t
 that had run the tower's stages ran the later stages 2-3x slower (``docs/demo_model.md``).
 ``--save-products DIR`` keeps what the finished stages trained, and ``--restore-products DIR`` gives it to
 another run folder, which then trains only what it lacks (``products``): how a build continues in a later
-session on a fresh machine.
+session on a fresh machine; ``--compare-products DIR`` says how far a run's own products are from those
+saved there (``product_compare``: is the recipe reproducible?).
 
 The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``model_stages``,
 ``finetune_stages``, ``vocoder_stages`` and ``package_stage``, what they share in ``context``:
@@ -94,6 +96,7 @@ from .context import DemoSettings
 from .finetune_stages import run_core_cocktail, run_dpo
 from .model_stages import run_audio_encoder, run_pre_alignment, run_tower_match
 from .package_stage import run_package
+from .product_compare import compare_products
 from .products import (
     DONE_FILE,
     RESTORED_FILE,
@@ -461,6 +464,13 @@ def main(
         help="before running, copy the products saved in DIR into the stages whose recorded settings "
         "agree with these: they do not train again",
     )
+    parser.add_argument(
+        "--compare-products",
+        type=Path,
+        metavar="DIR",
+        help="compare the products each finished stage trained with those saved in DIR (weights tensor by "
+        "tensor), print a line a stage, write OUT/products_compared.json and exit (runs nothing)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = settings_with(DemoSettings(seed=args.seed), args.set)
@@ -471,6 +481,8 @@ def main(
         saved = save_products(build, args.save_products)
         build.log(f"saved the products of {saved} to {args.save_products}")
         return 0
+    if args.compare_products is not None:
+        return _report_comparison(build, args.compare_products)
     try:
         if args.restore_products is not None:
             for name, outcome in restore_products(build, args.restore_products).items():
@@ -480,6 +492,24 @@ def main(
         parser.exit(2, f"train_demo: {error}\n")
     except StagesFailed as error:
         parser.exit(1, f"train_demo: {error}\n")
+    return 0
+
+
+def _report_comparison(build: DemoBuild, folder: Path) -> int:
+    """``--compare-products``: a line a stage, the whole comparison in ``OUT/products_compared.json``."""
+    from funaudiochat.base.atomic import atomic_write_text
+
+    compared = compare_products(build, folder)
+    for name, stage in compared.items():
+        weights = [f for f in stage["files"].values() if "relative_l2" in f]
+        worst = max((f["relative_l2"] for f in weights), default=0.0)
+        differ = sum(not f["same"] for f in stage["files"].values())
+        detail = f", weights' relative L2 difference up to {worst:.3g}" if weights else ""
+        build.log(f"[{name}] {stage['verdict']}: {differ} of {len(stage['files'])} files differ{detail}")
+    if not compared:
+        build.log(f"no stage trained in {build.root} is saved in {folder}")
+    report = {"saved": str(Path(folder).resolve()), "stages": compared}
+    atomic_write_text(build.root / "products_compared.json", json.dumps(report, indent=1) + "\n")
     return 0
 
 
