@@ -23,6 +23,10 @@ never saw, and only the head learns it.
 ``--text-scale`` then do not apply): how much more a trained model's head gains from more of the speaking
 fit alone.
 
+``--head-width W --head-layers L``: the new head's decoder (``crq_transformer_config``) is W wide (heads of
+32, FFN 3W) with L layers instead of the pipeline's (the demo model's: 128, 3): whether the head's size
+limits what it says.
+
 ``--table fsq``: the table's code rows are built from the speech tokenizer's FSQ digits (each code is 8
 ternary digits, ``funaudiochat.tokenizer.speech_tokenizer``): one random vector per (digit, level), summed,
 plus a per-code part holding ``1 - --fsq-share`` of the variance. Codes one digit apart then start close,
@@ -51,11 +55,35 @@ def fsq_table(codes: int, width: int, std: float, share: float):
     return structured + torch.randn(codes, width) * std * (1 - share) ** 0.5
 
 
+def resize_head(crq: dict, width: int | None, layers: int | None) -> dict:
+    """The SRH decoder config ``crq`` (``audio_config.crq_transformer_config``) with ``width`` (heads of
+    32, two query heads a key-value head, FFN 3x) and ``layers`` where given."""
+    crq = dict(crq)
+    if width is not None:
+        head_dim = crq.get("head_dim", 32)
+        if width % (2 * head_dim):
+            raise ValueError(f"--head-width must be a multiple of {2 * head_dim}, got {width}")
+        heads = width // head_dim
+        crq.update(hidden_size=width, intermediate_size=3 * width, num_attention_heads=heads)
+        crq["num_key_value_heads"] = heads // 2
+    if layers is not None:
+        crq["num_hidden_layers"] = layers
+    return crq
+
+
 def make_start(
-    model_folder: Path, out: Path, table: str, text_scale: float, share: float, seed: int, keep: bool = False
+    model_folder: Path,
+    out: Path,
+    table: str,
+    text_scale: float,
+    share: float,
+    seed: int,
+    keep: bool = False,
+    width: int | None = None,
+    layers: int | None = None,
 ) -> None:
     """The model of ``model_folder`` with a fresh SRH and speech table (``keep``: its own), saved to
-    ``out``."""
+    ``out``; ``width`` / ``layers``: the fresh head's decoder size (``resize_head``)."""
     import torch
     from funaudiochat.drsr.modeling import FunAudioChatForConditionalGeneration
     from funaudiochat.drsr.speech_heads import SpeechRefinedHead
@@ -69,6 +97,8 @@ def make_start(
         model.save_pretrained(out)
         return
     model.config.audio_config.srh_text_scale = text_scale
+    audio = model.config.audio_config
+    audio.crq_transformer_config = resize_head(audio.crq_transformer_config, width, layers)
     torch.manual_seed(seed)  # the head, then the table, from the global generator
     head = SpeechRefinedHead(model.config.audio_config)
     head.apply(model._init_weights)
@@ -92,6 +122,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--head", choices=("new", "keep"), default="new", help="draw the head again or train on"
     )
+    parser.add_argument("--head-width", type=int, help="the new head's decoder width (demo model: 128)")
+    parser.add_argument("--head-layers", type=int, help="the new head's decoder layers (demo model: 3)")
     parser.add_argument("--table", choices=("random", "fsq"), default="random")
     parser.add_argument("--fsq-share", type=float, default=0.8, help="variance share of the FSQ digits")
     parser.add_argument("--text-scale", type=float, default=1.0, help="audio_config.srh_text_scale")
@@ -104,6 +136,10 @@ def main(argv=None) -> int:
         parser.error("--steps must be at least 1")
     if not 0.0 <= args.fsq_share <= 1.0:
         parser.error(f"--fsq-share must lie in [0, 1], got {args.fsq_share}")
+    if args.head == "keep" and (args.head_width or args.head_layers):
+        parser.error("--head-width / --head-layers size a new head: not with --head keep")
+    if (args.head_width or 1) < 1 or (args.head_layers or 1) < 1:
+        parser.error("--head-width and --head-layers must be at least 1")
     if not (args.conversations / "train.jsonl").is_file():
         parser.error(f"{args.conversations}/train.jsonl does not exist")
 
@@ -120,6 +156,8 @@ def main(argv=None) -> int:
             args.fsq_share,
             args.seed,
             keep=args.head == "keep",
+            width=args.head_width,
+            layers=args.head_layers,
         )
     spoken = args.out / "spoken_replies.jsonl"
     if not spoken.exists():
