@@ -62,6 +62,9 @@ def test_parse_args():
         (["data.train=x", "stage=vocoder_gan"], "is not one of"),
         (["data.train=x", "model.hift.preset=huge"], "unknown HiFTConfig preset"),
         (["data.train=x", "positional"], "cannot read argument"),
+        (["data.train=x", "compile=true"], "compile: true names no submodule for stage 'vocoder_hift'"),
+        (["data.train=x", "compile=hift"], "compile must be true, false or a list"),
+        (["data.train=x", "compile=[hift.nothing]"], "'hift.nothing' names no submodule: hift has"),
     ],
 )
 def test_recipe_errors(extra, message, capsys):

@@ -117,6 +117,7 @@ TINY = dict(
     tower_match_steps=2,
     listening_steps=2,
     pre_alignment_steps=2,
+    compile_llm=False,  # compiling costs a minute a fit; the compiled fit is tested in test_text_lm.py
 )
 
 

@@ -18,6 +18,11 @@ A recipe has these sections, merged in order (later files and overrides win):
     data:    keyword arguments of the stage's LightningDataModule
     trainer: keyword arguments of ``lightning.Trainer``
     ckpt_path: a Lightning checkpoint to resume from (``last``: the newest one), optional
+    compile: ``true`` (the stage's own ``compile_targets``, ``stages.STAGES``: e.g. the text LLM's whole
+             Qwen3, the speech LLM's decoders and audio layers), or dotted paths of submodules of the
+             LightningModule (a ``ModuleList``: each of its modules), which then run through
+             ``torch.compile`` (``nn.Module.compile``, dynamic shapes: one graph for every batch length;
+             weights and state-dict names stay as they are); optional, default ``false``
 Three ``trainer`` keys take names instead of objects:
     strategy:  a Lightning name (``ddp``, ``ddp_find_unused_parameters_true``, ``fsdp``,
                ``deepspeed_stage_2``), ``fsdp2`` (Lightning's ``ModelParallelStrategy``: parameters sharded
@@ -50,7 +55,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from .errors import UserInputError
 from .stages import STAGES
 
-SECTIONS = ("stage", "seed", "model", "data", "trainer", "ckpt_path")
+SECTIONS = ("stage", "seed", "model", "data", "trainer", "ckpt_path", "compile")
 COMMANDS = ("fit", "print-config", "stages", "merge")
 
 
@@ -139,6 +144,17 @@ def resolve(recipe: DictConfig) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise RecipeError(f"recipe section {section!r} must be a mapping of keyword arguments")
         plain[section] = value
+    targets = plain.get("compile")
+    if targets is True and not STAGES[stage].compile_targets:
+        raise RecipeError(f"compile: true names no submodule for stage {stage!r}: give a list of paths")
+    if (
+        targets is not None
+        and not isinstance(targets, bool)
+        and (not isinstance(targets, list) or not all(isinstance(t, str) and t for t in targets))
+    ):
+        raise RecipeError(
+            f"compile must be true, false or a list of submodule paths such as [model], got {targets!r}"
+        )
     seed = plain.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise RecipeError(f"seed must be an integer, got {seed!r}")
@@ -223,6 +239,33 @@ def trainer_objects(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def submodule(module, path: str, required: bool = False):
+    """The submodule of ``module`` at dotted ``path``, or None (``required``: a ``RecipeError`` naming the
+    children there)."""
+    target = module
+    for i, name in enumerate(path.split(".")):
+        children = dict(target.named_children())
+        if name not in children:
+            if not required:
+                return None
+            where = ".".join(path.split(".")[:i]) or "the LightningModule"
+            raise RecipeError(f"compile: {path!r} names no submodule: {where} has {sorted(children)[:12]}")
+        target = children[name]
+    return target
+
+
+def compile_submodules(module, paths: Sequence[str]) -> None:
+    """``torch.compile`` each submodule of ``module`` that a dotted path of ``paths`` names (each module
+    of a ``ModuleList``), in place (``nn.Module.compile``: parameters, buffers and state-dict names do
+    not change)."""
+    import torch
+
+    for path in paths:
+        target = submodule(module, path, required=True)
+        for part in target if isinstance(target, torch.nn.ModuleList) else [target]:
+            part.compile(dynamic=True)
+
+
 def build(recipe: dict[str, Any]):
     """A resolved recipe -> ``(LightningModule, LightningDataModule, lightning.Trainer)``."""
     import lightning as L
@@ -234,6 +277,10 @@ def build(recipe: dict[str, Any]):
     if recipe.get("seed") is not None:
         L.seed_everything(recipe["seed"], workers=True)
     model = module_cls(**recipe["model"])
+    targets = recipe.get("compile") or []
+    if targets is True:  # the stage's own; a model without one of them (no audio tower) skips it
+        targets = [t for t in STAGES[recipe["stage"]].compile_targets if submodule(model, t) is not None]
+    compile_submodules(model, targets)
     data = data_cls(**recipe["data"])
     trainer = L.Trainer(**trainer_objects(recipe["trainer"]))
     return model, data, trainer

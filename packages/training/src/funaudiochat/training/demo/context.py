@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 REPLY_ALIGNMENTS = ("official", "words")
 PRECISIONS = ("32-true", "bf16-mixed")
@@ -146,7 +146,13 @@ class DemoSettings:
         answered 71.2 % of its held-out phrasings, between two float32 runs' 78.6 and 66.8 % (run-to-run
         spread, not precision). The tower and language-model stages default to ``default_precision()``
         (bf16 only where the CPU has it natively); the speaking path stays in float32 until HiFT in bf16
-        is shown to be heard as well."""
+        is shown to be heard as well.
+    compile_llm: the language-model fits of many steps (``text_lm``, ``text_lm_copy``, ``pre_alignment``'s
+        two fits and the speech polish, ``core_cocktail``; not DPO's 60 steps) run their decoders through
+        ``torch.compile`` (the recipe's ``compile: true``): text LLM steps 1.5x, speech LLM steps
+        1.25-1.35x as fast on two cores, after about a minute of compiling per fit
+        (``tools/bench/compiled_training.py``). How a stage computes, not what it learns: products made
+        either way are restored alike."""
 
     seed: int = 0
     text_vocab_size: int = 1024
@@ -202,6 +208,7 @@ class DemoSettings:
     llm_precision: str = field(default_factory=default_precision)
     tower_precision: str = field(default_factory=default_precision)
     vocoder_precision: str = "32-true"
+    compile_llm: bool = True
 
     def __post_init__(self) -> None:
         for name in ("llm_precision", "tower_precision", "vocoder_precision"):
@@ -212,6 +219,12 @@ class DemoSettings:
         if self.reply_alignment not in REPLY_ALIGNMENTS:
             allowed = list(REPLY_ALIGNMENTS)
             raise ValueError(f"reply_alignment must be one of {allowed}, got {self.reply_alignment!r}")
+
+
+def llm_fit(settings: DemoSettings) -> dict[str, Any]:
+    """``fit_recipe``'s compute arguments for a language-model fit of many steps: ``llm_precision`` and
+    ``compile_llm``."""
+    return {"precision": settings.llm_precision, "compiled": settings.compile_llm}
 
 
 class StageContext(Protocol):
@@ -234,13 +247,14 @@ def fit_recipe(
     extra: dict | None = None,
     product: Path | None = None,
     precision: str | None = None,
+    compiled: bool = False,
 ) -> None:
     """``funaudiochat-train fit`` of ``recipes/<recipe>.yaml`` in ``run_dir`` with dotted ``overrides`` and
     the sections of ``extra`` merged on top (written to ``run_dir/demo.yaml``: nested values such as a
     model spec), resuming from its newest checkpoint when it has one. Nothing is trained when ``product``
     (the file or folder the fit exports, written atomically) exists already: an earlier fit made it, or
     it was restored from a saved build (``products``). ``precision``: ``trainer.precision`` (None: the
-    recipe's).
+    recipe's); ``compiled``: the stage's ``compile_targets`` run through ``torch.compile`` (``compile=true``).
 
     Raises:
         RuntimeError: the fit ended without ``product`` (it resumed a checkpoint that had run every step)."""
@@ -260,6 +274,8 @@ def fit_recipe(
     overrides = [f"trainer.default_root_dir={run_dir}", *overrides]
     if precision is not None:
         overrides.append(f"trainer.precision={precision}")
+    if compiled:
+        overrides.append("compile=true")
     checkpoints = sorted(run_dir.rglob("*.ckpt"), key=lambda path: path.stat().st_mtime)
     if checkpoints:  # the newest (a new run logs into a new version folder, so "last" would not find it)
         overrides.append(f"ckpt_path={checkpoints[-1]}")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .context import StageContext, fit_recipe
+from .context import StageContext, fit_recipe, llm_fit
 
 KIND_TASKS = {
     "wrong": "audio_understanding",
@@ -184,7 +184,7 @@ def run_core_cocktail(build: StageContext) -> dict[str, Any]:
         f"trainer.max_steps={sum(steps)}",
         f"seed={settings.seed}",
     ]
-    fit_recipe("core_cocktail", run, overrides, product=run / "model", precision=build.settings.llm_precision)
+    fit_recipe("core_cocktail", run, overrides, product=run / "model", **llm_fit(build.settings))
     return {
         "steps": list(steps),
         **added,

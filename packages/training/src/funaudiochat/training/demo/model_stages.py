@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .context import StageContext, fit_recipe
+from .context import StageContext, fit_recipe, llm_fit
 
 # the demo model's speech parts: the audio encoder (to the LLM's width) and the SRH
 DEMO_AUDIO = {"d_model": 128, "encoder_layers": 3, "encoder_attention_heads": 4, "encoder_ffn_dim": 512}
@@ -374,9 +374,7 @@ def speaking_fit(
         f"model.freeze={LISTENING_FROZEN}",
         f"seed={build.settings.seed}",
     ]
-    fit_recipe(
-        "pre_alignment", run, overrides, start, product=run / "model", precision=build.settings.llm_precision
-    )
+    fit_recipe("pre_alignment", run, overrides, start, product=run / "model", **llm_fit(build.settings))
     return rows
 
 
@@ -427,7 +425,7 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
             overrides,
             start,
             product=listen / "model",
-            precision=build.settings.llm_precision,
+            **llm_fit(build.settings),
         )
         record["listening"] = {
             "steps": settings.listening_steps,

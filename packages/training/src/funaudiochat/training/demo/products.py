@@ -33,7 +33,7 @@ TOWER_STAGES = ("audio_encoder", "tower_match")
 VOCODER_STAGES = ("speech_tokenizer", "vocoder_hift", "vocoder_flow")
 # How a stage computes, not what it learns: a product trained at another precision is restored all the
 # same; its marker keeps the precision it trained at, which the model card names (``other_settings``).
-COMPUTE_SETTINGS = ("llm_precision", "tower_precision", "vocoder_precision")
+COMPUTE_SETTINGS = ("llm_precision", "tower_precision", "vocoder_precision", "compile_llm")
 ADDED_SETTINGS: dict[str, tuple[str | tuple[str, ...], Any]] = {
     "text_lm_skills": ("text_lm", False),
     "audio_encoder_width": ("audio_encoder", 128),
@@ -53,6 +53,7 @@ ADDED_SETTINGS: dict[str, tuple[str | tuple[str, ...], Any]] = {
     "llm_precision": (LLM_STAGES, "32-true"),
     "tower_precision": (TOWER_STAGES, "32-true"),
     "vocoder_precision": (VOCODER_STAGES, "32-true"),
+    "compile_llm": (LLM_STAGES, False),
 }
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .context import StageContext, fit_recipe
+from .context import StageContext, fit_recipe, llm_fit
 from .corpus import SPLITS, knowledge_pairs, write_corpus
 from .family import TASKS
 
@@ -193,9 +193,7 @@ def run_text_lm(build: StageContext) -> dict[str, Any]:
     if settings.text_lm_skills:  # the function-calling prompt alone is ~450 tokens (the recipe allows 512)
         overrides.append("data.max_length=1024")
     overrides += size_overrides(settings.text_lm_size)
-    fit_recipe(
-        "text_lm", out / "run", overrides, product=out / "model", precision=build.settings.llm_precision
-    )
+    fit_recipe("text_lm", out / "run", overrides, product=out / "model", **llm_fit(build.settings))
     model = AutoModelForCausalLM.from_pretrained(out / "model").eval()
     tokenizer = AutoTokenizer.from_pretrained(out / "model")
     heldout = corpus_pairs(corpus, ["heldout_phrasing"])[: settings.pairs_per_file]
@@ -248,7 +246,7 @@ def run_text_lm_copy(build: StageContext) -> dict[str, Any]:
         f"seed={settings.seed}",
     ]
     overrides += size_overrides(settings.text_lm_size)
-    fit_recipe("text_lm", out / "run", overrides, product=model, precision=build.settings.llm_precision)
+    fit_recipe("text_lm", out / "run", overrides, product=model, **llm_fit(build.settings))
     llm = AutoModelForCausalLM.from_pretrained(model).eval()
     tokenizer = AutoTokenizer.from_pretrained(model)
     heldout = corpus_pairs(corpus, ["heldout_phrasing"])[: settings.pairs_per_file]
