@@ -74,7 +74,8 @@ def test_recipe_errors(extra, message, capsys):
 
 def test_other_commands(capsys, tmp_path):
     assert cli.main(["stages"]) == 0
-    assert "vocoder_flow" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "vocoder_flow" in listed and "compile: true compiles: model.language_model.model" in listed
     assert cli.main(["print-config", "--config", str(RECIPES / "vocoder_flow.yaml"), "model.lr=0.5"]) == 0
     out = capsys.readouterr().out
     assert "lr: 0.5" in out and "train: ???" in out

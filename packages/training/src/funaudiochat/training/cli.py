@@ -337,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         command, configs, overrides = parse_args(argv)
         if command == "stages":
             for name, stage in STAGES.items():
-                print(f"{name}\t{stage.description}")
+                targets = ", ".join(stage.compile_targets) or "none"
+                print(f"{name}\t{stage.description}\n\tcompile: true compiles: {targets}")
             return 0
         if command == "print-config":
             print(OmegaConf.to_yaml(load_recipe(configs, overrides)), end="")
