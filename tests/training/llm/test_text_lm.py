@@ -344,21 +344,25 @@ def test_recipe_runs_and_resumes_through_the_cli(corpus, tmp_path):
 
 def test_a_compiled_fit_learns_as_the_eager_one_and_exports_the_same_names(corpus, tmp_path):
     """``compile=true``: the text LLM (the stage's ``compile_targets``) runs through ``torch.compile``;
-    its losses follow the eager run's (the same computation, fused: float rounding apart) and its export
-    has the eager one's tensor names."""
+    its losses follow the eager run's (the same computation, fused: float rounding apart), its export has
+    the eager one's tensor names, and it resumes an eager run's checkpoint."""
     from safetensors.torch import load_file
 
     train, tokenizer_dir = corpus
     recipe = cli.resolve(cli.load_recipe([RECIPE], [*cli_overrides(train, tokenizer_dir, tmp_path, 3)]))
-    compiled_recipe = dict(recipe, compile=True)
-    module, _, _ = cli.build(compiled_recipe)
+    module, _, _ = cli.build(dict(recipe, compile=True))
     assert module.model._compiled_call_impl is not None  # nn.Module.compile, in place
     assert not any("_orig_mod" in name for name in module.state_dict())
 
-    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    eager, compiled, resumed = tmp_path / "eager", tmp_path / "compiled", tmp_path / "resumed"
     cli.fit([RECIPE], cli_overrides(train, tokenizer_dir, eager, 3))
     cli.fit([RECIPE], [*cli_overrides(train, tokenizer_dir, compiled, 3), "compile=true"])
     for step, loss in logged_losses(eager).items():
         assert logged_losses(compiled)[step] == pytest.approx(loss, rel=2e-3), step
     exported = [load_file(run / "model" / "model.safetensors") for run in (eager, compiled)]
     assert exported[0].keys() == exported[1].keys()
+
+    cli.fit([RECIPE], cli_overrides(train, tokenizer_dir, resumed, 2))
+    last = next(resumed.rglob("last.ckpt"))
+    cli.fit([RECIPE], [*cli_overrides(train, tokenizer_dir, resumed, 3), "compile=true", f"ckpt_path={last}"])
+    assert logged_losses(resumed, 1)[2] == pytest.approx(logged_losses(eager)[2], rel=2e-3)
