@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         card = (staging / "README.md").read_text(encoding="utf-8").split("## Evaluation", 1)[0]
         title, _, rest = card.partition("\n\n")
+        if rest.startswith("**Where it stands:**"):  # a package copied from a shipped folder: replaced
+            rest = rest.partition("\n\n")[2]
         (staging / "README.md").write_text(f"{title}\n\n{standing(results)}{rest}{evaluation(results)}")
         rows = bundled_answers(staging)
         (staging / BUNDLED_ANSWERS).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")

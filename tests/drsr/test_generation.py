@@ -387,6 +387,22 @@ def test_a_plan_is_written_however_long_the_model_would_wait_and_speech_ends_aft
         DecodingConfig(plan_max_silence=-1)
 
 
+def test_an_exact_plan_is_written_token_by_token_whatever_the_model_would_do(prompts):
+    """``plan_exact``: a laid-out plan (its own ``<|sil|>`` included) is the spoken text slot by slot, even
+    where the model would rather wait (a huge silence weight) or rather speak (a tiny one)."""
+    model = make_model()
+    tc = model.config.text_config
+    sil = tc.sil_index
+    plan = torch.tensor([sil, 40, 41, sil, sil, 42])
+    for scale in (1e12, 1e-12):
+        config = DecodingConfig(max_new_tokens=12, sil_scale=scale, plan_exact=True)
+        state, _ = prefill(model, prompts[0], config, plan=[plan])
+        while not bool(state.finished.all()):
+            decode_step(model, state)
+        text = state.generated_text(0).tolist()
+        assert text[: 1 + len(plan)] == [tc.audio_bos_index, *plan.tolist()], scale
+
+
 @pytest.mark.parametrize(
     "plan, message",
     [

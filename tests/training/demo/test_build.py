@@ -521,8 +521,11 @@ def test_finishing_stages_fine_tune_train_the_vocoder_and_package_a_pipeline(pac
     assert pipe.vocoder.speakers.names == ["assistant"] and pipe.speech_tokenizer is not None
     assert pipe.vocoder.flow.config.n_timesteps == DemoSettings().flow_inference_steps == 5
     assert pipe.plan_speech is DemoSettings().plan_speech is True  # generation_config.json's
+    assert DemoSettings().speech_timing and pipe.speech_timing is not None  # speech_timing.json
+    assert pipe.speech_timing.advance and pipe.speech_timing.first_slot >= 1
     reply = pipe.chat(text="What is two plus three?", mode="s2s")
     assert reply.audio is not None and reply.audio.ndim == 1
+    assert sum(t == pipe.model.config.text_config.sil_index for t in reply.text_ids) > 0
 
 
 def test_settings_can_be_changed_from_the_command_line():

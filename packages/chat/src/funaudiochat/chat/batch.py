@@ -121,7 +121,9 @@ class ReplyBatch:
                 hop_growth=pipe.hop_growth,
                 max_hop_tokens=pipe.max_hop_tokens,
             )
-        state, step = prefill(pipe.model, inputs, config, pipe._prefix(inputs, config), pipe.plans([request]))
+        plans = pipe.plans([request])
+        config = pipe.spoken_config(config, plans)
+        state, step = prefill(pipe.model, inputs, config, pipe._prefix(inputs, config), plans)
         if self.rows:
             self._state = StreamState.cat([self._state, state])
             self._vocoder = None if vocoder is None else StreamState.cat([self._vocoder, vocoder])

@@ -10,6 +10,8 @@ A pipeline folder (file names follow the official release where it has one)::
     flow.safetensors, hift.safetensors the vocoder (CosyVoice3 layouts; sizes in the metadata)
     spk2info.safetensors               the speaker table (optional: a zero speaker otherwise)
     speech_tokenizer_v3.safetensors    the speech tokenizer (optional: needed for voice clips)
+    speech_timing.json                 where a planned spoken reply's words are said (optional;
+                                       ``speech_timing``: the demo model's)
     README.md                          the model card
 
 A missing or malformed file is refused with its name and what was expected. ``save_parts`` writes the
@@ -30,6 +32,7 @@ from funaudiochat.drsr import FunAudioChatForConditionalGeneration
 from funaudiochat.drsr.configuration import tiny_config_for
 from funaudiochat.drsr.processing import FunAudioChatProcessor
 from funaudiochat.drsr.prompts import ASR_INSTRUCTION, DEFAULT_S2M_PROMPT, DEFAULT_S2T_PROMPT
+from funaudiochat.drsr.speech_timing import SpeechTiming
 from funaudiochat.drsr.text_tokenizer import train_text_tokenizer
 from funaudiochat.tokenizer import SpeechTokenizer
 from funaudiochat.vocoder.loading import load_flow, load_hift, save_flow, save_hift
@@ -56,6 +59,7 @@ class Parts:
     processor: FunAudioChatProcessor
     vocoder: Token2Wav
     speech_tokenizer: SpeechTokenizer | None = None
+    speech_timing: SpeechTiming | None = None
 
 
 def load_parts(folder: str | os.PathLike) -> Parts:
@@ -76,7 +80,7 @@ def load_parts(folder: str | os.PathLike) -> Parts:
     tokenizer = None
     if (root / SPEECH_TOKENIZER).is_file():
         tokenizer = SpeechTokenizer.from_safetensors(root / SPEECH_TOKENIZER).eval()
-    return Parts(model, processor, vocoder, tokenizer)
+    return Parts(model, processor, vocoder, tokenizer, SpeechTiming.load(root))
 
 
 @contextmanager
@@ -166,6 +170,8 @@ def save_parts(pipe: Parts, folder: str | os.PathLike, card: str | None = None) 
             pipe.vocoder.speakers.save(staging / SPEAKERS)
         if pipe.speech_tokenizer is not None:
             pipe.speech_tokenizer.save_safetensors(staging / SPEECH_TOKENIZER)
+        if pipe.speech_timing is not None:
+            pipe.speech_timing.save(staging)
         (staging / MODEL_CARD).write_text(card or _default_card(pipe), encoding="utf-8")
     return target
 

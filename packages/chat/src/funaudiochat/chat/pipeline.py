@@ -40,6 +40,7 @@ from funaudiochat.drsr.prompts import (
     function_calling_prompt,
     parse_tool_calls,
 )
+from funaudiochat.drsr.speech_timing import SpeechTiming
 from funaudiochat.tokenizer import SpeechTokenizer
 from funaudiochat.vocoder.token2wav import Token2Wav, check_hops
 
@@ -63,7 +64,10 @@ class Pipeline:
     are: after changing them, call ``clear_prefix_cache``. plan_speech: a spoken reply's text is written
     first, as the text-only (S2T) reply to the same request, and the spoken pass then says that text (its
     text held to it, ``prefill``'s ``plan``): the spoken answer is as right as the written one; None: the
-    model folder's choice (``plan_speech`` in its ``generation_config.json``; False when absent)."""
+    model folder's choice (``plan_speech`` in its ``generation_config.json``; False when absent).
+    speech_timing: with ``plan_speech``, the spoken pass writes the plan laid out at the slots this table
+    gives each word (``speech_timing.SpeechTiming``, the folder's ``speech_timing.json``) instead of
+    placing the words itself (``DecodingConfig.plan_exact``); None: the model places them."""
 
     def __init__(
         self,
@@ -76,6 +80,7 @@ class Pipeline:
         max_hop_tokens: int | None = None,
         prefix_cache: int = 8,
         plan_speech: bool | None = None,
+        speech_timing: SpeechTiming | None = None,
     ):
         check_hops(hop_tokens, hop_growth, max_hop_tokens)
         if prefix_cache < 0:
@@ -99,6 +104,7 @@ class Pipeline:
         if not isinstance(plan_speech, bool):
             raise ValueError(f"plan_speech must be True, False or None (the folder's), got {plan_speech!r}")
         self.plan_speech = plan_speech
+        self.speech_timing = speech_timing
 
     @classmethod
     def from_pretrained(
@@ -106,8 +112,10 @@ class Pipeline:
     ) -> Pipeline:
         """Load a pipeline folder (``loaders``: the files it holds; a missing or malformed one is named);
         quantize: "int8" or "int4" weights for the shared LLM and the SRH (``quantize``), None: as saved;
-        ``options``: ``hop_growth``, ``max_hop_tokens``, ``prefix_cache`` (see the class)."""
-        pipe = cls(**vars(load_parts(folder)), hop_tokens=hop_tokens, **options)
+        ``options``: ``hop_growth``, ``max_hop_tokens``, ``prefix_cache``, ``plan_speech``,
+        ``speech_timing`` (see the class; ``speech_timing=None`` leaves the folder's table out)."""
+        parts = vars(load_parts(folder))
+        pipe = cls(**{**parts, **options}, hop_tokens=hop_tokens)
         if quantize is not None:
             pipe.quantize(quantize)
         return pipe
@@ -217,6 +225,7 @@ class Pipeline:
             requests[0].sampling.decoding(requests[0].speaks), seed=[r.sampling.seed for r in requests]
         )
         plan = self.plans(requests)
+        config = self.spoken_config(config, plan)
         state, step = prefill(self.model, inputs, config, self._prefix(inputs, config), plan)
         first_text = time.perf_counter() - start
         while not bool(state.finished.all()):
@@ -242,9 +251,15 @@ class Pipeline:
             reply.timings.first_audio_s = total if reply.audio is not None else None
         return replies
 
+    def spoken_config(self, config: DecodingConfig, plans: list | None) -> DecodingConfig:
+        """``config`` for a batch with ``plans`` (``plans``): laid-out plans are written token by token."""
+        scheduled = plans is not None and self.speech_timing is not None
+        return replace(config, plan_exact=True) if scheduled else config
+
     def plans(self, requests: list[Request]) -> list[torch.Tensor | None] | None:
-        """The planned text of each spoken request (its S2T reply's ids, the end token dropped), or None
-        when the pipeline does not plan speech or no request speaks."""
+        """The planned text of each spoken request (its S2T reply's ids, the end token dropped; with
+        ``speech_timing``, laid out with ``<|sil|>`` at the slots of its words), or None when the pipeline
+        does not plan speech or no request speaks."""
         if not self.plan_speech or not any(r.speaks for r in requests):
             return None
         written = [replace(r, mode="s2t") for r in requests]
@@ -258,6 +273,9 @@ class Pipeline:
         plans: list[torch.Tensor | None] = []
         for row, request in enumerate(requests):
             ids = self._before_end([t for t in state.generated_text(row).tolist() if t != self._pad])
+            if self.speech_timing is not None:
+                text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+                ids = self.speech_timing.layout(text, self.processor.tokenizer)
             plans.append(torch.tensor(ids, dtype=torch.long) if request.speaks else None)
         return plans
 

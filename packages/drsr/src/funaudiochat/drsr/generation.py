@@ -100,6 +100,9 @@ class DecodingConfig:
     # planned token (then that token is forced; 0: no limit): the demo model's aligned training replies
     # never wait longer than 3
     plan_max_silence: int = 3
+    # a planned reply's text is its plan token by token, one a 5 Hz step: the plan is a layout holding its
+    # own <|sil|> (``funaudiochat.drsr.speech_timing``), the model's speech says it at those steps
+    plan_exact: bool = False
 
     def __post_init__(self) -> None:
         if self.plan_max_silence < 0:
@@ -441,7 +444,8 @@ def _check_plan(plan: list[torch.Tensor | None] | None, batch: int, vocab: int) 
 
 def _hold_to_plan(logits: torch.Tensor, state: DecodingState, rows: list[int], sil: int) -> torch.Tensor:
     """``logits [B, V]`` with, in ``rows``, every token but ``<|sil|>`` and the plan's next token at -inf,
-    and ``<|sil|>`` too after ``plan_max_silence`` of them in a row."""
+    and ``<|sil|>`` too after ``plan_max_silence`` of them in a row; with ``plan_exact``, only the plan's
+    next token (a laid-out plan holds its own ``<|sil|>``)."""
     allowed = torch.zeros_like(logits, dtype=torch.bool)
     wait = state.config.plan_max_silence
     for b in rows:
@@ -450,6 +454,8 @@ def _hold_to_plan(logits: torch.Tensor, state: DecodingState, rows: list[int], s
             allowed[b, sil] = True
             continue
         allowed[b, int(plan[0])] = True
+        if state.config.plan_exact:
+            continue
         recent = state.generated_text(b)[-wait:] if wait else state.generated_text(b)[:0]
         if not (wait and recent.numel() == wait and bool((recent == sil).all())):
             allowed[b, sil] = True

@@ -5,9 +5,11 @@ The folder is what ``funaudiochat.chat.Pipeline.from_pretrained`` loads (``chat.
 one speaker (``assistant``: the pseudo x-vector the vocoder stages trained with), the speech tokenizer,
 and a model card (``README.md``) with the data, the sizes, the recipe and the seconds of each stage;
 ``tools/eval_spoken_qa.py`` adds its tables to the card.
-The model and the flow are stored in float16 (``store_half``: the loaders build float32 modules and cast
-on load; replies are unchanged on the demo model's bundled questions), the whole folder checked against
-``MAX_PACKAGE_BYTES``.
+With ``speech_timing`` the folder also holds ``speech_timing.json`` (``funaudiochat.drsr.speech_timing``,
+fitted on the training replies' word-aligned texts): a planned spoken reply's words are then said at the
+slots it gives. The model and the flow are stored in float16 (``store_half``: the loaders build float32
+modules and cast on load; replies are unchanged on the demo model's bundled questions), the whole folder
+checked against ``MAX_PACKAGE_BYTES``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Parts:
     processor: Any
     vocoder: Any
     speech_tokenizer: Any
+    speech_timing: Any = None
 
 
 def write_pipeline_folder(parts: Parts, out: Path, card: str) -> None:
@@ -61,6 +64,8 @@ def write_pipeline_folder(parts: Parts, out: Path, card: str) -> None:
         parts.vocoder.speakers.save(staging / "spk2info.safetensors")
         parts.speech_tokenizer.save_safetensors(staging / "speech_tokenizer_v3.safetensors")
         (staging / "README.md").write_text(card, encoding="utf-8")
+        if parts.speech_timing is not None:
+            parts.speech_timing.save(staging)
         for name in ("model.safetensors", "flow.safetensors"):
             store_half(staging / name)
 
@@ -86,12 +91,16 @@ def run_package(build: StageContext) -> dict[str, Any]:
     tokenizer_path = build.require("speech_tokenizer", "package") / "speech_tokenizer.safetensors"
     model = FunAudioChatForConditionalGeneration.from_pretrained(str(model_folder)).to(torch.float32).eval()
     model.generation_config.plan_speech = build.settings.plan_speech  # the pipeline's decoding default
+    timing = None
+    if build.settings.speech_timing and build.settings.reply_alignment == "words":
+        timing = fit_speech_timing(build.require("conversations", "package") / "train.jsonl", processor)
     speakers = SpeakerTable({ASSISTANT_SPEAKER: Speaker(pseudo_speaker_embedding(ASSISTANT_SPEAKER, 0))})
     parts = Parts(
         model=model,
         processor=processor,
         vocoder=Token2Wav(flow.eval(), hift.eval(), speakers),
         speech_tokenizer=SpeechTokenizer.from_safetensors(tokenizer_path).eval(),
+        speech_timing=timing,
     )
     out = build.folder("package")
     write_pipeline_folder(parts, out, model_card(build, parts))
@@ -102,6 +111,20 @@ def run_package(build: StageContext) -> dict[str, Any]:
             f"{MAX_PACKAGE_BYTES / 2**20:.0f} MiB (shrink the sizes in model_stages / vocoder_stages)"
         )
     return {"bytes": size, "parameters": parameter_counts(parts)}
+
+
+def fit_speech_timing(conversations: Path, processor):
+    """``SpeechTiming.fit`` on the aligned texts of the spoken replies of a sharegpt file (the training
+    conversations)."""
+    from funaudiochat.drsr.speech_timing import SpeechTiming
+
+    texts = []
+    for line in conversations.read_text(encoding="utf-8").splitlines():
+        for entry in json.loads(line).get("audio", []) if line.strip() else []:
+            audio = json.loads(entry)
+            if audio.get("ref_path") and audio.get("text"):  # an assistant's spoken reply
+                texts.append(audio["text"])
+    return SpeechTiming.fit(texts, processor.tokenizer)
 
 
 def parameter_counts(parts) -> dict[str, int]:
@@ -177,6 +200,9 @@ def other_settings(build: StageContext, names) -> str:
 PLANNED_SPEECH = """ Its spoken replies are planned (`plan_speech` in
 `generation_config.json`): the text-only reply is written first and the spoken reply says it, the model
 placing each word."""
+TIMED_SPEECH = """ Its spoken replies are planned (`plan_speech` in
+`generation_config.json`): the text-only reply is written first and the spoken reply says it, each word
+at the 5 Hz step that `speech_timing.json` gives it (how long each word lasts in the training replies)."""
 
 
 def model_card(build: StageContext, parts) -> str:
@@ -194,7 +220,9 @@ def model_card(build: StageContext, parts) -> str:
     ) + total_row(build, timings)
     sizes = "".join(f"| {name} | {n / 1e6:.2f} M |\n" for name, n in counts.items())
     settings = {f.name: getattr(build.settings, f.name) for f in dataclasses.fields(DemoSettings)}
-    planned = PLANNED_SPEECH if settings["plan_speech"] else ""
+    planned = ""
+    if settings["plan_speech"]:
+        planned = TIMED_SPEECH if getattr(parts, "speech_timing", None) is not None else PLANNED_SPEECH
     voices = settings["listening_voices"]
     voiced = (
         f"\nThe audio tower and the listening path also hear every training question"

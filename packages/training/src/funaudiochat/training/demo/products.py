@@ -39,6 +39,7 @@ ADDED_SETTINGS: dict[str, tuple[str | tuple[str, ...], Any]] = {
     "audio_encoder_width": ("audio_encoder", 128),
     "flow_inference_steps": ("package", 10),
     "plan_speech": ("package", False),
+    "speech_timing": ("package", False),
     "listening_transcripts": ("pre_alignment", False),
     "text_lm_buckets": ("text_lm", 8),
     "text_lm_copies_from_start": ("text_lm", False),
