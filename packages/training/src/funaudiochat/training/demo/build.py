@@ -76,7 +76,8 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
 - ``vocoder_hift`` / ``vocoder_flow``: HiFT and flow matching trained on the training answers (the
   assistant's voice; ``vocoder_stages``), the flow on the trained speech tokenizer's codes;
 - ``package``: everything joined into one pipeline folder with a model card (``package_stage``): the
-  folder ``funaudiochat chat --model`` loads, and the one the repository ships.
+  folder ``funaudiochat chat --model`` loads, and the one the repository ships; with ``speech_timing`` its
+  ``speech_timing.json`` is fitted on the training conversations' spoken replies.
 """
 
 from __future__ import annotations
@@ -367,7 +368,7 @@ STAGES: dict[str, DemoStage] = {
     "package": DemoStage(
         run_package,
         "the parts joined into one pipeline folder with a model card",
-        needs=("dpo", "text_tokenizer", "vocoder_flow", "vocoder_hift", "speech_tokenizer"),
+        needs=("dpo", "text_tokenizer", "vocoder_flow", "vocoder_hift", "speech_tokenizer", "conversations"),
     ),
 }
 
