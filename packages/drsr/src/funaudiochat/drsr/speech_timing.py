@@ -4,7 +4,8 @@ A model trained on word-aligned replies (each word's text at the 5 Hz slot whose
 first codes, ``<|sil|>`` between) can be handed the layout of its planned reply instead of placing the
 words itself: ``SpeechTiming.layout`` puts each word at the slot the table gives (the first word at
 ``first_slot``, each next one ``advance[word]`` slots after the one before it, a word the table lacks
-``intercept + per_char * (letters + 1)`` slots), and the spoken pass writes that layout token by token
+``intercept + per_char * (letters + 1)`` slots; a word goes in the slot its summed time falls in), and the
+spoken pass writes that layout token by token
 (``DecodingConfig.plan_exact``) while its speech head says it. The table is ``fit`` on the training
 replies' aligned texts and kept beside the model as ``speech_timing.json``.
 
@@ -15,6 +16,7 @@ replies' aligned texts and kept beside the model as ``speech_timing.json``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -93,7 +95,7 @@ class SpeechTiming:
         ids: list[int] = []
         at = float(self.first_slot)
         for i, word in enumerate(text.split()):
-            wanted = round(at)
+            wanted = math.floor(at + 1e-9)  # the step the word's time falls in (rounding: heard less)
             ids += [sil] * max(0, wanted - len(ids))
             ids += tokenizer.encode(word if i == 0 else " " + word, add_special_tokens=False)
             at += self.advance.get(word.lower(), self.intercept + self.per_char * (len(word) + 1))

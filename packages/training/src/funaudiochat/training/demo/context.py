@@ -138,8 +138,8 @@ class DemoSettings:
         against 21 % (``eval_2026-12-05_words_text20_planned_limit25.json``).
     speech_timing: the package also holds a table of the slots of a planned reply's words, fitted on the
         training replies (``package_stage.fit_speech_timing``; ``reply_alignment="words"``), and the spoken
-        pass writes each word there instead of placing it itself. Held-out S2S heard 37.5 % against 33.5 %
-        with the same model (``eval_2026-12-06_speech_timing_limit50.json``).
+        pass writes each word there instead of placing it itself. Held-out S2S heard 40.5 % against 33.5 %
+        with the same model (``eval_2026-12-06_speech_timing_floor_limit50.json``).
     llm_precision / tower_precision / vocoder_precision: Lightning's ``trainer.precision`` ("32-true" or
         "bf16-mixed": weights and optimizer in float32, matrix products and convolutions in bfloat16
         autocast) of the language-model stages (``text_lm``, ``text_lm_copy``, ``pre_alignment``,
