@@ -18,6 +18,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def child(config: Path, steps: int, overrides: list[str]) -> dict:
     recipe = resolve(load_recipe([config], [f"trainer.max_steps={steps}", *QUIET, *overrides]))
     for key in ("export_dir", "export_path"):  # nothing is exported
         if key in recipe["model"]:
-            recipe["model"][key] = None if key == "export_dir" else str(Path("/tmp") / "recipe_steps.unused")
+            recipe["model"][key] = None if key == "export_dir" else str(Path(tempfile.mkdtemp()) / "unused")
     model, data, trainer = build(recipe)
     timer = Steps()
     trainer.callbacks.append(timer)

@@ -118,13 +118,10 @@ def fit_speech_timing(conversations: Path, processor):
     conversations)."""
     from funaudiochat.drsr.speech_timing import SpeechTiming
 
-    texts = []
-    for line in conversations.read_text(encoding="utf-8").splitlines():
-        for entry in json.loads(line).get("audio", []) if line.strip() else []:
-            audio = json.loads(entry)
-            if audio.get("ref_path") and audio.get("text"):  # an assistant's spoken reply
-                texts.append(audio["text"])
-    return SpeechTiming.fit(texts, processor.tokenizer)
+    from ..data import read_sharegpt
+
+    replies = [a.text for c in read_sharegpt(conversations, check_audio=False) for a in c.assistant_speech]
+    return SpeechTiming.fit(replies, processor.tokenizer)
 
 
 def parameter_counts(parts) -> dict[str, int]:
@@ -198,10 +195,9 @@ def other_settings(build: StageContext, names) -> str:
 
 
 PLANNED_SPEECH = """ Its spoken replies are planned (`plan_speech` in
-`generation_config.json`): the text-only reply is written first and the spoken reply says it, the model
-placing each word."""
-TIMED_SPEECH = """ Its spoken replies are planned (`plan_speech` in
-`generation_config.json`): the text-only reply is written first and the spoken reply says it, each word
+`generation_config.json`): the text-only reply is written first and the spoken reply says it, """
+PLACED_BY_MODEL = "the model\nplacing each word."
+PLACED_BY_TABLE = """each word
 at the 5 Hz step that `speech_timing.json` gives it (how long each word lasts in the training replies)."""
 
 
@@ -220,9 +216,8 @@ def model_card(build: StageContext, parts) -> str:
     ) + total_row(build, timings)
     sizes = "".join(f"| {name} | {n / 1e6:.2f} M |\n" for name, n in counts.items())
     settings = {f.name: getattr(build.settings, f.name) for f in dataclasses.fields(DemoSettings)}
-    planned = ""
-    if settings["plan_speech"]:
-        planned = TIMED_SPEECH if getattr(parts, "speech_timing", None) is not None else PLANNED_SPEECH
+    placed = PLACED_BY_TABLE if parts.speech_timing is not None else PLACED_BY_MODEL
+    planned = PLANNED_SPEECH + placed if settings["plan_speech"] else ""
     voices = settings["listening_voices"]
     voiced = (
         f"\nThe audio tower and the listening path also hear every training question"
