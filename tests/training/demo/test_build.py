@@ -528,24 +528,6 @@ def test_finishing_stages_fine_tune_train_the_vocoder_and_package_a_pipeline(pac
     assert sum(t == pipe.model.config.text_config.sil_index for t in reply.text_ids) > 0
 
 
-def test_settings_can_be_changed_from_the_command_line():
-    from funaudiochat.training.demo.build import settings_with
-
-    changed = settings_with(DemoSettings(), ["cocktail_alpha=1.0", "dpo_steps=7", "pairs_per_file=3"])
-    assert (changed.cocktail_alpha, changed.dpo_steps, changed.pairs_per_file) == (1.0, 7, 3)
-    assert settings_with(DemoSettings(), ["pairs_per_file=none"]).pairs_per_file is None
-    with pytest.raises(ValueError, match="NAME one of"):
-        settings_with(DemoSettings(), ["nope=1"])
-    with pytest.raises(ValueError, match="is not a int"):
-        settings_with(DemoSettings(), ["dpo_steps=many"])
-    assert settings_with(DemoSettings(), ["reply_alignment=words"]).reply_alignment == "words"
-    with pytest.raises(ValueError, match=r"reply_alignment must be one of \['official', 'words'\]"):
-        settings_with(DemoSettings(), ["reply_alignment=moshi"])
-    assert settings_with(DemoSettings(), ["tower_precision=32-true"]).tower_precision == "32-true"
-    with pytest.raises(ValueError, match=r"llm_precision must be one of \['32-true', 'bf16-mixed'\]"):
-        settings_with(DemoSettings(), ["llm_precision=16-mixed"])
-
-
 def test_saved_products_let_a_new_run_skip_training_where_the_settings_agree(packaged, tmp_path):
     from funaudiochat.training.demo.products import restore_products, save_products
 
@@ -618,3 +600,36 @@ def test_speech_polish_fits_the_speech_output_again_after_dpo_and_is_what_the_pa
     assert shipped.keys() == after.keys()
     assert all(torch.equal(shipped[name], after[name].to(shipped[name].dtype)) for name in after)
     assert any(not torch.equal(shipped[name], before[name].to(shipped[name].dtype)) for name in changed)
+
+
+def test_the_recipe_at_group_size_one_trains_again_what_rests_on_the_grouping(packaged, tmp_path):
+    """``tools/experiments/frame_rate.py``'s 25 Hz arm: a run restored from a 5 Hz run (its folder holds
+    the products where ``--save-products`` puts them) at ``group_size=1`` keeps the text LLM, the speech
+    tokenizer and the vocoder where their settings agree, and trains the towers, the speech stages and the
+    package at 25 Hz slots."""
+    from funaudiochat.base.weights import read_safetensors
+    from funaudiochat.chat import Pipeline
+    from funaudiochat.drsr.text_tokenizer import SIL_TOKEN
+    from funaudiochat.training.data import read_sharegpt
+    from funaudiochat.training.demo.products import restore_products
+
+    root = tmp_path / "k1"
+    build = DemoBuild(root, DemoSettings(**TINY_FINISH, group_size=1), log=lambda _: None)
+    outcome = restore_products(build, packaged)
+    # (the fixtures spoke 2 pairs per file and scored the text LLM on 3: the speech trains again too)
+    assert outcome["text_lm"] == outcome["text_lm_copy"] == "restored"
+    for name in ("audio_encoder", "tower_match", "pre_alignment", "core_cocktail", "dpo"):
+        assert "group_size" in outcome[name], outcome[name]
+    build.run()
+    _, metadata = read_safetensors(root / "tower_match" / "audio_encoder.safetensors")
+    assert metadata["group_size"] == "1"
+    # a spoken reply's first word sits after the 10 BOS slots (slot 9 predicts the first codes), not 2
+    conversations = read_sharegpt(root / "conversations" / "train.jsonl")
+    replies = [speech.text for c in conversations for speech in c.assistant_speech]
+    assert replies and all(text.startswith(SIL_TOKEN * 9) for text in replies)
+    pipe = Pipeline.from_pretrained(root / "package")
+    assert pipe.model.config.audio_config.group_size == pipe.processor.group_size == 1
+    assert "25 Hz input and output (group size 1)" in (root / "package" / "README.md").read_text()
+    reply = pipe.chat(text="What is two plus three?", mode="s2s")
+    assert reply.audio is not None and reply.audio.ndim == 1
+    assert json.loads((root / "dpo" / "stage.json").read_text())["process_peak_rss_mb"] > 0

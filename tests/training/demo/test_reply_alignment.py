@@ -32,6 +32,16 @@ def test_aligned_text_places_each_word_at_its_slot():
     assert text == SIL + "Seven" + SIL + " plus three" + SIL + " is"
 
 
+def test_aligned_text_at_group_size_one_counts_25_hz_slots_after_the_ten_bos_slots():
+    # the same words and times at k = 1: slots are 0.04 s and the BOS delay is 10 of them, so a word sits
+    # at slot 9 + 25 * start: "seven" at 9 (fills 9-10), "plus" at 24 (fills 24-25), "three" wanted at 25
+    # follows at 26 (fills 26-27), "is" at 9 + 41 = 50
+    text = aligned_text("Seven plus three is", [0.0, 0.61, 0.65, 1.65], one_token_per_letter_pair, 1)
+    assert text == SIL * 9 + "Seven" + SIL * 13 + " plus three" + SIL * 22 + " is"
+    with pytest.raises(ValueError, match="group_size must divide the BOS delay of 10 codes, got 3"):
+        aligned_text("one", [0.0], lambda p: 1, 3)
+
+
 def test_aligned_text_without_gaps_is_the_text_one_slot_late():
     assert aligned_text("one two", [0.0, 0.1], lambda p: 1) == SIL + "one two"
 

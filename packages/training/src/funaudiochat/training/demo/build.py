@@ -87,6 +87,7 @@ import copy
 import dataclasses
 import fcntl
 import json
+import resource
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -219,7 +220,14 @@ class DemoBuild:
         with StageClock(clock_file(self.root, name)) as clock:
             record = self.stages[name].run(view)
         seconds = clock.seconds
-        record = {**record, "attempts": clock.attempts, "settings_read": sorted(reads.names)}
+        # the process's peak so far: the stage's own when it ran in a process of its own (--jobs > 1)
+        peak_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        record = {
+            **record,
+            "attempts": clock.attempts,
+            "settings_read": sorted(reads.names),
+            "process_peak_rss_mb": peak_mb,
+        }
         self._mark_done(name, seconds, record)
         resumed = f" over {clock.attempts} attempts" if clock.attempts > 1 else ""
         self.log(f"[{name}] finished in {seconds:.1f} s{resumed}")

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 REPLY_ALIGNMENTS = ("official", "words")
+# group sizes dividing both the 25 Hz code rate and the 10-code BOS delay (whole slots for each)
+GROUP_SIZES = (1, 5)
 PRECISIONS = ("32-true", "bf16-mixed")
 
 
@@ -129,6 +131,10 @@ class DemoSettings:
     flow_inference_steps: the shipped flow's Euler steps (CosyVoice3: 10). Held-out answers through codes,
         flow and the 2000-step HiFT are heard 75 % at 10, 80 % at 5 and at 3 (n = 20,
         ``tools/experiments/vocoder_parts.py --flow-steps``), and the flow is half of a server's time.
+    group_size: 25 Hz speech frames per LLM slot, k: 5 (the official 5 Hz LLM) or 1 (a 25 Hz LLM); the
+        towers' token CTC and embedding match, the model (``audio_config.group_size``), the aligned reply
+        text and every speech fit's data follow it (``tools/experiments/frame_rate.py`` builds the recipe
+        at both).
     reply_alignment: where a spoken answer's text sits in its slots: "official" (one token per slot from
         the first, then ``<|sil|>``) or "words" (each word at the slot whose SRH conditioning predicts its
         first codes, ``<|sil|>`` between: ``reply_alignment.aligned_text``).
@@ -207,6 +213,7 @@ class DemoSettings:
     flow_steps: int = 4000
     vocoder_size: str = "demo"
     flow_inference_steps: int = 5
+    group_size: int = 5
     reply_alignment: str = "words"
     plan_speech: bool = True
     speech_timing: bool = True
@@ -221,9 +228,17 @@ class DemoSettings:
                 raise ValueError(f"{name} must be one of {list(PRECISIONS)}, got {getattr(self, name)!r}")
         if self.flow_inference_steps < 1:
             raise ValueError(f"flow_inference_steps must be >= 1, got {self.flow_inference_steps}")
+        if self.group_size not in GROUP_SIZES:
+            raise ValueError(f"group_size must be one of {list(GROUP_SIZES)}, got {self.group_size!r}")
         if self.reply_alignment not in REPLY_ALIGNMENTS:
             allowed = list(REPLY_ALIGNMENTS)
             raise ValueError(f"reply_alignment must be one of {allowed}, got {self.reply_alignment!r}")
+
+
+def spoken_data(processor: Path, settings: DemoSettings) -> list[str]:
+    """The data overrides of a speech fit: the ``processor`` folder (the text tokenizer's) at the recipe's
+    ``group_size`` (the exported model folder's processor then carries it too)."""
+    return [f"data.processor={processor}", f"data.group_size={settings.group_size}"]
 
 
 def llm_fit(settings: DemoSettings) -> dict[str, Any]:

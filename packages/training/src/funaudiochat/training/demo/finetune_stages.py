@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .context import StageContext, fit_recipe, llm_fit
+from .context import StageContext, fit_recipe, llm_fit, spoken_data
 
 KIND_TASKS = {
     "wrong": "audio_understanding",
@@ -175,7 +175,7 @@ def run_core_cocktail(build: StageContext) -> dict[str, Any]:
     overrides = [
         f"model.model={start}",
         f"data.train={train}",
-        f"data.processor={processor}",
+        *spoken_data(processor, settings),
         f"model.stage1_steps={steps[0]}",
         f"model.stage2_steps={steps[1]}",
         f"model.alpha={settings.cocktail_alpha}",
@@ -234,7 +234,7 @@ def run_dpo(build: StageContext) -> dict[str, Any]:
     overrides = [
         f"model.model={start}",
         f"data.train={out / 'preferences.jsonl'}",
-        f"data.processor={processor}",
+        *spoken_data(processor, settings),
         f"model.lr={settings.dpo_lr}",
         f"trainer.max_steps={settings.dpo_steps}",
         f"seed={settings.seed}",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .context import StageContext, fit_recipe, llm_fit
+from .context import StageContext, fit_recipe, llm_fit, spoken_data
 
 # the demo model's speech parts: the audio encoder (to the LLM's width) and the SRH
 DEMO_AUDIO = {"d_model": 128, "encoder_layers": 3, "encoder_attention_heads": 4, "encoder_ffn_dim": 512}
@@ -56,13 +56,15 @@ def demo_model_spec(
     speech_embedding_std: float | None = None,
     srh_text_scale: float = 1.0,
     audio_width: int = DEMO_AUDIO["d_model"],
+    group_size: int = 5,
 ) -> dict[str, Any]:
     """The ``model`` argument of the speech stages (``llm.module.build_model``): a Fun-Audio-Chat model
     whose LLM has the text LLM's sizes and special ids and starts from its weights (``llm_from``), with
     ``DEMO_AUDIO`` encoders projecting to the LLM's width (the continuous tower from ``audio_encoder``,
     the ``audio_encoder`` stage's export, when given), the ``DEMO_SRH`` head reading ``h + srh_text_scale *
     E_text`` and, when given, the speech-token table drawn at ``speech_embedding_std``. ``audio_width``:
-    the encoders' ``d_model`` (``demo_audio``; the tower's export must have been trained at it)."""
+    the encoders' ``d_model`` (``demo_audio``; the tower's export must have been trained at it);
+    ``group_size``: 25 Hz frames per LLM slot (the tower's export must have been trained at it too)."""
     from funaudiochat.drsr.processing import FunAudioChatProcessor
 
     llm = json.loads((text_lm_folder / "config.json").read_text())
@@ -82,6 +84,7 @@ def demo_model_spec(
         "audio_token_index": ids.audio_token_index,
         "text_overrides": text,
         "output_dim": llm["hidden_size"],
+        "group_size": group_size,
         **demo_audio(audio_width),
         "crq_transformer_config": DEMO_SRH,
         # decode as trained: with the official BOS prefill the head free-runs off its words far sooner
@@ -106,13 +109,15 @@ def audio_encoder_shape(text_lm_folder: Path, audio_width: int = DEMO_AUDIO["d_m
 
 def tower_fit_overrides(train: Path, steps: int, weights: Path, text_lm: Path, settings) -> list[str]:
     """The ``audio_encoder`` recipe's overrides both tower stages share: the utterance manifest ``train``,
-    ``steps``, the export ``weights``, the ``text_lm`` folder, the tower's shape and the seed."""
+    ``steps``, the export ``weights``, the ``text_lm`` folder, the tower's shape, the group size its
+    LLM-token CTC and embedding match pool by and the seed."""
     shape = audio_encoder_shape(text_lm, settings.audio_encoder_width)
     return [
         f"data.train={train}",
         f"trainer.max_steps={steps}",
         f"model.export_path={weights}",
         f"model.text_lm={text_lm}",
+        f"model.group_size={settings.group_size}",
         # speed perturbation changes tempo and pitch: more voices than the 14 training ones, for the
         # held-out voices the tower must understand
         "data.speed_perturb=[0.9,1.0,1.1]",
@@ -364,7 +369,7 @@ def speaking_fit(
     rows = write_spoken_replies(conversations, spoken)
     overrides = [
         f"data.train={spoken}",
-        f"data.processor={processor}",
+        *spoken_data(processor, build.settings),
         f"trainer.max_steps={steps}",
         f"model.lr={lr}",
         "model.warmup_steps=50",
@@ -395,6 +400,7 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
         settings.speech_embedding_std,
         settings.srh_text_scale,
         settings.audio_encoder_width,
+        settings.group_size,
     )
     record: dict[str, Any] = {}
     start: dict[str, Any] = {"model": {"model": spec}}
@@ -412,7 +418,7 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
         listen = out / "listen"
         overrides = [
             f"data.train={out / 'listening_rows.jsonl'}",
-            f"data.processor={processor}",
+            *spoken_data(processor, settings),
             f"trainer.max_steps={settings.listening_steps}",
             f"model.lr={settings.listening_lr}",
             "model.warmup_steps=50",

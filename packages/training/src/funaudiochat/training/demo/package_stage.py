@@ -84,7 +84,9 @@ def run_package(build: StageContext) -> dict[str, Any]:
     from .vocoder_stages import ASSISTANT_SPEAKER
 
     model_folder = final_model(build.require("dpo", "package"))
-    processor = FunAudioChatProcessor.from_pretrained(build.require("text_tokenizer", "package"))
+    processor = FunAudioChatProcessor.from_pretrained(
+        build.require("text_tokenizer", "package"), group_size=build.settings.group_size
+    )
     flow = load_flow(build.require("vocoder_flow", "package") / "flow.safetensors")
     flow.config.n_timesteps = build.settings.flow_inference_steps  # kept in flow.safetensors' config
     hift = load_hift(build.require("vocoder_hift", "package") / "hift.safetensors")
@@ -198,7 +200,7 @@ PLANNED_SPEECH = """ Its spoken replies are planned (`plan_speech` in
 `generation_config.json`): the text-only reply is written first and the spoken reply says it, """
 PLACED_BY_MODEL = "the model\nplacing each word."
 PLACED_BY_TABLE = """each word
-at the 5 Hz step that `speech_timing.json` gives it (how long each word lasts in the training replies)."""
+at the {rate} step that `speech_timing.json` gives it (how long each word lasts in the training replies)."""
 
 
 def model_card(build: StageContext, parts) -> str:
@@ -216,7 +218,9 @@ def model_card(build: StageContext, parts) -> str:
     ) + total_row(build, timings)
     sizes = "".join(f"| {name} | {n / 1e6:.2f} M |\n" for name, n in counts.items())
     settings = {f.name: getattr(build.settings, f.name) for f in dataclasses.fields(DemoSettings)}
-    placed = PLACED_BY_TABLE if parts.speech_timing is not None else PLACED_BY_MODEL
+    group_size = parts.model.config.audio_config.group_size
+    rate = f"{25 / group_size:g} Hz"
+    placed = PLACED_BY_TABLE.format(rate=rate) if parts.speech_timing is not None else PLACED_BY_MODEL
     planned = PLANNED_SPEECH + placed if settings["plan_speech"] else ""
     voices = settings["listening_voices"]
     voiced = (
@@ -245,7 +249,7 @@ Answers are spoken in one assistant voice ({ASSISTANT_VOICE} at {ASSISTANT_SPEED
 
 ## Sizes
 Shared LLM: Qwen3, hidden {text.hidden_size}, {text.num_hidden_layers} layers, vocabulary {text.vocab_size};
-5 Hz input and output (group size {parts.model.config.audio_config.group_size}).
+{rate} input and output (group size {group_size}).
 
 | part | parameters |
 |---|---|

@@ -51,6 +51,7 @@ ADDED_SETTINGS: dict[str, tuple[str | tuple[str, ...], Any]] = {
     "cocktail_text_pairs": ("core_cocktail", 0),
     "speech_polish_steps": ("dpo", 0),
     "audio_encoder_words": ("audio_encoder", 0),
+    "group_size": (("conversations", *TOWER_STAGES, "pre_alignment", "core_cocktail", "dpo", "package"), 5),
     "llm_precision": (LLM_STAGES, "32-true"),
     "tower_precision": (TOWER_STAGES, "32-true"),
     "vocoder_precision": (VOCODER_STAGES, "32-true"),

@@ -1,6 +1,7 @@
-"""Word-aligned reply text for spoken answers: each word's text token sits at the 5 Hz slot that starts saying
-it, with ``<|sil|>`` between (the "inner monologue" layout of moshi, here inside the official data
-format: the reply text of an assistant audio entry simply contains the ``<|sil|>`` tokens).
+"""Word-aligned reply text for spoken answers: each word's text token sits at the LLM slot (5 Hz; 25 Hz at
+group size 1) that starts saying it, with ``<|sil|>`` between (the "inner monologue" layout of moshi, here
+inside the official data format: the reply text of an assistant audio entry simply contains the ``<|sil|>``
+tokens).
 
 Why: in the official layout the reply text fills the first slots, one token per slot, and runs ahead of its
 speech (a five-word answer's text has ended before its second word is heard). The speech head is then told
@@ -28,27 +29,32 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from funaudiochat.base.constants import GROUP_SIZE, SPEECH_DELAY
 from funaudiochat.drsr.text_tokenizer import SIL_TOKEN as SIL
 
 from .listen import EXTRA_PRONUNCIATIONS, SAMPLE_RATE, pcm16, words_of
 
 CODE_RATE = 25  # speech codes per second
-GROUP_SIZE = 5  # codes per LLM slot (5 Hz)
-DELAY_GROUPS = 2  # the speech row's BOS delay (10 codes), in slots
 
 
-def aligned_text(text: str, starts: Sequence[float], count_tokens: Callable[[str], int]) -> str:
+def aligned_text(
+    text: str, starts: Sequence[float], count_tokens: Callable[[str], int], group_size: int = GROUP_SIZE
+) -> str:
     """``text`` with ``<|sil|>`` inserted so that each word's token sits at the slot whose SRH conditioning
     says the word's first codes.
 
     text: the reply, words separated by spaces (punctuation stays with its word).
     starts: seconds from the start of the reply's speech, one per whitespace-separated piece of ``text``.
     count_tokens: the number of text tokens of a piece as tokenized in context (" seven" after a space).
-    The speech row opens with ``DELAY_GROUPS`` groups of BOS and the hidden state at slot p predicts speech
-    group p + 1, so the code at ``c = start * 25`` is predicted at slot ``DELAY_GROUPS - 1 + c // 5``: the
-    word goes there or, when the words before it still fill that slot, right after them; the text never
-    moves earlier than that slot.
+    group_size: 25 Hz codes per LLM slot, k (5: 5 Hz slots; 1: 25 Hz), a divisor of the BOS delay.
+    The speech row opens with ``SPEECH_DELAY`` (10) BOS codes, ``d = 10 / k`` slots, and the hidden state at
+    slot p predicts speech group p + 1, so the code at ``c = start * 25`` is predicted at slot
+    ``d - 1 + c // k``: the word goes there or, when the words before it still fill that slot, right after
+    them; the text never moves earlier than that slot.
     """
+    if group_size < 1 or SPEECH_DELAY % group_size:
+        raise ValueError(f"group_size must divide the BOS delay of {SPEECH_DELAY} codes, got {group_size}")
+    delay_slots = SPEECH_DELAY // group_size
     pieces = text.split()
     if len(pieces) != len(starts):
         raise ValueError(f"{len(starts)} start times for {len(pieces)} words of {text!r}")
@@ -57,7 +63,7 @@ def aligned_text(text: str, starts: Sequence[float], count_tokens: Callable[[str
     for i, (piece, start) in enumerate(zip(pieces, starts, strict=True)):
         if start < 0:
             raise ValueError(f"start times must be >= 0, got {start} for {piece!r}")
-        wanted = DELAY_GROUPS - 1 + int(round(start * CODE_RATE, 6)) // GROUP_SIZE
+        wanted = delay_slots - 1 + int(round(start * CODE_RATE, 6)) // group_size
         if wanted > slot:
             out.append(SIL * (wanted - slot))
             slot = wanted
@@ -127,9 +133,12 @@ class WordAligner:
         return starts
 
 
-def align_replies(conversations: Sequence, count_tokens: Callable[[str], int]) -> dict[str, int]:
+def align_replies(
+    conversations: Sequence, count_tokens: Callable[[str], int], group_size: int = GROUP_SIZE
+) -> dict[str, int]:
     """Rewrite, in place, the text of every assistant speech with codes and a ``ref_path`` (the spoken
-    answers) of ``conversations`` to ``aligned_text``. Answers said more than once are aligned once.
+    answers) of ``conversations`` to ``aligned_text`` at ``group_size``. Answers said more than once are
+    aligned once.
     Returns counts: ``aligned`` (forced alignment) and ``proportional`` (the fallback)."""
     import soundfile as sf
 
@@ -152,5 +161,5 @@ def align_replies(conversations: Sequence, count_tokens: Callable[[str], int]) -
                 cache[key] = (starts, found)
             starts, found = cache[key]
             counts["aligned" if found else "proportional"] += 1
-            speech.text = aligned_text(speech.text, starts, count_tokens)
+            speech.text = aligned_text(speech.text, starts, count_tokens, group_size)
     return counts

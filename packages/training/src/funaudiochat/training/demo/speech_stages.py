@@ -358,7 +358,7 @@ def run_conversations(build: StageContext) -> dict[str, Any]:
                 conversations += practice
                 counts[name]["practice_s2t"] += len(practice)
             if count_tokens is not None:
-                alignment[name] = align_replies(conversations, count_tokens)
+                alignment[name] = align_replies(conversations, count_tokens, build.settings.group_size)
             write_sharegpt(staging / f"{name}.jsonl", conversations)
             read_sharegpt(staging / f"{name}.jsonl")
     result: dict[str, Any] = {"conversations": {name: dict(tasks) for name, tasks in counts.items()}}
