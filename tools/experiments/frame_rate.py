@@ -1,147 +1,162 @@
-"""The 5 Hz claim, reproduced on the demo recipe: the shared LLM at 5 Hz (group size k = 5) against 25 Hz
-(k = 1), the same speech stage from the same start, for the same number of samples and for the same
-wall clock.
+"""The 5 Hz claim, reproduced on the demo recipe: the whole recipe with the shared LLM at 5 Hz (group size
+k = 5) against 25 Hz (k = 1), for the same number of samples and for the same wall clock.
 
-    python tools/experiments/frame_rate.py --run runs/demo [--steps 300] [--tower-steps N] [--limit 20]
-        [--out FOLDER]
+    python tools/experiments/frame_rate.py --run runs/demo [--out runs/frame_rate] [--limit 50] [--jobs 2]
 
-From a finished demo run (its text LLM, processor, conversations, held-out speech and packaged vocoder):
+``--run`` is a finished demo build at k = 5 (``tools/train_demo.py``): the ``k5`` arm. The other arms are
+builds of the same recipe with the same settings but ``group_size=1``, restored from it
+(``train_demo.py --restore-products``): the stages the grouping does not touch (the text tokenizer and LLMs,
+the speech, the speech tokenizer, the vocoder) keep the 5 Hz run's products, and those it does
+(``GROUPED_STAGES``: the conversations' word-aligned reply text, both towers, pre-alignment, Core-Cocktail,
+DPO with the speech polish, the package) are built again:
 
-1. the audio encoder (the recipe's ``audio_encoder`` stage: character CTC at 25 Hz and the LLM-token CTC
-   on mean groups of k frames), trained here for each k with the same settings and ``--tower-steps``
-   steps (default: the run's);
-2. the speech stage: stage 1 of Core-Cocktail (the whole model but the tower fine-tuned on the spoken
-   conversations, the recipe's learning rate), from the text LLM and each k's tower, three times, each
-   in its own process:
+- ``k1_samples``: the same steps, so the same samples;
+- ``k1_budget``: the speech LLM stages' steps (``BUDGET_STEPS``) times the 5 Hz / 25 Hz cost of a step, so
+  that they train as long as at 5 Hz (the towers cost the same at both rates and keep their steps). When a
+  25 Hz step costs within ``SAME_COST`` of a 5 Hz one, ``k1_budget`` is ``k1_samples``.
 
-   - ``k5``: group size 5, ``--steps`` steps;
-   - ``k1_samples``: group size 1, the same steps (the same conversations in the same batches);
-   - ``k1_budget``: group size 1 for as many steps as ``k5``'s training time buys at 25 Hz.
-
-Training time is measured apart, because wall clocks on a shared machine are not comparable across runs
-made minutes apart: one process trains both models on the same batches, a step of one and then a step of
-the other (``TIMED_STEPS`` each), and the median of the paired ratios is the 25 Hz / 5 Hz cost of a
-step; ``k1_budget`` trains ``--steps`` / that ratio steps. Each run also reports its seconds, steps, peak
-memory (the process's maximum resident set), the teacher-forced text and speech loss on held-out
-conversations (held-out voices and phrasings) and, with the run's vocoder, the held-out S2T and S2S
-accuracy of ``demo_eval.evaluate`` (``--limit`` pairs per question-answering task). The paper claims about
-50 % less training time at equal quality for 5 Hz; here the paired ratio is the time claim on this
-machine, ``k1_samples`` against ``k5`` the quality at equal samples and ``k1_budget`` against ``k5`` the
-quality at equal time. ``--out`` gets ``frame_rate.json`` and ``frame_rate.md``; a finished part is not
-repeated.
+The cost of a step is measured apart, because wall clocks on a shared machine do not compare across runs
+made hours apart: one process trains both models (Core-Cocktail's, from the two arms' towers) on the same
+batches, a step of one and then a step of the other (``TIMED_STEPS`` each, one thread), and the median of the
+paired ratios is the 25 Hz / 5 Hz cost of a step. Each arm reports the seconds of its grouped stages and of
+the whole recipe (``stage.json``; restored stages count the seconds they took in the 5 Hz run), the peak
+resident memory of its grouped stages' processes and ``tools/eval_spoken_qa.py``'s figures (S2T, S2S heard,
+ASR word error rate, tool calls, text knowledge, real-time factor) on ``--limit`` held-out pairs per task.
+The paper's forward FLOPs per second of speech are computed for the demo model and the official 8B.
+``--out`` gets ``frame_rate.json`` and ``frame_rate.md``; each arm's build and evaluation resume where they
+stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-RUNS = {"k5": (5, False), "k1_samples": (1, False), "k1_budget": (1, True)}
+ROOT = Path(__file__).resolve().parents[2]
+# stages that read the group size, directly or through their inputs (``products.ADDED_SETTINGS``)
+GROUPED_STAGES = (
+    "conversations",
+    "audio_encoder",
+    "tower_match",
+    "pre_alignment",
+    "core_cocktail",
+    "dpo",
+    "package",
+)
+# the speech LLM stages' step counts, scaled in the equal-time arm
+BUDGET_STEPS = (
+    "listening_steps",
+    "pre_alignment_steps",
+    "cocktail_stage1_steps",
+    "cocktail_stage2_steps",
+    "dpo_steps",
+    "speech_polish_steps",
+)
+SAME_COST = 0.1  # a 25 Hz step within 10 % of a 5 Hz one: the equal-samples arm is the equal-time arm
 TOWER_HZ = 50  # the audio encoder's transformer runs on 100 Hz mel frames after a stride-2 convolution
 TIMED_STEPS = 12  # paired training steps per group size in the timing (after 2 untimed warm-up steps each)
-HELDOUT_ROWS = 120  # held-out conversations in the teacher-forced losses
+TIMED_ROWS = 8  # conversations per timed step
+EVAL_FIELDS = ("s2t", "s2s", "s2s_text", "tools", "text_final")
 
 
-def stage_settings(run: Path) -> dict:
-    """The demo settings the run was made with (from its ``core_cocktail`` stage record, else defaults)."""
+def run_settings(run: Path):
+    """The ``DemoSettings`` a finished run was built with (its ``package`` stage record)."""
     from funaudiochat.training.demo.context import DemoSettings
 
-    record = run / "core_cocktail" / "stage.json"
-    settings = json.loads(record.read_text()).get("settings", {}) if record.is_file() else {}
-    known = DemoSettings.__dataclass_fields__
-    return {**{k: f.default for k, f in known.items()}, **{k: v for k, v in settings.items() if k in known}}
-
-
-def tower_steps_of(run: Path) -> int | None:
-    record = run / "audio_encoder" / "stage.json"
+    record = run / "package" / "stage.json"
     if not record.is_file():
-        return None
-    return json.loads(record.read_text()).get("steps")
+        raise SystemExit(f"--run {run}: no finished package stage (run tools/train_demo.py --out {run})")
+    recorded = json.loads(record.read_text())["settings"]
+    known = {f.name for f in dataclasses.fields(DemoSettings)}
+    return DemoSettings(**{k: v for k, v in recorded.items() if k in known})
 
 
-def train_tower(run: Path, out: Path, group_size: int, steps: int) -> dict:
-    """The recipe's ``audio_encoder`` stage at ``group_size``; returns its weights, seconds and steps."""
-    from funaudiochat.training.demo.context import fit_recipe
-    from funaudiochat.training.demo.model_stages import audio_encoder_shape
-    from funaudiochat.training.demo.speech_stages import write_utterances
-
-    weights = out / "audio_encoder.safetensors"
-    record = out / "tower.json"
-    if record.is_file():
-        return json.loads(record.read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    write_utterances(run / "speech", out / "utterances.jsonl")
-    text_lm = run / "text_lm" / "model"
-    overrides = [
-        f"data.train={out / 'utterances.jsonl'}",
-        f"trainer.max_steps={steps}",
-        f"model.export_path={weights}",
-        f"model.text_lm={text_lm}",
-        f"model.group_size={group_size}",
-        "data.speed_perturb=[0.9,1.0,1.1]",
-        "seed=0",
-        *(f"model.encoder.{key}={value}" for key, value in audio_encoder_shape(text_lm).items()),
-    ]
-    start = time.perf_counter()
-    fit_recipe("audio_encoder", out / "run", overrides)
-    result = {"weights": str(weights), "seconds": time.perf_counter() - start, "steps": steps}
-    record.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+def arm_settings(settings, group_size: int, cost_ratio: float = 1.0):
+    """``settings`` at ``group_size``, the ``BUDGET_STEPS`` divided by ``cost_ratio`` (25 Hz / 5 Hz seconds
+    per step; 1: the same steps)."""
+    steps = {}
+    for name in BUDGET_STEPS:
+        value = getattr(settings, name)
+        steps[name] = max(1, round(value / cost_ratio)) if value else 0
+    return dataclasses.replace(settings, group_size=group_size, **steps)
 
 
-def train_speech(run: Path, out: Path, tower: Path, group_size: int, steps: int) -> dict:
-    """Core-Cocktail stage 1 at ``group_size`` in this process; returns seconds, steps and peak memory."""
-    import torch
-    from funaudiochat.training.demo.context import fit_recipe
+def build_arm(run: Path, folder: Path, settings, jobs: int) -> None:
+    """``tools/train_demo.py`` at ``settings`` into ``folder``, restored from ``run`` (resumes)."""
+    from funaudiochat.training.demo.build import settings_assignments
 
-    torch.set_num_threads(1)
-    settings = stage_settings(run)
-    spec = speech_spec(run, tower, group_size)
-    overrides = [
-        f"data.train={run / 'conversations' / 'train.jsonl'}",
-        f"data.processor={run / 'text_tokenizer'}",
-        f"data.group_size={group_size}",
-        f"trainer.max_steps={steps}",
-        f"model.lr={settings['cocktail_lr']}",
-        "model.warmup_steps=50",
-        "model.freeze=[continuous_audio_tower]",
-        "trainer.callbacks=[]",  # no mid-run checkpoints: a timed run is repeated whole, not resumed
-        "trainer.log_every_n_steps=1",  # the steps done are read from the log
-        "seed=0",
-    ]
-    start = time.perf_counter()
-    fit_recipe("pre_alignment", out, overrides, {"model": {"model": spec}})
-    took = time.perf_counter() - start
-    steps_done = 0
-    for metrics in sorted(out.rglob("metrics.csv")):
-        rows = [row.split(",") for row in metrics.read_text().splitlines()[1:] if row]
-        steps_done = max([steps_done, *(int(row[1]) + 1 for row in rows)])
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"group_size": group_size, "seconds": took, "steps_logged_to": steps_done, "peak_rss_mb": peak_mb}
+    sets = [arg for assignment in settings_assignments(settings) for arg in ("--set", assignment)]
+    command = [sys.executable, str(ROOT / "tools" / "train_demo.py"), "--out", str(folder)]
+    command += ["--restore-products", str(run), "--jobs", str(jobs), *sets]
+    print(" ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def evaluate_arm(folder: Path, limit: int) -> dict:
+    """``tools/eval_spoken_qa.py`` on the arm's package and held-out speech (kept in
+    ``folder/frame_rate_eval.json``: not evaluated again)."""
+    out = folder / "frame_rate_eval.json"
+    if not out.is_file():
+        command = [
+            sys.executable,
+            str(ROOT / "tools" / "eval_spoken_qa.py"),
+            "--model",
+            str(folder / "package"),
+        ]
+        command += ["--run", str(folder), "--limit", str(limit), "--out", str(out)]
+        print(" ".join(command), flush=True)
+        subprocess.run(command, check=True)
+    return json.loads(out.read_text())
+
+
+def arm_record(folder: Path, settings, results: dict) -> dict:
+    """One arm's row: group size, the grouped stages' steps, seconds and peak memory, the whole recipe's
+    seconds and the evaluation's figures."""
+    records = {path.parent.name: json.loads(path.read_text()) for path in sorted(folder.glob("*/stage.json"))}
+
+    def trained(record: dict) -> float:
+        restored = record.get("restored") or {}
+        return float(restored.get("trained_seconds", record["seconds"]))
+
+    grouped = {name: trained(records[name]) for name in GROUPED_STAGES if name in records}
+    peaks = [records[name].get("process_peak_rss_mb") for name in GROUPED_STAGES if name in records]
+    peaks = [p for p in peaks if p is not None]
+    timing = results.get("timing", {})
+    return {
+        "group_size": settings.group_size,
+        "steps": {name: getattr(settings, name) for name in BUDGET_STEPS},
+        "grouped_stage_seconds": grouped,
+        "grouped_seconds": sum(grouped.values()),
+        "recipe_seconds": sum(trained(r) for r in records.values()),
+        "peak_rss_mb": max(peaks) if peaks else None,
+        **{name: results[name]["accuracy"] for name in EVAL_FIELDS if name in results},
+        "asr_wer": results.get("asr_wer"),
+        "rtf": timing.get("rtf"),
+        "first_audio_s": timing.get("first_audio_s"),
+    }
 
 
 def speech_spec(run: Path, tower: Path, group_size: int) -> dict:
-    """The speech stage's model spec at ``group_size``: the run's demo model (its speech-token table scale
-    as its pre-alignment recorded it, the config's when it recorded none), from the text LLM and
-    ``tower``."""
+    """Core-Cocktail's model at ``group_size`` (the run's demo model from its text LLM and ``tower``): only
+    its shapes matter to the timing and the FLOPs."""
     from funaudiochat.training.demo.model_stages import demo_model_spec
 
-    record = run / "pre_alignment" / "stage.json"
-    settings = json.loads(record.read_text()).get("settings", {}) if record.is_file() else {}
-    spec = demo_model_spec(
-        run / "text_lm" / "model",
+    settings = run_settings(run)
+    return demo_model_spec(
+        run / "text_lm_copy" / "model",
         run / "text_tokenizer",
         seed=0,
         audio_encoder=tower,
-        speech_embedding_std=settings.get("speech_embedding_std"),
+        speech_embedding_std=settings.speech_embedding_std,
+        srh_text_scale=settings.srh_text_scale,
+        audio_width=settings.audio_encoder_width,
+        group_size=group_size,
     )
-    spec["config"]["group_size"] = group_size
-    return spec
 
 
 def forward_gflops_per_speech_second(model, group_size: int) -> dict:
@@ -166,7 +181,7 @@ def forward_gflops_per_speech_second(model, group_size: int) -> dict:
     return parts
 
 
-def flops_on_paper(run: Path, towers: dict) -> dict:
+def flops_on_paper(run: Path, towers: dict[int, Path]) -> dict:
     """``forward_gflops_per_speech_second`` at k = 5 and k = 1 for the demo model and the official 8B
     (built on the meta device: shapes only)."""
     import torch
@@ -175,7 +190,7 @@ def flops_on_paper(run: Path, towers: dict) -> dict:
 
     table = {}
     for k in (5, 1):
-        demo = build_model(speech_spec(run, Path(towers[k]["weights"]), k))
+        demo = build_model(speech_spec(run, towers[k], k))
         config = FunAudioChatConfig(audio_config={"group_size": k})
         with torch.device("meta"):
             official = FunAudioChatForConditionalGeneration(config)
@@ -186,11 +201,15 @@ def flops_on_paper(run: Path, towers: dict) -> dict:
     return table
 
 
-def paired_timing(run: Path, towers: dict, steps: int = TIMED_STEPS) -> dict:
-    """Seconds per training step (forward, backward, AdamW) of the speech stage at k = 5 and k = 1, the two
-    interleaved on the same batches in this process; ``ratio``: the median of the per-batch k1 / k5.
-    ``towers``: ``{"5": {"weights": ...}, "1": {...}}``."""
+def paired_timing(
+    arms: dict[int, Path], steps: int = TIMED_STEPS, rows: int = TIMED_ROWS, seed: int = 0
+) -> dict:
+    """Seconds per training step (forward, backward, AdamW; the tower frozen as in Core-Cocktail) of the
+    speech model at k = 5 and k = 1, interleaved in this process on one thread, each step on the same
+    ``rows`` training conversations for both (a seeded draw; each arm's own file, whose replies are aligned
+    at its rate). ``arms``: k -> that arm's run folder. ``ratio``: the median of the per-step k1 / k5."""
     import inspect
+    import random
     import statistics
 
     import torch
@@ -198,26 +217,30 @@ def paired_timing(run: Path, towers: dict, steps: int = TIMED_STEPS) -> dict:
     from funaudiochat.training.llm.module import build_model
 
     torch.set_num_threads(1)
-    arms = {}
-    for k in (5, 1):
-        model = build_model(speech_spec(run, Path(towers[str(k)]["weights"]), k)).train()
+    models = {}
+    for k, folder in arms.items():
+        tower = folder / "tower_match" / "audio_encoder.safetensors"
+        model = build_model(speech_spec(arms[5], tower, k)).train()
         for name, param in model.named_parameters():
             param.requires_grad = not name.startswith("continuous_audio_tower.")
         data = SpokenChatDataModule(
-            train=str(run / "conversations" / "train.jsonl"),
-            processor=str(run / "text_tokenizer"),
+            train=str(folder / "conversations" / "train.jsonl"),
+            processor=str(folder / "text_tokenizer"),
             group_size=k,
         )
         data.setup()
-        loader = iter(data.train_dataloader())
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-        accepted = set(inspect.signature(model.forward).parameters)
-        arms[k] = (model, loader, optimizer, accepted)
-    seconds = {5: [], 1: []}
-    rows = {5: [], 1: []}
+        models[k] = (model, data, optimizer, set(inspect.signature(model.forward).parameters))
+    sizes = {len(data.train_set) for _, data, _, _ in models.values()}
+    if len(sizes) != 1:
+        raise RuntimeError(f"the arms' training conversations differ in number: {sorted(sizes)}")
+    count = sizes.pop()
+    draw = random.Random(seed)
+    seconds: dict[int, list[float]] = {5: [], 1: []}
     for index in range(steps + 2):
-        for k, (model, loader, optimizer, accepted) in arms.items():
-            batch = next(loader)
+        chosen = [draw.randrange(count) for _ in range(rows)]
+        for k, (model, data, optimizer, accepted) in models.items():
+            batch = data.collate([data.train_set[i] for i in chosen])
             start = time.perf_counter()
             out = model(**{name: value for name, value in batch.items() if name in accepted})
             optimizer.zero_grad()
@@ -225,113 +248,38 @@ def paired_timing(run: Path, towers: dict, steps: int = TIMED_STEPS) -> dict:
             optimizer.step()
             if index >= 2:
                 seconds[k].append(time.perf_counter() - start)
-                rows[k].append(int(batch["input_ids"].shape[0]))
-    if rows[5] != rows[1]:
-        raise RuntimeError(f"the two arms did not see the same batches (rows {rows[5]} vs {rows[1]})")
     ratios = [b / a for a, b in zip(seconds[5], seconds[1], strict=True)]
     return {
         "steps": steps,
+        "rows": rows,
         "k5_seconds_per_step": statistics.median(seconds[5]),
         "k1_seconds_per_step": statistics.median(seconds[1]),
         "ratio": statistics.median(ratios),
     }
 
 
-def heldout_losses(run: Path, model, group_size: int) -> dict:
-    """Mean teacher-forced losses of ``model`` on ``HELDOUT_ROWS`` held-out conversations spread evenly
-    over the file (one per forward): the text loss of the text-only replies (S2T, transcripts, tool calls:
-    the same targets at any group size; a spoken reply's text stream is padded with ``<|sil|>`` to its
-    slot count, five times as many easy targets at k = 1) and the speech loss of the spoken ones."""
-    import inspect
-
-    import torch
-    from funaudiochat.training.llm.data import SpokenChatDataModule
-
-    lines = (run / "conversations" / "heldout.jsonl").read_text().splitlines()
-    rows = lines[:: max(1, len(lines) // HELDOUT_ROWS)][:HELDOUT_ROWS]
-    subset = run / "conversations" / f".frame_rate_heldout_spread_{HELDOUT_ROWS}.jsonl"
-    if not subset.is_file():
-        subset.write_text("\n".join(rows) + "\n")
-    data = SpokenChatDataModule(
-        train=str(subset), processor=str(run / "text_tokenizer"), group_size=group_size, max_batch_size=1
-    )
-    data.setup()
-    accepted = set(inspect.signature(model.forward).parameters)
-    text, speech = [], []
-    with torch.no_grad():
-        for index in range(len(data.train_set)):
-            batch = data.collate([data.train_set[index]])
-            out = model(**{k: v for k, v in batch.items() if k in accepted})
-            if out.speech_loss is None:
-                text.append(float(out.text_loss))
-            else:
-                speech.append(float(out.speech_loss))
-    return {
-        "heldout_text_reply_loss": sum(text) / len(text) if text else None,
-        "heldout_speech_loss": sum(speech) / len(speech) if speech else None,
-    }
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
 
 
-def evaluate_one(run: Path, model_folder: Path, group_size: int, limit: int) -> dict:
-    """Held-out losses and S2T / S2S accuracy of a trained model with the run's packaged vocoder."""
-    from funaudiochat.chat import Pipeline
-    from funaudiochat.chat.demo_eval import evaluate, heldout_items
-    from funaudiochat.chat.loaders import load_parts
-    from funaudiochat.drsr import FunAudioChatForConditionalGeneration
-    from funaudiochat.drsr.processing import FunAudioChatProcessor
-    from funaudiochat.training.demo.listen import Recognizer
-    from funaudiochat.training.demo.text_stages import QA_TASKS
-
-    parts = load_parts(run / "package")
-    parts.model = FunAudioChatForConditionalGeneration.from_pretrained(str(model_folder)).eval()
-    parts.processor = FunAudioChatProcessor.from_pretrained(run / "package", group_size=group_size)
-    record = heldout_losses(run, parts.model, group_size)
-    pipe = Pipeline(**vars(parts))
-    items = [i for i in heldout_items(run, limit) if i.task in QA_TASKS]
-    corpus = [json.loads(line) for line in (run / "corpus" / "corpus.jsonl").read_text().splitlines()]
-    recognizer = Recognizer([r["answer"] for r in corpus if r["task"] in QA_TASKS])
-    results = evaluate(pipe, items, tools=[], recognizer=recognizer, timing_items=0)
-    record.update({name: results[name]["accuracy"] for name in ("s2t", "s2s", "s2s_text")})
-    return record
-
-
-def run_child(args: argparse.Namespace) -> int:
-    job = json.loads(args.one)
-    out = Path(job["out"])
-    if job.get("timing"):
-        record = paired_timing(args.run, job["towers"])
-        (out / "timing.json").write_text(json.dumps(record, indent=2) + "\n")
-        return 0
-    if job.get("losses_only"):  # a result from before the losses changed: only they are computed again
-        from funaudiochat.drsr import FunAudioChatForConditionalGeneration
-
-        record = json.loads((out / "result.json").read_text())
-        model = FunAudioChatForConditionalGeneration.from_pretrained(str(out / "model")).eval()
-        record.pop("heldout_text_loss", None)
-        record.update(heldout_losses(args.run, model, job["group_size"]))
-        (out / "result.json").write_text(json.dumps(record, indent=2) + "\n")
-        return 0
-    record = train_speech(args.run, out, Path(job["tower"]), job["group_size"], job["steps"])
-    record.update(evaluate_one(args.run, out / "model", job["group_size"], args.limit))
-    (out / "result.json").write_text(json.dumps(record, indent=2) + "\n")
-    return 0
-
-
-def table(results: dict, towers: dict, timing: dict, flops: dict) -> str:
+def table(arms: dict, timing: dict, flops: dict) -> str:
+    """The report: a row per arm, the paired timing and the FLOPs on paper."""
     lines = [
-        "| run | group size | steps | train s | peak RSS MB | held-out text-reply loss "
-        "| held-out speech loss | S2T | S2S heard | S2S text |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| arm | group size | speech LLM steps | grouped stages s | whole recipe s | peak RSS MB | S2T "
+        "| S2S heard | S2S text | ASR WER | tool calls | text | RTF |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in results.items():
-        speech, text = r["heldout_speech_loss"], r["heldout_text_reply_loss"]
-        lines.append(
-            f"| {name} | {r['group_size']} | {r['steps_logged_to']} | {r['seconds']:.0f} "
-            f"| {r['peak_rss_mb']:.0f} "
-            f"| {'-' if text is None else f'{text:.3f}'} | {'-' if speech is None else f'{speech:.3f}'} "
-            f"| {100 * r['s2t']:.1f} % | {100 * r['s2s']:.1f} % | {100 * r['s2s_text']:.1f} % |"
+    for name, a in arms.items():
+        steps = sum(a["steps"].values())
+        peak = "-" if a["peak_rss_mb"] is None else f"{a['peak_rss_mb']:.0f}"
+        rtf = "-" if a.get("rtf") is None else f"{a['rtf']:.2f}"
+        scores = " | ".join(
+            _percent(a.get(field)) for field in ("s2t", "s2s", "s2s_text", "asr_wer", "tools")
         )
-    memory = results["k1_samples"]["peak_rss_mb"] / results["k5"]["peak_rss_mb"]
+        lines.append(
+            f"| {name} | {a['group_size']} | {steps} | {a['grouped_seconds']:.0f} "
+            f"| {a['recipe_seconds']:.0f} | {peak} | {scores} | {_percent(a.get('text_final'))} | {rtf} |"
+        )
     paper = [
         "",
         "Forward GFLOPs per second of speech (2 x parameters x tokens per second):",
@@ -347,13 +295,11 @@ def table(results: dict, towers: dict, timing: dict, flops: dict) -> str:
                 f"| {model} | {k} | {f['llm']:.2f} | {f['srh']:.2f} | {f['audio_encoder']:.2f} "
                 f"| {f['total']:.2f} | {ratio:.2f} |"
             )
-    tower_line = ", ".join(f"k={k}: {t['steps']} steps, {t['seconds']:.0f} s" for k, t in towers.items())
     return (
         "\n".join(lines)
-        + f"\n\n25 Hz / 5 Hz for the same samples: training time {timing['ratio']:.2f}x (paired steps: "
-        + f"{timing['k1_seconds_per_step']:.2f} s against {timing['k5_seconds_per_step']:.2f} s, median of "
-        + f"{timing['steps']}), peak memory {memory:.2f}x."
-        + f"\nAudio encoders (trained once per group size): {tower_line}.\n"
+        + f"\n\nA speech LLM training step at 25 Hz against 5 Hz, the same batches: {timing['ratio']:.2f}x "
+        + f"({timing['k1_seconds_per_step']:.2f} s against {timing['k5_seconds_per_step']:.2f} s, paired "
+        + f"median of {timing['steps']}, one thread).\n"
         + "\n".join(paper)
         + "\n"
     )
@@ -361,55 +307,50 @@ def table(results: dict, towers: dict, timing: dict, flops: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, default=Path("runs/demo"), help="a finished demo run folder")
-    parser.add_argument("--steps", type=int, default=300, help="speech-stage steps of k5 and k1_samples")
-    parser.add_argument("--tower-steps", type=int, help="audio-encoder steps (default: the run's)")
-    parser.add_argument("--limit", type=int, default=20, help="held-out pairs per task in the evaluation")
-    parser.add_argument("--out", type=Path, default=Path("runs/frame_rate"), help="folder of the runs")
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one speech run, in a child process
+    parser.add_argument("--run", type=Path, required=True, help="a finished demo run at group size 5")
+    parser.add_argument("--out", type=Path, default=Path("runs/frame_rate"), help="folder of the 25 Hz arms")
+    parser.add_argument("--limit", type=int, default=50, help="held-out pairs per task in the evaluation")
+    parser.add_argument("--jobs", type=int, default=2, help="train_demo.py --jobs of the 25 Hz builds")
+    parser.add_argument("--timing", help=argparse.SUPPRESS)  # internal: the paired timing, in a child process
     args = parser.parse_args(argv)
-    args.run = args.run.resolve()
-    if args.one:
-        return run_child(args)
-    for needed in ("text_lm", "text_tokenizer", "conversations", "speech", "corpus", "package"):
-        if not (args.run / needed).exists():
-            parser.error(f"--run {args.run}: no {needed}/ (run tools/train_demo.py --out {args.run} first)")
+    run = args.run.resolve()
     out = args.out.resolve()
-    tower_steps = args.tower_steps or tower_steps_of(args.run)
-    if tower_steps is None:
-        parser.error(f"--run {args.run} has no finished audio_encoder stage; give --tower-steps")
-    towers = {}
-    for k in (5, 1):
-        towers[k] = train_tower(args.run, out / f"tower_k{k}", k, tower_steps)
-        print(f"tower k={k}: {towers[k]}", flush=True)
-    command = [sys.executable, __file__, "--run", str(args.run), "--limit", str(args.limit)]
-    if not (out / "timing.json").is_file():
-        job = {"out": str(out), "timing": True, "towers": {str(k): t for k, t in towers.items()}}
-        subprocess.run([*command, "--one", json.dumps(job)], check=True)
+    if args.timing:  # the child process of the paired timing
+        arms = {int(k): Path(folder) for k, folder in json.loads(args.timing).items()}
+        (out / "timing.json").write_text(json.dumps(paired_timing(arms), indent=2) + "\n")
+        return 0
+    settings = run_settings(run)
+    if settings.group_size != 5:
+        parser.error(f"--run {run} was built at group_size {settings.group_size}; give a 5 Hz run")
+    out.mkdir(parents=True, exist_ok=True)
+    folders = {"k5": run, "k1_samples": out / "k1_samples"}
+    build_arm(run, folders["k1_samples"], arm_settings(settings, 1), args.jobs)
+    if not (out / "timing.json").is_file():  # in its own process: one thread, nothing else loaded
+        arms_arg = json.dumps({"5": str(run), "1": str(folders["k1_samples"])})
+        command = [sys.executable, __file__, "--run", str(run), "--out", str(out), "--timing", arms_arg]
+        subprocess.run(command, check=True)
     timing = json.loads((out / "timing.json").read_text())
     print(f"paired timing: {timing}", flush=True)
-    results = {}
-    for name, (group_size, budget) in RUNS.items():
-        folder = out / name
-        steps = max(1, round(args.steps / timing["ratio"])) if budget else args.steps
-        if budget and abs(steps - args.steps) <= 0.02 * args.steps:
-            # 25 Hz costs what 5 Hz does (within 2 %): the equal-samples run is the equal-time run
-            results[name] = {**results["k1_samples"], "same_as": "k1_samples"}
-            print(name, results[name], flush=True)
-            continue
-        job = {"out": str(folder), "tower": towers[group_size]["weights"], "group_size": group_size}
-        if not (folder / "result.json").is_file():
-            subprocess.run([*command, "--one", json.dumps({**job, "steps": steps})], check=True)
-        if "heldout_text_reply_loss" not in json.loads((folder / "result.json").read_text()):
-            subprocess.run([*command, "--one", json.dumps({**job, "losses_only": True})], check=True)
-        results[name] = json.loads((folder / "result.json").read_text())
-        print(name, results[name], flush=True)
-    flops = flops_on_paper(args.run, towers)
-    text = table(results, towers, timing, flops)
+    arm_config = {"k5": settings, "k1_samples": arm_settings(settings, 1)}
+    if abs(timing["ratio"] - 1) > SAME_COST:
+        folders["k1_budget"] = out / "k1_budget"
+        arm_config["k1_budget"] = arm_settings(settings, 1, timing["ratio"])
+        build_arm(run, folders["k1_budget"], arm_config["k1_budget"], args.jobs)
+    arms = {}
+    for name, folder in folders.items():
+        arms[name] = arm_record(folder, arm_config[name], evaluate_arm(folder, args.limit))
+        print(name, arms[name], flush=True)
+    if "k1_budget" not in arms:
+        arms["k1_budget"] = {**arms["k1_samples"], "same_as": "k1_samples"}
+    towers = {
+        k: folders[name] / "tower_match" / "audio_encoder.safetensors"
+        for k, name in ((5, "k5"), (1, "k1_samples"))
+    }
+    flops = flops_on_paper(run, towers)
+    text = table(arms, timing, flops)
     print(text)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {"run": str(args.run), "steps": args.steps, "limit": args.limit, "towers": towers}
-    summary.update(timing=timing, flops_per_speech_second=flops, **results)
+    summary = {"run": str(run), "limit": args.limit, "timing": timing, "flops_per_speech_second": flops}
+    summary["arms"] = arms
     (out / "frame_rate.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "frame_rate.md").write_text(text)
     return 0
