@@ -400,7 +400,7 @@ SAMPLING_OPTIONS = (
     ("speech_top_k", int, "speech top-k (0: off)"),
     ("repetition_penalty", float, "speech repetition penalty"),
     ("sil_scale", float, "the text's <|sil|> probability times this"),
-    ("plan_max_silence", int, "planned replies: most 5 Hz steps between words (0: no limit)"),
+    ("plan_max_silence", int, "planned replies: most LLM steps between words (0: no limit)"),
 )
 
 
