@@ -516,6 +516,7 @@ def test_finishing_stages_fine_tune_train_the_vocoder_and_package_a_pipeline(pac
     assert 0 < package["bytes"] <= 40 * 2**20
     card = (root / "package" / "README.md").read_text()
     assert "| `dpo` |" in card and "| total |" in card and "Fun-Audio-Chat demo model" in card
+    assert "| critical path (" in card and "pre_alignment -> core_cocktail -> dpo -> package" in card
     assert "spoken replies are planned (`plan_speech`" in card
     pipe = Pipeline.from_pretrained(root / "package")
     assert pipe.vocoder.speakers.names == ["assistant"] and pipe.speech_tokenizer is not None

@@ -85,3 +85,19 @@ def test_sigterm_to_the_scheduler_stops_the_running_commands(tmp_path):
         return  # the command was terminated with its scheduler
     os.kill(child_pid, signal.SIGKILL)
     raise AssertionError(f"the command (pid {child_pid}) outlived its scheduler")
+
+
+def test_the_critical_path_is_the_longest_chain_of_stages_each_after_one_it_needs():
+    from funaudiochat.training.demo.schedule import critical_path
+
+    needs = {
+        "text": ["corpus"],
+        "tower": ["text", "speech"],
+        "vocoder": ["speech"],
+        "package": ["tower", "vocoder"],
+    }
+    seconds = {"corpus": 1.0, "speech": 100.0, "text": 50.0, "tower": 30.0, "vocoder": 200.0, "package": 2.0}
+    assert critical_path(seconds, needs) == (302.0, ["speech", "vocoder", "package"])
+    seconds["text"] = 500.0  # now the text chain is the longer way to the package
+    assert critical_path(seconds, needs) == (533.0, ["corpus", "text", "tower", "package"])
+    assert critical_path({}, {}) == (0, [])

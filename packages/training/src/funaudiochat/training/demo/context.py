@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -251,6 +251,7 @@ class StageContext(Protocol):
     """The run a stage belongs to (``build.DemoBuild``)."""
 
     settings: DemoSettings
+    stages: Mapping[str, Any]  # the recipe: name -> ``build.DemoStage`` (its ``needs``)
 
     def folder(self, stage: str) -> Path: ...
 

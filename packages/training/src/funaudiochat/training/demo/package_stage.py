@@ -171,6 +171,16 @@ def total_row(build: StageContext, timings: dict[str, float]) -> str:
     return f"| total | {total:.0f} ({total / 3600:.2f} h) |\n"
 
 
+def critical_row(build: StageContext, timings: dict[str, float]) -> str:
+    """The card's row of the recipe's longest chain of stages (``schedule.critical_path`` over their
+    ``trained_seconds``): the least wall clock any number of jobs can take."""
+    from .schedule import critical_path
+
+    seconds = {name: trained_seconds(build, name, s) for name, s in timings.items()}
+    longest, chain = critical_path(seconds, {name: stage.needs for name, stage in build.stages.items()})
+    return f"| critical path ({' -> '.join(chain)}) | {longest:.0f} ({longest / 3600:.2f} h) |\n"
+
+
 def other_settings(build: StageContext, names) -> str:
     """The card's lines for the stages of ``names`` that trained with settings other than the run's (a
     restored stage trained in another run, a stage trained before a ``--set`` changed): each stage with
@@ -213,9 +223,13 @@ def model_card(build: StageContext, parts) -> str:
     stats = json.loads((build.folder("corpus") / "stats.json").read_text())
     text = parts.model.config.text_config
     counts = parameter_counts(parts)
-    rows = "".join(
-        f"| `{name}` | {stage_seconds(build, name, seconds)} |\n" for name, seconds in timings.items()
-    ) + total_row(build, timings)
+    rows = (
+        "".join(
+            f"| `{name}` | {stage_seconds(build, name, seconds)} |\n" for name, seconds in timings.items()
+        )
+        + total_row(build, timings)
+        + critical_row(build, timings)
+    )
     sizes = "".join(f"| {name} | {n / 1e6:.2f} M |\n" for name, n in counts.items())
     settings = {f.name: getattr(build.settings, f.name) for f in dataclasses.fields(DemoSettings)}
     group_size = parts.model.config.audio_config.group_size

@@ -52,6 +52,29 @@ def dependents(needs: Mapping[str, Collection[str]], order: Sequence[str]) -> di
     return out
 
 
+def critical_path(
+    seconds: Mapping[str, float], needs: Mapping[str, Collection[str]]
+) -> tuple[float, list[str]]:
+    """The longest chain of stages, each after one it needs: what no number of jobs shortens.
+
+    seconds: each stage's seconds (a stage without an entry counts 0).
+    needs: each stage's inputs (those not in ``needs`` have none); every stage after its inputs in order.
+    Returns the chain's seconds and its stages, first to last.
+
+        >>> critical_path({"a": 2, "b": 5, "c": 1}, {"b": ["a"], "c": ["a"]})
+        (7, ['a', 'b'])
+    """
+    best: dict[str, tuple[float, list[str]]] = {}
+
+    def longest(stage: str) -> tuple[float, list[str]]:
+        if stage not in best:
+            before = max((longest(need) for need in needs.get(stage, ())), default=(0, []))
+            best[stage] = (before[0] + seconds.get(stage, 0), [*before[1], stage])
+        return best[stage]
+
+    return max((longest(stage) for stage in {*seconds, *needs}), default=(0, []), key=lambda t: t[0])
+
+
 def run_concurrently(
     commands: Mapping[str, Sequence[str]],
     needs: Mapping[str, Collection[str]],
