@@ -101,3 +101,6 @@ def test_the_critical_path_is_the_longest_chain_of_stages_each_after_one_it_need
     seconds["text"] = 500.0  # now the text chain is the longer way to the package
     assert critical_path(seconds, needs) == (533.0, ["corpus", "text", "tower", "package"])
     assert critical_path({}, {}) == (0, [])
+    # the package not yet timed (its card is written as it runs): the chain still ends with it
+    del seconds["package"]
+    assert critical_path(seconds, needs) == (531.0, ["corpus", "text", "tower", "package"])

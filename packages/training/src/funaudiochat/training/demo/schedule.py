@@ -72,7 +72,10 @@ def critical_path(
             best[stage] = (before[0] + seconds.get(stage, 0), [*before[1], stage])
         return best[stage]
 
-    return max((longest(stage) for stage in {*seconds, *needs}), default=(0, []), key=lambda t: t[0])
+    # a chain that goes on through stages of no seconds (the package before its own are counted) is the
+    # one reported; among equal chains the first in ``needs``'s order
+    stages = [*needs, *(stage for stage in seconds if stage not in needs)]
+    return max((longest(stage) for stage in stages), default=(0, []), key=lambda t: (t[0], len(t[1])))
 
 
 def run_concurrently(
