@@ -31,7 +31,8 @@ Three ``trainer`` keys take names instead of objects:
                ``{deepspeed: {config: packages/training/recipes/deepspeed/zero3.json}}`` (GPUs)
     logger:    false, or a list of ``csv`` / ``tensorboard`` (written under ``default_root_dir``)
     callbacks: a list of ``progress`` (rich progress bar), ``lr_monitor``, or ``{checkpoint: {...}}`` with
-               ``ModelCheckpoint`` arguments (e.g. ``every_n_train_steps``, ``save_last``)
+               ``ModelCheckpoint`` arguments (e.g. ``every_n_train_steps``, ``save_last``; left out with
+               ``enable_checkpointing: false``)
 Checkpoints are written atomically (``checkpoint_io.AtomicCheckpointIO``); resume a run with
 ``ckpt_path=last`` (or a checkpoint file) at the top level of the command line.
 
@@ -207,7 +208,8 @@ def trainer_objects(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
         elif name == "lr_monitor":
             made_callbacks.append(cb.LearningRateMonitor(**(options or {})))
         elif name == "checkpoint":
-            made_callbacks.append(cb.ModelCheckpoint(**(options or {})))
+            if kwargs.get("enable_checkpointing") is not False:  # off: the recipe's schedule is moot
+                made_callbacks.append(cb.ModelCheckpoint(**(options or {})))
         else:
             raise RecipeError(f"unknown trainer.callbacks entry {name!r}; choose from {list(CALLBACKS)}")
     if "callbacks" in kwargs:
