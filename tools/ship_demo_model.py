@@ -91,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--package", type=Path, required=True, help="a demo build's package/ folder")
     parser.add_argument("--eval", type=Path, required=True, help="its eval_spoken_qa.py --out JSON")
     parser.add_argument(
+        "--plain-ft",
+        type=Path,
+        help="eval_spoken_qa.py's JSON of the same recipe with plain fine-tuning instead of Core-Cocktail "
+        "(--set cocktail_alpha=1.0): its text accuracy becomes a row of the card's table",
+    )
+    parser.add_argument(
         "--frame-rate",
         type=Path,
         default=FRAME_RATE,
@@ -107,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.package}: {size / 2**20:.1f} MiB, more than the {MAX_PACKAGE_BYTES >> 20} MiB allowed"
         )
     results = json.loads(args.eval.read_text(encoding="utf-8"))
+    if args.plain_ft is not None:
+        results["text_plain_ft"] = json.loads(args.plain_ft.read_text(encoding="utf-8"))["text_final"]
     claim = ""
     if args.frame_rate.is_file():
         claim = frame_rate(json.loads(args.frame_rate.read_text(encoding="utf-8")))

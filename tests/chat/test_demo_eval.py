@@ -76,6 +76,12 @@ def test_standard_error_is_clustered_by_phrasing():
         line for line in table({"s2t": score, "asr_wer": 0.5, "asr_n": 2}).splitlines() if "S2T" in line
     )
     assert f"66.7 ± {100 * score['se_by_phrasing']:.1f} % (n=3, 2 phrasings)" in row
+    assert "plain fine-tuning" not in table({"asr_wer": 0.5, "asr_n": 2})
+    plain = table({"asr_wer": 0.5, "asr_n": 2, "text_plain_ft": score}).splitlines()
+    assert any(
+        line.startswith("| text accuracy, plain fine-tuning instead of Core-Cocktail | 66.7")
+        for line in plain
+    )
 
 
 class _HeardLength:

@@ -362,7 +362,8 @@ def streamed_timing(pipe, items: Sequence[HeldOutItem], sampling) -> dict[str, A
 
 
 def table(results: dict[str, Any]) -> str:
-    """The headline figures as a Markdown table (the model card's and the issue's)."""
+    """The headline figures as a Markdown table (the model card's and the issue's); ``text_plain_ft``, when
+    there, is the text accuracy of the same recipe with plain fine-tuning instead of Core-Cocktail."""
 
     def pct(name: str) -> str:
         if name not in results:
@@ -385,6 +386,11 @@ def table(results: dict[str, Any]) -> str:
         ("tool calls, exact match", pct("tools"), ">= 90 %"),
         ("text accuracy, final model", pct("text_final"), "within 2 points of base"),
         ("text accuracy, base text LLM", pct("text_base"), ""),
+        *(
+            [("text accuracy, plain fine-tuning instead of Core-Cocktail", pct("text_plain_ft"), "")]
+            if "text_plain_ft" in results
+            else []
+        ),
         ("time to first audio (streamed)", f"{timing.get('first_audio_s', float('nan')):.2f} s", ""),
         ("real-time factor (streamed)", f"{timing.get('rtf', float('nan')):.2f}", "< 1"),
     ]
