@@ -117,11 +117,12 @@ def evaluate_arm(folder: Path, limit: int) -> dict:
 def arm_record(folder: Path, settings, results: dict) -> dict:
     """One arm's row: group size, the grouped stages' steps, seconds and peak memory, the whole recipe's
     seconds and the evaluation's figures."""
+    from funaudiochat.training.demo.products import recorded_seconds
+
     records = {path.parent.name: json.loads(path.read_text()) for path in sorted(folder.glob("*/stage.json"))}
 
     def trained(record: dict) -> float:
-        restored = record.get("restored") or {}
-        return float(restored.get("trained_seconds", record["seconds"]))
+        return recorded_seconds(record, record["seconds"])
 
     grouped = {name: trained(records[name]) for name in GROUPED_STAGES if name in records}
     peaks = [records[name].get("process_peak_rss_mb") for name in GROUPED_STAGES if name in records]
@@ -324,14 +325,14 @@ def main(argv=None) -> int:
         parser.error(f"--run {run} was built at group_size {settings.group_size}; give a 5 Hz run")
     out.mkdir(parents=True, exist_ok=True)
     folders = {"k5": run, "k1_samples": out / "k1_samples"}
-    build_arm(run, folders["k1_samples"], arm_settings(settings, 1), args.jobs)
+    arm_config = {"k5": settings, "k1_samples": arm_settings(settings, 1)}
+    build_arm(run, folders["k1_samples"], arm_config["k1_samples"], args.jobs)
     if not (out / "timing.json").is_file():  # in its own process: one thread, nothing else loaded
         arms_arg = json.dumps({"5": str(run), "1": str(folders["k1_samples"])})
         command = [sys.executable, __file__, "--run", str(run), "--out", str(out), "--timing", arms_arg]
         subprocess.run(command, check=True)
     timing = json.loads((out / "timing.json").read_text())
     print(f"paired timing: {timing}", flush=True)
-    arm_config = {"k5": settings, "k1_samples": arm_settings(settings, 1)}
     if abs(timing["ratio"] - 1) > SAME_COST:
         folders["k1_budget"] = out / "k1_budget"
         arm_config["k1_budget"] = arm_settings(settings, 1, timing["ratio"])

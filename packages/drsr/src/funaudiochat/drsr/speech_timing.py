@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-SIL = "<|sil|>"
+from .text_tokenizer import SIL_TOKEN as SIL
+
 FILE = "speech_timing.json"
 
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from funaudiochat.base.constants import GROUP_SIZE
+
 from .context import StageContext, fit_recipe, llm_fit, spoken_data
 
 # the demo model's speech parts: the audio encoder (to the LLM's width) and the SRH
@@ -56,7 +58,7 @@ def demo_model_spec(
     speech_embedding_std: float | None = None,
     srh_text_scale: float = 1.0,
     audio_width: int = DEMO_AUDIO["d_model"],
-    group_size: int = 5,
+    group_size: int = GROUP_SIZE,
 ) -> dict[str, Any]:
     """The ``model`` argument of the speech stages (``llm.module.build_model``): a Fun-Audio-Chat model
     whose LLM has the text LLM's sizes and special ids and starts from its weights (``llm_from``), with

@@ -150,8 +150,9 @@ def trained_seconds(build: StageContext, name: str, seconds: float, record: dict
     were restored from another run (``stage.json``'s ``restored``), the seconds it took there. ``record``:
     the stage's ``stage.json`` when read already."""
     record = _stage_record(build, name) if record is None else record
-    trained = (record.get("restored") or {}).get("trained_seconds")
-    return seconds if trained is None else float(trained)
+    from .products import recorded_seconds
+
+    return recorded_seconds(record, seconds)
 
 
 def stage_seconds(build: StageContext, name: str, seconds: float) -> str:

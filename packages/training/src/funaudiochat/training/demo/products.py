@@ -140,6 +140,13 @@ def own_settings(record: dict, name: str) -> dict[str, Any]:
     return own
 
 
+def recorded_seconds(record: dict, seconds: float | None) -> float | None:
+    """The training seconds a ``stage.json`` ``record`` stands for: those of the run that trained its
+    products when they were restored (``restored.trained_seconds``), else ``seconds`` (this run's)."""
+    trained = (record.get("restored") or {}).get("trained_seconds")
+    return seconds if trained is None else float(trained)
+
+
 def restore_products(build, folder: Path) -> dict[str, str]:
     """Copy the products saved in ``folder`` (``save_products``) into the unfinished stages of ``build``
     whose recorded settings agree with ``build.settings`` on every field they and their inputs read, but
@@ -187,7 +194,7 @@ def restore_products(build, folder: Path) -> dict[str, str]:
             if not destination.exists():
                 _copy(path, destination)
         # a stage restored there too keeps the seconds of the run that trained it
-        trained = (records[name].get("restored") or {}).get("trained_seconds", records[name].get("seconds"))
+        trained = recorded_seconds(records[name], records[name].get("seconds"))
         marker = {
             "from": str(folder.resolve()),
             "trained_seconds": trained,
