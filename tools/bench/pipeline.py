@@ -40,7 +40,8 @@ from funaudiochat.chat.loaders import RANDOM_CORPUS
 from funaudiochat.drsr import FunAudioChatConfig, FunAudioChatForConditionalGeneration
 from funaudiochat.drsr.processing import FunAudioChatProcessor
 from funaudiochat.drsr.text_tokenizer import train_text_tokenizer
-from funaudiochat.training.demo.model_stages import DEMO_SRH, demo_audio
+from funaudiochat.training.demo.context import DemoSettings
+from funaudiochat.training.demo.model_stages import demo_audio, demo_srh
 from funaudiochat.vocoder import CausalFlowMatching, FlowConfig, HiFTConfig, HiFTGenerator
 from funaudiochat.vocoder.speakers import Speaker, SpeakerTable
 from funaudiochat.vocoder.token2wav import Token2Wav
@@ -70,7 +71,7 @@ SIZES = {  # LLM, SRH, audio encoder
         },
         {"d_model": 256, "encoder_layers": 4, "encoder_attention_heads": 4, "encoder_ffn_dim": 1024},
     ),
-    "demo": (  # the demo model's: its text LLM (recipes/text_lm.yaml), DEMO_SRH and DEMO_AUDIO
+    "demo": (  # the demo model's: its text LLM (recipes/text_lm.yaml) and the recipe's head and tower
         {
             "hidden_size": 256,
             "num_hidden_layers": 4,
@@ -79,8 +80,8 @@ SIZES = {  # LLM, SRH, audio encoder
             "head_dim": 64,
             "intermediate_size": 768,
         },
-        DEMO_SRH,
-        demo_audio(),
+        demo_srh(DemoSettings().srh_width, DemoSettings().srh_layers),
+        demo_audio(DemoSettings().audio_encoder_width),
     ),
 }
 

@@ -56,19 +56,13 @@ def fsq_table(codes: int, width: int, std: float, share: float):
 
 
 def resize_head(crq: dict, width: int | None, layers: int | None) -> dict:
-    """The SRH decoder config ``crq`` (``audio_config.crq_transformer_config``) with ``width`` (heads of
-    32, two query heads a key-value head, FFN 3x) and ``layers`` where given."""
-    crq = dict(crq)
-    if width is not None:
-        head_dim = crq.get("head_dim", 32)
-        if width % (2 * head_dim):
-            raise ValueError(f"--head-width must be a multiple of {2 * head_dim}, got {width}")
-        heads = width // head_dim
-        crq.update(hidden_size=width, intermediate_size=3 * width, num_attention_heads=heads)
-        crq["num_key_value_heads"] = heads // 2
-    if layers is not None:
-        crq["num_hidden_layers"] = layers
-    return crq
+    """The SRH decoder config ``crq`` (``audio_config.crq_transformer_config``) at ``width`` and ``layers``
+    where given (``model_stages.srh_shape``: the recipe's ``srh_width`` / ``srh_layers`` proportions)."""
+    from funaudiochat.training.demo.model_stages import srh_shape
+
+    width = width or crq["hidden_size"]
+    layers = layers or crq["num_hidden_layers"]
+    return {**crq, **srh_shape(width, layers, crq.get("head_dim", 32))}
 
 
 def make_start(
@@ -140,6 +134,13 @@ def main(argv=None) -> int:
         parser.error("--head-width / --head-layers size a new head: not with --head keep")
     if (args.head_width or 1) < 1 or (args.head_layers or 1) < 1:
         parser.error("--head-width and --head-layers must be at least 1")
+    if args.head_width or args.head_layers:
+        from funaudiochat.training.demo.model_stages import srh_shape
+
+        try:
+            srh_shape(args.head_width or 128, args.head_layers or 1)
+        except ValueError as error:
+            parser.error(f"--head-width / --head-layers: {error}")
     if not (args.conversations / "train.jsonl").is_file():
         parser.error(f"{args.conversations}/train.jsonl does not exist")
 

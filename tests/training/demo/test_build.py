@@ -439,6 +439,19 @@ def test_the_towers_width_is_a_setting_the_model_and_the_tower_agree_on(with_tex
         demo_audio(30)
 
 
+def test_the_heads_size_is_a_setting_the_pre_aligned_model_is_built_at(with_text_lm):
+    from funaudiochat.training.demo.model_stages import DEMO_SRH, demo_model_spec, demo_srh
+    from funaudiochat.training.llm.module import build_model
+
+    assert demo_srh() == DEMO_SRH  # the defaults are the shipped head's
+    assert (DemoSettings().srh_width, DemoSettings().srh_layers) == (128, 3)
+    text_lm = with_text_lm / "text_lm" / "model"
+    spec = demo_model_spec(text_lm, with_text_lm / "text_tokenizer", 0, srh_width=64, srh_layers=1)
+    head = build_model(spec).audio_invert_tower.crq_transformer.config
+    assert (head.hidden_size, head.num_hidden_layers, head.intermediate_size) == (64, 1, 192)
+    assert (head.num_attention_heads, head.num_key_value_heads, head.head_dim) == (2, 1, 32)
+
+
 def test_pre_alignment_stage_starts_from_the_text_llm_and_exports(with_audio_encoder):
     import torch
     from funaudiochat.drsr import FunAudioChatForConditionalGeneration

@@ -23,3 +23,8 @@ def test_settings_can_be_changed_from_the_command_line():
     assert settings_with(DemoSettings(), ["group_size=1"]).group_size == 1
     with pytest.raises(ValueError, match=r"group_size must be one of \[1, 5\]"):
         settings_with(DemoSettings(), ["group_size=2"])
+    assert settings_with(DemoSettings(), ["srh_width=256", "srh_layers=4"]).srh_width == 256
+    with pytest.raises(ValueError, match="srh_width must be a positive multiple of 64, got 96"):
+        settings_with(DemoSettings(), ["srh_width=96"])
+    with pytest.raises(ValueError, match="srh_layers must be at least 1, got 0"):
+        settings_with(DemoSettings(), ["srh_layers=0"])

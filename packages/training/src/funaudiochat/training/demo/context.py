@@ -103,6 +103,8 @@ class DemoSettings:
         ``reply_alignment="words"`` at 20 a new head says the word its slot names: free-running, 45 % of
         held-out replies heard word for word against 0 % in the official layout at 1.0
         (``tools/experiments/srh_refit.py``).
+    srh_width / srh_layers: the SRH decoder's width (a multiple of 64: heads of 32) and layers
+        (``model_stages.demo_srh``; the speech-token table is the LLM's width whatever the head's).
     cocktail_stage1_steps / cocktail_stage2_steps / cocktail_alpha: Core-Cocktail's two stages and its
         merge weight (1.0: plain fine-tuning, no merge).
     cocktail_lr: stage 1's peak learning rate (stage 2 runs at a tenth; the recipe's 1e-4 suits a
@@ -198,6 +200,8 @@ class DemoSettings:
     pre_alignment_lr: float = 1e-3
     speech_embedding_std: float = 0.3
     srh_text_scale: float = 20.0
+    srh_width: int = 128
+    srh_layers: int = 3
     cocktail_stage1_steps: int = 800
     cocktail_stage2_steps: int = 300
     cocktail_alpha: float = 0.5
@@ -230,6 +234,9 @@ class DemoSettings:
             raise ValueError(f"flow_inference_steps must be >= 1, got {self.flow_inference_steps}")
         if self.group_size not in GROUP_SIZES:
             raise ValueError(f"group_size must be one of {list(GROUP_SIZES)}, got {self.group_size!r}")
+        from .model_stages import srh_shape  # (model_stages imports this module)
+
+        srh_shape(self.srh_width, self.srh_layers)
         if self.reply_alignment not in REPLY_ALIGNMENTS:
             allowed = list(REPLY_ALIGNMENTS)
             raise ValueError(f"reply_alignment must be one of {allowed}, got {self.reply_alignment!r}")

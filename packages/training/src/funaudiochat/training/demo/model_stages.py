@@ -36,6 +36,32 @@ DEMO_SRH = {
     "rms_norm_eps": 1e-6,
     "vocab_size": 6565,
 }
+
+
+def srh_shape(width: int, layers: int, head_dim: int = DEMO_SRH["head_dim"]) -> dict[str, int]:
+    """The size fields of an SRH decoder ``width`` wide with ``layers`` layers: heads of ``head_dim``, one
+    key-value head per two query heads, the feed-forward 3x as wide (``DEMO_SRH``'s proportions)."""
+    if width < 2 * head_dim or width % (2 * head_dim):
+        raise ValueError(f"srh_width must be a positive multiple of {2 * head_dim}, got {width}")
+    if layers < 1:
+        raise ValueError(f"srh_layers must be at least 1, got {layers}")
+    heads = width // head_dim
+    return {
+        "hidden_size": width,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads // 2,
+        "intermediate_size": 3 * width,
+    }
+
+
+def demo_srh(
+    width: int = DEMO_SRH["hidden_size"], layers: int = DEMO_SRH["num_hidden_layers"]
+) -> dict[str, Any]:
+    """``DEMO_SRH`` at another ``width`` and depth (``srh_shape``)."""
+    return {**DEMO_SRH, **srh_shape(width, layers)}
+
+
 TEXT_FIELDS = (
     "hidden_size",
     "num_hidden_layers",
@@ -59,6 +85,8 @@ def demo_model_spec(
     srh_text_scale: float = 1.0,
     audio_width: int = DEMO_AUDIO["d_model"],
     group_size: int = GROUP_SIZE,
+    srh_width: int = DEMO_SRH["hidden_size"],
+    srh_layers: int = DEMO_SRH["num_hidden_layers"],
 ) -> dict[str, Any]:
     """The ``model`` argument of the speech stages (``llm.module.build_model``): a Fun-Audio-Chat model
     whose LLM has the text LLM's sizes and special ids and starts from its weights (``llm_from``), with
@@ -66,7 +94,8 @@ def demo_model_spec(
     the ``audio_encoder`` stage's export, when given), the ``DEMO_SRH`` head reading ``h + srh_text_scale *
     E_text`` and, when given, the speech-token table drawn at ``speech_embedding_std``. ``audio_width``:
     the encoders' ``d_model`` (``demo_audio``; the tower's export must have been trained at it);
-    ``group_size``: 25 Hz frames per LLM slot (the tower's export must have been trained at it too)."""
+    ``group_size``: 25 Hz frames per LLM slot (the tower's export must have been trained at it too);
+    ``srh_width`` / ``srh_layers``: the head's decoder size (``demo_srh``)."""
     from funaudiochat.drsr.processing import FunAudioChatProcessor
 
     llm = json.loads((text_lm_folder / "config.json").read_text())
@@ -88,7 +117,7 @@ def demo_model_spec(
         "output_dim": llm["hidden_size"],
         "group_size": group_size,
         **demo_audio(audio_width),
-        "crq_transformer_config": DEMO_SRH,
+        "crq_transformer_config": demo_srh(srh_width, srh_layers),
         # decode as trained: with the official BOS prefill the head free-runs off its words far sooner
         # (docs/experiments/demo_model/README.md, tools/experiments/srh_free_run.py)
         "srh_prompt_token": "pad",
@@ -403,6 +432,8 @@ def run_pre_alignment(build: StageContext) -> dict[str, Any]:
         settings.srh_text_scale,
         settings.audio_encoder_width,
         settings.group_size,
+        settings.srh_width,
+        settings.srh_layers,
     )
     record: dict[str, Any] = {}
     start: dict[str, Any] = {"model": {"model": spec}}

@@ -52,6 +52,8 @@ ADDED_SETTINGS: dict[str, tuple[str | tuple[str, ...], Any]] = {
     "speech_polish_steps": ("dpo", 0),
     "audio_encoder_words": ("audio_encoder", 0),
     "group_size": (("conversations", *TOWER_STAGES, "pre_alignment", "core_cocktail", "dpo", "package"), 5),
+    "srh_width": ("pre_alignment", 128),
+    "srh_layers": ("pre_alignment", 3),
     "llm_precision": (LLM_STAGES, "32-true"),
     "tower_precision": (TOWER_STAGES, "32-true"),
     "vocoder_precision": (VOCODER_STAGES, "32-true"),
