@@ -157,6 +157,8 @@ def speech_spec(run: Path, tower: Path, group_size: int) -> dict:
         srh_text_scale=settings.srh_text_scale,
         audio_width=settings.audio_encoder_width,
         group_size=group_size,
+        srh_width=settings.srh_width,
+        srh_layers=settings.srh_layers,
     )
 
 

@@ -114,6 +114,8 @@ TINY = dict(
     audio_encoder_steps=2,
     audio_encoder_spliced=3,
     audio_encoder_width=128,
+    srh_width=128,
+    srh_layers=3,
     tower_match_steps=2,
     listening_steps=2,
     pre_alignment_steps=2,
@@ -443,8 +445,8 @@ def test_the_heads_size_is_a_setting_the_pre_aligned_model_is_built_at(with_text
     from funaudiochat.training.demo.model_stages import DEMO_SRH, demo_model_spec, demo_srh
     from funaudiochat.training.llm.module import build_model
 
-    assert demo_srh() == DEMO_SRH  # the defaults are the shipped head's
-    assert (DemoSettings().srh_width, DemoSettings().srh_layers) == (128, 3)
+    assert demo_srh() == DEMO_SRH and DEMO_SRH["hidden_size"] == 128  # the head of the builds before
+    assert (DemoSettings().srh_width, DemoSettings().srh_layers) == (256, 4)  # the recipe's since
     text_lm = with_text_lm / "text_lm" / "model"
     spec = demo_model_spec(text_lm, with_text_lm / "text_tokenizer", 0, srh_width=64, srh_layers=1)
     head = build_model(spec).audio_invert_tower.crq_transformer.config
