@@ -41,7 +41,8 @@ from funaudiochat.drsr import FunAudioChatConfig, FunAudioChatForConditionalGene
 from funaudiochat.drsr.processing import FunAudioChatProcessor
 from funaudiochat.drsr.text_tokenizer import train_text_tokenizer
 from funaudiochat.training.demo.context import DemoSettings
-from funaudiochat.training.demo.model_stages import demo_audio, demo_srh
+from funaudiochat.training.demo.head_shape import demo_srh
+from funaudiochat.training.demo.model_stages import demo_audio
 from funaudiochat.vocoder import CausalFlowMatching, FlowConfig, HiFTConfig, HiFTGenerator
 from funaudiochat.vocoder.speakers import Speaker, SpeakerTable
 from funaudiochat.vocoder.token2wav import Token2Wav

@@ -57,8 +57,8 @@ def fsq_table(codes: int, width: int, std: float, share: float):
 
 def resize_head(crq: dict, width: int | None, layers: int | None) -> dict:
     """The SRH decoder config ``crq`` (``audio_config.crq_transformer_config``) at ``width`` and ``layers``
-    where given (``model_stages.srh_shape``: the recipe's ``srh_width`` / ``srh_layers`` proportions)."""
-    from funaudiochat.training.demo.model_stages import srh_shape
+    where given (``head_shape.srh_shape``: the recipe's ``srh_width`` / ``srh_layers`` proportions)."""
+    from funaudiochat.training.demo.head_shape import srh_shape
 
     width = width or crq["hidden_size"]
     layers = layers or crq["num_hidden_layers"]
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     if (args.head_width or 1) < 1 or (args.head_layers or 1) < 1:
         parser.error("--head-width and --head-layers must be at least 1")
     if args.head_width or args.head_layers:
-        from funaudiochat.training.demo.model_stages import srh_shape
+        from funaudiochat.training.demo.head_shape import srh_shape
 
         try:
             srh_shape(args.head_width or 128, args.head_layers or 1)

@@ -245,7 +245,19 @@ def test_eight_staggered_sessions_each_get_what_they_get_alone(serve, pipe, ques
     assert got[:8] == expected and len(set(expected)) > 1
 
 
-def test_a_client_that_does_not_keep_up_is_closed(serve, pipe, question):
+def test_a_client_that_does_not_keep_up_is_closed(serve, pipe, question, monkeypatch):
+    from aiohttp import web
+
+    send_bytes = web.WebSocketResponse.send_bytes
+
+    async def slow_network(ws, data, *args, **kwargs):  # each frame takes 0.5 s to reach the client
+        await asyncio.sleep(0.5)
+        if not ws.closed:
+            await send_bytes(ws, data, *args, **kwargs)
+
+    # the server's frames then wait however fast the reply is made (without it, whether two frames ever
+    # waited at once depended on how busy the machine was)
+    monkeypatch.setattr(web.WebSocketResponse, "send_bytes", slow_network)
     url = start_server(serve, pipe, queue_size=1)  # no frame may wait
 
     async def main():

@@ -442,7 +442,8 @@ def test_the_towers_width_is_a_setting_the_model_and_the_tower_agree_on(with_tex
 
 
 def test_the_heads_size_is_a_setting_the_pre_aligned_model_is_built_at(with_text_lm):
-    from funaudiochat.training.demo.model_stages import DEMO_SRH, demo_model_spec, demo_srh
+    from funaudiochat.training.demo.head_shape import DEMO_SRH, demo_srh
+    from funaudiochat.training.demo.model_stages import demo_model_spec
     from funaudiochat.training.llm.module import build_model
 
     assert demo_srh() == DEMO_SRH and DEMO_SRH["hidden_size"] == 128  # the head of the builds before

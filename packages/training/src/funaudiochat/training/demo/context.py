@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .head_shape import srh_shape
+
 REPLY_ALIGNMENTS = ("official", "words")
 # group sizes dividing both the 25 Hz code rate and the 10-code BOS delay (whole slots for each)
 GROUP_SIZES = (1, 5)
@@ -104,7 +106,7 @@ class DemoSettings:
         held-out replies heard word for word against 0 % in the official layout at 1.0
         (``tools/experiments/srh_refit.py``).
     srh_width / srh_layers: the SRH decoder's width (a multiple of 64: heads of 32) and layers
-        (``model_stages.demo_srh``; the speech-token table is the LLM's width whatever the head's). A new
+        (``head_shape.demo_srh``; the speech-token table is the LLM's width whatever the head's). A new
         head trained 2000 steps alone on the shipped 128 x 3 model: held-out S2S heard 46.5 % at 256 x 4
         against 43.0 % at 128 x 3 (arithmetic 60 against 46 %; 18 phrasings up, 12 down; the shipped
         head 40.5 %: ``docs/experiments/demo_model/README.md``, "A wider speech head"); RTF 0.23 against
@@ -238,8 +240,6 @@ class DemoSettings:
             raise ValueError(f"flow_inference_steps must be >= 1, got {self.flow_inference_steps}")
         if self.group_size not in GROUP_SIZES:
             raise ValueError(f"group_size must be one of {list(GROUP_SIZES)}, got {self.group_size!r}")
-        from .model_stages import srh_shape  # (model_stages imports this module)
-
         srh_shape(self.srh_width, self.srh_layers)
         if self.reply_alignment not in REPLY_ALIGNMENTS:
             allowed = list(REPLY_ALIGNMENTS)
