@@ -12,7 +12,7 @@ from funaudiochat.base.constants import GROUP_SIZE
 from .context import StageContext, fit_recipe, llm_fit, spoken_data
 from .head_shape import DEMO_SRH, demo_srh
 
-# the demo model's speech parts: the audio encoder (to the LLM's width) and the SRH
+# the demo model's audio encoders (to the LLM's width; the SRH: head_shape.py)
 DEMO_AUDIO = {"d_model": 128, "encoder_layers": 3, "encoder_attention_heads": 4, "encoder_ffn_dim": 512}
 
 
@@ -53,7 +53,7 @@ def demo_model_spec(
     """The ``model`` argument of the speech stages (``llm.module.build_model``): a Fun-Audio-Chat model
     whose LLM has the text LLM's sizes and special ids and starts from its weights (``llm_from``), with
     ``DEMO_AUDIO`` encoders projecting to the LLM's width (the continuous tower from ``audio_encoder``,
-    the ``audio_encoder`` stage's export, when given), the ``DEMO_SRH`` head reading ``h + srh_text_scale *
+    the ``audio_encoder`` stage's export, when given), the ``demo_srh`` head reading ``h + srh_text_scale *
     E_text`` and, when given, the speech-token table drawn at ``speech_embedding_std``. ``audio_width``:
     the encoders' ``d_model`` (``demo_audio``; the tower's export must have been trained at it);
     ``group_size``: 25 Hz frames per LLM slot (the tower's export must have been trained at it too);
