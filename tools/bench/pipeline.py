@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[2]
 QUESTION = ROOT / "examples" / "questions" / "four_times_five.wav"  # 2.1 s, bundled
 
 
+RECIPE = DemoSettings()  # the demo recipe's defaults
 SIZES = {  # LLM, SRH, audio encoder
     "bench": (
         {
@@ -81,8 +82,8 @@ SIZES = {  # LLM, SRH, audio encoder
             "head_dim": 64,
             "intermediate_size": 768,
         },
-        demo_srh(DemoSettings().srh_width, DemoSettings().srh_layers),
-        demo_audio(DemoSettings().audio_encoder_width),
+        demo_srh(RECIPE.srh_width, RECIPE.srh_layers),
+        demo_audio(RECIPE.audio_encoder_width),
     ),
 }
 

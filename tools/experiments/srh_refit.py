@@ -60,8 +60,8 @@ def resize_head(crq: dict, width: int | None, layers: int | None) -> dict:
     where given (``head_shape.srh_shape``: the recipe's ``srh_width`` / ``srh_layers`` proportions)."""
     from funaudiochat.training.demo.head_shape import srh_shape
 
-    width = width or crq["hidden_size"]
-    layers = layers or crq["num_hidden_layers"]
+    width = crq["hidden_size"] if width is None else width
+    layers = crq["num_hidden_layers"] if layers is None else layers
     return {**crq, **srh_shape(width, layers, crq.get("head_dim", 32))}
 
 
@@ -130,15 +130,14 @@ def main(argv=None) -> int:
         parser.error("--steps must be at least 1")
     if not 0.0 <= args.fsq_share <= 1.0:
         parser.error(f"--fsq-share must lie in [0, 1], got {args.fsq_share}")
-    if args.head == "keep" and (args.head_width or args.head_layers):
+    if args.head == "keep" and (args.head_width is not None or args.head_layers is not None):
         parser.error("--head-width / --head-layers size a new head: not with --head keep")
-    if (args.head_width or 1) < 1 or (args.head_layers or 1) < 1:
-        parser.error("--head-width and --head-layers must be at least 1")
-    if args.head_width or args.head_layers:
+    if args.head_width is not None or args.head_layers is not None:  # (0 is a size given, and refused)
         from funaudiochat.training.demo.head_shape import srh_shape
 
         try:
-            srh_shape(args.head_width or 128, args.head_layers or 1)
+            width, layers = args.head_width, args.head_layers
+            srh_shape(128 if width is None else width, 1 if layers is None else layers)
         except ValueError as error:
             parser.error(f"--head-width / --head-layers: {error}")
     if not (args.conversations / "train.jsonl").is_file():
