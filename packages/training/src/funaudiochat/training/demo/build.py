@@ -225,12 +225,14 @@ class DemoBuild:
         record = {
             **record,
             "attempts": clock.attempts,
+            **({"paused_seconds": round(clock.paused_seconds, 2)} if clock.paused_seconds else {}),
             "settings_read": sorted(reads.names),
             "process_peak_rss_mb": peak_mb,
         }
         self._mark_done(name, seconds, record)
         resumed = f" over {clock.attempts} attempts" if clock.attempts > 1 else ""
-        self.log(f"[{name}] finished in {seconds:.1f} s{resumed}")
+        paused = f" ({clock.paused_seconds:.0f} s paused, not counted)" if clock.paused_seconds else ""
+        self.log(f"[{name}] finished in {seconds:.1f} s{resumed}{paused}")
         return seconds
 
     def _run_concurrently(self, todo: list[str], force: bool, jobs: int, logs: bool) -> dict[str, float]:

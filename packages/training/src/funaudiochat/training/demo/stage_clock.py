@@ -4,6 +4,10 @@ A killed stage resumes (Lightning from its newest checkpoint), so its time is th
 clock writes its file (``clock_file``: ``<run>/clock/<stage>.json``, outside the stage's folder, which
 quick stages replace whole) every ``every`` seconds while the stage runs, so a killed attempt loses at
 most that much from the record; the next attempt starts from it.
+
+A stopped process is not a running stage: when a beat comes more than ``pause_slack`` seconds after it was
+due, the process was paused (SIGSTOP, a suspended machine; a loaded machine delays a beat by milliseconds),
+and of that beat's interval only ``every`` counts; the rest is kept as ``paused_seconds``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 CLOCK_FOLDER = "clock"
+PAUSE_SLACK = 60.0  # seconds a beat may come late before its interval counts as a pause
 
 
 def clock_file(root: Path, stage: str) -> Path:
@@ -27,50 +32,86 @@ class StageClock:
 
     path: the clock's JSON file (``clock_file``; its folder is made if missing).
     every: seconds between two writes of ``path`` while the attempt runs.
+    pause_slack: seconds a write may come late before the process counts as paused for the rest.
 
     Example:
         >>> with StageClock(clock_file(root, "text_lm")) as clock:
         ...     train()
         >>> clock.seconds, clock.attempts  # all attempts so far, this one included
+        >>> clock.paused_seconds  # how long they were stopped (not in ``seconds``)
     """
 
-    def __init__(self, path: Path, every: float = 30.0):
+    def __init__(self, path: Path, every: float = 30.0, pause_slack: float = PAUSE_SLACK):
         if every <= 0:
             raise ValueError(f"every must be > 0 seconds, got {every}")
+        if pause_slack <= 0:
+            raise ValueError(f"pause_slack must be > 0 seconds, got {pause_slack}")
         self.path = Path(path)
         self.every = every
+        self.pause_slack = pause_slack
         earlier = _read(self.path)
         self.earlier_seconds = float(earlier.get("seconds", 0.0))
+        self.earlier_paused = float(earlier.get("paused_seconds", 0.0))
         self.attempts = int(earlier.get("attempts", 0)) + 1
-        self._start: float | None = None
-        self._end: float | None = None
+        self._counted = 0.0  # this attempt's running seconds up to ``_last``
+        self._paused = 0.0  # this attempt's paused seconds up to ``_last``
+        self._last: float | None = None  # when the count was last brought up to date
+        self._ended = False
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
     @property
     def seconds(self) -> float:
-        """Earlier attempts' seconds plus this attempt's so far (or in all, once it ended)."""
-        if self._start is None:
-            return self.earlier_seconds
-        end = self._end if self._end is not None else time.perf_counter()
-        return self.earlier_seconds + end - self._start
+        """Earlier attempts' seconds plus this attempt's so far (or in all, once it ended), pauses left out."""
+        with self._lock:
+            if self._last is None:
+                return self.earlier_seconds
+            running = 0.0 if self._ended else self._split(time.perf_counter() - self._last)[0]
+            return self.earlier_seconds + self._counted + running
+
+    @property
+    def paused_seconds(self) -> float:
+        """Seconds the process was stopped over all attempts so far (not in ``seconds``)."""
+        with self._lock:
+            return self.earlier_paused + self._paused
 
     def __enter__(self) -> StageClock:
-        self._start = time.perf_counter()
+        self._last = time.perf_counter()
         self._write()
         self._beat = threading.Thread(target=self._beat_until_stopped, name="stage-clock", daemon=True)
         self._beat.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._end = time.perf_counter()
+        self._bring_up_to_date()
+        with self._lock:
+            self._ended = True
         self._stop.set()
         if self._beat is not None:
             self._beat.join()
         self._write()
 
+    def _bring_up_to_date(self) -> None:
+        """Add the time since ``_last`` to the count, or only ``every`` of it when it came that late."""
+        with self._lock:
+            if self._ended or self._last is None:
+                return
+            now = time.perf_counter()
+            counted, paused = self._split(now - self._last)
+            self._counted += counted
+            self._paused += paused
+            self._last = now
+
+    def _split(self, gap: float) -> tuple[float, float]:
+        """``gap`` seconds since the last beat -> (running, paused) seconds."""
+        if gap > self.every + self.pause_slack:
+            return self.every, gap - self.every
+        return gap, 0.0
+
     def _beat_until_stopped(self) -> None:
         while not self._stop.wait(self.every):
+            self._bring_up_to_date()
             self._write()
 
     def _write(self) -> None:
@@ -78,6 +119,8 @@ class StageClock:
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         record = {"seconds": round(self.seconds, 2), "attempts": self.attempts}
+        if self.paused_seconds:
+            record["paused_seconds"] = round(self.paused_seconds, 2)
         atomic_write_text(self.path, json.dumps(record) + "\n")
 
 
