@@ -63,7 +63,7 @@ class StageClock:
 
     @property
     def seconds(self) -> float:
-        """Earlier attempts' seconds plus this attempt's so far (or in all, once it ended), pauses left out."""
+        """Earlier attempts' seconds plus this attempt's so far (all of it once it ended), pauses left out."""
         with self._lock:
             if self._last is None:
                 return self.earlier_seconds
