@@ -86,6 +86,18 @@ def frame_rate(results: dict) -> str:
     )
 
 
+def with_clock_note(card: str, note: str) -> str:
+    """``card`` (a package's model card) with the paragraph ``note`` after its time table, before the
+    settings line.
+
+    Raises:
+        SystemExit: the card has no settings line to put it before."""
+    table_end = card.find("\nSettings: `")
+    if table_end < 0:
+        raise SystemExit("--clock-note: the package's card has no 'Settings:' line after its time table")
+    return f"{card[:table_end]}\n{note.strip()}\n{card[table_end:]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--package", type=Path, required=True, help="a demo build's package/ folder")
@@ -101,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=FRAME_RATE,
         help="tools/experiments/frame_rate.py's JSON (its section is left out while there is none)",
+    )
+    parser.add_argument(
+        "--clock-note",
+        help="a paragraph put under the card's time table: how the build's clocks were taken (a build "
+        "that shared the cores, or paused, before its clocks left pauses out)",
     )
     args = parser.parse_args(argv)
     from funaudiochat.base.atomic import atomic_folder
@@ -127,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         title, _, rest = card.partition("\n\n")
         if rest.startswith("**Where it stands:**"):  # a package copied from a shipped folder: replaced
             rest = rest.partition("\n\n")[2]
+        if args.clock_note:
+            rest = with_clock_note(rest, args.clock_note)
         (staging / "README.md").write_text(
             f"{title}\n\n{standing(results)}{rest}{evaluation(results)}{claim}"
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def test_the_card_gets_the_frame_rate_experiments_table(load_tool):
     arm = {
@@ -28,3 +30,13 @@ def test_the_card_gets_the_frame_rate_experiments_table(load_tool):
     k1 = next(line for line in section.splitlines() if line.startswith("| k1_samples |"))
     assert "| 50.0 % | 40.5 % |" in k1
     assert "same batches: 1.20x" in section
+
+
+def test_a_clock_note_goes_under_the_time_table(load_tool):
+    card = "## Recipe\n| stage | seconds |\n|---|---|\n| `dpo` | 12 |\n\nSettings: `{}`\n\n## Data\n"
+    with load_tool("tools/ship_demo_model.py") as ship:
+        noted = ship.with_clock_note(card, "These clocks ran beside other work.\n")
+        assert noted.index("| `dpo` | 12 |") < noted.index("These clocks") < noted.index("Settings: `")
+        assert noted.count("These clocks") == 1
+        with pytest.raises(SystemExit, match="no 'Settings:' line"):
+            ship.with_clock_note("## Recipe\n", "a note")
