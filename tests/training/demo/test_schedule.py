@@ -104,3 +104,43 @@ def test_the_critical_path_is_the_longest_chain_of_stages_each_after_one_it_need
     # the package not yet timed (its card is written as it runs): the chain still ends with it
     del seconds["package"]
     assert critical_path(seconds, needs) == (531.0, ["corpus", "text", "tower", "package"])
+
+
+# a command that watches its thread file for ``seconds`` (or until it says ``until``) and prints what it said
+WATCH_THREADS = """
+import os, sys, time
+from pathlib import Path
+path, seconds, until = Path(os.environ["FUNAUDIOCHAT_THREADS_FILE"]), float(sys.argv[1]), sys.argv[2]
+end = time.monotonic() + seconds
+while time.monotonic() < end and path.read_text().strip() != until:
+    time.sleep(0.02)
+print(path.read_text().strip())
+"""
+
+
+def watcher(seconds: float, until: str = "never") -> list[str]:
+    return [sys.executable, "-c", WATCH_THREADS, str(seconds), until]
+
+
+def test_a_command_left_alone_for_good_is_raised_to_every_core(tmp_path, monkeypatch):
+    """``quick`` and ``long`` share two cores; when ``quick`` ends nothing can start beside ``long``, so its
+    thread file gives it both."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    lines = []
+    quick = [sys.executable, "-c", "import time; time.sleep(0.3)"]
+    run_concurrently({"quick": quick, "long": watcher(30, until="2")}, {}, 2, tmp_path, log=lines.append)
+    assert (tmp_path / "long.log").read_text().strip() == "2"
+    assert "[long] raised to 2 thread(s): nothing else can run beside it" in lines
+    assert not any(line.startswith("[quick] raised") for line in lines)
+
+
+def test_a_command_is_not_raised_while_another_can_start_beside_it(tmp_path, monkeypatch):
+    """When ``quick`` ends, ``after`` (which needs it) starts beside ``watch``: ``watch`` keeps its share."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    lines = []
+    quick = [sys.executable, "-c", "import time; time.sleep(0.2)"]
+    after = [sys.executable, "-c", "import time; time.sleep(3)"]
+    commands = {"quick": quick, "watch": watcher(1.5), "after": after}
+    run_concurrently(commands, {"after": ["quick"]}, 2, tmp_path, log=lines.append)
+    assert (tmp_path / "watch.log").read_text().strip() == "1"
+    assert not any(line.startswith("[watch] raised") for line in lines)

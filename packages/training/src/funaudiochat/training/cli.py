@@ -179,7 +179,7 @@ CALLBACKS = ("progress", "lr_monitor", "checkpoint")
 
 def trainer_objects(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Replace the named ``logger`` and ``callbacks`` of a recipe by Lightning objects; add the atomic
-    checkpoint writer."""
+    checkpoint writer, and ``threads.ThreadsFromFile`` when ``FUNAUDIOCHAT_THREADS_FILE`` is set."""
     from lightning.pytorch import callbacks as cb
     from lightning.pytorch import loggers
 
@@ -212,7 +212,12 @@ def trainer_objects(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
                 made_callbacks.append(cb.ModelCheckpoint(**(options or {})))
         else:
             raise RecipeError(f"unknown trainer.callbacks entry {name!r}; choose from {list(CALLBACKS)}")
-    if "callbacks" in kwargs:
+    from .threads import threads_callback
+
+    raising = threads_callback()  # a scheduler beside it may give it more cores while it runs
+    if raising is not None:
+        made_callbacks.append(raising)
+    if "callbacks" in kwargs or raising is not None:
         kwargs["callbacks"] = made_callbacks
     strategy = kwargs.get("strategy")
     if strategy == "fsdp2":

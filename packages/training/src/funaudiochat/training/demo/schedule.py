@@ -6,8 +6,10 @@ once, and ready ones start in the order of ``commands``. Each process gets ``cor
 MKL threads (so concurrent torch processes do not fight over the cores; ``cores``: ``OMP_NUM_THREADS``
 when this process has it, else every core), or all those cores when it starts with
 nothing else running and every command still to run needs it (the recipe's tail: nothing can start beside
-it, so a core would idle), and writes its stdout and stderr to ``log_dir/<name>.log`` (``log_dir=None``:
-to this process's own, as ``--jobs 1`` does). A failure starts nothing new: the running ones finish, then
+it, so a core would idle). One started beside others is raised to all those cores when it is left so
+(its fits read the count between steps from ``log_dir/<name>.threads``: ``training.threads``). Each
+command writes its stdout and stderr to ``log_dir/<name>.log`` (``log_dir=None``: to this process's
+own, as ``--jobs 1`` does). A failure starts nothing new: the running ones finish, then
 ``StagesFailed``. Ctrl-C or a SIGTERM to the scheduling process
 terminates the running commands before it exits, so none is left training in the run folder beside a
 build started again."""
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -104,10 +107,28 @@ def run_concurrently(
             raise ValueError(f"{name!r} needs {later}, which are not commands before it in {order}")
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="threads-") as scratch:
+        threads_dir = log_dir if log_dir is not None else Path(scratch)
+        return _run(commands, needs, jobs, log_dir, threads_dir, log)
+
+
+def _run(
+    commands: Mapping[str, Sequence[str]],
+    needs: Mapping[str, Collection[str]],
+    jobs: int,
+    log_dir: Path | None,
+    threads_dir: Path,
+    log: Callable[[str], None],
+) -> dict[str, float]:
+    """``run_concurrently``'s loop, the thread files of the commands in ``threads_dir``."""
+    from ..threads import THREADS_FILE_ENV, write_threads
+
+    order = list(commands)
     log_paths = {name: log_dir / f"{name}.log" if log_dir is not None else None for name in order}
     needed_by = dependents(needs, order)
     pending, finished, failed = list(order), set(), []
     running: dict[str, tuple[subprocess.Popen, float]] = {}
+    threads_of: dict[str, int] = {}
     took: dict[str, float] = {}
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
@@ -117,13 +138,26 @@ def run_concurrently(
             for name in ready[: jobs - len(running)]:
                 pending.remove(name)
                 alone = not running and set(pending) <= needed_by[name]  # nothing can start beside it
-                threads = str(usable_cores()) if alone else str(threads_per_job(jobs))
-                env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+                threads_of[name] = usable_cores() if alone else threads_per_job(jobs)
+                threads = str(threads_of[name])
+                write_threads(threads_dir / f"{name}.threads", threads_of[name])
+                env = {
+                    **os.environ,
+                    "OMP_NUM_THREADS": threads,
+                    "MKL_NUM_THREADS": threads,
+                    THREADS_FILE_ENV: str(threads_dir / f"{name}.threads"),
+                }
                 running[name] = (_start(commands[name], env, log_paths[name]), time.perf_counter())
                 output = f"log: {log_paths[name]}" if log_paths[name] is not None else "its output below"
                 log(f"[{name}] started, {threads} thread(s) ({output})")
             if not running:
                 break  # a failure left the pending ones unstarted
+            if len(running) == 1 and not failed:
+                (last,) = running
+                if threads_of[last] < usable_cores() and set(pending) <= needed_by[last]:
+                    threads_of[last] = usable_cores()  # left alone for good: the idle cores are its
+                    write_threads(threads_dir / f"{last}.threads", threads_of[last])
+                    log(f"[{last}] raised to {threads_of[last]} thread(s): nothing else can run beside it")
             time.sleep(POLL_SECONDS)
             for name, (process, start) in list(running.items()):
                 if process.poll() is None:
