@@ -119,14 +119,21 @@ def measure(stage: str, steps: int, warmup: int, seed: int) -> dict:
     }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments the compiled-fit benches share: ``--stage`` (of ``PAIRS``), ``--steps``, ``--warmup``
+    (untimed first steps of each copy: the compiling), ``--seed``, ``--out``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--stage", action="append", choices=sorted(PAIRS), help="(repeatable; default all)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per copy")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed first steps (the compiling)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed first steps of each copy (compiling)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write the results as JSON")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 1 or args.threads < 1:
         parser.error("--steps, --warmup and --threads must be at least 1")

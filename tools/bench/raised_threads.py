@@ -16,7 +16,6 @@ compiled with all`` (what a stage started alone gets). The ratios are the figure
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -72,15 +71,10 @@ def measure(stage: str, steps: int, warmup: int, threads: int, seed: int) -> dic
 
 
 def main(argv=None) -> int:
-    from compiled_training import PAIRS
+    from compiled_training import PAIRS, stage_parser
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", action="append", choices=sorted(PAIRS), help="(repeatable; default all)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per run")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed first steps of each copy (compiling)")
+    parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="the count a fit is raised to")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 1 or args.threads < 2:
         parser.error("--steps and --warmup must be at least 1, --threads at least 2")
