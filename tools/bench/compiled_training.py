@@ -22,7 +22,6 @@ seconds depend on the machine; the ratio is the figure to compare.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -147,8 +146,9 @@ def main(argv=None) -> int:
         row = f"{stage:<14} {r['compile_s']:>9.1f} {r['eager_step_s']:>12.4f} {r['compiled_step_s']:>15.4f}"
         print(f"{row} {r['ratio']:>13.2f}x", flush=True)
     if args.out is not None:
-        record = {"threads": args.threads, "torch": torch.__version__, "results": results}
-        args.out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        from _results import write_json
+
+        write_json(args.out, {"threads": args.threads, "torch": torch.__version__, "results": results})
     return 0
 
 

@@ -16,7 +16,6 @@ compiled with all`` (what a stage started alone gets). The ratios are the figure
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import warnings
@@ -91,8 +90,9 @@ def main(argv=None) -> int:
             flush=True,
         )
     if args.out is not None:
-        record = {"threads": args.threads, "torch": torch.__version__, "results": results}
-        args.out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        from _results import write_json
+
+        write_json(args.out, {"threads": args.threads, "torch": torch.__version__, "results": results})
     return 0
 
 
