@@ -125,6 +125,7 @@ def _run(
 
     order = list(commands)
     log_paths = {name: log_dir / f"{name}.log" if log_dir is not None else None for name in order}
+    thread_files = {name: threads_dir / f"{name}.threads" for name in order}
     needed_by = dependents(needs, order)
     pending, finished, failed = list(order), set(), []
     running: dict[str, tuple[subprocess.Popen, float]] = {}
@@ -140,12 +141,12 @@ def _run(
                 alone = not running and set(pending) <= needed_by[name]  # nothing can start beside it
                 threads_of[name] = usable_cores() if alone else threads_per_job(jobs)
                 threads = str(threads_of[name])
-                write_threads(threads_dir / f"{name}.threads", threads_of[name])
+                write_threads(thread_files[name], threads_of[name])
                 env = {
                     **os.environ,
                     "OMP_NUM_THREADS": threads,
                     "MKL_NUM_THREADS": threads,
-                    THREADS_FILE_ENV: str(threads_dir / f"{name}.threads"),
+                    THREADS_FILE_ENV: str(thread_files[name]),
                 }
                 running[name] = (_start(commands[name], env, log_paths[name]), time.perf_counter())
                 output = f"log: {log_paths[name]}" if log_paths[name] is not None else "its output below"
@@ -156,7 +157,7 @@ def _run(
                 (last,) = running
                 if threads_of[last] < usable_cores() and set(pending) <= needed_by[last]:
                     threads_of[last] = usable_cores()  # left alone for good: the idle cores are its
-                    write_threads(threads_dir / f"{last}.threads", threads_of[last])
+                    write_threads(thread_files[last], threads_of[last])
                     log(f"[{last}] raised to {threads_of[last]} thread(s): nothing else can run beside it")
             time.sleep(POLL_SECONDS)
             for name, (process, start) in list(running.items()):
