@@ -1,6 +1,7 @@
 """The demo recipe's stages run in order, resume where they stopped, and refuse to run without inputs."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -426,17 +427,47 @@ def test_tower_match_stage_fine_tunes_the_tower_the_speech_model_starts_from(wit
     assert all(torch.equal(passed[name], tensor) for name, tensor in before.items())
 
 
+def test_with_a_token_table_of_its_own_the_tower_trains_without_the_text_llm(with_audio_encoder, tmp_path):
+    from funaudiochat.base.weights import read_safetensors
+
+    root = with_audio_encoder
+    settings = DemoSettings(**{**TINY, "tower_token_table": "learnt"})
+    copy = tmp_path / "copy"
+    for stage in ("corpus", "speech", "text_tokenizer"):  # no text_lm
+        shutil.copytree(root / stage, copy / stage, symlinks=True)
+    build = DemoBuild(copy, settings, log=lambda _: None)
+    assert "text_lm" not in build.needs("audio_encoder") and "text_tokenizer" in build.needs("audio_encoder")
+    assert "text_lm" in DemoBuild(copy, DemoSettings(**TINY)).needs("audio_encoder")
+    build.run(["audio_encoder"])
+    _, metadata = read_safetensors(copy / "audio_encoder" / "audio_encoder.safetensors")
+    assert "grouped_output" not in metadata  # its groups are not in the LLM's space yet
+    hparams = next((copy / "audio_encoder" / "run").rglob("hparams.yaml")).read_text()
+    assert f"text_tokenizer: {copy / 'text_tokenizer'}" in hparams and "text_lm: null" in hparams
+    shutil.copytree(root / "text_lm", copy / "text_lm")
+    build.run(["tower_match"])  # the embedding match puts them there
+    _, metadata = read_safetensors(copy / "tower_match" / "audio_encoder.safetensors")
+    assert metadata["grouped_output"] == "llm_input_embeddings"
+    with pytest.raises(ValueError, match="tower_token_table='learnt' needs tower_match_steps > 0"):
+        DemoSettings(tower_token_table="learnt", tower_match_steps=0)
+    with pytest.raises(ValueError, match="tower_token_table must be one of"):
+        DemoSettings(tower_token_table="llm")
+
+
 def test_the_towers_width_is_a_setting_the_model_and_the_tower_agree_on(with_text_lm):
     from funaudiochat.training.demo.model_stages import audio_encoder_shape, demo_audio, demo_model_spec
+    from funaudiochat.training.demo.text_stages import text_lm_width
     from funaudiochat.training.llm.module import build_model
 
     text_lm = with_text_lm / "text_lm" / "model"
-    shape = audio_encoder_shape(text_lm, 32)
+    # the LLM's width is known before it trains (the tower may train beside it): the trained one's
+    trained_width = json.loads((text_lm / "config.json").read_text())["hidden_size"]
+    assert text_lm_width("tiny") == trained_width == 64 and text_lm_width("demo") == 256
+    shape = audio_encoder_shape(text_lm_width("tiny"), 32)
     assert (shape["d_model"], shape["encoder_ffn_dim"], shape["output_dim"]) == (32, 128, 64)
     spec = demo_model_spec(text_lm, with_text_lm / "text_tokenizer", 0, audio_width=32)
     model = build_model(spec)
     assert model.config.audio_config.d_model == 32 and model.config.audio_config.encoder_ffn_dim == 128
-    assert audio_encoder_shape(text_lm)["d_model"] == 128 and DemoSettings().audio_encoder_width == 256
+    assert audio_encoder_shape(64)["d_model"] == 128 and DemoSettings().audio_encoder_width == 256
     with pytest.raises(ValueError, match="audio_encoder_width must be"):
         demo_audio(30)
 

@@ -115,6 +115,40 @@ def test_the_groups_learn_to_be_the_llm_embeddings_of_the_words_said(
     assert torch.equal(model.audio_tower.continual_output_matching.weight, torch.eye(64))
 
 
+def test_without_an_llm_the_groups_learn_tokens_against_a_table_of_their_own(
+    said, text_lm, tmp_path, recorder, quiet_trainer
+):
+    from funaudiochat.base.weights import read_safetensors
+
+    torch.manual_seed(0)
+    export = tmp_path / "tower.safetensors"
+    data = TokenizerDataModule(train=str(said), units="chars", batch_size=4, shuffle=False, cache_audio=True)
+    tower = {**TINY_TOWER, "output_dim": 64}
+    # text_lm's folder read for its tokenizer alone: no LLM weights are loaded
+    module = AudioEncoderModule(
+        encoder=tower, lr=3e-3, warmup_steps=0, text_tokenizer=str(text_lm), export_path=str(export)
+    )
+    table = module.token_head.embeddings
+    assert isinstance(table, torch.nn.Parameter) and table.shape == (len(module.text_tokenizer), 64)
+    assert "token_head.embeddings" in module.state_dict()  # checkpointed: a killed fit resumes it
+    start = table.detach().clone()
+    losses = recorder("train/token_loss")
+    L.Trainer(max_steps=40, callbacks=[losses], **quiet_trainer).fit(module, datamodule=data)
+    first, last = losses.values["train/token_loss"][0], losses.values["train/token_loss"][-1]
+    assert last < 0.6 * first, (first, last)
+    assert not torch.equal(module.token_head.embeddings.detach(), start)
+
+    # the groups are not in any LLM's space: the speech model's adapter does not start as the identity
+    _, metadata = read_safetensors(export)
+    assert "grouped_output" not in metadata
+    model = build_model({"config": {"preset": "tiny"}, "audio_encoder_from": str(export)})
+    assert not torch.equal(model.audio_tower.continual_output_matching.weight, torch.eye(64))
+    with pytest.raises(ValueError, match="text_lm .* or text_tokenizer .*, not both"):
+        AudioEncoderModule(encoder=tower, text_lm=str(text_lm), text_tokenizer=str(text_lm))
+    with pytest.raises(ValueError, match="needs text_lm"):
+        AudioEncoderModule(encoder=tower, text_tokenizer=str(text_lm), embed_weight=1.0)
+
+
 def test_a_text_lm_of_another_width_or_without_embeddings_is_refused(text_lm, tmp_path):
     with pytest.raises(ValueError, match="embeddings of width 64, but the tower's output_dim is 96"):
         AudioEncoderModule(encoder={**TINY_TOWER, "output_dim": 96}, text_lm=str(text_lm))
@@ -122,7 +156,7 @@ def test_a_text_lm_of_another_width_or_without_embeddings_is_refused(text_lm, tm
         AudioEncoderModule(encoder={**TINY_TOWER, "output_dim": 64}, text_lm=str(tmp_path))
     with pytest.raises(ValueError, match="non-negative weights"):
         AudioEncoderModule(encoder=TINY_TOWER, char_weight=0.0, token_weight=0.0)
-    with pytest.raises(ValueError, match="leaves no loss without text_lm"):
+    with pytest.raises(ValueError, match="leaves no loss without text_lm or text_tokenizer"):
         AudioEncoderModule(encoder=TINY_TOWER, char_weight=0.0)
 
 

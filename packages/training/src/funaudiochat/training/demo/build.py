@@ -51,7 +51,8 @@ The stages, in order; their code is in ``text_stages``, ``speech_stages``, ``mod
   A killed run resumes from its last checkpoint (as does ``text_lm``);
 - ``audio_encoder``: the model's continuous audio tower alone, trained to transcribe the same utterances
   and sentences spliced from their text (``spliced_speech``) with CTC on characters and on the LLM's
-  tokens (the ``audio_encoder`` recipe): the stand-in for the pretrained Whisper encoder the official
+  tokens (the ``audio_encoder`` recipe; against a table of its own with ``tower_token_table=learnt``, which
+  needs no text LLM and trains beside it): the stand-in for the pretrained Whisper encoder the official
   model starts from -> ``audio_encoder/audio_encoder.safetensors``;
 - ``tower_match``: that tower fine-tuned with the embedding match as well (``tower_match_steps``), its 5 Hz
   groups pulled onto the text LLM's embeddings of the words they hold, which the frozen LLM reads as it
@@ -152,6 +153,12 @@ class DemoBuild:
     def done(self, stage: str) -> bool:
         return (self.folder(stage) / DONE_FILE).is_file()
 
+    def needs(self, stage: str) -> tuple[str, ...]:
+        """The stages ``stage`` reads at these settings (its ``needs`` less its ``skipped_needs``)."""
+        spec = self.stages[stage]
+        skipped = spec.skipped_needs(self.settings)
+        return tuple(need for need in spec.needs if need not in skipped)
+
     def require(self, stage: str, by: str) -> Path:
         """The folder of a finished stage that ``by`` reads (else a ``ValueError`` saying what to run)."""
         if not self.done(stage):
@@ -207,7 +214,7 @@ class DemoBuild:
         """Whether stage ``name`` holds restored products (``products.restore_products``) and needs no stage
         of ``todo`` before it (not with ``force``: a forced stage trains again)."""
         restored = (self.folder(name) / RESTORED_FILE).is_file()
-        return restored and not force and not any(need in todo for need in self.stages[name].needs)
+        return restored and not force and not any(need in todo for need in self.needs(name))
 
     def _run_here(self, name: str, force: bool) -> float:
         """Run stage ``name`` in this process, mark it done and return its seconds."""
@@ -239,7 +246,7 @@ class DemoBuild:
         """``todo`` (in recipe order) run by ``schedule.run_concurrently``, each as ``stage_command``; their
         output to ``logs/<stage>.log`` (``logs``) or to this process's."""
         for name in todo:
-            for need in self.stages[name].needs:
+            for need in self.needs(name):
                 if need not in todo:
                     self.require(need, name)
         settings = [
@@ -250,7 +257,7 @@ class DemoBuild:
             name: [*self.stage_command, "--out", str(self.root), "--stage", name, *settings, *force_flag]
             for name in todo
         }
-        needs = {name: [need for need in self.stages[name].needs if need in todo] for name in todo}
+        needs = {name: [need for need in self.needs(name) if need in todo] for name in todo}
         log_dir = self.root / LOG_FOLDER if logs else None
         return run_concurrently(commands, needs, jobs, log_dir, self.log)
 
@@ -275,14 +282,16 @@ class DemoBuild:
 @dataclass(frozen=True)
 class DemoStage:
     """A stage: ``run`` builds its folder and returns what ``stage.json`` records; ``needs`` names the
-    stages it reads (its ``build.require`` calls), all earlier in the recipe; ``products`` are what its
-    training made (paths or globs in its folder; ``products``): while they exist the stage does not train
-    again, and ``--save-products`` keeps them."""
+    stages it may read (its ``build.require`` calls), all earlier in the recipe, and ``skipped_needs`` those
+    of them it does not read at the given settings (``DemoBuild.needs``: it starts without them);
+    ``products`` are what its training made (paths or globs in its folder; ``products``): while they exist
+    the stage does not train again, and ``--save-products`` keeps them."""
 
     run: Callable[[DemoBuild], dict[str, Any]]
     description: str
     needs: tuple[str, ...]
     products: tuple[str, ...] = ()
+    skipped_needs: Callable[[DemoSettings], tuple[str, ...]] = lambda settings: ()
 
 
 # The recipe's order is also the priority of ``--jobs N``: of the stages ready to start, the earliest goes
@@ -325,8 +334,10 @@ STAGES: dict[str, DemoStage] = {
     "audio_encoder": DemoStage(
         run_audio_encoder,
         "the continuous audio tower trained alone with CTC (the stand-in for Whisper)",
-        needs=("corpus", "speech", "text_lm"),
+        needs=("corpus", "speech", "text_tokenizer", "text_lm"),
         products=("audio_encoder.safetensors",),
+        # its own token table: it trains beside the text LLM
+        skipped_needs=lambda s: ("text_lm",) if s.tower_token_table == "learnt" else ("text_tokenizer",),
     ),
     "tower_match": DemoStage(
         run_tower_match,

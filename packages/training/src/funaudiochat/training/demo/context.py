@@ -14,6 +14,7 @@ REPLY_ALIGNMENTS = ("official", "words")
 # group sizes dividing both the 25 Hz code rate and the 10-code BOS delay (whole slots for each)
 GROUP_SIZES = (1, 5)
 PRECISIONS = ("32-true", "bf16-mixed")
+TOWER_TOKEN_TABLES = ("text_lm", "learnt")
 
 
 def default_precision() -> str:
@@ -87,6 +88,10 @@ class DemoSettings:
         those voices too) and the listening fit answers them. The listening fit answered its own training
         questions 98.5 % of the time in the training voices and 58.5 % in the held-out ones
         (``docs/experiments/demo_model/README.md``, "what the voices cost").
+    tower_token_table: what the ``audio_encoder`` stage's 5 Hz token CTC reads the groups against:
+        "text_lm" (the text LLM's input embeddings: the stage waits for ``text_lm``) or "learnt" (a table of
+        its own over the text tokenizer's tokens: the stage starts beside ``text_lm``, and ``tower_match``,
+        which must then have steps, moves the groups into the LLM's space).
     tower_match_steps / tower_match_weight / tower_match_logit_scale / tower_match_lr: the ``tower_match``
         stage's fine-tuning of the tower with the embedding match (``llm.audio_encoder``; 0 steps: the
         tower as it is), its weight, the token CTC's logit scale at the start and the peak learning rate.
@@ -195,6 +200,7 @@ class DemoSettings:
     listening_voices: int = 270
     listening_voice_rounds: int = 2
     audio_encoder_width: int = 256
+    tower_token_table: str = "text_lm"
     tower_match_steps: int = 4000
     tower_match_weight: float = 1.0
     tower_match_logit_scale: float = 20.0
@@ -241,6 +247,14 @@ class DemoSettings:
         if self.group_size not in GROUP_SIZES:
             raise ValueError(f"group_size must be one of {list(GROUP_SIZES)}, got {self.group_size!r}")
         srh_shape(self.srh_width, self.srh_layers)
+        if self.tower_token_table not in TOWER_TOKEN_TABLES:
+            allowed = list(TOWER_TOKEN_TABLES)
+            raise ValueError(f"tower_token_table must be one of {allowed}, got {self.tower_token_table!r}")
+        if self.tower_token_table == "learnt" and self.tower_match_steps == 0:
+            raise ValueError(
+                "tower_token_table='learnt' needs tower_match_steps > 0: only tower_match puts the tower's "
+                "groups into the text LLM's space"
+            )
         if self.reply_alignment not in REPLY_ALIGNMENTS:
             allowed = list(REPLY_ALIGNMENTS)
             raise ValueError(f"reply_alignment must be one of {allowed}, got {self.reply_alignment!r}")
@@ -265,6 +279,8 @@ class StageContext(Protocol):
     stages: Mapping[str, Any]  # the recipe: name -> ``build.DemoStage`` (its ``needs``)
 
     def folder(self, stage: str) -> Path: ...
+
+    def needs(self, stage: str) -> tuple[str, ...]: ...
 
     def require(self, stage: str, by: str) -> Path: ...
 

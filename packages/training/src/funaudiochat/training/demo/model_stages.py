@@ -93,23 +93,25 @@ def demo_model_spec(
     return spec
 
 
-def audio_encoder_shape(text_lm_folder: Path, audio_width: int = DEMO_AUDIO["d_model"]) -> dict[str, Any]:
+def audio_encoder_shape(llm_width: int, audio_width: int = DEMO_AUDIO["d_model"]) -> dict[str, Any]:
     """The continuous tower's ``AudioEncoderConfig`` fields in the demo model (``demo_audio(audio_width)``,
-    projecting to the text LLM's width)."""
-    width = json.loads((text_lm_folder / "config.json").read_text())["hidden_size"]
-    return {"num_mel_bins": 128, **demo_audio(audio_width), "output_dim": width}
+    projecting to the text LLM's width ``llm_width``)."""
+    return {"num_mel_bins": 128, **demo_audio(audio_width), "output_dim": llm_width}
 
 
-def tower_fit_overrides(train: Path, steps: int, weights: Path, text_lm: Path, settings) -> list[str]:
+def tower_fit_overrides(train: Path, steps: int, weights: Path, tokens: str, settings) -> list[str]:
     """The ``audio_encoder`` recipe's overrides both tower stages share: the utterance manifest ``train``,
-    ``steps``, the export ``weights``, the ``text_lm`` folder, the tower's shape, the group size its
-    LLM-token CTC and embedding match pool by and the seed."""
-    shape = audio_encoder_shape(text_lm, settings.audio_encoder_width)
+    ``steps``, the export ``weights``, what the 5 Hz token CTC reads (``tokens``: ``model.text_lm=<folder>``
+    or ``model.text_tokenizer=<folder>``), the tower's shape, the group size its token CTC and embedding
+    match pool by and the seed."""
+    from .text_stages import text_lm_width
+
+    shape = audio_encoder_shape(text_lm_width(settings.text_lm_size), settings.audio_encoder_width)
     return [
         f"data.train={train}",
         f"trainer.max_steps={steps}",
         f"model.export_path={weights}",
-        f"model.text_lm={text_lm}",
+        tokens,
         f"model.group_size={settings.group_size}",
         # speed perturbation changes tempo and pitch: more voices than the 14 training ones, for the
         # held-out voices the tower must understand
@@ -195,16 +197,19 @@ def run_audio_encoder(build: StageContext) -> dict[str, Any]:
     from .speech_stages import write_utterances
 
     speech = build.require("speech", "audio_encoder")
-    text_lm = build.require("text_lm", "audio_encoder") / "model"
-    out = build.folder("audio_encoder")
     settings = build.settings
+    if settings.tower_token_table == "text_lm":
+        tokens = f"model.text_lm={build.require('text_lm', 'audio_encoder') / 'model'}"
+    else:  # a table of its own: the tower trains beside the text LLM
+        tokens = f"model.text_tokenizer={build.require('text_tokenizer', 'audio_encoder')}"
+    out = build.folder("audio_encoder")
     corpus = build.require("corpus", "audio_encoder")
     spliced = spliced_utterances(build, corpus)
     voiced = voice_questions(build, corpus)
     count = write_utterances(speech, out / "utterances.jsonl", extra=spliced + voiced)
     weights = out / "audio_encoder.safetensors"
     overrides = tower_fit_overrides(
-        out / "utterances.jsonl", settings.audio_encoder_steps, weights, text_lm, settings
+        out / "utterances.jsonl", settings.audio_encoder_steps, weights, tokens, settings
     )
     fit_recipe(
         "audio_encoder", out / "run", overrides, product=weights, precision=build.settings.tower_precision
@@ -239,7 +244,11 @@ def run_tower_match(build: StageContext) -> dict[str, Any]:
         return {"steps": 0, "weights": str(weights)}
     overrides = [
         *tower_fit_overrides(
-            tower / "utterances.jsonl", settings.tower_match_steps, weights, text_lm, settings
+            tower / "utterances.jsonl",
+            settings.tower_match_steps,
+            weights,
+            f"model.text_lm={text_lm}",
+            settings,
         ),
         f"model.init_weights={tower / 'audio_encoder.safetensors'}",
         f"model.embed_weight={settings.tower_match_weight}",

@@ -178,7 +178,7 @@ def critical_row(build: StageContext, timings: dict[str, float]) -> str:
     from .schedule import critical_path
 
     seconds = {name: trained_seconds(build, name, s) for name, s in timings.items()}
-    longest, chain = critical_path(seconds, {name: stage.needs for name, stage in build.stages.items()})
+    longest, chain = critical_path(seconds, {name: build.needs(name) for name in build.stages})
     return f"| critical path ({' -> '.join(chain)}) | {longest:.0f} ({longest / 3600:.2f} h) |\n"
 
 

@@ -51,6 +51,7 @@ ADDED_SETTINGS: dict[str, tuple[str | tuple[str, ...], Any]] = {
     "cocktail_text_pairs": ("core_cocktail", 0),
     "speech_polish_steps": ("dpo", 0),
     "audio_encoder_words": ("audio_encoder", 0),
+    "tower_token_table": ("audio_encoder", "text_lm"),
     "group_size": (("conversations", *TOWER_STAGES, "pre_alignment", "core_cocktail", "dpo", "package"), 5),
     "srh_width": ("pre_alignment", 128),
     "srh_layers": ("pre_alignment", 3),

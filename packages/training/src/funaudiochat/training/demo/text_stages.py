@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .context import StageContext, fit_recipe, llm_fit
+from .context import RECIPES, StageContext, fit_recipe, llm_fit
 from .corpus import SPLITS, knowledge_pairs, write_corpus
 from .family import TASKS
 
@@ -160,6 +160,16 @@ def size_overrides(size: str) -> list[str]:
     """The ``text_lm`` recipe's overrides for ``text_lm_size``: none for "demo" (the recipe's sizes), the
     ``TINY_TEXT_LM`` fields for "tiny"."""
     return [f"model.llm.{key}={value}" for key, value in TINY_TEXT_LM.items()] if size == "tiny" else []
+
+
+def text_lm_width(size: str) -> int:
+    """The hidden size of the text LLM ``text_lm`` trains at ``text_lm_size`` (the recipe's, or
+    ``TINY_TEXT_LM``'s), known before it is trained."""
+    if size == "tiny":
+        return TINY_TEXT_LM["hidden_size"]
+    from omegaconf import OmegaConf
+
+    return int(OmegaConf.load(RECIPES / "text_lm.yaml").model.llm.hidden_size)
 
 
 def run_text_lm(build: StageContext) -> dict[str, Any]:

@@ -17,6 +17,11 @@ in it (the LLM then reads speech like text):
     [L, D] at 25 Hz -> mean of each group of 5 -> g [ceil(L/5), D] -> logits [g.b + c, g @ E^T]
       -> CTC over the transcript's text tokens (blank = the learnt vector b and bias c)
 
+With ``text_tokenizer`` instead (a tokenizer folder, no LLM), the same token CTC reads a table ``E`` of its
+own, learnt with the tower: the groups learn to hold one text token each before any LLM exists, so the
+tower can train beside the text LLM, and a later fit with ``text_lm`` (and the embedding match) moves them
+into the LLM's space.
+
 The loss is ``char_weight * char CTC + token_weight * token CTC + embed_weight * embedding match``. The
 token CTC alone rewards long group vectors pointing towards the word's embedding, which the LLM reads far
 worse than the embedding itself (``docs/experiments/demo_model/README.md``). The embedding match pulls each
@@ -89,15 +94,20 @@ class TokenCTCHead(nn.Module):
     scale: ``[g.b + c, s * g @ E^T]``.
 
     Args:
-        embeddings: ``[V, D]`` the LLM's input embeddings (kept frozen, not saved in checkpoints).
+        embeddings: ``[V, D]`` the LLM's input embeddings (kept frozen, not saved in checkpoints), or the
+            start of a table of the head's own (``learnt``).
         logit_scale: the scale ``s`` at the start (learnt in log space).
+        learnt: ``embeddings`` is a parameter, trained and checkpointed with the head.
     ``forward(g [B, G, D]) -> [B, G, V + 1]`` (class 0 is the blank, token id ``i`` is class ``i + 1``)."""
 
-    def __init__(self, embeddings: torch.Tensor, logit_scale: float = 1.0):
+    def __init__(self, embeddings: torch.Tensor, logit_scale: float = 1.0, learnt: bool = False):
         super().__init__()
         if logit_scale <= 0:
             raise ValueError(f"logit_scale must be > 0, got {logit_scale}")
-        self.register_buffer("embeddings", embeddings, persistent=False)
+        if learnt:
+            self.embeddings = nn.Parameter(embeddings)
+        else:
+            self.register_buffer("embeddings", embeddings, persistent=False)
         self.blank = nn.Parameter(torch.zeros(embeddings.shape[1]))
         self.blank_bias = nn.Parameter(torch.zeros(()))
         self.log_scale = nn.Parameter(torch.tensor(math.log(logit_scale)))
@@ -162,9 +172,13 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
         vocabulary: the CTC symbols (blank excluded); ``None`` takes the data module's in ``setup``.
         lr, betas, weight_decay, schedule, warmup_steps, min_lr_ratio, total_steps: AdamW and its schedule.
         short_policy: ``"error"`` or ``"skip"`` for utterances too short for their transcript.
-        text_lm: a text LLM folder (tokenizer + safetensors) for the 5 Hz token CTC, or ``None`` (chars only).
+        text_lm: a text LLM folder (tokenizer + safetensors) for the 5 Hz token CTC against its input
+            embeddings, or ``None``.
+        text_tokenizer: without ``text_lm``, a tokenizer folder for the 5 Hz token CTC against a learnt
+            table (rows of norm about 1); ``None`` with no ``text_lm``: characters only.
         group_size: 25 Hz frames per group (the model's ``group_size``, 5).
-        char_weight, token_weight: the weights of the two CTC losses (``token_weight`` needs ``text_lm``).
+        char_weight, token_weight: the weights of the two CTC losses (``token_weight`` needs ``text_lm`` or
+            ``text_tokenizer``).
         embed_weight: the weight of the embedding match (needs ``token_weight`` > 0: it follows the token
             CTC's path); 0 leaves it out.
         token_logit_scale: the token CTC's logit scale at the start (1: the plain dot product).
@@ -185,6 +199,7 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
         total_steps: int | None = None,
         short_policy: str = "skip",
         text_lm: str | None = None,
+        text_tokenizer: str | None = None,
         group_size: int = 5,
         char_weight: float = 1.0,
         token_weight: float = 1.0,
@@ -209,8 +224,15 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
                 f"embed_weight must be >= 0 and, when > 0, needs text_lm and token_weight > 0 (the match "
                 f"follows the token CTC's path); got embed_weight={embed_weight}, token_weight={token_weight}"
             )
-        if text_lm is None and char_weight == 0:
-            raise ValueError("char_weight=0 leaves no loss without text_lm (the token CTC needs a text LLM)")
+        if text_lm is not None and text_tokenizer is not None:
+            raise ValueError(
+                "give text_lm (the token CTC against its embeddings) or text_tokenizer (against a learnt "
+                "table), not both"
+            )
+        if text_lm is None and text_tokenizer is None and char_weight == 0:
+            raise ValueError(
+                "char_weight=0 leaves no loss without text_lm or text_tokenizer (the token CTC needs tokens)"
+            )
         self.save_hyperparameters()
         self.config = build_config(AudioEncoderConfig, encoder or {})
         self.encoder = ContinuousAudioEncoder(self.config)
@@ -232,6 +254,13 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
                 )
             self.text_tokenizer = AutoTokenizer.from_pretrained(text_lm)
             self.token_head = TokenCTCHead(embeddings, token_logit_scale)
+        elif text_tokenizer is not None:
+            from transformers import AutoTokenizer
+
+            self.text_tokenizer = AutoTokenizer.from_pretrained(text_tokenizer)
+            width = self.config.output_dim
+            table = torch.randn(len(self.text_tokenizer), width) * width**-0.5
+            self.token_head = TokenCTCHead(table, token_logit_scale, learnt=True)
         self.vocabulary: Vocabulary | None = None
         self.head: nn.Linear | None = None
         if vocabulary is not None:
@@ -301,7 +330,7 @@ class AudioEncoderModule(CTCVocabulary, L.LightningModule):
     def export(self, path: str | os.PathLike) -> None:
         """Write the tower to ``path`` (its state-dict keys, ``AudioEncoderConfig`` in the metadata)."""
         metadata = {"format": WEIGHTS_FORMAT, "config": json.dumps(asdict(self.config))}
-        if self.token_head is not None and self.hparams.token_weight > 0:
+        if self.hparams.text_lm is not None and self.hparams.token_weight > 0:
             metadata["grouped_output"] = GROUPED_IN_LLM_SPACE
             metadata["group_size"] = str(self.hparams.group_size)
         save_safetensors_atomic(self.encoder.state_dict(), path, metadata)
