@@ -298,8 +298,14 @@ def table(arms: dict, timing: dict, flops: dict) -> str:
                 f"| {model} | {k} | {f['llm']:.2f} | {f['srh']:.2f} | {f['audio_encoder']:.2f} "
                 f"| {f['total']:.2f} | {ratio:.2f} |"
             )
+    clocks = (
+        "\n\nThe seconds are each stage's own clock as its build recorded it (restored stages: the 5 Hz "
+        "run's). Builds made hours apart on a shared machine ran beside different stages at different thread "
+        "counts, so these clocks do not compare across arms; the paired step below does."
+    )
     return (
         "\n".join(lines)
+        + clocks
         + f"\n\nA speech LLM training step at 25 Hz against 5 Hz, the same batches: {timing['ratio']:.2f}x "
         + f"({timing['k1_seconds_per_step']:.2f} s against {timing['k5_seconds_per_step']:.2f} s, paired "
         + f"median of {timing['steps']}, one thread).\n"
