@@ -21,7 +21,8 @@ from pathlib import Path
 
 
 def load_tower(tower: Path, text_lm: Path):
-    """The tower and its token-CTC head (blank from the run's newest checkpoint)."""
+    """The tower and its token-CTC head (blank from the run's newest checkpoint; its table is ``text_lm``'s
+    input embeddings, or the checkpoint's own when the tower learnt one: ``tower_token_table=learnt``)."""
     import torch
     from funaudiochat.base.weights import read_safetensors
     from funaudiochat.tokenizer.audio_encoder import AudioEncoderConfig, ContinuousAudioEncoder
@@ -34,8 +35,9 @@ def load_tower(tower: Path, text_lm: Path):
     if not checkpoints:
         raise SystemExit(f"{tower}: no Lightning checkpoint (the CTC blank is kept there)")
     learnt = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)["state_dict"]
-    head = TokenCTCHead(read_llm_input_embeddings(text_lm))
     prefix = "token_head."
+    own = learnt.get(prefix + "embeddings")
+    head = TokenCTCHead(read_llm_input_embeddings(text_lm) if own is None else own, learnt=own is not None)
     state = {k.removeprefix(prefix): v for k, v in learnt.items() if k.startswith(prefix)}
     state.setdefault("log_scale", head.log_scale.detach())  # runs from before the learnt scale: 1
     head.load_state_dict(state)
