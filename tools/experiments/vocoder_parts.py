@@ -2,7 +2,8 @@
 flow and HiFT, each heard by pocketsphinx.
 
     python tools/experiments/vocoder_parts.py --model runs/demo6/package --run runs/demo6 \
-        [--limit 10] [--group heldout|train_a] [--flow-steps N] [--out vocoder_parts.json]
+        [--limit 10] [--group heldout|train_a] [--flow-steps N] [--flow FILE] [--hift FILE] \
+        [--out vocoder_parts.json]
 
 For each held-out (or ``--group train_a``: training) question-answer pair with a spoken answer
 (``demo_eval.heldout_items``, at most ``--limit`` per task), pocketsphinx (``listen.Recognizer`` over the
@@ -11,7 +12,9 @@ the mel of that audio (the vocoder's second half alone), (3) the answer's 25 Hz 
 speech tokenizer) through the folder's flow and HiFT as the pipeline streams them (the whole round trip).
 (1) and (3) are ``demo_eval.speech_ceilings``, the evaluation's own figures.
 Each is right when it holds the answer's key (``demo_eval.key_score``). (1) -> (2) is what HiFT loses,
-(2) -> (3) what the codes and the flow lose.
+(2) -> (3) what the codes and the flow lose. ``--flow`` / ``--hift`` take those parts from other weights (a
+``vocoder_flow`` / ``vocoder_hift`` stage's product; the flow keeps the folder's Euler steps), the rest of
+the folder unchanged: two trainings of a vocoder part compared on the same model and items.
 """
 
 from __future__ import annotations
@@ -28,8 +31,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=10, help="pairs per task")
     parser.add_argument("--group", default="heldout", help="heldout, or train_a for training pairs")
     parser.add_argument("--flow-steps", type=int, help="the flow's Euler steps (default: the folder's, 10)")
+    parser.add_argument("--flow", type=Path, help="flow weights to use instead of the folder's")
+    parser.add_argument("--hift", type=Path, help="HiFT weights to use instead of the folder's")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    for name in ("flow", "hift"):
+        path = getattr(args, name)
+        if path is not None and not path.is_file():
+            raise SystemExit(f"--{name} {path}: no such file")
 
     import soundfile
     import torch
@@ -44,6 +53,16 @@ def main() -> None:
     items = [i for i in heldout_items(args.run, args.limit, group=args.group) if i.task in QA_TASKS]
     recognizer = Recognizer([p["answer"] for p in corpus_pairs(args.run / "corpus", SPLITS, QA_TASKS)])
     pipe = Pipeline.from_pretrained(args.model)
+    if args.flow is not None:
+        from funaudiochat.vocoder.loading import load_flow
+
+        flow = load_flow(args.flow)
+        flow.config.n_timesteps = pipe.vocoder.flow.config.n_timesteps
+        pipe.vocoder.flow = flow.eval()
+    if args.hift is not None:
+        from funaudiochat.vocoder.loading import load_hift
+
+        pipe.vocoder.hift = load_hift(args.hift).eval()
     if args.flow_steps is not None:
         if args.flow_steps < 1:
             raise SystemExit(f"--flow-steps must be >= 1, got {args.flow_steps}")
@@ -63,6 +82,8 @@ def main() -> None:
         "model": str(args.model),
         "run": str(args.run),
         "group": args.group,
+        "flow": str(args.flow or args.model / "flow.safetensors"),
+        "hift": str(args.hift or args.model / "hift.safetensors"),
         "n": len(items),
         "reference_speech": ceilings["reference_speech"],
         "hift_on_true_mel": key_score(items, heard),
