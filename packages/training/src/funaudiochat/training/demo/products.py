@@ -30,7 +30,7 @@ RESTORED_FILE = "restored.json"
 # everything after it instead of restoring products made without it.
 LLM_STAGES = ("text_lm", "text_lm_copy", "pre_alignment", "core_cocktail", "dpo")
 TOWER_STAGES = ("audio_encoder", "tower_match")
-VOCODER_STAGES = ("speech_tokenizer", "vocoder_hift", "vocoder_flow")
+VOCODER_STAGES = ("speech_tokenizer", "vocoder_hift", "vocoder_flow")  # the tokenizer read it until 12-07
 # How a stage computes, not what it learns: a product trained at another precision is restored all the
 # same; its marker keeps the precision it trained at, which the model card names (``other_settings``).
 COMPUTE_SETTINGS = ("llm_precision", "tower_precision", "vocoder_precision", "compile_llm")

@@ -274,7 +274,7 @@ def run_speech_tokenizer(build: StageContext) -> dict[str, Any]:
             f"seed={build.settings.seed}",
         ],
         product=weights,
-        precision=build.settings.vocoder_precision,
+        precision="32-true",  # its codes are what every speech stage learns; bf16 here is unmeasured
     )
     counts = {group: recode_answers(speech / group, out / "data" / group, weights) for group in SPEECH_GROUPS}
     return {"utterances": count, "steps": build.settings.tokenizer_steps, "recoded": counts}
