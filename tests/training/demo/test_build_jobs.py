@@ -118,6 +118,8 @@ def test_independent_stages_overlap_and_a_dependent_one_waits_for_them(recipe):
         log = build.root / "logs" / f"{name}.log"
         started = f"[{name}] started, {threads} thread(s) (log: {log})"
         assert started in lines and f"[{name}] finished in" in log.read_text()
+        assert any(line.startswith(f"[{name}] exited after") for line in lines)
+        assert took[name] == record(build, name)["seconds"], "the stage's own clock, not its process's"
     assert build.run(["left", "right", "joined"], jobs=2) == {}, "done stages are skipped"
 
 

@@ -159,6 +159,10 @@ class DemoBuild:
         skipped = spec.skipped_needs(self.settings)
         return tuple(need for need in spec.needs if need not in skipped)
 
+    def record(self, stage: str) -> dict[str, Any]:
+        """The ``stage.json`` of a finished stage: its seconds, settings and what it measured."""
+        return json.loads((self.folder(stage) / DONE_FILE).read_text(encoding="utf-8"))
+
     def require(self, stage: str, by: str) -> Path:
         """The folder of a finished stage that ``by`` reads (else a ``ValueError`` saying what to run)."""
         if not self.done(stage):
@@ -259,7 +263,9 @@ class DemoBuild:
         }
         needs = {name: [need for need in self.needs(name) if need in todo] for name in todo}
         log_dir = self.root / LOG_FOLDER if logs else None
-        return run_concurrently(commands, needs, jobs, log_dir, self.log)
+        run_concurrently(commands, needs, jobs, log_dir, self.log)
+        # each stage's own clock (pauses and earlier attempts' waits left out), not its process's wall time
+        return {name: self.record(name)["seconds"] for name in todo}
 
     def _mark_done(self, name: str, seconds: float, record: dict[str, Any]) -> None:
         """Write the stage's ``stage.json`` and add its seconds to ``timings.json`` (locked: stages may run

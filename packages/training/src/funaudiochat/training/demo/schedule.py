@@ -88,7 +88,8 @@ def run_concurrently(
     log_dir: Path | None,
     log: Callable[[str], None] = print,
 ) -> dict[str, float]:
-    """Run every command of ``commands`` (name -> argv) and return each one's seconds, in ``commands`` order.
+    """Run every command of ``commands`` (name -> argv) and return each one's wall-clock seconds (from its
+    start to its exit, any time it was stopped included), in ``commands`` order.
 
     ``needs[name]`` names the commands that must have exited with 0 before ``name`` starts; each must come
     before ``name`` in ``commands``. ``log_dir``: where each command's output goes (``<name>.log``), or
@@ -167,7 +168,7 @@ def _run(
                 if process.returncode == 0:
                     finished.add(name)
                     took[name] = time.perf_counter() - start
-                    log(f"[{name}] finished in {took[name]:.1f} s")
+                    log(f"[{name}] exited after {took[name]:.1f} s of wall clock")
                 else:
                     failed.append(name)
                     log(f"[{name}] FAILED (exit code {process.returncode}, see {log_paths[name] or 'above'})")
