@@ -12,8 +12,9 @@ DPO with the speech polish, the package) are built again:
 
 - ``k1_samples``: the same steps, so the same samples;
 - ``k1_budget``: the speech LLM stages' steps (``BUDGET_STEPS``) times the 5 Hz / 25 Hz cost of a step, so
-  that they train as long as at 5 Hz (the towers cost the same at both rates and keep their steps). When a
-  25 Hz step costs within ``SAME_COST`` of a 5 Hz one, ``k1_budget`` is ``k1_samples``.
+  that they train as long as at 5 Hz (the towers cost the same at both rates and keep their steps: this arm
+  is restored from ``k1_samples``, whose conversations and towers are its own). When a 25 Hz step costs
+  within ``SAME_COST`` of a 5 Hz one, ``k1_budget`` is ``k1_samples``.
 
 The cost of a step is measured apart, because wall clocks on a shared machine do not compare across runs
 made hours apart: one process trains both models (Core-Cocktail's, from the two arms' towers) on the same
@@ -87,7 +88,8 @@ def arm_settings(settings, group_size: int, cost_ratio: float = 1.0):
 
 
 def build_arm(run: Path, folder: Path, settings, jobs: int) -> None:
-    """``tools/train_demo.py`` at ``settings`` into ``folder``, restored from ``run`` (resumes)."""
+    """``tools/train_demo.py`` at ``settings`` into ``folder``, restored from ``run`` (a finished build of
+    either rate: the products of every stage whose settings agree are copied; resumes)."""
     from funaudiochat.training.demo.build import settings_assignments
 
     sets = [arg for assignment in settings_assignments(settings) for arg in ("--set", assignment)]
@@ -344,7 +346,8 @@ def main(argv=None) -> int:
     if abs(timing["ratio"] - 1) > SAME_COST:
         folders["k1_budget"] = out / "k1_budget"
         arm_config["k1_budget"] = arm_settings(settings, 1, timing["ratio"])
-        build_arm(run, folders["k1_budget"], arm_config["k1_budget"], args.jobs)
+        # from the 25 Hz build: its conversations and towers are the budget arm's too (their steps are kept)
+        build_arm(folders["k1_samples"], folders["k1_budget"], arm_config["k1_budget"], args.jobs)
     arms = {}
     for name, folder in folders.items():
         arms[name] = arm_record(folder, arm_config[name], evaluate_arm(folder, args.limit))
