@@ -99,3 +99,14 @@ def test_table_reports_every_arm_the_timing_and_the_paper_figures(experiment):
     assert "| 1 | 1200 | 5000 | 12000 | - |" in rows[1]
     assert "same batches: 1.50x (3.00 s against 2.00 s" in text
     assert "| demo | 1 | 1.00 | 2.00 | 3.00 | 9.00 | 1.50 |" in text
+
+
+def test_an_arm_not_built_yet_is_a_row_that_says_so(experiment):
+    pending = {"group_size": 1, "steps": {"pre_alignment_steps": 527}, "pending": "not built yet"}
+    timing = {"ratio": 0.76, "k1_seconds_per_step": 1.1, "k5_seconds_per_step": 1.5, "steps": 12}
+    part = {"llm": 1.0, "srh": 2.0, "audio_encoder": 3.0, "total": 6.0}
+    flops = {k: {"demo": part, "official_8b": part} for k in ("k5", "k1")}
+    text = experiment.table({"k1_budget": pending}, timing, flops)
+    (row,) = [line for line in text.splitlines() if line.startswith("| k1_budget")]
+    assert row.startswith("| k1_budget | 1 | 527 | not built yet |")
+    assert row.count("|") == text.splitlines()[0].count("|"), "as many columns as the header"

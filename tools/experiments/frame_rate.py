@@ -2,6 +2,7 @@
 k = 5) against 25 Hz (k = 1), for the same number of samples and for the same wall clock.
 
     python tools/experiments/frame_rate.py --run runs/demo [--out runs/frame_rate] [--limit 50] [--jobs 2]
+        [--samples-only]
 
 ``--run`` is a finished demo build at k = 5 (``tools/train_demo.py``): the ``k5`` arm. The other arms are
 builds of the same recipe with the same settings but ``group_size=1``, restored from it
@@ -25,7 +26,8 @@ resident memory of its grouped stages' processes and ``tools/eval_spoken_qa.py``
 ASR word error rate, tool calls, text knowledge, real-time factor) on ``--limit`` held-out pairs per task.
 The paper's forward FLOPs per second of speech are computed for the demo model and the official 8B.
 ``--out`` gets ``frame_rate.json`` and ``frame_rate.md``; each arm's build and evaluation resume where they
-stopped.
+stopped. ``--samples-only`` reports before the equal-time arm is built (its row says so), the run after
+builds it.
 """
 
 from __future__ import annotations
@@ -276,6 +278,9 @@ def table(arms: dict, timing: dict, flops: dict) -> str:
     ]
     for name, a in arms.items():
         steps = sum(a["steps"].values())
+        if a.get("pending"):
+            lines.append(f"| {name} | {a['group_size']} | {steps} | not built yet |" + " |" * 9)
+            continue
         peak = "-" if a["peak_rss_mb"] is None else f"{a['peak_rss_mb']:.0f}"
         rtf = "-" if a.get("rtf") is None else f"{a['rtf']:.2f}"
         scores = " | ".join(
@@ -322,6 +327,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/frame_rate"), help="folder of the 25 Hz arms")
     parser.add_argument("--limit", type=int, default=50, help="held-out pairs per task in the evaluation")
     parser.add_argument("--jobs", type=int, default=2, help="train_demo.py --jobs of the 25 Hz builds")
+    parser.add_argument(
+        "--samples-only",
+        action="store_true",
+        help="report without the equal-time arm when it is not built (a row saying so in its place)",
+    )
     parser.add_argument("--timing", help=argparse.SUPPRESS)  # internal: the paired timing, in a child process
     args = parser.parse_args(argv)
     run = args.run.resolve()
@@ -343,16 +353,24 @@ def main(argv=None) -> int:
         subprocess.run(command, check=True)
     timing = json.loads((out / "timing.json").read_text())
     print(f"paired timing: {timing}", flush=True)
+    pending = None
     if abs(timing["ratio"] - 1) > SAME_COST:
-        folders["k1_budget"] = out / "k1_budget"
-        arm_config["k1_budget"] = arm_settings(settings, 1, timing["ratio"])
-        # from the 25 Hz build: its conversations and towers are the budget arm's too (their steps are kept)
-        build_arm(folders["k1_samples"], folders["k1_budget"], arm_config["k1_budget"], args.jobs)
+        budget = arm_settings(settings, 1, timing["ratio"])
+        if args.samples_only and not (out / "k1_budget" / "package" / "stage.json").is_file():
+            pending = {"group_size": 1, "steps": {name: getattr(budget, name) for name in BUDGET_STEPS}}
+            pending["pending"] = "not built yet: run frame_rate.py without --samples-only"
+        else:
+            folders["k1_budget"] = out / "k1_budget"
+            arm_config["k1_budget"] = budget
+            # from the 25 Hz build: its conversations and towers are this arm's too (their steps are kept)
+            build_arm(folders["k1_samples"], folders["k1_budget"], budget, args.jobs)
     arms = {}
     for name, folder in folders.items():
         arms[name] = arm_record(folder, arm_config[name], evaluate_arm(folder, args.limit))
         print(name, arms[name], flush=True)
-    if "k1_budget" not in arms:
+    if pending is not None:
+        arms["k1_budget"] = pending
+    elif "k1_budget" not in arms:
         arms["k1_budget"] = {**arms["k1_samples"], "same_as": "k1_samples"}
     towers = {
         k: folders[name] / "tower_match" / "audio_encoder.safetensors"
