@@ -228,6 +228,38 @@ def test_speech_loss_from_target_positions_only_equals_the_full_logits():
             torch.testing.assert_close(picked_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_rows_without_speech_targets_skip_the_speech_head_and_change_nothing():
+    """A row with no speech target (a text reply in a mixed batch) is left out of the SRH's decoder: the
+    loss, the per-row log-probabilities (0 for that row) and every gradient equal the full logits'."""
+    model = FunAudioChatForConditionalGeneration.from_pretrained(GOLDEN / "tiny_official").train()
+    g = load_file(GOLDEN / "forward.safetensors")
+    inputs = {k: g[k].clone() for k in FORWARD_KEYS}
+    labels = inputs["labels"][1]
+    speech = (inputs["input_ids"][1] == model.config.audio_token_index) | (
+        labels == model.config.text_config.audio_eos_index
+    )
+    labels[speech] = -100  # row 1 keeps its text targets, loses its speech ones (the audio and its EOS)
+    assert (labels != -100).any()
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = []
+    model.audio_invert_tower.crq_transformer.register_forward_hook(
+        lambda module, args, kwargs, out: rows.append(kwargs["inputs_embeds"].shape[0]), with_kwargs=True
+    )
+    results = []
+    for full in (True, None):
+        out = model(**inputs, return_speech_logits=full, return_sequence_logps=True)
+        results.append((out, torch.autograd.grad(out.loss, params, allow_unused=True)))
+    (full, full_grads), (picked, picked_grads) = results
+    assert rows == [2, 1], "the head decoded both rows for the full logits, one for the loss"
+    assert full.speech_loss is not None and float(picked.speech_logps[1]) == 0.0
+    torch.testing.assert_close(picked.speech_loss, full.speech_loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(picked.speech_logps, full.speech_logps, rtol=1e-6, atol=1e-4)
+    for want, got in zip(full_grads, picked_grads, strict=True):
+        assert (want is None) == (got is None)
+        if want is not None:
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("tag,penalty", [("rp1", 1.0), ("rp12", 1.2)])
 def test_greedy_generation_matches_the_official_code(official, tag, penalty):
     g = load_file(GOLDEN / "generate.safetensors")

@@ -164,8 +164,9 @@ class SpeechRefinedHead(nn.Module):
     ) -> torch.Tensor:
         """Teacher-forced logits ``[B, S*k, codebook]``, or with ``select`` (bool ``[B, S*k]``) those of the
         selected positions only, ``[N, codebook]`` in row-major order: the head's largest product is then
-        computed where a loss needs it, and the decoder stops after the last selected position (it is
-        causal: later positions change nothing before them).
+        computed where a loss needs it, the decoder stops after the last selected position (it is causal:
+        later positions change nothing before them) and skips the rows with none selected (a text reply's
+        row in a mixed batch: each row attends only to itself).
 
         ``conditioning [B, S, D]`` = LLM last hidden + text embedding; ``prev_ids [B, S*k]`` the previous
         speech token of each 25 Hz position, or None: no previous-token embedding is added (what the
@@ -187,10 +188,16 @@ class SpeechRefinedHead(nn.Module):
         if select is not None:
             needed = select.any(0).nonzero()
             s = int(needed[-1]) // k + 1 if needed.numel() else 1
-            conditioning, select = conditioning[:, :s], select[:, : s * k]
-            prev_ids = None if prev_ids is None else prev_ids[:, : s * k]
-            attention_mask = None if attention_mask is None else attention_mask[:, :s]
-            positions = None if positions is None else positions[:, : s * k]
+            rows = select.any(1)
+            if bool(rows.any()) and not bool(rows.all()):  # rows without a selected position: left out
+                rows = rows.nonzero()[:, 0]
+                b = rows.numel()
+            else:
+                rows = slice(None)
+            conditioning, select = conditioning[rows, :s], select[rows, : s * k]
+            prev_ids = None if prev_ids is None else prev_ids[rows, : s * k]
+            attention_mask = None if attention_mask is None else attention_mask[rows, :s]
+            positions = None if positions is None else positions[rows, : s * k]
         u = self.pre_matching(conditioning)
         if u.dtype != self.lm_head.weight.dtype:  # autocast ran the Linear in bf16/fp16: add in the table's
             u = u.to(self.lm_head.weight.dtype)
