@@ -213,3 +213,17 @@ def test_deepspeed_configs_are_valid_and_need_a_gpu(stage, tmp_path):
     )
     with pytest.raises(RuntimeError, match="only supported on CUDA GPUs"):
         trainer.fit(BoringModel(), torch.utils.data.DataLoader(torch.randn(4, 32), batch_size=2))
+
+
+def test_compiling_keeps_enough_variants_for_the_decoders_shapes(monkeypatch):
+    """The speech LLM's decoder and the SRH's are one function to dynamo, and their batch x length shapes
+    make inductor compile new variants: more than dynamo's default of 8 must be kept, or the rest run
+    eagerly."""
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    holder = torch.nn.Module()
+    holder.layer = torch.nn.Linear(2, 2)
+    cli.compile_submodules(holder, [])
+    assert torch._dynamo.config.recompile_limit == 8, "nothing compiled, nothing changed"
+    cli.compile_submodules(holder, ["layer"])
+    assert torch._dynamo.config.recompile_limit == cli.COMPILED_VARIANTS > 8
+    assert holder.layer(torch.ones(3, 2)).shape == (3, 2)

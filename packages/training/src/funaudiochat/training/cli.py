@@ -261,12 +261,21 @@ def submodule(module, path: str, required: bool = False):
     return target
 
 
+# The speech LLM's decoder and the SRH's are one function to dynamo (transformers' output wrapper), and
+# inductor's CPU reductions guard on batch x length crossing powers of two, so a fit whose head decodes a
+# varying number of rows meets ten or so variants; at dynamo's default of 8 the later ones ran eagerly.
+COMPILED_VARIANTS = 32
+
+
 def compile_submodules(module, paths: Sequence[str]) -> None:
     """``torch.compile`` each submodule of ``module`` that a dotted path of ``paths`` names (each module
     of a ``ModuleList``), in place (``nn.Module.compile``: parameters, buffers and state-dict names do
-    not change)."""
+    not change). Dynamo keeps up to ``COMPILED_VARIANTS`` compiled variants of a function."""
     import torch
 
+    if paths:
+        config = torch._dynamo.config
+        config.recompile_limit = max(config.recompile_limit, COMPILED_VARIANTS)
     for path in paths:
         target = submodule(module, path, required=True)
         for part in target if isinstance(target, torch.nn.ModuleList) else [target]:
