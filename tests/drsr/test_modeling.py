@@ -194,6 +194,33 @@ def test_training_forward_under_bf16_autocast_is_close_to_float32():
     assert model.audio_invert_tower.pre_matching.weight.grad.dtype == torch.float32
 
 
+def _full_and_selected(model, inputs):
+    """The training forward with the full speech logits, then with the default (logits at the targets
+    only), each with the gradients of its loss; and the ``[rows, length]`` the SRH's decoder ran on."""
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    decoded = []
+    model.audio_invert_tower.crq_transformer.register_forward_hook(
+        lambda module, args, kwargs, out: decoded.append(tuple(kwargs["inputs_embeds"].shape[:2])),
+        with_kwargs=True,
+    )
+    results = []
+    for full in (True, None):
+        out = model(**inputs, return_speech_logits=full, return_sequence_logps=True)
+        assert (out.speech_logits is not None) == bool(full)
+        grads = torch.autograd.grad(out.loss, [p for _, p in params], allow_unused=True)
+        results.append((out, dict(zip([n for n, _ in params], grads, strict=True))))
+    (full, full_grads), (picked, picked_grads) = results
+    torch.testing.assert_close(picked.speech_loss, full.speech_loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(picked.speech_logps, full.speech_logps, rtol=1e-6, atol=1e-4)
+    assert picked.speech_logps.shape == (inputs["labels"].shape[0],)
+    for name, grad in full_grads.items():
+        if grad is None:
+            assert picked_grads[name] is None, name
+        else:
+            torch.testing.assert_close(picked_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    return picked, decoded
+
+
 def test_speech_loss_from_target_positions_only_equals_the_full_logits():
     """By default the SRH head runs only where there are speech targets (and its decoder stops after the
     last one): the loss, the per-row log-probabilities and every gradient equal those of the full logits."""
@@ -205,27 +232,8 @@ def test_speech_loss_from_target_positions_only_equals_the_full_logits():
     trained = (labels[0] != -100).nonzero()[:, 0]
     labels[0, trained[-3:]] = -100
     labels[:, -4:] = -100
-    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    decoded = []
-    model.audio_invert_tower.crq_transformer.register_forward_hook(
-        lambda module, args, kwargs, out: decoded.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True
-    )
-    results = []
-    for full in (True, None):
-        out = model(**inputs, return_speech_logits=full, return_sequence_logps=True)
-        assert (out.speech_logits is not None) == bool(full)
-        grads = torch.autograd.grad(out.loss, [p for _, p in params], allow_unused=True)
-        results.append((out, dict(zip([n for n, _ in params], grads, strict=True))))
-    (full, full_grads), (picked, picked_grads) = results
-    assert decoded[0] == labels.shape[1] * 5 and decoded[1] < decoded[0]  # stopped after the last target
-    torch.testing.assert_close(picked.speech_loss, full.speech_loss, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(picked.speech_logps, full.speech_logps, rtol=1e-6, atol=1e-4)
-    assert picked.speech_logps.shape == (labels.shape[0],)
-    for name, grad in full_grads.items():
-        if grad is None:
-            assert picked_grads[name] is None, name
-        else:
-            torch.testing.assert_close(picked_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    _, decoded = _full_and_selected(model, inputs)
+    assert decoded[0][1] == labels.shape[1] * 5 and decoded[1][1] < decoded[0][1], "stopped after the last"
 
 
 def test_rows_without_speech_targets_skip_the_speech_head_and_change_nothing():
@@ -240,24 +248,9 @@ def test_rows_without_speech_targets_skip_the_speech_head_and_change_nothing():
     )
     labels[speech] = -100  # row 1 keeps its text targets, loses its speech ones (the audio and its EOS)
     assert (labels != -100).any()
-    params = [p for p in model.parameters() if p.requires_grad]
-    rows = []
-    model.audio_invert_tower.crq_transformer.register_forward_hook(
-        lambda module, args, kwargs, out: rows.append(kwargs["inputs_embeds"].shape[0]), with_kwargs=True
-    )
-    results = []
-    for full in (True, None):
-        out = model(**inputs, return_speech_logits=full, return_sequence_logps=True)
-        results.append((out, torch.autograd.grad(out.loss, params, allow_unused=True)))
-    (full, full_grads), (picked, picked_grads) = results
-    assert rows == [2, 1], "the head decoded both rows for the full logits, one for the loss"
-    assert full.speech_loss is not None and float(picked.speech_logps[1]) == 0.0
-    torch.testing.assert_close(picked.speech_loss, full.speech_loss, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(picked.speech_logps, full.speech_logps, rtol=1e-6, atol=1e-4)
-    for want, got in zip(full_grads, picked_grads, strict=True):
-        assert (want is None) == (got is None)
-        if want is not None:
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    picked, decoded = _full_and_selected(model, inputs)
+    assert [rows for rows, _ in decoded] == [2, 1], "both rows for the full logits, one for the loss"
+    assert picked.speech_loss is not None and float(picked.speech_logps[1]) == 0.0
 
 
 @pytest.mark.parametrize("tag,penalty", [("rp1", 1.0), ("rp12", 1.2)])
