@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,9 @@ def test_independent_stages_overlap_and_a_dependent_one_waits_for_them(recipe):
     settings = DemoSettings(seed=7, pairs_per_file=2, cocktail_alpha=1.0)
     lines = []
     build = fake_build(recipe, settings, lines)
+    began = time.perf_counter()
     took = build.run(["left", "right", "joined"], jobs=2)
+    elapsed = time.perf_counter() - began
     assert list(took) == ["left", "right", "joined"]
     (left_start, left_end), (right_start, right_end) = interval(build, "left"), interval(build, "right")
     assert left_start < right_end and right_start < left_end, "left and right ran at the same time"
@@ -120,7 +123,12 @@ def test_independent_stages_overlap_and_a_dependent_one_waits_for_them(recipe):
         assert started in lines and f"[{name}] finished in" in log.read_text()
         assert any(line.startswith(f"[{name}] exited after") for line in lines)
         assert took[name] == record(build, name)["seconds"], "the stage's own clock, not its process's"
+    # the build's own clock: the schedule's wall time, once (the stages it started do not add theirs)
+    clock = json.loads((build.root / "clock" / "build.json").read_text())
+    assert clock["attempts"] == 1 and max(took.values()) < clock["seconds"] <= elapsed + 0.01
+    assert any(line.startswith("[build] ") and "1 run" in line for line in lines)
     assert build.run(["left", "right", "joined"], jobs=2) == {}, "done stages are skipped"
+    assert json.loads((build.root / "clock" / "build.json").read_text()) == clock, "nothing ran: no time"
 
 
 def test_restored_stages_run_here_first_and_leave_the_cores_to_the_rest(recipe):
@@ -195,6 +203,32 @@ def test_jobs_must_be_at_least_one(recipe, tmp_path, capsys):
     assert (
         exit_info.value.code == 2 and "--jobs: give a whole number of stages >= 1" in capsys.readouterr().err
     )
+
+
+def test_every_run_that_runs_a_stage_adds_its_time_to_the_build_clock(recipe):
+    """``clock/build.json``: the wall clock of every run in the folder, here two in this process."""
+    from funaudiochat.training.demo.package_stage import build_clock_row
+
+    recipe.SLEEP = 0.2
+    build = fake_build(recipe)
+    assert build_clock_row(build) == "", "no clock before anything ran"
+    build.run(["left"])
+    first = json.loads((build.root / "clock" / "build.json").read_text())
+    build.run(["left", "right"])
+    second = json.loads((build.root / "clock" / "build.json").read_text())
+    assert first["attempts"] == 1 and second["attempts"] == 2
+    assert first["seconds"] >= recipe.SLEEP and second["seconds"] >= first["seconds"] + recipe.SLEEP
+    assert build_clock_row(build) == (
+        f"| wall clock of the build up to `package` (2 runs of `train_demo.py`) "
+        f"| {second['seconds']:.0f} ({second['seconds'] / 3600:.2f} h) |\n"
+    )
+    build.run(["right"], force=True, build_clock=False)  # a stage a schedule started: the schedule's time
+    assert json.loads((build.root / "clock" / "build.json").read_text()) == second
+
+
+def test_no_stage_may_take_the_build_clocks_name(recipe, tmp_path):
+    with pytest.raises(ValueError, match="no stage may be called 'build'"):
+        DemoBuild(tmp_path, stages={**recipe.STAGES, "build": recipe.STAGES["left"]})
 
 
 def test_the_stage_command_is_the_command_line():

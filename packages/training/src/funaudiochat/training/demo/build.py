@@ -10,7 +10,10 @@ seconds), so a killed run resumes at the first unfinished stage; ``--stage`` run
 (their inputs must be done), ``--force`` redoes them. Quick stages build their folder in a temporary
 folder renamed into place (``funaudiochat.base.atomic.atomic_folder``); Lightning stages resume from their
 own checkpoints. A stage's seconds are those of all its attempts (``stage_clock``: a killed attempt loses
-at most 30 s of its record); ``timings.json`` in the run folder collects every stage's seconds.
+at most 30 s of its record); ``timings.json`` in the run folder collects every stage's seconds, and
+``clock/build.json`` the build's own wall clock: the seconds ``train_demo.py`` has spent running stages in
+the folder, over every invocation, pauses left out (``BUILD_CLOCK``; a stage started by a schedule does not
+count twice).
 ``--jobs N`` runs up to N stages at once, each in its own process (log: ``logs/<stage>.log``) as soon as
 the stages it ``needs`` are done (``schedule``): the vocoders train beside the LLM chain. ``--jobs 1`` (the
 default) runs them one after the other, each in its own process too (output to the console): one process
@@ -118,7 +121,7 @@ from .speech_stages import (
     run_speech,
     run_speech_tokenizer,
 )
-from .stage_clock import StageClock, clock_file, forget_attempts
+from .stage_clock import BUILD_CLOCK, StageClock, clock_file, forget_attempts
 from .text_stages import run_corpus, run_text_lm, run_text_lm_copy, run_text_tokenizer
 from .vocoder_stages import run_vocoder_flow, run_vocoder_hift
 
@@ -126,6 +129,8 @@ __all__ = ["ASSISTANT_VOICE", "EVAL_VOICES", "STAGES", "TRAIN_VOICES", "DemoBuil
 
 TIMINGS_FILE = "timings.json"
 LOG_FOLDER = "logs"
+# the flag a schedule gives the stages it starts: their time is already on the build's clock
+SCHEDULED_FLAG = "--scheduled"
 # runs ``main`` in a new process: how ``DemoBuild.run(jobs > 1 or processes=True)`` runs each stage
 STAGE_COMMAND = (sys.executable, "-m", "funaudiochat.training.demo.build")
 
@@ -146,6 +151,10 @@ class DemoBuild:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()  # stages write paths into files; they must not be relative
+        if BUILD_CLOCK in self.stages:
+            raise ValueError(
+                f"no stage may be called {BUILD_CLOCK!r}: clock/{BUILD_CLOCK}.json is the build's"
+            )
 
     def folder(self, stage: str) -> Path:
         return self.root / stage
@@ -173,7 +182,12 @@ class DemoBuild:
         return self.folder(stage)
 
     def run(
-        self, names: Sequence[str] | None = None, force: bool = False, jobs: int = 1, processes: bool = False
+        self,
+        names: Sequence[str] | None = None,
+        force: bool = False,
+        jobs: int = 1,
+        processes: bool = False,
+        build_clock: bool = True,
     ) -> dict[str, float]:
         """Run ``names`` (default: every stage) and return the seconds of each stage run now.
 
@@ -181,7 +195,9 @@ class DemoBuild:
         own process, its output to this one's, unless only one stage is to run). ``jobs`` > 1: up to
         ``jobs`` at once, each in its own process, a stage as soon as its ``needs`` are done
         (``schedule``). When the stages run in processes of their own, those whose products were restored
-        and whose needs are done run in this one first (they only check their products).
+        and whose needs are done run in this one first (they only check their products). With
+        ``build_clock`` (not for a stage a schedule started) the time spent is added to the build's clock,
+        ``clock/build.json`` (``BUILD_CLOCK``), when any stage was to run.
 
         Raises:
             ValueError: ``jobs`` < 1, an unknown stage; with ``jobs`` > 1 also (before anything starts) a
@@ -201,8 +217,27 @@ class DemoBuild:
                 self.log(f"[{name}] done already ({self.folder(name)})")
                 continue
             todo.append(name)
+        concurrent = jobs > 1 or (processes and len(todo) > 1)
+        if concurrent:  # each stage in a process of its own: refuse a missing need before any starts
+            for name in todo:
+                for need in self.needs(name):
+                    if need not in todo:
+                        self.require(need, name)
+        if not todo or not build_clock:
+            return self._run_todo(todo, force, jobs, concurrent)
+        with StageClock(clock_file(self.root, BUILD_CLOCK)) as clock:
+            took = self._run_todo(todo, force, jobs, concurrent)
+        runs = f"{clock.attempts} runs" if clock.attempts > 1 else "1 run"
+        self.log(
+            f"[{BUILD_CLOCK}] {clock.seconds:.0f} s of wall clock in this folder ({runs}, pauses not counted)"
+        )
+        return took
+
+    def _run_todo(self, todo: list[str], force: bool, jobs: int, concurrent: bool) -> dict[str, float]:
+        """``run``'s work once it knows the stages to run (``todo``, in recipe order) and whether each runs
+        in a process of its own (``concurrent``)."""
         took: dict[str, float] = {}
-        if jobs > 1 or (processes and len(todo) > 1):
+        if concurrent:
             # stages whose products were restored only check them (seconds): run here first, so that none
             # shares the cores with a long stage starting beside it and keeps it to part of them
             for name in list(todo):  # recipe order: a restored stage's restored needs run before it
@@ -248,17 +283,13 @@ class DemoBuild:
 
     def _run_concurrently(self, todo: list[str], force: bool, jobs: int, logs: bool) -> dict[str, float]:
         """``todo`` (in recipe order) run by ``schedule.run_concurrently``, each as ``stage_command``; their
-        output to ``logs/<stage>.log`` (``logs``) or to this process's."""
-        for name in todo:
-            for need in self.needs(name):
-                if need not in todo:
-                    self.require(need, name)
+        output to ``logs/<stage>.log`` (``logs``) or to this process's. ``run`` has checked their needs."""
         settings = [
             arg for assignment in settings_assignments(self.settings) for arg in ("--set", assignment)
         ]
-        force_flag = ["--force"] if force else []
+        flags = [SCHEDULED_FLAG, *(["--force"] if force else [])]
         commands = {
-            name: [*self.stage_command, "--out", str(self.root), "--stage", name, *settings, *force_flag]
+            name: [*self.stage_command, "--out", str(self.root), "--stage", name, *settings, *flags]
             for name in todo
         }
         needs = {name: [need for need in self.needs(name) if need in todo] for name in todo}
@@ -499,6 +530,7 @@ def main(
         help="compare the products each finished stage trained with those saved in DIR (weights tensor by "
         "tensor), print a line a stage, write OUT/products_compared.json and exit (runs nothing)",
     )
+    parser.add_argument(SCHEDULED_FLAG, action="store_true", help=argparse.SUPPRESS)  # see SCHEDULED_FLAG
     args = parser.parse_args(argv)
     try:
         settings = settings_with(DemoSettings(seed=args.seed), args.set)
@@ -515,7 +547,8 @@ def main(
         if args.restore_products is not None:
             for name, outcome in restore_products(build, args.restore_products).items():
                 build.log(f"[{name}] {outcome}")
-        build.run(args.stage, force=args.force, jobs=args.jobs, processes=True)
+        scheduled = args.scheduled  # a stage a schedule started: its time is on the schedule's clock
+        build.run(args.stage, force=args.force, jobs=args.jobs, processes=True, build_clock=not scheduled)
     except ValueError as error:
         parser.exit(2, f"train_demo: {error}\n")
     except StagesFailed as error:

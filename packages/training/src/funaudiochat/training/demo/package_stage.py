@@ -182,6 +182,23 @@ def critical_row(build: StageContext, timings: dict[str, float]) -> str:
     return f"| critical path ({' -> '.join(chain)}) | {longest:.0f} ({longest / 3600:.2f} h) |\n"
 
 
+def build_clock_row(build: StageContext) -> str:
+    """The card's row of the build's own wall clock so far (``stage_clock.BUILD_CLOCK``: every run of
+    ``train_demo.py`` in the folder, pauses left out; stages restored from another run add only their
+    check); empty when the folder has none (a build from before 2026-12-07 evening)."""
+    from .stage_clock import BUILD_CLOCK, clock_file, read_clock
+
+    clock = read_clock(clock_file(build.folder("package").parent, BUILD_CLOCK))
+    if not clock:
+        return ""
+    seconds, runs = clock["seconds"], clock.get("attempts", 1)
+    runs_text = "1 run" if runs == 1 else f"{runs} runs"
+    return (
+        f"| wall clock of the build up to `package` ({runs_text} of `train_demo.py`) "
+        f"| {seconds:.0f} ({seconds / 3600:.2f} h) |\n"
+    )
+
+
 def other_settings(build: StageContext, names) -> str:
     """The card's lines for the stages of ``names`` that trained with settings other than the run's (a
     restored stage trained in another run, a stage trained before a ``--set`` changed): each stage with
@@ -230,6 +247,7 @@ def model_card(build: StageContext, parts) -> str:
         )
         + total_row(build, timings)
         + critical_row(build, timings)
+        + build_clock_row(build)
     )
     sizes = "".join(f"| {name} | {n / 1e6:.2f} M |\n" for name, n in counts.items())
     settings = {f.name: getattr(build.settings, f.name) for f in dataclasses.fields(DemoSettings)}

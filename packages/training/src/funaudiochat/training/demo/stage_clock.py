@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 CLOCK_FOLDER = "clock"
+BUILD_CLOCK = "build"  # ``clock/build.json``: the whole build's wall clock (``DemoBuild.run``); not a stage
 PAUSE_SLACK = 60.0  # seconds a beat may come late before its interval counts as a pause
 
 
@@ -122,6 +123,12 @@ class StageClock:
         if self.paused_seconds:
             record["paused_seconds"] = round(self.paused_seconds, 2)
         atomic_write_text(self.path, json.dumps(record) + "\n")
+
+
+def read_clock(path: Path) -> dict[str, Any]:
+    """What clock file ``path`` holds (``seconds``, ``attempts``, maybe ``paused_seconds``); ``{}`` when it
+    is missing or unreadable."""
+    return _read(Path(path))
 
 
 def forget_attempts(path: Path) -> None:
