@@ -200,8 +200,8 @@ class DemoBuild:
         ``clock/build.json`` (``BUILD_CLOCK``), when any stage was to run.
 
         Raises:
-            ValueError: ``jobs`` < 1, an unknown stage; with ``jobs`` > 1 also (before anything starts) a
-                stage that needs one neither done nor run now.
+            ValueError: ``jobs`` < 1, an unknown stage; when the stages run in processes of their own also
+                (before anything starts) a stage that needs one neither done nor run now.
             StagesFailed: with ``jobs`` > 1, a stage failed (see its log)."""
         if jobs < 1:
             raise ValueError(f"jobs must be at least 1, not {jobs}")

@@ -50,7 +50,7 @@ class StageClock:
         self.path = Path(path)
         self.every = every
         self.pause_slack = pause_slack
-        earlier = _read(self.path)
+        earlier = read_clock(self.path)
         self.earlier_seconds = float(earlier.get("seconds", 0.0))
         self.earlier_paused = float(earlier.get("paused_seconds", 0.0))
         self.attempts = int(earlier.get("attempts", 0)) + 1
@@ -125,18 +125,15 @@ class StageClock:
         atomic_write_text(self.path, json.dumps(record) + "\n")
 
 
-def read_clock(path: Path) -> dict[str, Any]:
-    """What clock file ``path`` holds (``seconds``, ``attempts``, maybe ``paused_seconds``); ``{}`` when it
-    is missing or unreadable."""
-    return _read(Path(path))
-
-
 def forget_attempts(path: Path) -> None:
     """Drop the earlier attempts kept in clock file ``path`` (a forced stage starts its time again)."""
     Path(path).unlink(missing_ok=True)
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_clock(path: Path) -> dict[str, Any]:
+    """What clock file ``path`` holds (``seconds``, ``attempts``, maybe ``paused_seconds``); ``{}`` when it
+    is missing or unreadable."""
+    path = Path(path)
     if not path.is_file():
         return {}
     try:
