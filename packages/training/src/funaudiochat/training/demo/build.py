@@ -121,7 +121,7 @@ from .speech_stages import (
     run_speech,
     run_speech_tokenizer,
 )
-from .stage_clock import BUILD_CLOCK, StageClock, clock_file, forget_attempts
+from .stage_clock import BUILD_CLOCK, StageClock, clock_file, forget_attempts, runs_of_build
 from .text_stages import run_corpus, run_text_lm, run_text_lm_copy, run_text_tokenizer
 from .vocoder_stages import run_vocoder_flow, run_vocoder_hift
 
@@ -169,8 +169,10 @@ class DemoBuild:
         return tuple(need for need in spec.needs if need not in skipped)
 
     def record(self, stage: str) -> dict[str, Any]:
-        """The ``stage.json`` of a finished stage: its seconds, settings and what it measured."""
-        return json.loads((self.folder(stage) / DONE_FILE).read_text(encoding="utf-8"))
+        """The ``stage.json`` of a finished stage: its seconds, settings and what it measured ({} when the
+        stage has not finished)."""
+        path = self.folder(stage) / DONE_FILE
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
     def require(self, stage: str, by: str) -> Path:
         """The folder of a finished stage that ``by`` reads (else a ``ValueError`` saying what to run)."""
@@ -227,9 +229,9 @@ class DemoBuild:
             return self._run_todo(todo, force, jobs, concurrent)
         with StageClock(clock_file(self.root, BUILD_CLOCK)) as clock:
             took = self._run_todo(todo, force, jobs, concurrent)
-        runs = f"{clock.attempts} runs" if clock.attempts > 1 else "1 run"
         self.log(
-            f"[{BUILD_CLOCK}] {clock.seconds:.0f} s of wall clock in this folder ({runs}, pauses not counted)"
+            f"[{BUILD_CLOCK}] {clock.seconds:.0f} s of wall clock in this folder "
+            f"({runs_of_build(clock.attempts)}, pauses not counted)"
         )
         return took
 

@@ -288,6 +288,8 @@ class StageContext(Protocol):
 
     def require(self, stage: str, by: str) -> Path: ...
 
+    def record(self, stage: str) -> dict[str, Any]: ...
+
 
 RECIPES = Path(__file__).resolve().parents[4] / "recipes"  # packages/training/recipes
 

@@ -140,16 +140,11 @@ def parameter_counts(parts) -> dict[str, int]:
     return counts
 
 
-def _stage_record(build: StageContext, name: str) -> dict:
-    record_path = build.folder(name) / "stage.json"
-    return json.loads(record_path.read_text()) if record_path.is_file() else {}
-
-
 def trained_seconds(build: StageContext, name: str, seconds: float, record: dict | None = None) -> float:
     """The seconds stage ``name`` took to train: ``seconds`` (this run's), or, for a stage whose products
     were restored from another run (``stage.json``'s ``restored``), the seconds it took there. ``record``:
     the stage's ``stage.json`` when read already."""
-    record = _stage_record(build, name) if record is None else record
+    record = build.record(name) if record is None else record
     from .products import recorded_seconds
 
     return recorded_seconds(record, seconds)
@@ -158,7 +153,7 @@ def trained_seconds(build: StageContext, name: str, seconds: float, record: dict
 def stage_seconds(build: StageContext, name: str, seconds: float) -> str:
     """A stage's row in the card: ``trained_seconds``, saying whether it was restored and how many
     attempts it took when more than one (``stage_clock``)."""
-    record = _stage_record(build, name)
+    record = build.record(name)
     text = f"{trained_seconds(build, name, seconds, record):.0f}"
     if record.get("restored"):
         return f"{text} (trained in an earlier run, restored)"
@@ -186,15 +181,14 @@ def build_clock_row(build: StageContext) -> str:
     """The card's row of the build's own wall clock so far (``stage_clock.BUILD_CLOCK``: every run of
     ``train_demo.py`` in the folder, pauses left out; stages restored from another run add only their
     check); empty when the folder has none (a build from before 2026-12-07 evening)."""
-    from .stage_clock import BUILD_CLOCK, clock_file, read_clock
+    from .stage_clock import BUILD_CLOCK, clock_file, read_clock, runs_of_build
 
     clock = read_clock(clock_file(build.folder("package").parent, BUILD_CLOCK))
     if not clock:
         return ""
-    seconds, runs = clock["seconds"], clock.get("attempts", 1)
-    runs_text = "1 run" if runs == 1 else f"{runs} runs"
+    seconds, runs = clock["seconds"], runs_of_build(clock.get("attempts", 1))
     return (
-        f"| wall clock of the build up to `package` ({runs_text} of `train_demo.py`) "
+        f"| wall clock of the build up to `package` ({runs} of `train_demo.py`) "
         f"| {seconds:.0f} ({seconds / 3600:.2f} h) |\n"
     )
 
@@ -208,7 +202,7 @@ def other_settings(build: StageContext, names) -> str:
     current = vars(build.settings)
     lines = []
     for name in names:
-        record = _stage_record(build, name)
+        record = build.record(name)
         if not record:
             continue
         own = own_settings(record, name)

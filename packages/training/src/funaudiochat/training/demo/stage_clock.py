@@ -141,3 +141,8 @@ def read_clock(path: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError):
         return {}  # a clock file cut short: the earlier attempts' time is lost, never the stage
     return record if isinstance(record, dict) else {}
+
+
+def runs_of_build(attempts: int) -> str:
+    """How many runs of ``train_demo.py`` the build clock counts, in words: "1 run", "3 runs"."""
+    return "1 run" if attempts == 1 else f"{attempts} runs"
